@@ -1,0 +1,1 @@
+"""Harmonica's Qt layer: widgets that show core state and forward user intent."""
