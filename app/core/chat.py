@@ -1,0 +1,331 @@
+"""Conversation model and the generation driver: conversation → prompt → engine → harmony events."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date as Date
+from typing import Any, Protocol
+
+from app.core import harmony
+from app.core.engine import EngineError, GenerationStats, Sampling
+from app.core.harmony import Done, Event, FinalDelta, PreambleDelta, ReasoningDelta, ToolCall
+
+EFFORTS = ("low", "medium", "high")
+# Room the answer needs at least; a prompt that leaves less is refused up front instead of
+# producing a truncated answer of a few tokens.
+MIN_ANSWER_TOKENS = 64
+
+_SPECIAL_RE = re.compile(r"<\|([a-z_0-9]+)\|>")
+
+
+class ChatError(Exception):
+    """A problem with a turn that the user can act on; the message is for people."""
+
+
+class ContextOverflowError(ChatError):
+    """The conversation no longer fits in the model's context window."""
+
+    def __init__(self, prompt_tokens: int, n_ctx: int) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.n_ctx = n_ctx
+        super().__init__(
+            f"This conversation is too long for the model's context window: the prompt is "
+            f"{prompt_tokens:,} tokens and the window holds {n_ctx:,}. Start a new conversation, "
+            f"or reload the model with a larger context size."
+        )
+
+
+class EngineLike(Protocol):
+    """What run_turn needs from an engine (app.core.engine.Engine or ScriptedEngine)."""
+
+    @property
+    def info(self) -> Any: ...
+
+    @property
+    def n_ctx(self) -> int: ...
+
+    last_stats: GenerationStats | None
+
+    def tokenize(self, text: str, special: bool = True) -> list[int]: ...
+
+    def stream(
+        self, prompt: str | list[int], sampling: Sampling, *, cancel: threading.Event | None = None, grammar: str | None = None
+    ) -> Iterator[tuple[int, bytes]]: ...
+
+
+@dataclass
+class ToolCallRecord:
+    """A tool call made by the assistant, as stored in the conversation."""
+
+    recipient: str
+    arguments: str
+    content_type: str | None = None
+    channel: str = "commentary"
+
+    @property
+    def name(self) -> str:
+        """The function name the chat template expects ("functions.x" → "x")."""
+        return self.recipient.removeprefix("functions.")
+
+    def arguments_value(self) -> Any:
+        """Arguments as a dict when they are JSON (the template must not double-encode them)."""
+        try:
+            return json.loads(self.arguments)
+        except (ValueError, TypeError):
+            return self.arguments
+
+
+@dataclass
+class Message:
+    """One message of a conversation."""
+
+    role: str  # "user", "assistant", "developer", "system" or "tool"
+    content: str = ""
+    thinking: str = ""
+    preamble: str = ""  # user-visible commentary text the assistant wrote before a tool call
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
+    name: str | None = None  # for tool results: the recipient that was called
+    effort: str | None = None
+    model: str | None = None
+    stats: GenerationStats | None = None
+    stop_reason: str | None = None
+    thinking_s: float | None = None
+    created: float = field(default_factory=time.time)
+    finished: float | None = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Message:
+        d = dict(data)
+        d["tool_calls"] = [ToolCallRecord(**t) for t in d.get("tool_calls") or []]
+        if d.get("stats") is not None:
+            d["stats"] = GenerationStats(**d["stats"])
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _defuse(text: str) -> str:
+    """Keep text that looks like a harmony control token from becoming one in the prompt.
+
+    The prompt is tokenized with special tokens enabled, so a user (or a web page, or a tool
+    result) typing "<|end|>" would otherwise inject structure; the template also refuses content
+    containing channel markers. A zero-width space keeps the text readable and inert.
+    """
+    return _SPECIAL_RE.sub(lambda m: "<\u200b|" + m.group(1) + "|>", text) if "<|" in text else text
+
+
+@dataclass
+class Conversation:
+    """An ordered list of messages; renders itself in the transformers chat format."""
+
+    messages: list[Message] = field(default_factory=list)
+    title: str = ""
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    created: float = field(default_factory=time.time)
+
+    def add(self, message: Message) -> Message:
+        self.messages.append(message)
+        return message
+
+    def add_user(self, text: str) -> Message:
+        if not self.title:
+            first = " ".join(text.split())
+            self.title = first[:60] + ("…" if len(first) > 60 else "")
+        return self.add(Message(role="user", content=text))
+
+    def add_tool_result(self, recipient: str, content: str) -> Message:
+        return self.add(Message(role="tool", name=recipient, content=content))
+
+    def to_render_messages(self, developer: str | None = None) -> list[dict[str, Any]]:
+        """Messages for harmony.render_prompt (transformers format), following harmony's rules.
+
+        - Only the first system/developer message becomes instructions; `developer` overrides it.
+        - Assistant reasoning travels only on tool-call messages (as `thinking`, never together
+          with `content`); the template drops it once a final answer follows.
+        - A generation that produced several tool calls is split so each call is its own
+          assistant message (the template renders only tool_calls[0]).
+        - Empty assistant messages (cancelled before anything visible) are left out.
+        """
+        out: list[dict[str, Any]] = []
+        instructions = developer
+        for m in self.messages:
+            if m.role in ("system", "developer"):
+                if instructions is None and not out:
+                    instructions = m.content
+                continue
+            if m.role == "user":
+                out.append({"role": "user", "content": _defuse(m.content)})
+            elif m.role == "tool":
+                out.append({"role": "tool", "name": m.name or "", "content": _defuse(m.content)})
+            elif m.role == "assistant":
+                if m.tool_calls:
+                    for i, call in enumerate(m.tool_calls):
+                        msg: dict[str, Any] = {
+                            "role": "assistant",
+                            "tool_calls": [
+                                {"type": "function", "function": {"name": call.name, "arguments": call.arguments_value()}}
+                            ],
+                        }
+                        if i == 0 and m.thinking:
+                            msg["thinking"] = _defuse(m.thinking)
+                        out.append(msg)
+                elif m.content:
+                    out.append({"role": "assistant", "content": _defuse(m.content)})
+        if instructions:
+            out.insert(0, {"role": "developer", "content": _defuse(instructions)})
+        return out
+
+
+# --- The generation driver ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TurnStarted:
+    """The prompt is ready; `message` is the assistant message being filled in (live)."""
+
+    message: Message
+    prompt_tokens: int
+    n_ctx: int
+
+
+@dataclass(frozen=True)
+class TurnFinished:
+    """The assistant message is complete (or stopped) and has been appended to the conversation."""
+
+    message: Message
+
+
+TurnEvent = Event | TurnStarted | TurnFinished
+
+
+def run_turn(
+    engine: EngineLike,
+    conversation: Conversation,
+    *,
+    effort: str = "medium",
+    sampling: Sampling | None = None,
+    cancel: threading.Event | None = None,
+    developer: str | None = None,
+    identity: str | None = None,
+    tools: Sequence[dict[str, Any]] | None = None,
+    builtin_tools: Sequence[str] | None = None,
+    date: Date | None = None,
+    grammar: str | None = None,
+) -> Iterator[TurnEvent]:
+    """Generate one assistant message for `conversation`, yielding events as they stream.
+
+    Raises ChatError (ContextOverflowError when the prompt does not fit) or EngineError before
+    anything is generated; once generation started, the (possibly partial) assistant message is
+    always appended to the conversation, even when cancelled or when the engine fails.
+    """
+    info = engine.info
+    if info is None:
+        raise ChatError("No model is loaded. Open a gpt-oss model file first (File → Open model…).")
+    if effort not in EFFORTS:
+        raise ChatError(f"Unknown reasoning effort {effort!r}; choose low, medium or high.")
+    sampling = sampling or Sampling()
+    try:
+        prompt = harmony.render_prompt(
+            conversation.to_render_messages(developer),
+            chat_template=getattr(info, "chat_template", None),
+            tools=list(tools) if tools else None,
+            builtin_tools=list(builtin_tools) if builtin_tools else None,
+            reasoning_effort=effort,
+            model_identity=identity,
+            add_generation_prompt=True,
+            date=date,
+        )
+    except Exception as exc:  # a template error is about this conversation, not a crash
+        raise ChatError(f"Could not build the prompt for this conversation: {exc}") from exc
+    tokens = engine.tokenize(prompt, special=True)
+    n_ctx = engine.n_ctx
+    if n_ctx and len(tokens) + MIN_ANSWER_TOKENS > n_ctx:
+        raise ContextOverflowError(len(tokens), n_ctx)
+
+    message = Message(role="assistant", effort=effort, model=getattr(info, "name", None))
+    yield TurnStarted(message, len(tokens), n_ctx)
+
+    parser = harmony.StreamParser()
+    t_think: float | None = None
+    stop_reason = "error"
+    failure: BaseException | None = None
+
+    def apply(ev: Event) -> None:
+        nonlocal t_think
+        now = time.perf_counter()
+        if isinstance(ev, ReasoningDelta):
+            if t_think is None:
+                t_think = now
+            message.thinking += ev.text
+            return
+        if t_think is not None and message.thinking_s is None:
+            message.thinking_s = now - t_think
+        if isinstance(ev, FinalDelta):
+            message.content += ev.text
+        elif isinstance(ev, PreambleDelta):
+            message.preamble += ev.text
+        elif isinstance(ev, ToolCall):
+            message.tool_calls.append(ToolCallRecord(ev.recipient, ev.arguments, ev.content_type, ev.channel))
+
+    try:
+        stream = engine.stream(tokens, sampling, cancel=cancel, grammar=grammar)
+        for token_id, piece in stream:
+            for ev in parser.feed(piece, token_id):
+                apply(ev)
+                yield ev
+        last = getattr(engine, "last_stats", None)
+        stop_reason = (last.stop_reason if last is not None else "") or "eos"
+        if cancel is not None and cancel.is_set():
+            stop_reason = "cancelled"
+    except GeneratorExit:
+        stop_reason = "cancelled"
+        failure = None
+        _finish(conversation, message, engine, parser, stop_reason, t_think, apply)
+        raise
+    except Exception as exc:
+        failure = exc
+        stop_reason = "error"
+    tail = _finish(conversation, message, engine, parser, stop_reason, t_think, apply)
+    yield from tail
+    if failure is not None:
+        if isinstance(failure, (EngineError, ChatError)):
+            raise failure
+        raise ChatError(f"Generation failed: {failure}") from failure
+    yield TurnFinished(message)
+
+
+def _finish(
+    conversation: Conversation,
+    message: Message,
+    engine: EngineLike,
+    parser: Any,
+    stop_reason: str,
+    t_think: float | None,
+    apply: Any,
+) -> list[Event]:
+    """Flush the parser, fill in stats and append the message (once)."""
+    if message.finished is not None:
+        return []
+    try:
+        events: list[Event] = list(parser.finish(stop_reason))
+    except Exception:  # the parser is lenient by contract; never lose the message over it
+        events = [Done(stop_reason)]
+    for ev in events:
+        apply(ev)
+    if t_think is not None and message.thinking_s is None:
+        message.thinking_s = time.perf_counter() - t_think
+    last = getattr(engine, "last_stats", None)
+    message.stats = dataclasses.replace(last) if last is not None else GenerationStats()
+    message.stats.stop_reason = stop_reason
+    message.stop_reason = stop_reason
+    message.finished = time.time()
+    conversation.add(message)
+    return events

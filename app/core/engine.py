@@ -1,0 +1,975 @@
+"""Run gpt-oss GGUFs with llama-cpp-python: load with explicit settings, stream token pieces, cancel."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import mmap
+import os
+import re
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class EngineError(Exception):
+    """A failure the user can act on; the message is written for people, not developers."""
+
+
+@dataclass
+class LoadSettings:
+    """Everything that decides how a model is loaded (the planner fills this in)."""
+
+    n_ctx: int = 8192
+    n_gpu_layers: int = 0
+    # Number of blocks (counted from the first) whose MoE expert tensors stay in host memory,
+    # like llama.cpp's --n-cpu-moe. 0 = none.
+    n_cpu_moe: int = 0
+    n_threads: int | None = None
+    n_threads_batch: int | None = None
+    n_batch: int = 512
+    flash_attn: bool = True
+    kv_type: str = "f16"
+    use_mmap: bool = True
+    use_mlock: bool = False
+    # gpt-oss alternates sliding-window and full attention; False keeps the sliding layers' KV small.
+    swa_full: bool = False
+    # llama.cpp's extra CPU weight buffers (repacking for faster CPU matmuls, Intel AMX). Turn off
+    # where they misbehave: in some VMs the CPU reports AMX but executing it raises SIGILL.
+    cpu_extra_buffers: bool = True
+
+
+@dataclass
+class Sampling:
+    """Sampler settings; defaults are gpt-oss's recommended temperature 1.0 and top_p 1.0."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    repeat_penalty: float = 1.0
+    seed: int | None = None
+    max_tokens: int | None = None
+
+
+@dataclass
+class GenerationStats:
+    """Figures for one generation."""
+
+    prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens reused from the KV cache (not evaluated again)
+    generated_tokens: int = 0
+    ttft_s: float = 0.0  # time to first generated token
+    total_s: float = 0.0
+    prompt_tokens_per_s: float = 0.0
+    tokens_per_s: float = 0.0  # generation speed, after the first token
+    stop_reason: str = ""  # "return", "call", "eos", "length", "cancelled"
+
+
+@dataclass
+class ModelInfo:
+    """What a loaded model is, read from its file and from llama.cpp."""
+
+    path: Path
+    name: str
+    arch: str
+    n_ctx_train: int
+    n_ctx: int
+    n_params: int
+    size_bytes: int  # on disk, all parts of a split model together
+    chat_template: str | None
+    n_layer: int
+    n_expert: int
+    n_swa: int = 0  # sliding-window size of the SWA layers (0: none)
+    description: str = ""  # llama.cpp's one-line description, e.g. "gpt-oss 20B MXFP4 MoE"
+    expert_overrides: list[str] = field(default_factory=list)  # tensor patterns kept on the CPU
+
+
+# --- GGUF checks before llama.cpp sees the file -----------------------------------------------------
+
+GGUF_MAGIC = b"GGUF"
+SUPPORTED_ARCH = "gpt-oss"
+_SPLIT_RE = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
+# value type → (struct format, size) for fixed-size GGUF scalars
+_SCALARS: dict[int, tuple[str, int]] = {
+    0: ("<B", 1), 1: ("<b", 1), 2: ("<H", 2), 3: ("<h", 2), 4: ("<I", 4), 5: ("<i", 4),
+    6: ("<f", 4), 7: ("<?", 1), 10: ("<Q", 8), 11: ("<q", 8), 12: ("<d", 8),
+}
+_STRING, _ARRAY = 8, 9
+
+
+class _Damaged(Exception):
+    pass
+
+
+@dataclass
+class GGUFHeader:
+    """The parts of a GGUF header the engine checks: metadata scalars and tensor extents."""
+
+    path: Path
+    version: int
+    metadata: dict[str, object]
+    n_tensors: int
+    data_start: int
+    data_end: int  # end of the furthest tensor's data
+    file_size: int
+
+    @property
+    def arch(self) -> str:
+        return str(self.metadata.get("general.architecture", ""))
+
+
+# ggml type id → (elements per block, bytes per block), as in ggml/gguf-py. Kept here rather than
+# imported from gguf so that checking a file does not import numpy before llama_cpp (the CUDA
+# build crashed at load when numpy came first; design.md).
+_GGML_BLOCKS: dict[int, tuple[int, int]] = {
+    0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34), 9: (32, 40),
+    10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210), 15: (256, 292),
+    16: (256, 66), 17: (256, 74), 18: (256, 98), 19: (256, 50), 20: (32, 18), 21: (256, 110),
+    22: (256, 82), 23: (256, 136), 24: (1, 1), 25: (1, 2), 26: (1, 4), 27: (1, 8), 28: (1, 8),
+    29: (256, 56), 30: (1, 2), 34: (256, 54), 35: (256, 66), 39: (32, 17), 40: (64, 36), 41: (128, 18),
+}
+
+
+def _tensor_nbytes(ggml_type: int, dims: Sequence[int]) -> int:
+    try:
+        block, size = _GGML_BLOCKS[ggml_type]
+    except KeyError:
+        raise _Damaged(f"unknown tensor type {ggml_type}") from None
+    n = 1
+    for d in dims:
+        n *= d
+    return n // block * size
+
+
+def read_gguf_header(path: Path) -> GGUFHeader:
+    """Parse a GGUF header without touching weights; raises EngineError for anything unusable."""
+    try:
+        size = path.stat().st_size
+        if size < 24:
+            raise EngineError(f"{path.name} is not a GGUF model file (it is only {size} bytes).")
+        with open(path, "rb") as f:
+            magic = f.read(4)
+            if magic != GGUF_MAGIC:
+                raise EngineError(f"{path.name} is not a GGUF model file (it does not start with the GGUF signature).")
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                try:
+                    return _parse_header(path, mm, size)
+                except (_Damaged, struct.error, UnicodeDecodeError, IndexError, OverflowError, ValueError) as e:
+                    raise EngineError(f"{path.name} is damaged or incomplete: its header cannot be read ({e}).") from None
+    except OSError as e:
+        raise EngineError(f"{path.name} cannot be read: {e.strerror or e}.") from None
+
+
+def _parse_header(path: Path, mm: mmap.mmap, size: int) -> GGUFHeader:
+    off = 4
+
+    def take(fmt: str, n: int) -> tuple[object, ...]:
+        nonlocal off
+        if off + n > size:
+            raise _Damaged("the file ends inside the header")
+        v = struct.unpack_from(fmt, mm, off)
+        off += n
+        return v
+
+    def string() -> str:
+        nonlocal off
+        (n,) = take("<Q", 8)
+        assert isinstance(n, int)
+        if off + n > size:
+            raise _Damaged("the file ends inside the header")
+        s = mm[off:off + n].decode("utf-8")
+        off += n
+        return s
+
+    def skip_value(vtype: int) -> object:
+        nonlocal off
+        if vtype in _SCALARS:
+            fmt, n = _SCALARS[vtype]
+            return take(fmt, n)[0]
+        if vtype == _STRING:
+            return string()
+        if vtype == _ARRAY:
+            (etype, count) = take("<IQ", 12)
+            assert isinstance(etype, int) and isinstance(count, int)
+            if count > size - off:  # every element takes at least one byte
+                raise _Damaged(f"an array claims {count} elements")
+            if etype in _SCALARS:
+                n = _SCALARS[etype][1] * count
+                if off + n > size:
+                    raise _Damaged("the file ends inside the header")
+                off += n
+            elif etype == _STRING:
+                for _ in range(count):
+                    (n,) = struct.unpack_from("<Q", mm, off)
+                    off += 8 + n
+                    if off > size:
+                        raise _Damaged("the file ends inside the header")
+            elif etype == _ARRAY:
+                for _ in range(count):
+                    skip_value(_ARRAY)
+            else:
+                raise _Damaged(f"unknown metadata type {etype}")
+            return None
+        raise _Damaged(f"unknown metadata type {vtype}")
+
+    (version, n_tensors, n_kv) = take("<IQQ", 20)
+    assert isinstance(version, int) and isinstance(n_tensors, int) and isinstance(n_kv, int)
+    if version not in (2, 3):
+        raise _Damaged(f"unsupported GGUF version {version}")
+    metadata: dict[str, object] = {}
+    for _ in range(n_kv):
+        key = string()
+        (vtype,) = take("<I", 4)
+        assert isinstance(vtype, int)
+        value = skip_value(vtype)
+        if value is not None:
+            metadata[key] = value
+    tensors: list[tuple[str, int, int]] = []  # name, offset, nbytes
+    for _ in range(n_tensors):
+        name = string()
+        (n_dims,) = take("<I", 4)
+        assert isinstance(n_dims, int)
+        if n_dims > 8:
+            raise _Damaged(f"tensor {name} has {n_dims} dimensions")
+        dims = [int(d) for d in take(f"<{n_dims}Q", 8 * n_dims)]  # type: ignore[call-overload]
+        (ggml_type, t_off) = take("<IQ", 12)
+        assert isinstance(ggml_type, int) and isinstance(t_off, int)
+        tensors.append((name, t_off, _tensor_nbytes(ggml_type, dims)))
+    align_v = metadata.get("general.alignment", 32)
+    align = int(align_v) if isinstance(align_v, int) and align_v > 0 else 32
+    data_start = (off + align - 1) // align * align
+    data_end = max((data_start + o + n for _, o, n in tensors), default=data_start)
+    return GGUFHeader(path, version, metadata, n_tensors, data_start, data_end, size)
+
+
+def _split_parts(path: Path) -> list[Path]:
+    m = _SPLIT_RE.match(path.name)
+    if not m:
+        return [path]
+    count = int(m.group("count"))
+    return [path.with_name(f"{m.group('prefix')}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
+
+
+def check_model_file(path: str | os.PathLike[str]) -> GGUFHeader:
+    """Everything that can be checked without llama.cpp; returns the (first part's) header."""
+    p = Path(path)
+    if not p.exists():
+        raise EngineError(f"The model file {p} does not exist.")
+    if not p.is_file():
+        raise EngineError(f"{p} is not a file.")
+    head = read_gguf_header(p)
+    if head.arch != SUPPORTED_ARCH:
+        what = head.arch or "unknown"
+        raise EngineError(
+            f"{p.name} is a '{what}' model. Harmonica runs gpt-oss models (architecture 'gpt-oss') only."
+        )
+    _check_hparams(p, head.metadata)
+    parts = [p]
+    n_split = head.metadata.get("split.count")
+    if isinstance(n_split, int) and n_split > 1:
+        parts = _split_parts(p)
+        if len(parts) != n_split or parts[0] != p:
+            raise EngineError(f"{p.name} is part of a split model; open the first part (…-00001-of-{n_split:05d}.gguf).")
+    for part in parts:
+        h = head if part == p else _check_part(part)
+        if h.data_end > h.file_size:
+            have, need = h.file_size, h.data_end
+            raise EngineError(
+                f"{part.name} is incomplete: it is {have / 1e9:.2f} GB but its tensors need {need / 1e9:.2f} GB. "
+                "The download may have been interrupted; download it again."
+            )
+    return head
+
+
+def _check_hparams(p: Path, md: dict[str, object]) -> None:
+    """Values llama.cpp asserts on (aborting the whole process) rather than reporting."""
+    a = SUPPORTED_ARCH
+
+    def num(key: str) -> int | None:
+        v = md.get(f"{a}.{key}")
+        return int(v) if isinstance(v, int) and not isinstance(v, bool) else None
+
+    problems: list[str] = []
+    n_layer, n_expert, n_used = num("block_count"), num("expert_count"), num("expert_used_count")
+    if n_layer is None or not 0 < n_layer <= 512:
+        problems.append(f"block count {n_layer}")
+    if n_expert is None or not 0 < n_expert <= 1024:
+        problems.append(f"expert count {n_expert}")
+    elif n_used is None or not 0 < n_used <= n_expert:
+        problems.append(f"{n_used} experts used of {n_expert}")
+    for key in ("embedding_length", "context_length", "attention.head_count"):
+        v = num(key)
+        if v is None or v <= 0:
+            problems.append(f"{key} {v}")
+    scaling = md.get(f"{a}.rope.scaling.type", "none")
+    if scaling not in ("none", "linear", "yarn", "longrope"):
+        problems.append(f"rope scaling '{scaling}'")
+    if problems:
+        raise EngineError(f"{p.name} has invalid model settings ({', '.join(problems)}); the file is damaged or not a real gpt-oss model.")
+
+
+def _check_part(part: Path) -> GGUFHeader:
+    if not part.is_file():
+        raise EngineError(f"A part of this split model is missing: {part.name}.")
+    return read_gguf_header(part)
+
+
+# --- the engine -------------------------------------------------------------------------------------
+
+_KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30}
+_STOP_TEXTS = {"<|return|>": "return", "<|call|>": "call", "<|endoftext|>": "eos"}
+_MAX_CHECKPOINTS = 3
+
+
+@dataclass
+class _Checkpoint:
+    """Sliding-window KV state saved at a position, so a shorter prefix can be resumed later."""
+
+    pos: int
+    data: ctypes.Array[ctypes.c_ubyte]
+
+
+class Engine:
+    """One loaded gpt-oss model and its context; one generation at a time.
+
+    The decode loop calls llama.cpp's C API directly (a reused one-token batch, a C sampler chain,
+    no logits copied into Python), which keeps Python's share of each token to a few microseconds.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._gen_lock = threading.Lock()
+        self._model: ctypes.c_void_p | None = None
+        self._ctx: ctypes.c_void_p | None = None
+        self._vocab: ctypes.c_void_p | None = None
+        self._info: ModelInfo | None = None
+        self._overrides: object | None = None
+        self._cache_tokens: list[int] = []
+        self._checkpoints: list[_Checkpoint] = []
+        self._pieces: dict[int, bytes] = {}
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self._plain_pieces: dict[int, bytes] = {}  # tokens that do not end generation → text
+        self._stop_ids: dict[int, str] = {}
+        self._stop_texts_by_id: dict[int, str] = {}
+        self._end_id: int = -1
+        self._n_vocab = 0
+        self._n_batch = 512
+        self._n_swa = 0
+        self._swa_full = False
+        self._unloading = False
+        self._abort_flag = False
+        self._abort_cb: object | None = None
+        self._abort_event: threading.Event | None = None
+        self._tok1: ctypes.Array[ctypes.c_int32] | None = None
+        self._batch1: object | None = None
+        self.last_stats: GenerationStats | None = None
+
+    # -- loading ------------------------------------------------------------------------------------
+
+    @property
+    def loaded(self) -> bool:
+        return self._ctx is not None
+
+    @property
+    def info(self) -> ModelInfo | None:
+        return self._info
+
+    @property
+    def n_ctx(self) -> int:
+        return self._info.n_ctx if self._info else 0
+
+    def load(
+        self,
+        path: str | os.PathLike[str],
+        settings: LoadSettings | None = None,
+        progress: Callable[[float], bool] | None = None,
+    ) -> ModelInfo:
+        """Load a gpt-oss GGUF. `progress(fraction)` returning False cancels the load."""
+        settings = settings or LoadSettings()
+        p = Path(path)
+        head = check_model_file(p)
+        if settings.n_ctx < 16:
+            raise EngineError(f"A context of {settings.n_ctx} tokens is too small.")
+        import llama_cpp
+
+        from app.core import llama_ext
+
+        llama_ext.install_log_router()
+        with self._lock:
+            self.unload()
+            n_layer = _int(head.metadata.get(f"{SUPPORTED_ARCH}.block_count"))
+            mp = llama_cpp.llama_model_default_params()
+            mp.n_gpu_layers = int(settings.n_gpu_layers)
+            mp.use_extra_bufts = bool(settings.cpu_extra_buffers)
+            if settings.use_mmap:
+                mp.load_mode = 3 if settings.use_mlock else 1  # MMAP_MLOCK / MMAP
+            else:
+                mp.load_mode = 2 if settings.use_mlock else 0  # MLOCK / NONE
+            overrides = None
+            if settings.n_cpu_moe > 0:
+                overrides = llama_ext.TensorBuftOverrides.experts_on_cpu(settings.n_cpu_moe, n_layer)
+                if overrides is not None:
+                    mp.tensor_buft_overrides = overrides.address
+            cancelled = False
+
+            @llama_cpp.llama_progress_callback
+            def on_progress(fraction: float, _ud: ctypes.c_void_p) -> bool:
+                nonlocal cancelled
+                if progress is None:
+                    return True
+                try:
+                    keep_going = progress(float(fraction)) is not False
+                except Exception:  # noqa: BLE001 - never let an exception unwind through C
+                    log.exception("progress callback failed")
+                    keep_going = True
+                cancelled = cancelled or not keep_going
+                return keep_going
+
+            mp.progress_callback = on_progress
+            t0 = time.perf_counter()
+            with llama_ext.capture_llama_log() as lines:
+                model = llama_cpp.llama_model_load_from_file(os.fsencode(p), mp)
+                if not model:
+                    if cancelled:
+                        raise EngineError("Loading was cancelled.")
+                    raise EngineError(f"llama.cpp could not load {p.name}{_log_tail(lines)}")
+                try:
+                    ctx = self._new_context(model, settings)
+                except EngineError:
+                    llama_cpp.llama_model_free(model)
+                    raise
+                if not ctx:
+                    llama_cpp.llama_model_free(model)
+                    raise EngineError(
+                        f"llama.cpp could not create a context of {settings.n_ctx} tokens for {p.name}{_log_tail(lines)}"
+                    )
+            self._model, self._ctx, self._overrides = model, ctx, overrides
+            self._vocab = llama_cpp.llama_model_get_vocab(model)
+            self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+            self._n_batch = max(1, int(llama_cpp.llama_n_batch(ctx)))
+            self._n_swa = int(llama_cpp.llama_model_n_swa(model))
+            self._swa_full = bool(settings.swa_full)
+            self._tok1 = (llama_cpp.llama_token * 1)()
+            self._batch1 = llama_cpp.llama_batch_get_one(self._tok1, 1)
+            self._pieces = {}
+            self._plain_pieces = {}
+            self._cache_tokens = []
+            self._checkpoints = []
+            self._stop_ids = {}
+            self._stop_texts_by_id = {}
+            for text, reason in _STOP_TEXTS.items():
+                tid = self._special_id(text)
+                if tid is not None:
+                    self._stop_ids[tid] = reason
+                    self._stop_texts_by_id[tid] = text
+            end = self._special_id("<|end|>")
+            self._end_id = -1 if end is None else end
+            desc = ctypes.create_string_buffer(256)
+            llama_cpp.llama_model_desc(model, desc, 256)
+            template = head.metadata.get("tokenizer.chat_template")
+            self._info = ModelInfo(
+                path=p,
+                name=str(head.metadata.get("general.name") or p.stem),
+                arch=head.arch,
+                n_ctx_train=int(llama_cpp.llama_model_n_ctx_train(model)),
+                n_ctx=int(llama_cpp.llama_n_ctx(ctx)),
+                n_params=int(llama_cpp.llama_model_n_params(model)),
+                size_bytes=sum(q.stat().st_size for q in _split_parts(p)) if _SPLIT_RE.match(p.name) else head.file_size,
+                chat_template=template if isinstance(template, str) else None,
+                n_layer=int(llama_cpp.llama_model_n_layer(model)),
+                n_expert=_int(head.metadata.get(f"{SUPPORTED_ARCH}.expert_count")),
+                n_swa=self._n_swa,
+                description=desc.value.decode("utf-8", "replace"),
+                expert_overrides=list(overrides.patterns) if overrides is not None else [],
+            )
+            log.info("loaded %s in %.2f s (%s)", p.name, time.perf_counter() - t0, self._info.description)
+            return self._info
+
+    def _new_context(self, model: ctypes.c_void_p, s: LoadSettings) -> ctypes.c_void_p | None:
+        import llama_cpp
+
+        kv = _KV_TYPES.get(s.kv_type.lower())
+        if kv is None:
+            raise EngineError(f"Unknown KV cache type '{s.kv_type}'; use one of {', '.join(_KV_TYPES)}.")
+        cp = llama_cpp.llama_context_default_params()
+        cp.n_ctx = int(s.n_ctx)
+        cp.n_batch = int(s.n_batch)
+        cp.n_ubatch = int(s.n_batch)
+        cp.n_seq_max = 1
+        threads = s.n_threads or _physical_cores()
+        cp.n_threads = int(threads)
+        cp.n_threads_batch = int(s.n_threads_batch or threads)
+        cp.flash_attn_type = -1 if s.flash_attn else 0  # AUTO: on where the backend supports it
+        cp.type_k = kv
+        cp.type_v = kv
+        cp.swa_full = bool(s.swa_full)
+        cp.no_perf = True
+        ctx = llama_cpp.llama_init_from_model(model, cp)
+        if ctx:
+            self._abort_cb = llama_cpp.ggml_abort_callback(self._should_abort)
+        return ctx
+
+    def _should_abort(self, _data: ctypes.c_void_p) -> bool:
+        # Called by ggml between graph nodes while a prompt chunk is computed (CPU backend).
+        ev = self._abort_event
+        return self._abort_flag or (ev is not None and ev.is_set())
+
+    def unload(self) -> None:
+        """Free the model and context; a running generation stops first (as cancelled)."""
+        import llama_cpp
+
+        self._unloading = True
+        self._abort_flag = True
+        try:
+            if not self._gen_lock.acquire(timeout=10):
+                raise EngineError("A generation is still running; cancel it before unloading the model.")
+            try:
+                with self._lock:
+                    if self._ctx:
+                        llama_cpp.llama_free(self._ctx)
+                    if self._model:
+                        llama_cpp.llama_model_free(self._model)
+                    self._ctx = self._model = self._vocab = None
+                    self._info = None
+                    self._overrides = None
+                    self._cache_tokens = []
+                    self._checkpoints = []
+                    self._pieces = {}
+                    self._plain_pieces = {}
+                    self._batch1 = self._tok1 = None
+            finally:
+                self._gen_lock.release()
+        finally:
+            self._unloading = False
+            self._abort_flag = False
+
+    def __del__(self) -> None:
+        try:
+            self.unload()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    # -- tokens -------------------------------------------------------------------------------------
+
+    def _require(self) -> None:
+        if self._ctx is None:
+            raise EngineError("No model is loaded.")
+
+    def _special_id(self, text: str) -> int | None:
+        ids = self.tokenize(text, special=True)
+        if len(ids) == 1 and self.detokenize(ids) == text.encode():
+            return ids[0]
+        return None
+
+    def tokenize(self, text: str, *, special: bool = True) -> list[int]:
+        """Text → token ids; with special=True, "<|start|>" etc. become their special tokens."""
+        import llama_cpp
+
+        self._require()
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        buf = (llama_cpp.llama_token * cap)()
+        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, cap, False, special)
+        if n < 0:
+            cap = -n
+            buf = (llama_cpp.llama_token * cap)()
+            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, cap, False, special)
+            if n < 0:
+                raise EngineError("The text could not be tokenized.")
+        return list(buf[:n])
+
+    def _piece(self, tok: int) -> bytes:
+        """The text of one token (special tokens as their text), cached per token id."""
+        piece = self._pieces.get(tok)
+        if piece is None:
+            import llama_cpp
+
+            buf = self._piece_buf
+            n = llama_cpp.llama_token_to_piece(self._vocab, tok, buf, len(buf), 0, True)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = llama_cpp.llama_token_to_piece(self._vocab, tok, buf, len(buf), 0, True)
+            piece = ctypes.string_at(buf, max(n, 0))
+            self._pieces[tok] = piece
+        return piece
+
+    def _classify(self, tok: int) -> str | None:
+        """Stop reason for a token that ends generation; otherwise remember it as plain text."""
+        import llama_cpp
+
+        stop = self._stop_ids.get(tok)
+        if stop is not None:
+            return stop
+        if tok != self._end_id and llama_cpp.llama_vocab_is_eog(self._vocab, tok):
+            return "eos"
+        self._plain_pieces[tok] = self._piece(tok)
+        return None
+
+    def detokenize(self, ids: Sequence[int]) -> bytes:
+        """Token ids → bytes, special tokens kept as their text."""
+        self._require()
+        for t in ids:
+            if not 0 <= t < self._n_vocab:
+                raise EngineError(f"Token id {t} is outside the vocabulary (0–{self._n_vocab - 1}).")
+        return b"".join(self._piece(t) for t in ids)
+
+    @property
+    def cached_tokens(self) -> list[int]:
+        """The tokens whose keys/values are in the KV cache right now."""
+        return list(self._cache_tokens)
+
+    # -- generation ---------------------------------------------------------------------------------
+
+    def stream(
+        self,
+        prompt: str | Sequence[int],
+        sampling: Sampling | None = None,
+        *,
+        cancel: threading.Event | None = None,
+        grammar: str | None = None,
+    ) -> Iterator[tuple[int, bytes]]:
+        """Yield (token_id, piece) until a stop token, max_tokens, a full context or cancel.
+
+        The stop token (<|return|>, <|call|>, <|endoftext|>) is not yielded; last_stats.stop_reason
+        says which one ended the turn. Input problems raise EngineError here, before any work.
+        The KV cache keeps the longest common prefix with the previous call's tokens.
+
+        grammar: GBNF constraining the output; special tokens are written bare (`<|channel|>`).
+        End it with the stop token it should produce (`... <|return|>`): llama.cpp cannot match
+        end-of-generation tokens inside a grammar, so the engine allows only the named stop
+        tokens once the rest of the grammar is complete (see split_grammar_stops).
+        """
+        self._require()
+        sampling = sampling or Sampling()
+        tokens = self.tokenize(prompt, special=True) if isinstance(prompt, str) else [int(t) for t in prompt]
+        if not tokens:
+            raise EngineError("The prompt is empty.")
+        bad = next((t for t in tokens if not 0 <= t < self._n_vocab), None)
+        if bad is not None:
+            raise EngineError(f"Token id {bad} is outside the vocabulary (0–{self._n_vocab - 1}).")
+        n_ctx = self.n_ctx
+        if len(tokens) >= n_ctx:
+            raise EngineError(
+                f"The prompt is {len(tokens)} tokens but the context holds {n_ctx}, leaving no room for an answer. "
+                "Start a new conversation, shorten it, or load the model with a larger context."
+            )
+        if sampling.max_tokens is not None and sampling.max_tokens < 0:
+            raise EngineError("max_tokens cannot be negative.")
+        if grammar is not None:
+            body, _ = split_grammar_stops(grammar, list(self._stop_texts))
+            self._free_sampler(self._grammar_sampler(body))  # fail now, not mid-stream
+        return self._generate(tokens, sampling, cancel, grammar)
+
+    @property
+    def _stop_texts(self) -> list[str]:
+        return list(_STOP_TEXTS)
+
+    def _grammar_sampler(self, grammar: str) -> ctypes.c_void_p:
+        import llama_cpp
+
+        from app.core import llama_ext
+
+        with llama_ext.capture_llama_log() as lines:
+            g = llama_cpp.llama_sampler_init_grammar(self._vocab, grammar.encode("utf-8"), b"root")
+        if not g:
+            raise EngineError(f"The grammar is invalid{_log_tail(lines)}")
+        return g
+
+    @staticmethod
+    def _free_sampler(s: ctypes.c_void_p | None) -> None:
+        import llama_cpp
+
+        if s:
+            llama_cpp.llama_sampler_free(s)
+
+    def _sampler_chain(self, s: Sampling, grammar: str | None) -> ctypes.c_void_p:
+        import llama_cpp
+
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        add = llama_cpp.llama_sampler_chain_add
+        try:
+            if s.repeat_penalty and s.repeat_penalty != 1.0:
+                add(chain, llama_cpp.llama_sampler_init_penalties(64, float(s.repeat_penalty), 0.0, 0.0))
+            if grammar is not None:
+                body, named = split_grammar_stops(grammar, [t for t in self._stop_texts if t])
+                if named:
+                    banned = [tid for tid, text in self._stop_texts_by_id.items() if text not in named]
+                    if banned:
+                        biases = (llama_cpp.llama_logit_bias * len(banned))()
+                        for k, tid in enumerate(banned):
+                            biases[k].token = tid
+                            biases[k].bias = float("-inf")
+                        add(chain, llama_cpp.llama_sampler_init_logit_bias(self._n_vocab, len(banned), biases))
+                add(chain, self._grammar_sampler(body))
+            if s.temperature <= 0:
+                add(chain, llama_cpp.llama_sampler_init_greedy())
+                return chain
+            if s.top_k and s.top_k > 0:
+                add(chain, llama_cpp.llama_sampler_init_top_k(int(s.top_k)))
+            if s.top_p < 1.0:
+                add(chain, llama_cpp.llama_sampler_init_top_p(float(s.top_p), 1))
+            if s.min_p > 0.0:
+                add(chain, llama_cpp.llama_sampler_init_min_p(float(s.min_p), 1))
+            if s.temperature != 1.0:
+                add(chain, llama_cpp.llama_sampler_init_temp(float(s.temperature)))
+            seed = llama_cpp.LLAMA_DEFAULT_SEED if s.seed is None else int(s.seed) & 0xFFFFFFFF
+            add(chain, llama_cpp.llama_sampler_init_dist(seed))
+            return chain
+        except BaseException:
+            llama_cpp.llama_sampler_free(chain)
+            raise
+
+    def _reset_cache(self) -> None:
+        import llama_cpp
+
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), True)
+        self._cache_tokens = []
+        self._checkpoints = []
+
+    def _reuse_prefix(self, tokens: list[int]) -> int:
+        """Keep the KV cache's common prefix with `tokens`; returns how many tokens are reused."""
+        import llama_cpp
+
+        cache = self._cache_tokens
+        n = 0
+        limit = min(len(cache), len(tokens) - 1)  # the last prompt token is always evaluated (logits)
+        while n < limit and cache[n] == tokens[n]:
+            n += 1
+        mem = llama_cpp.llama_get_memory(self._ctx)
+        if n == 0:
+            if cache:
+                self._reset_cache()
+            return 0
+        if n < len(cache):
+            if not llama_cpp.llama_memory_seq_rm(mem, 0, n, -1):
+                self._reset_cache()
+                return 0
+            del cache[n:]
+            self._checkpoints = [c for c in self._checkpoints if c.pos <= n]
+        if self._n_swa > 0 and not self._swa_full and not self._swa_covers(n):
+            # The sliding-window layers have already dropped keys the next token needs; resume from
+            # the latest saved window at or before n, or start over.
+            for cp in reversed(self._checkpoints):
+                if cp.pos > n:
+                    continue
+                got = llama_cpp.llama_state_seq_set_data_ext(self._ctx, cp.data, len(cp.data), 0, 1)
+                if got and llama_cpp.llama_memory_seq_rm(mem, 0, cp.pos, -1) and self._swa_covers(cp.pos):
+                    del cache[cp.pos:]
+                    self._checkpoints = [c for c in self._checkpoints if c.pos <= cp.pos]
+                    return cp.pos
+                break
+            self._reset_cache()
+            return 0
+        return n
+
+    def _swa_covers(self, n: int) -> bool:
+        import llama_cpp
+
+        pos_min = llama_cpp.llama_memory_seq_pos_min(llama_cpp.llama_get_memory(self._ctx), 0)
+        return 0 <= pos_min <= max(0, n - self._n_swa)
+
+    def _save_checkpoint(self) -> None:
+        import llama_cpp
+
+        if self._n_swa <= 0 or self._swa_full:
+            return
+        pos = len(self._cache_tokens)
+        if any(c.pos == pos for c in self._checkpoints):
+            return
+        size = llama_cpp.llama_state_seq_get_size_ext(self._ctx, 0, 1)
+        if not size:
+            return
+        buf = (ctypes.c_ubyte * size)()
+        if llama_cpp.llama_state_seq_get_data_ext(self._ctx, buf, size, 0, 1) != size:
+            return
+        self._checkpoints.append(_Checkpoint(pos, buf))
+        del self._checkpoints[:-_MAX_CHECKPOINTS]
+
+    def _eval_prompt(self, tokens: list[int], start: int, cancel: threading.Event | None) -> bool:
+        """Evaluate tokens[start:] in n_batch chunks; False if cancelled (cache stays consistent)."""
+        import llama_cpp
+
+        ctx = self._ctx
+        self._abort_event = cancel
+        llama_cpp.llama_set_abort_callback(ctx, self._abort_cb, None)
+        try:
+            i = start
+            while i < len(tokens):
+                if (cancel is not None and cancel.is_set()) or self._unloading:
+                    return False
+                chunk = tokens[i:i + self._n_batch]
+                arr = (llama_cpp.llama_token * len(chunk))(*chunk)
+                rc = llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(arr, len(chunk)))
+                if rc == 2:
+                    # Aborted: llama.cpp dropped the unfinished micro-batch; keep what is really cached.
+                    pos_max = llama_cpp.llama_memory_seq_pos_max(llama_cpp.llama_get_memory(ctx), 0)
+                    self._cache_tokens = list(tokens[: max(0, pos_max + 1)])
+                    return False
+                if rc != 0:
+                    self._reset_cache()
+                    raise EngineError(f"llama.cpp failed while reading the prompt (code {rc}).")
+                self._cache_tokens.extend(chunk)
+                i += len(chunk)
+            return True
+        finally:
+            self._abort_event = None
+            llama_cpp.llama_set_abort_callback(ctx, llama_cpp.ggml_abort_callback(), None)
+
+    def _generate(
+        self, tokens: list[int], sampling: Sampling, cancel: threading.Event | None, grammar: str | None
+    ) -> Iterator[tuple[int, bytes]]:
+        import llama_cpp
+
+        if not self._gen_lock.acquire(timeout=30):
+            raise EngineError("Another answer is still being generated.")
+        stats = GenerationStats(prompt_tokens=len(tokens))
+        reason = "cancelled"
+        chain = None
+        t0 = time.perf_counter()
+        t_first = 0.0
+        generated = 0
+        try:
+            if self._ctx is None:
+                raise EngineError("No model is loaded.")
+            chain = self._sampler_chain(sampling, grammar)
+            n_keep = self._reuse_prefix(tokens)
+            stats.cached_tokens = n_keep
+            if not self._eval_prompt(tokens, n_keep, cancel):
+                return
+            t_prompt = time.perf_counter()
+            if len(tokens) > n_keep:
+                stats.prompt_tokens_per_s = (len(tokens) - n_keep) / max(t_prompt - t0, 1e-9)
+            self._save_checkpoint()
+
+            # Hot loop: locals only; per token one C call to sample, one to decode, and a dict lookup
+            # that both classifies the token (it does not end generation) and gives its text.
+            ctx, decode, sample = self._ctx, llama_cpp.llama_decode, llama_cpp.llama_sampler_sample
+            batch1, tok1 = self._batch1, self._tok1
+            assert tok1 is not None
+            plain, classify = self._plain_pieces, self._classify
+            cache = self._cache_tokens
+            n_ctx = self.n_ctx
+            max_new = sampling.max_tokens if sampling.max_tokens is not None else n_ctx
+            cancelled = cancel.is_set if cancel is not None else _never
+            if cancelled() or self._unloading:
+                return
+            if max_new <= 0:
+                reason = "length"
+                return
+            while True:
+                tok = sample(chain, ctx, -1)
+                piece = plain.get(tok)
+                if piece is None:
+                    stop = classify(tok)
+                    if stop is not None:
+                        reason = stop
+                        break
+                    piece = plain[tok]
+                generated += 1
+                if generated == 1:
+                    t_first = time.perf_counter()
+                    stats.ttft_s = t_first - t0
+                yield tok, piece
+                if cancelled() or self._unloading:
+                    reason = "cancelled"
+                    break
+                if generated >= max_new:
+                    # Done: skip evaluating the last token (the next turn's prefix reuse does it if needed).
+                    reason = "length"
+                    break
+                if len(cache) >= n_ctx:
+                    reason = "length"
+                    break
+                tok1[0] = tok
+                rc = decode(ctx, batch1)
+                if rc != 0:
+                    if rc == 1:  # no room left in the KV cache
+                        reason = "length"
+                        break
+                    self._reset_cache()
+                    raise EngineError(f"llama.cpp failed while generating (code {rc}).")
+                cache.append(tok)
+        finally:
+            t_end = time.perf_counter()
+            stats.generated_tokens = generated
+            stats.stop_reason = reason
+            stats.total_s = t_end - t0
+            if generated > 1:
+                stats.tokens_per_s = (stats.generated_tokens - 1) / max(t_end - t_first, 1e-9)
+            self.last_stats = stats
+            if chain:
+                llama_cpp.llama_sampler_free(chain)
+            self._gen_lock.release()
+
+
+def split_grammar_stops(grammar: str, stop_texts: Sequence[str]) -> tuple[str, set[str]]:
+    """Remove references to stop tokens (e.g. `<|return|>`) from a GBNF grammar.
+
+    llama.cpp's grammar sampler never lets an end-of-generation token match a grammar element:
+    such tokens are only allowed once the grammar is complete. So a grammar names its stop token
+    last (`... text <|return|>`); the engine removes the reference and, once the grammar is
+    complete, allows only the stop tokens the grammar named. Strings, character classes and
+    comments are left alone.
+    """
+    out: list[str] = []
+    found: set[str] = set()
+    i, n = 0, len(grammar)
+    while i < n:
+        c = grammar[i]
+        if c in "\"[":
+            close = "\"" if c == "\"" else "]"
+            j = i + 1
+            while j < n and grammar[j] != close:
+                j += 2 if grammar[j] == "\\" else 1
+            out.append(grammar[i:j + 1])
+            i = j + 1
+            continue
+        if c == "#":
+            j = grammar.find("\n", i)
+            j = n if j < 0 else j
+            out.append(grammar[i:j])
+            i = j
+            continue
+        hit = next((t for t in stop_texts if grammar.startswith(t, i)), None)
+        if hit is not None:
+            found.add(hit)
+            out.append(" ")
+            i += len(hit)
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out), found
+
+
+def _physical_cores() -> int:
+    """llama.cpp runs best with one thread per physical core (hyper-threads only add contention)."""
+    try:
+        import psutil
+
+        n = psutil.cpu_count(logical=False)
+    except Exception:  # noqa: BLE001 - psutil missing or unable to tell
+        n = None
+    return max(1, n or os.cpu_count() or 1)
+
+
+def _never() -> bool:
+    return False
+
+
+def _int(v: object) -> int:
+    return int(v) if isinstance(v, (int, float)) else 0
+
+
+def _log_tail(lines: list[tuple[int, str]], n: int = 3) -> str:
+    """The last errors (or, failing that, warnings) from llama.cpp, to say *why* something failed."""
+    for level in (logging.ERROR, logging.WARNING):
+        bad = [t.strip() for lvl, t in lines if lvl >= level and t.strip() and "setting token" not in t]
+        if bad:
+            return ": " + " / ".join(bad[-n:])
+    return "."

@@ -1,0 +1,311 @@
+"""ctypes extras llama-cpp-python lacks: ggml's backend registry, experts-on-CPU overrides, log routing."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import struct
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp
+
+log = logging.getLogger("harmonica.llama")
+
+# enum ggml_backend_dev_type
+DEV_TYPE_CPU, DEV_TYPE_GPU, DEV_TYPE_IGPU, DEV_TYPE_ACCEL, DEV_TYPE_META = range(5)
+_DEV_KIND = {DEV_TYPE_CPU: "cpu", DEV_TYPE_GPU: "gpu", DEV_TYPE_IGPU: "igpu", DEV_TYPE_ACCEL: "accel", DEV_TYPE_META: "meta"}
+
+LIB_DIR = Path(llama_cpp.__file__).resolve().parent / "lib"
+
+
+class LlamaExtError(RuntimeError):
+    """The installed llama.cpp libraries could not be reached the way this module needs."""
+
+
+# --- finding the ggml library llama_cpp really uses ---------------------------------------------------
+
+
+def _elf_needed(path: Path) -> list[str]:
+    """DT_NEEDED entries of a 64-bit little-endian ELF file (enough for Linux wheels)."""
+    data = path.read_bytes()
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        return []
+    e_shoff, = struct.unpack_from("<Q", data, 0x28)
+    e_shentsize, e_shnum = struct.unpack_from("<HH", data, 0x3A)
+    sections = [struct.unpack_from("<IIQQQQIIQQ", data, e_shoff + i * e_shentsize) for i in range(e_shnum)]
+    for sh in sections:
+        if sh[1] != 6:  # SHT_DYNAMIC
+            continue
+        strtab = sections[sh[6]]  # sh_link → .dynstr
+        str_off = strtab[4]
+        needed: list[str] = []
+        for off in range(sh[4], sh[4] + sh[5], 16):
+            tag, val = struct.unpack_from("<qQ", data, off)
+            if tag == 0:
+                break
+            if tag == 1:  # DT_NEEDED
+                end = data.index(b"\0", str_off + val)
+                needed.append(data[str_off + val:end].decode())
+        return needed
+    return []
+
+
+def _loaded_library_paths() -> list[str]:
+    """Paths of the shared libraries mapped into this process (Linux and macOS)."""
+    if sys.platform.startswith("linux"):
+        paths: list[str] = []
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                parts = line.split(maxsplit=5)
+                if len(parts) == 6 and parts[5].startswith("/"):
+                    p = parts[5].strip()
+                    if p not in paths:
+                        paths.append(p)
+        return paths
+    if sys.platform == "darwin":
+        libc = ctypes.CDLL(None)
+        libc._dyld_image_count.restype = ctypes.c_uint32
+        libc._dyld_get_image_name.restype = ctypes.c_char_p
+        libc._dyld_get_image_name.argtypes = [ctypes.c_uint32]
+        return [libc._dyld_get_image_name(i).decode() for i in range(libc._dyld_image_count())]
+    return []
+
+
+def _find_ggml_path() -> str:
+    """The ggml library file that libllama is linked against, as already loaded by llama_cpp.
+
+    The wheel ships libggml.so, libggml.so.0 and libggml.so.0.x.y as separate copies; opening a
+    different copy than the one libllama uses loads a second ggml with its own backend registry,
+    whose buffer types llama.cpp would not recognise.
+    """
+    loaded = _loaded_library_paths()
+    in_dir = [p for p in loaded if Path(p).parent.resolve() == LIB_DIR]
+    ggml = [p for p in in_dir if Path(p).name.startswith(("libggml.", "ggml.")) or Path(p).name == "libggml.dylib"]
+    if sys.platform.startswith("linux") and len(ggml) > 1:
+        libllama = next((p for p in in_dir if Path(p).name.startswith("libllama")), None)
+        if libllama:
+            needed = set(_elf_needed(Path(libllama)))
+            ggml = [p for p in ggml if Path(p).name in needed] or ggml
+    if ggml:
+        return ggml[0]
+    # Not visible in the process map (Windows, or an unusual layout): use the file libllama names.
+    for name in ("libggml.so.0", "libggml.so", "libggml.0.dylib", "libggml.dylib", "ggml.dll"):
+        if (LIB_DIR / name).exists():
+            return str(LIB_DIR / name)
+    raise LlamaExtError(f"no ggml library found next to llama.cpp in {LIB_DIR}")
+
+
+_lib_lock = threading.Lock()
+_ggml: ctypes.CDLL | None = None
+
+
+def ggml_lib() -> ctypes.CDLL:
+    """ctypes handle to the ggml library already loaded by llama_cpp, with the functions we use typed."""
+    global _ggml
+    with _lib_lock:
+        if _ggml is not None:
+            return _ggml
+        path = _find_ggml_path()
+        mode = getattr(os, "RTLD_NOLOAD", 0) if sys.platform != "win32" else 0
+        try:
+            lib = ctypes.CDLL(path, mode=mode | getattr(os, "RTLD_GLOBAL", 0)) if mode else ctypes.CDLL(path)
+        except OSError as e:
+            raise LlamaExtError(f"could not open {path}: {e}") from e
+        vp, sz = ctypes.c_void_p, ctypes.c_size_t
+        sigs: dict[str, tuple[list[object], object]] = {
+            "ggml_backend_reg_count": ([], sz),
+            "ggml_backend_reg_get": ([sz], vp),
+            "ggml_backend_reg_name": ([vp], ctypes.c_char_p),
+            "ggml_backend_reg_dev_count": ([vp], sz),
+            "ggml_backend_reg_dev_get": ([vp, sz], vp),
+            "ggml_backend_dev_count": ([], sz),
+            "ggml_backend_dev_get": ([sz], vp),
+            "ggml_backend_dev_by_type": ([ctypes.c_int], vp),
+            "ggml_backend_dev_name": ([vp], ctypes.c_char_p),
+            "ggml_backend_dev_description": ([vp], ctypes.c_char_p),
+            "ggml_backend_dev_type": ([vp], ctypes.c_int),
+            "ggml_backend_dev_memory": ([vp, ctypes.POINTER(sz), ctypes.POINTER(sz)], None),
+            "ggml_backend_dev_backend_reg": ([vp], vp),
+            "ggml_backend_dev_buffer_type": ([vp], vp),
+            "ggml_backend_buft_name": ([vp], ctypes.c_char_p),
+        }
+        for name, (argtypes, restype) in sigs.items():
+            try:
+                fn = getattr(lib, name)
+            except AttributeError as e:
+                raise LlamaExtError(f"{path} lacks {name}; this llama-cpp-python build is not supported") from e
+            fn.argtypes = argtypes
+            fn.restype = restype
+        _ggml = lib
+        return lib
+
+
+# --- backends and devices ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackendDevice:
+    """One device the installed llama.cpp can compute on."""
+
+    backend: str  # registry name: "CPU", "CUDA", "Metal", "Vulkan", ...
+    name: str  # device name: "CPU", "CUDA0", ...
+    description: str
+    kind: str  # "cpu", "gpu", "igpu", "accel" or "meta"
+    memory_free: int
+    memory_total: int
+
+
+def _s(b: bytes | None) -> str:
+    return b.decode("utf-8", "replace") if b else ""
+
+
+def backend_devices() -> list[BackendDevice]:
+    """Every device in ggml's backend registry, with its memory as the backend reports it."""
+    lib = ggml_lib()
+    out: list[BackendDevice] = []
+    for i in range(lib.ggml_backend_dev_count()):
+        dev = lib.ggml_backend_dev_get(i)
+        if not dev:
+            continue
+        free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
+        lib.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
+        reg = lib.ggml_backend_dev_backend_reg(dev)
+        out.append(
+            BackendDevice(
+                backend=_s(lib.ggml_backend_reg_name(reg)) if reg else "",
+                name=_s(lib.ggml_backend_dev_name(dev)),
+                description=_s(lib.ggml_backend_dev_description(dev)),
+                kind=_DEV_KIND.get(lib.ggml_backend_dev_type(dev), "unknown"),
+                memory_free=int(free.value),
+                memory_total=int(total.value),
+            )
+        )
+    return out
+
+
+def available_backends() -> list[str]:
+    """Names of the backends registered in the installed llama.cpp, e.g. ["CUDA", "CPU"]."""
+    lib = ggml_lib()
+    names: list[str] = []
+    for i in range(lib.ggml_backend_reg_count()):
+        reg = lib.ggml_backend_reg_get(i)
+        if reg and lib.ggml_backend_reg_dev_count(reg) > 0:
+            names.append(_s(lib.ggml_backend_reg_name(reg)))
+    return names
+
+
+def cpu_buffer_type() -> int:
+    """The CPU device's buffer type (as an address), the same object llama.cpp compares against."""
+    lib = ggml_lib()
+    dev = lib.ggml_backend_dev_by_type(DEV_TYPE_CPU)
+    if not dev:
+        raise LlamaExtError("llama.cpp has no CPU device registered")
+    buft = lib.ggml_backend_dev_buffer_type(dev)
+    if not buft:
+        raise LlamaExtError("the CPU device has no buffer type")
+    return int(buft)
+
+
+# --- experts on CPU (--n-cpu-moe) -------------------------------------------------------------------
+
+
+class _BuftOverride(ctypes.Structure):
+    _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
+
+
+def expert_pattern(n_cpu_moe: int, n_layer: int) -> str:
+    """Regex for the expert tensors of the first n_cpu_moe blocks (llama.cpp's --n-cpu-moe)."""
+    if n_cpu_moe >= n_layer:
+        return r"\.ffn_(up|down|gate)_exps"
+    blocks = "|".join(str(i) for i in range(n_cpu_moe))
+    return rf"^blk\.({blocks})\.ffn_(up|down|gate)_exps"
+
+
+class TensorBuftOverrides:
+    """A NULL-terminated llama_model_tensor_buft_override array; keep it alive as long as the model."""
+
+    def __init__(self, entries: list[tuple[str, int]]) -> None:
+        self._patterns = [p.encode() for p, _ in entries]  # the C array points into these
+        self._array = (_BuftOverride * (len(entries) + 1))()
+        for i, (pat, (_, buft)) in enumerate(zip(self._patterns, entries)):
+            self._array[i].pattern = pat
+            self._array[i].buft = buft
+        self._array[len(entries)].pattern = None
+        self._array[len(entries)].buft = None
+        self.patterns = [p for p, _ in entries]
+
+    @property
+    def address(self) -> int:
+        return ctypes.addressof(self._array)
+
+    @classmethod
+    def experts_on_cpu(cls, n_cpu_moe: int, n_layer: int) -> TensorBuftOverrides | None:
+        if n_cpu_moe <= 0 or n_layer <= 0:
+            return None
+        return cls([(expert_pattern(n_cpu_moe, n_layer), cpu_buffer_type())])
+
+
+# --- llama.cpp log routing --------------------------------------------------------------------------
+
+# enum ggml_log_level in this ggml: NONE=0, DEBUG=1, INFO=2, WARN=3, ERROR=4, CONT=5 (continues the last).
+_LEVELS = {0: logging.INFO, 1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
+# Warnings llama.cpp prints for every gpt-oss file (its harmony token fix-ups): not worth a warning.
+_EXPECTED_WARNINGS = ("load: setting token '<|", "load: special_eog_ids contains both")
+_sinks: list[list[tuple[int, str]]] = []
+_sinks_lock = threading.Lock()
+_last_level = logging.INFO
+_partial: list[str] = []
+
+
+@llama_cpp.llama_log_callback
+def _log_callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    global _last_level
+    try:
+        lvl = _last_level if level == 5 else _LEVELS.get(level, logging.INFO)
+        _last_level = lvl
+        s = text.decode("utf-8", "replace") if text else ""
+        _partial.append(s)
+        if not s.endswith("\n"):
+            return
+        line = "".join(_partial).rstrip("\n")
+        _partial.clear()
+        if lvl == logging.WARNING and line.startswith(_EXPECTED_WARNINGS):
+            lvl = logging.INFO
+        with _sinks_lock:
+            for sink in _sinks:
+                sink.append((lvl, line))
+        if log.isEnabledFor(lvl):
+            log.log(lvl, "%s", line)
+    except Exception:  # noqa: BLE001 - an exception must never cross back into C
+        pass
+
+
+_installed = False
+
+
+def install_log_router() -> None:
+    """Send llama.cpp's log to the `harmonica.llama` logger instead of stderr (idempotent)."""
+    global _installed
+    if not _installed:
+        llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+        _installed = True
+
+
+@contextmanager
+def capture_llama_log() -> Iterator[list[tuple[int, str]]]:
+    """Collect llama.cpp log lines (level, text) emitted inside the block, all levels included."""
+    install_log_router()
+    sink: list[tuple[int, str]] = []
+    with _sinks_lock:
+        _sinks.append(sink)
+    try:
+        yield sink
+    finally:
+        with _sinks_lock:
+            _sinks.remove(sink)

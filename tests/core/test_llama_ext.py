@@ -1,0 +1,92 @@
+"""ctypes extras: the right ggml library, backend registry, experts-on-CPU overrides, log capture."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from app.core import llama_ext
+from app.core.engine import Engine, LoadSettings, Sampling
+
+
+def test_opens_the_ggml_copy_llama_cpp_uses() -> None:
+    path = Path(llama_ext._find_ggml_path())
+    mapped = llama_ext._loaded_library_paths()
+    assert str(path) in mapped
+    libllama = next(p for p in mapped if Path(p).name.startswith("libllama"))
+    assert path.name in llama_ext._elf_needed(Path(libllama))
+
+
+def test_available_backends_lists_cpu() -> None:
+    assert "CPU" in llama_ext.available_backends()
+    devices = llama_ext.backend_devices()
+    cpu = [d for d in devices if d.kind == "cpu"]
+    assert cpu and cpu[0].backend == "CPU"
+    assert cpu[0].memory_total > 0 and 0 < cpu[0].memory_free <= cpu[0].memory_total
+    assert cpu[0].description
+
+
+def test_cpu_buffer_type_is_the_registered_one() -> None:
+    lib = llama_ext.ggml_lib()
+    assert lib.ggml_backend_buft_name(llama_ext.cpu_buffer_type()) == b"CPU"
+
+
+@pytest.mark.parametrize(
+    ("n_cpu_moe", "n_layer", "on_cpu", "not_on_cpu"),
+    [
+        (1, 24, ["blk.0.ffn_up_exps.weight", "blk.0.ffn_gate_exps.bias"], ["blk.1.ffn_up_exps.weight", "blk.10.ffn_up_exps.weight"]),
+        (2, 24, ["blk.1.ffn_down_exps.weight"], ["blk.12.ffn_down_exps.weight", "blk.2.ffn_gate_exps.weight", "blk.0.attn_q.weight"]),
+        (24, 24, ["blk.23.ffn_down_exps.weight", "blk.5.ffn_up_exps.weight"], ["blk.0.ffn_gate_inp.weight"]),
+    ],
+)
+def test_expert_pattern(n_cpu_moe: int, n_layer: int, on_cpu: list[str], not_on_cpu: list[str]) -> None:
+    pat = re.compile(llama_ext.expert_pattern(n_cpu_moe, n_layer))
+    assert all(pat.search(n) for n in on_cpu)
+    assert not any(pat.search(n) for n in not_on_cpu)
+
+
+def test_overrides_array_is_null_terminated() -> None:
+    o = llama_ext.TensorBuftOverrides.experts_on_cpu(3, 24)
+    assert o is not None
+    arr = (llama_ext._BuftOverride * 2).from_address(o.address)
+    assert arr[0].pattern == llama_ext.expert_pattern(3, 24).encode()
+    assert arr[0].buft == llama_ext.cpu_buffer_type()
+    assert arr[1].pattern is None and arr[1].buft is None
+    assert llama_ext.TensorBuftOverrides.experts_on_cpu(0, 24) is None
+
+
+def test_n_cpu_moe_keeps_first_blocks_experts_on_cpu(tiny_model_factory: Callable[..., Path]) -> None:
+    path = tiny_model_factory("moe.gguf", n_layer=3)
+    e = Engine()
+    with llama_ext.capture_llama_log() as lines:
+        info = e.load(path, LoadSettings(n_ctx=128, n_cpu_moe=1))
+    try:
+        overridden = {m.group(1) for _, t in lines if (m := re.match(r"tensor (\S+) .*buffer type overridden to CPU", t))}
+        assert overridden == {f"blk.0.ffn_{k}_exps.{w}" for k in ("up", "down", "gate") for w in ("weight", "bias")}
+        assert info.expert_overrides == [llama_ext.expert_pattern(1, 3)]
+        assert len(list(e.stream("<|start|>user<|message|>hi", Sampling(seed=1, max_tokens=3)))) == 3
+    finally:
+        e.unload()
+    # Without n_cpu_moe nothing is overridden.
+    with llama_ext.capture_llama_log() as lines:
+        e.load(path, LoadSettings(n_ctx=128))
+    e.unload()
+    assert not any("overridden" in t for _, t in lines)
+
+
+def test_log_router_levels_and_capture(tiny_model_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="harmonica.llama")
+    e = Engine()
+    with llama_ext.capture_llama_log() as lines:
+        e.load(tiny_model_path, LoadSettings(n_ctx=128))
+    e.unload()
+    levels = {lvl for lvl, _ in lines}
+    assert logging.INFO in levels and logging.DEBUG in levels
+    assert any("print_info" in t or "llama_model_loader" in t for _, t in lines)
+    assert all("\n" not in t for _, t in lines)
+    # The same lines reach the Python logger instead of stderr.
+    assert any(r.name == "harmonica.llama" for r in caplog.records)
