@@ -1,0 +1,88 @@
+"""`python -m app` / the `harmonica` gui-script: start the chat window."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import traceback
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="harmonica", description="Private, offline chat with gpt-oss models.")
+    p.add_argument("--model", metavar="PATH", help="load this GGUF model file at start")
+    p.add_argument("--demo", action="store_true", help=argparse.SUPPRESS)  # scripted model + sample chat (screenshots)
+    p.add_argument("--theme", choices=("light", "dark", "system"), default="system", help="colour theme")
+    p.add_argument("--screenshot", metavar="PNG", help=argparse.SUPPRESS)  # with --demo: save the window and quit
+    return p.parse_args(list(argv) if argv is not None else None)
+
+
+def install_exception_hooks(window: Any) -> None:
+    """Unhandled exceptions (UI thread or any other) → an error dialog; never a crash to desktop."""
+    from PySide6.QtCore import QObject, Signal
+
+    class _Relay(QObject):
+        raised = Signal(object, str)
+
+    relay = _Relay()
+    relay.raised.connect(lambda exc, text: window.show_exception(exc, text))
+    window._exception_relay = relay  # keep it alive with the window
+
+    def hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        text = "".join(traceback.format_exception(exc_type, exc, tb))
+        sys.stderr.write(text)
+        if issubclass(exc_type, KeyboardInterrupt):
+            from PySide6.QtWidgets import QApplication
+
+            QApplication.quit()
+            return
+        relay.raised.emit(exc, text)  # queued to the UI thread when raised elsewhere
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is not None:
+            hook(args.exc_type, args.exc_value, args.exc_traceback)
+
+    sys.excepthook = hook
+    threading.excepthook = thread_hook
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(argv)
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from app.ui import style
+    from app.ui.main_window import MainWindow
+
+    QApplication.setApplicationName("Harmonica")
+    QApplication.setOrganizationName("Harmonica")
+    QApplication.setDesktopFileName("harmonica")
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    style.apply(app, None if args.theme == "system" else args.theme == "dark")  # type: ignore[arg-type]
+
+    if args.demo:
+        from app.ui.demo import start_demo
+
+        window = start_demo()
+    else:
+        window = MainWindow()
+    install_exception_hooks(window)
+    window.show()
+    if args.model and not args.demo:
+        QTimer.singleShot(0, lambda: window.open_model(args.model))
+    if args.screenshot:
+        from app.ui.demo import save_screenshot
+
+        QTimer.singleShot(1500, lambda: (save_screenshot(window, args.screenshot), app.quit()))
+    code = int(app.exec())
+    from app.ui.workers import stop_all
+
+    stop_all()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

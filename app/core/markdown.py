@@ -1,0 +1,369 @@
+"""Markdown → Qt-rich-text HTML for model answers: safe, highlighted, and incremental while streaming."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+from mdit_py_plugins.tasklists import tasklists_plugin
+from pygments import highlight
+from pygments.formatters import HtmlFormatter
+from pygments.lexers import get_lexer_by_name
+from pygments.util import ClassNotFound
+
+# Links the view may open; everything else is shown as plain text (markdown-it already drops
+# javascript:, vbscript:, file: and data: URLs, this is the second fence).
+SAFE_LINK_SCHEMES = ("http://", "https://", "mailto:")
+
+
+@dataclass(frozen=True)
+class Theme:
+    """Colours for rich text; Qt rich text has no CSS classes, so everything is inlined."""
+
+    dark: bool
+    text: str
+    muted: str
+    link: str
+    code_bg: str
+    code_header_bg: str
+    code_border: str
+    inline_code_bg: str
+    table_border: str
+    table_header_bg: str
+    quote_border: str
+    pygments_style: str
+
+
+LIGHT = Theme(
+    dark=False, text="#1f2328", muted="#656d76", link="#0969da", code_bg="#f6f8fa", code_header_bg="#eaeef2",
+    code_border="#d0d7de", inline_code_bg="#eff1f3", table_border="#d0d7de", table_header_bg="#f6f8fa",
+    quote_border="#d0d7de", pygments_style="default",
+)
+DARK = Theme(
+    dark=True, text="#e6edf3", muted="#9198a1", link="#4493f8", code_bg="#161b22", code_header_bg="#21262d",
+    code_border="#30363d", inline_code_bg="#2d333b", table_border="#3d444d", table_header_bg="#1c2128",
+    quote_border="#3d444d", pygments_style="github-dark",
+)
+
+MONO = "'JetBrains Mono','Cascadia Code','SF Mono',Menlo,Consolas,'DejaVu Sans Mono',monospace"
+
+
+def _rule(method: Any) -> Any:
+    """markdown-it binds rules to its renderer; wrap our bound methods to keep their own self."""
+
+    def rule(_renderer: Any, tokens: Sequence[Token], idx: int, options: Any, env: Any) -> str:
+        return str(method(tokens, idx, options, env))
+
+    return rule
+
+
+@lru_cache(maxsize=128)
+def _lexer(lang: str) -> Any:
+    """Lexer lookup walks pygments' registry (and imports a module the first time): cache it."""
+    try:
+        return get_lexer_by_name(lang, stripnl=False, ensurenl=False)
+    except ClassNotFound:
+        return None
+
+
+# Languages models write most; warm_up() imports their lexers so the first code block of a
+# session does not stall the UI for the ~100 ms a pygments lexer module takes to import.
+COMMON_LANGUAGES = ("python", "bash", "sh", "javascript", "typescript", "json", "c", "cpp", "rust", "go", "java", "html", "css", "sql", "yaml", "toml")
+
+
+def warm_up(theme: Theme | None = None) -> None:
+    """Import the common lexers and build the renderer once (call from a background thread)."""
+    renderer = MarkdownRenderer(theme or LIGHT)
+    for lang in COMMON_LANGUAGES:
+        renderer.render(f"```{lang}\nx = 1\n```\n| a |\n|---|\n| b |\n")
+
+
+def _pygments_style(name: str) -> str:
+    from pygments.styles import get_all_styles
+
+    return name if name in set(get_all_styles()) else ("monokai" if "dark" in name else "default")
+
+
+class MarkdownRenderer:
+    """Renders one markdown text (or block) to HTML that QTextDocument understands.
+
+    Code blocks become a two-row table (language + `copy:N` link, then the highlighted code);
+    `N` counts from `code_offset`, and the code strings are returned so the view can copy them.
+    """
+
+    def __init__(self, theme: Theme = LIGHT) -> None:
+        self.theme = theme
+        self._formatter = HtmlFormatter(noclasses=True, nowrap=True, style=_pygments_style(theme.pygments_style))
+        md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+        md.enable(["table", "strikethrough"])
+        md.use(tasklists_plugin)
+        md.add_render_rule("fence", _rule(self._render_fence))
+        md.add_render_rule("code_block", _rule(self._render_fence))
+        md.add_render_rule("code_inline", _rule(self._render_code_inline))
+        md.add_render_rule("image", _rule(self._render_image))
+        md.add_render_rule("link_open", _rule(self._render_link_open))
+        md.add_render_rule("table_open", _rule(self._render_table_open))
+        md.add_render_rule("th_open", _rule(self._render_cell_open))
+        md.add_render_rule("td_open", _rule(self._render_cell_open))
+        md.add_render_rule("blockquote_open", _rule(self._render_blockquote_open))
+        md.add_render_rule("paragraph_open", _rule(self._render_paragraph_open))
+        md.add_render_rule("html_inline", _rule(self._render_raw_html))
+        md.add_render_rule("html_block", _rule(self._render_raw_html))
+        md.add_render_rule("blockquote_close", lambda *a: "</td></tr></table>\n")
+        self._md = md
+        self._code: list[str] = []
+        self._code_offset = 0
+
+    # --- public ----------------------------------------------------------------------------------
+    def render(self, text: str, code_offset: int = 0) -> tuple[str, list[str]]:
+        """HTML for `text` and the code blocks in it (their Copy links are copy:code_offset+i)."""
+        self._code = []
+        self._code_offset = code_offset
+        out = self._md.render(text)
+        return out, self._code
+
+    # --- render rules (bound methods: markdown-it calls them with tokens, idx, options, env) ------
+    def _render_fence(self, tokens: Sequence[Token], idx: int, _o: Any, _e: Any) -> str:
+        tok = tokens[idx]
+        code = tok.content
+        if code.endswith("\n"):
+            code = code[:-1]
+        lang = tok.info.strip().split(maxsplit=1)[0] if tok.info.strip() else ""
+        index = self._code_offset + len(self._code)
+        self._code.append(code)
+        return self.code_block_html(code, lang, index)
+
+    def code_block_html(self, code: str, lang: str, index: int) -> str:
+        t = self.theme
+        body = self._highlight(code, lang)
+        label = html.escape(lang) if lang else "code"
+        return (
+            f'<table width="100%" cellspacing="0" cellpadding="0" border="1" '
+            f'style="border-style:solid; border-color:{t.code_border}; border-collapse:collapse; margin-top:6px; margin-bottom:10px;">'
+            f'<tr><td bgcolor="{t.code_header_bg}" style="padding:4px 10px;">'
+            f'<table width="100%" cellspacing="0" cellpadding="0" border="0"><tr>'
+            f'<td><span style="color:{t.muted}; font-size:small;">{label}</span></td>'
+            f'<td align="right"><a href="copy:{index}" style="color:{t.link}; text-decoration:none; font-size:small;">Copy</a></td>'
+            f"</tr></table></td></tr>"
+            f'<tr><td bgcolor="{t.code_bg}" style="padding:8px 10px;">'
+            f'<pre style="font-family:{MONO}; margin:0; white-space:pre-wrap;">{body}</pre>'
+            f"</td></tr></table>\n"
+        )
+
+    def _highlight(self, code: str, lang: str) -> str:
+        if lang:
+            lexer = _lexer(lang.lower())
+            if lexer is not None:
+                out = highlight(code, lexer, self._formatter)
+                return out[:-1] if out.endswith("\n") and not code.endswith("\n") else out
+        return html.escape(code, quote=False)
+
+    def _render_code_inline(self, tokens: Sequence[Token], idx: int, _o: Any, _e: Any) -> str:
+        t = self.theme
+        return (
+            f'<code style="font-family:{MONO}; background-color:{t.inline_code_bg};">'
+            f"{html.escape(tokens[idx].content, quote=False)}</code>"
+        )
+
+    def _render_image(self, tokens: Sequence[Token], idx: int, _o: Any, _e: Any) -> str:
+        # Never load images: a model-chosen URL could be local (file:) or a tracking pixel.
+        tok = tokens[idx]
+        alt = html.escape(tok.content or "image", quote=False)
+        src = str(tok.attrs.get("src", ""))
+        if src.lower().startswith(SAFE_LINK_SCHEMES):
+            return f'<a href="{html.escape(src)}" style="color:{self.theme.link};">[image: {alt}]</a>'
+        return f"[image: {alt}]"
+
+    def _render_link_open(self, tokens: Sequence[Token], idx: int, options: Any, env: Any) -> str:
+        tok = tokens[idx]
+        href = str(tok.attrs.get("href", ""))
+        if not href.lower().startswith(SAFE_LINK_SCHEMES):
+            tok.attrs.pop("href", None)  # keep the text, drop the target
+        tok.attrSet("style", f"color:{self.theme.link};")
+        if "title" in tok.attrs:
+            tok.attrs.pop("title")
+        return str(self._md.renderer.renderToken(tokens, idx, options, env))
+
+    def _render_paragraph_open(self, tokens: Sequence[Token], idx: int, _o: Any, _e: Any) -> str:
+        if tokens[idx].hidden:  # tight list items have hidden paragraphs: no tag at all
+            return ""
+        return '<p style="line-height:135%; margin-top:0px; margin-bottom:10px;">'
+
+    def _render_raw_html(self, tokens: Sequence[Token], idx: int, _o: Any, _e: Any) -> str:
+        content = tokens[idx].content
+        if content.startswith('<input class="task-list-item-checkbox"'):
+            return "\u2611" if "checked" in content else "\u2610"
+        return html.escape(content, quote=False)  # html=False already; never pass raw HTML through
+
+    def _render_table_open(self, _t: Sequence[Token], _i: int, _o: Any, _e: Any) -> str:
+        return (
+            f'<table border="1" cellspacing="0" cellpadding="6" '
+            f'style="border-style:solid; border-color:{self.theme.table_border}; border-collapse:collapse; '
+            f'margin-top:6px; margin-bottom:12px;">\n'
+        )
+
+    def _render_cell_open(self, tokens: Sequence[Token], idx: int, _o: Any, _e: Any) -> str:
+        tok = tokens[idx]
+        tag = tok.tag
+        style = str(tok.attrs.get("style", ""))
+        align = ""
+        m = re.search(r"text-align:(left|right|center)", style)
+        if m:
+            align = f' align="{m.group(1)}"'
+        bg = f' bgcolor="{self.theme.table_header_bg}"' if tag == "th" else ""
+        return f"<{tag}{align}{bg}>"
+
+    def _render_blockquote_open(self, _t: Sequence[Token], _i: int, _o: Any, _e: Any) -> str:
+        # Qt draws no left border on <blockquote>; a two-cell table gives the familiar bar.
+        t = self.theme
+        return (
+            f'<table cellspacing="0" cellpadding="0" border="0" style="margin-top:4px; margin-bottom:8px;"><tr>'
+            f'<td width="3" bgcolor="{t.quote_border}"></td>'
+            f'<td style="padding-left:10px; color:{t.muted};">'
+        )
+
+
+# --- Streaming ------------------------------------------------------------------------------------
+_FENCE_RE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
+_LIST_RE = re.compile(r"^ {0,3}([-+*]|\d{1,9}[.)])(\s|$)")
+
+
+def _fence_close(line: str, fence: str) -> bool:
+    m = _FENCE_RE.match(line)
+    return bool(m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence) and not m.group(2).strip())
+
+
+def find_block_boundaries(text: str, start: int = 0) -> list[int]:
+    """Offsets ≥ start where a new top-level markdown block begins after a finished one.
+
+    A boundary is the first line after a blank line, outside fenced code, that is not indented
+    (an indented line may continue a list item) and does not continue a list that the current
+    block is part of (splitting a list would restart its numbering). `start` must itself be a
+    block start (0 or an earlier boundary). Cost is O(len(text) - start).
+    """
+    out: list[int] = []
+    fence: str | None = None
+    blank_before = False
+    block_is_list = False
+    block_first = True
+    pos = start
+    n = len(text)
+    while pos < n:
+        nl = text.find("\n", pos)
+        if nl < 0:
+            break  # the last line is unfinished: it can't start a block we are sure about
+        line = text[pos:nl]
+        if fence is not None:
+            if _fence_close(line, fence):
+                fence = None
+            blank_before = False
+        elif not line.strip():
+            blank_before = True
+        else:
+            is_list = bool(_LIST_RE.match(line))
+            indented = line[:1] in (" ", "\t")
+            if blank_before and pos > start and not indented and not (is_list and block_is_list):
+                out.append(pos)
+                block_first = True
+            if block_first:
+                block_is_list = is_list
+                block_first = False
+            m = _FENCE_RE.match(line)
+            if m and not (m.group(1)[0] == "`" and "`" in m.group(2)):
+                fence = m.group(1)
+            blank_before = False
+        pos = nl + 1
+    return out
+
+
+def close_open_inline(tail: str) -> str:
+    """While streaming, close a dangling `**` or backtick so "**bol" shows as bold, not as stars.
+
+    Only for the growing tail, and never inside an open code fence (where the text is literal).
+    """
+    fence: str | None = None
+    for line in tail.split("\n"):
+        m = _FENCE_RE.match(line)
+        if fence is None and m:
+            fence = m.group(1)
+        elif fence is not None and _fence_close(line, fence):
+            fence = None
+    if fence is not None:
+        return tail
+    last = tail.rstrip()
+    para = last[last.rfind("\n\n") + 1 :]
+    if para.count("`") % 2:
+        return last + "`"
+    if para.count("**") % 2 and not para.endswith("**"):
+        return last + "**"
+    return tail
+
+
+@dataclass
+class Update:
+    """What changed since the last update: append `new_blocks`, then replace the tail with `tail`."""
+
+    new_blocks: list[str]
+    tail: str
+    reset: bool = False  # True: the text was not an extension; clear and show new_blocks + tail
+
+
+@dataclass
+class IncrementalMarkdown:
+    """Keeps the HTML of finished blocks so each update costs O(tail), not O(text)."""
+
+    renderer: MarkdownRenderer
+    text: str = ""
+    stable: int = 0  # end offset of the finished blocks
+    blocks_html: list[str] = field(default_factory=list)
+    stable_code: list[str] = field(default_factory=list)
+    tail_code: list[str] = field(default_factory=list)
+
+    @property
+    def code_blocks(self) -> list[str]:
+        return self.stable_code + self.tail_code
+
+    def update(self, text: str, *, final: bool = False) -> Update:
+        """Advance to `text`; with final=True the whole remainder counts as finished."""
+        reset = not text.startswith(self.text[: self.stable]) or len(text) < self.stable
+        if reset:
+            self.stable = 0
+            self.blocks_html = []
+            self.stable_code = []
+        self.text = text
+        new: list[str] = []
+        bounds = find_block_boundaries(text, self.stable)
+        if final and self.stable < len(text):
+            bounds.append(len(text))
+        for b in bounds:
+            block_html, code = self.renderer.render(text[self.stable : b], len(self.stable_code))
+            self.stable_code.extend(code)
+            self.blocks_html.append(block_html)
+            new.append(block_html)
+            self.stable = b
+        tail_text = text[self.stable :]
+        if tail_text.strip():
+            shown = tail_text if final else close_open_inline(tail_text)
+            tail_html, self.tail_code = self.renderer.render(shown, len(self.stable_code))
+        else:
+            tail_html, self.tail_code = "", []
+        if reset:
+            return Update(list(self.blocks_html), tail_html, reset=True)
+        return Update(new, tail_html)
+
+    def html(self) -> str:
+        """The full HTML of the current text (finished blocks + tail)."""
+        tail = self.text[self.stable :]
+        tail_html = self.renderer.render(tail, len(self.stable_code))[0] if tail.strip() else ""
+        return "".join(self.blocks_html) + tail_html
+
+
+def render_markdown(text: str, theme: Theme = LIGHT) -> tuple[str, list[str]]:
+    """One-shot render of a whole text: (html, code blocks)."""
+    return MarkdownRenderer(theme).render(text)

@@ -1,0 +1,327 @@
+"""Widgets for one chat message: user bubble, assistant message (reasoning, preamble, tools, answer)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QTextBlockFormat, QTextCursor
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QSizePolicy, QToolButton, QVBoxLayout, QWidget
+
+from app.core.chat import Message, ToolCallRecord
+from app.ui import style
+from app.ui.markdown_view import AutoHeightBrowser, MarkdownView, PlainStreamView, Throttle
+
+UPDATE_INTERVAL_MS = 50
+
+_STOP_NOTES = {
+    "cancelled": "Stopped.",
+    "length": "The answer was cut off: it reached the token limit or the end of the context window.",
+    "error": "Generation failed before the answer was complete.",
+    "call": "",
+    "return": "",
+    "eos": "",
+}
+
+
+def format_seconds(s: float) -> str:
+    if s < 1:
+        return "less than a second"
+    if s < 90:
+        n = round(s)
+        return f"{n} second" + ("s" if n != 1 else "")
+    return f"{s / 60:.1f} minutes"
+
+
+class UserMessageWidget(QWidget):
+    """The user's message: a right-aligned bubble of plain, selectable text."""
+
+    def __init__(self, message: Message, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.message = message
+        outer = QHBoxLayout(self)
+        outer.setContentsMargins(0, 6, 0, 6)
+        outer.addStretch(1)
+        bubble = QFrame(objectName="UserBubble")
+        bubble.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Preferred)
+        lay = QVBoxLayout(bubble)
+        lay.setContentsMargins(16, 10, 16, 10)
+        self.label = QLabel(message.content, objectName="UserText")
+        self.label.setTextFormat(Qt.TextFormat.PlainText)
+        self.label.setWordWrap(True)
+        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.label.setCursor(Qt.CursorShape.IBeamCursor)
+        lay.addWidget(self.label)
+        outer.addWidget(bubble)
+        self._natural = max((self.label.fontMetrics().horizontalAdvance(line) for line in message.content.splitlines() or [""]), default=0) + 4
+
+    def resizeEvent(self, e: object) -> None:  # type: ignore[override]
+        # Short messages hug their text; long ones wrap at three quarters of the column.
+        limit = max(120, int(self.width() * 0.75) - 32)
+        self.label.setFixedWidth(min(self._natural, limit))
+        super().resizeEvent(e)  # type: ignore[arg-type]
+
+
+class ToolCallCard(QFrame):
+    """A tool call: the recipient and its arguments as pretty JSON."""
+
+    def __init__(self, call: ToolCallRecord, parent: QWidget | None = None) -> None:
+        super().__init__(parent, objectName="ToolCard")
+        self.call = call
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(12, 8, 12, 10)
+        lay.setSpacing(4)
+        head = QHBoxLayout()
+        ico = QLabel()
+        ico.setPixmap(style.icon("tool").pixmap(QSize(14, 14)))
+        head.addWidget(ico)
+        self.title = QLabel(f"Tool call · {call.recipient}", objectName="ToolTitle")
+        self.title.setTextFormat(Qt.TextFormat.PlainText)
+        head.addWidget(self.title, 1)
+        lay.addLayout(head)
+        self.args = AutoHeightBrowser(objectName="ToolArgs")
+        self.args.setFont(style.mono_font(9.5))
+        self.args.setPlainText(pretty_json(call.arguments))
+        lay.addWidget(self.args)
+
+
+def pretty_json(text: str) -> str:
+    try:
+        return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+    except (ValueError, TypeError):
+        return text
+
+
+class AssistantMessageWidget(QFrame):
+    """An assistant message that can be filled in live from stream events.
+
+    Reasoning streams into an expanded section; when visible output starts it collapses to
+    "Thought for N s" and toggles on click. The answer is markdown, re-rendered at most every
+    UPDATE_INTERVAL_MS with only its tail rebuilt.
+    """
+
+    reasoning_toggled = Signal(bool)
+
+    def __init__(self, *, model: str | None, effort: str | None, parent: QWidget | None = None) -> None:
+        super().__init__(parent, objectName="AssistantMessage")
+        pal = style.current()
+        self._reasoning = ""
+        self._answer = ""
+        self._preamble = ""
+        self._think_start: float | None = None
+        self._thinking_done = False
+        self._finished = False
+        self.message: Message | None = None
+
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 10, 0, 10)
+        lay.setSpacing(6)
+
+        head = QHBoxLayout()
+        head.setSpacing(8)
+        self.model_label = QLabel(model or "Assistant", objectName="ModelName")
+        head.addWidget(self.model_label)
+        self.effort_chip = QLabel(f"{effort} effort" if effort else "", objectName="EffortChip")
+        self.effort_chip.setVisible(bool(effort))
+        head.addWidget(self.effort_chip)
+        head.addStretch(1)
+        self.meta = QLabel("", objectName="MessageMeta")
+        head.addWidget(self.meta)
+        lay.addLayout(head)
+
+        self.reasoning_toggle = QToolButton(objectName="ReasoningToggle")
+        self.reasoning_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.reasoning_toggle.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.reasoning_toggle.setIconSize(QSize(14, 14))
+        self.reasoning_toggle.clicked.connect(self.toggle_reasoning)
+        self.reasoning_toggle.hide()
+        lay.addWidget(self.reasoning_toggle)
+
+        self.reasoning_body = QFrame(objectName="ReasoningBody")
+        rb = QHBoxLayout(self.reasoning_body)
+        rb.setContentsMargins(8, 0, 0, 8)
+        rb.setSpacing(10)
+        bar = QFrame(objectName="ReasoningBar")
+        bar.setFixedWidth(2)
+        rb.addWidget(bar)
+        self.reasoning_view = PlainStreamView(objectName="ReasoningText")
+        f = self.reasoning_view.font()
+        f.setPointSizeF(max(8.0, f.pointSizeF() - 0.5))
+        self.reasoning_view.setFont(f)
+        fmt = QTextBlockFormat()
+        fmt.setLineHeight(130.0, QTextBlockFormat.LineHeightTypes.ProportionalHeight.value)
+        QTextCursor(self.reasoning_view.document()).setBlockFormat(fmt)  # new blocks inherit it
+        rb.addWidget(self.reasoning_view)
+        self.reasoning_body.hide()
+        lay.addWidget(self.reasoning_body)
+
+        self.preamble_label = QLabel("", objectName="Preamble")
+        self.preamble_label.setWordWrap(True)
+        self.preamble_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.preamble_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.preamble_label.hide()
+        lay.addWidget(self.preamble_label)
+
+        self.tools_box = QVBoxLayout()
+        self.tools_box.setSpacing(6)
+        lay.addLayout(self.tools_box)
+        self.tool_cards: list[ToolCallCard] = []
+
+        self.answer_view = MarkdownView(pal.markdown)
+        self.answer_view.hide()
+        lay.addWidget(self.answer_view)
+
+        self.stop_note = QLabel("", objectName="StopNote")
+        self.stop_note.setWordWrap(True)
+        self.stop_note.hide()
+        lay.addWidget(self.stop_note)
+
+        self._throttle = Throttle(self.flush, UPDATE_INTERVAL_MS, self)
+        self._tick = QTimer(self)  # keeps "Thinking… N s" current while reasoning streams
+        self._tick.setInterval(1000)
+        self._tick.timeout.connect(self._update_toggle_text)
+        self._shown_reasoning = 0
+        self._shown_answer: str | None = ""
+
+    # --- state ----------------------------------------------------------------------------------
+    @property
+    def reasoning_expanded(self) -> bool:
+        return not self.reasoning_body.isHidden()
+
+    @property
+    def reasoning_text(self) -> str:
+        return self._reasoning
+
+    @property
+    def answer_text(self) -> str:
+        return self._answer
+
+    @property
+    def thinking(self) -> bool:
+        return self._think_start is not None and not self._thinking_done
+
+    # --- streaming input -----------------------------------------------------------------------
+    def append_reasoning(self, text: str) -> None:
+        if self._think_start is None:
+            self._think_start = time.monotonic()
+            self.reasoning_toggle.show()
+            self.set_reasoning_expanded(True)
+            self._tick.start()
+        self._reasoning += text
+        self._update_toggle_text()
+        self._throttle()
+
+    def append_preamble(self, text: str) -> None:
+        self._end_thinking()
+        self._preamble += text
+        self._throttle()
+
+    def append_answer(self, text: str) -> None:
+        self._end_thinking()
+        self._answer += text
+        self._throttle()
+
+    def add_tool_call(self, call: ToolCallRecord) -> None:
+        self._end_thinking()
+        self.flush()
+        card = ToolCallCard(call)
+        self.tool_cards.append(card)
+        self.tools_box.addWidget(card)
+
+    def flush(self) -> None:
+        """Show pending text now (the throttle calls this; tests and the benchmark may too)."""
+        self._throttle.stop()
+        if len(self._reasoning) > self._shown_reasoning:
+            self.reasoning_view.append_text(self._reasoning[self._shown_reasoning :])
+            self._shown_reasoning = len(self._reasoning)
+        if self._preamble and self.preamble_label.text() != self._preamble:
+            self.preamble_label.setText(self._preamble)
+            self.preamble_label.show()
+        if self._answer != self._shown_answer:
+            self.answer_view.show()
+            self.answer_view.set_markdown(self._answer, final=self._finished)
+            self._shown_answer = self._answer
+
+    def finish(self, message: Message) -> None:
+        """The message is complete: final render, stats, stop note."""
+        self.message = message
+        self._finished = True
+        if message.thinking and not self._reasoning:
+            self._reasoning = message.thinking
+        if message.content != self._answer:
+            self._answer = message.content
+        self._end_thinking(message.thinking_s)
+        if self._answer:
+            self._shown_answer = None  # one last render with final=True: the tail becomes final
+        self.flush()
+        for call in message.tool_calls[len(self.tool_cards) :]:
+            self.add_tool_call(call)
+        self._tick.stop()
+        note = _STOP_NOTES.get(message.stop_reason or "", "")
+        if message.stop_reason == "cancelled" and not (self._answer or self._reasoning):
+            note = "Stopped before any answer."
+        self.stop_note.setText(note)
+        self.stop_note.setVisible(bool(note))
+        st = message.stats
+        if st is not None and st.generated_tokens:
+            parts = [f"{st.generated_tokens:,} tokens"]
+            if st.tokens_per_s:
+                parts.append(f"{st.tokens_per_s:.1f} tok/s")
+            self.meta.setText(" · ".join(parts))
+            self.meta.setToolTip(
+                f"Prompt: {st.prompt_tokens:,} tokens ({st.cached_tokens:,} reused from cache)\n"
+                f"Time to first token: {st.ttft_s:.2f} s\nTotal: {st.total_s:.2f} s"
+            )
+        if not self._reasoning:
+            self.reasoning_toggle.hide()
+
+    @classmethod
+    def from_message(cls, message: Message, parent: QWidget | None = None) -> AssistantMessageWidget:
+        """A finished message from history (reasoning collapsed)."""
+        w = cls(model=message.model, effort=message.effort, parent=parent)
+        w._reasoning = message.thinking
+        w._preamble = message.preamble
+        w._answer = message.content
+        if message.thinking:
+            w._think_start = time.monotonic()
+            w.reasoning_toggle.show()
+        w.finish(message)
+        return w
+
+    # --- reasoning section ----------------------------------------------------------------------
+    def _end_thinking(self, seconds: float | None = None) -> None:
+        if self._think_start is None:
+            return
+        if not self._thinking_done:
+            self._thinking_done = True
+            self._think_seconds = seconds if seconds is not None else time.monotonic() - self._think_start
+            self.set_reasoning_expanded(False)
+            self._tick.stop()
+        elif seconds is not None:
+            self._think_seconds = seconds
+        self._update_toggle_text()
+
+    def toggle_reasoning(self) -> None:
+        self.set_reasoning_expanded(not self.reasoning_expanded)
+
+    def set_reasoning_expanded(self, expanded: bool) -> None:
+        if expanded:
+            self.flush_reasoning_only()
+        self.reasoning_body.setVisible(expanded)
+        self.reasoning_toggle.setIcon(style.icon("chevron-down" if expanded else "chevron-right"))
+        self.reasoning_toggled.emit(expanded)
+
+    def flush_reasoning_only(self) -> None:
+        if len(self._reasoning) > self._shown_reasoning:
+            self.reasoning_view.append_text(self._reasoning[self._shown_reasoning :])
+            self._shown_reasoning = len(self._reasoning)
+
+    def _update_toggle_text(self) -> None:
+        if self._think_start is None:
+            return
+        if self._thinking_done:
+            self.reasoning_toggle.setText(f"Thought for {format_seconds(self._think_seconds)}")
+        else:
+            secs = int(time.monotonic() - self._think_start)
+            self.reasoning_toggle.setText("Thinking…" + (f" {secs} s" if secs >= 1 else ""))

@@ -1,0 +1,129 @@
+"""Colours, fonts, icons and the application style sheet, in a light and a dark variant."""
+
+from __future__ import annotations
+
+import os
+import string
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QFont, QGuiApplication, QIcon, QPalette
+from PySide6.QtWidgets import QApplication
+
+from app.core.markdown import DARK, LIGHT, Theme
+
+
+def resources_dir() -> Path:
+    """resources/ next to the package in a checkout; inside the package dir in a bundle."""
+    here = Path(__file__).resolve()
+    for candidate in (here.parents[2] / "resources", here.parents[1] / "resources"):
+        if candidate.is_dir():
+            return candidate
+    return here.parents[2] / "resources"
+
+
+@lru_cache(maxsize=64)
+def icon(name: str) -> QIcon:
+    return QIcon(str(resources_dir() / "icons" / f"{name}.svg"))
+
+
+@dataclass(frozen=True)
+class Palette:
+    """UI colours; `markdown` is the matching rich-text theme for answers."""
+
+    dark: bool
+    window: str
+    surface: str
+    bubble: str
+    text: str
+    muted: str
+    border: str
+    hover: str
+    scroll: str
+    accent: str
+    accent_hover: str
+    accent_soft: str
+    accent_text: str
+    disabled: str
+    warning: str
+    error_bg: str
+    error_border: str
+    markdown: Theme
+
+
+LIGHT_PALETTE = Palette(
+    dark=False, window="#ffffff", surface="#ffffff", bubble="#f0f2f5", text="#1f2328", muted="#6b7280",
+    border="#e1e4e8", hover="#f0f2f5", scroll="#d0d5db", accent="#4f5bd5", accent_hover="#3f4bc4",
+    accent_soft="#eceefe", accent_text="#3f4bc4", disabled="#c5c9d0", warning="#9a6700",
+    error_bg="#fff1f0", error_border="#f5c2c0", markdown=LIGHT,
+)
+DARK_PALETTE = Palette(
+    dark=True, window="#0f1115", surface="#171a21", bubble="#232833", text="#e6edf3", muted="#9198a1",
+    border="#2b313c", hover="#232833", scroll="#3a414d", accent="#6d78f0", accent_hover="#8089f5",
+    accent_soft="#252a4a", accent_text="#aab2ff", disabled="#3a414d", warning="#d29922",
+    error_bg="#3a1d1f", error_border="#6e2c2f", markdown=DARK,
+)
+
+
+def system_prefers_dark() -> bool:
+    forced = os.environ.get("HARMONICA_THEME", "").strip().lower()
+    if forced in ("dark", "light"):
+        return forced == "dark"
+    hints = QGuiApplication.styleHints()
+    try:
+        return hints.colorScheme() == Qt.ColorScheme.Dark
+    except AttributeError:  # Qt < 6.5: judge by the window colour
+        return QGuiApplication.palette().color(QPalette.ColorRole.Window).lightness() < 128
+
+
+_current: Palette = LIGHT_PALETTE
+
+
+def current() -> Palette:
+    return _current
+
+
+def apply(app: QApplication, dark: bool | None = None) -> Palette:
+    """Install the Fusion style, a matching QPalette, the UI font and the style sheet."""
+    global _current
+    pal = DARK_PALETTE if (system_prefers_dark() if dark is None else dark) else LIGHT_PALETTE
+    _current = pal
+    app.setStyle("Fusion")
+    qp = QPalette()
+    for role, value in (
+        (QPalette.ColorRole.Window, pal.window), (QPalette.ColorRole.Base, pal.surface),
+        (QPalette.ColorRole.AlternateBase, pal.bubble), (QPalette.ColorRole.Text, pal.text),
+        (QPalette.ColorRole.WindowText, pal.text), (QPalette.ColorRole.Button, pal.surface),
+        (QPalette.ColorRole.ButtonText, pal.text), (QPalette.ColorRole.Highlight, pal.accent),
+        (QPalette.ColorRole.HighlightedText, "#ffffff"), (QPalette.ColorRole.Link, pal.markdown.link),
+        (QPalette.ColorRole.ToolTipBase, pal.surface), (QPalette.ColorRole.ToolTipText, pal.text),
+        (QPalette.ColorRole.PlaceholderText, pal.muted),
+    ):
+        qp.setColor(role, QColor(value))
+    qp.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text, QColor(pal.muted))
+    qp.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.ButtonText, QColor(pal.muted))
+    app.setPalette(qp)
+    font = QFont()
+    font.setFamilies(["Inter", "Segoe UI", "SF Pro Text", "Cantarell", "Noto Sans", "DejaVu Sans"])
+    font.setPointSizeF(10.5)
+    app.setFont(font)
+    app.setStyleSheet(style_sheet(pal))
+    return pal
+
+
+def style_sheet(pal: Palette) -> str:
+    text = (resources_dir() / "style.qss").read_text(encoding="utf-8")
+    values = {k: v for k, v in pal.__dict__.items() if isinstance(v, str)}
+    values["icons"] = (resources_dir() / "icons").as_posix()
+    return string.Template(text).safe_substitute(values)
+
+
+def mono_font(point_size: float | None = None) -> QFont:
+    f = QFont()
+    f.setFamilies(["JetBrains Mono", "Cascadia Code", "SF Mono", "Menlo", "Consolas", "DejaVu Sans Mono", "monospace"])
+    f.setStyleHint(QFont.StyleHint.Monospace)
+    if point_size:
+        f.setPointSizeF(point_size)
+    return f

@@ -1,0 +1,43 @@
+"""Fixtures for UI tests: a main window driven by a ScriptedEngine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from app.core.scripted_engine import ScriptedEngine
+from app.ui import workers
+from app.ui.main_window import MainWindow
+
+REASONING = "The user says hello. I should greet them back and offer help."
+ANSWER = "Hello! Here is some code:\n\n```python\nprint('hi')\n```\n\nAnything else?"
+SCRIPT = (
+    f"<|channel|>analysis<|message|>{REASONING}<|end|>"
+    f"<|start|>assistant<|channel|>final<|message|>{ANSWER}<|return|>"
+)
+
+
+@pytest.fixture
+def make_window(qtbot: object) -> Iterator[Callable[..., tuple[MainWindow, ScriptedEngine]]]:
+    made: list[MainWindow] = []
+
+    def make(*scripts: object, loaded: bool = True, **engine_kw: object) -> tuple[MainWindow, ScriptedEngine]:
+        engine = ScriptedEngine(list(scripts) or [SCRIPT], **engine_kw)  # type: ignore[arg-type]
+        w = MainWindow(lambda: engine)
+        qtbot.addWidget(w)  # type: ignore[attr-defined]
+        if loaded:
+            engine.load("scripted:gpt-oss-20b")
+            w.adopt_engine(engine)
+        w.resize(900, 700)
+        w.show()
+        made.append(w)
+        return w, engine
+
+    yield make
+    for w in made:
+        for worker in (w._gen_worker, w._load_worker):
+            if worker is not None:
+                worker.quit()
+                worker.wait(5)
+    workers.stop_all()

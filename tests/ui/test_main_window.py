@@ -1,0 +1,250 @@
+"""Main window with a scripted model: sending, streaming, stop, effort, loading, errors, drops."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtGui import QDropEvent
+
+from app.core.chat import Message
+from app.core.engine import EngineError
+from app.core.scripted_engine import ScriptedEngine
+from app.ui.main_window import MainWindow
+from app.ui.message_widget import AssistantMessageWidget
+from tests.ui.conftest import ANSWER, REASONING, SCRIPT
+
+
+def _send(w: MainWindow, qtbot, text: str = "hello", effort: str | None = None) -> None:  # type: ignore[no-untyped-def]
+    if effort:
+        w.composer.set_effort(effort)
+    w.composer.edit.setPlainText(text)
+    qtbot.keyClick(w.composer.edit, Qt.Key.Key_Return)
+
+
+def _assistant(w: MainWindow) -> AssistantMessageWidget:
+    widgets = [x for x in w.chat.widgets if isinstance(x, AssistantMessageWidget)]
+    assert widgets
+    return widgets[-1]
+
+
+def test_empty_state_without_model(make_window) -> None:  # type: ignore[no-untyped-def]
+    w, _ = make_window(loaded=False)
+    assert w.stack.currentWidget() is w.empty
+    assert "No model loaded" in w.empty.title.text() and w.empty.button.isVisible()
+    assert not w.composer.button.isEnabled()
+    assert not w.send("hi", "medium")
+    assert "Open a model first" in w.banner.text.text()
+
+
+def test_send_streams_reasoning_then_answer_then_collapses(make_window, qtbot) -> None:  # type: ignore[no-untyped-def]
+    w, engine = make_window(SCRIPT, delay_s=0.004)
+    assert w.stack.currentWidget() is w.empty and "ready" in w.empty.hint.text()
+    _send(w, qtbot)
+    assert w.composer.edit.toPlainText() == ""
+    assert w.generating and w.composer.button.property("mode") == "stop"
+    a = _assistant(w)
+    qtbot.waitUntil(lambda: a.reasoning_view.toPlainText() != "", timeout=3000)
+    assert a.reasoning_expanded and a.answer_text == ""  # live reasoning, expanded
+    assert a.reasoning_toggle.text().startswith("Thinking")
+    qtbot.waitUntil(lambda: not w.generating, timeout=5000)
+    assert not a.reasoning_expanded and a.reasoning_toggle.text().startswith("Thought for")
+    assert a.reasoning_text == REASONING
+    assert a.answer_view.markdown == ANSWER
+    assert "print('hi')" in a.answer_view.toPlainText() and "```" not in a.answer_view.toPlainText()
+    qtbot.mouseClick(a.reasoning_toggle, Qt.MouseButton.LeftButton)
+    assert a.reasoning_expanded and a.reasoning_view.toPlainText() == REASONING
+    # the conversation holds both messages; the status bar shows speed and context
+    roles = [m.role for m in w.conversation.messages]
+    assert roles == ["user", "assistant"] and w.conversation.messages[1].content == ANSWER
+    assert "tok/s" in w.status_speed.text()
+    assert w.status_context.text().startswith("Context ") and "/ 8,192" in w.status_context.text()
+    assert w.composer.button.property("mode") == "send"
+
+
+def test_stop_interrupts_generation(make_window, qtbot) -> None:  # type: ignore[no-untyped-def]
+    long_script = "<|channel|>analysis<|message|>" + "thinking hard " * 2000 + "<|end|><|start|>assistant<|channel|>final<|message|>never<|return|>"
+    w, engine = make_window(long_script, delay_s=0.002)
+    _send(w, qtbot)
+    a = _assistant(w)
+    qtbot.waitUntil(lambda: len(a.reasoning_text) > 20, timeout=3000)
+    qtbot.mouseClick(w.composer.button, Qt.MouseButton.LeftButton)  # the Send button is Stop now
+    qtbot.waitUntil(lambda: not w.generating, timeout=3000)
+    assert engine.last_stats.stop_reason == "cancelled"
+    assert engine.last_stats.generated_tokens < 1000
+    msg = w.conversation.messages[-1]
+    assert msg.role == "assistant" and msg.stop_reason == "cancelled" and msg.content == ""
+    assert "Stopped" in a.stop_note.text()
+    # the app is usable again: the next message gets an answer
+    engine.queue(SCRIPT)
+    engine._scripts = [SCRIPT]
+    _send(w, qtbot, "again")
+    qtbot.waitUntil(lambda: not w.generating, timeout=5000)
+    assert w.conversation.messages[-1].content == ANSWER
+
+
+def test_effort_selector_reaches_prompt_and_is_shown_per_message(make_window, qtbot) -> None:  # type: ignore[no-untyped-def]
+    w, engine = make_window(SCRIPT)
+    for effort in ("high", "low"):
+        _send(w, qtbot, f"question at {effort}", effort)
+        qtbot.waitUntil(lambda: not w.generating, timeout=5000)
+    assert "Reasoning: high" in engine.prompts[0] and "Reasoning: low" in engine.prompts[1]
+    msgs = [m for m in w.conversation.messages if m.role == "assistant"]
+    assert [m.effort for m in msgs] == ["high", "low"]
+    chips = [x.effort_chip.text() for x in w.chat.widgets if isinstance(x, AssistantMessageWidget)]
+    assert chips == ["high effort", "low effort"]
+    # history is rendered for the second turn, without the first turn's reasoning
+    assert "question at high" in engine.prompts[1] and REASONING not in engine.prompts[1]
+
+
+def test_shift_enter_inserts_newline(make_window, qtbot) -> None:  # type: ignore[no-untyped-def]
+    w, _ = make_window()
+    w.composer.edit.setPlainText("line one")
+    w.composer.edit.moveCursor(w.composer.edit.textCursor().MoveOperation.End)
+    qtbot.keyClick(w.composer.edit, Qt.Key.Key_Return, Qt.KeyboardModifier.ShiftModifier)
+    qtbot.keyClicks(w.composer.edit, "line two")
+    assert w.composer.edit.toPlainText() == "line one\nline two" and not w.generating
+
+
+def test_loading_shows_progress_then_ready(make_window, qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    w, engine = make_window(loaded=False, load_delay_s=0.5)
+    f = tmp_path / "my-model.gguf"
+    f.write_bytes(b"GGUF")
+    assert w.open_model(f)
+    assert w.load_panel.isVisible() and "my-model" in w.load_panel.label.text()
+    qtbot.waitUntil(lambda: w.load_panel.bar.value() > 0, timeout=3000)
+    assert not w.composer.button.isEnabled()
+    qtbot.waitUntil(lambda: not w.loading, timeout=5000)
+    assert not w.load_panel.isVisible()
+    assert w.status_model.text() == "my-model" and "my-model" in w.windowTitle()
+    assert "ready" in w.empty.hint.text()
+
+
+def test_load_can_be_cancelled(make_window, qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    w, engine = make_window(loaded=False, load_delay_s=2.0)
+    f = tmp_path / "slow.gguf"
+    f.write_bytes(b"GGUF")
+    w.open_model(f)
+    qtbot.mouseClick(w.load_panel.cancel, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not w.loading, timeout=5000)
+    assert not engine.loaded and "cancelled" in w.banner.text.text().lower()
+
+
+def test_open_model_errors_are_shown_not_raised(make_window, qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    w, _ = make_window(loaded=False)
+    txt = tmp_path / "notes.txt"
+    txt.write_text("x")
+    assert not w.open_model(txt) and "not a GGUF" in w.banner.text.text()
+    assert not w.open_model(tmp_path / "missing.gguf") and "does not exist" in w.banner.text.text()
+
+    class Broken(ScriptedEngine):
+        def load(self, path, settings=None, progress=None):  # type: ignore[no-untyped-def]
+            raise EngineError("This file is damaged: the header is truncated.")
+
+    w2 = MainWindow(lambda: Broken())
+    qtbot.addWidget(w2)
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"nope")
+    assert w2.open_model(bad)
+    qtbot.waitUntil(lambda: not w2.loading, timeout=3000)
+    assert "damaged" in w2.banner.text.text() and w2.banner.isVisibleTo(w2)
+    assert w2.status_model.text() == "No model"
+
+
+def test_engine_that_cannot_start_is_reported(qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    def factory() -> ScriptedEngine:
+        raise ImportError("No module named 'llama_cpp'")
+
+    w = MainWindow(factory)
+    qtbot.addWidget(w)
+    f = tmp_path / "m.gguf"
+    f.write_bytes(b"GGUF")
+    assert not w.open_model(f)
+    assert "llama_cpp" in w.banner.text.text()
+
+
+def _drop(w: MainWindow, paths: list[Path]) -> QDropEvent:
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    ev = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    w.dropEvent(ev)
+    return ev
+
+
+def test_drag_and_drop_gguf_loads_it(make_window, qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    w, engine = make_window(loaded=False)
+    f = tmp_path / "dropped.gguf"
+    f.write_bytes(b"GGUF")
+    _drop(w, [tmp_path / "readme.md", f])
+    qtbot.waitUntil(lambda: engine.loaded and not w.loading, timeout=3000)
+    assert engine.info.name == "dropped"
+    _drop(w, [tmp_path / "photo.png"])
+    assert "gguf" in w.banner.text.text()
+
+
+def test_generation_error_is_shown_and_app_keeps_working(make_window, qtbot) -> None:  # type: ignore[no-untyped-def]
+    w, engine = make_window(SCRIPT, n_ctx=120)
+    engine.load("scripted:x")  # n_ctx 120: the prompt (~80 tokens) leaves too little room
+    _send(w, qtbot, "hello " * 20)
+    qtbot.waitUntil(lambda: not w.generating, timeout=3000)
+    assert "too long" in w.banner.text.text()
+    assert not [x for x in w.chat.widgets if isinstance(x, AssistantMessageWidget)]  # no empty answer left
+    assert w.composer.button.property("mode") == "send"
+
+
+def test_unexpected_error_opens_dialog_not_crash(make_window, qtbot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    w, engine = make_window(SCRIPT)
+    shown: list[BaseException] = []
+    monkeypatch.setattr(w, "show_exception", lambda exc, tb=None: shown.append(exc))
+
+    def boom(*a, **k):  # type: ignore[no-untyped-def]
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(engine, "tokenize", boom)
+    _send(w, qtbot)
+    qtbot.waitUntil(lambda: not w.generating, timeout=3000)
+    assert len(shown) == 1 and "kaboom" in str(shown[0])
+
+
+def test_set_conversation_shows_history(make_window) -> None:  # type: ignore[no-untyped-def]
+    from app.core.chat import Conversation
+
+    w, _ = make_window()
+    c = Conversation()
+    c.add_user("old question")
+    c.add(Message(role="assistant", content="old **answer**", thinking="old thoughts", thinking_s=1.0, effort="low"))
+    w.set_conversation(c)
+    assert w.stack.currentWidget() is w.chat
+    a = _assistant(w)
+    assert not a.reasoning_expanded and a.answer_view.toPlainText() == "old answer"
+    w.new_chat()
+    assert w.stack.currentWidget() is w.empty and w.conversation.messages == []
+
+
+def test_opening_another_model_replaces_the_loaded_one(make_window, qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    w, engine = make_window()
+    assert engine.loaded
+    f = tmp_path / "second-model.gguf"
+    f.write_bytes(b"GGUF")
+    assert w.open_model(f)
+    qtbot.waitUntil(lambda: not w.loading, timeout=3000)
+    assert engine.info.name == "second-model" and w.status_model.text() == "second-model"
+    _send(w, qtbot)
+    qtbot.waitUntil(lambda: not w.generating, timeout=5000)
+    assert w.conversation.messages[-1].model == "second-model"
+    # a second load while busy is refused with a message instead of racing the first
+    w2, e2 = make_window(loaded=False, load_delay_s=1.0)
+    w2.open_model(f)
+    assert not w2.open_model(f) and "already loading" in w2.banner.text.text()
+
+
+def test_escape_stops_generation(make_window, qtbot) -> None:  # type: ignore[no-untyped-def]
+    w, engine = make_window("<|channel|>final<|message|>" + "word " * 3000 + "<|return|>", delay_s=0.002)
+    _send(w, qtbot)
+    a = _assistant(w)
+    qtbot.waitUntil(lambda: len(a.answer_text) > 10, timeout=3000)
+    w.activateWindow()
+    qtbot.waitUntil(lambda: w.isActiveWindow(), timeout=2000)  # shortcuts need the active window
+    qtbot.keyClick(w.composer.edit, Qt.Key.Key_Escape)
+    qtbot.waitUntil(lambda: not w.generating, timeout=3000)
+    assert engine.last_stats.stop_reason == "cancelled" and w.conversation.messages[-1].content
