@@ -1,0 +1,415 @@
+"""Tests for app.core.planner: table-driven hardware profiles, overrides, monotonicity, and estimates
+checked against llama.cpp's own buffer reports on this CPU."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from app.core.engine import LoadSettings
+from app.core.gguf_info import GPT_OSS_120B_SHAPE, GgufInfo, info_for_shape, read_gguf_info
+from app.core.hardware import AppleSiliconInfo, GpuInfo, HardwareProfile, apple_gpu_budget
+from app.core.planner import (
+    MODE_RANK,
+    Placement,
+    Plan,
+    Wishes,
+    compute_bytes,
+    estimate,
+    kv_total_bytes,
+    plan,
+)
+
+GiB = 1 << 30
+GB = 1_000_000_000
+
+# The real gpt-oss-20b as published by ggml-org (MXFP4 experts, Q8_0 matrices): 12.10 GB.
+M20 = info_for_shape("gpt-oss-20b")
+M120 = info_for_shape("gpt-oss-120b", GPT_OSS_120B_SHAPE)
+
+
+def nvidia(vram_gib: float, ram_gib: float = 32, avail_gib: float | None = None, used_mib: int = 400, name: str = "") -> HardwareProfile:
+    total = int(vram_gib * GiB)
+    return HardwareProfile(
+        ram_total=int(ram_gib * GiB),
+        ram_available=int((avail_gib if avail_gib is not None else ram_gib * 0.8) * GiB),
+        cores_physical=8,
+        cores_logical=16,
+        os="Linux",
+        gpus=[GpuInfo("nvidia", name or f"NVIDIA {vram_gib:g} GB", total, max(0, total - used_mib * 1024 * 1024), driver="550", backend_hint="CUDA")],
+        backends=["CUDA", "CPU"],
+    )
+
+
+def apple(ram_gib: int, avail_gib: float, chip: str, perf: int) -> HardwareProfile:
+    budget, source = apple_gpu_budget(ram_gib * GiB)
+    info = AppleSiliconInfo(chip, ram_gib * GiB, budget, perf, source)
+    return HardwareProfile(
+        ram_total=ram_gib * GiB,
+        ram_available=int(avail_gib * GiB),
+        cores_physical=perf + 4,
+        cores_logical=perf + 4,
+        os="Darwin",
+        apple=info,
+        gpus=[GpuInfo("apple", chip + " GPU", budget, budget, backend_hint="Metal", unified_memory=True)],
+        backends=["Metal", "BLAS", "CPU"],
+    )
+
+
+def cpu_only(ram_gib: float, avail_gib: float) -> HardwareProfile:
+    return HardwareProfile(ram_total=int(ram_gib * GiB), ram_available=int(avail_gib * GiB), cores_physical=8, cores_logical=16, os="Linux", backends=["CPU"])
+
+
+@dataclass
+class Case:
+    name: str
+    profile: HardwareProfile
+    mode: str
+    cpu_moe: tuple[int, int] = (0, 0)
+    min_ctx: int = 8192
+    reason_words: tuple[str, ...] = ()
+
+
+CASES = [
+    # design.md: 8 GB with --n-cpu-moe 12 is the known good hand-tuned plan; 12 GB ~2; 16 GB all on GPU.
+    Case("nvidia-6gb", nvidia(6), "gpu+cpu-experts", (15, 20), reason_words=("expert weights of the first",)),
+    Case("nvidia-8gb", nvidia(8), "gpu+cpu-experts", (10, 14), reason_words=("3x faster",)),
+    Case("nvidia-12gb", nvidia(12), "gpu+cpu-experts", (1, 5), reason_words=("pinned memory",)),
+    Case("nvidia-16gb", nvidia(16), "gpu", min_ctx=32768, reason_words=("Everything runs on the GPU",)),
+    Case("nvidia-24gb", nvidia(24), "gpu", min_ctx=131072, reason_words=("fastest",)),
+    Case("m1-16gb", apple(16, 14.5, "Apple M1", 4), "gpu+cpu-experts", (1, 8), reason_words=("unified memory", "shared with the GPU")),
+    Case("m2max-64gb", apple(64, 50, "Apple M2 Max", 8), "gpu", min_ctx=131072, reason_words=("performance core",)),
+    Case("cpu-16gb", cpu_only(16, 14.5), "cpu", reason_words=("No GPU found", "repacks")),
+    Case("cpu-32gb", cpu_only(32, 28), "cpu", min_ctx=32768, reason_words=("runs on the CPU",)),
+]
+
+
+def rank(p: Plan) -> tuple[int, int, int]:
+    return (MODE_RANK[p.mode], p.n_cpu_moe, -p.n_gpu_layers)
+
+
+def assert_within_budget(p: Plan) -> None:
+    assert p.fits
+    assert p.est_ram_bytes <= p.ram_budget
+    if p.use_gpu:
+        assert p.est_vram_bytes <= p.vram_budget
+    else:
+        assert p.est_vram_bytes == 0
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_profiles(case: Case) -> None:
+    p = plan(case.profile, M20, Wishes())
+    text = "\n".join(p.reasons)
+    assert p.mode == case.mode, text
+    assert case.cpu_moe[0] <= p.n_cpu_moe <= case.cpu_moe[1], text
+    assert p.n_ctx >= case.min_ctx
+    assert_within_budget(p)
+    for word in case.reason_words:
+        assert word in text, (word, text)
+    assert p.suggestions == []
+    if case.mode.startswith("gpu"):
+        assert p.n_gpu_layers == M20.n_layer + 1 and p.use_gpu and p.gpu_index == 0
+    if case.mode == "cpu":
+        assert p.n_gpu_layers == 0 and p.n_cpu_moe == 0 and not p.use_gpu
+    assert p.n_threads == case.profile.threads_generation
+    assert p.n_threads_batch == case.profile.threads_batch
+    # The same plan at a fixed, modest context is at least as good.
+    fixed = plan(case.profile, M20, Wishes(n_ctx=8192))
+    assert fixed.fits and rank(fixed) <= rank(p)
+
+
+def test_eight_gb_ram_machine_is_refused_clearly() -> None:
+    p = plan(cpu_only(8, 5.5), M20, Wishes())
+    assert not p.fits and p.mode == "none"
+    text = "\n".join(p.reasons)
+    assert "does not fit in this computer's memory" in text
+    assert "Needs ~13.0 GB of RAM" in text
+    assert any("8.6 GB of RAM" in s and "every other app closed" in s for s in p.suggestions)
+
+
+def test_busy_machine_is_told_to_close_apps() -> None:
+    p = plan(cpu_only(16, 9), M20, Wishes())
+    assert not p.fits
+    assert any(s.startswith("Close other apps to free about 3.") for s in p.suggestions), p.suggestions
+
+
+def test_context_too_big_suggests_a_smaller_one() -> None:
+    p = plan(cpu_only(16, 14), M20, Wishes(n_ctx=131072))
+    assert not p.fits
+    assert any(s.startswith("Use a smaller context: 65,536 tokens would fit") for s in p.suggestions), p.suggestions
+
+
+def test_16gb_all_on_gpu_at_modest_context_matches_design() -> None:
+    p = plan(nvidia(16), M20, Wishes(n_ctx=4096))
+    assert p.mode == "gpu" and p.n_cpu_moe == 0
+    assert 12.0 * GB < p.est_vram_bytes < 13.5 * GB
+
+
+def test_gpu_modes_prefer_pinned_memory_and_say_why() -> None:
+    p = plan(nvidia(8), M20, Wishes())
+    assert p.use_mmap is False
+    assert any("mmap off" in r and "5x" in r for r in p.reasons)
+    full = plan(nvidia(24), M20, Wishes())
+    assert full.use_mmap is True
+    tight = plan(nvidia(8, ram_gib=16, avail_gib=6.5), M20, Wishes())
+    assert tight.fits and tight.use_mmap is True
+    assert any("RAM is too tight for pinned memory" in r for r in tight.reasons)
+
+
+def test_kv_cache_arithmetic_matches_design() -> None:
+    # 2 KiB per token per layer at f16; only the 12 full-attention layers grow.
+    full_only = kv_total_bytes(M20, 32768) - kv_total_bytes(M20, 16384)
+    assert full_only == 12 * 16384 * 2048
+    assert kv_total_bytes(M20, 131072) == 12 * 131072 * 2048 + 12 * 768 * 2048
+    assert kv_total_bytes(M20, 8192, "q8_0") == pytest.approx(kv_total_bytes(M20, 8192) * 34 / 64, rel=0.01)
+    assert kv_total_bytes(M20, 8192, "q4_0") < kv_total_bytes(M20, 8192, "q8_0")
+
+
+def test_calibration_against_h200_measurements() -> None:
+    # design.md "Measured facts": random-weight 20b shape with F16 matrices (13.8 GB), n_ctx 4096, FA.
+    m16 = info_for_shape("20b-f16", dense_type="F16")
+    assert m16.tensor_bytes == pytest.approx(13.8e9, rel=0.01)
+    h200 = GpuInfo("nvidia", "NVIDIA H200", 150 * GB, 149 * GB, backend_hint="CUDA")
+    measured = {
+        Placement(25, 0, True): 13.3,  # all on GPU
+        Placement(25, 24, True): 3.6,  # experts on CPU, all blocks
+        Placement(12, 0, True): 7.3,  # 12 layers on GPU
+        Placement(0, 0, True): 2.2,  # n_gpu_layers=0 with the GPU visible
+    }
+    for placement, gb in measured.items():
+        est = estimate(m16, placement, 4096, gpu=h200).vram / GB
+        # Never under the measurement (that would risk running out of memory), at most 0.5 GB over.
+        assert gb <= est <= gb + 0.5, (placement, est, gb)
+
+
+def test_overrides_are_honoured() -> None:
+    prof = nvidia(16)
+    p = plan(prof, M20, Wishes(n_ctx=4096, n_cpu_moe=20))
+    assert (p.mode, p.n_cpu_moe, p.n_gpu_layers, p.n_ctx) == ("gpu+cpu-experts", 20, 25, 4096)
+    p = plan(prof, M20, Wishes(n_gpu_layers=10))
+    assert (p.mode, p.n_gpu_layers, p.n_cpu_moe) == ("layer-split", 10, 0) and p.fits
+    p = plan(prof, M20, Wishes(n_gpu_layers=-1))
+    assert (p.mode, p.n_gpu_layers) == ("gpu", 25)
+    p = plan(prof, M20, Wishes(flash_attn=False, kv_type="f16", n_threads=3, n_threads_batch=5, use_mmap=False, use_mlock=True, n_ctx=8192))
+    assert (p.flash_attn, p.n_threads, p.n_threads_batch, p.use_mmap, p.use_mlock) == (False, 3, 5, False, True)
+    assert any("mlock on" in r for r in p.reasons)
+    p = plan(prof, M20, Wishes(backend="cpu"))
+    assert p.mode == "cpu" and not p.use_gpu and p.est_vram_bytes == 0
+    assert "CPU only, as you asked." in p.reasons
+
+
+def test_override_that_does_not_fit_is_flagged_not_silently_changed() -> None:
+    p = plan(nvidia(6), M20, Wishes(n_ctx=8192, n_gpu_layers=25, n_cpu_moe=0))
+    assert not p.fits
+    assert (p.n_gpu_layers, p.n_cpu_moe, p.mode) == (25, 0, "gpu")
+    assert any(r.startswith("Needs ~") and "GPU memory" in r for r in p.reasons)
+
+
+def test_quantized_kv_cache_allows_fewer_experts_on_cpu() -> None:
+    f16 = plan(nvidia(12), M20, Wishes(n_ctx=65536))
+    q8 = plan(nvidia(12), M20, Wishes(n_ctx=65536, kv_type="q8_0"))
+    assert q8.n_cpu_moe < f16.n_cpu_moe
+    assert q8.kv_type == "q8_0" and q8.flash_attn
+
+
+def test_quantized_kv_needs_flash_attention() -> None:
+    p = plan(nvidia(16), M20, Wishes(kv_type="q4_0", flash_attn=False))
+    assert p.kv_type == "f16" and not p.flash_attn
+    assert any("needs flash attention" in r for r in p.reasons)
+    p = plan(nvidia(16), M20, Wishes(kv_type="q4_0"))
+    assert p.kv_type == "q4_0" and p.flash_attn
+    p = plan(nvidia(16), M20, Wishes(kv_type="q3_weird"))
+    assert p.kv_type == "f16" and any("not known" in r for r in p.reasons)
+
+
+def test_flash_attention_off_costs_memory_at_long_context() -> None:
+    on = compute_bytes(M20, 32768, True)
+    off = compute_bytes(M20, 32768, False)
+    assert off > 4 * on  # 64 heads x 32k x 512 scores
+
+
+def test_context_limits() -> None:
+    p = plan(nvidia(24), M20, Wishes(n_ctx=10**6))
+    assert p.n_ctx == 131072 and any("at most 131,072" in r for r in p.reasons)
+    p = plan(nvidia(24), M20, Wishes(n_ctx=5))
+    assert p.n_ctx == 512
+
+
+def test_gpu_without_a_matching_backend_runs_on_cpu() -> None:
+    prof = nvidia(24)
+    prof.backends = ["CPU"]
+    p = plan(prof, M20, Wishes())
+    assert p.mode == "cpu" and not p.use_gpu
+    assert any("built without CUDA or Vulkan support" in r for r in p.reasons)
+    assert any("Install a llama.cpp build with CUDA" in s for s in p.suggestions)
+    prof.backends = ["Vulkan", "CPU"]
+    assert plan(prof, M20, Wishes()).mode == "gpu"
+
+
+def test_unknown_backends_assume_the_vendor_backend() -> None:
+    prof = nvidia(16)
+    prof.backends = None
+    p = plan(prof, M20, Wishes())
+    assert p.mode == "gpu" and any("assuming CUDA" in r for r in p.reasons)
+
+
+def test_picks_the_gpu_with_most_free_memory_or_the_chosen_one() -> None:
+    prof = nvidia(8)
+    prof.gpus.append(GpuInfo("nvidia", "Big", 24 * GiB, 23 * GiB, index=1, backend_hint="CUDA"))
+    p = plan(prof, M20, Wishes())
+    assert p.gpu_index == 1 and p.gpu_name == "Big" and p.mode == "gpu"
+    p = plan(prof, M20, Wishes(gpu_index=0))
+    assert p.gpu_index == 0 and p.mode == "gpu+cpu-experts"
+    p = plan(prof, M20, Wishes(gpu_index=7))
+    assert p.gpu_index == 1 and any("GPU 7 is not available" in r for r in p.reasons)
+
+
+def test_small_gpu_gets_a_layer_split_or_cpu() -> None:
+    p = plan(nvidia(2.5, used_mib=200), M20, Wishes())
+    assert p.mode == "layer-split" and p.fits and 1 <= p.n_gpu_layers < 25
+    tiny = plan(nvidia(1.5, used_mib=200), M20, Wishes())
+    assert tiny.mode == "cpu" and tiny.fits
+
+
+def test_120b_on_16gb_gpu() -> None:
+    p = plan(nvidia(16, ram_gib=96), M120, Wishes())
+    assert p.fits and p.mode in ("gpu+cpu-experts", "layer-split", "cpu")
+    assert p.mode == "gpu+cpu-experts" and p.n_cpu_moe > 20
+    assert_within_budget(p)
+    refused = plan(nvidia(16, ram_gib=32), M120, Wishes())
+    assert not refused.fits and refused.mode == "none"
+    assert any("smaller gpt-oss-20b" in s for s in refused.suggestions)
+    no_gpu = plan(cpu_only(96, 90), M120, Wishes())
+    assert no_gpu.mode == "cpu" and no_gpu.fits
+
+
+def test_more_vram_never_gives_a_worse_plan() -> None:
+    for ctx in (None, 8192, 32768):
+        prev: Plan | None = None
+        for tenth in range(10, 330, 5):
+            p = plan(nvidia(tenth / 10), M20, Wishes(n_ctx=ctx))
+            if prev is not None:
+                assert rank(p) <= rank(prev), (tenth, ctx, p.summary(), prev.summary())
+                if rank(p) == rank(prev) and ctx is None:
+                    assert p.n_ctx >= prev.n_ctx
+            prev = p
+
+
+def test_larger_context_never_lowers_the_estimate_or_improves_the_plan() -> None:
+    h = GpuInfo("nvidia", "x", 16 * GiB, 16 * GiB, backend_hint="CUDA")
+    for placement in (Placement(25, 0, True), Placement(25, 7, True), Placement(10, 0, True), Placement(0, 0, False)):
+        prev_v = prev_r = -1
+        for ctx in (512, 2048, 4096, 8192, 16384, 32768, 65536, 131072):
+            e = estimate(M20, placement, ctx, gpu=h)
+            assert e.vram >= prev_v and e.ram >= prev_r
+            prev_v, prev_r = e.vram, e.ram
+    for prof in (nvidia(8), nvidia(12), nvidia(16), apple(16, 14.5, "Apple M1", 4)):
+        prev_rank = None
+        for ctx in (2048, 8192, 16384, 32768, 65536, 131072):
+            p = plan(prof, M20, Wishes(n_ctx=ctx))
+            if p.fits and prev_rank is not None:
+                assert rank(p) >= prev_rank
+            prev_rank = rank(p) if p.fits else prev_rank
+
+
+def test_never_returns_a_plan_that_does_not_fit() -> None:
+    rng = random.Random(4)
+    for _ in range(150):
+        vram = rng.choice([0, 2, 4, 6, 8, 10, 12, 16, 20, 24, 48])
+        ram = rng.choice([4, 8, 12, 16, 24, 32, 64, 128])
+        avail = ram * rng.uniform(0.3, 0.95)
+        prof = nvidia(vram, ram_gib=ram, avail_gib=avail) if vram else cpu_only(ram, avail)
+        model = rng.choice([M20, M20, M120])
+        wishes = Wishes(n_ctx=rng.choice([None, 4096, 16384, 131072]), kv_type=rng.choice([None, "q8_0"]))
+        p = plan(prof, model, wishes)
+        if p.fits:
+            assert_within_budget(p)
+            assert p.mode != "none"
+        else:
+            assert p.mode == "none"
+            assert p.suggestions, p.reasons
+
+
+def test_to_load_settings() -> None:
+    p = plan(nvidia(8), M20, Wishes(n_ctx=8192))
+    s = p.to_load_settings()
+    assert isinstance(s, LoadSettings)
+    assert (s.n_ctx, s.n_gpu_layers, s.n_cpu_moe, s.flash_attn, s.kv_type, s.use_mmap, s.swa_full) == (8192, 25, p.n_cpu_moe, True, "f16", False, False)
+    assert (s.n_threads, s.n_threads_batch) == (8, 16)
+    assert p.summary().startswith("GPU, with the experts of")
+
+
+def test_model_without_blocks_is_refused() -> None:
+    broken = GgufInfo(
+        path=Path("x.gguf"), parts=[], file_size=10, arch="gpt-oss", name="x", n_layer=0, n_embd=0, n_head=0,
+        n_head_kv=0, head_dim=0, head_dim_v=0, n_expert=0, n_expert_used=0, n_ff_exp=0, n_vocab=0,
+        context_length=0, sliding_window=0, swa_layers=(), file_type=None, has_chat_template=False,
+        blocks=[], embedding_bytes=0, output_bytes=0, extra_bytes=0,
+    )
+    p = plan(nvidia(8), broken)
+    assert not p.fits and p.mode == "none" and "no transformer blocks" in p.reasons[0]
+
+
+# --- estimate versus llama.cpp's own report, on this CPU ------------------------------------------
+
+_SIZE_RE = re.compile(r"(\S+) (model|KV|compute) buffer size\s*=\s*([\d.]+) MiB")
+
+
+def _buffers(lines: list[str]) -> dict[str, float]:
+    """MiB per kind ('model', 'KV', 'compute'), summed over buffers; CPU_Mapped kept apart."""
+    out: dict[str, float] = {}
+    for line in lines:
+        if line.startswith("~llama_context"):
+            continue
+        m = _SIZE_RE.search(line)
+        if m:
+            key = "mapped" if m.group(1) == "CPU_Mapped" else m.group(2)
+            out[key] = out.get(key, 0.0) + float(m.group(3))
+    return out
+
+
+SHAPES: dict[str, dict[str, object]] = {
+    "f32-small": dict(n_layer=2, n_embd=64),
+    "q8-mxfp4-vocab8k": dict(n_layer=4, n_embd=256, n_head=8, n_head_kv=4, head_dim=32, n_expert=8, n_expert_used=4, n_ff_exp=256, vocab_size=8000, expert_type="MXFP4", dense_type="Q8_0"),
+    "wide-ffn": dict(n_layer=2, n_embd=512, n_head=16, n_head_kv=8, head_dim=64, n_expert=4, n_expert_used=2, n_ff_exp=1024, vocab_size=2000, expert_type="Q8_0", dense_type="Q8_0"),
+}
+
+
+@pytest.mark.parametrize("shape_name", list(SHAPES))
+def test_estimates_match_llama_cpp_buffers_on_cpu(shape_name: str, tiny_model_factory: Callable[..., Path]) -> None:
+    llama_cpp = pytest.importorskip("llama_cpp")
+    llama_ext = pytest.importorskip("app.core.llama_ext")
+    path = tiny_model_factory(f"{shape_name}.gguf", **SHAPES[shape_name])
+    info = read_gguf_info(path)
+    for n_ctx, flash, mmap in ((512, True, True), (4096, True, False), (4096, False, True), (16384, True, False)):
+        with llama_ext.capture_llama_log() as lines:
+            model = llama_cpp.Llama(str(path), n_ctx=n_ctx, flash_attn=flash, swa_full=False, use_mmap=mmap, n_threads=1, verbose=True)
+            del model
+        got = _buffers([text for _, text in lines])
+        est = estimate(info, Placement(0, 0, False), n_ctx, flash_attn=flash)
+        where = (shape_name, n_ctx, flash, mmap, got)
+        # KV cache: exact (llama.cpp prints MiB with two decimals).
+        assert got["KV"] == pytest.approx(kv_total_bytes(info, n_ctx) / 2**20, abs=0.02), where
+        # Compute buffer: never under, at most 60% over (the allocator reuses memory across phases).
+        actual = got["compute"] * 2**20
+        assert actual * 0.98 <= est.host_compute <= actual * 1.6 + 2**20, (where, est.host_compute / 2**20)
+        # Weights: the mapped file holds exactly the tensors; without mmap the copies (incl. CPU
+        # repacks for MXFP4/Q8_0 kernels) come to the same bytes within alignment padding.
+        if mmap:
+            assert got["mapped"] == pytest.approx(est.host_weights / 2**20, abs=0.02), where
+        else:
+            assert got["model"] == pytest.approx(est.host_weights / 2**20, rel=0.10, abs=0.05), where
+
+
+def test_unknown_ram_does_not_block_but_is_said() -> None:
+    prof = HardwareProfile(ram_total=0, ram_available=0, cores_physical=0, cores_logical=0)
+    p = plan(prof, M20, Wishes())
+    assert p.fits and p.mode == "cpu"
+    assert any("could not be read, so it was not checked" in r for r in p.reasons)
+    assert p.n_threads == 1
