@@ -1,0 +1,618 @@
+"""Model catalog, local model registry, discovery of existing GGUFs, import, validation and removal.
+
+Everything here is local: nothing touches the network (downloads live in app.core.download and
+only start when the user asks).
+
+Memory figures in the catalog are rough on purpose: weights (the file size, mmap'd or loaded)
+plus the KV cache at an 8k context plus ~1 GiB of compute buffers and runtime. The planner
+(app.core.planner) refines this from the real tensor sizes and the chosen context.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import re
+import struct
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from app.core import paths
+from app.core.download import DownloadRequest
+
+GiB = 1024**3
+MiB = 1024**2
+REQUIRED_ARCH = "gpt-oss"
+_SPLIT_RE = re.compile(r"^(?P<stem>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
+_REGISTRY_VERSION = 1
+_COMPUTE_OVERHEAD = 1 * GiB
+
+
+def estimate_memory(weights_bytes: int, kv_bytes_per_token: int, context: int = 8192) -> int:
+    """Rough bytes of RAM+VRAM needed: weights + f16 KV cache at `context` + compute buffers."""
+    return weights_bytes + kv_bytes_per_token * context + _COMPUTE_OVERHEAD
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """A downloadable model. `size_bytes` is a fallback for display before the hub is asked;
+    the hub-reported size (DownloadManager.fetch_remote_files) is authoritative."""
+
+    id: str
+    display_name: str
+    repo_id: str
+    files: tuple[str, ...]  # all parts; llama.cpp loads files[0]
+    size_bytes: int
+    kv_bytes_per_token: int  # f16 KV of the full-attention layers (sliding layers are capped at 128)
+    description: str
+    quant: str = "MXFP4"
+    revision: str = "main"
+    default: bool = False
+    size_is_approximate: bool = False
+
+    @property
+    def primary_file(self) -> str:
+        return self.files[0]
+
+    @property
+    def is_split(self) -> bool:
+        return len(self.files) > 1
+
+    @property
+    def memory_bytes(self) -> int:
+        return estimate_memory(self.size_bytes, self.kv_bytes_per_token)
+
+    def download_request(self) -> DownloadRequest:
+        return DownloadRequest(self.repo_id, self.files, self.revision)
+
+
+# gpt-oss-20b: 24 blocks, 12 of them full attention, 8 KV heads × 64 dims × (K+V) × 2 bytes
+# = 2 KiB per token per layer → 24 KiB/token. gpt-oss-120b: 36 blocks, 18 full → 36 KiB/token.
+CATALOG: tuple[CatalogEntry, ...] = (
+    CatalogEntry(
+        id="gpt-oss-20b",
+        display_name="gpt-oss-20b",
+        repo_id="ggml-org/gpt-oss-20b-GGUF",
+        files=("gpt-oss-20b-mxfp4.gguf",),
+        size_bytes=12_109_566_560,
+        kv_bytes_per_token=24 * 1024,
+        description="OpenAI's 21B-parameter open-weight model (3.6B active). Runs on a 16 GB machine; "
+                    "fast on a GPU with 16 GB, usable with less by keeping experts on the CPU.",
+        default=True,
+    ),
+    CatalogEntry(
+        id="gpt-oss-120b",
+        display_name="gpt-oss-120b",
+        repo_id="ggml-org/gpt-oss-120b-GGUF",
+        files=tuple(f"gpt-oss-120b-mxfp4-0000{i}-of-00003.gguf" for i in (1, 2, 3)),
+        size_bytes=63_390_000_000,
+        kv_bytes_per_token=36 * 1024,
+        description="OpenAI's 117B-parameter open-weight model (5.1B active). Needs about 64 GB of "
+                    "memory (RAM plus VRAM); an 80 GB GPU runs it entirely.",
+        size_is_approximate=True,
+    ),
+)
+
+
+def catalog() -> tuple[CatalogEntry, ...]:
+    return CATALOG
+
+
+def default_entry() -> CatalogEntry:
+    return next(e for e in CATALOG if e.default)
+
+
+def find_entry(entry_id: str) -> CatalogEntry | None:
+    return next((e for e in CATALOG if e.id == entry_id), None)
+
+
+def entry_for_filename(filename: str) -> CatalogEntry | None:
+    name = Path(filename).name
+    return next((e for e in CATALOG if name in e.files), None)
+
+
+# -- validation ---------------------------------------------------------------------------------
+
+class ModelError(Exception):
+    """A model file was refused or an operation on it failed; the message is for the user."""
+
+
+@dataclass(frozen=True)
+class GGUFHeader:
+    """What the private header check learned from one GGUF file."""
+
+    version: int
+    architecture: str | None
+    name: str | None
+    split_count: int
+    split_no: int
+    tensor_count: int
+    required_size: int  # bytes the file must have for its tensor data to be complete
+
+
+_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_WANTED = {"general.architecture", "general.name", "general.alignment", "split.count", "split.no"}
+
+
+class _BadGGUF(Exception):
+    pass
+
+
+def _read_header(path: Path, *, stop_unless_arch: str | None = None) -> GGUFHeader:
+    """Parse magic, metadata and tensor table of a GGUF without touching tensor data.
+
+    This is the fallback used when app.core.gguf_info is not available, and always for the
+    non-first parts of a split model (they carry no architecture key).
+    """
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    size = path.stat().st_size
+    if size < 24:
+        raise _BadGGUF(f"the file is only {size} bytes long, too short to be a GGUF model")
+    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        if mm[:4] != b"GGUF":
+            raise _BadGGUF("it is not a GGUF file (the first bytes are not 'GGUF')")
+        version, n_tensors, n_kv = struct.unpack_from("<IQQ", mm, 4)
+        if version not in (2, 3):
+            raise _BadGGUF(f"it uses GGUF version {version}; only versions 2 and 3 are supported")
+        if n_kv > 1_000_000 or n_tensors > 1_000_000:
+            raise _BadGGUF("its header is corrupt (impossible entry counts)")
+        pos = 24
+
+        def need(n: int) -> None:
+            if pos + n > size:
+                raise _BadGGUF("the file is truncated inside its header (incomplete download?)")
+
+        def read_str() -> str:
+            nonlocal pos
+            need(8)
+            (length,) = struct.unpack_from("<Q", mm, pos)
+            pos += 8
+            need(length)
+            raw = mm[pos:pos + length]
+            pos += length
+            return raw.decode("utf-8", errors="replace")
+
+        def skip_value(vtype: int) -> Any:
+            nonlocal pos
+            if vtype == 8:
+                return read_str()
+            if vtype == 9:
+                need(12)
+                item_type, count = struct.unpack_from("<IQ", mm, pos)
+                pos += 12
+                if item_type == 8:
+                    for _ in range(count):
+                        need(8)
+                        (length,) = struct.unpack_from("<Q", mm, pos)
+                        pos += 8 + length
+                    need(0)
+                elif item_type in _SCALAR:
+                    width = struct.calcsize(_SCALAR[item_type])
+                    need(width * count)
+                    pos += width * count
+                else:
+                    raise _BadGGUF(f"its header is corrupt (array of unknown type {item_type})")
+                return None
+            fmt = _SCALAR.get(vtype)
+            if fmt is None:
+                raise _BadGGUF(f"its header is corrupt (unknown value type {vtype})")
+            width = struct.calcsize(fmt)
+            need(width)
+            (value,) = struct.unpack_from(fmt, mm, pos)
+            pos += width
+            return value
+
+        found: dict[str, Any] = {}
+        for _ in range(n_kv):
+            key = read_str()
+            need(4)
+            (vtype,) = struct.unpack_from("<I", mm, pos)
+            pos += 4
+            value = skip_value(vtype)
+            if key in _WANTED:
+                found[key] = value
+            if (stop_unless_arch is not None and key == "general.architecture"
+                    and value != stop_unless_arch):
+                # Not the architecture we want: no need to walk a 200k-entry vocabulary.
+                return GGUFHeader(version, str(value), None, 1, 0, n_tensors, 0)
+
+        alignment = int(found.get("general.alignment", 32) or 32)
+        data_end = 0
+        for _ in range(n_tensors):
+            read_str()
+            need(4)
+            (n_dims,) = struct.unpack_from("<I", mm, pos)
+            pos += 4
+            if n_dims > 8:
+                raise _BadGGUF("its tensor table is corrupt")
+            need(8 * n_dims + 12)
+            dims = struct.unpack_from(f"<{n_dims}Q", mm, pos)
+            pos += 8 * n_dims
+            ttype, offset = struct.unpack_from("<IQ", mm, pos)
+            pos += 12
+            try:
+                block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ttype)]
+            except (ValueError, KeyError):
+                raise _BadGGUF(f"it uses a tensor type this version does not know ({ttype})") from None
+            elements = 1
+            for d in dims:
+                elements *= d
+            data_end = max(data_end, offset + elements // block * type_size)
+        data_start = (pos + alignment - 1) // alignment * alignment
+        return GGUFHeader(
+            version=version,
+            architecture=found.get("general.architecture"),
+            name=found.get("general.name"),
+            split_count=int(found.get("split.count", 1) or 1),
+            split_no=int(found.get("split.no", 0) or 0),
+            tensor_count=n_tensors,
+            required_size=data_start + data_end if n_tensors else pos,
+        )
+
+
+def split_parts(path: Path) -> list[Path] | None:
+    """All part paths of a split GGUF named `…-0000k-of-0000n.gguf`, or None if not split."""
+    m = _SPLIT_RE.match(path.name)
+    if m is None:
+        return None
+    count = int(m["count"])
+    return [path.with_name(f"{m['stem']}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
+
+
+def _validate_single(path: Path, *, require_arch: bool) -> tuple[bool, str]:
+    try:
+        header = _read_header(path, stop_unless_arch=REQUIRED_ARCH if require_arch else None)
+    except _BadGGUF as exc:
+        return False, f"{path.name}: {exc}."
+    except (OSError, ValueError, struct.error) as exc:
+        return False, f"{path.name} could not be read: {exc}."
+    if require_arch:
+        if header.architecture is None:
+            return False, f"{path.name} does not say which model architecture it holds."
+        if header.architecture != REQUIRED_ARCH:
+            return False, (f"{path.name} is a '{header.architecture}' model; Harmonica runs gpt-oss models "
+                           "(architecture 'gpt-oss') only.")
+    actual = path.stat().st_size
+    if actual < header.required_size:
+        return False, (f"{path.name} is truncated: it has {actual:,} bytes but its tensors need "
+                       f"{header.required_size:,} (an unfinished download or copy?).")
+    return True, ""
+
+
+def _external_validator() -> Any:
+    """app.core.gguf_info.validate_gguf when that module exists (written by another helper)."""
+    try:
+        from app.core import gguf_info
+    except ImportError:
+        return None
+    return getattr(gguf_info, "validate_gguf", None)
+
+
+def validate_model_file(path: str | Path) -> tuple[bool, str]:
+    """Check a GGUF before offering it: magic, architecture gpt-oss, not truncated, all split
+    parts present. Returns (ok, reason); reason is a sentence for the user when refused."""
+    path = Path(path)
+    if not path.exists():
+        return False, f"{path} does not exist."
+    if not path.is_file():
+        return False, f"{path} is not a file."
+    if path.suffix.lower() != ".gguf":
+        return False, f"{path.name} is not a .gguf file; Harmonica loads GGUF models."
+    parts = split_parts(path)
+    if parts is not None and parts[0] != path:
+        return False, f"{path.name} is part of a split model; choose its first part, {parts[0].name}."
+    for part in (parts or [])[1:]:
+        if not part.exists():
+            return False, f"{path.name} is part 1 of {len(parts or [])}, but {part.name} is missing next to it."
+    external = _external_validator()
+    if external is not None:
+        # gguf_info checks every part of a split model itself.
+        try:
+            ok, reason = external(path)
+        except Exception as exc:  # noqa: BLE001 - a validator bug must not crash discovery
+            ok, reason = False, f"{path.name} could not be checked: {exc}"
+        if not ok and reason and not reason.endswith("."):
+            reason += "."
+        return (True, "") if ok else (False, reason)
+    ok, reason = _validate_single(path, require_arch=True)
+    for part in (parts or [])[1:]:
+        if not ok:
+            break
+        ok, reason = _validate_single(part, require_arch=False)
+    return ok, reason
+
+
+# -- local models -------------------------------------------------------------------------------
+
+class Source(str, Enum):
+    HUGGINGFACE = "huggingface"  # the standard HF cache (downloaded by Harmonica or another tool)
+    IMPORTED = "imported"  # a file the user picked; referenced in place
+    LMSTUDIO = "lmstudio"
+    LLAMA_CPP = "llama.cpp"
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """A validated model file on this machine."""
+
+    path: Path  # the file to load (part 1 of a split model)
+    display_name: str
+    source: Source
+    size_bytes: int  # all parts together
+    parts: tuple[Path, ...]
+    catalog_id: str | None = None
+    repo_id: str | None = None
+    commit: str | None = None
+
+    @property
+    def key(self) -> str:
+        """Stable identity across scans (the resolved file path)."""
+        return str(_resolved(self.path))
+
+
+@dataclass(frozen=True)
+class RefusedFile:
+    path: Path
+    reason: str
+
+
+@dataclass
+class Discovery:
+    models: list[LocalModel] = field(default_factory=list)
+    refused: list[RefusedFile] = field(default_factory=list)
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except OSError:
+        return path.absolute()
+
+
+def _size_of(parts: Iterable[Path]) -> int:
+    total = 0
+    for p in parts:
+        try:
+            total += p.stat().st_size
+        except OSError:
+            pass
+    return total
+
+
+def _display_name(path: Path) -> str:
+    m = _SPLIT_RE.match(path.name)
+    stem = m["stem"] if m else path.stem
+    entry = entry_for_filename(path.name)
+    return entry.display_name if entry is not None else stem
+
+
+def default_search_dirs() -> list[tuple[Source, Path]]:
+    """LM Studio's and llama.cpp's usual model folders (the HF cache is scanned separately)."""
+    home = Path.home()
+    dirs = [
+        (Source.LMSTUDIO, home / ".lmstudio" / "models"),
+        (Source.LMSTUDIO, home / ".cache" / "lm-studio" / "models"),
+        (Source.LLAMA_CPP, paths.llama_cpp_cache_dir()),
+        (Source.LLAMA_CPP, home / ".cache" / "llama.cpp"),
+    ]
+    unique: list[tuple[Source, Path]] = []
+    seen: set[Path] = set()
+    for source, d in dirs:
+        if d not in seen:
+            seen.add(d)
+            unique.append((source, d))
+    return unique
+
+
+def _walk_gguf(root: Path, max_depth: int = 6) -> Iterable[Path]:
+    """GGUF files under root (following no directory symlinks, bounded depth, errors skipped)."""
+    stack = [(root, 0)]
+    while stack:
+        folder, depth = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if depth < max_depth and not entry.name.startswith("."):
+                        stack.append((Path(entry.path), depth + 1))
+                elif entry.name.lower().endswith(".gguf") and entry.is_file():
+                    yield Path(entry.path)
+            except OSError:
+                continue
+
+
+class ModelLibrary:
+    """The user's local models: imported files (registry JSON), the HF cache, LM Studio, llama.cpp."""
+
+    def __init__(self, registry_path: Path | None = None, *, hf_cache_dir: Path | None = None,
+                 search_dirs: Sequence[tuple[Source, Path]] | None = None) -> None:
+        self._registry_path = registry_path
+        self._hf_cache_dir = hf_cache_dir
+        self._search_dirs = search_dirs
+
+    @property
+    def registry_path(self) -> Path:
+        return self._registry_path if self._registry_path is not None else paths.data_dir() / "models.json"
+
+    @property
+    def hf_cache_dir(self) -> Path:
+        return self._hf_cache_dir if self._hf_cache_dir is not None else paths.hf_hub_cache_dir()
+
+    # -- registry file -------------------------------------------------------------------------
+    def _load(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.registry_path.read_text("utf-8"))
+            if isinstance(data, dict):
+                data.setdefault("imported", [])
+                data.setdefault("hidden", [])
+                return data
+        except (OSError, ValueError):
+            pass
+        return {"version": _REGISTRY_VERSION, "imported": [], "hidden": []}
+
+    def _save(self, data: dict[str, Any]) -> None:
+        path = self.registry_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=1), "utf-8")
+        os.replace(tmp, path)
+
+    # -- import --------------------------------------------------------------------------------
+    def import_file(self, path: str | Path) -> LocalModel:
+        """Validate a GGUF and register it in place (no copy). Part 2+ of a split model is mapped
+        to part 1. Raises ModelError with the refusal reason."""
+        path = Path(path).expanduser()
+        parts = split_parts(path)
+        if parts is not None and parts[0] != path and parts[0].exists():
+            path = parts[0]
+        ok, reason = validate_model_file(path)
+        if not ok:
+            raise ModelError(reason)
+        path = path.absolute()
+        data = self._load()
+        key = str(_resolved(path))
+        if not any(str(_resolved(Path(e["path"]))) == key for e in data["imported"]):
+            data["imported"].append({"path": str(path), "added": time.time()})
+        data["hidden"] = [h for h in data["hidden"] if h != key]
+        self._save(data)
+        return self._local(path, Source.IMPORTED)
+
+    def _local(self, path: Path, source: Source, repo_id: str | None = None, commit: str | None = None) -> LocalModel:
+        parts = tuple(split_parts(path) or [path])
+        entry = entry_for_filename(path.name)
+        return LocalModel(path=path, display_name=_display_name(path), source=source, size_bytes=_size_of(parts),
+                          parts=parts, catalog_id=entry.id if entry else None, repo_id=repo_id, commit=commit)
+
+    # -- discovery -----------------------------------------------------------------------------
+    def discover(self) -> Discovery:
+        """Imported files plus gpt-oss GGUFs found in the HF cache and LM Studio / llama.cpp
+        folders, each validated; refused files come with reasons. Local disk only."""
+        result = Discovery()
+        data = self._load()
+        hidden = set(data["hidden"])
+        seen: set[str] = set()
+
+        def offer(path: Path, source: Source, repo_id: str | None = None, commit: str | None = None) -> None:
+            parts = split_parts(path)
+            if parts is not None and parts[0] != path:
+                return  # parts 2..n are covered by part 1
+            key = str(_resolved(path))
+            if key in seen or key in hidden:
+                return
+            seen.add(key)
+            ok, reason = validate_model_file(path)
+            if ok:
+                result.models.append(self._local(path, source, repo_id, commit))
+            else:
+                result.refused.append(RefusedFile(path, reason))
+
+        for item in data["imported"]:
+            path = Path(item.get("path", ""))
+            if not path.exists():
+                result.refused.append(RefusedFile(path, f"{path} was imported but is no longer there "
+                                                        "(moved or deleted?)."))
+                seen.add(str(path))
+                continue
+            offer(path, Source.IMPORTED)
+        for path, repo_id, commit in self._hf_cache_ggufs():
+            offer(path, Source.HUGGINGFACE, repo_id, commit)
+        for source, root in (self._search_dirs if self._search_dirs is not None else default_search_dirs()):
+            for path in sorted(_walk_gguf(root)):
+                offer(path, source)
+        return result
+
+    def _hf_cache_ggufs(self) -> list[tuple[Path, str, str]]:
+        from huggingface_hub import scan_cache_dir
+        from huggingface_hub.errors import CacheNotFound, CorruptedCacheException
+
+        if not self.hf_cache_dir.is_dir():
+            return []
+        try:
+            info = scan_cache_dir(self.hf_cache_dir)
+        except (CacheNotFound, CorruptedCacheException, OSError):
+            return []
+        found: list[tuple[Path, str, str]] = []
+        for repo in info.repos:
+            if repo.repo_type != "model":
+                continue
+            for revision in sorted(repo.revisions, key=lambda r: r.last_modified, reverse=True):
+                for f in revision.files:
+                    if f.file_name.lower().endswith(".gguf"):
+                        found.append((Path(f.file_path), repo.repo_id, revision.commit_hash))
+        return found
+
+    def models(self) -> list[LocalModel]:
+        return self.discover().models
+
+    def find_catalog_model(self, entry: CatalogEntry) -> LocalModel | None:
+        """The catalog entry if it is already complete in the HF cache (no network)."""
+        from huggingface_hub import try_to_load_from_cache
+
+        resolved: list[Path] = []
+        for name in entry.files:
+            hit = try_to_load_from_cache(entry.repo_id, name, cache_dir=self.hf_cache_dir, revision=entry.revision)
+            if not isinstance(hit, str):
+                return None
+            resolved.append(Path(hit))
+        ok, _ = validate_model_file(resolved[0])
+        if not ok:
+            return None
+        return self._local(resolved[0], Source.HUGGINGFACE, entry.repo_id, resolved[0].parent.name)
+
+    # -- removal -------------------------------------------------------------------------------
+    def remove(self, model: LocalModel, *, delete_files: bool = False) -> None:
+        """Forget a model. HF-cache models are deleted from the cache (through its API); other
+        files are only unregistered/hidden unless `delete_files` is set. The UI confirms first."""
+        data = self._load()
+        key = model.key
+        if model.source == Source.HUGGINGFACE:
+            self._delete_from_hf_cache(model)
+        elif delete_files:
+            for part in model.parts:
+                try:
+                    part.unlink(missing_ok=True)
+                except OSError as exc:
+                    raise ModelError(f"Could not delete {part}: {exc}") from exc
+        data["imported"] = [e for e in data["imported"] if str(_resolved(Path(e["path"]))) != key
+                            and e["path"] != str(model.path)]
+        if model.source in (Source.LMSTUDIO, Source.LLAMA_CPP) and not delete_files and key not in data["hidden"]:
+            data["hidden"].append(key)  # discovered again on every scan otherwise
+        self._save(data)
+
+    def _delete_from_hf_cache(self, model: LocalModel) -> None:
+        from huggingface_hub import scan_cache_dir
+
+        try:
+            info = scan_cache_dir(self.hf_cache_dir)
+        except Exception as exc:  # noqa: BLE001 - CacheNotFound etc.
+            raise ModelError(f"Could not read the Hugging Face cache at {self.hf_cache_dir}: {exc}") from exc
+        wanted = {str(p) for p in model.parts}
+        for repo in info.repos:
+            for revision in repo.revisions:
+                files = {str(f.file_path): f for f in revision.files}
+                if not wanted & files.keys():
+                    continue
+                if set(files) <= wanted:
+                    # The revision holds only this model: let the cache API delete it cleanly.
+                    info.delete_revisions(revision.commit_hash).execute()
+                    return
+                # Other files share the revision (e.g. another quant): remove only this model's
+                # snapshot links and the blobs no other revision still uses.
+                other_blobs = {str(f.blob_path) for r in repo.revisions for f in r.files
+                               if str(f.file_path) not in wanted}
+                for name in wanted & files.keys():
+                    f = files[name]
+                    Path(f.file_path).unlink(missing_ok=True)
+                    if str(f.blob_path) not in other_blobs:
+                        Path(f.blob_path).unlink(missing_ok=True)
+                return
+        raise ModelError(f"{model.path.name} is no longer in the Hugging Face cache.")
