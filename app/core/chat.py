@@ -149,39 +149,49 @@ class Conversation:
     def to_render_messages(self, developer: str | None = None) -> list[dict[str, Any]]:
         """Messages for harmony.render_prompt (transformers format), following harmony's rules.
 
-        - Only the first system/developer message becomes instructions; `developer` overrides it.
-        - Assistant reasoning travels only on tool-call messages (as `thinking`, never together
-          with `content`); the template drops it once a final answer follows.
+        This is the one place those rules live (the store renders its rows through it):
+        - Only a leading system/developer message becomes the instructions; `developer` overrides it.
+        - Reasoning follows harmony.md §4.4: it travels only on tool-call messages (as `thinking`,
+          never together with `content`), and only while the tool loop is still running, i.e. no
+          later assistant message ended in a final answer. Doing it here rather than leaving it to
+          the template gives the same prompt with the launch-day template, which always re-rendered
+          it (§4.6).
         - A generation that produced several tool calls is split so each call is its own
           assistant message (the template renders only tool_calls[0]).
-        - Empty assistant messages (cancelled before anything visible) are left out.
+        - Assistant messages with neither content nor tool calls (e.g. cancelled while reasoning)
+          are left out: the template has nothing to render for them.
+        - Text that looks like a control token stays text (see _defuse).
         """
         out: list[dict[str, Any]] = []
         instructions = developer
-        for m in self.messages:
+        msgs = self.messages
+        last_final = max(
+            (i for i, m in enumerate(msgs) if m.role == "assistant" and not m.tool_calls and m.content), default=-1
+        )
+        for i, m in enumerate(msgs):
             if m.role in ("system", "developer"):
                 if instructions is None and not out:
                     instructions = m.content
                 continue
-            if m.role == "user":
-                out.append({"role": "user", "content": _defuse(m.content)})
-            elif m.role == "tool":
-                out.append({"role": "tool", "name": m.name or "", "content": _defuse(m.content)})
-            elif m.role == "assistant":
+            if m.role == "assistant":
                 if m.tool_calls:
-                    for i, call in enumerate(m.tool_calls):
+                    for n, call in enumerate(m.tool_calls):
                         msg: dict[str, Any] = {
                             "role": "assistant",
                             "tool_calls": [
                                 {"type": "function", "function": {"name": call.name, "arguments": call.arguments_value()}}
                             ],
                         }
-                        if i == 0 and m.thinking:
+                        if n == 0 and i > last_final and m.thinking:
                             msg["thinking"] = _defuse(m.thinking)
                         out.append(msg)
                 elif m.content:
                     out.append({"role": "assistant", "content": _defuse(m.content)})
-        if instructions:
+            elif m.role == "tool":
+                out.append({"role": "tool", "name": m.name or "", "content": _defuse(m.content)})
+            else:
+                out.append({"role": m.role, "content": _defuse(m.content)})
+        if instructions and instructions.strip():
             out.insert(0, {"role": "developer", "content": _defuse(instructions)})
         return out
 
