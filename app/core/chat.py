@@ -196,6 +196,20 @@ class Conversation:
         return out
 
 
+def continuation_prefix(thinking: str, content: str) -> str:
+    """Harmony text that reopens a cut-short assistant message, to follow `<|start|>assistant`.
+
+    The reasoning and partial answer are written back exactly where they stopped (no terminator
+    after the open part), so the next token continues them.
+    """
+    if content:
+        head = f"<|channel|>analysis<|message|>{_defuse(thinking)}<|end|><|start|>assistant" if thinking else ""
+        return f"{head}<|channel|>final<|message|>{_defuse(content)}"
+    if thinking:
+        return f"<|channel|>analysis<|message|>{_defuse(thinking)}"
+    return ""
+
+
 # --- The generation driver ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TurnStarted:
@@ -216,6 +230,33 @@ class TurnFinished:
 TurnEvent = Event | TurnStarted | TurnFinished
 
 
+def build_prompt(
+    conversation: Conversation,
+    info: Any,
+    *,
+    effort: str = "medium",
+    developer: str | None = None,
+    identity: str | None = None,
+    tools: Sequence[dict[str, Any]] | None = None,
+    builtin_tools: Sequence[str] | None = None,
+    date: Date | None = None,
+) -> str:
+    """The prompt text for the next assistant message, with the model's own chat template."""
+    try:
+        return harmony.render_prompt(
+            conversation.to_render_messages(developer),
+            chat_template=getattr(info, "chat_template", None),
+            tools=list(tools) if tools else None,
+            builtin_tools=list(builtin_tools) if builtin_tools else None,
+            reasoning_effort=effort,
+            model_identity=identity,
+            add_generation_prompt=True,
+            date=date,
+        )
+    except Exception as exc:  # a template error is about this conversation, not a crash
+        raise ChatError(f"Could not build the prompt for this conversation: {exc}") from exc
+
+
 def run_turn(
     engine: EngineLike,
     conversation: Conversation,
@@ -229,12 +270,18 @@ def run_turn(
     builtin_tools: Sequence[str] | None = None,
     date: Date | None = None,
     grammar: str | None = None,
+    resume: Message | None = None,
 ) -> Iterator[TurnEvent]:
     """Generate one assistant message for `conversation`, yielding events as they stream.
 
     Raises ChatError (ContextOverflowError when the prompt does not fit) or EngineError before
     anything is generated; once generation started, the (possibly partial) assistant message is
     always appended to the conversation, even when cancelled or when the engine fails.
+
+    `resume` continues an answer that was cut short (stopped, or interrupted by a crash): the
+    prompt ends inside that message, with its reasoning and partial answer already written, so
+    the model picks up mid-sentence; new text is appended to `resume`, which is then appended to
+    the conversation (which must not already hold it).
     """
     info = engine.info
     if info is None:
@@ -242,28 +289,27 @@ def run_turn(
     if effort not in EFFORTS:
         raise ChatError(f"Unknown reasoning effort {effort!r}; choose low, medium or high.")
     sampling = sampling or Sampling()
-    try:
-        prompt = harmony.render_prompt(
-            conversation.to_render_messages(developer),
-            chat_template=getattr(info, "chat_template", None),
-            tools=list(tools) if tools else None,
-            builtin_tools=list(builtin_tools) if builtin_tools else None,
-            reasoning_effort=effort,
-            model_identity=identity,
-            add_generation_prompt=True,
-            date=date,
-        )
-    except Exception as exc:  # a template error is about this conversation, not a crash
-        raise ChatError(f"Could not build the prompt for this conversation: {exc}") from exc
-    tokens = engine.tokenize(prompt, special=True)
+    prompt = build_prompt(
+        conversation, info, effort=effort, developer=developer, identity=identity, tools=tools,
+        builtin_tools=builtin_tools, date=date,
+    )
+    prefix = continuation_prefix(resume.thinking, resume.content) if resume is not None else ""
+    tokens = engine.tokenize(prompt + prefix, special=True)
     n_ctx = engine.n_ctx
     if n_ctx and len(tokens) + MIN_ANSWER_TOKENS > n_ctx:
         raise ContextOverflowError(len(tokens), n_ctx)
 
-    message = Message(role="assistant", effort=effort, model=getattr(info, "name", None))
+    if resume is not None:
+        message = resume
+        message.finished = None
+        message.stop_reason = None
+    else:
+        message = Message(role="assistant", effort=effort, model=getattr(info, "name", None))
     yield TurnStarted(message, len(tokens), n_ctx)
 
     parser = harmony.StreamParser()
+    if prefix:
+        parser.feed(prefix)  # the text is already in `message`; its events are not repeated
     t_think: float | None = None
     stop_reason = "error"
     failure: BaseException | None = None

@@ -120,6 +120,9 @@ class ConversationSettings:
     seed: int | None = None  # None = random
     max_tokens: int | None = None  # None = until the model stops or the context is full
     context_size: int | None = None  # None = the app's/model plan's default
+    # When the conversation outgrows the context window, leave its oldest turns out of the prompt
+    # (the UI says so) instead of refusing to answer.
+    trim_oldest: bool = False
     # Keys this version does not know (written by a newer Harmonica or another feature) are kept
     # here so a round trip through this version loses nothing.
     extra: dict[str, Any] = field(default_factory=dict)
@@ -168,6 +171,10 @@ class ConversationSettings:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(key)
             return max(0, value)
+        if key == "trim_oldest":
+            if not isinstance(value, bool):
+                raise TypeError(key)
+            return value
         if key in ("seed", "max_tokens", "context_size"):
             if value is None:
                 return None
