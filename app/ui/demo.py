@@ -66,12 +66,42 @@ def demo_conversation() -> Conversation:
     return conv
 
 
+DEMO_HISTORY = (
+    ("Explain mixture-of-experts routing", 0.2),
+    ("Regex for ISO 8601 dates", 0.6),
+    ("Plan a 3-day trip to Lisbon", 1.1),
+    ("Why is my Rust borrow checker angry?", 2.5),
+    ("Sourdough starter schedule", 4.0),
+    ("Summarise the attention paper", 9.0),
+    ("Birthday poem for Ana", 21.0),
+)
+
+
+def _add_history(store: object) -> None:
+    """A few older chats, so the sidebar looks like a sidebar in use."""
+    import time
+
+    now = time.time()
+    for title, days in DEMO_HISTORY:
+        when = now - days * 86400
+        row = store.create_conversation(title, created=when)  # type: ignore[attr-defined]
+        store.add_message(row.id, "user", title, created=when)  # type: ignore[attr-defined]
+        store.add_message(row.id, "assistant", "…", created=when + 5)  # type: ignore[attr-defined]
+        store.db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (when + 5, row.id))  # type: ignore[attr-defined]
+
+
 def start_demo() -> object:
+    import tempfile
+
+    from app.core.store import Store
     from app.ui.main_window import MainWindow
 
     engine = ScriptedEngine(demo_script, delay_s=0.03, name="gpt-oss-20b")
     engine.load("scripted:gpt-oss-20b")
-    window = MainWindow(lambda: engine)
+    # A throwaway store: the demo must not add its sample chat to the user's history.
+    store = Store.open(Path(tempfile.mkdtemp(prefix="harmonica-demo-")) / "demo.sqlite3")
+    _add_history(store)
+    window = MainWindow(lambda: engine, store=store)
     window.adopt_engine(engine)
     window.set_conversation(demo_conversation())
     window.status_speed.setText("64.3 tok/s")
