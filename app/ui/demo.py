@@ -109,6 +109,43 @@ def start_demo() -> object:
     return window
 
 
+DEMO_ANSWER_2 = """Stream it. The standard library's `csv` module reads one row at a time:
+
+```python
+import csv
+from collections import Counter
+
+totals = Counter()
+with open("sales.csv", newline="") as f:
+    for row in csv.DictReader(f):
+        totals[row["region"]] += float(row["amount"])
+print(totals.most_common(5))
+```
+
+Memory stays at one row however large the file is. For faster columnar work, use pandas with
+`chunksize=` or polars' lazy `scan_csv`."""
+
+
+def demo_scene(window: object, scene: str) -> None:
+    """Arrange the demo window for a screenshot: "chat" (default) or "search" (history, a search
+    with hits and an answer with two versions)."""
+    if scene != "search":
+        return
+    w = window  # a MainWindow
+    store = w.store  # type: ignore[attr-defined]
+    path = w.session.view()  # type: ignore[attr-defined]
+    answer = path[-1][0]
+    store.add_message(
+        answer.conversation_id, "assistant", DEMO_ANSWER_2, parent_id=answer.parent_id, effort="low",
+        model="gpt-oss-20b", thinking="The csv module streams rows; that is the simplest answer.",
+        stats={"prompt_tokens": 142, "generated_tokens": 171, "tokens_per_s": 66.0},
+        extra={"stop_reason": "return", "thinking_s": 0.8},
+    )
+    w._show_session()  # type: ignore[attr-defined]
+    w.sidebar.search.setText("csv")  # type: ignore[attr-defined]
+    w.sidebar.run_search()  # type: ignore[attr-defined]
+
+
 def save_screenshot(window: object, path: str | Path) -> None:
     from PySide6.QtWidgets import QWidget
 

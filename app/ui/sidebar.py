@@ -11,12 +11,14 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFrame,
+    QHBoxLayout,
     QLabel,
     QLineEdit,
     QListWidget,
     QListWidgetItem,
     QMenu,
     QPushButton,
+    QSizePolicy,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -48,23 +50,40 @@ def day_group(ts: float, now: float | None = None) -> str:
 
 
 class _HitWidget(QWidget):
-    """One search hit: the conversation's title and a snippet with the matches in bold."""
+    """One search hit: the conversation's title (elided), where it matched, and a snippet with the
+    matches in bold, wrapped to the sidebar's width."""
 
     def __init__(self, hit: SearchHit) -> None:
         super().__init__()
         lay = QVBoxLayout(self)
         lay.setContentsMargins(10, 6, 10, 6)
         lay.setSpacing(2)
+        top = QHBoxLayout()
+        top.setSpacing(6)
+        self._title = hit.conversation_title
+        self.title = QLabel(self._title, objectName="HitTitle")
+        self.title.setTextFormat(Qt.TextFormat.PlainText)
+        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        top.addWidget(self.title, 1)
         where = "reasoning" if hit.in_reasoning else ("you" if hit.role == "user" else "answer")
-        title = QLabel(f"{html.escape(hit.conversation_title)} <span style='color:{style.current().muted}'>· {where}</span>",
-                       objectName="HitTitle")
-        title.setTextFormat(Qt.TextFormat.RichText)
-        lay.addWidget(title)
-        snippet = QLabel(snippet_to_html(hit.snippet), objectName="HitSnippet")
-        snippet.setTextFormat(Qt.TextFormat.RichText)
-        snippet.setWordWrap(True)
-        lay.addWidget(snippet)
-        self.snippet = snippet
+        self.where = QLabel(where, objectName="HitWhere")
+        top.addWidget(self.where)
+        lay.addLayout(top)
+        self.snippet = QLabel(snippet_to_html(hit.snippet), objectName="HitSnippet")
+        self.snippet.setTextFormat(Qt.TextFormat.RichText)
+        self.snippet.setWordWrap(True)
+        self.snippet.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        lay.addWidget(self.snippet)
+
+    def resizeEvent(self, e: object) -> None:  # type: ignore[override]
+        width = max(20, self.title.width())
+        self.title.setText(self.title.fontMetrics().elidedText(self._title, Qt.TextElideMode.ElideRight, width))
+        super().resizeEvent(e)  # type: ignore[arg-type]
+
+    def height_for(self, width: int) -> int:
+        """The height this hit needs at `width` (list items do not resize to their widgets by themselves)."""
+        inner = max(40, width - 20)
+        return 6 + self.title.sizeHint().height() + 2 + self.snippet.heightForWidth(inner) + 6
 
 
 class Sidebar(QFrame):
@@ -281,13 +300,22 @@ class Sidebar(QFrame):
             item.setData(_CID, hit.conversation_id)
             item.setData(_MID, hit.message_id)
             w = _HitWidget(hit)
-            item.setSizeHint(w.sizeHint())
+            item.setSizeHint(QSize(10, w.height_for(self.results.viewport().width())))
             self.results.addItem(item)
             self.results.setItemWidget(item, w)
         if not hits:
             self.no_results.setText(f"No messages match “{text}”.")
         self.no_results.setVisible(not hits)
         self.stack.setCurrentIndex(1)
+
+    def resizeEvent(self, e: object) -> None:  # type: ignore[override]
+        super().resizeEvent(e)  # type: ignore[arg-type]
+        width = self.results.viewport().width()
+        for i in range(self.results.count()):
+            item = self.results.item(i)
+            w = self.results.itemWidget(item)
+            if isinstance(w, _HitWidget):
+                item.setSizeHint(QSize(10, w.height_for(width)))
 
     @property
     def searching(self) -> bool:
