@@ -13,9 +13,12 @@ from app.ui.message_widget import AssistantMessageWidget, UserMessageWidget
 
 MAX_CONTENT_WIDTH = 820
 _BOTTOM_SLACK_PX = 24
-# Opening a long conversation builds widgets only for its latest messages; earlier ones are
-# added a page at a time when the user scrolls up (building one costs a markdown render).
+# Opening a long conversation builds widgets only for its latest messages: FIRST_BATCH at once
+# (more than a screenful), the rest of the first PAGE in CHUNKs while the event loop is idle, and
+# earlier ones a page at a time when the user scrolls up (a widget costs a markdown render).
 PAGE = 40
+FIRST_BATCH = 8
+CHUNK = 4
 
 
 class _Column(QWidget):
@@ -59,8 +62,10 @@ class ChatView(QScrollArea):
         self._pinned = True
         self._rows: list[tuple[MessageRow, BranchInfo]] = []
         self._first_shown = 0  # index in _rows of the first message with a widget
+        self._fill_to = 0  # idle-time building stops at this index
+        self._generation = 0  # bumped on every set_rows/clear; stale idle work checks it
         self.earlier = QPushButton("Show earlier messages", objectName="SecondaryButton")
-        self.earlier.clicked.connect(self.show_earlier)
+        self.earlier.clicked.connect(lambda: self.show_earlier())
         self.earlier.hide()
         self._content.list.insertWidget(0, self.earlier, 0, Qt.AlignmentFlag.AlignHCenter)
         bar = self.verticalScrollBar()
@@ -75,6 +80,8 @@ class ChatView(QScrollArea):
         self.widgets = []
         self._rows = []
         self._first_shown = 0
+        self._fill_to = 0
+        self._generation += 1
         self.earlier.hide()
         self._pinned = True
 
@@ -85,33 +92,64 @@ class ChatView(QScrollArea):
             self.add_message(m)
 
     def set_rows(self, rows: Sequence[tuple[MessageRow, BranchInfo]]) -> None:
-        """Show a stored path; only the latest PAGE messages get widgets until the user scrolls up."""
+        """Show a stored path: the latest messages at once, the rest of the first page when idle,
+        earlier pages when the user scrolls up."""
         self.clear()
         self._rows = list(rows)
-        shown = [i for i, (r, _) in enumerate(self._rows) if _displayed(r)]
-        self._first_shown = shown[-PAGE] if len(shown) > PAGE else 0
-        for row, info in self._rows[self._first_shown:]:
+        self._fill_to = self._page_start(len(self._rows), PAGE)
+        first = self._page_start(len(self._rows), FIRST_BATCH)
+        for row, info in self._rows[first:]:
             self._append(self._widget_for(row, info))
-        self.earlier.setVisible(self._first_shown > 0)
+        self._first_shown = first
+        self.earlier.setVisible(first > 0)
         self._pin_latest()
+        self._generation += 1
+        if first > self._fill_to:
+            gen = self._generation
+            QTimer.singleShot(0, lambda: self._fill(gen))
 
-    def show_earlier(self) -> None:
-        """Build the previous page of messages above the current ones, keeping the view still."""
+    def _page_start(self, end: int, count: int) -> int:
+        """The index from which rows[:end] holds `count` displayed messages (0 if fewer)."""
+        shown = [i for i, (r, _) in enumerate(self._rows[:end]) if _displayed(r)]
+        return shown[-count] if len(shown) > count else 0
+
+    def _fill(self, generation: int) -> None:
+        if generation != self._generation or self._first_shown <= self._fill_to:
+            return
+        self._prepend(max(self._fill_to, self._page_start(self._first_shown, CHUNK)))
+        if self._first_shown > self._fill_to:
+            QTimer.singleShot(0, lambda: self._fill(generation))
+
+    def show_earlier(self, *, now: bool = False) -> None:
+        """Build the previous page of messages above the current ones, keeping the view still:
+        a first batch at once, the rest while idle (all at once with `now`)."""
         if self._first_shown == 0:
             return
-        shown = [i for i, (r, _) in enumerate(self._rows[: self._first_shown]) if _displayed(r)]
-        start = shown[-PAGE] if len(shown) > PAGE else 0
+        self._fill_to = min(self._fill_to, self._page_start(self._first_shown, PAGE))
+        if now:
+            self._prepend(self._fill_to)
+            return
+        self._prepend(max(self._fill_to, self._page_start(self._first_shown, FIRST_BATCH)))
+        if self._first_shown > self._fill_to:
+            gen = self._generation
+            QTimer.singleShot(0, lambda: self._fill(gen))
+
+    def _prepend(self, start: int) -> None:
+        """Build rows[start:_first_shown] above what is shown; the visible part does not move."""
+        if start >= self._first_shown:
+            return
         bar = self.verticalScrollBar()
-        old_max, old_value = bar.maximum(), bar.value()
-        self._pinned = False
+        old_max, old_value, pinned = bar.maximum(), bar.value(), self._pinned
         new = [w for w in (self._widget_for(r, i) for r, i in self._rows[start:self._first_shown]) if w is not None]
         for k, w in enumerate(new):
             self._content.list.insertWidget(1 + k, w)
         self.widgets[0:0] = new
         self._first_shown = start
         self.earlier.setVisible(start > 0)
-        # Keep the message that was at the top where it was once the layout has grown.
-        QTimer.singleShot(0, lambda: bar.setValue(old_value + bar.maximum() - old_max))
+        if not pinned:
+            # Keep the message that was at the top where it was once the layout has grown.
+            self._pinned = False
+            QTimer.singleShot(0, lambda: bar.setValue(old_value + bar.maximum() - old_max))
 
     def _widget_for(self, row: MessageRow, info: BranchInfo) -> QWidget | None:
         if not _displayed(row):
@@ -178,7 +216,7 @@ class ChatView(QScrollArea):
     def scroll_to_row(self, row_id: int) -> bool:
         """Bring a message into view (building earlier pages if needed) and flash it."""
         while self.widget_for_row(row_id) is None and self._first_shown > 0:
-            self.show_earlier()
+            self.show_earlier(now=True)
         w = self.widget_for_row(row_id)
         if w is None:
             return False

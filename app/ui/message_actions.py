@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import QGraphicsOpacityEffect, QHBoxLayout, QLabel, QMenu, QPushButton, QToolButton, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QMenu, QPushButton, QToolButton, QWidget
 
 from app.core.store import BranchInfo
 from app.ui import style
@@ -55,7 +55,8 @@ class BranchNavigator(QWidget):
 
 class MessageActions(QWidget):
     """A row of icon buttons; `triggered(name)` for each (names from ACTIONS, plus "copy_text",
-    "continue", "prev" and "next"). Faded out until the message is hovered, unless pinned."""
+    "continue", "prev" and "next"). Hidden until the message is hovered, unless pinned; the branch
+    navigator and Continue always show."""
 
     triggered = Signal(str)
 
@@ -69,8 +70,10 @@ class MessageActions(QWidget):
         self.branch = BranchNavigator()
         self.branch.moved.connect(lambda d: self.triggered.emit("prev" if d < 0 else "next"))
         self.buttons: dict[str, QToolButton] = {}
-        self._fade = QGraphicsOpacityEffect(self)
         self._tools = QWidget()
+        policy = self._tools.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)  # the row keeps its height: hovering never moves text
+        self._tools.setSizePolicy(policy)
         tl = QHBoxLayout(self._tools)
         tl.setContentsMargins(0, 0, 0, 0)
         tl.setSpacing(2)
@@ -92,7 +95,6 @@ class MessageActions(QWidget):
             b.clicked.connect(lambda _=False, n=name: self.triggered.emit(n))
             self.buttons[name] = b
             tl.addWidget(b)
-        self._tools.setGraphicsEffect(self._fade)
         if align_right:
             lay.addWidget(self._tools)
             lay.addWidget(self.branch)
@@ -127,9 +129,7 @@ class MessageActions(QWidget):
 
     @property
     def tools_visible(self) -> bool:
-        return self._fade.opacity() > 0.5
+        return not self._tools.isHidden()
 
     def _update(self) -> None:
-        # Faded rather than hidden: the row keeps its height, so hovering never moves the text.
-        self._fade.setOpacity(1.0 if (self._pinned or self._hovered) else 0.0)
-        self._tools.setEnabled(self._pinned or self._hovered)
+        self._tools.setVisible(self._pinned or self._hovered)

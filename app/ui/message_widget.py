@@ -228,23 +228,11 @@ class AssistantMessageWidget(_Hoverable, QFrame):
         self.reasoning_toggle.hide()
         lay.addWidget(self.reasoning_toggle)
 
-        self.reasoning_body = QFrame(objectName="ReasoningBody")
-        rb = QHBoxLayout(self.reasoning_body)
-        rb.setContentsMargins(8, 0, 0, 8)
-        rb.setSpacing(10)
-        bar = QFrame(objectName="ReasoningBar")
-        bar.setFixedWidth(2)
-        rb.addWidget(bar)
-        self.reasoning_view = PlainStreamView(objectName="ReasoningText")
-        f = self.reasoning_view.font()
-        f.setPointSizeF(max(8.0, f.pointSizeF() - 0.5))
-        self.reasoning_view.setFont(f)
-        fmt = QTextBlockFormat()
-        fmt.setLineHeight(130.0, QTextBlockFormat.LineHeightTypes.ProportionalHeight.value)
-        QTextCursor(self.reasoning_view.document()).setBlockFormat(fmt)  # new blocks inherit it
-        rb.addWidget(self.reasoning_view)
-        self.reasoning_body.hide()
-        lay.addWidget(self.reasoning_body)
+        # The reasoning view is built when first shown: most messages in history stay collapsed,
+        # and a text view per message is the costliest part of opening a long conversation.
+        self._reasoning_body: QFrame | None = None
+        self._reasoning_view: PlainStreamView | None = None
+        self._layout = lay
 
         self.preamble_label = QLabel("", objectName="Preamble")
         self.preamble_label.setWordWrap(True)
@@ -282,7 +270,41 @@ class AssistantMessageWidget(_Hoverable, QFrame):
     # --- state ----------------------------------------------------------------------------------
     @property
     def reasoning_expanded(self) -> bool:
-        return not self.reasoning_body.isHidden()
+        return self._reasoning_body is not None and not self._reasoning_body.isHidden()
+
+    @property
+    def reasoning_body(self) -> QFrame:
+        self._build_reasoning_view()
+        assert self._reasoning_body is not None
+        return self._reasoning_body
+
+    @property
+    def reasoning_view(self) -> PlainStreamView:
+        self._build_reasoning_view()
+        assert self._reasoning_view is not None
+        return self._reasoning_view
+
+    def _build_reasoning_view(self) -> None:
+        if self._reasoning_body is not None:
+            return
+        body = QFrame(objectName="ReasoningBody")
+        rb = QHBoxLayout(body)
+        rb.setContentsMargins(8, 0, 0, 8)
+        rb.setSpacing(10)
+        bar = QFrame(objectName="ReasoningBar")
+        bar.setFixedWidth(2)
+        rb.addWidget(bar)
+        view = PlainStreamView(objectName="ReasoningText")
+        f = view.font()
+        f.setPointSizeF(max(8.0, f.pointSizeF() - 0.5))
+        view.setFont(f)
+        fmt = QTextBlockFormat()
+        fmt.setLineHeight(130.0, QTextBlockFormat.LineHeightTypes.ProportionalHeight.value)
+        QTextCursor(view.document()).setBlockFormat(fmt)  # new blocks inherit it
+        rb.addWidget(view)
+        body.hide()
+        self._layout.insertWidget(self._layout.indexOf(self.reasoning_toggle) + 1, body)
+        self._reasoning_body, self._reasoning_view = body, view
 
     @property
     def reasoning_text(self) -> str:
@@ -327,9 +349,8 @@ class AssistantMessageWidget(_Hoverable, QFrame):
     def flush(self) -> None:
         """Show pending text now (the throttle calls this; tests and the benchmark may too)."""
         self._throttle.stop()
-        if len(self._reasoning) > self._shown_reasoning:
-            self.reasoning_view.append_text(self._reasoning[self._shown_reasoning :])
-            self._shown_reasoning = len(self._reasoning)
+        if self.reasoning_expanded:
+            self.flush_reasoning_only()
         if self._preamble and self.preamble_label.text() != self._preamble:
             self.preamble_label.setText(self._preamble)
             self.preamble_label.show()
@@ -419,7 +440,9 @@ class AssistantMessageWidget(_Hoverable, QFrame):
     def set_reasoning_expanded(self, expanded: bool) -> None:
         if expanded:
             self.flush_reasoning_only()
-        self.reasoning_body.setVisible(expanded)
+            self.reasoning_body.show()
+        elif self._reasoning_body is not None:
+            self._reasoning_body.hide()
         self.reasoning_toggle.setIcon(style.icon("chevron-down" if expanded else "chevron-right"))
         self.reasoning_toggled.emit(expanded)
 

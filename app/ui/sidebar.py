@@ -2,29 +2,31 @@
 
 from __future__ import annotations
 
-import html
+import math
 import time
 from datetime import datetime, timedelta
 
-from PySide6.QtCore import QPoint, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtCore import QModelIndex, QPoint, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QFont, QFontMetrics, QKeySequence, QPainter, QTextDocument
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QApplication,
     QFrame,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
     QListWidget,
     QListWidgetItem,
     QMenu,
     QPushButton,
-    QSizePolicy,
     QStackedWidget,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
     QVBoxLayout,
     QWidget,
 )
 
-from app.core.store import ConversationRow, SearchHit, Store, StoreError, snippet_to_html
+from app.core.store import ConversationRow, Store, StoreError, snippet_to_html
 from app.ui import style
 
 _CID = Qt.ItemDataRole.UserRole
@@ -49,41 +51,67 @@ def day_group(ts: float, now: float | None = None) -> str:
     return "Older"
 
 
-class _HitWidget(QWidget):
-    """One search hit: the conversation's title (elided), where it matched, and a snippet with the
-    matches in bold, wrapped to the sidebar's width."""
+_TITLE = Qt.ItemDataRole.UserRole + 2
+_WHERE = Qt.ItemDataRole.UserRole + 3
+_SNIPPET = Qt.ItemDataRole.UserRole + 4
+_PAD = 8
 
-    def __init__(self, hit: SearchHit) -> None:
-        super().__init__()
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(10, 6, 10, 6)
-        lay.setSpacing(2)
-        top = QHBoxLayout()
-        top.setSpacing(6)
-        self._title = hit.conversation_title
-        self.title = QLabel(self._title, objectName="HitTitle")
-        self.title.setTextFormat(Qt.TextFormat.PlainText)
-        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        top.addWidget(self.title, 1)
-        where = "reasoning" if hit.in_reasoning else ("you" if hit.role == "user" else "answer")
-        self.where = QLabel(where, objectName="HitWhere")
-        top.addWidget(self.where)
-        lay.addLayout(top)
-        self.snippet = QLabel(snippet_to_html(hit.snippet), objectName="HitSnippet")
-        self.snippet.setTextFormat(Qt.TextFormat.RichText)
-        self.snippet.setWordWrap(True)
-        self.snippet.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        lay.addWidget(self.snippet)
 
-    def resizeEvent(self, e: object) -> None:  # type: ignore[override]
-        width = max(20, self.title.width())
-        self.title.setText(self.title.fontMetrics().elidedText(self._title, Qt.TextElideMode.ElideRight, width))
-        super().resizeEvent(e)  # type: ignore[arg-type]
+class _HitDelegate(QStyledItemDelegate):
+    """Paints a search hit: the conversation's title (elided), where it matched, and the snippet
+    with the matches in bold, wrapped to the list's width. Painting rather than a widget per hit
+    keeps a search over thousands of conversations at list speed."""
 
-    def height_for(self, width: int) -> int:
-        """The height this hit needs at `width` (list items do not resize to their widgets by themselves)."""
-        inner = max(40, width - 20)
-        return 6 + self.title.sizeHint().height() + 2 + self.snippet.heightForWidth(inner) + 6
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._docs: dict[tuple[str, int], QTextDocument] = {}
+
+    def _doc(self, html_text: str, width: int, font: QFont) -> QTextDocument:
+        key = (html_text, width)
+        doc = self._docs.get(key)
+        if doc is None:
+            if len(self._docs) > 500:
+                self._docs.clear()
+            doc = QTextDocument()
+            doc.setDefaultFont(font)
+            doc.setDocumentMargin(0)
+            doc.setDefaultStyleSheet(f"body {{ color: {style.current().muted}; }} b {{ color: {style.current().text}; }}")
+            doc.setHtml(f"<body>{html_text}</body>")
+            doc.setTextWidth(width)
+            self._docs[key] = doc
+        return doc
+
+    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:  # noqa: N802
+        width = max(60, option.rect.width() or self.parent().viewport().width()) - 2 * _PAD  # type: ignore[union-attr]
+        fm = QFontMetrics(option.font)
+        doc = self._doc(str(index.data(_SNIPPET)), width, option.font)
+        return QSize(width, _PAD + fm.height() + 3 + math.ceil(doc.size().height()) + _PAD)
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
+        opt = QStyleOptionViewItem(option)
+        self.initStyleOption(opt, index)
+        opt.text = ""
+        widget = opt.widget
+        (widget.style() if widget else QApplication.style()).drawControl(
+            QStyle.ControlElement.CE_ItemViewItem, opt, painter, widget)
+        r = option.rect.adjusted(_PAD, _PAD, -_PAD, -_PAD)
+        painter.save()
+        fm = QFontMetrics(option.font)
+        where = str(index.data(_WHERE))
+        where_w = fm.horizontalAdvance(where)
+        bold = QFont(option.font)
+        bold.setBold(True)
+        painter.setFont(bold)
+        painter.setPen(style.qcolor("text"))
+        title = QFontMetrics(bold).elidedText(str(index.data(_TITLE)), Qt.TextElideMode.ElideRight, r.width() - where_w - 8)
+        painter.drawText(r.x(), r.y() + fm.ascent(), title)
+        painter.setFont(option.font)
+        painter.setPen(style.qcolor("muted"))
+        painter.drawText(r.right() - where_w, r.y() + fm.ascent(), where)
+        doc = self._doc(str(index.data(_SNIPPET)), r.width(), option.font)
+        painter.translate(r.x(), r.y() + fm.height() + 3)
+        doc.drawContents(painter)
+        painter.restore()
 
 
 class Sidebar(QFrame):
@@ -143,6 +171,10 @@ class Sidebar(QFrame):
         self.results = QListWidget(objectName="SearchResults")
         self.results.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         self.results.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.results.setItemDelegate(_HitDelegate(self.results))
+        self.results.setResizeMode(QListWidget.ResizeMode.Adjust)
+        self.results.setUniformItemSizes(False)
+        self.results.setWordWrap(True)
         self.results.itemClicked.connect(self._on_hit)
         self.results.itemActivated.connect(self._on_hit)
         self.no_results = QLabel("", objectName="SidebarNote")
@@ -299,23 +331,15 @@ class Sidebar(QFrame):
             item = QListWidgetItem()
             item.setData(_CID, hit.conversation_id)
             item.setData(_MID, hit.message_id)
-            w = _HitWidget(hit)
-            item.setSizeHint(QSize(10, w.height_for(self.results.viewport().width())))
+            item.setData(_TITLE, hit.conversation_title)
+            item.setData(_WHERE, "reasoning" if hit.in_reasoning else ("you" if hit.role == "user" else "answer"))
+            item.setData(_SNIPPET, snippet_to_html(hit.snippet))
+            item.setToolTip(hit.conversation_title)
             self.results.addItem(item)
-            self.results.setItemWidget(item, w)
         if not hits:
             self.no_results.setText(f"No messages match “{text}”.")
         self.no_results.setVisible(not hits)
         self.stack.setCurrentIndex(1)
-
-    def resizeEvent(self, e: object) -> None:  # type: ignore[override]
-        super().resizeEvent(e)  # type: ignore[arg-type]
-        width = self.results.viewport().width()
-        for i in range(self.results.count()):
-            item = self.results.item(i)
-            w = self.results.itemWidget(item)
-            if isinstance(w, _HitWidget):
-                item.setSizeHint(QSize(10, w.height_for(width)))
 
     @property
     def searching(self) -> bool:
@@ -327,9 +351,8 @@ class Sidebar(QFrame):
     def hit_count(self) -> int:
         return self.results.count()
 
-    def hit_widget(self, index: int) -> _HitWidget:
-        w = self.results.itemWidget(self.results.item(index))
-        assert isinstance(w, _HitWidget)
-        return w
+    def hit_html(self, index: int) -> str:
+        """The snippet of hit `index` as shown (matches in <b>)."""
+        return str(self.results.item(index).data(_SNIPPET))
 
 

@@ -134,7 +134,7 @@ def test_search_finds_messages_and_opens_the_hit(make_window, qtbot) -> None:  #
     w.sidebar.search.setText("zanzibar")
     qtbot.waitUntil(lambda: w.sidebar.searching, timeout=2000)
     assert w.sidebar.hit_count() == 2  # the question and the answer
-    snippet = w.sidebar.hit_widget(0).snippet.text()
+    snippet = w.sidebar.hit_html(0)
     assert "<b>Zanzibar</b>" in snippet
     w.sidebar.results.itemClicked.emit(w.sidebar.results.item(1))
     assert w.session.conversation_id == first
@@ -306,10 +306,13 @@ def test_long_conversation_builds_widgets_a_page_at_a_time(make_window, qtbot) -
         store.add_message(cid, "user", f"question {i}")
         store.add_message(cid, "assistant", f"answer {i}")
     w.open_conversation(cid)
-    assert len(w.chat.widgets) == chat_view.PAGE and w.chat.earlier.isVisibleTo(w.chat)
-    assert _assistants(w)[-1].answer_text == "answer 119"
+    assert len(w.chat.widgets) == chat_view.FIRST_BATCH  # what fits on screen, at once
+    assert _assistants(w)[-1].answer_text == "answer 119" and w.chat.earlier.isVisibleTo(w.chat)
+    qtbot.waitUntil(lambda: len(w.chat.widgets) == chat_view.PAGE, timeout=5000)  # the rest when idle
+    assert [u.message.content for u in _users(w)][:2] == ["question 100", "question 101"]
     w.chat.show_earlier()
-    assert len(w.chat.widgets) == 2 * chat_view.PAGE
+    assert len(w.chat.widgets) == chat_view.PAGE + chat_view.FIRST_BATCH
+    qtbot.waitUntil(lambda: len(w.chat.widgets) == 2 * chat_view.PAGE, timeout=5000)
     assert w.chat.scroll_to_row(store.active_path(cid)[0].id)  # builds the rest to reach it
     assert len(w.chat.widgets) == 240 and not w.chat.earlier.isVisibleTo(w.chat)
 
