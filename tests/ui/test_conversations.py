@@ -14,7 +14,7 @@ from app.core.store import ConversationSettings, Store, default_store_path
 from app.ui import chat_view
 from app.ui.main_window import MainWindow
 from app.ui.message_widget import AssistantMessageWidget, UserMessageWidget
-from tests.ui.conftest import ANSWER, SCRIPT
+from tests.ui.conftest import ANSWER
 
 
 def _send(w: MainWindow, qtbot, text: str = "hello") -> None:  # type: ignore[no-untyped-def]
