@@ -684,12 +684,12 @@ class _Generation:
         job, out = self.job, self.outcome
         testing = self.server.testing
         engine = _CountingEngine(self.server.scheduler.client(self.server.client_name), testing.prompts if testing else None)
-        grammar = testing.grammar(job.body) if testing is not None and testing.grammar is not None else None
         matcher = _StopMatcher(job.stop)
         declared = {t["function"]["name"] for t in job.tools or []}
         last_reasoning_token = -1
         message = None
         try:
+            grammar = testing.grammar(job.body) if testing is not None and testing.grammar is not None else None
             turn = chat.run_turn(
                 engine, _RequestConversation(job.messages), effort=job.effort, sampling=job.sampling,
                 cancel=self.cancel, tools=job.tools, grammar=grammar,
@@ -1414,9 +1414,15 @@ class _Guard:
             state = scope.get("state", {})
             gen: _Generation | None = state.get("generation")
             prompt = completion = 0
+            cancelled: BaseException | None = None
             if gen is not None:
-                # A cancelled generation stops within a token; wait for it so the log has its counts.
-                await asyncio.get_running_loop().run_in_executor(None, gen.done.wait, 10.0)
+                if not gen.done.is_set():
+                    # A cancelled generation stops within a token; wait so the log has its counts.
+                    gen.stop()
+                    try:
+                        await asyncio.get_running_loop().run_in_executor(None, gen.done.wait, 10.0)
+                    except asyncio.CancelledError as exc:  # the server is shutting down
+                        cancelled = exc
                 self.server._active.discard(gen)  # noqa: SLF001
                 out = gen.outcome
                 prompt, completion = out.prompt_tokens, out.completion_tokens
@@ -1433,6 +1439,8 @@ class _Guard:
                 duration_s=time.perf_counter() - t0, prompt_tokens=prompt, completion_tokens=completion,
                 stream=bool(state.get("stream")), note=note,
             ))
+            if cancelled is not None:
+                raise cancelled
 
 
 def _bind(host: str, port: int) -> socket.socket:
