@@ -782,6 +782,13 @@ class _Generation:
 # =================================================================================================
 # HTTP
 # =================================================================================================
+def _error_response(request: Any, err: ApiError) -> Any:
+    from starlette.responses import JSONResponse
+
+    request.scope.setdefault("state", {})["note"] = err.message
+    return JSONResponse(err.body(), status_code=err.status)
+
+
 def _sse(data: Mapping[str, Any], event: str | None = None) -> bytes:
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     return (f"event: {event}\ndata: {text}\n\n" if event else f"data: {text}\n\n").encode("utf-8")
@@ -916,6 +923,11 @@ class ApiServer:
                 time.sleep(0.01)
             log.info("API server listening on %s:%d", self._host, self._port)
 
+    def set_api_key(self, key: str) -> None:
+        """Change the required key at once, running or not (empty: no key)."""
+        self.settings.api_key = key
+        self._api_key = key.strip()
+
     def stop(self, timeout: float = 8.0) -> None:
         """Stop serving: running and queued API generations are cancelled first."""
         with self._lifecycle:
@@ -978,7 +990,7 @@ class ApiServer:
             kind = {404: "not_found_error", 405: "invalid_request_error"}.get(exc.status_code, "invalid_request_error")
             message = {404: "Unknown path. This server offers /v1/models, /v1/chat/completions and /v1/responses.",
                        405: "This path does not accept that HTTP method."}.get(exc.status_code, str(exc.detail))
-            return JSONResponse(ApiError(exc.status_code, message, type=kind).body(), status_code=exc.status_code)
+            return _error_response(_request, ApiError(exc.status_code, message, type=kind))  # type: ignore[no-any-return]
 
         async def server_error(_request: Request, exc: Exception) -> JSONResponse:
             log.error("API request failed", exc_info=exc)
@@ -1079,7 +1091,7 @@ class ApiServer:
         want = request.path_params["model_id"]
         if mid is None or want != mid:
             err = ApiError(404, f"The model '{want}' does not exist; this server runs '{mid or 'no model'}'.", code="model_not_found", param="model")
-            return JSONResponse(err.body(), status_code=404)
+            return _error_response(request, err)
         return JSONResponse(self._model_card(mid))
 
     async def _chat_completions(self, request: Any) -> Any:
@@ -1089,21 +1101,21 @@ class ApiServer:
             job = parse_chat_request(await self._body(request), self.reasoning_memory)
             gen = self._begin(job, request)
         except ApiError as err:
-            return JSONResponse(err.body(), status_code=err.status)
+            return _error_response(request, err)
         cid = "chatcmpl-" + secrets.token_hex(12)
         created = int(time.time())
         model = self.model_id() or "gpt-oss"
         first = await gen.first_event()
         if first[0] == "error":
             await gen.wait()
-            return JSONResponse(first[1].body(), status_code=first[1].status)
+            return _error_response(request, first[1])
 
         if not job.stream:
             if not await self._run_to_end(gen, request):
                 return JSONResponse({"error": {"message": "client disconnected"}}, status_code=499)
             out = gen.outcome
             if out.error is not None:
-                return JSONResponse(out.error.body(), status_code=out.error.status)
+                return _error_response(request, out.error)
             message: dict[str, Any] = {"role": "assistant", "content": out.content or None}
             if out.reasoning:
                 message["reasoning_content"] = out.reasoning
@@ -1173,14 +1185,14 @@ class ApiServer:
             job = parse_responses_request(body, self.reasoning_memory, history)
             gen = self._begin(job, request)
         except ApiError as err:
-            return JSONResponse(err.body(), status_code=err.status)
+            return _error_response(request, err)
         rid = "resp_" + secrets.token_hex(16)
         created = time.time()
         model = self.model_id() or "gpt-oss"
         first = await gen.first_event()
         if first[0] == "error":
             await gen.wait()
-            return JSONResponse(first[1].body(), status_code=first[1].status)
+            return _error_response(request, first[1])
 
         def response(status: str, output: list[dict[str, Any]], usage: dict[str, Any] | None, error: ApiError | None = None) -> dict[str, Any]:
             tools = [{"type": "function", "name": t["function"]["name"], "description": t["function"]["description"],
@@ -1205,7 +1217,7 @@ class ApiServer:
                 return JSONResponse({"error": {"message": "client disconnected"}}, status_code=499)
             out = gen.outcome
             if out.error is not None:
-                return JSONResponse(out.error.body(), status_code=out.error.status)
+                return _error_response(request, out.error)
             items = _output_items(out, finished_status(out))
             self._remember_response(rid, job, out)
             return JSONResponse(response(finished_status(out), items, out.usage_responses()))
@@ -1414,6 +1426,7 @@ class _Guard:
             state = scope.get("state", {})
             gen: _Generation | None = state.get("generation")
             prompt = completion = 0
+            note = note or str(state.get("note", ""))
             cancelled: BaseException | None = None
             if gen is not None:
                 if not gen.done.is_set():
@@ -1483,7 +1496,10 @@ def example_code(base_url: str, api_key: str = "", model: str = "gpt-oss-20b") -
     return (
         "from openai import OpenAI\n"
         "\n"
-        f'client = OpenAI(base_url="{base_url}", api_key="{key}")\n'
+        "client = OpenAI(\n"
+        f'    base_url="{base_url}",\n'
+        f'    api_key="{key}",\n'
+        ")\n"
         "\n"
         "response = client.chat.completions.create(\n"
         f'    model="{model}",\n'
