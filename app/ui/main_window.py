@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QObject, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QDialog,
@@ -35,6 +35,7 @@ from app import __version__ as APP_VERSION
 from app.core.chat import ChatError, Conversation, EngineLike, Message, ToolCallRecord, TurnFinished, TurnStarted
 from app.core.engine import EngineError, LoadSettings, Sampling
 from app.core.harmony import FinalDelta, PreambleDelta, ReasoningDelta, ToolCall
+from app.core.scheduler import EngineScheduler, QueueState
 from app.core.session import CONTEXT_WARN_FRACTION, ChatSession, ContextTrimmed, MessageSaved
 from app.core.store import (
     ACTIVE,
@@ -65,20 +66,33 @@ class LoadDone:
     info: Any
 
 
-def load_model_job(engine: Any, path: str, settings: LoadSettings, *, cancel: threading.Event) -> Iterator[LoadProgress | LoadDone]:
+def load_model_job(
+    engine: Any, path: str, settings: LoadSettings, *, cancel: threading.Event, scheduler: EngineScheduler | None = None,
+) -> Iterator[LoadProgress | LoadDone]:
     """Load a model, yielding progress; llama.cpp reports progress by callback, so the load runs
-    on a helper thread and its callbacks are turned into yields here."""
+    on a helper thread and its callbacks are turned into yields here. With a scheduler, the load
+    waits for (and then excludes) every generation and tokenization of the shared engine."""
     events: queue.Queue[tuple[str, Any]] = queue.Queue()
 
     def progress(fraction: float) -> bool:
         events.put(("progress", float(fraction)))
         return not cancel.is_set()
 
+    def load() -> Any:
+        if getattr(engine, "loaded", False):
+            engine.unload()  # freeing gigabytes takes a moment: not on the UI thread
+        return engine.load(path, settings, progress)
+
     def target() -> None:
         try:
-            if getattr(engine, "loaded", False):
-                engine.unload()  # freeing gigabytes takes a moment: not on the UI thread
-            events.put(("done", engine.load(path, settings, progress)))
+            if scheduler is None:
+                info = load()
+            else:
+                scheduler.cancel("api")  # a new model: API requests in flight end now
+                with scheduler.exclusive("loader", cancel):
+                    info = load()
+                    scheduler.engine = engine
+            events.put(("done", info))
         except BaseException as exc:  # noqa: BLE001 - handed to the worker's errored signal
             events.put(("error", exc))
 
@@ -114,6 +128,12 @@ def default_engine_factory() -> EngineLike:
 
 
 # --- Small widgets -------------------------------------------------------------------------------
+class _QueueBridge(QObject):
+    """Scheduler state changes arrive on whichever thread made them; this brings them to the UI."""
+
+    changed = Signal(object)
+
+
 class Banner(QFrame):
     """An inline message above the composer (errors and notices) with optional action buttons."""
 
@@ -327,6 +347,14 @@ class MainWindow(QMainWindow):
         self._live_saved = False
         self._error_dialog_open = False
         self.auto_title = True
+        # One engine, shared fairly by the chat, the API server and the lab (one generation at a time).
+        self.scheduler = EngineScheduler()
+        self._queue_bridge = _QueueBridge()
+        self._queue_bridge.changed.connect(self._on_queue)
+        self.scheduler.add_listener(self._queue_bridge.changed.emit)
+        self._server_dialog: QDialog | None = None
+        self._closing = False
+        self.server_panel: Any = None
         self._owns_store = store is None
         self.store, startup_note = self._open_store(store)
         self.session = ChatSession(self.store)
@@ -399,7 +427,10 @@ class MainWindow(QMainWindow):
         self.status_model = QLabel("No model")
         self.status_speed = QLabel("")
         self.status_context = QLabel("")
+        self.status_server = QLabel("", objectName="StatusServer")
+        self.status_server.hide()
         sb.addWidget(self.status_model, 1)
+        sb.addPermanentWidget(self.status_server)
         sb.addPermanentWidget(self.status_speed)
         sb.addPermanentWidget(self.status_context)
         start_worker(GeneratorWorker(warm_up_job, style.current().markdown))
@@ -407,6 +438,8 @@ class MainWindow(QMainWindow):
         if startup_note:
             self.show_notice(startup_note)
         self._offer_interrupted()
+        if self._server_settings().get("enabled"):
+            QTimer.singleShot(0, lambda: self.server(start=True))
 
     # --- store -----------------------------------------------------------------------------------
     def _open_store(self, store: Store | None) -> tuple[Store, str]:
@@ -472,6 +505,12 @@ class MainWindow(QMainWindow):
         delete = QAction("&Delete chat", self)
         delete.triggered.connect(lambda: self.session.conversation_id and self.delete_conversation(self.session.conversation_id))
         c.addAction(delete)
+
+        t = self.menuBar().addMenu("&Tools")
+        server = QAction("Local &API server…", self)
+        server.setToolTip("Serve the loaded model to your own scripts through the OpenAI API")
+        server.triggered.connect(lambda: self.server())
+        t.addAction(server)
 
         v = self.menuBar().addMenu("&View")
         toggle = QAction("Show &conversations", self, shortcut=QKeySequence("Ctrl+B"), checkable=True, checked=True)
@@ -585,7 +624,7 @@ class MainWindow(QMainWindow):
         wanted = self.session.settings.context_size
         if wanted and wanted != settings.n_ctx:
             settings = dataclasses.replace(settings, n_ctx=wanted)
-        w = GeneratorWorker(load_model_job, self.engine, str(path), settings)
+        w = GeneratorWorker(load_model_job, self.engine, str(path), settings, scheduler=self.scheduler)
         w.yielded.connect(self._on_load_event)
         w.errored.connect(self._on_load_error)
         w.finished.connect(self._on_load_finished)
@@ -631,6 +670,7 @@ class MainWindow(QMainWindow):
     def adopt_engine(self, engine: Any) -> None:
         """Use an engine that is already loaded (demo mode, the lab, tests)."""
         self.engine = engine
+        self.scheduler.engine = engine
         if getattr(engine, "info", None) is not None:
             self._on_load_event(LoadDone(engine.info))
         self._refresh_view()
@@ -884,7 +924,7 @@ class MainWindow(QMainWindow):
         self.composer.set_generating(True)
         self.status_speed.setText("Generating…")
         w = GeneratorWorker(
-            self.session.generate, self.engine, parent_id=parent_id, resume_id=resume_id, effort=effort,
+            self.session.generate, self.scheduler.client("chat"), parent_id=parent_id, resume_id=resume_id, effort=effort,
             sampling=self.sampling, date=self.date, grammar=self.grammar,
         )
         w.yielded.connect(self._on_turn_event)
@@ -1051,7 +1091,7 @@ class MainWindow(QMainWindow):
         answers = [r for r, _ in view if r.role == "assistant" and r.status == "complete"]
         if len(answers) != 1 or self.session.title_request() is None:
             return
-        w = GeneratorWorker(self.session.generate_title, self.engine, date=self.date, grammar=None)
+        w = GeneratorWorker(self.session.generate_title, self.scheduler.client("chat"), date=self.date, grammar=None)
         w.yielded.connect(lambda _title: (self.sidebar.refresh(), self._refresh_view()))
         w.errored.connect(lambda _exc: None)  # a title is a nicety: the first-line title stays
         w.finished.connect(self._on_title_finished)
@@ -1067,6 +1107,71 @@ class MainWindow(QMainWindow):
         if w is not None:
             w.quit()
             w.wait(5.0)
+
+    # --- sharing the engine: queue state and the API server ---------------------------------------
+    def _on_queue(self, state: QueueState) -> None:
+        """While the chat waits for its turn behind another user of the model, say so."""
+        if self._gen_worker is None or self._live is None:
+            return
+        if state.running not in (None, "chat") and state.waiting.get("chat"):
+            self.status_speed.setText(f"Waiting for the model ({state.describe()})…")
+        elif self.status_speed.text().startswith("Waiting for the model"):
+            self.status_speed.setText("Generating…")
+
+    def _server_settings(self) -> dict[str, Any]:
+        value = self.store.get_setting("api_server", {})
+        return value if isinstance(value, dict) else {}
+
+    def server(self, *, start: bool = False) -> Any:
+        """Show the API server panel (built on first use); `start` switches the server on."""
+        if self.server_panel is None:
+            from app.core.server import ServerSettings
+            from app.ui.server_panel import ServerPanel
+
+            saved = self._server_settings()
+            try:
+                settings = ServerSettings(
+                    port=int(saved.get("port", ServerSettings.port)), api_key=str(saved.get("api_key", "")),
+                    allow_network=bool(saved.get("allow_network", False)),
+                )
+            except (TypeError, ValueError):
+                settings = ServerSettings()
+            panel = ServerPanel(self.scheduler, settings=settings)
+            panel.settings_changed.connect(self._save_server_settings)
+            panel.running_changed.connect(self._on_server_running)
+            dlg = QDialog(self, objectName="ServerDialog")
+            dlg.setWindowTitle("Local API server")
+            dlg.resize(720, 680)
+            lay = QVBoxLayout(dlg)
+            lay.setContentsMargins(0, 0, 0, 0)
+            lay.addWidget(panel)
+            self.server_panel, self._server_dialog = panel, dlg
+        if start:
+            self.server_panel.start()
+        else:
+            assert self._server_dialog is not None
+            self._server_dialog.show()
+            self._server_dialog.raise_()
+        return self.server_panel
+
+    def _save_server_settings(self, settings: Any) -> None:
+        saved = self._server_settings()
+        saved.update(port=settings.port, api_key=settings.api_key, allow_network=settings.allow_network)
+        self.store.set_setting("api_server", saved)
+
+    def _on_server_running(self, running: bool) -> None:
+        if not self._closing:  # quitting stops the server but must not forget that it was on
+            saved = self._server_settings()
+            saved["enabled"] = running  # on again at the next start, as the user left it
+            self.store.set_setting("api_server", saved)
+        panel = self.server_panel
+        if running and panel is not None:
+            exposed = getattr(panel.server, "exposed", False)
+            self.status_server.setText(f"API {panel.base_url}" + (" · network" if exposed else ""))
+            self.status_server.setToolTip("The local OpenAI-compatible server is on (Tools → Local API server…)")
+            self.status_server.show()
+        else:
+            self.status_server.hide()
 
     # --- errors ----------------------------------------------------------------------------------
     def show_exception(self, exc: BaseException, tb_text: str | None = None) -> None:
@@ -1103,6 +1208,9 @@ class MainWindow(QMainWindow):
 
     # --- shutdown --------------------------------------------------------------------------------
     def closeEvent(self, e: QCloseEvent) -> None:
+        self._closing = True
+        if self.server_panel is not None:
+            self.server_panel.shutdown()
         workers = (self._gen_worker, self._load_worker, self._title_worker)
         for w in workers:
             if w is not None:
@@ -1110,6 +1218,7 @@ class MainWindow(QMainWindow):
         for w in workers:
             if w is not None:
                 w.wait(10.0)
+        self.scheduler.close()
         if self._owns_store:
             self.store.close()
         super().closeEvent(e)
