@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date as Date
 from pathlib import Path
 from typing import Any
@@ -257,6 +257,12 @@ def run_tool_loop(
                 return
 
 
+def _snap(run: ToolRun) -> ToolRun:
+    """A copy for an event: events are delivered later on the UI thread, and must say what was true then
+    (cards match runs by `id`)."""
+    return replace(run, images=list(run.images))
+
+
 def _kind_of(recipient: str) -> str:
     if recipient == "python":
         return "python"
@@ -316,11 +322,11 @@ def _run_call(
         approval = registry.approval_for(tool_name)
         if approval is Approval.PICK_FILE:
             run.status, run.request = WAITING, "file"
-            yield ToolCallStarted(run)
+            yield ToolCallStarted(_snap(run))
             reply = Reply()
             purpose = str((file_args or {}).get("purpose") or "")
             suggested = (file_args or {}).get("suggested_path")
-            yield FileRequest(run, purpose, str(suggested) if suggested else None, reply)
+            yield FileRequest(_snap(run), purpose, str(suggested) if suggested else None, reply)
             answer = reply.wait(cancel)
             run.request = None
             if cancel.is_set():
@@ -331,9 +337,9 @@ def _run_call(
                 picked = str(answer)
         elif approval is Approval.ASK and tool_name not in session.always_allowed:
             run.status, run.request = WAITING, "approval"
-            yield ToolCallStarted(run)
+            yield ToolCallStarted(_snap(run))
             reply = Reply()
-            yield ApprovalRequest(run, reply)
+            yield ApprovalRequest(_snap(run), reply)
             decision = reply.wait(cancel)
             run.request = None
             if cancel.is_set() or decision is None:
@@ -345,13 +351,13 @@ def _run_call(
                 session.always_allowed.add(tool_name)
         else:
             run.status = RUNNING
-            yield ToolCallStarted(run)
+            yield ToolCallStarted(_snap(run))
 
     # 3. Run it.
     if outcome is None:
         run.status = RUNNING
         run.started = time.time()
-        yield ToolRunning(run)
+        yield ToolRunning(_snap(run))
         t0 = time.monotonic()
         try:
             outcome = _execute(run, tool_name, call, session, cancel, picked)
@@ -364,7 +370,7 @@ def _run_call(
     run.is_error = outcome.is_error
     run.status = outcome.status or (ERROR if outcome.is_error else DONE)
     if not announced:
-        yield ToolCallStarted(run)  # refused before it could run: the card still appears
+        yield ToolCallStarted(_snap(run))  # refused before it could run: the card still appears
     run.images = list(outcome.images)
     run.output = outcome.output if outcome.output is not None else outcome.content
     run.result = _cap(outcome.content, max_result_chars)
