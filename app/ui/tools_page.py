@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.tools.base import Approval, ToolInfo, ToolKind
-from app.core.tools.python_tool import SandboxReport, probe_sandbox
+from app.core.tools.python_tool import SandboxLimits, SandboxReport, probe_sandbox
 from app.core.tools.registry import ToolRegistry
 from app.ui import style
 from app.ui.workers import GeneratorWorker, start_worker
@@ -319,8 +319,11 @@ class ToolsPage(QWidget):
             self.probe_sandbox()
 
     def probe_sandbox(self) -> None:
+        st = self.registry.settings
+        limits = SandboxLimits(timeout_s=st.python_timeout_s, cpu_s=st.python_cpu_s, memory_bytes=st.python_memory_mb * 1024**2)
+
         def job(cancel: Any) -> Any:
-            yield probe_sandbox()
+            yield probe_sandbox(limits)
 
         self.guarantees_status.setText("Checking the sandbox…")
         self.guarantees_status.show()

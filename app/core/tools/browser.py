@@ -7,6 +7,7 @@ numbered lines `L0: ...`; links are `【id†text】` (same site) or `【id†te
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
@@ -44,7 +45,7 @@ class Page:
     snippets: dict[str, int] | None = None  # find results: link id → line of the match
     is_search: bool = False
 
-    @property
+    @functools.cached_property
     def lines(self) -> list[str]:
         return wrap_lines(self.text)
 

@@ -392,7 +392,11 @@ class CappedStream(io.TextIOBase):
         if self.remaining <= 0:
             self.dropped += len(s)
             return len(s)
-        data = s.encode("utf-8", "replace")
+        if len(s) > self.remaining:  # never encode a huge string only to throw most of it away
+            self.dropped += len(s) - self.remaining
+            data = s[: self.remaining].encode("utf-8", "replace")
+        else:
+            data = s.encode("utf-8", "replace")
         if len(data) > self.remaining:
             self.dropped += len(data) - self.remaining
             data = data[: self.remaining]
