@@ -99,7 +99,7 @@ def harness(qtbot: Any, tmp_path: Path) -> Iterator[Any]:
 def test_allow_once_runs_the_code(qtbot: Any, harness: Any) -> None:
     h = harness(PY.format("print(6 * 7)"), FINAL.format("42"))
     h.start("compute")
-    qtbot.waitUntil(lambda: bool(h.widget.tool_cards) and h.card().waiting_for_user, timeout=10000)
+    qtbot.waitUntil(lambda: bool(h.widget.tool_cards) and h.card().waiting_for_user and h.card().ask_bar.isVisible(), timeout=10000)
     card = h.card()
     assert card.ask_bar.isVisible() and card.status_label.text() == "Waiting for approval"
     assert card.expanded and card.args_caption.text() == "Code" and card.args_view.toPlainText() == "print(6 * 7)"
@@ -119,7 +119,7 @@ def test_allow_once_runs_the_code(qtbot: Any, harness: Any) -> None:
 def test_deny_and_always(qtbot: Any, harness: Any) -> None:
     h = harness(PY.format("print(1)"), FINAL.format("ok"))
     h.start("run")
-    qtbot.waitUntil(lambda: bool(h.widget.tool_cards) and h.card().waiting_for_user, timeout=10000)
+    qtbot.waitUntil(lambda: bool(h.widget.tool_cards) and h.card().waiting_for_user and h.card().ask_bar.isVisible(), timeout=10000)
     qtbot.mouseClick(h.card().deny_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: h.done, timeout=10000)
     assert h.card().status_label.text() == "Denied" and "denied" in h.card().output_view.toPlainText()
@@ -127,7 +127,7 @@ def test_deny_and_always(qtbot: Any, harness: Any) -> None:
 
     h2 = harness(PY.format("x = 2"), PY.format("print(x * 21)"), FINAL.format("42"))
     h2.start("run twice")
-    qtbot.waitUntil(lambda: bool(h2.widget.tool_cards) and h2.card().waiting_for_user, timeout=10000)
+    qtbot.waitUntil(lambda: bool(h2.widget.tool_cards) and h2.card().waiting_for_user and h2.card().ask_bar.isVisible(), timeout=10000)
     qtbot.mouseClick(h2.card().allow_always_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: h2.done, timeout=20000)
     assert len(h2.widget.tool_cards) == 2 and len([e for e in h2.events if isinstance(e, ApprovalRequest)]) == 1
@@ -141,7 +141,7 @@ def test_file_request_card(qtbot: Any, harness: Any, tmp_path: Path, monkeypatch
     monkeypatch.setattr(ToolCard, "pick_file", staticmethod(lambda parent, purpose, suggested: asked.append(purpose) or str(notes)))
     h = harness(READ, FINAL.format("Ship on Friday."))
     h.start("summarise")
-    qtbot.waitUntil(lambda: bool(h.widget.tool_cards) and h.card().waiting_for_user, timeout=10000)
+    qtbot.waitUntil(lambda: bool(h.widget.tool_cards) and h.card().waiting_for_user and h.card().ask_bar.isVisible(), timeout=10000)
     card = h.card()
     assert card.status_label.text() == "Waiting for a file" and "to summarise your notes" in card.ask_label.text()
     assert card.choose_file_button.isVisible() and not card.allow_once_button.isVisible()
