@@ -139,7 +139,11 @@ def build_report(layers: dict[str, Any], limits: SandboxLimits) -> SandboxReport
     else:
         g.append(Guarantee("files", "File size limit", "no", "no file size limit on this system"))
     if layers.get("pid_namespace") or ll.get("scope"):
-        how = "a PID namespace hides your other programs" if layers.get("pid_namespace") else "Landlock scoping blocks signals"
+        if layers.get("pid_namespace"):
+            how = ("its own PID namespace and /proc: your other programs are invisible to it" if layers.get("own_proc")
+                   else "a PID namespace keeps it from signalling your other programs")
+        else:
+            how = "Landlock scoping blocks signals to your other programs"
         g.append(Guarantee("isolation", "Other programs are out of reach", "yes", how))
     else:
         g.append(Guarantee("isolation", "Other programs are out of reach", "no",

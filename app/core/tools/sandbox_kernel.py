@@ -579,6 +579,13 @@ def setup(init: dict[str, Any]) -> dict[str, Any]:
         layers["mnt_data"] = mount_data(scratch, errors)
     if flags & CLONE_NEWPID:
         fork_into_pid_namespace()
+        layers["own_proc"] = False
+        if flags & CLONE_NEWNS:
+            # A /proc of the new PID namespace: the host's processes (and their command lines) vanish.
+            if _c().mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | 8, None) == 0:  # 8: MS_NOEXEC
+                layers["own_proc"] = True
+            else:
+                errors.append(f"mounting /proc failed: {_err()}")
     if layers["mnt_data"]:
         _WORKDIR = "/mnt/data"
         os.chdir(_WORKDIR)

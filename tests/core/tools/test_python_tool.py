@@ -178,6 +178,18 @@ def test_writing_outside_scratch_is_refused(kernel: PythonKernel, tmp_path: Path
     assert not (tmp_path / "moved.txt").exists()
 
 
+def test_other_processes_are_invisible(kernel: PythonKernel) -> None:
+    report = kernel.report
+    assert report is not None
+    if not report.layers.get("own_proc"):
+        pytest.skip("no PID namespace with its own /proc here")
+    import os
+
+    r = kernel.execute(f"import os\nos.path.exists('/proc/{os.getpid()}'), os.getpid()")
+    assert r.output == "(False, 1)\n"
+    assert report.holds("isolation") and "invisible" in report.get("isolation").detail  # type: ignore[union-attr]
+
+
 def test_reading_private_files_is_refused(kernel: PythonKernel, tmp_path: Path) -> None:
     report = kernel.report
     assert report is not None
