@@ -21,9 +21,11 @@ from PySide6.QtWidgets import (
 
 from app.core.chat import Message, ToolCallRecord
 from app.core.store import BranchInfo
+from app.core.tools.loop import ToolRun
 from app.ui import style
+from app.ui.markdown_view import MarkdownView, PlainStreamView, Throttle
 from app.ui.message_actions import MessageActions
-from app.ui.markdown_view import AutoHeightBrowser, MarkdownView, PlainStreamView, Throttle
+from app.ui.tool_card import ToolCard
 
 UPDATE_INTERVAL_MS = 50
 
@@ -150,27 +152,10 @@ class UserMessageWidget(_Hoverable, QWidget):
         super().resizeEvent(e)  # type: ignore[arg-type]
 
 
-class ToolCallCard(QFrame):
-    """A tool call: the recipient and its arguments as pretty JSON."""
-
-    def __init__(self, call: ToolCallRecord, parent: QWidget | None = None) -> None:
-        super().__init__(parent, objectName="ToolCard")
-        self.call = call
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(12, 8, 12, 10)
-        lay.setSpacing(4)
-        head = QHBoxLayout()
-        ico = QLabel()
-        ico.setPixmap(style.icon("tool").pixmap(QSize(14, 14)))
-        head.addWidget(ico)
-        self.title = QLabel(f"Tool call · {call.recipient}", objectName="ToolTitle")
-        self.title.setTextFormat(Qt.TextFormat.PlainText)
-        head.addWidget(self.title, 1)
-        lay.addLayout(head)
-        self.args = AutoHeightBrowser(objectName="ToolArgs")
-        self.args.setFont(style.mono_font(9.5))
-        self.args.setPlainText(pretty_json(call.arguments))
-        lay.addWidget(self.args)
+def tool_run_from_call(call: ToolCallRecord, index: int = 0) -> ToolRun:
+    """A card's data for a call known only from the message (no stored result yet, or an old chat)."""
+    kind = "python" if call.recipient == "python" else "browser" if call.recipient.startswith("browser.") else "function"
+    return ToolRun(call.recipient, call.arguments, kind=kind, status="called", id=f"call:{index}:{call.recipient}")
 
 
 def pretty_json(text: str) -> str:
@@ -244,7 +229,7 @@ class AssistantMessageWidget(_Hoverable, QFrame):
         self.tools_box = QVBoxLayout()
         self.tools_box.setSpacing(6)
         lay.addLayout(self.tools_box)
-        self.tool_cards: list[ToolCallCard] = []
+        self.tool_cards: list[ToolCard] = []
 
         self.answer_view = MarkdownView(pal.markdown)
         self.answer_view.hide()
@@ -339,12 +324,31 @@ class AssistantMessageWidget(_Hoverable, QFrame):
         self._answer += text
         self._throttle()
 
-    def add_tool_call(self, call: ToolCallRecord) -> None:
+    def add_tool_call(self, call: ToolCallRecord) -> ToolCard:
+        """A card for a call seen in the stream or in history; a later add_tool_run fills it in."""
+        return self.add_tool_run(tool_run_from_call(call, len(self.tool_cards)))
+
+    def add_tool_run(self, run: ToolRun) -> ToolCard:
+        """Show a tool run (ToolCallStarted/ToolRunning/ToolFinished from the tool loop, or a stored
+        one): updates its card when it is already shown, else adds one."""
         self._end_thinking()
         self.flush()
-        card = ToolCallCard(call)
+        card = self.tool_card(run.id)
+        if card is None:  # the bare card of the same call, shown before the loop said more
+            card = next((c for c in self.tool_cards if c.run.status == "called" and c.run.recipient == run.recipient
+                         and c.run.arguments == run.arguments), None)
+        if card is not None:
+            card.update_run(run)
+            if run.status in ("waiting", "running"):
+                card.set_expanded(True)
+            return card
+        card = ToolCard(run)
         self.tool_cards.append(card)
         self.tools_box.addWidget(card)
+        return card
+
+    def tool_card(self, run_id: str) -> ToolCard | None:
+        return next((c for c in self.tool_cards if c.run.id == run_id), None)
 
     def flush(self) -> None:
         """Show pending text now (the throttle calls this; tests and the benchmark may too)."""
