@@ -311,8 +311,8 @@ def verify_events(paths: Sequence[Path], *, cancel: threading.Event | None = Non
             if path.is_symlink():
                 path.unlink(missing_ok=True)  # no link to a deleted blob
             raise DownloadError(ErrorKind.CHECKSUM, (
-                f"{path.name} is damaged: its SHA-256 is {actual[:16]}… but it should be {want[:16]}…. "
-                "The damaged file was deleted. Download it again."))
+                f"{path.name} is damaged: its SHA-256 ({actual[:12]}…) is not the one published for it "
+                f"({want[:12]}…). The damaged file was deleted. Download it again."))
         verified.append(path)
     yield DownloadProgress(Phase.VERIFYING, downloaded=total, total=total, file_index=max(0, len(files) - 1),
                            file_count=len(files), filename=files[-1].name if files else "", checked=total,
@@ -1208,8 +1208,8 @@ class DownloadJob:
         if actual != expected:
             file.unlink(missing_ok=True)
             raise DownloadError(ErrorKind.CHECKSUM, (
-                f"{rf.filename} is damaged: its SHA-256 is {actual[:16]}… but Hugging Face lists {expected[:16]}…. "
-                "The damaged file was deleted. Download it again."))
+                f"{rf.filename} is damaged: its SHA-256 ({actual[:12]}…) is not the one Hugging Face lists "
+                f"({expected[:12]}…). The damaged file was deleted. Download it again."))
 
     # -- Xet -----------------------------------------------------------------------------------
     def _transfer_xet(self, rf: RemoteFile, reporter: _Reporter) -> None:

@@ -460,7 +460,8 @@ class DownloadPanel(QWidget):
     use_requested = Signal(str)
 
     def __init__(self, controller: DownloadController, request: DownloadRequest, name: str,
-                 parent: QWidget | None = None, *, large: bool = False, download_label: str | None = None) -> None:
+                 parent: QWidget | None = None, *, large: bool = False, download_label: str | None = None,
+                 verify: bool = True) -> None:
         super().__init__(parent, objectName="DownloadPanel")
         self.controller = controller
         self.request = request
@@ -468,6 +469,7 @@ class DownloadPanel(QWidget):
         self._local: tuple[Path, ...] = ()
         self._download_label = download_label or "Download"
         self._large = large
+        self._verify_offered = verify
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(8)
@@ -613,7 +615,8 @@ class DownloadPanel(QWidget):
                           if not st.report.unknown else "No published checksum to compare this file with.")
             else:
                 status = f"Downloaded · {human_bytes(total)} on this computer"
-            buttons[self.use_button] = buttons[self.verify_button] = True
+            buttons[self.use_button] = True
+            buttons[self.verify_button] = self._verify_offered
         else:
             buttons[self.download_button] = True
             self.download_button.setEnabled(not offline)
@@ -621,7 +624,8 @@ class DownloadPanel(QWidget):
         for b, visible in buttons.items():
             b.setVisible(visible)
         self.status_line.setText(status)
-        self.status_line.setVisible(bool(status) or not self._large)
+        # In a card the line shares the row with the buttons; an empty row would leave a gap.
+        self.status_line.setVisible(bool(status) or (not self._large and any(buttons.values())))
         self.status_line.setProperty("kind", "retry" if p is not None and p.phase == Phase.RETRYING and st.busy else "")
         self.status_line.style().unpolish(self.status_line)
         self.status_line.style().polish(self.status_line)

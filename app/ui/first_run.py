@@ -172,7 +172,8 @@ class FirstRunPage(QWidget):
         self.panel_for: dict[str, DownloadPanel] = {}
         for entry in catalog():
             panel = DownloadPanel(self.controller, entry.download_request(), entry.display_name, large=True,
-                                  download_label=f"Download {entry.display_name} · {human_bytes(entry.size_bytes)}")
+                                  download_label=f"Download {entry.display_name} · {human_bytes(entry.size_bytes)}",
+                                  verify=False)
             panel.use_requested.connect(self._ready)
             self.panel_for[entry.id] = panel
             self.panels.addWidget(panel)

@@ -183,7 +183,7 @@ class CatalogCard(QFrame):
         parts = f" in {len(entry.files)} parts" if entry.is_split else ""
         approx = "about " if entry.size_is_approximate else ""
         self.facts = _label(f"{approx}{human_bytes(entry.size_bytes)} download{parts} · {entry.quant} · needs about "
-                            f"{human_bytes(entry.memory_bytes)} of memory", "ModelCardFacts")
+                            f"{human_bytes(entry.memory_bytes)} of memory", "ModelCardFacts", wrap=True)
         lay.addWidget(self.facts)
         self.fit = _label("Checking this computer…", "FitLine", wrap=True)
         lay.addWidget(self.fit)
@@ -223,25 +223,30 @@ class LocalModelRow(QFrame):
         top.setSpacing(8)
         self.name = _label(model.display_name, "LocalModelName")
         top.addWidget(self.name)
-        source = _SOURCE_NAMES[model.source]
-        if model.downloaded_by_app:
-            source += " · downloaded by Harmonica"
-        self.source = _chip(source)
-        top.addWidget(self.source)
         if len(model.parts) > 1:
             top.addWidget(_chip(f"{len(model.parts)} parts"))
         if in_use:
             top.addWidget(_chip("In use", "accent"))
         top.addStretch(1)
         text.addLayout(top)
+        facts = QHBoxLayout()
+        facts.setSpacing(0)
+        source = _SOURCE_NAMES[model.source]
+        if model.downloaded_by_app:
+            source += " · downloaded by Harmonica"
+        self.source = _label(source, "LocalModelFacts")
+        self.size = _label(human_bytes(model.size_bytes), "LocalModelFacts")
+        facts.addWidget(self.source)
+        facts.addWidget(_label(" · ", "LocalModelFacts"))
+        facts.addWidget(self.size)
+        facts.addStretch(1)
+        text.addLayout(facts)
         self.path = _label(str(model.path), "LocalModelPath", selectable=True)
         self.path.setToolTip(str(model.path))
         self.path.setMinimumWidth(50)
         self.path.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         text.addWidget(self.path)
         lay.addLayout(text, 1)
-        self.size = _label(human_bytes(model.size_bytes), "LocalModelSize")
-        lay.addWidget(self.size)
         self.use_button = QPushButton("Use this model", objectName="PrimaryButton")
         self.use_button.setCursor(Qt.CursorShape.PointingHandCursor)
         self.use_button.clicked.connect(lambda: self.use_requested.emit(str(model.path)))
@@ -349,7 +354,7 @@ class ModelManagerDialog(QDialog):
         self.setObjectName("ModelManager")
         self.setAcceptDrops(True)
         self.resize(860, 780)
-        self.setMinimumSize(620, 480)
+        self.setMinimumSize(720, 480)
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -427,6 +432,11 @@ class ModelManagerDialog(QDialog):
         self._current = str(Path(path).resolve()) if path else None
         if self.discovery is not None:
             self._show_models(self.discovery)
+
+    @property
+    def scanning(self) -> bool:
+        """A scan for local models is running (or about to run again)."""
+        return self._discover_worker is not None or self._rediscover
 
     def refresh_models(self) -> None:
         """Scan again (off the UI thread); the list updates when the scan ends."""

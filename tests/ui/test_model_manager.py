@@ -45,6 +45,33 @@ def open_dialog(qtbot) -> Iterator[Callable[..., ModelManagerDialog]]:  # type: 
     workers.stop_all()
 
 
+def answer_box(button: str, seen: list[tuple[str, bool | None]] | None = None, tick: bool | None = None) -> None:
+    """When the next message box is up (polled; a modal box runs its own event loop), note its
+    text and checkbox, optionally set the checkbox, and click `button`."""
+    deadline = time.monotonic() + 5
+
+    def poll() -> None:
+        box = next((w for w in QApplication.topLevelWidgets() if isinstance(w, QMessageBox) and w.isVisible()), None)
+        if box is None:
+            if time.monotonic() < deadline:
+                QTimer.singleShot(20, poll)
+            return
+        check = box.checkBox()
+        if seen is not None:
+            seen.append((box.text() + " " + box.informativeText(),
+                         check.isChecked() if isinstance(check, QCheckBox) else None))
+        if tick is not None and isinstance(check, QCheckBox):
+            check.setChecked(tick)
+        next(b for b in box.buttons() if b.text() == button).click()
+
+    QTimer.singleShot(20, poll)
+
+
+def settled(d: ModelManagerDialog) -> bool:
+    """No scan running and its rows on screen (a layout shows new children one event later)."""
+    return d.discovery is not None and not d.scanning and all(r.isVisible() for r in d.rows)
+
+
 def card(d: ModelManagerDialog, entry_id: str = "gpt-oss-20b") -> model_manager.CatalogCard:
     return d.cards[entry_id]
 
@@ -90,7 +117,7 @@ def test_download_shows_live_progress_then_lists_the_model_and_uses_it(qtbot, hu
     assert not panel.download_button.isVisible()
     assert 0 < panel.bar.value() < 1000
     wait_state(qtbot, controller, State.DONE)
-    qtbot.waitUntil(lambda: len(d.rows) == 1, timeout=5000)
+    qtbot.waitUntil(lambda: settled(d) and len(d.rows) == 1, timeout=5000)
     row = d.rows[0]
     assert row.model.source == Source.HUGGINGFACE and row.model.downloaded_by_app
     assert "downloaded by Harmonica" in row.source.text() and row.size.text() == "723 kB"
@@ -302,18 +329,11 @@ def test_cancel_asks_whether_to_delete_partial_files(qtbot, hub: FakeHub, tmp_pa
     panel = card(d).panel
     click(qtbot, panel.download_button)
     qtbot.waitUntil(lambda: downloaded(controller) > 100_000, timeout=8000)
-    answer = "Delete partial files" if delete else "Keep partial files"
-    texts: list[str] = []
-
-    def answer_box() -> None:
-        box = next(w for w in QApplication.topLevelWidgets() if isinstance(w, QMessageBox) and w.isVisible())
-        texts.append(box.text() + " " + box.informativeText())
-        next(b for b in box.buttons() if b.text() == answer).click()
-
-    QTimer.singleShot(50, answer_box)
+    seen: list[tuple[str, bool | None]] = []
+    answer_box("Delete partial files" if delete else "Keep partial files", seen)
     click(qtbot, panel.cancel_button)
     wait_state(qtbot, controller, State.IDLE, timeout=3000)
-    assert "Cancel the download of gpt-oss-20b?" in texts[0]
+    assert "Cancel the download of gpt-oss-20b?" in seen[0][0]
     assert panel.download_button.isVisible() and not panel.bar.isVisible()
     assert controller.manager.pending() == []
     partial = list(controller.manager.repo_dir(SMALL.repo_id).glob("blobs/*.incomplete"))
@@ -419,7 +439,7 @@ def test_split_model_downloads_as_one(qtbot, hub: FakeHub, tmp_path: Path, open_
     click(qtbot, big.panel.download_button)
     qtbot.waitUntil(lambda: controller.status(request).state == State.DONE, timeout=15000)
     assert any("part 2 of 3" in line for line in lines) and any("part 3 of 3" in line for line in lines)
-    qtbot.waitUntil(lambda: len(d.rows) == 1, timeout=5000)
+    qtbot.waitUntil(lambda: settled(d) and len(d.rows) == 1, timeout=5000)
     model = d.rows[0].model
     assert model.display_name == "gpt-oss-120b" and [p.read_bytes() for p in model.parts] == blobs
     assert model.size_bytes == sum(len(b) for b in blobs) and model.downloaded_by_app
@@ -432,7 +452,7 @@ def test_import_by_file_dialog(qtbot, hub: FakeHub, tiny_model_path: Path, open_
     d = open_dialog(make_controller(hub))
     monkeypatch.setattr(QFileDialog, "getOpenFileNames", staticmethod(lambda *a, **k: ([str(tiny_model_path)], "")))
     click(qtbot, d.import_button)
-    qtbot.waitUntil(lambda: len(d.rows) == 1, timeout=5000)
+    qtbot.waitUntil(lambda: settled(d) and len(d.rows) == 1, timeout=5000)
     row = d.rows[0]
     assert row.model.path == tiny_model_path and row.model.source == Source.IMPORTED
     assert row.source.text() == "Imported" and d.notice.isVisible() and "Imported" in d.notice.text.text()
@@ -460,7 +480,7 @@ def test_import_by_drop_and_refused_files_show_their_reason(qtbot, hub: FakeHub,
     notes.write_text("not a model")
     entered, dropped = drop(d, [tiny_model_path, llama, notes])
     assert entered and dropped and not d.overlay.isVisible()
-    qtbot.waitUntil(lambda: len(d.rows) == 1 and len(d.refused_list.items) == 2, timeout=5000)
+    qtbot.waitUntil(lambda: settled(d) and len(d.rows) == 1 and len(d.refused_list.items) == 2, timeout=5000)
     assert d.rows[0].model.path == tiny_model_path
     text = d.notice.text.text()
     assert "2 files not imported" in text and "'llama'" in text and "gpt-oss" in text and "not a .gguf file" in text
@@ -496,38 +516,48 @@ def test_remove_asks_first_and_deletes_only_harmonicas_downloads(qtbot, hub: Fak
     d = open_dialog(controller)
     click(qtbot, card(d).panel.download_button)
     wait_state(qtbot, controller, State.DONE)
-    qtbot.waitUntil(lambda: len(d.rows) == 2, timeout=5000)
+    qtbot.waitUntil(lambda: settled(d) and len(d.rows) == 2, timeout=5000)
     rows = {r.model.source: r for r in d.rows}
     seen: list[tuple[str, bool | None]] = []
-
-    def answer(button: str, tick: bool | None = None) -> Callable[[], None]:
-        def run() -> None:
-            box = next(w for w in QApplication.topLevelWidgets() if isinstance(w, QMessageBox) and w.isVisible())
-            check = box.checkBox()
-            seen.append((box.informativeText(), check.isChecked() if isinstance(check, QCheckBox) else None))
-            if tick is not None and isinstance(check, QCheckBox):
-                check.setChecked(tick)
-            next(b for b in box.buttons() if b.text() == button).click()
-        return run
-
     # "Keep": nothing happens.
-    QTimer.singleShot(50, answer("Keep"))
+    answer_box("Keep", seen)
     click(qtbot, rows[Source.IMPORTED].remove_button)
-    assert len(d.rows) == 2 and own.exists()
+    assert seen and len(d.rows) == 2 and own.exists()
     # The user's own file: only forgotten, never deleted, and no option to delete it.
-    QTimer.singleShot(50, answer("Remove"))
+    answer_box("Remove", seen)
     click(qtbot, rows[Source.IMPORTED].remove_button)
-    qtbot.waitUntil(lambda: len(d.rows) == 1, timeout=5000)
+    qtbot.waitUntil(lambda: settled(d) and len(d.rows) == 1, timeout=5000)
     assert own.exists() and seen[-1][1] is None and "stays where it is" in seen[-1][0]
     # Harmonica's download: the box offers deletion (ticked by default) and deletes it.
     downloaded_path = d.rows[0].model.path
     blob = downloaded_path.resolve()
-    QTimer.singleShot(50, answer("Remove"))
+    answer_box("Remove", seen)
     click(qtbot, d.rows[0].remove_button)
-    qtbot.waitUntil(lambda: not d.rows, timeout=5000)
-    assert seen[-1][1] is True and not blob.exists() and not downloaded_path.exists()
+    qtbot.waitUntil(lambda: settled(d) and not d.rows, timeout=5000)
+    assert seen[-1][1] is True
+    assert not blob.exists() and not downloaded_path.exists()
     assert "Removed and deleted gpt-oss-20b" in d.notice.text.text()
-    qtbot.waitUntil(lambda: card(d).panel.download_button.isVisible(), timeout=5000)
+    assert card(d).panel.download_button.isVisible()
+
+
+def test_removing_a_download_but_keeping_the_file(qtbot, hub: FakeHub, tmp_path: Path, open_dialog) -> None:  # type: ignore[no-untyped-def]
+    publish_entry(hub, SMALL, tmp_path)
+    controller = make_controller(hub)
+    d = open_dialog(controller)
+    click(qtbot, card(d).panel.download_button)
+    wait_state(qtbot, controller, State.DONE)
+    qtbot.waitUntil(lambda: settled(d) and len(d.rows) == 1, timeout=5000)
+    path = d.rows[0].model.path
+    answer_box("Remove", tick=False)
+    click(qtbot, d.rows[0].remove_button)
+    qtbot.waitUntil(lambda: settled(d) and not d.rows, timeout=5000)
+    assert path.exists() and d.notice.text.text() == "Removed gpt-oss-20b."
+    # Downloading it again finds it in the cache at once and shows it again.
+    before = len(gets(hub))
+    click(qtbot, card(d).panel.download_button)
+    wait_state(qtbot, controller, State.DONE)
+    qtbot.waitUntil(lambda: settled(d) and len(d.rows) == 1, timeout=5000)
+    assert len(gets(hub)) == before
 
 
 def test_in_use_model_is_marked(qtbot, hub: FakeHub, tiny_model_path: Path, open_dialog) -> None:  # type: ignore[no-untyped-def]
