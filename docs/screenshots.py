@@ -65,7 +65,7 @@ def shot_manager(app: object, out: Path, quick: bool) -> None:
 
     controller = DownloadController(manager)
     dialog = ModelManagerDialog(controller)
-    dialog.resize(880, 900)
+    dialog.resize(880, 720)
     dialog.show()
     request = dialog.cards["gpt-oss-20b"].entry.download_request()
     controller.start(request)
@@ -89,11 +89,16 @@ def shot_first_run(app: object, out: Path) -> None:
 
     from app.ui.first_run import FirstRunPage
 
+    # A fresh user: no cache, no unfinished download from the manager shot above.
+    for name, sub in (("HARMONICA_HOME", "app2"), ("HF_HOME", "hf2")):
+        os.environ[name] = str(WORK / sub)
+        (WORK / sub).mkdir(parents=True, exist_ok=True)
+
     window = QMainWindow()
     window.setWindowTitle("Harmonica")
     page = FirstRunPage()
     window.setCentralWidget(page)
-    window.resize(1040, 860)
+    window.resize(1040, 820)
     window.show()
     deadline = time.monotonic() + 20
     while page.facts is None and time.monotonic() < deadline:

@@ -292,8 +292,8 @@ def verify_events(paths: Sequence[Path], *, cancel: threading.Event | None = Non
             continue
         blob = path.resolve()
         digest = hashlib.sha256()
-        with blob.open("rb") as f:
-            while chunk := f.read(4 << 20):
+        with blob.open("rb") as stream:
+            while chunk := stream.read(4 << 20):
                 digest.update(chunk)
                 checked += len(chunk)
                 if cancel is not None and cancel.is_set():
@@ -702,6 +702,21 @@ def _classify(exc: BaseException, endpoint: str, what: str) -> DownloadError:
     return DownloadError(ErrorKind.NETWORK, f"Download of {what} failed: {exc}")
 
 
+def _interruption(exc: BaseException, read_timeout: float) -> str:
+    """What went wrong with a transfer that will be retried, in the user's words."""
+    import httpx2
+
+    if isinstance(exc, _RetryableStatus):
+        return f"The server answered HTTP {exc.status}"
+    if isinstance(exc, httpx2.ConnectTimeout):
+        return "The server did not answer"
+    if isinstance(exc, (httpx2.ReadTimeout, TimeoutError)):
+        return f"The server stopped sending data for {read_timeout:g} s"
+    if isinstance(exc, httpx2.ConnectError):
+        return "Could not connect to the server"
+    return "The connection was interrupted"
+
+
 def _retryable(exc: BaseException) -> bool:
     import httpx2
     from huggingface_hub import errors
@@ -912,10 +927,14 @@ class DownloadJob:
         if self._stop.is_set():
             raise _Stopped
 
-    def _sleep_backoff(self, attempt: int) -> None:
+    def _backoff_delay(self, attempt: int) -> float:
         m = self.manager
         delay = min(m.backoff_max, m.backoff_base * (2 ** (attempt - 1)))
-        delay *= 0.75 + 0.5 * random.random()  # jitter so many clients don't retry in lockstep
+        return delay * (0.75 + 0.5 * random.random())  # jitter so many clients don't retry in lockstep
+
+    def _sleep_backoff(self, attempt: int, delay: float | None = None) -> None:
+        if delay is None:
+            delay = self._backoff_delay(attempt)
         if self._stop.wait(delay):
             raise _Stopped
 
@@ -1162,11 +1181,13 @@ class DownloadJob:
             err = _classify(exc, self.manager.endpoint, rf.filename)
             raise DownloadError(err.kind, f"{err.message} Gave up after {self.manager.max_retries} retries; the "
                                 "partial file is kept, so resuming later continues from where it stopped.") from exc
+        delay = self._backoff_delay(attempt)
+        wait = f"{delay:.0f} s" if delay >= 1 else "a moment"
         reporter.emit(Phase.RETRYING, force=True, attempt=attempt,
-                      message=f"Connection problem ({type(exc).__name__}); retry {attempt} of "
-                              f"{self.manager.max_retries}…")
+                      message=f"{_interruption(exc, self.manager.read_timeout)}; trying again in {wait} "
+                              f"(retry {attempt} of {self.manager.max_retries})…")
         reporter.reset_speed()
-        self._sleep_backoff(attempt)
+        self._sleep_backoff(attempt, delay)
         return attempt
 
     def _hash_partial(self, incomplete: Path, rf: RemoteFile, reporter: _Reporter) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ UPDATE_INTERVAL_S = 0.1  # the issue's "UI updates at most 10 times a second"
 
 def format_eta(seconds: float | None) -> str:
     """12 → 'less than a minute left'… 200 → 'about 3 min left', 4000 → 'about 1 h 7 min left'."""
-    if seconds is None or seconds != seconds or seconds < 0:
+    if seconds is None or math.isnan(seconds) or seconds < 0:
         return ""
     if seconds < 60:
         return "less than a minute left"
@@ -58,6 +59,19 @@ def format_percent(fraction: float) -> str:
     return f"{pct:.0f}%"
 
 
+_UNITS = (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3))
+
+
+def progress_bytes(n: float, like: float | None = None) -> str:
+    """Sizes that change several times a second keep their width: one decimal always, in the
+    unit of `like` (the total), so '5.0 GB of 12.1 GB' never jumps to '5 GB'."""
+    ref = like if like else n
+    for unit, size in _UNITS:
+        if ref >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
 def describe_progress(p: DownloadProgress) -> str:
     """One line for the user: '4.9 GB of 12.1 GB · 40% · 38.5 MB/s · about 3 min left'."""
     part = f" · part {p.file_index + 1} of {p.file_count}" if p.file_count > 1 else ""
@@ -69,12 +83,13 @@ def describe_progress(p: DownloadProgress) -> str:
         return f"{what}…{done}{part if p.phase == Phase.VERIFYING else ''}"
     if p.phase == Phase.RETRYING:
         return p.message or "Connection problem; retrying…"
-    amount = f"{human_bytes(p.downloaded)} of {human_bytes(p.total)}" if p.total else human_bytes(p.downloaded)
+    amount = (f"{progress_bytes(p.downloaded, p.total)} of {progress_bytes(p.total)}" if p.total
+              else progress_bytes(p.downloaded))
     pieces = [amount]
     if p.total:
         pieces.append(format_percent(p.fraction))
     if p.phase == Phase.DOWNLOADING:
-        pieces.append(f"{human_bytes(p.speed_bps)}/s" if p.speed_bps >= 1 else "waiting for data…")
+        pieces.append(f"{progress_bytes(p.speed_bps)}/s" if p.speed_bps >= 1 else "waiting for data…")
         if eta := format_eta(p.eta_s):
             pieces.append(eta)
     elif p.phase == Phase.PAUSED:
@@ -425,7 +440,7 @@ def _button(text: str, primary: bool = False, large: bool = False) -> QPushButto
     b = QPushButton(text, objectName="PrimaryButton" if primary else "SecondaryButton")
     b.setCursor(Qt.CursorShape.PointingHandCursor)
     if large:
-        b.setProperty("size", "large")
+        b.setProperty("prominent", True)  # not "size": that is QWidget's own property
     return b
 
 

@@ -63,8 +63,8 @@ def describe_machine(profile: HardwareProfile) -> list[tuple[str, str]]:
     """(label, value) rows: memory and GPUs, in words."""
     rows = [("Memory", f"{human_bytes(profile.ram_total)} RAM" if profile.ram_total else "unknown")]
     if profile.apple is not None:
-        rows.append(("GPU", f"{profile.apple.chip}, unified memory (the GPU may use about "
-                            f"{human_bytes(profile.apple.gpu_budget)})"))
+        rows.append(("GPU", (f"{profile.apple.chip}, unified memory (the GPU may use about "
+                             f"{human_bytes(profile.apple.gpu_budget)})")))
     else:
         gpus = [g for g in profile.gpus if g.vram_total > 0]
         if gpus:
@@ -112,8 +112,9 @@ class FirstRunPage(QWidget):
         row.addWidget(column, 100)
         row.addStretch(1)
         lay = QVBoxLayout(column)
-        lay.setContentsMargins(8, 36, 8, 28)
+        lay.setContentsMargins(8, 28, 8, 28)
         lay.setSpacing(12)
+        lay.addStretch(1)  # with the one at the end: centred in a tall window, scrolls in a small one
 
         logo = QLabel()
         logo.setPixmap(style.icon("harmonica").pixmap(QSize(64, 64)))

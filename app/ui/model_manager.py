@@ -235,10 +235,10 @@ class LocalModelRow(QFrame):
         if model.downloaded_by_app:
             source += " · downloaded by Harmonica"
         self.source = _label(source, "LocalModelFacts")
-        self.size = _label(human_bytes(model.size_bytes), "LocalModelFacts")
+        self.size_label = _label(human_bytes(model.size_bytes), "LocalModelFacts")
         facts.addWidget(self.source)
         facts.addWidget(_label(" · ", "LocalModelFacts"))
-        facts.addWidget(self.size)
+        facts.addWidget(self.size_label)
         facts.addStretch(1)
         text.addLayout(facts)
         self.path = _label(str(model.path), "LocalModelPath", selectable=True)

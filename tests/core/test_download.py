@@ -115,7 +115,10 @@ def test_dropped_connection_resumes_with_range_and_bytes_verified(hub: FakeHub) 
     result = make_manager(hub).job(DownloadRequest(REPO, (FILE,))).run(events.append)
     assert result.path is not None and result.path.read_bytes() == data
     assert gets(hub) == [None, "bytes=123457-"]
-    assert any(e.phase == Phase.RETRYING for e in events)
+    [retry] = [e for e in events if e.phase == Phase.RETRYING]
+    # In words a user understands, with when and how often it tries again.
+    assert retry.message.startswith("The connection was interrupted; trying again in ")
+    assert retry.message.endswith("(retry 1 of 3)…") and retry.attempt == 1
     assert hashlib.sha256(result.path.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
 
 
@@ -123,8 +126,11 @@ def test_stall_is_detected_and_retried(hub: FakeHub) -> None:
     data = publish(hub, 300_000)
     hub.inject(Fault("stall", after_bytes=100_000, seconds=10))
     started = time.monotonic()
-    result = make_manager(hub, read_timeout=0.3).job(DownloadRequest(REPO, (FILE,))).run()
+    events: list[DownloadProgress] = []
+    result = make_manager(hub, read_timeout=0.3).job(DownloadRequest(REPO, (FILE,))).run(events.append)
     assert time.monotonic() - started < 5, "a stall must end at the read timeout, not the server's whim"
+    assert [e.message.split(";")[0] for e in events if e.phase == Phase.RETRYING] == [
+        "The server stopped sending data for 0.3 s"]
     assert result.path is not None and result.path.read_bytes() == data
     assert gets(hub) == [None, "bytes=100000-"]
 

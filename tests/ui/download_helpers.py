@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,8 +26,8 @@ def profile(ram_gb: float = 32, gpus: tuple[tuple[str, float], ...] = ()) -> Har
                            gpus=[GpuInfo("nvidia", n, int(v * GB), int(v * GB)) for n, v in gpus])
 
 
-@pytest.fixture
-def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+def serve_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+    """Body of each test module's `hub` fixture: a loopback hub that HF_ENDPOINT points at."""
     with FakeHub() as server:
         monkeypatch.setenv("HF_ENDPOINT", server.url)
         yield server
@@ -46,8 +46,8 @@ def publish_entry(hub: FakeHub, entry: CatalogEntry, folder: Path, **shape: obje
 
 
 def make_manager(hub: FakeHub, **overrides: object) -> DownloadManager:
-    settings: dict[str, object] = dict(endpoint=hub.url, read_timeout=0.5, connect_timeout=2.0, backoff_base=0.01,
-                                       backoff_max=0.05, max_retries=3)
+    settings: dict[str, object] = {"endpoint": hub.url, "read_timeout": 0.5, "connect_timeout": 2.0,
+                                   "backoff_base": 0.01, "backoff_max": 0.05, "max_retries": 3}
     settings.update(overrides)
     return DownloadManager(**settings)  # type: ignore[arg-type]
 
@@ -60,5 +60,3 @@ def gets(hub: FakeHub) -> list[str | None]:
     """Range headers of the file GETs, in order."""
     return [r.range for r in hub.requests("GET") if "/resolve/" in r.path or "/cdn/" in r.path]
 
-
-Waiter = Callable[..., None]

@@ -18,9 +18,14 @@ from app.ui.downloads import DownloadController, State
 from app.ui.first_run import FirstRunPage, describe_machine
 from tests.fixtures.gguf_factory import write_llama_gguf
 from tests.fixtures.hf_server import FakeHub
-from tests.ui.download_helpers import BIG, SMALL, gets, hub, make_controller, profile, publish_entry  # noqa: F401
+from tests.ui.download_helpers import BIG, SMALL, gets, make_controller, profile, publish_entry, serve_hub
 
 assert SMALL is not None and BIG is not None
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+    yield from serve_hub(monkeypatch)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import time
@@ -20,10 +21,15 @@ from app.ui.downloads import DownloadController, State, describe_progress, error
 from app.ui.model_manager import ModelManagerDialog
 from tests.fixtures.gguf_factory import write_llama_gguf
 from tests.fixtures.hf_server import FakeHub, Fault
-from tests.ui.download_helpers import BIG, SMALL, gets, hub, make_controller, profile, publish_entry  # noqa: F401
+from tests.ui.download_helpers import BIG, SMALL, gets, make_controller, profile, publish_entry, serve_hub
 
 assert SMALL is not None and BIG is not None
 REQUEST = SMALL.download_request()
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+    yield from serve_hub(monkeypatch)
 
 
 @pytest.fixture
@@ -120,7 +126,7 @@ def test_download_shows_live_progress_then_lists_the_model_and_uses_it(qtbot, hu
     qtbot.waitUntil(lambda: settled(d) and len(d.rows) == 1, timeout=5000)
     row = d.rows[0]
     assert row.model.source == Source.HUGGINGFACE and row.model.downloaded_by_app
-    assert "downloaded by Harmonica" in row.source.text() and row.size.text() == "723 kB"
+    assert "downloaded by Harmonica" in row.source.text() and row.size_label.text() == "723 kB"
     assert panel.use_button.isVisible() and panel.verify_button.isVisible()
     assert "Downloaded" in panel.status_line.text()
     with qtbot.waitSignal(d.model_chosen, timeout=2000) as chosen:
@@ -148,7 +154,7 @@ def test_ui_updates_at_most_ten_times_a_second(qtbot, hub: FakeHub, tmp_path: Pa
     wait_state(qtbot, controller, State.DONE)
     steady = [t for t, state, phase in refreshes if state == State.RUNNING and phase == Phase.DOWNLOADING]
     assert len(steady) >= 5
-    gaps = [b - a for a, b in zip(steady, steady[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(steady)]
     assert min(gaps) >= 0.095, gaps
     assert len(steady) <= (steady[-1] - steady[0]) * 10 + 2
 
@@ -236,6 +242,7 @@ def test_500_has_a_clear_message_and_try_again_works(qtbot, hub: FakeHub, tmp_pa
     wait_state(qtbot, controller, State.FAILED)
     headline, message, action = error_shown(d)
     assert headline == "The server has a problem" and "HTTP 500" in message and "try again later" in message
+    assert action == "Try again"
     hub.clear_faults()
     click(qtbot, card(d).panel.error_box.button)
     wait_state(qtbot, controller, State.DONE)
@@ -307,9 +314,11 @@ def test_every_error_kind_has_a_headline_and_the_right_action() -> None:
 def test_progress_words() -> None:
     p = DownloadProgress(Phase.DOWNLOADING, 4_870_000_000, 12_109_566_560, speed_bps=38_500_000, eta_s=188)
     assert describe_progress(p) == "4.9 GB of 12.1 GB · 40% · 38.5 MB/s · about 3 min left"
+    even = DownloadProgress(Phase.DOWNLOADING, 5_000_000_000, 12_109_566_560, speed_bps=41_000_000, eta_s=30)
+    assert describe_progress(even) == "5.0 GB of 12.1 GB · 41% · 41.0 MB/s · less than a minute left"
     split = DownloadProgress(Phase.DOWNLOADING, 10, 1000, speed_bps=0, file_index=1, file_count=3)
-    assert describe_progress(split) == "10 B of 1 kB · 1% · waiting for data… · part 2 of 3"
-    assert describe_progress(DownloadProgress(Phase.PAUSED, 500, 1000)) == "Paused · 500 B of 1 kB · 50%"
+    assert describe_progress(split) == "0.0 kB of 1.0 kB · 1% · waiting for data… · part 2 of 3"
+    assert describe_progress(DownloadProgress(Phase.PAUSED, 500, 1000)) == "Paused · 0.5 kB of 1.0 kB · 50%"
     assert describe_progress(DownloadProgress(Phase.CHECKING, 0, 10, checked=5, check_total=10)).startswith("Checking")
     almost = DownloadProgress(Phase.DOWNLOADING, 999_999, 1_000_000, speed_bps=10, eta_s=0.1)
     assert "99%" in describe_progress(almost)
@@ -387,7 +396,7 @@ def test_app_restart_mid_download_is_offered_and_resumed_by_a_new_dialog(qtbot, 
     panel = card(d2).panel
     assert panel.resume_button.isVisible() and panel.bar.isVisible()
     assert panel.status_line.text().startswith("Unfinished download from an earlier session"), panel.status_line.text()
-    assert f"{kept / 1000:.0f} kB" in panel.status_line.text()
+    assert f"{kept / 1000:.1f} kB of" in panel.status_line.text()
     click(qtbot, panel.resume_button)
     wait_state(qtbot, second, State.DONE)
     assert gets(hub)[-1] == f"bytes={kept}-"

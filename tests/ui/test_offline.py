@@ -25,7 +25,7 @@ from app.core.models import ModelLibrary, Source
 from app.ui import style, workers
 from app.ui.downloads import DownloadController, State
 from tests.fixtures.hf_server import FakeHub
-from tests.ui.download_helpers import SMALL, hub, make_manager, publish_entry  # noqa: F401
+from tests.ui.download_helpers import SMALL, make_manager, publish_entry, serve_hub
 
 pytest.importorskip("llama_cpp")
 
@@ -45,6 +45,11 @@ def _audit(event: str, args: tuple[object, ...]) -> None:
 
 
 sys.addaudithook(_audit)  # audit hooks cannot be removed; it records only while _guarding is set
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+    yield from serve_hub(monkeypatch)
 
 
 @pytest.fixture
