@@ -213,7 +213,7 @@ class FirstRunPage(QWidget):
         self.controller.finished.connect(self._download_finished)
         w = GeneratorWorker(machine_job, self.controller.manager, self.library, hardware)
         w.yielded.connect(self._set_facts)
-        w.errored.connect(lambda exc: self.machine_status.setText(f"Could not check this computer: {exc}"))
+        w.errored.connect(self._facts_failed)
         self._start(w)
 
     # -- public API ----------------------------------------------------------------------------
@@ -229,8 +229,8 @@ class FirstRunPage(QWidget):
         self.have_button.setEnabled(False)
         w = GeneratorWorker(import_job, self.library, [str(path)])
         w.yielded.connect(self._file_checked)
-        w.errored.connect(lambda exc: self.file_notice.show_message(f"Could not check the file: {exc}"))
-        w.finished.connect(lambda: self.have_button.setEnabled(True))
+        w.errored.connect(self._file_check_failed)
+        w.finished.connect(self._file_check_done)
         self._start(w)
 
     @property
@@ -242,6 +242,15 @@ class FirstRunPage(QWidget):
         self._workers.append(worker)
         worker.finished.connect(lambda: self._workers.remove(worker) if worker in self._workers else None)
         start_worker(worker)
+
+    def _facts_failed(self, exc: BaseException) -> None:
+        self.machine_status.setText(f"Could not check this computer: {exc}")
+
+    def _file_check_failed(self, exc: BaseException) -> None:
+        self.file_notice.show_message(f"Could not check the file: {exc}")
+
+    def _file_check_done(self) -> None:
+        self.have_button.setEnabled(True)
 
     def _show_entry(self, entry: CatalogEntry) -> None:
         self.entry = entry

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt, Signal
@@ -417,8 +417,10 @@ class ModelManagerDialog(QDialog):
         outer.addWidget(footer)
         self.overlay = DropOverlay(self)
 
-        self.controller.finished.connect(lambda *_: self.refresh_models())
-        self.controller.failed.connect(lambda *_: self.refresh_models())  # a damaged file was deleted
+        # Bound methods, not lambdas: Qt drops these connections when the dialog is deleted,
+        # while a shared controller lives on and keeps emitting.
+        self.controller.finished.connect(self._download_ended)
+        self.controller.failed.connect(self._download_ended)  # a damaged file was deleted
         self._update_offline()
         if self.hardware is not None:
             self._set_profile(self.hardware)
@@ -446,7 +448,7 @@ class ModelManagerDialog(QDialog):
         w = GeneratorWorker(discover_job, self.library)
         self._discover_worker = w
         w.yielded.connect(self._show_models)
-        w.errored.connect(lambda exc: self.notice.show_message(f"Could not look for models: {exc}"))
+        w.errored.connect(self._work_failed)
         w.finished.connect(self._discover_finished)
         start_worker(w)
 
@@ -483,14 +485,21 @@ class ModelManagerDialog(QDialog):
         self.import_files(paths)
 
     # -- internals -----------------------------------------------------------------------------
-    def _run(self, worker: GeneratorWorker, on_item: object, on_done: object = None) -> None:
+    def _run(self, worker: GeneratorWorker, on_item: Callable[[object], None],
+             on_done: Callable[[], None] | None = None) -> None:
         self._workers.append(worker)
         worker.yielded.connect(on_item)
-        worker.errored.connect(lambda exc: self.notice.show_message(f"Something went wrong: {exc}"))
+        worker.errored.connect(self._work_failed)
         if on_done is not None:
             worker.finished.connect(on_done)
         worker.finished.connect(lambda: self._workers.remove(worker) if worker in self._workers else None)
         start_worker(worker)
+
+    def _work_failed(self, exc: BaseException) -> None:
+        self.notice.show_message(f"Something went wrong: {exc}")
+
+    def _download_ended(self, request: object, outcome: object) -> None:
+        self.refresh_models()
 
     def _discover_finished(self) -> None:
         self._discover_worker = None

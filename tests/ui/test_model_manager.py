@@ -575,3 +575,33 @@ def test_in_use_model_is_marked(qtbot, hub: FakeHub, tiny_model_path: Path, open
     d = open_dialog(controller, current_model=tiny_model_path)
     chips = [w.text() for w in d.rows[0].findChildren(model_manager.QLabel, "Chip")]
     assert "In use" in chips
+
+
+def test_a_shared_controller_outlives_the_dialog(qtbot, hub: FakeHub, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The lead's controller keeps downloading after the dialog is closed and deleted."""
+    from PySide6.QtCore import QCoreApplication, QEvent
+
+    [data] = publish_entry(hub, SMALL, tmp_path)
+    hub.rate_bps = 400_000
+    controller = make_controller(hub)
+    d = ModelManagerDialog(controller, hardware=profile(32))
+    d.show()
+    qtbot.waitUntil(lambda: d.discovery is not None, timeout=5000)
+    click(qtbot, card(d).panel.download_button)
+    qtbot.waitUntil(lambda: downloaded(controller) > 50_000, timeout=8000)
+    d.close()
+    d.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    hub.rate_bps = None
+    try:
+        wait_state(qtbot, controller, State.DONE)  # no slot of the deleted dialog may run (pytest-qt fails on it)
+        result = controller.status(REQUEST).result
+        assert result is not None and result.path is not None and result.path.read_bytes() == data
+        again = ModelManagerDialog(controller, hardware=profile(32))  # reopened: shows the finished download
+        again.show()
+        qtbot.addWidget(again)
+        qtbot.waitUntil(lambda: settled(again) and len(again.rows) == 1, timeout=5000)
+        assert card(again).panel.use_button.isVisible()
+    finally:
+        controller.shutdown()
+        workers.stop_all()
