@@ -89,10 +89,12 @@ def shot_first_run(app: object, out: Path) -> None:
 
     from app.ui.first_run import FirstRunPage
 
-    # A fresh user: no cache, no unfinished download from the manager shot above.
-    for name, sub in (("HARMONICA_HOME", "app2"), ("HF_HOME", "hf2")):
+    # A fresh user with the default cache folders: nothing downloaded, nothing left unfinished.
+    for name, sub in (("HARMONICA_HOME", "app2"), ("HOME", "home2")):
         os.environ[name] = str(WORK / sub)
         (WORK / sub).mkdir(parents=True, exist_ok=True)
+    for name in ("HF_HOME", "XDG_CACHE_HOME", "HF_HUB_CACHE"):
+        os.environ.pop(name, None)
 
     window = QMainWindow()
     window.setWindowTitle("Harmonica")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal, Slot
@@ -155,7 +155,6 @@ class DownloadStatus:
     result: DownloadResult | None = None
     report: VerifyReport | None = None
     earlier_session: bool = False  # a pending download found on disk at start
-    log: list[str] = field(default_factory=list)
 
     @property
     def busy(self) -> bool:
