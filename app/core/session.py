@@ -46,9 +46,11 @@ TITLE_REQUEST = (
 
 @dataclass(frozen=True)
 class MessageSaved:
-    """The answer being generated was committed to the store; `row` is what was saved."""
+    """A message of the turn was committed to the store: an answer (after each generation) or a
+    tool result; `message` is the chat.Message it was saved from."""
 
     row: MessageRow
+    message: Message
 
 
 @dataclass(frozen=True)
@@ -144,9 +146,15 @@ class ChatSession:
         tools: Sequence[dict[str, Any]] | None = None,
         builtin_tools: Sequence[str] | None = None,
         date: Date | None = None,
-        grammar: str | None = None,
-    ) -> Iterator[SessionEvent]:
+        grammar: Any = None,
+        tool_session: Any = None,
+        round_limit: int | None = None,
+    ) -> Iterator[SessionEvent | Any]:
         """Generate an answer under `parent_id` (default: the active leaf) and store it.
+
+        With a `tool_session` (app.core.tools.registry.ToolSession) the turn runs the tool loop:
+        each generation is stored as its own answer row, each tool result as a tool row under the
+        call (its card data in `extra["tool_run"]`), and the loop's events pass through.
 
         The answer row is created once the prompt is ready (a refused prompt leaves nothing
         behind), its tail is saved every TAIL_SAVE_INTERVAL_S while it streams, and it is
@@ -181,20 +189,32 @@ class ChatSession:
             if dropped:
                 yield ContextTrimmed(dropped, n)
 
-        turn = run_turn(
-            engine, conv, effort=effort, sampling=sampling, cancel=cancel, developer=developer, identity=identity,
-            tools=tools, builtin_tools=builtin_tools, date=date, grammar=grammar, resume=partial,
-        )
-        mid: int | None = None
+        if tool_session is not None and partial is None:
+            from app.core.tools.loop import ToolFinished, run_tool_loop
+
+            turn: Iterator[Any] = run_tool_loop(
+                engine, conv, tool_session, effort=effort, sampling=sampling, cancel=cancel, developer=developer,
+                identity=identity, date=date, grammar=grammar, round_limit=round_limit,
+            )
+        else:
+            ToolFinished = None  # noqa: N806 - no tool events without a tool session
+            if tool_session is not None:
+                tools, builtin_tools = tool_session.prompt_tools()  # the same prompt the loop renders
+            turn = run_turn(
+                engine, conv, effort=effort, sampling=sampling, cancel=cancel, developer=developer, identity=identity,
+                tools=tools, builtin_tools=builtin_tools, date=date, grammar=grammar, resume=partial,
+            )
+        mid: int | None = None  # the answer row being streamed
+        last_row: int | None = parent  # where the next row goes
         live: Message | None = None
         saver: StreamSaver | None = None
-        saved = False
 
         def save(message: Message, status: str) -> MessageRow:
-            nonlocal saved
-            saved = True
+            nonlocal mid, last_row
             assert mid is not None
-            return self.store.finish_stream_from(mid, message, status=status)
+            row = self.store.finish_stream_from(mid, message, status=status)
+            last_row, mid = row.id, None
+            return row
 
         try:
             for ev in turn:
@@ -204,7 +224,7 @@ class ChatSession:
                         self.store.resume_stream(resume_id)
                         mid = resume_id
                     else:
-                        mid = self.store.begin_stream(cid, parent_id=parent, effort=effort, model=live.model)
+                        mid = self.store.begin_stream(cid, parent_id=last_row, effort=effort, model=live.model)
                     saver = StreamSaver(self.store, mid, TAIL_SAVE_INTERVAL_S)
                 elif isinstance(ev, (ReasoningDelta, FinalDelta, PreambleDelta)) and saver is not None and live is not None:
                     saver.feed(live.content, live.thinking)
@@ -212,12 +232,21 @@ class ChatSession:
                     status = "interrupted" if ev.message.stop_reason in CUT_SHORT else "complete"
                     row = save(ev.message, status)
                     yield ev
-                    yield MessageSaved(row)
+                    yield MessageSaved(row, ev.message)
+                    continue
+                elif ToolFinished is not None and isinstance(ev, ToolFinished):
+                    row = self.store.add_message(
+                        cid, "tool", ev.message.content, parent_id=last_row, tool_name=ev.message.name,
+                        extra={"tool_run": ev.run.to_dict()},
+                    )
+                    last_row = row.id
+                    yield ev
+                    yield MessageSaved(row, ev.message)
                     continue
                 yield ev
         except BaseException:
             # run_turn has already filled in the message (stop reason "error" or "cancelled").
-            if mid is not None and live is not None and not saved:
+            if mid is not None and live is not None:
                 save(live, "interrupted")
             raise
 

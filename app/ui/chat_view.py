@@ -98,8 +98,8 @@ class ChatView(QScrollArea):
         self._rows = list(rows)
         self._fill_to = self._page_start(len(self._rows), PAGE)
         first = self._page_start(len(self._rows), FIRST_BATCH)
-        for row, info in self._rows[first:]:
-            self._append(self._widget_for(row, info))
+        for w in self._widgets_for(first, len(self._rows)):
+            self._append(w)
         self._first_shown = first
         self.earlier.setVisible(first > 0)
         self._pin_latest()
@@ -140,7 +140,7 @@ class ChatView(QScrollArea):
             return
         bar = self.verticalScrollBar()
         old_max, old_value, pinned = bar.maximum(), bar.value(), self._pinned
-        new = [w for w in (self._widget_for(r, i) for r, i in self._rows[start:self._first_shown]) if w is not None]
+        new = self._widgets_for(start, self._first_shown)
         for k, w in enumerate(new):
             self._content.list.insertWidget(1 + k, w)
         self.widgets[0:0] = new
@@ -151,19 +151,46 @@ class ChatView(QScrollArea):
             self._pinned = False
             QTimer.singleShot(0, lambda: bar.setValue(old_value + bar.maximum() - old_max))
 
-    def _widget_for(self, row: MessageRow, info: BranchInfo) -> QWidget | None:
-        if not _displayed(row):
-            return None
-        message = message_from_row(row)
-        if row.role == "user":
-            u = UserMessageWidget(message, row_id=row.id)
-            u.set_branch(info)
-            self._wire_user(u)
-            return u
-        a = AssistantMessageWidget.from_message(message)
-        a.set_stored(row.id, row.status, info)
-        self._wire_assistant(a)
-        return a
+    def _widgets_for(self, start: int, end: int) -> list[QWidget]:
+        """Widgets for rows[start:end]. A tool result fills in its call's card on the answer before
+        it; the answer's next generation continues below (no second header), and citations of
+        pages the browser opened in the turn link to them."""
+        out: list[QWidget] = []
+        last: AssistantMessageWidget | None = None
+        browsed: list[str] = []
+        for k in range(start, end):
+            row, info = self._rows[k]
+            if row.role == "tool":
+                if last is not None and isinstance(row.extra.get("tool_run"), dict):
+                    from app.core.tools.loop import ToolRun
+
+                    last.add_tool_run(ToolRun.from_dict(row.extra["tool_run"]))
+                if (row.tool_name or "").startswith("browser."):
+                    browsed.append(row.content)
+                continue
+            if not _displayed(row):
+                continue
+            message = message_from_row(row)
+            if row.role == "user":
+                u = UserMessageWidget(message, row_id=row.id)
+                u.set_branch(info)
+                self._wire_user(u)
+                out.append(u)
+                last, browsed = None, []
+                continue
+            prev = self._rows[k - 1][0] if k > 0 else None
+            urls: dict[int, str] = {}
+            if browsed:
+                from app.core.tools.browser import cursor_urls_from_results
+
+                urls = cursor_urls_from_results(browsed)
+            a = AssistantMessageWidget.from_message(
+                message, continuation=prev is not None and prev.role == "tool", citation_urls=urls)
+            a.set_stored(row.id, row.status, info)
+            self._wire_assistant(a)
+            out.append(a)
+            last = a
+        return out
 
     def _wire_user(self, w: UserMessageWidget) -> None:
         w.action.connect(lambda name, w=w: w.row_id is not None and self.message_action.emit(name, w.row_id))
@@ -197,8 +224,8 @@ class ChatView(QScrollArea):
         self._append(w)
         return w
 
-    def start_assistant(self, *, model: str | None, effort: str | None) -> AssistantMessageWidget:
-        w = AssistantMessageWidget(model=model, effort=effort)
+    def start_assistant(self, *, model: str | None, effort: str | None, continuation: bool = False) -> AssistantMessageWidget:
+        w = AssistantMessageWidget(model=model, effort=effort, continuation=continuation)
         self._wire_assistant(w)
         self._append(w)
         self._pin_latest()

@@ -113,6 +113,14 @@ def load_model_job(
             raise value
 
 
+def answer_job(session: ChatSession, engine: Any, tools: Callable[[], Any] | None, *, cancel: threading.Event,
+               **kwargs: Any) -> Iterator[Any]:
+    """One answer, with the tool loop when tools are on; the tool session (and, the first time, the
+    tool registry with the user's tool files) is made here, off the UI thread."""
+    tool_session = tools() if tools is not None else None
+    yield from session.generate(engine, cancel=cancel, tool_session=tool_session, **kwargs)
+
+
 def warm_up_job(theme: Any, *, cancel: threading.Event) -> Iterator[None]:
     """Import pygments lexers off the UI thread so the first code block does not stall it."""
     from app.core.markdown import warm_up
@@ -347,6 +355,13 @@ class MainWindow(QMainWindow):
         self._live_saved = False
         self._error_dialog_open = False
         self.auto_title = True
+        self.tools_enabled = True
+        self.offline = False  # set when the user chose offline mode: the browser tool is hidden
+        self._tool_registry: Any = None
+        self._tool_sessions: dict[int, Any] = {}
+        self._tools_lock = threading.Lock()
+        self._tools_dialog: QDialog | None = None
+        self._downloads: Any = None
         # One engine, shared fairly by the chat, the API server and the lab (one generation at a time).
         self.scheduler = EngineScheduler()
         self._queue_bridge = _QueueBridge()
@@ -507,6 +522,9 @@ class MainWindow(QMainWindow):
         c.addAction(delete)
 
         t = self.menuBar().addMenu("&Tools")
+        tools = QAction("&Tools the model can use…", self)
+        tools.triggered.connect(lambda: self.show_tools())
+        t.addAction(tools)
         server = QAction("Local &API server…", self)
         server.setToolTip("Serve the loaded model to your own scripts through the OpenAI API")
         server.triggered.connect(lambda: self.server())
@@ -923,9 +941,12 @@ class MainWindow(QMainWindow):
         self._live_saved = False
         self.composer.set_generating(True)
         self.status_speed.setText("Generating…")
+        cid = self.session.ensure()
         w = GeneratorWorker(
-            self.session.generate, self.scheduler.client("chat"), parent_id=parent_id, resume_id=resume_id, effort=effort,
-            sampling=self.sampling, date=self.date, grammar=self.grammar,
+            answer_job, self.session, self.scheduler.client("chat"),
+            (lambda: self.tool_session(cid)) if self.tools_enabled else None,
+            parent_id=parent_id, resume_id=resume_id, effort=effort, sampling=self.sampling, date=self.date,
+            grammar=self.grammar,
         )
         w.yielded.connect(self._on_turn_event)
         w.errored.connect(self._on_turn_error)
@@ -940,9 +961,15 @@ class MainWindow(QMainWindow):
             self.status_speed.setText("Stopping…")
 
     def _on_turn_event(self, ev: object) -> None:
-        w = self._live
         if isinstance(ev, MessageSaved):
             self._on_saved(ev.row)
+            return
+        if isinstance(ev, TurnStarted) and self._live is not None and self._live.message is not None:
+            # The next generation of a tool loop: it continues the same answer below the tool cards.
+            self._live = self.chat.start_assistant(model=self._model_name(), effort=self._live.effort, continuation=True)
+            self._live_saved = False
+        w = self._live
+        if self._on_tool_event(ev):
             return
         if isinstance(ev, ContextTrimmed):
             self.show_notice(
@@ -980,13 +1007,48 @@ class MainWindow(QMainWindow):
         self.turn_finished.emit(message)
 
     def _on_saved(self, row: MessageRow) -> None:
+        if row.role != "assistant":
+            return  # a tool result: its card already shows it
         self._live_saved = True
         if self._live is not None:
             self._live.set_stored(row.id, row.status, self.store.siblings(row.id))
         self.chat._pin_latest()
         self.sidebar.refresh()
         self._refresh_view()
-        self._maybe_title()
+
+    def _on_tool_event(self, ev: object) -> bool:
+        """Tool-loop events → cards on the live answer. Returns whether `ev` was one."""
+        from app.core.tools import loop
+
+        w = self._live
+        if isinstance(ev, (loop.ToolCallStarted, loop.ToolRunning, loop.ToolFinished)):
+            if w is not None:
+                card = w.add_tool_run(ev.run)
+                self._wire_card(card)
+            return True
+        if isinstance(ev, (loop.ApprovalRequest, loop.FileRequest)):
+            if w is not None:
+                card = w.add_tool_run(ev.run)
+                self._wire_card(card)
+                if isinstance(ev, loop.ApprovalRequest):
+                    card.attach_approval(ev)
+                    self.status_speed.setText("Waiting for your approval…")
+                else:
+                    card.attach_file_request(ev)
+                    self.status_speed.setText("Waiting for you to pick a file…")
+            return True
+        if isinstance(ev, loop.RoundLimitReached):
+            self.show_notice(ev.text)
+            return True
+        return isinstance(ev, loop.LoopFinished)
+
+    def _wire_card(self, card: Any) -> None:
+        if getattr(card, "_harmonica_wired", False):
+            return
+        card._harmonica_wired = True
+        cid = self.session.conversation_id
+        if hasattr(card, "restart_requested") and cid is not None:
+            card.restart_requested.connect(lambda cid=cid: self.restart_kernel(cid))
 
     def _check_context(self, used: int, n_ctx: int) -> None:
         """Warn before the context window is full; offer a new chat or trimming (said in the UI)."""
@@ -1026,6 +1088,7 @@ class MainWindow(QMainWindow):
 
     def _on_turn_finished(self) -> None:
         self._gen_worker = None
+        QTimer.singleShot(0, self._maybe_title)
         if self._live is not None and self._live_message is not None and not self._live_saved:
             # Generation ended without the stored row (an error): reload the branch from the store.
             self._show_session()
@@ -1085,18 +1148,23 @@ class MainWindow(QMainWindow):
     # --- model-written titles --------------------------------------------------------------------
     def _maybe_title(self) -> None:
         """After the first answer of a chat, ask the model for a short title (in the background)."""
-        if not self.auto_title or self._title_worker is not None or self.engine is None:
+        if self._closing or not self.auto_title or self._title_worker is not None or self.engine is None:
             return
         view = self.session.view()
-        answers = [r for r, _ in view if r.role == "assistant" and r.status == "complete"]
-        if len(answers) != 1 or self.session.title_request() is None:
+        answers = [r for r, _ in view if r.role == "assistant" and r.status == "complete" and not r.tool_calls]
+        if len(answers) != 1 or self.generating or self.session.title_request() is None:
             return
         w = GeneratorWorker(self.session.generate_title, self.scheduler.client("chat"), date=self.date, grammar=None)
-        w.yielded.connect(lambda _title: (self.sidebar.refresh(), self._refresh_view()))
+        w.yielded.connect(self._on_title)
         w.errored.connect(lambda _exc: None)  # a title is a nicety: the first-line title stays
         w.finished.connect(self._on_title_finished)
         self._title_worker = w
         start_worker(w)
+
+    def _on_title(self, _title: str) -> None:
+        if not self._closing:  # a title that arrives after the window closed has nowhere to go
+            self.sidebar.refresh()
+            self._refresh_view()
 
     def _on_title_finished(self) -> None:
         self._title_worker = None
@@ -1107,6 +1175,53 @@ class MainWindow(QMainWindow):
         if w is not None:
             w.quit()
             w.wait(5.0)
+
+    # --- tools -----------------------------------------------------------------------------------
+    @property
+    def tool_registry(self) -> Any:
+        """The app's tools (built on first use: it loads the user's tool files)."""
+        with self._tools_lock:
+            if self._tool_registry is None:
+                from app.core.tools.registry import ToolRegistry
+
+                self._tool_registry = ToolRegistry()
+            return self._tool_registry
+
+    def tool_session(self, conversation_id: int) -> Any:
+        """The tools of one chat (its python kernel keeps state between calls). Any thread."""
+        registry = self.tool_registry
+        with self._tools_lock:
+            ts = self._tool_sessions.get(conversation_id)
+            if ts is None:
+                from app.core.tools.registry import ToolSession
+
+                ts = self._tool_sessions[conversation_id] = ToolSession(registry, str(conversation_id), offline=self.offline)
+            return ts
+
+    def restart_kernel(self, conversation_id: int) -> None:
+        ts = self._tool_sessions.get(conversation_id)
+        if ts is not None:
+            ts.restart_kernel()
+            self.show_notice("The python kernel of this chat was restarted: its variables are gone.", timeout_ms=6000)
+
+    def show_tools(self) -> Any:
+        """Settings for tools: on/off, approvals, user tool files, sandbox guarantees, browser."""
+        from app.ui.tools_page import ToolsPage
+
+        if self._tools_dialog is None:
+            page = ToolsPage(self.tool_registry, offline=self.offline)
+            page.settings_changed.connect(self._refresh_view)
+            dlg = QDialog(self, objectName="ToolsDialog")
+            dlg.setWindowTitle("Tools")
+            dlg.resize(760, 720)
+            lay = QVBoxLayout(dlg)
+            lay.setContentsMargins(0, 0, 0, 0)
+            lay.addWidget(page)
+            self._tools_dialog = dlg
+            self.tools_page = page
+        self._tools_dialog.show()
+        self._tools_dialog.raise_()
+        return self.tools_page
 
     # --- sharing the engine: queue state and the API server ---------------------------------------
     def _on_queue(self, state: QueueState) -> None:
@@ -1219,6 +1334,10 @@ class MainWindow(QMainWindow):
             if w is not None:
                 w.wait(10.0)
         self.scheduler.close()
+        for ts in self._tool_sessions.values():
+            ts.close()
+        if self._tool_registry is not None:
+            self._tool_registry.close()
         if self._owns_store:
             self.store.close()
         super().closeEvent(e)

@@ -176,9 +176,13 @@ class AssistantMessageWidget(_Hoverable, QFrame):
     reasoning_toggled = Signal(bool)
     action = Signal(str)  # MessageActions names
 
-    def __init__(self, *, model: str | None, effort: str | None, parent: QWidget | None = None) -> None:
+    def __init__(self, *, model: str | None, effort: str | None, parent: QWidget | None = None,
+                 continuation: bool = False) -> None:
         super().__init__(parent, objectName="AssistantMessage")
         self.row_id: int | None = None
+        self.effort = effort
+        self.continuation = continuation  # a later generation of the same answer (after tool calls)
+        self._cite_urls: dict[int, str] = {}
         self.status = "streaming"
         pal = style.current()
         self._reasoning = ""
@@ -204,6 +208,11 @@ class AssistantMessageWidget(_Hoverable, QFrame):
         self.meta = QLabel("", objectName="MessageMeta")
         head.addWidget(self.meta)
         lay.addLayout(head)
+        if continuation:
+            # The same answer goes on below the tool cards: no second name and effort chip.
+            self.model_label.hide()
+            self.effort_chip.hide()
+            lay.setContentsMargins(0, 0, 0, 10)
 
         self.reasoning_toggle = QToolButton(objectName="ReasoningToggle")
         self.reasoning_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
@@ -360,7 +369,7 @@ class AssistantMessageWidget(_Hoverable, QFrame):
             self.preamble_label.show()
         if self._answer != self._shown_answer:
             self.answer_view.show()
-            self.answer_view.set_markdown(self._answer, final=self._finished)
+            self.answer_view.set_markdown(self._linked(self._answer), final=self._finished)
             self._shown_answer = self._answer
 
     def finish(self, message: Message) -> None:
@@ -412,10 +421,27 @@ class AssistantMessageWidget(_Hoverable, QFrame):
     def set_branch(self, info: BranchInfo | None) -> None:
         self.actions.set_branch(info)
 
+    def set_citation_urls(self, urls: dict[int, str]) -> None:
+        """Pages the browser tool opened in this turn (cursor → URL): 【3†L9-L11】 citations link there."""
+        if urls != self._cite_urls:
+            self._cite_urls = dict(urls)
+            if self._answer:
+                self._shown_answer = None
+                self.flush()
+
+    def _linked(self, text: str) -> str:
+        if not self._cite_urls or "【" not in text:
+            return text
+        from app.core.tools.browser import link_citations
+
+        return link_citations(text, self._cite_urls)
+
     @classmethod
-    def from_message(cls, message: Message, parent: QWidget | None = None) -> AssistantMessageWidget:
+    def from_message(cls, message: Message, parent: QWidget | None = None, *, continuation: bool = False,
+                     citation_urls: dict[int, str] | None = None) -> AssistantMessageWidget:
         """A finished message from history (reasoning collapsed)."""
-        w = cls(model=message.model, effort=message.effort, parent=parent)
+        w = cls(model=message.model, effort=message.effort, parent=parent, continuation=continuation)
+        w._cite_urls = dict(citation_urls or {})
         w._reasoning = message.thinking
         w._preamble = message.preamble
         w._answer = message.content

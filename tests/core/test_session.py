@@ -210,3 +210,44 @@ def test_real_engine_turn_is_stored(store: Store, tiny_model_path: Path) -> None
         assert saved.row.content and saved.row.thinking and saved.row.extra["stop_reason"] == "return"
     finally:
         e.unload()
+
+
+def test_tool_loop_turn_is_stored_round_by_round(store: Store, tmp_path: Path) -> None:
+    from app.core.tools.loop import ToolFinished, ToolRun
+    from app.core.tools.registry import ToolRegistry, ToolSession
+
+    reason = "<|channel|>analysis<|message|>{}<|end|><|start|>assistant"
+    calc = reason.format("SECRETCOT need math.") + (
+        '<|channel|>commentary to=functions.calculate <|constrain|>json<|message|>{"expression":"6*7"}<|call|>')
+    final = reason.format("FINALCOT done.") + "<|channel|>final<|message|>It is 42.<|return|>"
+    reg = ToolRegistry(tools_dir=tmp_path / "tools", settings_file=tmp_path / "tools.json")
+    tools = ToolSession(reg, "c1", scratch=tmp_path / "scratch")
+    try:
+        s = ChatSession(store)
+        s.add_user("What is six times seven?")
+        e = engine_with(calc, final, "<|channel|>final<|message|>You are welcome.<|return|>")
+        events = list(s.generate(e, tool_session=tools))
+        assert any(isinstance(ev, ToolFinished) for ev in events)
+        saved = [ev.row for ev in events if isinstance(ev, MessageSaved)]
+        assert [r.role for r in saved] == ["assistant", "tool", "assistant"]
+        view = [m for m, _ in s.view()]
+        assert [m.role for m in view] == ["user", "assistant", "tool", "assistant"]
+        call_row, tool_row, answer = view[1], view[2], view[3]
+        assert call_row.tool_calls[0]["recipient"] == "functions.calculate"
+        assert tool_row.parent_id == call_row.id and answer.parent_id == tool_row.id
+        assert tool_row.tool_name == "functions.calculate" and "42" in tool_row.content
+        run = ToolRun.from_dict(tool_row.extra["tool_run"])
+        assert run.recipient == "functions.calculate" and run.status == "done" and "42" in run.output
+        assert answer.content == "It is 42." and answer.status == "complete"
+        # During the loop the reasoning went back with the call; after the answer it is dropped.
+        assert "SECRETCOT" in e.prompts[1]
+        s.add_user("Thanks!")
+        list(s.generate(e, tool_session=tools))
+        assert "SECRETCOT" not in e.prompts[2] and "FINALCOT" not in e.prompts[2]
+        assert 'to=functions.calculate<|channel|>commentary json<|message|>{"expression": "6*7"}<|call|>' in e.prompts[2]
+        # A regenerated answer redoes the whole turn, as a branch beside the first call.
+        parent = s.regenerate_parent(answer.id)
+        assert parent == view[0].id
+    finally:
+        tools.close()
+        reg.close()

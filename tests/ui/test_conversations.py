@@ -229,6 +229,7 @@ def test_settings_dialog_presets_and_prompt(make_window, qtbot) -> None:  # type
 
 def test_context_warning_offers_new_chat_and_trimming(make_window, qtbot) -> None:  # type: ignore[no-untyped-def]
     w, engine = make_window(_final("a long answer " * 20), _final("short"), n_ctx=240)
+    w.tools_enabled = False  # this test counts tokens; tool definitions would fill the tiny window
     _send(w, qtbot, "tell me " * 30)  # ~156 prompt tokens + ~65 generated of 240: over 85%
     assert w.context_banner.isVisibleTo(w) and "context window" in w.context_banner.text.text()
     qtbot.mouseClick(w.context_banner.button("Trim oldest turns"), Qt.MouseButton.LeftButton)

@@ -99,7 +99,7 @@ def test_app_starts_finds_a_model_and_chats_without_network(qtbot, no_network: l
         qtbot.addWidget(w)
         [found] = ModelLibrary().discover().models  # discovery: the HF cache and LM Studio's folder
         assert found.source == Source.LMSTUDIO
-        w.load_settings = LoadSettings(n_ctx=512, n_threads=1)
+        w.load_settings = LoadSettings(n_ctx=4096, n_threads=1)  # a token per byte of the tool definitions
         w.sampling = Sampling(seed=3, max_tokens=60)
         w.grammar = GRAMMAR
         assert w.open_model(str(found.path))
