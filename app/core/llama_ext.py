@@ -308,4 +308,8 @@ def capture_llama_log() -> Iterator[list[tuple[int, str]]]:
         yield sink
     finally:
         with _sinks_lock:
-            _sinks.remove(sink)
+            # By identity: two sinks that caught the same lines compare equal as lists.
+            for i, s in enumerate(_sinks):
+                if s is sink:
+                    del _sinks[i]
+                    break

@@ -90,3 +90,19 @@ def test_log_router_levels_and_capture(tiny_model_path: Path, caplog: pytest.Log
     assert all("\n" not in t for _, t in lines)
     # The same lines reach the Python logger instead of stderr.
     assert any(r.name == "harmonica.llama" for r in caplog.records)
+
+
+def test_nested_captures_each_get_every_line(tiny_model_path: Path) -> None:
+    # Engine.load captures the log itself; a caller's capture around it must keep working and see
+    # the lines after the inner capture ended too (sinks are removed by identity, not equality).
+    e = Engine()
+    with llama_ext.capture_llama_log() as outer:
+        e.load(tiny_model_path, LoadSettings(n_ctx=128))
+        n_after_load = len(outer)
+        e.unload()
+        with llama_ext.capture_llama_log() as inner:
+            e.load(tiny_model_path, LoadSettings(n_ctx=128))
+        e.unload()
+    assert n_after_load > 0 and inner
+    assert len(outer) > n_after_load + len(inner)
+    assert not llama_ext._sinks
