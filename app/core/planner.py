@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from app.core.engine import LoadSettings
-from app.core.gguf_info import GgufInfo
-from app.core.hardware import GB, GpuInfo, HardwareProfile
+from app.core.gguf_info import GgufError, GgufInfo, read_gguf_info
+from app.core.hardware import GB, VENDOR_BACKENDS, GpuInfo, HardwareProfile
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -123,6 +126,8 @@ class Plan:
     gpu_index: int | None = None  # position in HardwareProfile.gpus; None: no GPU is used
     gpu_name: str = ""
     use_gpu: bool = False  # False with a GPU present: hide it from llama.cpp
+    backend: str = "CPU"  # what computes: "CUDA", "Metal", "ROCm", "Vulkan", ... or "CPU"
+    device: str = ""  # the ggml device of the chosen GPU ("CUDA0"); "" = unknown or none
     vram_budget: int = 0  # usable VRAM after the safety margin
     ram_budget: int = 0
     estimate: MemoryEstimate = field(default_factory=MemoryEstimate)
@@ -140,7 +145,14 @@ class Plan:
             use_mmap=self.use_mmap,
             use_mlock=self.use_mlock,
             swa_full=False,
+            devices=self.load_devices(),
         )
+
+    def load_devices(self) -> tuple[str, ...] | None:
+        """llama.cpp devices for this plan: none (GPUs hidden), the planned GPU, or its default."""
+        if not self.use_gpu:
+            return ()
+        return (self.device,) if self.device else None
 
     def summary(self) -> str:
         where = {
@@ -299,18 +311,25 @@ def ram_budget(profile: HardwareProfile) -> int:
     return max(0, profile.ram_available - ram_margin(profile))
 
 
-_VENDOR_BACKENDS = {"nvidia": ("CUDA", "Vulkan"), "amd": ("ROCm", "HIP", "Vulkan"), "apple": ("Metal",), "intel": ("SYCL", "Vulkan")}
+_VENDOR_BACKENDS = VENDOR_BACKENDS
+# Registry names shown the way people know them (ggml registers Metal as "MTL").
+_BACKEND_DISPLAY = {"mtl": "Metal", "hip": "ROCm"}
+
+
+def backend_display_name(name: str) -> str:
+    return _BACKEND_DISPLAY.get(name.lower(), name)
 
 
 def usable_backend(gpu: GpuInfo, backends: list[str] | None) -> str | None:
     """The llama.cpp backend that would drive this GPU, or None if the installed build has none."""
     wanted = _VENDOR_BACKENDS.get(gpu.vendor, (gpu.backend_hint,) if gpu.backend_hint else ())
     if backends is None:  # unknown: assume the vendor's usual backend
-        return gpu.backend_hint or (wanted[0] if wanted else None)
-    have = {b.lower(): b for b in backends}
+        hint = gpu.backend_hint or (wanted[0] if wanted else None)
+        return backend_display_name(hint) if hint else None
+    have = {b.lower() for b in backends}
     for w in wanted:
         if w.lower() in have:
-            return w if w != "HIP" else "ROCm"
+            return backend_display_name(w)
     return None
 
 
@@ -361,7 +380,7 @@ class _Planner:
         for i, g in enumerate(p.gpus):
             backend = usable_backend(g, p.backends)
             if backend is None:
-                wanted = " or ".join(_VENDOR_BACKENDS.get(g.vendor, (g.backend_hint or "a GPU backend",)))
+                wanted = " or ".join(dict.fromkeys(backend_display_name(b) for b in _VENDOR_BACKENDS.get(g.vendor, (g.backend_hint or "a GPU backend",))))
                 self.reasons.append(f"Found {g.name}, but the installed llama.cpp was built without {wanted} support, so it cannot use it.")
                 self.suggestions.append(f"Install a llama.cpp build with {wanted} support to use {g.name}.")
                 continue
@@ -694,6 +713,8 @@ class _Planner:
             gpu_index=self.gpu_index if p.use_gpu else None,
             gpu_name=self.gpu.name if self.gpu is not None and p.use_gpu else "",
             use_gpu=p.use_gpu,
+            backend=(self.gpu.backend_hint or "GPU") if self.gpu is not None and p.use_gpu else "CPU",
+            device=self.gpu.device if self.gpu is not None and p.use_gpu else "",
             vram_budget=vram_budget(self.gpu) if self.gpu is not None else 0,
             ram_budget=ram_budget(self.profile),
             estimate=shown.est,
@@ -708,10 +729,57 @@ def plan(profile: HardwareProfile, model_info: GgufInfo, wishes: Wishes | None =
     """The best way to load `model_info` on `profile`, honouring `wishes`; never raises on odd input."""
     wishes = wishes or Wishes()
     if model_info.n_layer <= 0 or not model_info.blocks:
-        return Plan(
-            n_gpu_layers=0, n_cpu_moe=0, n_ctx=wishes.n_ctx or AUTO_CTX_BASE, flash_attn=True, kv_type="f16",
-            n_threads=profile.threads_generation, n_threads_batch=profile.threads_batch, use_mmap=True,
-            use_mlock=False, est_vram_bytes=0, est_ram_bytes=0, fits=False, mode="none",
-            reasons=[f"{model_info.name} has no transformer blocks; the file is not a usable model."],
-        )
+        return refusal(profile, f"{model_info.name} has no transformer blocks; the file is not a usable model.", wishes)
     return _Planner(profile, model_info, wishes).run()
+
+
+# --- planning for a file on disk ------------------------------------------------------------------
+
+_info_cache: dict[tuple[str, int, int], GgufInfo] = {}
+_info_lock = threading.Lock()
+
+
+def model_info_for_file(path: str | os.PathLike[str]) -> GgufInfo:
+    """read_gguf_info, remembered per file (path, size, modification time). Raises GgufError."""
+    p = Path(path)
+    try:
+        st = p.stat()
+        key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    except OSError:
+        return read_gguf_info(p)  # raises the clear "does not exist" / "cannot open" error
+    with _info_lock:
+        hit = _info_cache.get(key)
+    if hit is not None:
+        return hit
+    info = read_gguf_info(p)
+    with _info_lock:
+        if len(_info_cache) > 32:
+            _info_cache.clear()
+        _info_cache[key] = info
+    return info
+
+
+def refusal(profile: HardwareProfile, reason: str, wishes: Wishes | None = None) -> Plan:
+    """A plan that must not be loaded, with the reason in plain words."""
+    w = wishes or Wishes()
+    return Plan(
+        n_gpu_layers=0, n_cpu_moe=0, n_ctx=w.n_ctx or AUTO_CTX_BASE, flash_attn=True, kv_type="f16",
+        n_threads=w.n_threads or profile.threads_generation, n_threads_batch=w.n_threads_batch or profile.threads_batch,
+        use_mmap=True, use_mlock=False, est_vram_bytes=0, est_ram_bytes=0, fits=False, mode="none", reasons=[reason],
+        ram_budget=ram_budget(profile),
+    )
+
+
+def plan_for_file(path: str | os.PathLike[str], profile: HardwareProfile, wishes: Wishes | None = None) -> Plan:
+    """The automatic plan for a model file (what the main window loads with: plan.to_load_settings()).
+
+    Never raises: an unreadable file gives a plan with fits=False and the reason. Reads only the
+    header (a fraction of a second for the 20b, cached afterwards).
+    """
+    try:
+        info = model_info_for_file(path)
+    except GgufError as e:
+        return refusal(profile, f"This file cannot be planned for: {e}.", wishes)
+    except OSError as e:  # noqa: BLE001 - a disk error while reading the header
+        return refusal(profile, f"This file cannot be read: {e.strerror or e}.", wishes)
+    return plan(profile, info, wishes)

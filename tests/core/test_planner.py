@@ -57,7 +57,7 @@ def apple(ram_gib: int, avail_gib: float, chip: str, perf: int) -> HardwareProfi
         os="Darwin",
         apple=info,
         gpus=[GpuInfo("apple", chip + " GPU", budget, budget, backend_hint="Metal", unified_memory=True)],
-        backends=["Metal", "BLAS", "CPU"],
+        backends=["MTL", "BLAS", "CPU"],  # ggml registers Metal as "MTL"
     )
 
 
@@ -336,6 +336,40 @@ def test_never_returns_a_plan_that_does_not_fit() -> None:
             assert p.suggestions, p.reasons
 
 
+def test_metal_backend_under_either_name() -> None:
+    for names in (["MTL", "BLAS", "CPU"], ["Metal", "CPU"]):
+        prof = apple(64, 50, "Apple M2 Max", 8)
+        prof.backends = names
+        p = plan(prof, M20, Wishes())
+        assert p.mode == "gpu" and p.backend == "Metal", (names, p.reasons)
+
+
+def test_plan_names_the_backend_in_use() -> None:
+    assert plan(nvidia(16), M20).backend == "CUDA"
+    assert plan(cpu_only(32, 28), M20).backend == "CPU"
+    vk = nvidia(16)
+    vk.backends = ["Vulkan", "CPU"]
+    assert plan(vk, M20).backend == "Vulkan"
+    assert plan(nvidia(16), M20, Wishes(backend="cpu")).backend == "CPU"
+
+
+def test_load_settings_pin_the_planned_gpu_or_hide_all() -> None:
+    prof = nvidia(8)
+    prof.gpus[0].device = "CUDA1"
+    prof.gpus.insert(0, GpuInfo("nvidia", "Small", 4 * GiB, 4 * GiB, index=0, backend_hint="CUDA", device="CUDA0"))
+    p = plan(prof, M20, Wishes())
+    assert p.gpu_index == 1 and p.device == "CUDA1"
+    assert p.to_load_settings().devices == ("CUDA1",)  # not spread over both cards
+    cpu = plan(prof, M20, Wishes(backend="cpu"))
+    assert cpu.to_load_settings().devices == ()  # GPUs hidden: no compute buffers there
+    assert cpu.to_load_settings().n_gpu_layers == 0
+    # A GPU not matched to a llama.cpp device (hand-written profiles): llama.cpp's default choice.
+    assert plan(nvidia(8), M20).to_load_settings().devices is None
+    # A GPU too small for anything: CPU only, and hidden so it takes no VRAM either.
+    tiny = plan(nvidia(1.0, used_mib=200), M20, Wishes())
+    assert tiny.mode == "cpu" and tiny.to_load_settings().devices == ()
+
+
 def test_to_load_settings() -> None:
     p = plan(nvidia(8), M20, Wishes(n_ctx=8192))
     s = p.to_load_settings()
@@ -413,3 +447,51 @@ def test_unknown_ram_does_not_block_but_is_said() -> None:
     assert p.fits and p.mode == "cpu"
     assert any("could not be read, so it was not checked" in r for r in p.reasons)
     assert p.n_threads == 1
+
+
+# --- planning for a file --------------------------------------------------------------------------
+
+
+def test_plan_for_file(tiny_model_factory: Callable[..., Path], tmp_path: Path) -> None:
+    from app.core import planner
+
+    path = tiny_model_factory("p.gguf", n_layer=3)
+    p = planner.plan_for_file(path, nvidia(8))
+    assert p.fits and p.mode == "gpu" and p.n_gpu_layers == 4
+    s = p.to_load_settings()
+    assert s.n_ctx == p.n_ctx and s.n_gpu_layers == 4
+    assert planner.model_info_for_file(path) is planner.model_info_for_file(path)  # cached
+    missing = planner.plan_for_file(tmp_path / "nope.gguf", nvidia(8))
+    assert not missing.fits and missing.mode == "none" and "does not exist" in missing.reasons[0]
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"not a model at all, just some bytes")
+    bad = planner.plan_for_file(junk, nvidia(8))
+    assert not bad.fits and "not a GGUF model file" in bad.reasons[0]
+
+
+def test_planning_does_not_import_numpy(tiny_model_path: Path) -> None:
+    # numpy imported before llama_cpp crashed the CUDA build at model load (design.md); the app
+    # plans before it loads, so planning must not pull numpy in.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from app.core import planner, hardware\n"
+        "prof = hardware.HardwareProfile(ram_total=16 << 30, ram_available=12 << 30, cores_physical=4, cores_logical=8)\n"
+        f"p = planner.plan_for_file({str(tiny_model_path)!r}, prof)\n"
+        "assert p.fits, p.reasons\n"
+        "print('numpy' in sys.modules, 'gguf' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == ["False", "False"], out.stdout + out.stderr
+
+
+def test_ggml_type_table_matches_gguf_py() -> None:
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    from app.core.gguf_info import GGML_TYPES
+
+    for t, (block, size) in GGML_QUANT_SIZES.items():
+        assert GGML_TYPES[int(t)] == (t.name, block, size)
+    assert set(GGML_TYPES) == {int(t) for t in GGMLQuantizationType if t in GGML_QUANT_SIZES}
