@@ -214,7 +214,9 @@ def compute_bytes(model: GgufInfo, n_ctx: int, flash_attn: bool, n_batch: int = 
     act = ub * 4 * _act_floats(model)
     if not flash_attn:
         act += model.n_head * full * ub * 4
-    out = ub * 4 * (model.n_vocab + 2 * model.n_embd) if output else 0
+    # Logits for the micro-batch, the final norm's input and output, and (seen at n_ctx <= n_ubatch,
+    # where the allocator keeps it alive) the last block's per-expert outputs.
+    out = ub * 4 * (model.n_vocab + (2 + model.n_expert_used) * model.n_embd) if output else 0
     return masks + max(act, out)
 
 
@@ -410,6 +412,11 @@ class _Planner:
         kv = (w.kv_type or "f16").lower()
         if kv not in KV_TYPE_BYTES:
             self.reasons.append(f"KV cache type '{w.kv_type}' is not known; using f16.")
+            kv = "f16"
+        block = 1 if kv in ("f16", "f32", "bf16") else 32  # ggml block size of the quantized KV types
+        if block > 1 and (self.model.head_dim % block or self.model.head_dim_v % block):
+            # llama.cpp refuses such a context outright; say so instead of failing the load.
+            self.reasons.append(f"A {kv} KV cache needs heads of a multiple of {block} values; this model's are {self.model.head_dim}, so f16 is used.")
             kv = "f16"
         if kv not in ("f16", "f32", "bf16") and not flash:
             if w.flash_attn is False:
