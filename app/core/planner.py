@@ -790,3 +790,18 @@ def plan_for_file(path: str | os.PathLike[str], profile: HardwareProfile, wishes
     except OSError as e:  # noqa: BLE001 - a disk error while reading the header
         return refusal(profile, f"This file cannot be read: {e.strerror or e}.", wishes)
     return plan(profile, info, wishes)
+
+
+def suggest_fix(profile: HardwareProfile, model_info: GgufInfo, wishes: Wishes) -> Plan | None:
+    """The planner's own plan closest to settings that do not fit, or None if nothing fits.
+
+    First keeps everything but the placement (GPU layers, experts on CPU), then also lets the
+    planner choose the context, cache type, attention and mmap.
+    """
+    keep = replace(wishes, n_gpu_layers=None, n_cpu_moe=None)
+    p = plan(profile, model_info, keep)
+    if p.fits:
+        return p
+    auto = replace(keep, n_ctx=None, kv_type=None, flash_attn=None, use_mmap=None, use_mlock=None)
+    p = plan(profile, model_info, auto)
+    return p if p.fits else None

@@ -507,3 +507,18 @@ def test_ggml_type_table_matches_gguf_py() -> None:
     for t, (block, size) in GGML_QUANT_SIZES.items():
         assert GGML_TYPES[int(t)] == (t.name, block, size)
     assert set(GGML_TYPES) == {int(t) for t in GGMLQuantizationType if t in GGML_QUANT_SIZES}
+
+
+def test_suggest_fix_keeps_what_it_can() -> None:
+    from app.core.planner import suggest_fix
+
+    prof = nvidia(8)
+    too_much = Wishes(n_ctx=16384, n_gpu_layers=25, n_cpu_moe=0)
+    assert not plan(prof, M20, too_much).fits
+    fix = suggest_fix(prof, M20, too_much)
+    assert fix is not None and fix.fits and fix.n_ctx == 16384 and fix.mode == "gpu+cpu-experts"
+    # A context that cannot fit in any placement: the planner picks the context as well.
+    huge = Wishes(n_ctx=131072, n_gpu_layers=25, n_cpu_moe=0, flash_attn=False)
+    fix = suggest_fix(cpu_only(16, 14.5), M20, huge)
+    assert fix is not None and fix.fits and fix.n_ctx < 131072 and fix.flash_attn
+    assert suggest_fix(cpu_only(8, 5.5), M20, Wishes()) is None
