@@ -12,6 +12,8 @@ from app.core.gguf_info import GgufError, GgufInfo, read_gguf_info
 from app.core.hardware import GB, VENDOR_BACKENDS, GpuInfo, HardwareProfile
 
 MiB = 1 << 20
+# Memory is shown in GiB written "GB": that is how RAM and VRAM are sold and how operating systems
+# show them (an "8 GB" card holds 8 GiB), so the figures match what people know of their computer.
 GiB = 1 << 30
 
 # --- the memory model -----------------------------------------------------------------------------
@@ -162,7 +164,7 @@ class Plan:
             "cpu": "CPU only",
             "none": "does not fit",
         }[self.mode]
-        return f"{where}; context {self.n_ctx:,} tokens; ~{self.est_vram_bytes / GB:.1f} GB GPU, ~{self.est_ram_bytes / GB:.1f} GB RAM"
+        return f"{where}; context {self.n_ctx:,} tokens; ~{self.est_vram_bytes / GiB:.1f} GB GPU, ~{self.est_ram_bytes / GiB:.1f} GB RAM"
 
 
 # --- estimates ------------------------------------------------------------------------------------
@@ -397,7 +399,7 @@ class _Planner:
                 candidates = chosen
         if not candidates:
             if not p.gpus:
-                self.reasons.append("No GPU found, so the model runs on the CPU.")
+                self.reasons.append("No GPU found, so only the CPU can run the model.")
             return None, None
         i, g = max(candidates, key=lambda c: c[1].vram_free)
         if p.backends is None:
@@ -561,18 +563,18 @@ class _Planner:
             self.reasons.insert(
                 0,
                 f"Found {self.gpu.name}: it shares unified memory with the CPU and may use about "
-                f"{self.gpu.vram_free / GB:.1f} GB of the {self.profile.ram_total / GB:.1f} GB.",
+                f"{self.gpu.vram_free / GiB:.1f} GB of the {self.profile.ram_total / GiB:.1f} GB.",
             )
         elif self.gpu is not None:
-            self.reasons.insert(0, f"Found {self.gpu.name} with {self.gpu.vram_free / GB:.1f} GB free of {self.gpu.vram_total / GB:.1f} GB.")
+            self.reasons.insert(0, f"Found {self.gpu.name} with {self.gpu.vram_free / GiB:.1f} GB free of {self.gpu.vram_total / GiB:.1f} GB.")
         if mode == "gpu":
-            self.reasons.append(f"Everything runs on the GPU ({m.tensor_bytes / GB:.1f} GB of weights): the fastest option.")
+            self.reasons.append(f"Everything runs on the GPU ({m.tensor_bytes / GiB:.1f} GB of weights): the fastest option.")
         elif mode == "gpu+cpu-experts":
             moved = sum(b.experts for b in m.blocks[: p.n_cpu_moe])
             self.reasons.append(
-                f"The whole model would need {full_gpu_need / GB:.1f} GB on the GPU, but {vram_budget(self.gpu) / GB:.1f} GB is usable "  # type: ignore[arg-type]
+                f"The whole model would need {full_gpu_need / GiB:.1f} GB on the GPU, but {vram_budget(self.gpu) / GiB:.1f} GB is usable "  # type: ignore[arg-type]
                 f"after a safety margin. So all {m.n_layer} blocks run on the GPU except the expert weights of the first "
-                f"{p.n_cpu_moe}, which stay in RAM ({moved / GB:.1f} GB). Keeping attention on the GPU and moving only "
+                f"{p.n_cpu_moe}, which stay in RAM ({moved / GiB:.1f} GB). Keeping attention on the GPU and moving only "
                 "experts is about 3x faster than splitting whole layers."
             )
         elif mode == "layer-split":
@@ -580,7 +582,7 @@ class _Planner:
             if blocks <= 0:
                 self.reasons.append(
                     "Even with all experts in RAM the GPU is too small for the blocks, so it holds only the output "
-                    f"layer ({m.output_bytes / GB:.1f} GB, the largest single matrix) and the CPU runs the rest."
+                    f"layer ({m.output_bytes / GiB:.1f} GB, the largest single matrix) and the CPU runs the rest."
                 )
             else:
                 self.reasons.append(
@@ -602,11 +604,11 @@ class _Planner:
             _, swa = kv_cells(m, n_ctx, self.n_batch)
             self.reasons.append(
                 f"Context {n_ctx:,} tokens: the {self.kv_type} KV cache grows only on the {full_layers} full-attention layers "
-                f"({per_tok / 1024:.0f} KiB per token, {kv_total_bytes(m, n_ctx, self.kv_type, self.n_batch) / GB:.2f} GB in all); "
+                f"({per_tok / 1024:.0f} KiB per token, {kv_total_bytes(m, n_ctx, self.kv_type, self.n_batch) / GiB:.2f} GB in all); "
                 f"the {m.n_layer - full_layers} sliding-window layers keep {swa:,} tokens each."
             )
         else:
-            self.reasons.append(f"Context {n_ctx:,} tokens: KV cache {kv_total_bytes(m, n_ctx, self.kv_type, self.n_batch) / GB:.2f} GB.")
+            self.reasons.append(f"Context {n_ctx:,} tokens: KV cache {kv_total_bytes(m, n_ctx, self.kv_type, self.n_batch) / GiB:.2f} GB.")
         if self.wishes.n_ctx is None:
             if n_ctx >= self.n_ctx_limit():
                 self.reasons.append("That is the model's full context, and it still fits.")
@@ -618,25 +620,25 @@ class _Planner:
             self.reasons.append("Flash attention off: attention buffers grow with the context.")
         if self.gpu is not None and p.use_gpu:
             self.reasons.append(
-                f"GPU memory: ~{e.vram / GB:.1f} GB (weights {e.gpu_weights / GB:.1f}, KV cache {e.gpu_kv / GB:.2f}, "
-                f"work buffers {e.gpu_compute / GB:.2f}, driver {e.gpu_runtime / GB:.2f}) of {vram_budget(self.gpu) / GB:.1f} GB usable "
-                f"({gpu_margin(self.gpu) / GB:.1f} GB kept free for other programs and estimate error)."
+                f"GPU memory: ~{e.vram / GiB:.1f} GB (weights {e.gpu_weights / GiB:.1f}, KV cache {e.gpu_kv / GiB:.2f}, "
+                f"work buffers {e.gpu_compute / GiB:.2f}, driver {e.gpu_runtime / GiB:.2f}) of {vram_budget(self.gpu) / GiB:.1f} GB usable "
+                f"({gpu_margin(self.gpu) / GiB:.1f} GB kept free for other programs and estimate error)."
             )
         ram_what = "RAM (shared with the GPU)" if self.gpu is not None and self.gpu.unified_memory else "RAM"
         if self.profile.ram_total <= 0:
-            self.reasons.append(f"{ram_what}: ~{c.ram_need / GB:.1f} GB needed; the amount of RAM could not be read, so it was not checked.")
+            self.reasons.append(f"{ram_what}: ~{c.ram_need / GiB:.1f} GB needed; the amount of RAM could not be read, so it was not checked.")
             return
         self.reasons.append(
-            f"{ram_what}: ~{c.ram_need / GB:.1f} GB needed of {ram_budget(self.profile) / GB:.1f} GB usable "
-            f"({self.profile.ram_available / GB:.1f} GB available minus {ram_margin(self.profile) / GB:.1f} GB spare)."
+            f"{ram_what}: ~{c.ram_need / GiB:.1f} GB needed of {ram_budget(self.profile) / GiB:.1f} GB usable "
+            f"({self.profile.ram_available / GiB:.1f} GB available minus {ram_margin(self.profile) / GiB:.1f} GB spare)."
         )
 
     def _why_not(self, c: _Check, n_ctx: int) -> None:
         p = self.profile
         if not c.vram_ok and self.gpu is not None:
-            self.reasons.append(f"Needs ~{c.est.vram / GB:.1f} GB of GPU memory, but only {vram_budget(self.gpu) / GB:.1f} GB is usable.")
+            self.reasons.append(f"Needs ~{c.est.vram / GiB:.1f} GB of GPU memory, but only {vram_budget(self.gpu) / GiB:.1f} GB is usable.")
         if not c.ram_ok:
-            self.reasons.append(f"Needs ~{c.ram_need / GB:.1f} GB of RAM, but only {ram_budget(p) / GB:.1f} GB is usable ({p.ram_available / GB:.1f} GB available).")
+            self.reasons.append(f"Needs ~{c.ram_need / GiB:.1f} GB of RAM, but only {ram_budget(p) / GiB:.1f} GB is usable ({p.ram_available / GiB:.1f} GB available).")
 
     def _suggest(self, n_ctx: int, cands: list[Placement]) -> None:
         m, p = self.model, self.profile
@@ -655,11 +657,11 @@ class _Planner:
         if short > 0:
             reachable = least.ram_need + ram_margin(p) <= p.ram_total - 2 * GB
             if reachable:
-                self.suggestions.append(f"Close other apps to free about {max(short, 1) / GB:.1f} GB of RAM.")
+                self.suggestions.append(f"Close other apps to free about {max(short, 1) / GiB:.1f} GB of RAM.")
             else:
                 self.suggestions.append(
-                    f"This computer has {p.ram_total / GB:.1f} GB of RAM; running {m.name} needs about "
-                    f"{(least.ram_need + ram_margin(p)) / GB:.0f} GB even with every other app closed."
+                    f"This computer has {p.ram_total / GiB:.1f} GB of RAM; running {m.name} needs about "
+                    f"{(least.ram_need + ram_margin(p)) / GiB:.0f} GB even with every other app closed."
                 )
         if m.n_expert > 32 or m.file_size > 30 * GB:
             self.suggestions.append("Use the smaller gpt-oss-20b model (about 12 GB), which needs far less memory.")
@@ -698,7 +700,7 @@ class _Planner:
         )
         use_mlock = bool(w.use_mlock)
         if use_mlock:
-            self.reasons.append(f"mlock on: {shown.est.host_weights / GB:.1f} GB of weights are locked in RAM and never swapped out.")
+            self.reasons.append(f"mlock on: {shown.est.host_weights / GiB:.1f} GB of weights are locked in RAM and never swapped out.")
         p = shown.placement
         return Plan(
             n_gpu_layers=p.n_gpu_layers if p.use_gpu else 0,

@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
 
 from app.core.engine import LoadSettings
 from app.core.gguf_info import GgufInfo
-from app.core.hardware import GB, HardwareProfile, detect
+from app.core.hardware import GiB, HardwareProfile, detect
 from app.core.planner import (
     KV_TYPE_BYTES,
     Plan,
@@ -59,7 +59,7 @@ KV_CHOICES = ("f16", "q8_0", "q4_0")
 
 
 def _gb(n: int | float) -> str:
-    return f"{n / GB:.1f} GB"
+    return f"{n / GiB:.1f} GB"
 
 
 def detect_job(provider: Callable[[], HardwareProfile], *, cancel: threading.Event) -> Iterator[HardwareProfile]:
@@ -142,8 +142,8 @@ def _colors() -> dict[str, str]:
 
 def _legend(segments: list[tuple[str, int, str]]) -> str:
     parts = [
-        f"<span style='color:{c}'>&#9632;</span>&nbsp;{html.escape(name)} {n / GB:.2f}"
-        if n < 0.995 * GB else f"<span style='color:{c}'>&#9632;</span>&nbsp;{html.escape(name)} {n / GB:.1f}"
+        f"<span style='color:{c}'>&#9632;</span>&nbsp;{html.escape(name)} {n / GiB:.2f}"
+        if n < 0.995 * GiB else f"<span style='color:{c}'>&#9632;</span>&nbsp;{html.escape(name)} {n / GiB:.1f}"
         for name, n, c in segments
         if n > 0
     ]
@@ -199,7 +199,7 @@ def _panel_qss() -> str:
     QToolButton#HwAdvancedToggle {{ border: none; background: transparent; font-weight: 600; font-size: 11.5pt; color: {pal.text}; padding: 0; }}
     QToolButton#HwAdvancedToggle:hover {{ color: {pal.accent_text}; }}
     QSpinBox, QComboBox#HwCombo {{ background: {pal.surface}; border: 1px solid {pal.border}; border-radius: 6px; padding: 3px 8px; min-height: 22px; }}
-    QSpinBox {{ padding-right: 22px; }}
+    QSpinBox {{ padding: 3px 22px 3px 5px; }}
     QSpinBox:focus, QComboBox#HwCombo:focus {{ border-color: {pal.accent}; }}
     QSpinBox::up-button, QSpinBox::down-button {{ subcontrol-origin: border; width: 20px; border: none; background: transparent; }}
     QSpinBox::up-button {{ subcontrol-position: top right; }}
@@ -413,11 +413,14 @@ class HardwarePanel(QDialog):
         self.plan_card.lay.addWidget(self.summary)
         bars = QGridLayout()
         bars.setHorizontalSpacing(12)
-        bars.setVerticalSpacing(2)
+        bars.setVerticalSpacing(3)
         bars.setColumnStretch(1, 1)
         self.vram_label, self.vram_bar, self.vram_figure, self.vram_legend = self._bar_row(bars, 0, "GPU memory")
-        self.ram_label, self.ram_bar, self.ram_figure, self.ram_legend = self._bar_row(bars, 2, "RAM")
+        bars.setRowMinimumHeight(2, 6)  # air between the two bars
+        self.ram_label, self.ram_bar, self.ram_figure, self.ram_legend = self._bar_row(bars, 3, "RAM")
+        self.plan_card.lay.addSpacing(2)
         self.plan_card.lay.addLayout(bars)
+        self.plan_card.lay.addSpacing(6)
         self.why_title = _label("Why these settings", "HwWhyTitle")
         self.plan_card.lay.addWidget(self.why_title)
         self.reasons = _label("", "HwReasons", rich=True)
@@ -540,6 +543,7 @@ class HardwarePanel(QDialog):
             r, c = divmod(i, 2)
             form.addWidget(_label(name, "HwKey", wrap=False), r, c * 2)
             w.setMinimumWidth(170)
+            w.setFixedHeight(30)
             form.addWidget(w, r, c * 2 + 1)
         form.addWidget(self.mlock, (len(rows) + 1) // 2, 0, 1, 4)
         form.setColumnStretch(1, 1)
@@ -666,7 +670,7 @@ class HardwarePanel(QDialog):
     def _render(self) -> None:
         model_name = self._model.name if self._model is not None else ""
         self.subtitle.setText(
-            f"{model_name} · {self._model.file_size / GB:.1f} GB file" if self._model is not None else "Choose a model to see how it would run."
+            f"{model_name} · {self._model.file_size / GiB:.1f} GB file" if self._model is not None else "Choose a model to see how it would run."
         )
         p = self._plan
         has = p is not None
@@ -728,7 +732,7 @@ class HardwarePanel(QDialog):
             self.vram_label.setText("GPU share" if gpu.unified_memory else "GPU memory")
             self._figure(self.vram_figure, e.vram, p.vram_budget)
             kept = gpu_margin(gpu)
-            self.vram_legend.setText(_legend(segs) + f" &nbsp;·&nbsp; {kept / GB:.1f} GB kept free")
+            self.vram_legend.setText(_legend(segs) + f" &nbsp;·&nbsp; {kept / GiB:.1f} GB kept free")
         unified = gpu is not None and gpu.unified_memory and p.use_gpu
         segs = [("weights", e.host_weights, c["weights"]), ("KV cache", e.host_kv, c["kv"]), ("work buffers", e.host_compute, c["compute"]), ("runtime", e.host_runtime, c["runtime"])]
         if unified:
@@ -739,7 +743,7 @@ class HardwarePanel(QDialog):
         if prof.ram_total > 0:
             self.ram_bar.set_data(segs, p.ram_budget, prof.ram_total)
             self._figure(self.ram_figure, p.est_ram_bytes, p.ram_budget)
-            self.ram_legend.setText(_legend(segs) + f" &nbsp;·&nbsp; {(prof.ram_total - prof.ram_available + ram_margin(prof)) / GB:.1f} GB used by others or kept free")
+            self.ram_legend.setText(_legend(segs) + f" &nbsp;·&nbsp; {(prof.ram_total - prof.ram_available + ram_margin(prof)) / GiB:.1f} GB used by others or kept free")
         else:
             self.ram_bar.set_data(segs, 0, p.est_ram_bytes)
             self.ram_figure.setText(f"~{_gb(p.est_ram_bytes)} (RAM size unknown)")
@@ -747,7 +751,7 @@ class HardwarePanel(QDialog):
             self.ram_legend.setText(_legend(segs))
 
     def _figure(self, label: QLabel, need: int, budget: int) -> None:
-        label.setText(f"{need / GB:.1f} of {budget / GB:.1f} GB usable")
+        label.setText(f"{need / GiB:.1f} of {budget / GiB:.1f} GB usable")
         label.setProperty("over", need > budget)
         label.style().unpolish(label)
         label.style().polish(label)

@@ -183,7 +183,7 @@ def test_apple_unified_memory_shows_one_pool(make_panel: Callable[..., HardwareP
     assert panel.ram_label.text() == "Memory (shared)" and panel.vram_label.text() == "GPU share"
     assert panel.ram_bar.segments[0][0] == "GPU share"
     hw = " ".join(panel.hw_grid.itemAt(i).widget().text() for i in range(panel.hw_grid.count()))  # type: ignore[union-attr]
-    assert "Apple M1 · 17.2 GB unified memory" in hw and "Metal" in hw
+    assert "Apple M1 · 16.0 GB unified memory" in hw and "Metal" in hw
 
 
 def test_cpu_only_choice_hides_the_gpu(make_panel: Callable[..., HardwarePanel], qtbot: QtBot) -> None:
