@@ -34,7 +34,6 @@ from app.core.engine import LoadSettings
 from app.core.gguf_info import GgufInfo
 from app.core.hardware import GiB, HardwareProfile, detect
 from app.core.planner import (
-    KV_TYPE_BYTES,
     Plan,
     Wishes,
     backend_display_name,
@@ -837,7 +836,10 @@ class HardwarePanel(QDialog):
         fix = box.addButton("Use suggested settings", QMessageBox.ButtonRole.AcceptRole) if self._fix else None
         anyway = box.addButton("Load anyway", QMessageBox.ButtonRole.DestructiveRole)
         box.addButton(QMessageBox.StandardButton.Cancel)
-        box.setDefaultButton(fix or box.button(QMessageBox.StandardButton.Cancel))
+        cancel = box.button(QMessageBox.StandardButton.Cancel)
+        default = fix if fix is not None else cancel
+        if isinstance(default, QPushButton):
+            box.setDefaultButton(default)
         box.exec()
         clicked = box.clickedButton()
         if fix is not None and clicked is fix:
@@ -856,7 +858,13 @@ class HardwarePanel(QDialog):
 
 
 def _fake_profile(name: str) -> HardwareProfile:
-    from app.core.hardware import AppleSiliconInfo, GiB, GpuInfo, LlamaDevice, apple_gpu_budget
+    from app.core.hardware import (
+        AppleSiliconInfo,
+        GiB,
+        GpuInfo,
+        LlamaDevice,
+        apple_gpu_budget,
+    )
 
     if name.startswith("nvidia-"):
         vram = float(name.split("-")[1].rstrip("gb"))

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,13 @@ from pytestqt.qtbot import QtBot
 
 from app.core.engine import LoadSettings
 from app.core.gguf_info import info_for_shape
-from app.core.hardware import AppleSiliconInfo, GiB, GpuInfo, HardwareProfile, apple_gpu_budget
+from app.core.hardware import (
+    AppleSiliconInfo,
+    GiB,
+    GpuInfo,
+    HardwareProfile,
+    apple_gpu_budget,
+)
 from app.core.planner import model_info_for_file
 from app.ui import workers
 from app.ui.hardware_panel import HardwarePanel
