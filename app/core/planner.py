@@ -24,7 +24,8 @@ GiB = 1 << 30
 # above each measurement, on the safe side.
 
 KV_PAD = 256  # llama.cpp sizes KV caches in multiples of 256 cells
-N_UBATCH = 512  # llama.cpp's default physical batch; compute buffers scale with it
+# The engine sets llama.cpp's micro-batch (n_ubatch) to its batch, so compute buffers and the
+# sliding-window cache scale with min(n_ctx, n_batch); llama.cpp clamps the batch to the context.
 
 # Bytes per cached value, by KV cache type (ggml block sizes: q8_0 34 B / 32 values, q4_0 18 / 32).
 KV_TYPE_BYTES: dict[str, float] = {
@@ -174,10 +175,14 @@ def _pad(n: int, to: int) -> int:
     return (n + to - 1) // to * to
 
 
+def _ubatch(n_ctx: int, n_batch: int) -> int:
+    return max(1, min(n_ctx, n_batch))
+
+
 def kv_cells(model: GgufInfo, n_ctx: int, n_batch: int = 512) -> tuple[int, int]:
     """Cells per full-attention layer and per sliding-window layer (swa_full=False)."""
     full = _pad(max(n_ctx, 1), KV_PAD)
-    ub = min(n_ctx, n_batch, N_UBATCH)
+    ub = _ubatch(n_ctx, n_batch)
     swa = min(full, _pad(model.sliding_window + ub, KV_PAD)) if model.sliding_window else full
     return full, swa
 
@@ -209,7 +214,7 @@ def compute_bytes(model: GgufInfo, n_ctx: int, flash_attn: bool, n_batch: int = 
     The output phase (logits for a whole micro-batch) dominates for a 201k vocabulary; without
     flash attention the full-attention scores (heads × context × batch) dominate at long context.
     """
-    ub = min(n_ctx, n_batch, N_UBATCH)
+    ub = _ubatch(n_ctx, n_batch)
     full, swa = kv_cells(model, n_ctx, n_batch)
     mask_el = 2 if flash_attn else 4
     masks = ub * (full + (swa if model.sliding_window else 0)) * mask_el
@@ -282,10 +287,10 @@ def estimate(
         if not output_on_gpu:
             e.host_compute = compute_bytes(model, n_ctx, flash_attn, n_batch)
         elif any_host_block_part:
-            ub = min(n_ctx, n_batch, N_UBATCH)
+            ub = _ubatch(n_ctx, n_batch)
             e.host_compute = ub * 4 * _act_floats(model)
         else:
-            e.host_compute = min(n_ctx, n_batch, N_UBATCH) * 4 * 2 * model.n_embd
+            e.host_compute = _ubatch(n_ctx, n_batch) * 4 * 2 * model.n_embd
     else:
         e.host_compute = compute_bytes(model, n_ctx, flash_attn, n_batch)
     return e
