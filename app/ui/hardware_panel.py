@@ -209,6 +209,7 @@ def _panel_qss() -> str:
     QSpinBox::up-arrow:disabled, QSpinBox::up-arrow:off, QSpinBox::down-arrow:disabled, QSpinBox::down-arrow:off {{ image: none; }}
     QComboBox#HwCombo::drop-down {{ border: none; width: 18px; }}
     QComboBox#HwCombo::down-arrow {{ image: url({icons}/chevron-down.svg); width: 12px; height: 12px; }}
+    QPushButton#PrimaryButton:disabled {{ background: {pal.disabled}; color: {pal.muted}; }}
     QPushButton#HwLinkButton {{ border: none; background: transparent; color: {pal.accent_text}; padding: 2px 0; text-align: left; }}
     QPushButton#HwLinkButton:hover {{ text-decoration: underline; }}
     """
@@ -692,6 +693,7 @@ class HardwarePanel(QDialog):
         else:
             where = f"Runs on the CPU · {p.n_threads} threads"
         self.backend_chip.setText(where)
+        self.backend_chip.setVisible(p.mode != "none")
         self.summary.setText(self._summary_text(p))
         self._render_bars(p)
         self.reasons.setText(self._reasons_html(p))
