@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -227,6 +228,36 @@ def compute_bytes(model: GgufInfo, n_ctx: int, flash_attn: bool, n_batch: int = 
     return masks + max(act, out)
 
 
+# llama.cpp's AMX buffers (CPUs with AMX, CPU-only loads) keep matrices of these types in a VNNI
+# layout with extra bytes per block (ggml-cpu/amx/mmq.cpp get_row_size): type -> (extra, block bytes).
+_AMX_EXTRA: dict[str, tuple[int, int]] = {"Q8_0": (4, 34), "Q4_K": (4, 144), "Q5_K": (4, 176), "IQ4_XS": (2, 136)}
+_AMX_MATRIX = re.compile(r"^(blk\.(\d+)\.attn_(q|k|v|output)\.weight|output\.weight)$")
+_amx_cache: dict[int, tuple[GgufInfo, list[int], int]] = {}
+
+
+def amx_extra_bytes(model: GgufInfo) -> tuple[list[int], int]:
+    """Extra bytes the AMX layout adds: per block (its attention matrices), and for the output."""
+    hit = _amx_cache.get(id(model))
+    if hit is not None and hit[0] is model:
+        return hit[1], hit[2]
+    per_block = [0] * model.n_layer
+    output = 0
+    for t in model.tensors:
+        grow = _AMX_EXTRA.get(t.type_name)
+        m = _AMX_MATRIX.match(t.name) if grow else None
+        if m is None or grow is None or len(t.shape) != 2:
+            continue
+        extra = t.nbytes // grow[1] * grow[0]
+        if m.group(2) is None:
+            output += extra
+        elif int(m.group(2)) < model.n_layer:
+            per_block[int(m.group(2))] += extra
+    if len(_amx_cache) > 16:
+        _amx_cache.clear()
+    _amx_cache[id(model)] = (model, per_block, output)
+    return per_block, output
+
+
 def estimate(
     model: GgufInfo,
     placement: Placement,
@@ -236,8 +267,12 @@ def estimate(
     flash_attn: bool = True,
     n_batch: int = 512,
     gpu: GpuInfo | None = None,
+    amx: bool = False,
 ) -> MemoryEstimate:
-    """Bytes on the GPU and in RAM for one placement (no margins)."""
+    """Bytes on the GPU and in RAM for one placement (no margins).
+
+    amx: the CPU has AMX, so a CPU-only load stores Q8_0 (and some K-quant) matrices larger.
+    """
     L = model.n_layer
     use_gpu = placement.use_gpu and gpu is not None
     ngl = max(0, min(placement.n_gpu_layers, L + 1)) if use_gpu else 0
@@ -272,6 +307,11 @@ def estimate(
         e.gpu_weights += model.output_bytes
     else:
         e.host_weights += model.output_bytes
+    if amx and not use_gpu:
+        # With a GPU in play, CPU-side weights go to its pinned host buffers instead (llama.cpp
+        # lists those before the CPU's extra buffer types).
+        per_block, out_extra = amx_extra_bytes(model)
+        e.host_weights += sum(per_block) + out_extra
     e.host_runtime = HOST_RUNTIME + model.n_vocab * 4  # + the logits output buffer
     if use_gpu:
         e.gpu_compute = compute_bytes(model, n_ctx, flash_attn, n_batch)
@@ -376,6 +416,7 @@ class _Planner:
         self.gpu_index, self.gpu = self._choose_gpu()
         self.flash_attn, self.kv_type = self._attention_settings()
         self.n_batch = max(1, wishes.n_batch)
+        self.amx = "amx_tile" in (profile.cpu_features or [])
         self._checks: dict[tuple[Placement, int], _Check] = {}
 
     # settings that do not depend on the placement
@@ -446,7 +487,7 @@ class _Planner:
 
     def _check(self, p: Placement, n_ctx: int) -> _Check:
         gpu = self.gpu if p.use_gpu else None
-        est = estimate(self.model, p, n_ctx, kv_type=self.kv_type, flash_attn=self.flash_attn, n_batch=self.n_batch, gpu=gpu)
+        est = estimate(self.model, p, n_ctx, kv_type=self.kv_type, flash_attn=self.flash_attn, n_batch=self.n_batch, gpu=gpu, amx=self.amx)
         ram_need = est.ram
         if gpu is None:
             vram_ok = True
