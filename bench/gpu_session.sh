@@ -69,6 +69,7 @@ fi
 
 if wants tests; then
     step tests 300 $PY -m pytest -q -m gpu tests/core/test_gpu.py -rs -p no:cacheprovider --timeout 240
+    step estimates 180 $PY -m bench.planner_estimates --gpu --out "$OUT"
 fi
 
 if wants sweep; then
