@@ -2,9 +2,10 @@
 # Issue 4's proof on an NVIDIA GPU, in one go: environment, the 20b-shaped model, the GPU tests,
 # the offload sweep and the engine-overhead benchmark. Everything lands under $OUT.
 #
-#   bash bench/gpu_session.sh                 # all steps (~12 min on an H200 host)
-#   bash bench/gpu_session.sh model tests     # ~3 min: then, in a second call (the model stays
-#   bash bench/gpu_session.sh sweep overhead  # ~9 min   on local disk while the machine is warm)
+#   bash bench/gpu_session.sh                 # all steps (~13 min on an H200 host), or in calls
+#   bash bench/gpu_session.sh model tests     #   of under 10 min each (the model stays on local
+#   bash bench/gpu_session.sh sweep           #   disk while the machine is warm): ~4, ~8 and
+#   bash bench/gpu_session.sh overhead        #   ~2 min
 #
 # Assumes `python3 -m pip` already has the project's dependencies and llama_cpp built with CUDA
 # (CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=90"). Needs no network. Each step has its

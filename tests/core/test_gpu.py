@@ -110,6 +110,7 @@ def test_planned_load_runs_on_the_gpu(profile: HardwareProfile, model: Path, eng
     info, report = _loaded(engine, model, settings)
     n = int(SHAPE["n_layer"]) + 1  # type: ignore[call-overload]
     assert report.offloaded_layers == (n, n)
+    assert not any(llama_ext.is_host_buffer(name) for (name, kind) in report.buffers if kind == "model" and name != "CPU_Mapped"), report.buffers
     dev = p.device
     assert report.buffers[(dev, "model")] > 0 and report.buffers[(dev, "KV")] > 0 and report.buffers[(dev, "compute")] > 0
     # The estimate against what llama.cpp allocated on the GPU: weights and KV within the 0.01 MiB
@@ -138,18 +139,24 @@ def test_experts_on_cpu_stay_in_host_buffers(profile: HardwareProfile, model: Pa
         # which llama.cpp always keeps on the host); the host holds the experts.
         e = p.estimate
         assert report.total("model", "device") == pytest.approx(e.gpu_weights, abs=1 * MiB)
-        assert report.total("model", "host") == pytest.approx(e.host_weights, rel=0.10, abs=1 * MiB)
-        if not mmap:
-            # Without mmap the host copies sit in CUDA's pinned memory (or CPU repack buffers).
-            assert any(name.endswith("_Host") or name.startswith("CPU") for (name, kind) in report.buffers if kind == "model")
+        if mmap:
+            # The mapped buffer spans the file from the first to the last host tensor, so it also
+            # covers tensors that went to the GPU (page cache, not needed after loading).
+            assert report.total("model", "host") >= e.host_weights - 1 * MiB
+        else:
+            # Without mmap the host tensors are copied into CUDA's pinned memory: exactly them.
+            assert report.total("model", "host") == pytest.approx(e.host_weights, rel=0.02, abs=1 * MiB)
+            assert any(name.endswith("_Host") for (name, kind) in report.buffers if kind == "model"), report.buffers
         assert len(list(engine.stream(PROMPT, Sampling(seed=2, max_tokens=8)))) == 8
         engine.unload()
 
 
 def test_hidden_gpu_takes_no_gpu_buffers(model: Path, engine: Engine) -> None:
+    # llama.cpp still logs "offloaded 5/5 layers" (it reports the setting, not the devices): the
+    # buffers are the proof.
     info, report = _loaded(engine, model, LoadSettings(n_ctx=2048, n_gpu_layers=99, devices=()))
     assert report.total(where="device") == 0, report.buffers
-    assert report.offloaded_layers in (None, (0, int(SHAPE["n_layer"]) + 1))  # type: ignore[call-overload]
+    assert report.total("model", "host") > 0
     assert len(list(engine.stream(PROMPT, Sampling(seed=3, max_tokens=4)))) == 4
 
 
