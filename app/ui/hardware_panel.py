@@ -253,6 +253,7 @@ class HardwarePanel(QDialog):
         self._replan = QTimer(self, singleShot=True, interval=0)
         self._replan.timeout.connect(self._update_plan)
         self._build()
+        self._apply_wishes(self._base_wishes)
         self.resize(780, 860)
         self.refresh()
 
@@ -301,7 +302,7 @@ class HardwarePanel(QDialog):
 
     def wishes(self) -> Wishes:
         """The overrides as set in Advanced (None where the planner decides)."""
-        w = replace(self._base_wishes)
+        w = Wishes(n_batch=self._base_wishes.n_batch, n_threads_batch=self._base_wishes.n_threads_batch)
         w.n_gpu_layers = None if self.gpu_layers.value() < 0 else self.gpu_layers.value()
         w.n_cpu_moe = None if self.cpu_moe.value() < 0 else self.cpu_moe.value()
         w.n_ctx = self.context.currentData()
@@ -311,9 +312,44 @@ class HardwarePanel(QDialog):
         w.use_mmap = self.mmap.currentData()
         w.use_mlock = True if self.mlock.isChecked() else None
         run_on = self.run_on.currentData()
-        w.backend = "cpu" if run_on == "cpu" else self._base_wishes.backend
-        w.gpu_index = run_on if isinstance(run_on, int) else self._base_wishes.gpu_index
+        w.backend = "cpu" if run_on == "cpu" else None
+        w.gpu_index = run_on if isinstance(run_on, int) else None
         return w
+
+    def set_wishes(self, wishes: Wishes) -> None:
+        """Show these overrides in Advanced (e.g. the user's saved settings); None = automatic."""
+        self._base_wishes = replace(wishes)
+        self._apply_wishes(wishes)
+        self._schedule()
+
+    def _apply_wishes(self, w: Wishes) -> None:
+        def pick(combo: QComboBox, value: object) -> None:
+            i = combo.findData(value) if value is not None else 0
+            if i < 0 and combo is self.context and isinstance(value, int):
+                combo.addItem(f"{value:,} tokens", value)  # a size not in the list: offer it as is
+                i = combo.count() - 1
+            combo.setCurrentIndex(max(0, i))
+
+        self._syncing = True
+        try:
+            ngl = w.n_gpu_layers
+            top = self.gpu_layers.maximum()
+            self.gpu_layers.setValue(-1 if ngl is None else top if ngl < 0 else min(ngl, top))  # -1 wished = all
+            self.cpu_moe.setValue(-1 if w.n_cpu_moe is None else min(max(0, w.n_cpu_moe), self.cpu_moe.maximum()))
+            pick(self.context, w.n_ctx)
+            pick(self.flash, w.flash_attn)
+            pick(self.kv_type, w.kv_type)
+            pick(self.mmap, w.use_mmap)
+            self.threads.setValue(w.n_threads or 0)
+            self.mlock.setChecked(bool(w.use_mlock))
+            if (w.backend or "").lower() == "cpu":
+                pick(self.run_on, "cpu")
+            elif w.gpu_index is not None:
+                pick(self.run_on, w.gpu_index)
+            else:
+                self.run_on.setCurrentIndex(0)
+        finally:
+            self._syncing = False
 
     def load_settings(self) -> LoadSettings | None:
         return self._plan.to_load_settings() if self._plan is not None else None
@@ -585,7 +621,10 @@ class HardwarePanel(QDialog):
             return
         self._profile = profile
         self.hw_status.hide()
+        first = self.run_on.count() <= 2
         self._configure_ranges()
+        if first and self._base_wishes.gpu_index is not None:
+            self._apply_wishes(self._base_wishes)  # the GPU choice needs the GPU list
         self._render_hardware()
         self.profile_ready.emit(profile)
         self._update_plan()
@@ -612,7 +651,7 @@ class HardwarePanel(QDialog):
             self._render()
             return
         w = self.wishes()
-        self._auto_plan = plan(self._profile, self._model, replace(self._base_wishes))
+        self._auto_plan = plan(self._profile, self._model, Wishes(n_batch=w.n_batch, n_threads_batch=w.n_threads_batch))
         self._plan = plan(self._profile, self._model, w)
         self._fix = suggest_fix(self._profile, self._model, w) if not self._plan.fits else None
         self._render()

@@ -19,7 +19,7 @@ from app.core.hardware import (
     HardwareProfile,
     apple_gpu_budget,
 )
-from app.core.planner import model_info_for_file
+from app.core.planner import Wishes, model_info_for_file
 from app.ui import workers
 from app.ui.hardware_panel import HardwarePanel
 
@@ -53,9 +53,9 @@ def cpu_only(ram_gib: float, avail_gib: float) -> HardwareProfile:
 def make_panel(qtbot: QtBot) -> Iterator[Callable[..., HardwarePanel]]:
     made: list[HardwarePanel] = []
 
-    def make(profile: HardwareProfile | Callable[[], HardwareProfile], model: object = M20, wait: bool = True) -> HardwarePanel:
+    def make(profile: HardwareProfile | Callable[[], HardwareProfile], model: object = M20, wait: bool = True, wishes: Wishes | None = None) -> HardwarePanel:
         provider = profile if callable(profile) else (lambda: profile)
-        panel = HardwarePanel(provider, model)  # type: ignore[arg-type]
+        panel = HardwarePanel(provider, model, wishes=wishes)  # type: ignore[arg-type]
         qtbot.addWidget(panel)
         panel.show()
         made.append(panel)
@@ -167,6 +167,21 @@ def test_live_estimate_follows_the_context_size(make_panel: Callable[..., Hardwa
     panel.set_model(short)
     assert not panel.context.model().item(panel.context.findData(16384)).isEnabled()  # type: ignore[attr-defined]
     assert panel.context.model().item(panel.context.findData(8192)).isEnabled()  # type: ignore[attr-defined]
+
+
+def test_saved_wishes_are_shown_and_used(make_panel: Callable[..., HardwarePanel], qtbot: QtBot) -> None:
+    panel = make_panel(nvidia_8gb(), wishes=Wishes(n_ctx=32768, kv_type="q8_0", n_gpu_layers=-1, n_threads=3, use_mlock=True))
+    p = panel.plan
+    assert p is not None and (p.n_ctx, p.kv_type, p.n_threads, p.use_mlock) == (32768, "q8_0", 3, True)
+    assert panel.context.currentData() == 32768 and panel.kv_type.currentData() == "q8_0"
+    assert panel.gpu_layers.value() == 25 and panel.threads.value() == 3 and panel.mlock.isChecked()
+    # The automatic plan ignores them.
+    assert panel.auto_plan is not None and panel.auto_plan.kv_type == "f16" and not panel.auto_plan.use_mlock
+    with qtbot.waitSignal(panel.settings_changed):
+        panel.set_wishes(Wishes(n_ctx=12000, backend="cpu"))
+    assert panel.context.currentData() == 12000 and panel.run_on.currentData() == "cpu"
+    assert panel.plan is not None and panel.plan.n_ctx == 12000 and panel.plan.mode == "cpu"
+    assert panel.gpu_layers.value() == -1 and not panel.mlock.isChecked()
 
 
 def test_8gb_ram_machine_is_refused_with_what_would_help(make_panel: Callable[..., HardwarePanel]) -> None:
