@@ -42,6 +42,10 @@ class LoadSettings:
     # llama.cpp's extra CPU weight buffers (repacking for faster CPU matmuls, Intel AMX). Turn off
     # where they misbehave: in some VMs the CPU reports AMX but executing it raises SIGILL.
     cpu_extra_buffers: bool = True
+    # ggml device names llama.cpp may use ("CUDA0", "Metal", ...). None: llama.cpp's default (every
+    # GPU, layers spread over them); (): hide all GPUs (true CPU-only; with n_gpu_layers=0 alone a
+    # visible GPU still takes compute buffers); one name: that GPU only.
+    devices: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -88,6 +92,9 @@ class ModelInfo:
     n_swa: int = 0  # sliding-window size of the SWA layers (0: none)
     description: str = ""  # llama.cpp's one-line description, e.g. "gpt-oss 20B MXFP4 MoE"
     expert_overrides: list[str] = field(default_factory=list)  # tensor patterns kept on the CPU
+    # What llama.cpp reported allocating: "BUFFER kind" -> bytes, e.g. "CUDA0 model", "CPU KV".
+    buffers: dict[str, int] = field(default_factory=dict)
+    offloaded_layers: tuple[int, int] | None = None  # (offloaded, offloadable) as llama.cpp logged it
 
 
 # --- GGUF checks before llama.cpp sees the file -----------------------------------------------------
@@ -411,11 +418,20 @@ class Engine:
                 mp.load_mode = 3 if settings.use_mlock else 1  # MMAP_MLOCK / MMAP
             else:
                 mp.load_mode = 2 if settings.use_mlock else 0  # MLOCK / NONE
+            keep_alive: list[object] = []
+            if settings.devices is not None:
+                try:
+                    devices = llama_ext.DeviceList(settings.devices)
+                except llama_ext.LlamaExtError as e:
+                    raise EngineError(f"Cannot use the chosen GPU: {e}.") from None
+                mp.devices = devices.address
+                keep_alive.append(devices)
             overrides = None
             if settings.n_cpu_moe > 0:
                 overrides = llama_ext.TensorBuftOverrides.experts_on_cpu(settings.n_cpu_moe, n_layer)
                 if overrides is not None:
                     mp.tensor_buft_overrides = overrides.address
+                    keep_alive.append(overrides)
             cancelled = False
 
             @llama_cpp.llama_progress_callback
@@ -449,7 +465,8 @@ class Engine:
                     raise EngineError(
                         f"llama.cpp could not create a context of {settings.n_ctx} tokens for {p.name}{_log_tail(lines)}"
                     )
-            self._model, self._ctx, self._overrides = model, ctx, overrides
+            self._model, self._ctx, self._overrides = model, ctx, keep_alive
+            report = llama_ext.parse_buffer_report(text for _, text in lines)
             self._vocab = llama_cpp.llama_model_get_vocab(model)
             self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
             self._n_batch = max(1, int(llama_cpp.llama_n_batch(ctx)))
@@ -487,6 +504,8 @@ class Engine:
                 n_swa=self._n_swa,
                 description=desc.value.decode("utf-8", "replace"),
                 expert_overrides=list(overrides.patterns) if overrides is not None else [],
+                buffers=report.flat(),
+                offloaded_layers=report.offloaded_layers,
             )
             log.info("loaded %s in %.2f s (%s)", p.name, time.perf_counter() - t0, self._info.description)
             return self._info

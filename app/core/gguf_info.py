@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_ARCHS = ("gpt-oss",)
@@ -33,6 +32,21 @@ _SCALAR_FORMATS: dict[int, str] = {
 # Arrays longer than this are skipped, not materialised (the vocabulary, merges, token types);
 # only their length is kept.
 _MAX_ARRAY_KEPT = 4096
+
+# ggml type id -> (name, values per block, bytes per block), as in gguf-py's GGML_QUANT_SIZES
+# (tests compare them). Not imported from gguf: that imports numpy, and numpy loaded before
+# llama_cpp crashed the CUDA build at model load (design.md); the planner runs before any load.
+GGML_TYPES: dict[int, tuple[str, int, int]] = {
+    0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20), 6: ("Q5_0", 32, 22),
+    7: ("Q5_1", 32, 24), 8: ("Q8_0", 32, 34), 9: ("Q8_1", 32, 40), 10: ("Q2_K", 256, 84),
+    11: ("Q3_K", 256, 110), 12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176), 14: ("Q6_K", 256, 210),
+    15: ("Q8_K", 256, 292), 16: ("IQ2_XXS", 256, 66), 17: ("IQ2_XS", 256, 74), 18: ("IQ3_XXS", 256, 98),
+    19: ("IQ1_S", 256, 50), 20: ("IQ4_NL", 32, 18), 21: ("IQ3_S", 256, 110), 22: ("IQ2_S", 256, 82),
+    23: ("IQ4_XS", 256, 136), 24: ("I8", 1, 1), 25: ("I16", 1, 2), 26: ("I32", 1, 4), 27: ("I64", 1, 8),
+    28: ("F64", 1, 8), 29: ("IQ1_M", 256, 56), 30: ("BF16", 1, 2), 34: ("TQ1_0", 256, 54),
+    35: ("TQ2_0", 256, 66), 39: ("MXFP4", 32, 17), 40: ("NVFP4", 64, 36), 41: ("Q1_0", 128, 18),
+}
+_TYPE_IDS: dict[str, int] = {name: tid for tid, (name, _, _) in GGML_TYPES.items()}
 
 # llama.cpp moves tensors matching this to host memory for --n-cpu-moe; "experts" here means the
 # same set, so the planner's numbers match what the engine's override moves.
@@ -230,19 +244,16 @@ class _Part:
 
 
 def _tensor_nbytes(name: str, shape: tuple[int, ...], qtype: int, where: str) -> tuple[str, int]:
-    try:
-        t = GGMLQuantizationType(qtype)
-    except ValueError:
-        raise GgufError(f"{where}: tensor {name} has an unknown type {qtype}") from None
-    if t not in GGML_QUANT_SIZES:
-        raise GgufError(f"{where}: tensor {name} has an unsupported type {t.name}")
-    block, size = GGML_QUANT_SIZES[t]
+    known = GGML_TYPES.get(qtype)
+    if known is None:
+        raise GgufError(f"{where}: tensor {name} has an unknown type {qtype}")
+    type_name, block, size = known
     n = 1
     for d in shape:
         n *= d
     if shape and shape[0] % block:
-        raise GgufError(f"{where}: tensor {name} has rows of {shape[0]} values, not a multiple of {block} for {t.name}")
-    return t.name, n // block * size
+        raise GgufError(f"{where}: tensor {name} has rows of {shape[0]} values, not a multiple of {block} for {type_name}")
+    return type_name, n // block * size
 
 
 def _read_part(path: Path, index: int) -> _Part:
@@ -452,7 +463,7 @@ def validate_gguf(path: str | os.PathLike[str], *, archs: tuple[str, ...] = SUPP
 
 
 def _type_bytes(type_name: str, shape: tuple[int, ...]) -> int:
-    return _tensor_nbytes("t", shape, int(GGMLQuantizationType[type_name]), "shape")[1]
+    return _tensor_nbytes("t", shape, _TYPE_IDS[type_name], "shape")[1]
 
 
 def gpt_oss_tensors(

@@ -7,7 +7,7 @@ import json
 import platform
 import subprocess
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -38,6 +38,19 @@ class GpuInfo:
     driver: str = ""
     backend_hint: str = ""  # the llama.cpp backend that would drive it: "CUDA", "ROCm", "Metal", "Vulkan"
     unified_memory: bool = False  # shares system RAM (Apple Silicon, APUs)
+    device: str = ""  # the ggml device llama.cpp would drive it through ("CUDA0", "Metal"); "" = not matched
+
+
+@dataclass(frozen=True)
+class LlamaDevice:
+    """One device in the installed llama.cpp's backend registry."""
+
+    name: str  # "CPU", "CUDA0", "Vulkan0", "Metal", ...
+    backend: str  # registry name: "CPU", "CUDA", "ROCm", "Vulkan", "Metal", "BLAS", ...
+    description: str  # usually the product name, e.g. "NVIDIA GeForce RTX 4070"
+    kind: str  # "cpu", "gpu", "igpu", "accel"
+    memory_total: int = 0  # bytes; 0 = not asked
+    memory_free: int = 0
 
 
 @dataclass
@@ -68,6 +81,7 @@ class HardwareProfile:
     # llama.cpp backends the installed library can use ("CPU", "CUDA", "Metal", ...);
     # None = not known (the library could not be asked).
     backends: list[str] | None = None
+    llama_devices: list[LlamaDevice] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -93,14 +107,14 @@ class HardwareProfile:
         lines = [f"{self.os or 'Unknown OS'} {self.machine}".strip()]
         cpu = self.cpu_name or "CPU"
         lines.append(f"{cpu}: {self.cores_physical} cores, {self.cores_logical} threads")
-        lines.append(f"RAM: {self.ram_total / GB:.1f} GB, {self.ram_available / GB:.1f} GB available")
+        lines.append(f"RAM: {self.ram_total / GiB:.1f} GB, {self.ram_available / GiB:.1f} GB available")
         if self.apple:
-            lines.append(f"{self.apple.chip}: unified memory, GPU may use about {self.apple.gpu_budget / GB:.1f} GB ({self.apple.budget_source})")
+            lines.append(f"{self.apple.chip}: unified memory, GPU may use about {self.apple.gpu_budget / GiB:.1f} GB ({self.apple.budget_source})")
         for g in self.gpus:
             if g.vendor == "apple":
                 continue
             drv = f", driver {g.driver}" if g.driver else ""
-            lines.append(f"GPU {g.index}: {g.name}, {g.vram_total / GB:.1f} GB ({g.vram_free / GB:.1f} GB free){drv}")
+            lines.append(f"GPU {g.index}: {g.name}, {g.vram_total / GiB:.1f} GB ({g.vram_free / GiB:.1f} GB free){drv}")
         if self.backends is not None:
             lines.append("llama.cpp backends: " + (", ".join(self.backends) or "none"))
         return lines
@@ -139,6 +153,18 @@ def _default_backends() -> list[str]:
     return [str(b) for b in fn()]
 
 
+def _default_devices() -> list[LlamaDevice]:
+    mod = importlib.import_module("app.core.llama_ext")
+    # Without memory: asking CUDA for it creates a context that holds VRAM for the process's life.
+    return [LlamaDevice(d.name, d.backend, d.description, d.kind) for d in mod.backend_devices(memory=False)]
+
+
+def _default_device_memory(name: str) -> tuple[int, int]:
+    mod = importlib.import_module("app.core.llama_ext")
+    free, total = mod.device_memory(name)
+    return int(free), int(total)
+
+
 def _psutil() -> Any:
     return importlib.import_module("psutil")
 
@@ -155,6 +181,8 @@ class Probes:
     sysfs_root: Path = Path("/sys")
     proc_root: Path = Path("/proc")
     backends: Callable[[], list[str]] = _default_backends
+    devices: Callable[[], list[LlamaDevice]] = _default_devices
+    device_memory: Callable[[str], tuple[int, int]] = _default_device_memory  # (free, total)
 
 
 def _as_str(v: Any) -> str:
@@ -364,6 +392,80 @@ def probe_backends(probes: Probes) -> tuple[list[str] | None, list[str]]:
         return None, [f"llama.cpp backends: could not ask the library ({type(e).__name__}: {e})"]
 
 
+# Which llama.cpp backends can drive a vendor's GPUs, in order of preference.
+VENDOR_BACKENDS: dict[str, tuple[str, ...]] = {
+    "nvidia": ("CUDA", "Vulkan"), "amd": ("ROCm", "HIP", "Vulkan"), "apple": ("Metal", "MTL"),
+    "intel": ("SYCL", "Vulkan"),
+}
+
+
+def _backend_vendor(dev: LlamaDevice) -> str:
+    b, d = dev.backend.lower(), dev.description.lower()
+    if b == "cuda" or any(w in d for w in ("nvidia", "geforce", "quadro", "tesla")):
+        return "nvidia"
+    if b in ("rocm", "hip") or any(w in d for w in ("amd", "radeon")):
+        return "amd"
+    if b in ("metal", "mtl") or d.startswith("apple"):
+        return "apple"
+    if b == "sycl" or "intel" in d:
+        return "intel"
+    return "other"
+
+
+def probe_llama_devices(probes: Probes) -> tuple[list[LlamaDevice], list[str]]:
+    """The devices the installed llama.cpp registered (GPUs, the CPU, accelerators such as BLAS)."""
+    try:
+        return list(probes.devices()), []
+    except Exception as e:  # noqa: BLE001
+        return [], [f"llama.cpp devices: could not ask the library ({type(e).__name__}: {e})"]
+
+
+def match_llama_devices(gpus: list[GpuInfo], devices: list[LlamaDevice], probes: Probes, apple: AppleSiliconInfo | None) -> tuple[list[GpuInfo], list[str]]:
+    """Tie each GPU a vendor probe found to the llama.cpp device that drives it, and add GPUs
+    only llama.cpp sees (e.g. through Vulkan when no vendor tool is installed)."""
+    notes: list[str] = []
+    free = [d for d in devices if d.kind in ("gpu", "igpu")]
+    out: list[GpuInfo] = []
+    for g in gpus:
+        wanted = [w.lower() for w in VENDOR_BACKENDS.get(g.vendor, (g.backend_hint,))]
+        cands = [d for d in free if d.backend.lower() in wanted]
+        # Prefer the vendor's first backend, then the same product name; keep registry order otherwise
+        # (CUDA and NVML both number identical cards by PCI bus in the usual setups).
+        cands.sort(key=lambda d: (wanted.index(d.backend.lower()), g.name.lower() not in d.description.lower() and d.description.lower() not in g.name.lower()))
+        if cands:
+            d = cands[0]
+            free.remove(d)
+            g = replace(g, device=d.name, backend_hint="ROCm" if d.backend.upper() == "HIP" else d.backend)
+            if g.vendor == "apple" and apple is not None:
+                try:
+                    _, budget = probes.device_memory(d.name)
+                except Exception:  # noqa: BLE001 - keep the rule-of-thumb budget
+                    budget = 0
+                if budget > 0:
+                    apple.gpu_budget = budget
+                    apple.budget_source = "as Metal reports it (recommendedMaxWorkingSetSize)"
+                    g = replace(g, vram_total=budget, vram_free=budget)
+        out.append(g)
+    for d in free:
+        try:
+            dev_free, dev_total = probes.device_memory(d.name)
+        except Exception as e:  # noqa: BLE001
+            notes.append(f"llama.cpp sees {d.description or d.name} ({d.name}) but could not say how much memory it has ({e})")
+            continue
+        if dev_total <= 0:
+            notes.append(f"llama.cpp sees {d.description or d.name} ({d.name}) but reports no memory for it")
+            continue
+        vendor = _backend_vendor(d)
+        out.append(
+            GpuInfo(
+                vendor, d.description or d.name, dev_total, dev_free, index=len([x for x in out if x.vendor == vendor]),
+                driver=d.backend, backend_hint=d.backend, unified_memory=d.kind == "igpu", device=d.name,
+            )
+        )
+        notes.append(f"{d.description or d.name}: found through llama.cpp's {d.backend} backend (no vendor tool reported it)")
+    return out, notes
+
+
 def detect(probes: Probes | None = None) -> HardwareProfile:
     """Run every probe; each one that fails adds its reason to notes instead of raising."""
     probes = probes or Probes()
@@ -400,6 +502,11 @@ def detect(probes: Probes | None = None) -> HardwareProfile:
             notes += n
     backends, n = probe_backends(probes)
     notes += n
+    devices, n = probe_llama_devices(probes)
+    notes += n
+    if devices:
+        gpus, n = match_llama_devices(gpus, devices, probes, apple)
+        notes += n
     return HardwareProfile(
         ram_total=mem["ram_total"],
         ram_available=mem["ram_available"],
@@ -412,5 +519,6 @@ def detect(probes: Probes | None = None) -> HardwareProfile:
         gpus=gpus,
         apple=apple,
         backends=backends,
+        llama_devices=devices,
         notes=notes,
     )

@@ -5,10 +5,11 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import re
 import struct
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +135,7 @@ def ggml_lib() -> ctypes.CDLL:
             "ggml_backend_dev_backend_reg": ([vp], vp),
             "ggml_backend_dev_buffer_type": ([vp], vp),
             "ggml_backend_buft_name": ([vp], ctypes.c_char_p),
+            "ggml_backend_dev_by_name": ([ctypes.c_char_p], vp),
         }
         for name, (argtypes, restype) in sigs.items():
             try:
@@ -165,8 +167,12 @@ def _s(b: bytes | None) -> str:
     return b.decode("utf-8", "replace") if b else ""
 
 
-def backend_devices() -> list[BackendDevice]:
-    """Every device in ggml's backend registry, with its memory as the backend reports it."""
+def backend_devices(*, memory: bool = True) -> list[BackendDevice]:
+    """Every device in ggml's backend registry, with its memory as the backend reports it.
+
+    memory=False skips the memory query (reported as 0): for CUDA it creates the device's
+    context, which then holds a few hundred MB of VRAM for the life of the process.
+    """
     lib = ggml_lib()
     out: list[BackendDevice] = []
     for i in range(lib.ggml_backend_dev_count()):
@@ -174,7 +180,8 @@ def backend_devices() -> list[BackendDevice]:
         if not dev:
             continue
         free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
-        lib.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
+        if memory:
+            lib.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
         reg = lib.ggml_backend_dev_backend_reg(dev)
         out.append(
             BackendDevice(
@@ -198,6 +205,44 @@ def available_backends() -> list[str]:
         if reg and lib.ggml_backend_reg_dev_count(reg) > 0:
             names.append(_s(lib.ggml_backend_reg_name(reg)))
     return names
+
+
+def device_memory(name: str) -> tuple[int, int]:
+    """(free, total) bytes of one device as its backend reports them; raises LlamaExtError if unknown."""
+    lib = ggml_lib()
+    dev = lib.ggml_backend_dev_by_name(name.encode())
+    if not dev:
+        raise LlamaExtError(f"llama.cpp has no device named {name}")
+    free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
+    lib.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
+    return int(free.value), int(total.value)
+
+
+class DeviceList:
+    """A NULL-terminated ggml_backend_dev_t array for llama_model_params.devices.
+
+    An empty list hides every GPU from llama.cpp (true CPU-only: with n_gpu_layers=0 alone, a
+    visible GPU still gets compute buffers and prompt work); one name keeps llama.cpp on that GPU
+    instead of spreading layers over all of them. Keep it alive as long as the model.
+    """
+
+    def __init__(self, names: tuple[str, ...] | list[str]) -> None:
+        lib = ggml_lib()
+        self.names = list(names)
+        self._array = (ctypes.c_void_p * (len(self.names) + 1))()
+        for i, name in enumerate(self.names):
+            dev = lib.ggml_backend_dev_by_name(name.encode())
+            if not dev:
+                have = ", ".join(d.name for d in backend_devices(memory=False) if d.kind != "cpu") or "none"
+                raise LlamaExtError(f"llama.cpp has no device named {name} (GPU devices: {have})")
+            if lib.ggml_backend_dev_type(dev) == DEV_TYPE_CPU:
+                raise LlamaExtError(f"{name} is the CPU, not a GPU; use an empty device list for CPU only")
+            self._array[i] = dev
+        self._array[len(self.names)] = None
+
+    @property
+    def address(self) -> int:
+        return ctypes.addressof(self._array)
 
 
 def cpu_buffer_type() -> int:
@@ -308,4 +353,73 @@ def capture_llama_log() -> Iterator[list[tuple[int, str]]]:
         yield sink
     finally:
         with _sinks_lock:
-            _sinks.remove(sink)
+            # By identity: two sinks that caught the same lines compare equal as lists.
+            for i, s in enumerate(_sinks):
+                if s is sink:
+                    del _sinks[i]
+                    break
+
+
+# --- what llama.cpp says it allocated ------------------------------------------------------------------
+
+_BUFFER_RE = re.compile(r"^(?P<fn>\w+):\s+(?P<buf>\S+)\s+(?P<kind>model|KV|compute|output|RS) buffer size\s*=\s*(?P<mib>[\d.]+) MiB")
+_OFFLOADED_RE = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
+_OVERRIDE_RE = re.compile(r"tensor (\S+) \(.*\) buffer type overridden to (\S+)")
+# Buffers in host memory: plain and repacked CPU buffers, and pinned host buffers of GPU backends.
+_HOST_PREFIXES = ("CPU", "AMX", "KleidiAI")
+
+
+def is_host_buffer(name: str) -> bool:
+    return name.startswith(_HOST_PREFIXES) or name.endswith("_Host")
+
+
+@dataclass
+class BufferReport:
+    """The buffers llama.cpp reported while loading a model and creating its context."""
+
+    buffers: dict[tuple[str, str], int]  # (buffer name, kind) -> bytes; kind: model, KV, compute, output
+    offloaded_layers: tuple[int, int] | None = None  # (offloaded, offloadable)
+    overridden: dict[str, str] | None = None  # tensor name -> buffer type it was moved to
+
+    def total(self, kind: str | None = None, where: str | None = None) -> int:
+        """Bytes of one kind (None: all) in 'host' or 'device' memory (None: both)."""
+        out = 0
+        for (name, k), n in self.buffers.items():
+            if kind is not None and k != kind:
+                continue
+            if where == "host" and not is_host_buffer(name):
+                continue
+            if where == "device" and is_host_buffer(name):
+                continue
+            out += n
+        return out
+
+    def flat(self) -> dict[str, int]:
+        return {f"{name} {kind}": n for (name, kind), n in self.buffers.items()}
+
+
+def parse_buffer_report(lines: Iterable[str]) -> BufferReport:
+    """Read llama.cpp's "X model/KV/compute buffer size = N MiB" lines (from a captured log).
+
+    MiB are printed with two decimals, so each figure is exact to about 5 KiB. Lines printed when
+    a context is freed (~llama_context) are ignored; a repeated buffer (a second context) is summed.
+    """
+    buffers: dict[tuple[str, str], int] = {}
+    offloaded: tuple[int, int] | None = None
+    overridden: dict[str, str] = {}
+    for line in lines:
+        if line.startswith("~"):
+            continue
+        m = _BUFFER_RE.search(line)
+        if m:
+            key = (m.group("buf"), m.group("kind"))
+            buffers[key] = buffers.get(key, 0) + round(float(m.group("mib")) * (1 << 20))
+            continue
+        m2 = _OFFLOADED_RE.search(line)
+        if m2:
+            offloaded = (int(m2.group(1)), int(m2.group(2)))
+            continue
+        m3 = _OVERRIDE_RE.search(line)
+        if m3:
+            overridden[m3.group(1)] = m3.group(2)
+    return BufferReport(buffers, offloaded, overridden)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import re
+import threading
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from app.core.engine import LoadSettings
-from app.core.gguf_info import GgufInfo
-from app.core.hardware import GB, GpuInfo, HardwareProfile
+from app.core.gguf_info import GgufError, GgufInfo, read_gguf_info
+from app.core.hardware import GB, VENDOR_BACKENDS, GpuInfo, HardwareProfile
 
 MiB = 1 << 20
+# Memory is shown in GiB written "GB": that is how RAM and VRAM are sold and how operating systems
+# show them (an "8 GB" card holds 8 GiB), so the figures match what people know of their computer.
 GiB = 1 << 30
 
 # --- the memory model -----------------------------------------------------------------------------
@@ -19,7 +25,8 @@ GiB = 1 << 30
 # above each measurement, on the safe side.
 
 KV_PAD = 256  # llama.cpp sizes KV caches in multiples of 256 cells
-N_UBATCH = 512  # llama.cpp's default physical batch; compute buffers scale with it
+# The engine sets llama.cpp's micro-batch (n_ubatch) to its batch, so compute buffers and the
+# sliding-window cache scale with min(n_ctx, n_batch); llama.cpp clamps the batch to the context.
 
 # Bytes per cached value, by KV cache type (ggml block sizes: q8_0 34 B / 32 values, q4_0 18 / 32).
 KV_TYPE_BYTES: dict[str, float] = {
@@ -123,6 +130,8 @@ class Plan:
     gpu_index: int | None = None  # position in HardwareProfile.gpus; None: no GPU is used
     gpu_name: str = ""
     use_gpu: bool = False  # False with a GPU present: hide it from llama.cpp
+    backend: str = "CPU"  # what computes: "CUDA", "Metal", "ROCm", "Vulkan", ... or "CPU"
+    device: str = ""  # the ggml device of the chosen GPU ("CUDA0"); "" = unknown or none
     vram_budget: int = 0  # usable VRAM after the safety margin
     ram_budget: int = 0
     estimate: MemoryEstimate = field(default_factory=MemoryEstimate)
@@ -140,7 +149,14 @@ class Plan:
             use_mmap=self.use_mmap,
             use_mlock=self.use_mlock,
             swa_full=False,
+            devices=self.load_devices(),
         )
+
+    def load_devices(self) -> tuple[str, ...] | None:
+        """llama.cpp devices for this plan: none (GPUs hidden), the planned GPU, or its default."""
+        if not self.use_gpu:
+            return ()
+        return (self.device,) if self.device else None
 
     def summary(self) -> str:
         where = {
@@ -150,7 +166,7 @@ class Plan:
             "cpu": "CPU only",
             "none": "does not fit",
         }[self.mode]
-        return f"{where}; context {self.n_ctx:,} tokens; ~{self.est_vram_bytes / GB:.1f} GB GPU, ~{self.est_ram_bytes / GB:.1f} GB RAM"
+        return f"{where}; context {self.n_ctx:,} tokens; ~{self.est_vram_bytes / GiB:.1f} GB GPU, ~{self.est_ram_bytes / GiB:.1f} GB RAM"
 
 
 # --- estimates ------------------------------------------------------------------------------------
@@ -160,10 +176,14 @@ def _pad(n: int, to: int) -> int:
     return (n + to - 1) // to * to
 
 
+def _ubatch(n_ctx: int, n_batch: int) -> int:
+    return max(1, min(n_ctx, n_batch))
+
+
 def kv_cells(model: GgufInfo, n_ctx: int, n_batch: int = 512) -> tuple[int, int]:
     """Cells per full-attention layer and per sliding-window layer (swa_full=False)."""
     full = _pad(max(n_ctx, 1), KV_PAD)
-    ub = min(n_ctx, n_batch, N_UBATCH)
+    ub = _ubatch(n_ctx, n_batch)
     swa = min(full, _pad(model.sliding_window + ub, KV_PAD)) if model.sliding_window else full
     return full, swa
 
@@ -195,15 +215,47 @@ def compute_bytes(model: GgufInfo, n_ctx: int, flash_attn: bool, n_batch: int = 
     The output phase (logits for a whole micro-batch) dominates for a 201k vocabulary; without
     flash attention the full-attention scores (heads × context × batch) dominate at long context.
     """
-    ub = min(n_ctx, n_batch, N_UBATCH)
+    ub = _ubatch(n_ctx, n_batch)
     full, swa = kv_cells(model, n_ctx, n_batch)
     mask_el = 2 if flash_attn else 4
     masks = ub * (full + (swa if model.sliding_window else 0)) * mask_el
     act = ub * 4 * _act_floats(model)
     if not flash_attn:
         act += model.n_head * full * ub * 4
-    out = ub * 4 * (model.n_vocab + 2 * model.n_embd) if output else 0
+    # Logits for the micro-batch, the final norm's input and output, and (seen at n_ctx <= n_ubatch,
+    # where the allocator keeps it alive) the last block's per-expert outputs.
+    out = ub * 4 * (model.n_vocab + (2 + model.n_expert_used) * model.n_embd) if output else 0
     return masks + max(act, out)
+
+
+# llama.cpp's AMX buffers (CPUs with AMX, CPU-only loads) keep matrices of these types in a VNNI
+# layout with extra bytes per block (ggml-cpu/amx/mmq.cpp get_row_size): type -> (extra, block bytes).
+_AMX_EXTRA: dict[str, tuple[int, int]] = {"Q8_0": (4, 34), "Q4_K": (4, 144), "Q5_K": (4, 176), "IQ4_XS": (2, 136)}
+_AMX_MATRIX = re.compile(r"^(blk\.(\d+)\.attn_(q|k|v|output)\.weight|output\.weight)$")
+_amx_cache: dict[int, tuple[GgufInfo, list[int], int]] = {}
+
+
+def amx_extra_bytes(model: GgufInfo) -> tuple[list[int], int]:
+    """Extra bytes the AMX layout adds: per block (its attention matrices), and for the output."""
+    hit = _amx_cache.get(id(model))
+    if hit is not None and hit[0] is model:
+        return hit[1], hit[2]
+    per_block = [0] * model.n_layer
+    output = 0
+    for t in model.tensors:
+        grow = _AMX_EXTRA.get(t.type_name)
+        m = _AMX_MATRIX.match(t.name) if grow else None
+        if m is None or grow is None or len(t.shape) != 2:
+            continue
+        extra = t.nbytes // grow[1] * grow[0]
+        if m.group(2) is None:
+            output += extra
+        elif int(m.group(2)) < model.n_layer:
+            per_block[int(m.group(2))] += extra
+    if len(_amx_cache) > 16:
+        _amx_cache.clear()
+    _amx_cache[id(model)] = (model, per_block, output)
+    return per_block, output
 
 
 def estimate(
@@ -215,8 +267,12 @@ def estimate(
     flash_attn: bool = True,
     n_batch: int = 512,
     gpu: GpuInfo | None = None,
+    amx: bool = False,
 ) -> MemoryEstimate:
-    """Bytes on the GPU and in RAM for one placement (no margins)."""
+    """Bytes on the GPU and in RAM for one placement (no margins).
+
+    amx: the CPU has AMX, so a CPU-only load stores Q8_0 (and some K-quant) matrices larger.
+    """
     L = model.n_layer
     use_gpu = placement.use_gpu and gpu is not None
     ngl = max(0, min(placement.n_gpu_layers, L + 1)) if use_gpu else 0
@@ -251,6 +307,11 @@ def estimate(
         e.gpu_weights += model.output_bytes
     else:
         e.host_weights += model.output_bytes
+    if amx and not use_gpu:
+        # With a GPU in play, CPU-side weights go to its pinned host buffers instead (llama.cpp
+        # lists those before the CPU's extra buffer types).
+        per_block, out_extra = amx_extra_bytes(model)
+        e.host_weights += sum(per_block) + out_extra
     e.host_runtime = HOST_RUNTIME + model.n_vocab * 4  # + the logits output buffer
     if use_gpu:
         e.gpu_compute = compute_bytes(model, n_ctx, flash_attn, n_batch)
@@ -266,10 +327,10 @@ def estimate(
         if not output_on_gpu:
             e.host_compute = compute_bytes(model, n_ctx, flash_attn, n_batch)
         elif any_host_block_part:
-            ub = min(n_ctx, n_batch, N_UBATCH)
+            ub = _ubatch(n_ctx, n_batch)
             e.host_compute = ub * 4 * _act_floats(model)
         else:
-            e.host_compute = min(n_ctx, n_batch, N_UBATCH) * 4 * 2 * model.n_embd
+            e.host_compute = _ubatch(n_ctx, n_batch) * 4 * 2 * model.n_embd
     else:
         e.host_compute = compute_bytes(model, n_ctx, flash_attn, n_batch)
     return e
@@ -299,18 +360,25 @@ def ram_budget(profile: HardwareProfile) -> int:
     return max(0, profile.ram_available - ram_margin(profile))
 
 
-_VENDOR_BACKENDS = {"nvidia": ("CUDA", "Vulkan"), "amd": ("ROCm", "HIP", "Vulkan"), "apple": ("Metal",), "intel": ("SYCL", "Vulkan")}
+_VENDOR_BACKENDS = VENDOR_BACKENDS
+# Registry names shown the way people know them (ggml registers Metal as "MTL").
+_BACKEND_DISPLAY = {"mtl": "Metal", "hip": "ROCm"}
+
+
+def backend_display_name(name: str) -> str:
+    return _BACKEND_DISPLAY.get(name.lower(), name)
 
 
 def usable_backend(gpu: GpuInfo, backends: list[str] | None) -> str | None:
     """The llama.cpp backend that would drive this GPU, or None if the installed build has none."""
     wanted = _VENDOR_BACKENDS.get(gpu.vendor, (gpu.backend_hint,) if gpu.backend_hint else ())
     if backends is None:  # unknown: assume the vendor's usual backend
-        return gpu.backend_hint or (wanted[0] if wanted else None)
-    have = {b.lower(): b for b in backends}
+        hint = gpu.backend_hint or (wanted[0] if wanted else None)
+        return backend_display_name(hint) if hint else None
+    have = {b.lower() for b in backends}
     for w in wanted:
         if w.lower() in have:
-            return w if w != "HIP" else "ROCm"
+            return backend_display_name(w)
     return None
 
 
@@ -348,6 +416,7 @@ class _Planner:
         self.gpu_index, self.gpu = self._choose_gpu()
         self.flash_attn, self.kv_type = self._attention_settings()
         self.n_batch = max(1, wishes.n_batch)
+        self.amx = "amx_tile" in (profile.cpu_features or [])
         self._checks: dict[tuple[Placement, int], _Check] = {}
 
     # settings that do not depend on the placement
@@ -361,7 +430,7 @@ class _Planner:
         for i, g in enumerate(p.gpus):
             backend = usable_backend(g, p.backends)
             if backend is None:
-                wanted = " or ".join(_VENDOR_BACKENDS.get(g.vendor, (g.backend_hint or "a GPU backend",)))
+                wanted = " or ".join(dict.fromkeys(backend_display_name(b) for b in _VENDOR_BACKENDS.get(g.vendor, (g.backend_hint or "a GPU backend",))))
                 self.reasons.append(f"Found {g.name}, but the installed llama.cpp was built without {wanted} support, so it cannot use it.")
                 self.suggestions.append(f"Install a llama.cpp build with {wanted} support to use {g.name}.")
                 continue
@@ -376,7 +445,7 @@ class _Planner:
                 candidates = chosen
         if not candidates:
             if not p.gpus:
-                self.reasons.append("No GPU found, so the model runs on the CPU.")
+                self.reasons.append("No GPU found, so only the CPU can run the model.")
             return None, None
         i, g = max(candidates, key=lambda c: c[1].vram_free)
         if p.backends is None:
@@ -391,6 +460,11 @@ class _Planner:
         kv = (w.kv_type or "f16").lower()
         if kv not in KV_TYPE_BYTES:
             self.reasons.append(f"KV cache type '{w.kv_type}' is not known; using f16.")
+            kv = "f16"
+        block = 1 if kv in ("f16", "f32", "bf16") else 32  # ggml block size of the quantized KV types
+        if block > 1 and (self.model.head_dim % block or self.model.head_dim_v % block):
+            # llama.cpp refuses such a context outright; say so instead of failing the load.
+            self.reasons.append(f"A {kv} KV cache needs heads of a multiple of {block} values; this model's are {self.model.head_dim}, so f16 is used.")
             kv = "f16"
         if kv not in ("f16", "f32", "bf16") and not flash:
             if w.flash_attn is False:
@@ -413,7 +487,7 @@ class _Planner:
 
     def _check(self, p: Placement, n_ctx: int) -> _Check:
         gpu = self.gpu if p.use_gpu else None
-        est = estimate(self.model, p, n_ctx, kv_type=self.kv_type, flash_attn=self.flash_attn, n_batch=self.n_batch, gpu=gpu)
+        est = estimate(self.model, p, n_ctx, kv_type=self.kv_type, flash_attn=self.flash_attn, n_batch=self.n_batch, gpu=gpu, amx=self.amx)
         ram_need = est.ram
         if gpu is None:
             vram_ok = True
@@ -535,18 +609,18 @@ class _Planner:
             self.reasons.insert(
                 0,
                 f"Found {self.gpu.name}: it shares unified memory with the CPU and may use about "
-                f"{self.gpu.vram_free / GB:.1f} GB of the {self.profile.ram_total / GB:.1f} GB.",
+                f"{self.gpu.vram_free / GiB:.1f} GB of the {self.profile.ram_total / GiB:.1f} GB.",
             )
         elif self.gpu is not None:
-            self.reasons.insert(0, f"Found {self.gpu.name} with {self.gpu.vram_free / GB:.1f} GB free of {self.gpu.vram_total / GB:.1f} GB.")
+            self.reasons.insert(0, f"Found {self.gpu.name} with {self.gpu.vram_free / GiB:.1f} GB free of {self.gpu.vram_total / GiB:.1f} GB.")
         if mode == "gpu":
-            self.reasons.append(f"Everything runs on the GPU ({m.tensor_bytes / GB:.1f} GB of weights): the fastest option.")
+            self.reasons.append(f"Everything runs on the GPU ({m.tensor_bytes / GiB:.1f} GB of weights): the fastest option.")
         elif mode == "gpu+cpu-experts":
             moved = sum(b.experts for b in m.blocks[: p.n_cpu_moe])
             self.reasons.append(
-                f"The whole model would need {full_gpu_need / GB:.1f} GB on the GPU, but {vram_budget(self.gpu) / GB:.1f} GB is usable "  # type: ignore[arg-type]
+                f"The whole model would need {full_gpu_need / GiB:.1f} GB on the GPU, but {vram_budget(self.gpu) / GiB:.1f} GB is usable "  # type: ignore[arg-type]
                 f"after a safety margin. So all {m.n_layer} blocks run on the GPU except the expert weights of the first "
-                f"{p.n_cpu_moe}, which stay in RAM ({moved / GB:.1f} GB). Keeping attention on the GPU and moving only "
+                f"{p.n_cpu_moe}, which stay in RAM ({moved / GiB:.1f} GB). Keeping attention on the GPU and moving only "
                 "experts is about 3x faster than splitting whole layers."
             )
         elif mode == "layer-split":
@@ -554,7 +628,7 @@ class _Planner:
             if blocks <= 0:
                 self.reasons.append(
                     "Even with all experts in RAM the GPU is too small for the blocks, so it holds only the output "
-                    f"layer ({m.output_bytes / GB:.1f} GB, the largest single matrix) and the CPU runs the rest."
+                    f"layer ({m.output_bytes / GiB:.1f} GB, the largest single matrix) and the CPU runs the rest."
                 )
             else:
                 self.reasons.append(
@@ -576,11 +650,11 @@ class _Planner:
             _, swa = kv_cells(m, n_ctx, self.n_batch)
             self.reasons.append(
                 f"Context {n_ctx:,} tokens: the {self.kv_type} KV cache grows only on the {full_layers} full-attention layers "
-                f"({per_tok / 1024:.0f} KiB per token, {kv_total_bytes(m, n_ctx, self.kv_type, self.n_batch) / GB:.2f} GB in all); "
+                f"({per_tok / 1024:.0f} KiB per token, {kv_total_bytes(m, n_ctx, self.kv_type, self.n_batch) / GiB:.2f} GB in all); "
                 f"the {m.n_layer - full_layers} sliding-window layers keep {swa:,} tokens each."
             )
         else:
-            self.reasons.append(f"Context {n_ctx:,} tokens: KV cache {kv_total_bytes(m, n_ctx, self.kv_type, self.n_batch) / GB:.2f} GB.")
+            self.reasons.append(f"Context {n_ctx:,} tokens: KV cache {kv_total_bytes(m, n_ctx, self.kv_type, self.n_batch) / GiB:.2f} GB.")
         if self.wishes.n_ctx is None:
             if n_ctx >= self.n_ctx_limit():
                 self.reasons.append("That is the model's full context, and it still fits.")
@@ -592,25 +666,25 @@ class _Planner:
             self.reasons.append("Flash attention off: attention buffers grow with the context.")
         if self.gpu is not None and p.use_gpu:
             self.reasons.append(
-                f"GPU memory: ~{e.vram / GB:.1f} GB (weights {e.gpu_weights / GB:.1f}, KV cache {e.gpu_kv / GB:.2f}, "
-                f"work buffers {e.gpu_compute / GB:.2f}, driver {e.gpu_runtime / GB:.2f}) of {vram_budget(self.gpu) / GB:.1f} GB usable "
-                f"({gpu_margin(self.gpu) / GB:.1f} GB kept free for other programs and estimate error)."
+                f"GPU memory: ~{e.vram / GiB:.1f} GB (weights {e.gpu_weights / GiB:.1f}, KV cache {e.gpu_kv / GiB:.2f}, "
+                f"work buffers {e.gpu_compute / GiB:.2f}, driver {e.gpu_runtime / GiB:.2f}) of {vram_budget(self.gpu) / GiB:.1f} GB usable "
+                f"({gpu_margin(self.gpu) / GiB:.1f} GB kept free for other programs and estimate error)."
             )
         ram_what = "RAM (shared with the GPU)" if self.gpu is not None and self.gpu.unified_memory else "RAM"
         if self.profile.ram_total <= 0:
-            self.reasons.append(f"{ram_what}: ~{c.ram_need / GB:.1f} GB needed; the amount of RAM could not be read, so it was not checked.")
+            self.reasons.append(f"{ram_what}: ~{c.ram_need / GiB:.1f} GB needed; the amount of RAM could not be read, so it was not checked.")
             return
         self.reasons.append(
-            f"{ram_what}: ~{c.ram_need / GB:.1f} GB needed of {ram_budget(self.profile) / GB:.1f} GB usable "
-            f"({self.profile.ram_available / GB:.1f} GB available minus {ram_margin(self.profile) / GB:.1f} GB spare)."
+            f"{ram_what}: ~{c.ram_need / GiB:.1f} GB needed of {ram_budget(self.profile) / GiB:.1f} GB usable "
+            f"({self.profile.ram_available / GiB:.1f} GB available minus {ram_margin(self.profile) / GiB:.1f} GB spare)."
         )
 
     def _why_not(self, c: _Check, n_ctx: int) -> None:
         p = self.profile
         if not c.vram_ok and self.gpu is not None:
-            self.reasons.append(f"Needs ~{c.est.vram / GB:.1f} GB of GPU memory, but only {vram_budget(self.gpu) / GB:.1f} GB is usable.")
+            self.reasons.append(f"Needs ~{c.est.vram / GiB:.1f} GB of GPU memory, but only {vram_budget(self.gpu) / GiB:.1f} GB is usable.")
         if not c.ram_ok:
-            self.reasons.append(f"Needs ~{c.ram_need / GB:.1f} GB of RAM, but only {ram_budget(p) / GB:.1f} GB is usable ({p.ram_available / GB:.1f} GB available).")
+            self.reasons.append(f"Needs ~{c.ram_need / GiB:.1f} GB of RAM, but only {ram_budget(p) / GiB:.1f} GB is usable ({p.ram_available / GiB:.1f} GB available).")
 
     def _suggest(self, n_ctx: int, cands: list[Placement]) -> None:
         m, p = self.model, self.profile
@@ -629,11 +703,11 @@ class _Planner:
         if short > 0:
             reachable = least.ram_need + ram_margin(p) <= p.ram_total - 2 * GB
             if reachable:
-                self.suggestions.append(f"Close other apps to free about {max(short, 1) / GB:.1f} GB of RAM.")
+                self.suggestions.append(f"Close other apps to free about {max(short, 1) / GiB:.1f} GB of RAM.")
             else:
                 self.suggestions.append(
-                    f"This computer has {p.ram_total / GB:.1f} GB of RAM; running {m.name} needs about "
-                    f"{(least.ram_need + ram_margin(p)) / GB:.0f} GB even with every other app closed."
+                    f"This computer has {p.ram_total / GiB:.1f} GB of RAM; running {m.name} needs about "
+                    f"{(least.ram_need + ram_margin(p)) / GiB:.0f} GB even with every other app closed."
                 )
         if m.n_expert > 32 or m.file_size > 30 * GB:
             self.suggestions.append("Use the smaller gpt-oss-20b model (about 12 GB), which needs far less memory.")
@@ -672,7 +746,7 @@ class _Planner:
         )
         use_mlock = bool(w.use_mlock)
         if use_mlock:
-            self.reasons.append(f"mlock on: {shown.est.host_weights / GB:.1f} GB of weights are locked in RAM and never swapped out.")
+            self.reasons.append(f"mlock on: {shown.est.host_weights / GiB:.1f} GB of weights are locked in RAM and never swapped out.")
         p = shown.placement
         return Plan(
             n_gpu_layers=p.n_gpu_layers if p.use_gpu else 0,
@@ -694,6 +768,8 @@ class _Planner:
             gpu_index=self.gpu_index if p.use_gpu else None,
             gpu_name=self.gpu.name if self.gpu is not None and p.use_gpu else "",
             use_gpu=p.use_gpu,
+            backend=(self.gpu.backend_hint or "GPU") if self.gpu is not None and p.use_gpu else "CPU",
+            device=self.gpu.device if self.gpu is not None and p.use_gpu else "",
             vram_budget=vram_budget(self.gpu) if self.gpu is not None else 0,
             ram_budget=ram_budget(self.profile),
             estimate=shown.est,
@@ -708,10 +784,72 @@ def plan(profile: HardwareProfile, model_info: GgufInfo, wishes: Wishes | None =
     """The best way to load `model_info` on `profile`, honouring `wishes`; never raises on odd input."""
     wishes = wishes or Wishes()
     if model_info.n_layer <= 0 or not model_info.blocks:
-        return Plan(
-            n_gpu_layers=0, n_cpu_moe=0, n_ctx=wishes.n_ctx or AUTO_CTX_BASE, flash_attn=True, kv_type="f16",
-            n_threads=profile.threads_generation, n_threads_batch=profile.threads_batch, use_mmap=True,
-            use_mlock=False, est_vram_bytes=0, est_ram_bytes=0, fits=False, mode="none",
-            reasons=[f"{model_info.name} has no transformer blocks; the file is not a usable model."],
-        )
+        return refusal(profile, f"{model_info.name} has no transformer blocks; the file is not a usable model.", wishes)
     return _Planner(profile, model_info, wishes).run()
+
+
+# --- planning for a file on disk ------------------------------------------------------------------
+
+_info_cache: dict[tuple[str, int, int], GgufInfo] = {}
+_info_lock = threading.Lock()
+
+
+def model_info_for_file(path: str | os.PathLike[str]) -> GgufInfo:
+    """read_gguf_info, remembered per file (path, size, modification time). Raises GgufError."""
+    p = Path(path)
+    try:
+        st = p.stat()
+        key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    except OSError:
+        return read_gguf_info(p)  # raises the clear "does not exist" / "cannot open" error
+    with _info_lock:
+        hit = _info_cache.get(key)
+    if hit is not None:
+        return hit
+    info = read_gguf_info(p)
+    with _info_lock:
+        if len(_info_cache) > 32:
+            _info_cache.clear()
+        _info_cache[key] = info
+    return info
+
+
+def refusal(profile: HardwareProfile, reason: str, wishes: Wishes | None = None) -> Plan:
+    """A plan that must not be loaded, with the reason in plain words."""
+    w = wishes or Wishes()
+    return Plan(
+        n_gpu_layers=0, n_cpu_moe=0, n_ctx=w.n_ctx or AUTO_CTX_BASE, flash_attn=True, kv_type="f16",
+        n_threads=w.n_threads or profile.threads_generation, n_threads_batch=w.n_threads_batch or profile.threads_batch,
+        use_mmap=True, use_mlock=False, est_vram_bytes=0, est_ram_bytes=0, fits=False, mode="none", reasons=[reason],
+        ram_budget=ram_budget(profile),
+    )
+
+
+def plan_for_file(path: str | os.PathLike[str], profile: HardwareProfile, wishes: Wishes | None = None) -> Plan:
+    """The automatic plan for a model file (what the main window loads with: plan.to_load_settings()).
+
+    Never raises: an unreadable file gives a plan with fits=False and the reason. Reads only the
+    header (a fraction of a second for the 20b, cached afterwards).
+    """
+    try:
+        info = model_info_for_file(path)
+    except GgufError as e:
+        return refusal(profile, f"This file cannot be planned for: {e}.", wishes)
+    except OSError as e:  # noqa: BLE001 - a disk error while reading the header
+        return refusal(profile, f"This file cannot be read: {e.strerror or e}.", wishes)
+    return plan(profile, info, wishes)
+
+
+def suggest_fix(profile: HardwareProfile, model_info: GgufInfo, wishes: Wishes) -> Plan | None:
+    """The planner's own plan closest to settings that do not fit, or None if nothing fits.
+
+    First keeps everything but the placement (GPU layers, experts on CPU), then also lets the
+    planner choose the context, cache type, attention and mmap.
+    """
+    keep = replace(wishes, n_gpu_layers=None, n_cpu_moe=None)
+    p = plan(profile, model_info, keep)
+    if p.fits:
+        return p
+    auto = replace(keep, n_ctx=None, kv_type=None, flash_attn=None, use_mmap=None, use_mlock=None)
+    p = plan(profile, model_info, auto)
+    return p if p.fits else None

@@ -74,6 +74,30 @@ def test_load_reports_model_info(tiny_model_path: Path) -> None:
     assert not e.loaded and e.info is None
 
 
+def test_load_reports_llama_cpp_buffers(tiny_model_path: Path) -> None:
+    e = Engine()
+    info = e.load(tiny_model_path, LoadSettings(n_ctx=1024, use_mmap=True))
+    e.unload()
+    assert info.buffers["CPU_Mapped model"] > 0
+    assert info.buffers["CPU KV"] > 0 and info.buffers["CPU compute"] > 0
+    assert all(isinstance(v, int) and v >= 0 for v in info.buffers.values())
+
+
+def test_devices_empty_hides_gpus_and_unknown_device_is_explained(tiny_model_path: Path) -> None:
+    e = Engine()
+    info = e.load(tiny_model_path, LoadSettings(n_ctx=256, n_gpu_layers=99, devices=()))
+    try:
+        assert all(k.startswith(("CPU", "AMX")) for k in info.buffers), info.buffers
+        assert len(run(e, PROMPT, seed=1, max_tokens=3)) == 3
+    finally:
+        e.unload()
+    with pytest.raises(EngineError, match="Cannot use the chosen GPU: llama.cpp has no device named CUDA7"):
+        e.load(tiny_model_path, LoadSettings(n_ctx=256, devices=("CUDA7",)))
+    with pytest.raises(EngineError, match="CPU is the CPU, not a GPU"):
+        e.load(tiny_model_path, LoadSettings(n_ctx=256, devices=("CPU",)))
+    assert not e.loaded
+
+
 def test_load_cancelled_by_progress(tiny_model_path: Path) -> None:
     e = Engine()
     with pytest.raises(EngineError, match="cancelled"):

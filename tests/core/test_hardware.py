@@ -82,6 +82,13 @@ def no_module(name: str) -> Any:
     return imp
 
 
+CPU_DEV = hw.LlamaDevice("CPU", "CPU", "Intel Xeon", "cpu")
+
+
+def no_memory(name: str) -> tuple[int, int]:
+    raise AssertionError(f"memory of {name} should not be asked")
+
+
 def probes(**kw: Any) -> Probes:
     base: dict[str, Any] = dict(
         system=lambda: "Linux",
@@ -92,6 +99,8 @@ def probes(**kw: Any) -> Probes:
         sysfs_root=Path("/nonexistent-sys"),
         proc_root=Path("/nonexistent-proc"),
         backends=lambda: ["CPU"],
+        devices=lambda: [CPU_DEV],
+        device_memory=no_memory,
     )
     base.update(kw)
     return Probes(**base)
@@ -346,7 +355,7 @@ def test_describe_lines() -> None:
     text = "\n".join(prof.describe())
     assert "NVIDIA GeForce RTX 3060" in text and "driver 550.54.14" in text
     assert "llama.cpp backends: CUDA, CPU" in text
-    assert "RAM: 34.4 GB" in text
+    assert "RAM: 32.0 GB, 24.0 GB available" in text
 
 
 def test_profile_can_be_written_by_hand() -> None:
@@ -364,3 +373,84 @@ def test_default_backend_probe_asks_the_installed_library() -> None:
     pytest.importorskip("llama_cpp")
     names = hw._default_backends()
     assert "CPU" in names
+
+
+# --- llama.cpp's devices --------------------------------------------------------------------------
+
+
+def cuda(i: int, desc: str) -> hw.LlamaDevice:
+    return hw.LlamaDevice(f"CUDA{i}", "CUDA", desc, "gpu")
+
+
+def test_nvidia_gpus_are_tied_to_cuda_devices() -> None:
+    nv = FakeNvml([("NVIDIA GeForce RTX 4070", 12 * GiB, 11 * GiB), ("NVIDIA RTX A2000", 6 * GiB, 6 * GiB)])
+    # CUDA numbers the fastest card first by default; names decide, not positions.
+    devs = [CPU_DEV, cuda(0, "NVIDIA RTX A2000"), cuda(1, "NVIDIA GeForce RTX 4070")]
+    prof = detect(probes(pynvml=lambda: nv, backends=lambda: ["CUDA", "CPU"], devices=lambda: devs))
+    assert [(g.name, g.device) for g in prof.gpus] == [("NVIDIA GeForce RTX 4070", "CUDA1"), ("NVIDIA RTX A2000", "CUDA0")]
+    assert prof.llama_devices == devs
+
+
+def test_identical_cards_keep_registry_order_and_vulkan_is_a_fallback() -> None:
+    nv = FakeNvml([("NVIDIA A100", 40 * GiB, 40 * GiB), ("NVIDIA A100", 40 * GiB, 39 * GiB)])
+    devs = [hw.LlamaDevice("Vulkan0", "Vulkan", "NVIDIA A100", "gpu"), cuda(0, "NVIDIA A100"), cuda(1, "NVIDIA A100")]
+    prof = detect(probes(pynvml=lambda: nv, devices=lambda: devs))
+    assert [g.device for g in prof.gpus] == ["CUDA0", "CUDA1"]
+    # A Vulkan-only build drives the same cards through Vulkan.
+    prof = detect(probes(pynvml=lambda: FakeNvml([("NVIDIA A100", 40 * GiB, 40 * GiB)]), devices=lambda: devs[:1]))
+    assert [(g.device, g.backend_hint) for g in prof.gpus] == [("Vulkan0", "Vulkan")]
+
+
+def test_gpu_only_llama_cpp_sees_is_added_with_its_memory() -> None:
+    asked: list[str] = []
+
+    def mem(name: str) -> tuple[int, int]:
+        asked.append(name)
+        return 7 * GiB, 8 * GiB
+
+    devs = [CPU_DEV, hw.LlamaDevice("Vulkan0", "Vulkan", "Intel(R) Arc(tm) A750 Graphics (DG2)", "gpu")]
+    prof = detect(probes(devices=lambda: devs, device_memory=mem, backends=lambda: ["Vulkan", "CPU"]))
+    (g,) = prof.gpus
+    assert (g.vendor, g.name, g.vram_total, g.vram_free, g.device, g.backend_hint) == ("intel", "Intel(R) Arc(tm) A750 Graphics (DG2)", 8 * GiB, 7 * GiB, "Vulkan0", "Vulkan")
+    assert asked == ["Vulkan0"]
+    assert any("found through llama.cpp's Vulkan backend" in n for n in prof.notes)
+
+
+def test_llama_device_without_memory_is_a_note() -> None:
+    def broken(name: str) -> tuple[int, int]:
+        raise RuntimeError("driver hiccup")
+
+    devs = [CPU_DEV, hw.LlamaDevice("Vulkan0", "Vulkan", "llvmpipe (LLVM 15.0.6, 256 bits)", "gpu")]
+    prof = detect(probes(devices=lambda: devs, device_memory=broken))
+    assert prof.gpus == []
+    assert any("llvmpipe" in n and "could not say how much memory" in n for n in prof.notes)
+    prof = detect(probes(devices=lambda: devs, device_memory=lambda n: (0, 0)))
+    assert prof.gpus == [] and any("reports no memory" in n for n in prof.notes)
+
+
+def test_metal_reports_the_real_gpu_budget() -> None:
+    outs = mac_outputs("Apple M1", 16 * GiB)
+    devs = [hw.LlamaDevice("MTL0", "MTL", "Apple M1", "gpu"), hw.LlamaDevice("BLAS", "BLAS", "Accelerate", "accel"), CPU_DEV]
+    budget = int(10.67 * GiB)
+    prof = detect(probes(system=lambda: "Darwin", run=fake_run(outs), devices=lambda: devs, device_memory=lambda n: (budget, budget), backends=lambda: ["MTL", "BLAS", "CPU"]))
+    assert prof.apple is not None and prof.apple.gpu_budget == budget
+    assert "recommendedMaxWorkingSetSize" in prof.apple.budget_source
+    (g,) = prof.gpus
+    assert (g.device, g.vram_total, g.backend_hint) == ("MTL0", budget, "MTL")
+
+
+def test_devices_probe_failure_is_soft() -> None:
+    def boom() -> list[hw.LlamaDevice]:
+        raise OSError("no libggml")
+
+    nv = FakeNvml([("NVIDIA GeForce RTX 3060", 12 * GiB, 11 * GiB)])
+    prof = detect(probes(pynvml=lambda: nv, devices=boom))
+    assert [g.device for g in prof.gpus] == [""]
+    assert any(n.startswith("llama.cpp devices: could not ask the library (OSError") for n in prof.notes)
+
+
+def test_default_device_probe_asks_the_installed_library() -> None:
+    pytest.importorskip("llama_cpp")
+    devs = hw._default_devices()
+    assert any(d.kind == "cpu" and d.name == "CPU" for d in devs)
+    assert all(d.memory_total == 0 for d in devs)

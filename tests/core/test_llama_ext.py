@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import re
 from collections.abc import Callable
@@ -90,3 +91,58 @@ def test_log_router_levels_and_capture(tiny_model_path: Path, caplog: pytest.Log
     assert all("\n" not in t for _, t in lines)
     # The same lines reach the Python logger instead of stderr.
     assert any(r.name == "harmonica.llama" for r in caplog.records)
+
+
+def test_nested_captures_each_get_every_line(tiny_model_path: Path) -> None:
+    # Engine.load captures the log itself; a caller's capture around it must keep working and see
+    # the lines after the inner capture ended too (sinks are removed by identity, not equality).
+    e = Engine()
+    with llama_ext.capture_llama_log() as outer:
+        e.load(tiny_model_path, LoadSettings(n_ctx=128))
+        n_after_load = len(outer)
+        e.unload()
+        with llama_ext.capture_llama_log() as inner:
+            e.load(tiny_model_path, LoadSettings(n_ctx=128))
+        e.unload()
+    assert n_after_load > 0 and inner
+    assert len(outer) > n_after_load + len(inner)
+    assert not llama_ext._sinks
+
+
+def test_parse_buffer_report() -> None:
+    lines = [
+        "load_tensors: offloaded 25/25 layers to GPU",
+        "load_tensors:        CUDA0 model buffer size =  2000.50 MiB",
+        "load_tensors:    CUDA_Host model buffer size =  9000.00 MiB",
+        "load_tensors:   CPU_Mapped model buffer size =   586.82 MiB",
+        "llama_context:  CUDA_Host  output buffer size =     0.77 MiB",
+        "llama_kv_cache:        CUDA0 KV buffer size =   192.00 MiB",
+        "llama_kv_cache:        CUDA0 KV buffer size =    12.00 MiB",
+        "sched_reserve:        CUDA0 compute buffer size =   398.38 MiB",
+        "sched_reserve:    CUDA_Host compute buffer size =    13.63 MiB",
+        "tensor blk.0.ffn_up_exps.weight (101 MiB mxfp4) buffer type overridden to CUDA_Host",
+        "~llama_context:        CUDA0 compute buffer size is 398.3770 MiB, matches expectation of 398.3770 MiB",
+    ]
+    r = llama_ext.parse_buffer_report(lines)
+    MiB = 1 << 20
+    assert r.offloaded_layers == (25, 25)
+    assert r.buffers[("CUDA0", "KV")] == 204 * MiB
+    assert r.total("model", "device") == round(2000.5 * MiB)
+    assert r.total("model", "host") == 9000 * MiB + round(586.82 * MiB)
+    assert r.total(where="device") == round(2000.5 * MiB) + 204 * MiB + round(398.38 * MiB)
+    assert r.overridden == {"blk.0.ffn_up_exps.weight": "CUDA_Host"}
+    assert r.flat()["CUDA0 compute"] == round(398.38 * MiB)
+    assert llama_ext.is_host_buffer("CPU_REPACK") and llama_ext.is_host_buffer("CUDA_Host")
+    assert not llama_ext.is_host_buffer("CUDA0") and not llama_ext.is_host_buffer("Metal")
+
+
+def test_device_list_and_memory() -> None:
+    empty = llama_ext.DeviceList(())
+    assert (ctypes.c_void_p * 1).from_address(empty.address)[0] is None
+    with pytest.raises(llama_ext.LlamaExtError, match="no device named Nope"):
+        llama_ext.DeviceList(["Nope"])
+    free, total = llama_ext.device_memory("CPU")
+    assert 0 < free <= total
+    with pytest.raises(llama_ext.LlamaExtError):
+        llama_ext.device_memory("Nope")
+    assert all(d.memory_total == 0 for d in llama_ext.backend_devices(memory=False))
