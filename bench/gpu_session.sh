@@ -69,7 +69,8 @@ if wants model; then
 fi
 
 if wants tests; then
-    step tests 300 $PY -m pytest -q -m gpu tests/core/test_gpu.py -rs -p no:cacheprovider --timeout 240
+    # llama_cpp before numpy: with the CUDA build, numpy loaded first (pytest plugins do) crashes the load.
+    step tests 300 $PY -c "import sys, llama_cpp, pytest; sys.exit(pytest.main(['-q', '-m', 'gpu', 'tests/core/test_gpu.py', '-rs', '-p', 'no:cacheprovider', '--timeout', '240']))"
     step estimates 180 $PY -m bench.planner_estimates --gpu --out "$OUT"
 fi
 
