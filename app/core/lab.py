@@ -38,6 +38,7 @@ _SPECIAL_IDS = frozenset(SPECIAL_TOKEN_IDS.values())
 _STOP_MARKERS = {"return": "<|return|>", "call": "<|call|>"}
 
 RunKey = tuple[str, str, int]  # (problem id, effort, repeat index)
+_append_lock = threading.Lock()  # the runner and the UI (model hash) both append to a file
 
 
 class LabError(Exception):
@@ -599,7 +600,7 @@ class ExperimentFile:
     def append(self, record: dict[str, Any]) -> None:
         data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
         try:
-            with open(self.path, "ab") as f:
+            with _append_lock, open(self.path, "ab") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())

@@ -13,7 +13,7 @@ from typing import Any
 
 CHECK_TYPES = ("number", "regex", "choice", "exact", "contains")
 BUILTIN_FILE = "reasoning-basics.jsonl"
-BUILTIN_NAME = "Reasoning basics (built-in)"
+BUILTIN_NAME = "Reasoning basics"
 # Imports are for question lists, not corpora; a larger file is almost surely the wrong file.
 MAX_IMPORT_BYTES = 50 * 1024 * 1024
 MAX_PROMPT_CHARS = 100_000
