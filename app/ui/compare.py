@@ -110,6 +110,18 @@ def _tok(v: float) -> str:
     return f"{v:,.0f}"
 
 
+def _decimals(v: float) -> int:
+    return 2 if abs(v) < 1 else 1 if abs(v) < 100 else 0
+
+
+def _pm_secs(s: Spread | None) -> str:
+    """Mean ± s.d. of seconds, both at the precision the mean needs ("0.06 ± 0.01", "12.3 ± 2.0")."""
+    if s is None:
+        return "—"
+    d = _decimals(s.mean)
+    return f"{s.mean:.{d}f}" + (f" ± {s.stdev:.{d}f}" if s.n > 1 else "")
+
+
 # =================================================================================================
 # Small widgets
 # =================================================================================================
@@ -232,6 +244,7 @@ class RunCard(QFrame):
         self.note.setWordWrap(True)
         self.note.hide()
         lay.addWidget(self.note)
+        lay.addStretch(1)  # a row is as tall as its longest answer: the others keep to the top
 
     # --- live ---------------------------------------------------------------------------------
     def start_live(self) -> None:
@@ -252,7 +265,8 @@ class RunCard(QFrame):
         self.f_final.set(f"{r.final_tokens:,}")
         self.f_ttft.set(_secs(r.first_final_s))
         self.f_total.set(_secs(r.total_s))
-        self.f_speed.set(f"{r.tokens_per_s:.1f}" if r.tokens_per_s else "—")
+        v = r.tokens_per_s
+        self.f_speed.set("—" if not v else f"{v:,.0f}" if v >= 100 else f"{v:.1f}")
         if r.correct is not None:
             self.mark.setText(("✓ " if r.correct else "✗ ") + (r.extracted or "no answer"))
             self.mark.setProperty("ok", bool(r.correct))
@@ -318,7 +332,7 @@ class EffortColumn(QWidget):
             self.figures.setText("No finished runs yet")
             self.accuracy.setText("")
             return
-        parts = [f"{_pm(s.reasoning_tokens, _tok)} tokens", f"{_pm(s.total_s, lambda v: f'{v:.1f}')} s"]
+        parts = [f"{_pm(s.reasoning_tokens, _tok)} tokens", f"{_pm_secs(s.total_s)} s"]
         self.figures.setText(" · ".join(parts))
         rt, tt = s.reasoning_tokens, s.total_s
         if rt is not None and tt is not None:
@@ -388,6 +402,7 @@ class CompareWindow(QWidget):
         self._load_builtin()
         self._update_controls()
         self.refresh_results()
+        self._rebuild_grid()
 
     # --- building -------------------------------------------------------------------------------
     def _build_setup(self) -> QWidget:
@@ -593,6 +608,7 @@ class CompareWindow(QWidget):
 
         self.tabs = QTabWidget(objectName="LabTabs")
         self.tabs.setDocumentMode(True)
+        self.tabs.tabBar().setDrawBase(False)
         runs_page = QWidget()
         rl = QVBoxLayout(runs_page)
         rl.setContentsMargins(0, 8, 0, 0)
@@ -1064,6 +1080,11 @@ class CompareWindow(QWidget):
         self._cards.clear()
         self._columns.clear()
         if exp is None:
+            hint = QLabel("Each effort gets a column here: every run's reasoning, answer and figures, side by side.",
+                          objectName="EmptyHint")
+            hint.setWordWrap(True)
+            hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            self.grid.addWidget(hint, 0, 0)
             return
         pid = self._shown_problem() or exp.spec.problems[0].id
         problem = exp.spec.problem(pid)
@@ -1150,7 +1171,7 @@ class CompareWindow(QWidget):
             sp = s.reasoning_tokens if kind == "reasoning" else s.total_s
             if sp is None:
                 continue
-            fmt = _tok if kind == "reasoning" else (lambda v: f"{v:.1f}")
+            fmt = _tok if kind == "reasoning" else (lambda v: f"{v:.{_decimals(v)}f}")
             bars.append(Bar(label, sp.mean, color, error=sp.stdev if sp.n > 1 else None, low=sp.min, high=sp.max,
                             text=fmt(sp.mean), note=f"n = {sp.n}"))
         return bars
