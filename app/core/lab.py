@@ -1004,16 +1004,18 @@ def run_experiment(
     if problem is not None:
         raise LabError(problem)
     assert engine is not None
+    model_changed = False
     if experiment.spec.model is None or not experiment.results():
         keep = experiment.spec.model.sha256 if experiment.spec.model is not None else None
         experiment.spec.model = ModelRef.from_info(info)
         if keep and experiment.spec.model.same_model(ModelRef.from_info(info)):
             experiment.spec.model.sha256 = keep
-        if experiment.path is not None:
-            if experiment.path.exists() and experiment.path.stat().st_size > 0:
-                ExperimentFile(experiment.path).append({"type": "model_ref", "model": experiment.spec.model.to_dict()})
-            else:
-                experiment.save(experiment.path)
+        model_changed = True
+    if experiment.path is not None:
+        if not experiment.path.exists() or experiment.path.stat().st_size == 0:
+            experiment.save(experiment.path)  # a new file (or a reopened export): header and runs so far
+        elif model_changed:
+            ExperimentFile(experiment.path).append({"type": "model_ref", "model": experiment.spec.model.to_dict()})
     todo = experiment.pending()
     total = experiment.total
     eta = EtaEstimator(experiment.results())

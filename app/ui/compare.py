@@ -8,10 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QCloseEvent, QColor, QShowEvent
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRectF, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QCloseEvent, QColor, QFont, QFontMetricsF, QPainter, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QApplication,
     QButtonGroup,
     QCheckBox,
     QComboBox,
@@ -32,6 +33,9 @@ from PySide6.QtWidgets import (
     QSizePolicy,
     QSpinBox,
     QStackedWidget,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
     QTableWidget,
     QTableWidgetItem,
     QTabWidget,
@@ -178,30 +182,28 @@ class Notice(QFrame):
         dlg.show()
 
 
-class Figure(QWidget):
-    """A number with a caption under it (e.g. "412" / "reasoning")."""
+FIGURES = ("reasoning", "final", "TTFT", "total", "tok/s")
+FIGURES_TIP = (
+    "reasoning: tokens on the analysis channel · final: tokens of the answer\n"
+    "TTFT: time to the first token of the final answer (prompt and reasoning included)\n"
+    "total: time of the whole run · tok/s: generation speed after the first token"
+)
 
-    def __init__(self, caption: str, tip: str = "", parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.setSpacing(0)
-        self.value = QLabel("—", objectName="FigureValue")
-        self.caption = QLabel(caption, objectName="FigureCaption")
-        f = self.caption.font()
-        f.setPointSizeF(f.pointSizeF() - 1.5)
-        self.caption.setFont(f)
-        lay.addWidget(self.value)
-        lay.addWidget(self.caption)
-        if tip:
-            self.setToolTip(tip)
 
-    def set(self, text: str) -> None:
-        self.value.setText(text)
+def _strip_header(w: AssistantMessageWidget) -> AssistantMessageWidget:
+    # The card shows the run's own header; the message's model name, chip and meta would repeat it.
+    for part in (w.model_label, w.effort_chip, w.meta):
+        part.hide()
+    w.layout().setContentsMargins(0, 0, 0, 0)
+    return w
 
 
 class RunCard(QFrame):
-    """One run: its figures, then the reasoning (collapsible) and the answer, live or finished."""
+    """One run: its figures, then the reasoning (collapsible) and the answer, live or finished.
+
+    Kept light because a problem set shows runs × efforts of them at a time: the figures are one
+    rich-text label, and the message widget is built only when there is something to show.
+    """
 
     def __init__(self, key: lab.RunKey, seed: int, checked: bool, parent: QWidget | None = None) -> None:
         super().__init__(parent, objectName="RunCard")
@@ -210,6 +212,8 @@ class RunCard(QFrame):
         self.setMinimumWidth(220)
         self.key = key
         self.result: RunResult | None = None
+        self.message: AssistantMessageWidget | None = None
+        self._figures: dict[str, str] = dict.fromkeys(FIGURES, "—")
         lay = QVBoxLayout(self)
         lay.setContentsMargins(12, 10, 12, 8)
         lay.setSpacing(6)
@@ -221,37 +225,53 @@ class RunCard(QFrame):
         head.addWidget(self.seed)
         head.addStretch(1)
         self.mark = QLabel("", objectName="RunMark")
-        self.mark.setVisible(checked)
+        self.mark.setVisible(False)
+        self._checked = checked
         head.addWidget(self.mark)
         lay.addLayout(head)
-        grid = QHBoxLayout()
-        grid.setSpacing(8)
-        self.f_reasoning = Figure("reasoning", "Tokens the model spent on its analysis channel")
-        self.f_final = Figure("final", "Tokens of the final answer")
-        self.f_ttft = Figure("TTFT", "Time to the first token of the final answer (prompt and reasoning included)")
-        self.f_total = Figure("total", "Total time of the run")
-        self.f_speed = Figure("tok/s", "Generation speed after the first token")
-        for f in (self.f_reasoning, self.f_final, self.f_ttft, self.f_total, self.f_speed):
-            grid.addWidget(f)
-        grid.addStretch(1)
-        lay.addLayout(grid)
-        self.message = AssistantMessageWidget(model=None, effort=None)
-        for w in (self.message.model_label, self.message.effort_chip, self.message.meta):
-            w.hide()
-        self.message.layout().setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(self.message)
+        self.figures_label = QLabel(objectName="RunFigures")
+        self.figures_label.setTextFormat(Qt.TextFormat.RichText)
+        self.figures_label.setToolTip(FIGURES_TIP)
+        lay.addWidget(self.figures_label)
+        self._render_figures()
         self.note = QLabel("", objectName="StopNote")
         self.note.setWordWrap(True)
         self.note.hide()
         lay.addWidget(self.note)
         lay.addStretch(1)  # a row is as tall as its longest answer: the others keep to the top
 
+    def figures(self) -> dict[str, str]:
+        """The figures as shown (tests read these)."""
+        return dict(self._figures)
+
+    def _render_figures(self) -> None:
+        pal = style.current()
+        cells = "".join(f"<td style='padding-right:10px'><b>{self._figures[k]}</b></td>" for k in FIGURES)
+        caps = "".join(f"<td style='padding-right:10px; color:{pal.muted}; font-size:small'>{k}</td>" for k in FIGURES)
+        self.figures_label.setText(f"<table cellspacing='0' cellpadding='0'><tr>{cells}</tr><tr>{caps}</tr></table>")
+
+    def _insert_message(self, w: AssistantMessageWidget) -> None:
+        lay = self.layout()
+        assert isinstance(lay, QVBoxLayout)
+        if self.message is not None:
+            lay.replaceWidget(self.message, w)
+            self.message.deleteLater()
+        else:
+            lay.insertWidget(lay.indexOf(self.note), w)
+        self.message = _strip_header(w)
+
     # --- live ---------------------------------------------------------------------------------
     def start_live(self) -> None:
-        self.f_reasoning.set("…")
+        self._figures["reasoning"] = "…"
+        self._render_figures()
         self.title.setText(f"Run {self.key[2] + 1} · running")
+        if self.message is None:
+            self._insert_message(AssistantMessageWidget(model=None, effort=None))
 
     def append(self, delta: RunDelta) -> None:
+        if self.message is None:
+            self.start_live()
+        assert self.message is not None
         if delta.reasoning:
             self.message.append_reasoning(delta.reasoning)
         if delta.final:
@@ -261,13 +281,13 @@ class RunCard(QFrame):
     def show_result(self, r: RunResult, live: bool = False) -> None:
         self.result = r
         self.title.setText(f"Run {r.repeat + 1}")
-        self.f_reasoning.set(f"{r.reasoning_tokens:,}")
-        self.f_final.set(f"{r.final_tokens:,}")
-        self.f_ttft.set(_secs(r.first_final_s))
-        self.f_total.set(_secs(r.total_s))
         v = r.tokens_per_s
-        self.f_speed.set("—" if not v else f"{v:,.0f}" if v >= 100 else f"{v:.1f}")
-        if r.correct is not None:
+        self._figures.update({
+            "reasoning": f"{r.reasoning_tokens:,}", "final": f"{r.final_tokens:,}", "TTFT": _secs(r.first_final_s),
+            "total": _secs(r.total_s), "tok/s": "—" if not v else f"{v:,.0f}" if v >= 100 else f"{v:.1f}",
+        })
+        self._render_figures()
+        if r.correct is not None and self._checked:
             self.mark.setText(("✓ " if r.correct else "✗ ") + (r.extracted or "no answer"))
             self.mark.setProperty("ok", bool(r.correct))
             self.mark.style().unpolish(self.mark)
@@ -284,19 +304,50 @@ class RunCard(QFrame):
                                   generated_tokens=r.generated_tokens, ttft_s=r.first_token_s or 0.0,
                                   total_s=r.total_s, tokens_per_s=r.tokens_per_s, stop_reason=r.stop_reason),
         )
-        if live:
+        if live and self.message is not None:
             self.message.finish(msg)
         else:
-            old = self.message
-            self.message = AssistantMessageWidget.from_message(msg)
-            for w in (self.message.model_label, self.message.effort_chip, self.message.meta):
-                w.hide()
-            self.message.layout().setContentsMargins(0, 0, 0, 0)
-            self.layout().replaceWidget(old, self.message)
-            old.deleteLater()
+            self._insert_message(AssistantMessageWidget.from_message(msg))
         if r.error:
             self.note.setText(r.error)
             self.note.show()
+
+    def show_waiting(self) -> None:
+        self.title.setText(f"Run {self.key[2] + 1} · waiting")
+
+
+MARKS_ROLE = Qt.ItemDataRole.UserRole + 1
+
+
+class MarksDelegate(QStyledItemDelegate):
+    """Paints a cell's marks (✓ right, ✗ wrong, · not run) each in its own colour, centred."""
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> None:
+        marks = index.data(MARKS_ROLE)
+        if marks is None:
+            super().paint(painter, option, index)
+            return
+        self.initStyleOption(option, index)
+        option.text = ""
+        widget = option.widget
+        (widget.style() if widget else QApplication.style()).drawControl(QStyle.ControlElement.CE_ItemViewItem, option, painter, widget)
+        pal = style.current()
+        f = QFont(option.font)
+        f.setWeight(QFont.Weight.DemiBold)
+        fm = QFontMetricsF(f)
+        glyphs = [("✓", pal.good) if m else ("✗", pal.bad) if m is False else ("·", pal.muted) for m in marks]
+        gap = fm.horizontalAdvance(" ")
+        width = sum(fm.horizontalAdvance(g) for g, _ in glyphs) + gap * max(0, len(glyphs) - 1)
+        r = QRectF(option.rect)
+        x = r.center().x() - width / 2
+        painter.save()
+        painter.setFont(f)
+        for g, color in glyphs:
+            w = fm.horizontalAdvance(g)
+            painter.setPen(QColor(color))
+            painter.drawText(QRectF(x, r.top(), w + 1, r.height()), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, g)
+            x += w + gap
+        painter.restore()
 
 
 class EffortColumn(QWidget):
@@ -650,6 +701,7 @@ class CompareWindow(QWidget):
         self.table.setAlternatingRowColors(True)
         self.table.setWordWrap(False)
         self.table.cellDoubleClicked.connect(self._on_table_double_click)
+        self._marks_delegate = MarksDelegate(self.table)
         self.tabs.addTab(self.table, "Problems")
         lay.addWidget(self.tabs, 1)
         return area
@@ -1107,8 +1159,7 @@ class CompareWindow(QWidget):
                     card.start_live()
                     card.append(RunDelta(key, "".join(self._live_text[0]), "".join(self._live_text[1])))
                 else:
-                    card.f_reasoning.set("—")
-                    card.title.setText(f"Run {rep + 1} · waiting")
+                    card.show_waiting()
                 self._cards[key] = card
                 self.grid.addWidget(card, rep + 1, col)
 
@@ -1185,7 +1236,6 @@ class CompareWindow(QWidget):
         self.table.setColumnCount(len(headers))
         self.table.setHorizontalHeaderLabels(headers)
         self.table.setRowCount(len(spec.problems))
-        pal = style.current()
         for row, p in enumerate(spec.problems):
             self._set_cell(row, 0, str(row + 1), align=Qt.AlignmentFlag.AlignRight)
             q = self._set_cell(row, 1, " ".join(p.prompt.split()))
@@ -1195,18 +1245,17 @@ class CompareWindow(QWidget):
                 marks = exp.marks(p.id, e)
                 text = " ".join("✓" if m else "✗" if m is False else "·" for m in marks)
                 item = self._set_cell(row, col, text, align=Qt.AlignmentFlag.AlignCenter)
+                item.setData(MARKS_ROLE, marks)
                 done = [m for m in marks if m is not None]
-                if done:
-                    ok = sum(1 for m in done if m)
-                    item.setForeground(QColor(pal.good if ok == len(done) else pal.bad if ok == 0 else pal.warning))
-                    item.setToolTip(f"{ok} of {len(done)} right")
+                ok = sum(1 for m in done if m)
+                item.setToolTip(f"{ok} of {len(done)} runs right" if done else "Not run yet")
         hh = self.table.horizontalHeader()
         hh.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         hh.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         hh.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
         for col in range(3, len(headers)):
-            hh.setSectionResizeMode(col, QHeaderView.ResizeMode.Fixed)
-            self.table.setColumnWidth(col, max(96, 22 * spec.runs + 24))
+            self.table.setItemDelegateForColumn(col, self._marks_delegate)
+            hh.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
 
     def _set_cell(self, row: int, col: int, text: str, align: Qt.AlignmentFlag = Qt.AlignmentFlag.AlignLeft) -> QTableWidgetItem:
         item = self.table.item(row, col)

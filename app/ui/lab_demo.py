@@ -86,7 +86,7 @@ def start_lab_demo(n_problems: int = 9, runs: int = 2) -> object:
     window = CompareWindow(lambda: engine)
     window.mode_set.setChecked(True)
     window.runs_spin.setValue(runs)
-    exp = Experiment.create(picked, runs=runs, problem_set=f"{ps.name}, {len(picked)} of {len(ps)}")
+    exp = Experiment.create(picked, runs=runs, problem_set=f"{ps.name} ({len(picked)})")
     window.start(exp)
     return window
 

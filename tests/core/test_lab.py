@@ -294,6 +294,22 @@ def test_json_export_reopens_to_the_same_experiment(tmp_path: Path) -> None:
     assert [r.to_dict() for r in again.results()] == [r.to_dict() for r in exp.results()]
 
 
+def test_resuming_a_json_export_records_into_a_new_experiment_file(tmp_path: Path) -> None:
+    exp = Experiment.create("q", efforts=["low", "high"], runs=2, date=DAY)
+    cancel = threading.Event()
+    for ev in run_experiment(engine_for(EffortScript()), exp, cancel=cancel):
+        if isinstance(ev, RunFinished) and len(exp.results()) == 2:
+            cancel.set()
+    export = exp.export_json(tmp_path / "snapshot.json")
+    back = open_experiment(export)
+    assert back.path is None and back.done == 2
+    back.path = tmp_path / "resumed.jsonl"
+    list(run_experiment(engine_for(EffortScript()), back))
+    again = open_experiment(tmp_path / "resumed.jsonl")
+    assert again.complete and again.warnings == [] and len(again.results()) == 4
+    assert [r.to_dict() for r in again.results()[:2]] == [r.to_dict() for r in exp.results()]
+
+
 def test_csv_export_has_every_run_and_figure(tmp_path: Path) -> None:
     exp = _finished_experiment(tmp_path)
     path = exp.export_csv(tmp_path / "runs.csv")

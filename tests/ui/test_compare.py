@@ -75,10 +75,11 @@ def test_single_prompt_runs_side_by_side_with_figures(make_lab, qtbot) -> None: 
     for key, card in cards(w).items():
         r = exp.result(key)
         assert r is not None and card.result is r
-        assert card.f_reasoning.value.text() == f"{r.reasoning_tokens:,}"
-        assert card.f_final.value.text() == f"{r.final_tokens:,}"
-        assert card.f_total.value.text().endswith(" s") and card.f_ttft.value.text().endswith(" s")
-        assert card.message.reasoning_text == r.reasoning and card.message.answer_view.markdown == r.final
+        figs = card.figures()
+        assert figs["reasoning"] == f"{r.reasoning_tokens:,}" and figs["final"] == f"{r.final_tokens:,}"
+        assert figs["total"] == f"{r.total_s:.2f} s" and figs["TTFT"] == f"{r.first_final_s:.2f} s"
+        assert f"<b>{figs['reasoning']}</b>" in card.figures_label.text()
+        assert card.message is not None and card.message.reasoning_text == r.reasoning and card.message.answer_view.markdown == r.final
         assert not card.message.reasoning_expanded  # collapsible, collapsed when done
         assert card.mark.isHidden()  # nothing to check for a free prompt
     low0 = exp.result(("prompt", "low", 0))
@@ -141,7 +142,7 @@ def test_live_run_streams_into_its_card(make_lab, qtbot) -> None:  # type: ignor
     w.runs_spin.setValue(1)
     assert w.start()
     card = cards(w)[("prompt", "high", 0)]
-    qtbot.waitUntil(lambda: len(card.message.reasoning_text) > 20, timeout=5000)
+    qtbot.waitUntil(lambda: card.message is not None and len(card.message.reasoning_text) > 20, timeout=5000)
     assert w.running and card.result is None and card.message.reasoning_expanded
     assert "Run 1 of 1" in w.progress_label.text() or w.progress_label.text() == "Starting…"
     w.cancel()
@@ -149,7 +150,7 @@ def test_live_run_streams_into_its_card(make_lab, qtbot) -> None:  # type: ignor
     assert "Cancelled after 0 of 1" in w.progress_label.text() and w.resume_button.isEnabled()
     assert w.experiment is not None and w.experiment.results() == []
     fresh = cards(w)[("prompt", "high", 0)]
-    assert fresh.message.reasoning_text == ""  # the cancelled run's partial text is not kept
+    assert fresh.message is None and fresh.result is None  # the cancelled run's partial text is not kept
 
 
 def test_cancel_then_resume_skips_finished_runs(make_lab, qtbot) -> None:  # type: ignore[no-untyped-def]
@@ -295,7 +296,7 @@ def test_real_engine_experiment_in_the_view(qtbot, tiny_model_path: Path) -> Non
             assert r.stop_reason == "return" and r.reasoning_tokens > 0 and r.final_tokens > 0
             assert f"Reasoning: {r.effort}" in (r.rendered_prompt or "")
             card = cards(w)[r.key]
-            assert card.f_reasoning.value.text() == str(r.reasoning_tokens)
+            assert card.figures()["reasoning"] == str(r.reasoning_tokens)
         assert [b.value for b in w.charts["reasoning"].bars()] == [exp.summary()[e].reasoning_tokens.mean for e in ("low", "high")]
         assert exp.spec.model is not None and exp.spec.model.file == tiny_model_path.name
         qtbot.waitUntil(lambda: exp.spec.model.sha256 is not None, timeout=10000)  # type: ignore[union-attr]
