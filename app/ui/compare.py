@@ -915,7 +915,7 @@ class CompareWindow(QWidget):
             f"{len(self._efforts())} effort{'s' if len(self._efforts()) != 1 else ''} × {self.runs_spin.value()}"
         )
 
-    _STACK_HEIGHTS = (104, 64)  # the prompt box; the set picker and its one-line description
+    _STACK_HEIGHTS = (104, 80)  # the prompt box; the set picker and its one-line description
 
     def _on_mode(self, button_id: int, checked: bool) -> None:
         if checked:
@@ -1162,6 +1162,9 @@ class CompareWindow(QWidget):
                     card.show_waiting()
                 self._cards[key] = card
                 self.grid.addWidget(card, rep + 1, col)
+        for row in range(self.grid.rowCount()):
+            self.grid.setRowStretch(row, 0)
+        self.grid.setRowStretch(exp.spec.runs + 1, 1)  # spare height below the last row, not inside the cards
 
     def _scroll_to(self, card: RunCard) -> None:
         def go() -> None:

@@ -6,6 +6,7 @@ import csv
 import datetime
 import io
 import json
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -161,6 +162,8 @@ def test_cancel_then_resume_skips_finished_runs(make_lab, qtbot) -> None:  # typ
     w.run_finished.connect(finished.append)
     assert w.start()
     qtbot.waitUntil(lambda: len(finished) >= 2, timeout=10000)
+    # measured runs give an ETA: "Run 3 of 6 · medium · about 2 s left" (or "almost done" when short)
+    assert re.fullmatch(r"Run \d of 6( · \w+)? · (about .+ left|almost done)", w.progress_label.text()), w.progress_label.text()
     w.cancel()
     qtbot.waitUntil(lambda: not w.running, timeout=5000)
     exp = w.experiment
