@@ -22,7 +22,7 @@ from typing import Any
 
 from app.core import paths
 from app.core.chat import EFFORTS, ChatError, Conversation, EngineLike, TurnFinished, TurnStarted, run_turn
-from app.core.engine import EngineError, Sampling
+from app.core.engine import EngineError, GenerationStats, Sampling
 from app.core.harmony import SPECIAL_TOKEN_IDS, FinalDelta, PreambleDelta, ReasoningDelta
 from app.core.problem_sets import Problem, ProblemError
 
@@ -830,8 +830,12 @@ class _Recorder:
         return self._engine.n_ctx
 
     @property
-    def last_stats(self) -> Any:
+    def last_stats(self) -> GenerationStats | None:
         return getattr(self._engine, "last_stats", None)
+
+    @last_stats.setter
+    def last_stats(self, value: GenerationStats | None) -> None:
+        self._engine.last_stats = value
 
     def tokenize(self, text: str, special: bool = True) -> list[int]:
         return self._engine.tokenize(text, special=special)

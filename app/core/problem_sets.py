@@ -135,8 +135,8 @@ class Check:
             picked = self._pick(text)
             return Grade(picked is not None and normalise_text(picked) == normalise_text(self.answer or ""), picked)
         if self.type == "exact":
-            got = normalise_text(text)
-            return Grade(got == normalise_text(self.answer or ""), got[:200])
+            said = normalise_text(text)
+            return Grade(said == normalise_text(self.answer or ""), said[:200])
         if self.type == "contains":
             m = _word_pattern(self.answer or "").search(text)
             return Grade(m is not None, m.group(0) if m else None)

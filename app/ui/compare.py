@@ -142,7 +142,8 @@ class Notice(QFrame):
         self.text.setTextFormat(Qt.TextFormat.PlainText)
         self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         lay.addWidget(self.text, 1)
-        self.details = QToolButton(text="Details", objectName="LinkButton")
+        self.details = QToolButton(objectName="LinkButton")
+        self.details.setText("Details")
         self.details.setCursor(Qt.CursorShape.PointingHandCursor)
         self.details.clicked.connect(self._show_details)
         lay.addWidget(self.details, 0, Qt.AlignmentFlag.AlignTop)
@@ -194,7 +195,9 @@ def _strip_header(w: AssistantMessageWidget) -> AssistantMessageWidget:
     # The card shows the run's own header; the message's model name, chip and meta would repeat it.
     for part in (w.model_label, w.effort_chip, w.meta):
         part.hide()
-    w.layout().setContentsMargins(0, 0, 0, 0)
+    lay = w.layout()
+    if lay is not None:
+        lay.setContentsMargins(0, 0, 0, 0)
     return w
 
 
@@ -678,18 +681,18 @@ class CompareWindow(QWidget):
         self.prompt_label.setTextFormat(Qt.TextFormat.PlainText)
         self.prompt_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         rl.addWidget(self.prompt_label)
-        self.scroll = QScrollArea(objectName="LabScroll")
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.runs_scroll = QScrollArea(objectName="LabScroll")
+        self.runs_scroll.setWidgetResizable(True)
+        self.runs_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.runs_scroll.setFrameShape(QFrame.Shape.NoFrame)
         self.grid_host = QWidget(objectName="LabGrid")
         self.grid = QGridLayout(self.grid_host)
         self.grid.setContentsMargins(0, 0, 6, 0)
         self.grid.setHorizontalSpacing(12)
         self.grid.setVerticalSpacing(10)
         self.grid.setAlignment(Qt.AlignmentFlag.AlignTop)
-        self.scroll.setWidget(self.grid_host)
-        rl.addWidget(self.scroll, 1)
+        self.runs_scroll.setWidget(self.grid_host)
+        rl.addWidget(self.runs_scroll, 1)
         self.tabs.addTab(runs_page, "Runs")
 
         self.table = QTableWidget(objectName="LabTable")
@@ -908,7 +911,8 @@ class CompareWindow(QWidget):
         for w in (self.mode_prompt, self.mode_set, self.source_stack, self.instructions_edit, self.runs_spin,
                   self.seed_spin, self.temp_spin, self.max_tokens_spin, self.open_button, *self.effort_boxes.values()):
             w.setEnabled(not running)
-        n_q = (len(self.current_set().problems) if self.current_set() else 0) if self.mode_set.isChecked() else 1
+        chosen = self.current_set()
+        n_q = (len(chosen.problems) if chosen is not None else 0) if self.mode_set.isChecked() else 1
         total = n_q * len(self._efforts()) * self.runs_spin.value()
         self.plan_label.setText(
             f"{total} run{'s' if total != 1 else ''}: {n_q} question{'s' if n_q != 1 else ''} × "
@@ -1127,8 +1131,9 @@ class CompareWindow(QWidget):
         exp = self.experiment
         while self.grid.count():
             item = self.grid.takeAt(0)
-            if item.widget() is not None:
-                item.widget().deleteLater()
+            old = item.widget() if item is not None else None
+            if old is not None:
+                old.deleteLater()
         self._cards.clear()
         self._columns.clear()
         if exp is None:
@@ -1170,9 +1175,9 @@ class CompareWindow(QWidget):
         def go() -> None:
             if card.parent() is None or card.isHidden():
                 return
-            bar = self.scroll.verticalScrollBar()
+            bar = self.runs_scroll.verticalScrollBar()
             y = card.mapTo(self.grid_host, card.rect().topLeft()).y()
-            view = self.scroll.viewport().height()
+            view = self.runs_scroll.viewport().height()
             if not bar.value() <= y <= bar.value() + view - 80:
                 bar.setValue(max(0, y - 40))  # vertical only: the columns always fit the width
 
