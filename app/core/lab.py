@@ -251,6 +251,7 @@ class RunResult:
     generated_tokens: int = 0
     prompt_tokens: int = 0
     cached_tokens: int = 0
+    wait_s: float = 0.0  # time spent waiting for the engine (another client's turn); left out of every time
     first_token_s: float | None = None  # from the start of the run (prompt work included)
     first_final_s: float | None = None  # time to the first token of the final answer
     total_s: float = 0.0
@@ -820,6 +821,7 @@ class _Recorder:
         self.kinds: list[str] = []
         self.special: list[bool] = []
         self.first_token_t: float | None = None
+        self.stream_called_t: float | None = None
 
     @property
     def info(self) -> Any:
@@ -844,6 +846,7 @@ class _Recorder:
         self, prompt: str | list[int], sampling: Sampling, *, cancel: threading.Event | None = None, grammar: str | None = None
     ) -> Iterator[tuple[int, bytes]]:
         self.prompt_ids = None if isinstance(prompt, str) else list(prompt)
+        self.stream_called_t = self._clock()
         inner = self._engine.stream(prompt, sampling, cancel=cancel, grammar=grammar)  # input errors raise here
         return self._relay(inner)
 
@@ -977,8 +980,17 @@ def run_one(
     result.reasoning_tokens = result.channels.count(REASONING)
     result.final_tokens = result.channels.count(FINAL)
     result.other_tokens = result.generated_tokens - result.reasoning_tokens - result.final_tokens
+    # A shared engine (the app's scheduler) may make the run wait for its turn before the engine
+    # starts; that wait is someone else's generation, not this run's. The engine's own time to
+    # first token dates its start: whatever came before it, after stream() was called, was waiting.
+    st = message.stats if message is not None else None
+    if rec.first_token_t is not None and rec.stream_called_t is not None and st is not None and st.ttft_s > 0:
+        result.wait_s = max(0.0, (rec.first_token_t - st.ttft_s) - rec.stream_called_t)
+    result.total_s = max(0.0, result.total_s - result.wait_s)
+    if result.first_final_s is not None:
+        result.first_final_s = max(0.0, result.first_final_s - result.wait_s)
     if rec.first_token_t is not None:
-        result.first_token_s = rec.first_token_t - t0
+        result.first_token_s = max(0.0, rec.first_token_t - t0 - result.wait_s)
     if result.ok:
         grade = problem.grade(result.final)
         if grade is not None:

@@ -311,9 +311,11 @@ class RunCard(QFrame):
             self.message.finish(msg)
         else:
             self._insert_message(AssistantMessageWidget.from_message(msg))
-        if r.error:
-            self.note.setText(r.error)
-            self.note.show()
+        note = r.error or ""
+        if not note and r.wait_s >= 0.5:
+            note = f"Waited {r.wait_s:.1f} s for the model (another request was generating); not counted in the times."
+        self.note.setText(note)
+        self.note.setVisible(bool(note))
 
     def show_waiting(self) -> None:
         self.title.setText(f"Run {self.key[2] + 1} · waiting")

@@ -9,6 +9,7 @@ import json
 import re
 import statistics
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,29 @@ def test_eta_uses_measured_time_per_effort() -> None:
     assert eta.eta(["medium"]) == pytest.approx((2 + 4 + 10) / 3)  # not measured yet: the overall mean
     assert eta.eta([], current="high", elapsed=4.0) == pytest.approx(6.0)
     assert eta.eta([], current="high", elapsed=40.0) == 0.0
+
+
+def test_waiting_for_a_shared_engine_is_not_counted_as_run_time() -> None:
+    class Queued(ScriptedEngine):
+        """Like the app's scheduler proxy: the generator waits for its turn before the engine starts."""
+
+        def stream(self, prompt, sampling=None, *, cancel=None, grammar=None):  # type: ignore[no-untyped-def, override]
+            inner = super().stream(prompt, sampling, cancel=cancel, grammar=grammar)
+
+            def waiting():  # type: ignore[no-untyped-def]
+                time.sleep(0.3)  # another client's generation
+                yield from inner
+
+            return waiting()
+
+    engine = Queued(EffortScript({"low": 20, "medium": 20, "high": 20}), delay_s=0.002)
+    engine.load("scripted:x")
+    exp = Experiment.create("q", efforts=["low"], date=DAY)
+    list(run_experiment(engine, exp))
+    (r,) = exp.results()
+    assert r.wait_s == pytest.approx(0.3, abs=0.1)
+    assert r.total_s < 0.25 and r.first_token_s is not None and r.first_token_s < 0.05
+    assert r.first_final_s is not None and r.first_token_s < r.first_final_s < r.total_s
 
 
 # --- prompts --------------------------------------------------------------------------------------
