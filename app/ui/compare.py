@@ -249,8 +249,8 @@ class RunCard(QFrame):
 
     def _render_figures(self) -> None:
         pal = style.current()
-        cells = "".join(f"<td style='padding-right:10px'><b>{self._figures[k]}</b></td>" for k in FIGURES)
-        caps = "".join(f"<td style='padding-right:10px; color:{pal.muted}; font-size:small'>{k}</td>" for k in FIGURES)
+        cells = "".join(f"<td style='padding-right:8px'><b>{self._figures[k]}</b></td>" for k in FIGURES)
+        caps = "".join(f"<td style='padding-right:8px; color:{pal.muted}; font-size:small'>{k}</td>" for k in FIGURES)
         self.figures_label.setText(f"<table cellspacing='0' cellpadding='0'><tr>{cells}</tr><tr>{caps}</tr></table>")
 
     def _insert_message(self, w: AssistantMessageWidget) -> None:
