@@ -17,6 +17,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--demo", action="store_true", help=argparse.SUPPRESS)  # scripted model + sample chat (screenshots)
     p.add_argument("--theme", choices=("light", "dark", "system"), default="system", help="colour theme")
     p.add_argument("--screenshot", metavar="PNG", help=argparse.SUPPRESS)  # with --demo: save the window and quit
+    p.add_argument("--demo-scene", default="chat", help=argparse.SUPPRESS)  # with --demo: chat | search
     return p.parse_args(list(argv) if argv is not None else None)
 
 
@@ -66,7 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.demo:
         from app.ui.demo import start_demo
 
+        from app.ui.demo import demo_scene
+
         window = start_demo()
+        demo_scene(window, args.demo_scene)
     else:
         window = MainWindow()
     install_exception_hooks(window)

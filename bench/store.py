@@ -141,10 +141,10 @@ QUERIES = [
 ]
 
 
-def record(text: str) -> None:
-    """Replace (or append) only this section; other helpers own the other sections."""
+def record(text: str, section: str = SECTION) -> None:
+    """Replace (or append) only this section of bench/RESULTS.md; other scripts own the others."""
     old = RESULTS.read_text("utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^## {re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    pattern = re.compile(rf"^## {re.escape(section)}\n.*?(?=^## |\Z)", re.S | re.M)
     if pattern.search(old):
         new = pattern.sub(lambda _: text, old, count=1)
     else:

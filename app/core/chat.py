@@ -149,41 +149,65 @@ class Conversation:
     def to_render_messages(self, developer: str | None = None) -> list[dict[str, Any]]:
         """Messages for harmony.render_prompt (transformers format), following harmony's rules.
 
-        - Only the first system/developer message becomes instructions; `developer` overrides it.
-        - Assistant reasoning travels only on tool-call messages (as `thinking`, never together
-          with `content`); the template drops it once a final answer follows.
+        This is the one place those rules live (the store renders its rows through it):
+        - Only a leading system/developer message becomes the instructions; `developer` overrides it.
+        - Reasoning follows harmony.md §4.4: it travels only on tool-call messages (as `thinking`,
+          never together with `content`), and only while the tool loop is still running, i.e. no
+          later assistant message ended in a final answer. Doing it here rather than leaving it to
+          the template gives the same prompt with the launch-day template, which always re-rendered
+          it (§4.6).
         - A generation that produced several tool calls is split so each call is its own
           assistant message (the template renders only tool_calls[0]).
-        - Empty assistant messages (cancelled before anything visible) are left out.
+        - Assistant messages with neither content nor tool calls (e.g. cancelled while reasoning)
+          are left out: the template has nothing to render for them.
+        - Text that looks like a control token stays text (see _defuse).
         """
         out: list[dict[str, Any]] = []
         instructions = developer
-        for m in self.messages:
+        msgs = self.messages
+        last_final = max(
+            (i for i, m in enumerate(msgs) if m.role == "assistant" and not m.tool_calls and m.content), default=-1
+        )
+        for i, m in enumerate(msgs):
             if m.role in ("system", "developer"):
                 if instructions is None and not out:
                     instructions = m.content
                 continue
-            if m.role == "user":
-                out.append({"role": "user", "content": _defuse(m.content)})
-            elif m.role == "tool":
-                out.append({"role": "tool", "name": m.name or "", "content": _defuse(m.content)})
-            elif m.role == "assistant":
+            if m.role == "assistant":
                 if m.tool_calls:
-                    for i, call in enumerate(m.tool_calls):
+                    for n, call in enumerate(m.tool_calls):
                         msg: dict[str, Any] = {
                             "role": "assistant",
                             "tool_calls": [
                                 {"type": "function", "function": {"name": call.name, "arguments": call.arguments_value()}}
                             ],
                         }
-                        if i == 0 and m.thinking:
+                        if n == 0 and i > last_final and m.thinking:
                             msg["thinking"] = _defuse(m.thinking)
                         out.append(msg)
                 elif m.content:
                     out.append({"role": "assistant", "content": _defuse(m.content)})
-        if instructions:
+            elif m.role == "tool":
+                out.append({"role": "tool", "name": m.name or "", "content": _defuse(m.content)})
+            else:
+                out.append({"role": m.role, "content": _defuse(m.content)})
+        if instructions and instructions.strip():
             out.insert(0, {"role": "developer", "content": _defuse(instructions)})
         return out
+
+
+def continuation_prefix(thinking: str, content: str) -> str:
+    """Harmony text that reopens a cut-short assistant message, to follow `<|start|>assistant`.
+
+    The reasoning and partial answer are written back exactly where they stopped (no terminator
+    after the open part), so the next token continues them.
+    """
+    if content:
+        head = f"<|channel|>analysis<|message|>{_defuse(thinking)}<|end|><|start|>assistant" if thinking else ""
+        return f"{head}<|channel|>final<|message|>{_defuse(content)}"
+    if thinking:
+        return f"<|channel|>analysis<|message|>{_defuse(thinking)}"
+    return ""
 
 
 # --- The generation driver ------------------------------------------------------------------------
@@ -206,6 +230,33 @@ class TurnFinished:
 TurnEvent = Event | TurnStarted | TurnFinished
 
 
+def build_prompt(
+    conversation: Conversation,
+    info: Any,
+    *,
+    effort: str = "medium",
+    developer: str | None = None,
+    identity: str | None = None,
+    tools: Sequence[dict[str, Any]] | None = None,
+    builtin_tools: Sequence[str] | None = None,
+    date: Date | None = None,
+) -> str:
+    """The prompt text for the next assistant message, with the model's own chat template."""
+    try:
+        return harmony.render_prompt(
+            conversation.to_render_messages(developer),
+            chat_template=getattr(info, "chat_template", None),
+            tools=list(tools) if tools else None,
+            builtin_tools=list(builtin_tools) if builtin_tools else None,
+            reasoning_effort=effort,
+            model_identity=identity,
+            add_generation_prompt=True,
+            date=date,
+        )
+    except Exception as exc:  # a template error is about this conversation, not a crash
+        raise ChatError(f"Could not build the prompt for this conversation: {exc}") from exc
+
+
 def run_turn(
     engine: EngineLike,
     conversation: Conversation,
@@ -219,12 +270,18 @@ def run_turn(
     builtin_tools: Sequence[str] | None = None,
     date: Date | None = None,
     grammar: str | None = None,
+    resume: Message | None = None,
 ) -> Iterator[TurnEvent]:
     """Generate one assistant message for `conversation`, yielding events as they stream.
 
     Raises ChatError (ContextOverflowError when the prompt does not fit) or EngineError before
     anything is generated; once generation started, the (possibly partial) assistant message is
     always appended to the conversation, even when cancelled or when the engine fails.
+
+    `resume` continues an answer that was cut short (stopped, or interrupted by a crash): the
+    prompt ends inside that message, with its reasoning and partial answer already written, so
+    the model picks up mid-sentence; new text is appended to `resume`, which is then appended to
+    the conversation (which must not already hold it).
     """
     info = engine.info
     if info is None:
@@ -232,28 +289,27 @@ def run_turn(
     if effort not in EFFORTS:
         raise ChatError(f"Unknown reasoning effort {effort!r}; choose low, medium or high.")
     sampling = sampling or Sampling()
-    try:
-        prompt = harmony.render_prompt(
-            conversation.to_render_messages(developer),
-            chat_template=getattr(info, "chat_template", None),
-            tools=list(tools) if tools else None,
-            builtin_tools=list(builtin_tools) if builtin_tools else None,
-            reasoning_effort=effort,
-            model_identity=identity,
-            add_generation_prompt=True,
-            date=date,
-        )
-    except Exception as exc:  # a template error is about this conversation, not a crash
-        raise ChatError(f"Could not build the prompt for this conversation: {exc}") from exc
-    tokens = engine.tokenize(prompt, special=True)
+    prompt = build_prompt(
+        conversation, info, effort=effort, developer=developer, identity=identity, tools=tools,
+        builtin_tools=builtin_tools, date=date,
+    )
+    prefix = continuation_prefix(resume.thinking, resume.content) if resume is not None else ""
+    tokens = engine.tokenize(prompt + prefix, special=True)
     n_ctx = engine.n_ctx
     if n_ctx and len(tokens) + MIN_ANSWER_TOKENS > n_ctx:
         raise ContextOverflowError(len(tokens), n_ctx)
 
-    message = Message(role="assistant", effort=effort, model=getattr(info, "name", None))
+    if resume is not None:
+        message = resume
+        message.finished = None
+        message.stop_reason = None
+    else:
+        message = Message(role="assistant", effort=effort, model=getattr(info, "name", None))
     yield TurnStarted(message, len(tokens), n_ctx)
 
     parser = harmony.StreamParser()
+    if prefix:
+        parser.feed(prefix)  # the text is already in `message`; its events are not repeated
     t_think: float | None = None
     stop_reason = "error"
     failure: BaseException | None = None

@@ -40,7 +40,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -54,7 +54,7 @@ DiskFree = Callable[[Path], int]
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _STATE_VERSION = 1
 # Keep this much free beyond the download itself: a full disk breaks more than the download.
-DISK_MARGIN_BYTES = 256 * 1024 * 1024
+DISK_MARGIN_BYTES = 300_000_000
 
 
 class ErrorKind(str, Enum):
@@ -158,6 +158,9 @@ class DownloadResult:
     paths: tuple[Path, ...] = ()  # snapshot paths of all parts (DONE only)
     bytes_transferred: int = 0  # received over the network in this run
     elapsed_s: float = 0.0
+    # The parts Harmonica itself placed in the cache (in this or an earlier session), as opposed
+    # to parts another tool had already downloaded; only these may Harmonica offer to delete.
+    downloaded: tuple[Path, ...] = ()
 
     @property
     def path(self) -> Path | None:
@@ -187,13 +190,15 @@ class _RetryableStatus(Exception):
 
 
 def human_bytes(n: float) -> str:
-    """1536 → '1.5 KiB'; used in user-facing messages."""
+    """12_109_566_560 → '12.1 GB': decimal units, as the Hub and the OS's disk tools show sizes."""
     value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(value) < 1000 or unit == "TB":
+            if unit in ("B", "kB"):
+                return f"{value:.0f} {unit}"
+            return f"{value:.1f}".removesuffix(".0") + f" {unit}"
+        value /= 1000
+    return f"{value:.1f}".removesuffix(".0") + " TB"
 
 
 def is_offline() -> bool:
@@ -240,6 +245,91 @@ def sha256_file(path: Path, on_bytes: Callable[[int], None] | None = None,
             if should_stop is not None and should_stop():
                 raise _Stopped
     return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """How a check of files on disk ended (a mismatch raises DownloadError instead)."""
+
+    verified: tuple[Path, ...] = ()  # hashed and equal to the published sha256
+    unknown: tuple[Path, ...] = ()  # no sha256 known for these (not from the HF cache), not checked
+    stopped: bool = False  # cancelled before every file was checked
+
+
+def expected_sha256(path: Path) -> str | None:
+    """The sha256 a file in the HF cache must have, known offline: the name of its blob (the
+    cache names blobs by ETag, and an LFS file's ETag is its sha256)."""
+    try:
+        name = Path(path).resolve().name.lower()
+    except OSError:
+        return None
+    return name if _SHA256_RE.match(name) else None
+
+
+def verify_events(paths: Sequence[Path], *, cancel: threading.Event | None = None,
+                  expected: Mapping[Path, str] | None = None,
+                  interval: float = 0.1) -> Iterator[DownloadProgress | VerifyReport]:
+    """Hash files already on disk against their published sha256 (no network); yields VERIFYING
+    progress at most every `interval` seconds, then a VerifyReport. A damaged file is deleted
+    (with its cache link) and DownloadError(CHECKSUM) raised, exactly like a damaged download."""
+    files = [Path(p) for p in paths]
+    sizes = []
+    for f in files:
+        try:
+            sizes.append(f.stat().st_size)
+        except OSError as exc:
+            raise DownloadError(ErrorKind.LOCAL_IO, f"Could not read {f}: {exc}") from exc
+    total = sum(sizes)
+    verified: list[Path] = []
+    unknown: list[Path] = []
+    checked = 0
+    last = float("-inf")
+    for index, (path, size) in enumerate(zip(files, sizes)):
+        want = (expected or {}).get(path) or expected_sha256(path)
+        if want is None:
+            unknown.append(path)
+            checked += size
+            continue
+        blob = path.resolve()
+        digest = hashlib.sha256()
+        with blob.open("rb") as stream:
+            while chunk := stream.read(4 << 20):
+                digest.update(chunk)
+                checked += len(chunk)
+                if cancel is not None and cancel.is_set():
+                    yield VerifyReport(tuple(verified), tuple(unknown), stopped=True)
+                    return
+                now = time.monotonic()
+                if now - last >= interval:
+                    last = now
+                    yield DownloadProgress(Phase.VERIFYING, downloaded=total, total=total, file_index=index,
+                                           file_count=len(files), filename=path.name, checked=checked,
+                                           check_total=total, message=f"Verifying {path.name}")
+        actual = digest.hexdigest()
+        if actual != want.lower():
+            blob.unlink(missing_ok=True)
+            if path.is_symlink():
+                path.unlink(missing_ok=True)  # no link to a deleted blob
+            raise DownloadError(ErrorKind.CHECKSUM, (
+                f"{path.name} is damaged: its SHA-256 ({actual[:12]}…) is not the one published for it "
+                f"({want[:12]}…). The damaged file was deleted. Download it again."))
+        verified.append(path)
+    yield DownloadProgress(Phase.VERIFYING, downloaded=total, total=total, file_index=max(0, len(files) - 1),
+                           file_count=len(files), filename=files[-1].name if files else "", checked=total,
+                           check_total=total, message="Verified")
+    yield VerifyReport(tuple(verified), tuple(unknown))
+
+
+def verify_files(paths: Sequence[Path], on_progress: ProgressCallback | None = None, *,
+                 expected: Mapping[Path, str] | None = None) -> VerifyReport:
+    """verify_events as a plain call."""
+    report = VerifyReport()
+    for item in verify_events(paths, expected=expected):
+        if isinstance(item, VerifyReport):
+            report = item
+        elif on_progress is not None:
+            on_progress(item)
+    return report
 
 
 class _StreamHasher:
@@ -450,13 +540,33 @@ class DownloadManager:
         return found
 
     def discard(self, request: DownloadRequest, *, delete_partial: bool = True) -> None:
-        """Forget an unfinished download, deleting its partial files unless asked to keep them."""
+        """Forget an unfinished download, deleting its partial files unless asked to keep them.
+
+        "Partial files" include the finished parts of an unfinished split model that this
+        download placed in the cache (useless without the rest); parts another tool downloaded stay.
+        """
         state = self._read_state(request)
         if delete_partial and state is not None:
-            for info in state.get("files", {}).values():
-                if info.get("etag"):
-                    self.incomplete_path(request.repo_id, info["etag"]).unlink(missing_ok=True)
+            for name, info in state.get("files", {}).items():
+                if not info.get("etag"):
+                    continue
+                self.incomplete_path(request.repo_id, info["etag"]).unlink(missing_ok=True)
+                if info.get("placed") and info.get("commit"):
+                    self._delete_placed(request.repo_id, info["etag"], info["commit"], name)
         self.state_path(request).unlink(missing_ok=True)
+
+    def _delete_placed(self, repo_id: str, etag: str, commit: str, filename: str) -> None:
+        snapshot = self.snapshot_path(repo_id, commit, filename)
+        try:
+            if snapshot.is_symlink() or snapshot.is_file():
+                snapshot.unlink()
+            self.blob_path(repo_id, etag).unlink(missing_ok=True)
+            folder = snapshot.parent
+            while folder != self.repo_dir(repo_id) / "snapshots" and not any(folder.iterdir()):
+                folder.rmdir()  # empty snapshot folders would show up as empty revisions
+                folder = folder.parent
+        except OSError:
+            pass  # best effort: what is left is a finished file, not a corrupt one
 
     # -- cache layout (same as huggingface_hub) ------------------------------------------------
     def repo_dir(self, repo_id: str) -> Path:
@@ -488,14 +598,16 @@ class DownloadManager:
         except (OSError, ValueError):
             return None
 
-    def _write_state(self, request: DownloadRequest, remote: list[RemoteFile], status: str) -> None:
+    def _write_state(self, request: DownloadRequest, remote: list[RemoteFile], status: str,
+                     placed: set[str] | frozenset[str] = frozenset()) -> None:
         folder = self.state_dir
         folder.mkdir(parents=True, exist_ok=True)
         state = {
             "version": _STATE_VERSION, "repo_id": request.repo_id, "revision": request.revision,
             "filenames": list(request.filenames), "status": status, "updated": time.time(),
             "cache_dir": str(self.cache_dir),
-            "files": {r.filename: {"etag": r.etag, "size": r.size, "sha256": r.sha256, "commit": r.commit}
+            "files": {r.filename: {"etag": r.etag, "size": r.size, "sha256": r.sha256, "commit": r.commit,
+                                   "placed": r.filename in placed}
                       for r in remote},
         }
         tmp = folder / f".{request.job_id}.json.tmp"
@@ -590,6 +702,21 @@ def _classify(exc: BaseException, endpoint: str, what: str) -> DownloadError:
     return DownloadError(ErrorKind.NETWORK, f"Download of {what} failed: {exc}")
 
 
+def _interruption(exc: BaseException, read_timeout: float) -> str:
+    """What went wrong with a transfer that will be retried, in the user's words."""
+    import httpx2
+
+    if isinstance(exc, _RetryableStatus):
+        return f"The server answered HTTP {exc.status}"
+    if isinstance(exc, httpx2.ConnectTimeout):
+        return "The server did not answer"
+    if isinstance(exc, (httpx2.ReadTimeout, TimeoutError)):
+        return f"The server stopped sending data for {read_timeout:g} s"
+    if isinstance(exc, httpx2.ConnectError):
+        return "Could not connect to the server"
+    return "The connection was interrupted"
+
+
 def _retryable(exc: BaseException) -> bool:
     import httpx2
     from huggingface_hub import errors
@@ -619,6 +746,7 @@ class DownloadJob:
         self._xet_active = False
         self._running = threading.Lock()
         self._runs = 0
+        self._placed: set[str] = set()  # parts this download put in the cache (see DownloadResult)
 
     # -- control (any thread) ------------------------------------------------------------------
     def pause(self) -> None:
@@ -663,8 +791,12 @@ class DownloadJob:
                 pass
 
     # -- generator form for UI workers ---------------------------------------------------------
-    def events(self) -> Iterator[DownloadProgress | DownloadResult]:
-        """Run in a helper thread and yield progress events, then the result (errors are raised)."""
+    def events(self, cancel: threading.Event | None = None) -> Iterator[DownloadProgress | DownloadResult]:
+        """Run in a helper thread and yield progress events, then the result (errors are raised).
+
+        Made for app.ui.workers.GeneratorWorker, which passes its `cancel` event: setting it
+        pauses the download (the partial bytes stay), so quitting the app never loses them.
+        """
         import queue
 
         q: queue.Queue[tuple[str, Any]] = queue.Queue()
@@ -679,7 +811,15 @@ class DownloadJob:
         thread.start()
         try:
             while True:
-                kind, value = q.get()
+                try:
+                    # Polling, not blocking: `cancel` must work while no event comes (a backoff wait).
+                    kind, value = q.get(timeout=0.1)
+                except queue.Empty:
+                    if cancel is not None and cancel.is_set() and not self._stop.is_set():
+                        self.pause()
+                    continue
+                if cancel is not None and cancel.is_set() and not self._stop.is_set():
+                    self.pause()
                 if kind == "progress":
                     yield value
                 elif kind == "result":
@@ -720,12 +860,17 @@ class DownloadJob:
             out: list[Path] = []
             for index, rf in enumerate(remote):
                 reporter.file_index, reporter.filename, reporter.current = index, rf.filename, 0
-                out.append(self._download_one(rf, reporter))
+                path, placed = self._download_one(rf, reporter)
+                out.append(path)
+                if placed:
+                    self._placed.add(rf.filename)
+                    self._save_state_quietly(remote, "running")
                 reporter.done_before += rf.size
                 reporter.current = 0
             self.manager.state_path(self.request).unlink(missing_ok=True)
             reporter.emit(Phase.DONE, force=True, message="Download complete and verified")
-            return DownloadResult(Phase.DONE, tuple(out), reporter.transferred, time.monotonic() - started)
+            ours = tuple(p for p, rf in zip(out, remote) if rf.filename in self._placed)
+            return DownloadResult(Phase.DONE, tuple(out), reporter.transferred, time.monotonic() - started, ours)
         except _Stopped:
             return self._finish_stopped(remote, reporter, started)
         except DownloadError as exc:
@@ -760,6 +905,8 @@ class DownloadJob:
             if self._cleanup:
                 for rf in remote:
                     self.manager.incomplete_path(self.request.repo_id, rf.etag).unlink(missing_ok=True)
+                    if rf.filename in self._placed:
+                        self.manager._delete_placed(self.request.repo_id, rf.etag, rf.commit, rf.filename)
                 self.manager.discard(self.request, delete_partial=True)
             else:
                 self.manager.state_path(self.request).unlink(missing_ok=True)
@@ -772,7 +919,7 @@ class DownloadJob:
 
     def _save_state_quietly(self, remote: list[RemoteFile], status: str) -> None:
         try:
-            self.manager._write_state(self.request, remote, status)
+            self.manager._write_state(self.request, remote, status, self._placed)
         except OSError:
             pass  # losing the resume offer is better than hiding the real error
 
@@ -780,10 +927,14 @@ class DownloadJob:
         if self._stop.is_set():
             raise _Stopped
 
-    def _sleep_backoff(self, attempt: int) -> None:
+    def _backoff_delay(self, attempt: int) -> float:
         m = self.manager
         delay = min(m.backoff_max, m.backoff_base * (2 ** (attempt - 1)))
-        delay *= 0.75 + 0.5 * random.random()  # jitter so many clients don't retry in lockstep
+        return delay * (0.75 + 0.5 * random.random())  # jitter so many clients don't retry in lockstep
+
+    def _sleep_backoff(self, attempt: int, delay: float | None = None) -> None:
+        if delay is None:
+            delay = self._backoff_delay(attempt)
         if self._stop.wait(delay):
             raise _Stopped
 
@@ -816,6 +967,8 @@ class DownloadJob:
             old = info.get("etag")
             if old and current.get(name) not in (None, old):
                 self.manager.incomplete_path(self.request.repo_id, old).unlink(missing_ok=True)
+            elif old and info.get("placed"):
+                self._placed.add(name)  # finished by Harmonica in an earlier session
 
     def _check_disk(self, remote: list[RemoteFile]) -> None:
         m = self.manager
@@ -833,7 +986,8 @@ class DownloadJob:
                 f"{human_bytes(DISK_MARGIN_BYTES)} to spare) in {m.cache_dir}, but only {human_bytes(free)} is free. "
                 f"Free up {human_bytes(needed + DISK_MARGIN_BYTES - free)} or set HF_HOME to a larger drive."))
 
-    def _download_one(self, rf: RemoteFile, reporter: _Reporter) -> Path:
+    def _download_one(self, rf: RemoteFile, reporter: _Reporter) -> tuple[Path, bool]:
+        """Place one part in the cache; returns its snapshot path and whether this call put it there."""
         m = self.manager
         repo = self.request.repo_id
         blob = m.blob_path(repo, rf.etag)
@@ -841,17 +995,17 @@ class DownloadJob:
         if blob.exists() and blob.stat().st_size == rf.size:
             reporter.current = rf.size
             self._link(blob, snapshot, rf)
-            return snapshot
+            return snapshot, False
         if snapshot.is_file() and not snapshot.is_symlink() and snapshot.stat().st_size == rf.size:
             reporter.current = rf.size  # a cache without symlinks keeps the file in the snapshot
-            return snapshot
+            return snapshot, False
         blob.parent.mkdir(parents=True, exist_ok=True)
         if m.use_xet and rf.xet is not None and xet_available() and \
                 not m.incomplete_path(repo, rf.etag).exists():
             # hf_hub_download takes the cache's file lock itself (the same one used below).
             self._transfer_xet(rf, reporter)
             self._link(blob, snapshot, rf)
-            return snapshot
+            return snapshot, True
         import filelock
 
         # huggingface_hub's own lock for this blob: a concurrent hf_hub_download of the same file
@@ -869,7 +1023,7 @@ class DownloadJob:
             self._link(blob, snapshot, rf)
         finally:
             lock.release()
-        return snapshot
+        return snapshot, True
 
     def _link(self, blob: Path, snapshot: Path, rf: RemoteFile) -> None:
         """Point snapshots/<commit>/<file> at the blob and refs/<revision> at the commit."""
@@ -1027,11 +1181,13 @@ class DownloadJob:
             err = _classify(exc, self.manager.endpoint, rf.filename)
             raise DownloadError(err.kind, f"{err.message} Gave up after {self.manager.max_retries} retries; the "
                                 "partial file is kept, so resuming later continues from where it stopped.") from exc
+        delay = self._backoff_delay(attempt)
+        wait = f"{delay:.0f} s" if delay >= 1 else "a moment"
         reporter.emit(Phase.RETRYING, force=True, attempt=attempt,
-                      message=f"Connection problem ({type(exc).__name__}); retry {attempt} of "
-                              f"{self.manager.max_retries}…")
+                      message=f"{_interruption(exc, self.manager.read_timeout)}; trying again in {wait} "
+                              f"(retry {attempt} of {self.manager.max_retries})…")
         reporter.reset_speed()
-        self._sleep_backoff(attempt)
+        self._sleep_backoff(attempt, delay)
         return attempt
 
     def _hash_partial(self, incomplete: Path, rf: RemoteFile, reporter: _Reporter) -> Any:
@@ -1073,8 +1229,8 @@ class DownloadJob:
         if actual != expected:
             file.unlink(missing_ok=True)
             raise DownloadError(ErrorKind.CHECKSUM, (
-                f"{rf.filename} is damaged: its SHA-256 is {actual[:16]}… but Hugging Face lists {expected[:16]}…. "
-                "The damaged file was deleted. Download it again."))
+                f"{rf.filename} is damaged: its SHA-256 ({actual[:12]}…) is not the one Hugging Face lists "
+                f"({expected[:12]}…). The damaged file was deleted. Download it again."))
 
     # -- Xet -----------------------------------------------------------------------------------
     def _transfer_xet(self, rf: RemoteFile, reporter: _Reporter) -> None:
@@ -1146,5 +1302,5 @@ class DownloadJob:
 __all__ = [
     "DISK_MARGIN_BYTES", "DownloadError", "DownloadJob", "DownloadManager", "DownloadProgress", "DownloadRequest",
     "DownloadResult", "ErrorKind", "PendingDownload", "Phase", "RemoteFile", "human_bytes", "is_offline",
-    "sha256_file", "xet_available",
+    "VerifyReport", "expected_sha256", "sha256_file", "verify_events", "verify_files", "xet_available",
 ]

@@ -364,6 +364,22 @@ class IncrementalMarkdown:
         return "".join(self.blocks_html) + tail_html
 
 
+_shared: dict[tuple[int, Theme], MarkdownRenderer] = {}
+
+
+def shared_renderer(theme: Theme = LIGHT) -> MarkdownRenderer:
+    """One renderer per theme and thread: building one (markdown-it rules, a pygments formatter)
+    costs milliseconds, and a long conversation shows dozens of answers. A renderer keeps state
+    only during render(), so sharing it within a thread is safe."""
+    import threading
+
+    key = (threading.get_ident(), theme)
+    renderer = _shared.get(key)
+    if renderer is None:
+        renderer = _shared[key] = MarkdownRenderer(theme)
+    return renderer
+
+
 def render_markdown(text: str, theme: Theme = LIGHT) -> tuple[str, list[str]]:
     """One-shot render of a whole text: (html, code blocks)."""
-    return MarkdownRenderer(theme).render(text)
+    return shared_renderer(theme).render(text)

@@ -20,10 +20,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.core import paths
-from app.core.download import DownloadRequest
+from app.core.download import DownloadRequest, DownloadResult, human_bytes
+
+if TYPE_CHECKING:
+    from app.core.hardware import HardwareProfile
 
 GiB = 1024**3
 MiB = 1024**2
@@ -114,6 +117,72 @@ def find_entry(entry_id: str) -> CatalogEntry | None:
 def entry_for_filename(filename: str) -> CatalogEntry | None:
     name = Path(filename).name
     return next((e for e in CATALOG if name in e.files), None)
+
+
+# -- does it fit this computer ------------------------------------------------------------------
+
+# Memory the OS, the desktop and the app itself keep for themselves.
+OS_RESERVE_BYTES = 2_000_000_000
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Whether a catalog model fits a computer, in one sentence for the user.
+
+    A rough first answer from the totals (RAM + GPU memory vs the entry's memory estimate); the
+    planner (app.core.planner) decides the real split from the file's tensor sizes."""
+
+    fits: bool | None  # None: the computer's memory is unknown
+    on_gpu: bool  # fits entirely in GPU memory (fast)
+    summary: str
+    needed: int = 0
+    available: int = 0
+
+
+def _gpu_memory(profile: HardwareProfile) -> tuple[int, str]:
+    """GPU memory a model can use and a name for it; Apple: the Metal budget of unified memory."""
+    if profile.apple is not None:
+        return profile.apple.gpu_budget, "unified memory"
+    discrete = [g for g in profile.gpus if not g.unified_memory and g.vram_total > 0]
+    if not discrete:
+        return 0, ""
+    total = sum(g.vram_total for g in discrete)
+    name = discrete[0].name if len(discrete) == 1 else f"{len(discrete)} GPUs"
+    return total, name
+
+
+def assess_fit(entry: CatalogEntry, profile: HardwareProfile) -> Fit:
+    """Does `entry` fit `profile`? RAM (less an OS reserve) plus discrete GPU memory must hold it."""
+    need = entry.memory_bytes
+    ram = profile.ram_total
+    if ram <= 0:
+        return Fit(None, False, "Could not tell how much memory this computer has.", need, 0)
+    gpu, gpu_name = _gpu_memory(profile)
+    unified = profile.apple is not None
+    usable = max(0, ram - OS_RESERVE_BYTES) + (0 if unified else gpu)
+    has = human_bytes(ram) + " RAM" + (f" + {human_bytes(gpu)} GPU memory" if gpu and not unified else "")
+    if need > usable:
+        return Fit(False, False, f"Needs about {human_bytes(need)} of memory; this computer has {has}.", need, usable)
+    if gpu and need <= gpu:
+        if unified:
+            text = f"Fits in unified memory (the GPU may use {human_bytes(gpu)}): fast."
+        else:
+            text = f"Fits in the memory of your {gpu_name} ({human_bytes(gpu)}): fast."
+        return Fit(True, True, text, need, usable)
+    if gpu:
+        text = f"Fits this computer ({has}); the part that does not fit on the GPU runs on the CPU."
+    else:
+        text = f"Fits in this computer's {human_bytes(ram)} of RAM; runs on the CPU."
+    return Fit(True, False, text, need, usable)
+
+
+def recommend(profile: HardwareProfile | None) -> CatalogEntry:
+    """The model to suggest first: gpt-oss-120b where it fits, else the default (20b)."""
+    if profile is not None:
+        for entry in CATALOG:
+            if not entry.default and entry.id == "gpt-oss-120b" and assess_fit(entry, profile).fits:
+                return entry
+    return default_entry()
 
 
 # -- validation ---------------------------------------------------------------------------------
@@ -349,6 +418,7 @@ class LocalModel:
     catalog_id: str | None = None
     repo_id: str | None = None
     commit: str | None = None
+    downloaded_by_app: bool = False  # Harmonica downloaded every part (so it may offer to delete them)
 
     @property
     def key(self) -> str:
@@ -454,10 +524,11 @@ class ModelLibrary:
             if isinstance(data, dict):
                 data.setdefault("imported", [])
                 data.setdefault("hidden", [])
+                data.setdefault("downloaded", [])
                 return data
         except (OSError, ValueError):
             pass
-        return {"version": _REGISTRY_VERSION, "imported": [], "hidden": []}
+        return {"version": _REGISTRY_VERSION, "imported": [], "hidden": [], "downloaded": []}
 
     def _save(self, data: dict[str, Any]) -> None:
         path = self.registry_path
@@ -486,11 +557,26 @@ class ModelLibrary:
         self._save(data)
         return self._local(path, Source.IMPORTED)
 
-    def _local(self, path: Path, source: Source, repo_id: str | None = None, commit: str | None = None) -> LocalModel:
+    def add_download(self, result: DownloadResult) -> None:
+        """Record a finished download: its parts that Harmonica fetched itself are marked (so
+        Remove may offer to delete them), and a model the user had removed is shown again."""
+        data = self._load()
+        ours = {str(_resolved(p)) for p in result.downloaded}
+        known = {e.get("path") for e in data["downloaded"]}
+        data["downloaded"] += [{"path": key, "added": time.time()} for key in sorted(ours - known)]
+        shown = {str(_resolved(p)) for p in result.paths}
+        data["hidden"] = [h for h in data["hidden"] if h not in shown]
+        self._save(data)
+
+    def _local(self, path: Path, source: Source, repo_id: str | None = None, commit: str | None = None,
+               data: dict[str, Any] | None = None) -> LocalModel:
         parts = tuple(split_parts(path) or [path])
         entry = entry_for_filename(path.name)
+        ours = {e.get("path") for e in (data if data is not None else self._load())["downloaded"]}
+        by_app = source == Source.HUGGINGFACE and all(str(_resolved(p)) in ours for p in parts)
         return LocalModel(path=path, display_name=_display_name(path), source=source, size_bytes=_size_of(parts),
-                          parts=parts, catalog_id=entry.id if entry else None, repo_id=repo_id, commit=commit)
+                          parts=parts, catalog_id=entry.id if entry else None, repo_id=repo_id, commit=commit,
+                          downloaded_by_app=by_app)
 
     # -- discovery -----------------------------------------------------------------------------
     def discover(self) -> Discovery:
@@ -511,7 +597,7 @@ class ModelLibrary:
             seen.add(key)
             ok, reason = validate_model_file(path)
             if ok:
-                result.models.append(self._local(path, source, repo_id, commit))
+                result.models.append(self._local(path, source, repo_id, commit, data))
             else:
                 result.refused.append(RefusedFile(path, reason))
 
@@ -570,12 +656,16 @@ class ModelLibrary:
 
     # -- removal -------------------------------------------------------------------------------
     def remove(self, model: LocalModel, *, delete_files: bool = False) -> None:
-        """Forget a model. HF-cache models are deleted from the cache (through its API); other
-        files are only unregistered/hidden unless `delete_files` is set. The UI confirms first."""
+        """Forget a model: it is no longer listed, its files stay. With `delete_files` the files
+        are deleted too (HF-cache models through the cache's API, so other revisions stay
+        consistent). The UI confirms first and offers deletion only for `downloaded_by_app`
+        models: the HF cache is shared, and a file another tool downloaded is not ours to delete."""
         data = self._load()
         key = model.key
-        if model.source == Source.HUGGINGFACE:
+        if model.source == Source.HUGGINGFACE and delete_files:
             self._delete_from_hf_cache(model)
+            gone = {str(_resolved(p)) for p in model.parts}
+            data["downloaded"] = [e for e in data["downloaded"] if e.get("path") not in gone]
         elif delete_files:
             for part in model.parts:
                 try:
@@ -584,7 +674,8 @@ class ModelLibrary:
                     raise ModelError(f"Could not delete {part}: {exc}") from exc
         data["imported"] = [e for e in data["imported"] if str(_resolved(Path(e["path"]))) != key
                             and e["path"] != str(model.path)]
-        if model.source in (Source.LMSTUDIO, Source.LLAMA_CPP) and not delete_files and key not in data["hidden"]:
+        if model.source in (Source.LMSTUDIO, Source.LLAMA_CPP, Source.HUGGINGFACE) and not delete_files \
+                and key not in data["hidden"]:
             data["hidden"].append(key)  # discovered again on every scan otherwise
         self._save(data)
 

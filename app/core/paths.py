@@ -71,3 +71,20 @@ def llama_cpp_cache_dir() -> Path:
     if explicit:
         return Path(explicit).expanduser()
     return Path(platformdirs.user_cache_dir("llama.cpp", appauthor=False))
+
+
+def tools_dir(ensure: bool = True) -> Path:
+    """The folder where the user drops `.py` files of function tools (in the config folder, next to
+    the settings: tools are configuration the user writes, not data the app produces)."""
+    path = config_dir(ensure=ensure) / "tools"
+    if ensure:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def scratch_root(ensure: bool = True) -> Path:
+    """Parent of the per-conversation scratch folders of the python tool (files it writes, figures)."""
+    path = data_dir(ensure=ensure) / "scratch"
+    if ensure:
+        path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -120,6 +120,9 @@ class ConversationSettings:
     seed: int | None = None  # None = random
     max_tokens: int | None = None  # None = until the model stops or the context is full
     context_size: int | None = None  # None = the app's/model plan's default
+    # When the conversation outgrows the context window, leave its oldest turns out of the prompt
+    # (the UI says so) instead of refusing to answer.
+    trim_oldest: bool = False
     # Keys this version does not know (written by a newer Harmonica or another feature) are kept
     # here so a round trip through this version loses nothing.
     extra: dict[str, Any] = field(default_factory=dict)
@@ -168,6 +171,10 @@ class ConversationSettings:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(key)
             return max(0, value)
+        if key == "trim_oldest":
+            if not isinstance(value, bool):
+                raise TypeError(key)
+            return value
         if key in ("seed", "max_tokens", "context_size"):
             if value is None:
                 return None
@@ -589,69 +596,22 @@ def snippet_to_markdown(snippet: str) -> str:
 # --- rendering for harmony --------------------------------------------------------------------------
 
 
-_SPECIAL_RE: Final = re.compile(r"<\|([a-z_0-9]+)\|>")
+def message_from_row(row: MessageRow) -> Any:
+    """A stored message as a chat.Message (its id is the row id, as text)."""
+    from app.core.chat import Message
 
-
-def _defuse(text: str) -> str:
-    # The prompt is tokenized with special tokens on: stored text that looks like "<|end|>" must
-    # stay text (same rule as chat.Conversation.to_render_messages).
-    return _SPECIAL_RE.sub(lambda m: "<\u200b|" + m.group(1) + "|>", text) if "<|" in text else text
+    return Message.from_dict(row_to_chat_dict(row))
 
 
 def render_messages(path: Sequence[MessageRow], developer_instructions: str | None = None) -> list[dict[str, Any]]:
     """Transformers-format messages for harmony.render_prompt from a branch path (root → leaf).
 
-    Reasoning follows harmony.md §4.4: an assistant message that ended in a final answer loses its
-    ``thinking``; a tool-call message keeps it only while the tool loop is still running (no later
-    assistant message without tool calls). Doing this here rather than leaving it to the template
-    gives the same prompt with the launch-day template, which always re-rendered it (§4.6).
-    Like chat.Conversation.to_render_messages: only a leading system/developer message becomes
-    the instructions (``developer_instructions`` overrides it); a message with several tool calls
-    becomes one assistant message per call (the template renders only ``tool_calls[0]``);
-    assistant messages with neither content nor tool calls (e.g. interrupted while reasoning)
-    are left out, since the template has nothing to render for them.
+    The rules (instructions, reasoning kept only inside a running tool loop, one call per message,
+    control tokens defused) live in chat.Conversation.to_render_messages; this only converts rows.
     """
-    out: list[dict[str, Any]] = []
-    instructions = developer_instructions
-    last_final = max(
-        (i for i, m in enumerate(path) if m.role == "assistant" and not m.tool_calls and m.content), default=-1
-    )
-    for i, msg in enumerate(path):
-        if msg.role in ("system", "developer"):
-            if instructions is None and not out:
-                instructions = msg.content
-            continue
-        if msg.role == "assistant":
-            if msg.tool_calls:
-                for n, call in enumerate(msg.tool_calls):
-                    item: dict[str, Any] = {"role": "assistant", "tool_calls": [_render_call(call)]}
-                    if n == 0 and i > last_final and msg.thinking:
-                        item["thinking"] = _defuse(msg.thinking)
-                    out.append(item)
-            elif msg.content:
-                out.append({"role": "assistant", "content": _defuse(msg.content)})
-        elif msg.role == "tool":
-            out.append({"role": "tool", "name": msg.tool_name or "", "content": _defuse(msg.content)})
-        else:
-            out.append({"role": msg.role, "content": _defuse(msg.content)})
-    if instructions and instructions.strip():
-        out.insert(0, {"role": "developer", "content": _defuse(instructions)})
-    return out
+    from app.core.chat import Conversation
 
-
-def _render_call(call: Mapping[str, Any]) -> dict[str, Any]:
-    recipient = str(call.get("recipient", ""))
-    name = recipient[len("functions.") :] if recipient.startswith("functions.") else recipient
-    raw = call.get("arguments", "")
-    try:
-        # The template applies tojson to the arguments: a JSON string would be encoded twice.
-        args: Any = json.loads(raw) if isinstance(raw, str) else raw
-    except ValueError:
-        args = raw
-    item: dict[str, Any] = {"type": "function", "function": {"name": name, "arguments": args}}
-    if call.get("id"):
-        item["id"] = call["id"]
-    return item
+    return Conversation(messages=[message_from_row(r) for r in path]).to_render_messages(developer_instructions)
 
 
 # --- schema and migrations --------------------------------------------------------------------------

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QScrollArea, QSizePolicy, QVBoxLayout, QWidget
+from collections.abc import Sequence
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import QPushButton, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
 from app.core.chat import Conversation, Message
+from app.core.store import BranchInfo, MessageRow, message_from_row
 from app.ui.message_widget import AssistantMessageWidget, UserMessageWidget
 
 MAX_CONTENT_WIDTH = 820
 _BOTTOM_SLACK_PX = 24
+# Opening a long conversation builds widgets only for its latest messages: FIRST_BATCH at once
+# (more than a screenful), the rest of the first PAGE in CHUNKs while the event loop is idle, and
+# earlier ones a page at a time when the user scrolls up (a widget costs a markdown render).
+PAGE = 40
+FIRST_BATCH = 8
+CHUNK = 4
 
 
 class _Column(QWidget):
@@ -34,7 +43,14 @@ class _Column(QWidget):
 
 
 class ChatView(QScrollArea):
-    """Shows a conversation; new content keeps the view at the bottom if it was at the bottom."""
+    """Shows a conversation; new content keeps the view at the bottom if it was at the bottom.
+
+    Messages from the store carry their row id; their actions come out as
+    `message_action(name, row_id)` and edits as `edit_submitted(row_id, text)`.
+    """
+
+    message_action = Signal(str, int)
+    edit_submitted = Signal(int, str)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent, objectName="ChatScroll")
@@ -44,6 +60,14 @@ class ChatView(QScrollArea):
         self.setWidget(self._content)
         self.widgets: list[QWidget] = []
         self._pinned = True
+        self._rows: list[tuple[MessageRow, BranchInfo]] = []
+        self._first_shown = 0  # index in _rows of the first message with a widget
+        self._fill_to = 0  # idle-time building stops at this index
+        self._generation = 0  # bumped on every set_rows/clear; stale idle work checks it
+        self.earlier = QPushButton("Show earlier messages", objectName="SecondaryButton")
+        self.earlier.clicked.connect(lambda: self.show_earlier())
+        self.earlier.hide()
+        self._content.list.insertWidget(0, self.earlier, 0, Qt.AlignmentFlag.AlignHCenter)
         bar = self.verticalScrollBar()
         bar.valueChanged.connect(self._on_scrolled)
         bar.rangeChanged.connect(self._on_range)
@@ -54,12 +78,107 @@ class ChatView(QScrollArea):
             self._content.list.removeWidget(w)
             w.deleteLater()
         self.widgets = []
+        self._rows = []
+        self._first_shown = 0
+        self._fill_to = 0
+        self._generation += 1
+        self.earlier.hide()
         self._pinned = True
 
     def set_conversation(self, conversation: Conversation) -> None:
+        """Show an in-memory conversation (no store ids: no message actions)."""
         self.clear()
         for m in conversation.messages:
             self.add_message(m)
+
+    def set_rows(self, rows: Sequence[tuple[MessageRow, BranchInfo]]) -> None:
+        """Show a stored path: the latest messages at once, the rest of the first page when idle,
+        earlier pages when the user scrolls up."""
+        self.clear()
+        self._rows = list(rows)
+        self._fill_to = self._page_start(len(self._rows), PAGE)
+        first = self._page_start(len(self._rows), FIRST_BATCH)
+        for row, info in self._rows[first:]:
+            self._append(self._widget_for(row, info))
+        self._first_shown = first
+        self.earlier.setVisible(first > 0)
+        self._pin_latest()
+        self._generation += 1
+        if first > self._fill_to:
+            gen = self._generation
+            QTimer.singleShot(0, lambda: self._fill(gen))
+
+    def _page_start(self, end: int, count: int) -> int:
+        """The index from which rows[:end] holds `count` displayed messages (0 if fewer)."""
+        shown = [i for i, (r, _) in enumerate(self._rows[:end]) if _displayed(r)]
+        return shown[-count] if len(shown) > count else 0
+
+    def _fill(self, generation: int) -> None:
+        if generation != self._generation or self._first_shown <= self._fill_to:
+            return
+        self._prepend(max(self._fill_to, self._page_start(self._first_shown, CHUNK)))
+        if self._first_shown > self._fill_to:
+            QTimer.singleShot(0, lambda: self._fill(generation))
+
+    def show_earlier(self, *, now: bool = False) -> None:
+        """Build the previous page of messages above the current ones, keeping the view still:
+        a first batch at once, the rest while idle (all at once with `now`)."""
+        if self._first_shown == 0:
+            return
+        self._fill_to = min(self._fill_to, self._page_start(self._first_shown, PAGE))
+        if now:
+            self._prepend(self._fill_to)
+            return
+        self._prepend(max(self._fill_to, self._page_start(self._first_shown, FIRST_BATCH)))
+        if self._first_shown > self._fill_to:
+            gen = self._generation
+            QTimer.singleShot(0, lambda: self._fill(gen))
+
+    def _prepend(self, start: int) -> None:
+        """Build rows[start:_first_shown] above what is shown; the visible part does not move."""
+        if start >= self._first_shown:
+            return
+        bar = self.verticalScrollBar()
+        old_max, old_value, pinned = bar.maximum(), bar.value(), self._pinned
+        new = [w for w in (self._widget_for(r, i) for r, i in self._rows[start:self._first_shown]) if w is not None]
+        for k, w in enumerate(new):
+            self._content.list.insertWidget(1 + k, w)
+        self.widgets[0:0] = new
+        self._first_shown = start
+        self.earlier.setVisible(start > 0)
+        if not pinned:
+            # Keep the message that was at the top where it was once the layout has grown.
+            self._pinned = False
+            QTimer.singleShot(0, lambda: bar.setValue(old_value + bar.maximum() - old_max))
+
+    def _widget_for(self, row: MessageRow, info: BranchInfo) -> QWidget | None:
+        if not _displayed(row):
+            return None
+        message = message_from_row(row)
+        if row.role == "user":
+            u = UserMessageWidget(message, row_id=row.id)
+            u.set_branch(info)
+            self._wire_user(u)
+            return u
+        a = AssistantMessageWidget.from_message(message)
+        a.set_stored(row.id, row.status, info)
+        self._wire_assistant(a)
+        return a
+
+    def _wire_user(self, w: UserMessageWidget) -> None:
+        w.action.connect(lambda name, w=w: w.row_id is not None and self.message_action.emit(name, w.row_id))
+        w.edit_submitted.connect(lambda text, w=w: w.row_id is not None and self.edit_submitted.emit(w.row_id, text))
+
+    def _wire_assistant(self, w: AssistantMessageWidget) -> None:
+        w.action.connect(lambda name, w=w: w.row_id is not None and self.message_action.emit(name, w.row_id))
+
+    def _pin_latest(self) -> None:
+        """Only the latest answer shows its actions without hovering."""
+        last = next((w for w in reversed(self.widgets) if isinstance(w, AssistantMessageWidget)), None)
+        for w in self.widgets:
+            actions = getattr(w, "actions", None)
+            if actions is not None:
+                actions.set_pinned(w is last)
 
     def add_message(self, message: Message) -> QWidget | None:
         if message.role == "user":
@@ -70,18 +189,57 @@ class ChatView(QScrollArea):
             return None  # tool results get their own cards with the tools work
         return self._append(w)
 
-    def add_user(self, message: Message) -> UserMessageWidget:
+    def add_user(self, message: Message, row_id: int | None = None, branch: BranchInfo | None = None) -> UserMessageWidget:
         self._pinned = True  # sending a message always brings the view down
-        w = UserMessageWidget(message)
+        w = UserMessageWidget(message, row_id=row_id)
+        w.set_branch(branch)
+        self._wire_user(w)
         self._append(w)
         return w
 
     def start_assistant(self, *, model: str | None, effort: str | None) -> AssistantMessageWidget:
         w = AssistantMessageWidget(model=model, effort=effort)
+        self._wire_assistant(w)
         self._append(w)
+        self._pin_latest()
         return w
 
-    def _append(self, w: QWidget) -> QWidget:
+    def remove_widget(self, w: QWidget) -> None:
+        if w in self.widgets:
+            self.widgets.remove(w)
+            self._content.list.removeWidget(w)
+            w.deleteLater()
+
+    def widget_for_row(self, row_id: int) -> QWidget | None:
+        return next((w for w in self.widgets if getattr(w, "row_id", None) == row_id), None)
+
+    def scroll_to_row(self, row_id: int) -> bool:
+        """Bring a message into view (building earlier pages if needed) and flash it."""
+        while self.widget_for_row(row_id) is None and self._first_shown > 0:
+            self.show_earlier(now=True)
+        w = self.widget_for_row(row_id)
+        if w is None:
+            return False
+        self._pinned = False
+        QTimer.singleShot(0, lambda: self.ensureWidgetVisible(w, 0, 80))
+        w.setProperty("flash", True)
+        w.style().unpolish(w)
+        w.style().polish(w)
+
+        def unflash() -> None:
+            try:
+                w.setProperty("flash", False)
+                w.style().unpolish(w)
+                w.style().polish(w)
+            except RuntimeError:  # the widget was deleted meanwhile
+                pass
+
+        QTimer.singleShot(1600, unflash)
+        return True
+
+    def _append(self, w: QWidget | None) -> QWidget | None:
+        if w is None:
+            return None
         self._content.list.insertWidget(self._content.list.count() - 1, w)
         self.widgets.append(w)
         return w
@@ -95,8 +253,10 @@ class ChatView(QScrollArea):
         bar = self.verticalScrollBar()
         return bar.value() >= bar.maximum() - _BOTTOM_SLACK_PX
 
-    def _on_scrolled(self, _value: int) -> None:
+    def _on_scrolled(self, value: int) -> None:
         self._pinned = self.at_bottom()
+        if value == 0 and self._first_shown > 0 and self.verticalScrollBar().maximum() > 0:
+            self.show_earlier()
 
     def _on_range(self, _lo: int, hi: int) -> None:
         if self._pinned:
@@ -105,3 +265,8 @@ class ChatView(QScrollArea):
     def scroll_to_bottom(self) -> None:
         self._pinned = True
         self.verticalScrollBar().setValue(self.verticalScrollBar().maximum())
+
+
+def _displayed(row: MessageRow) -> bool:
+    """Which stored messages get a widget of their own (tool results show inside their call's card)."""
+    return row.role in ("user", "assistant")

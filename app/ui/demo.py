@@ -66,17 +66,84 @@ def demo_conversation() -> Conversation:
     return conv
 
 
+DEMO_HISTORY = (
+    ("Explain mixture-of-experts routing", 0.2),
+    ("Regex for ISO 8601 dates", 0.6),
+    ("Plan a 3-day trip to Lisbon", 1.1),
+    ("Why is my Rust borrow checker angry?", 2.5),
+    ("Sourdough starter schedule", 4.0),
+    ("Summarise the attention paper", 9.0),
+    ("Birthday poem for Ana", 21.0),
+)
+
+
+def _add_history(store: object) -> None:
+    """A few older chats, so the sidebar looks like a sidebar in use."""
+    import time
+
+    now = time.time()
+    for title, days in DEMO_HISTORY:
+        when = now - days * 86400
+        row = store.create_conversation(title, created=when)  # type: ignore[attr-defined]
+        store.add_message(row.id, "user", title, created=when)  # type: ignore[attr-defined]
+        store.add_message(row.id, "assistant", "…", created=when + 5)  # type: ignore[attr-defined]
+        store.db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (when + 5, row.id))  # type: ignore[attr-defined]
+
+
 def start_demo() -> object:
+    import tempfile
+
+    from app.core.store import Store
     from app.ui.main_window import MainWindow
 
     engine = ScriptedEngine(demo_script, delay_s=0.03, name="gpt-oss-20b")
     engine.load("scripted:gpt-oss-20b")
-    window = MainWindow(lambda: engine)
+    # A throwaway store: the demo must not add its sample chat to the user's history.
+    store = Store.open(Path(tempfile.mkdtemp(prefix="harmonica-demo-")) / "demo.sqlite3")
+    _add_history(store)
+    window = MainWindow(lambda: engine, store=store)
     window.adopt_engine(engine)
     window.set_conversation(demo_conversation())
     window.status_speed.setText("64.3 tok/s")
     window.status_context.setText(f"Context 454 / {engine.n_ctx:,}")
     return window
+
+
+DEMO_ANSWER_2 = """Stream it. The standard library's `csv` module reads one row at a time:
+
+```python
+import csv
+from collections import Counter
+
+totals = Counter()
+with open("sales.csv", newline="") as f:
+    for row in csv.DictReader(f):
+        totals[row["region"]] += float(row["amount"])
+print(totals.most_common(5))
+```
+
+Memory stays at one row however large the file is. For faster columnar work, use pandas with
+`chunksize=` or polars' lazy `scan_csv`."""
+
+
+def demo_scene(window: object, scene: str) -> None:
+    """Arrange the demo window for a screenshot: "chat" (default) or "search" (history, a search
+    with hits and an answer with two versions)."""
+    if scene != "search":
+        return
+    w = window  # a MainWindow
+    store = w.store  # type: ignore[attr-defined]
+    path = w.session.view()  # type: ignore[attr-defined]
+    answer = path[-1][0]
+    store.add_message(
+        answer.conversation_id, "assistant", DEMO_ANSWER_2, parent_id=answer.parent_id, effort="low",
+        model="gpt-oss-20b", thinking="The csv module streams rows; that is the simplest answer.",
+        stats={"prompt_tokens": 142, "generated_tokens": 171, "tokens_per_s": 66.0},
+        extra={"stop_reason": "return", "thinking_s": 0.8},
+    )
+    w._show_session()  # type: ignore[attr-defined]
+    w.sidebar.search.setText("csv")  # type: ignore[attr-defined]
+    w.sidebar.run_search()  # type: ignore[attr-defined]
 
 
 def save_screenshot(window: object, path: str | Path) -> None:

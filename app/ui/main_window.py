@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QShortcut
+from PySide6.QtCore import QObject, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
+    QDialog,
     QFileDialog,
     QFrame,
     QHBoxLayout,
     QLabel,
     QMainWindow,
+    QMenu,
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QSplitter,
     QStackedWidget,
     QToolButton,
     QVBoxLayout,
@@ -28,13 +32,26 @@ from PySide6.QtWidgets import (
 )
 
 from app import __version__ as APP_VERSION
-from app.core.chat import ChatError, Conversation, EngineLike, Message, ToolCallRecord, TurnFinished, TurnStarted, run_turn
+from app.core.chat import ChatError, Conversation, EngineLike, Message, ToolCallRecord, TurnFinished, TurnStarted
 from app.core.engine import EngineError, LoadSettings, Sampling
 from app.core.harmony import FinalDelta, PreambleDelta, ReasoningDelta, ToolCall
+from app.core.scheduler import EngineScheduler, QueueState
+from app.core.session import CONTEXT_WARN_FRACTION, ChatSession, ContextTrimmed, MessageSaved
+from app.core.store import (
+    ACTIVE,
+    DEFAULT_TITLE,
+    ConversationSettings,
+    MessageRow,
+    Store,
+    StoreError,
+    message_from_row,
+)
 from app.ui import style
 from app.ui.chat_view import ChatView
 from app.ui.composer import Composer
+from app.ui.conversation_settings import ConversationSettingsDialog
 from app.ui.message_widget import AssistantMessageWidget
+from app.ui.sidebar import Sidebar
 from app.ui.workers import GeneratorWorker, start_worker
 
 
@@ -49,20 +66,33 @@ class LoadDone:
     info: Any
 
 
-def load_model_job(engine: Any, path: str, settings: LoadSettings, *, cancel: threading.Event) -> Iterator[LoadProgress | LoadDone]:
+def load_model_job(
+    engine: Any, path: str, settings: LoadSettings, *, cancel: threading.Event, scheduler: EngineScheduler | None = None,
+) -> Iterator[LoadProgress | LoadDone]:
     """Load a model, yielding progress; llama.cpp reports progress by callback, so the load runs
-    on a helper thread and its callbacks are turned into yields here."""
+    on a helper thread and its callbacks are turned into yields here. With a scheduler, the load
+    waits for (and then excludes) every generation and tokenization of the shared engine."""
     events: queue.Queue[tuple[str, Any]] = queue.Queue()
 
     def progress(fraction: float) -> bool:
         events.put(("progress", float(fraction)))
         return not cancel.is_set()
 
+    def load() -> Any:
+        if getattr(engine, "loaded", False):
+            engine.unload()  # freeing gigabytes takes a moment: not on the UI thread
+        return engine.load(path, settings, progress)
+
     def target() -> None:
         try:
-            if getattr(engine, "loaded", False):
-                engine.unload()  # freeing gigabytes takes a moment: not on the UI thread
-            events.put(("done", engine.load(path, settings, progress)))
+            if scheduler is None:
+                info = load()
+            else:
+                scheduler.cancel("api")  # a new model: API requests in flight end now
+                with scheduler.exclusive("loader", cancel):
+                    info = load()
+                    scheduler.engine = engine
+            events.put(("done", info))
         except BaseException as exc:  # noqa: BLE001 - handed to the worker's errored signal
             events.put(("error", exc))
 
@@ -98,8 +128,14 @@ def default_engine_factory() -> EngineLike:
 
 
 # --- Small widgets -------------------------------------------------------------------------------
+class _QueueBridge(QObject):
+    """Scheduler state changes arrive on whichever thread made them; this brings them to the UI."""
+
+    changed = Signal(object)
+
+
 class Banner(QFrame):
-    """An inline message above the composer (errors and notices); dismissable."""
+    """An inline message above the composer (errors and notices) with optional action buttons."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent, objectName="Banner")
@@ -110,19 +146,97 @@ class Banner(QFrame):
         self.text.setTextFormat(Qt.TextFormat.PlainText)
         self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         lay.addWidget(self.text, 1)
+        self._actions = QHBoxLayout()
+        self._actions.setSpacing(6)
+        lay.addLayout(self._actions)
+        self.buttons: list[QPushButton] = []
         close = QToolButton(objectName="BannerClose")
         close.setIcon(style.icon("close"))
         close.setToolTip("Dismiss")
         close.clicked.connect(self.hide)
         lay.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self.hide)
+        self.kind = ""
         self.hide()
 
-    def show_message(self, text: str, kind: str = "error") -> None:
+    def show_message(self, text: str, kind: str = "error", actions: Sequence[tuple[str, Callable[[], None]]] = (),
+                     timeout_ms: int = 0) -> None:
+        self.kind = kind
         self.setProperty("kind", kind)
         self.style().unpolish(self)
         self.style().polish(self)
         self.text.setText(text)
+        for b in self.buttons:
+            self._actions.removeWidget(b)
+            b.deleteLater()
+        self.buttons = []
+        for label, fn in actions:
+            b = QPushButton(label, objectName="BannerButton")
+            b.clicked.connect(lambda _=False, fn=fn: (self.hide(), fn()))
+            self._actions.addWidget(b, 0, Qt.AlignmentFlag.AlignVCenter)
+            self.buttons.append(b)
+        self._timer.stop()
+        if timeout_ms:
+            self._timer.start(timeout_ms)
         self.show()
+
+    def button(self, label: str) -> QPushButton | None:
+        return next((b for b in self.buttons if b.text() == label), None)
+
+
+class ChatHeader(QFrame):
+    """Above the chat: the conversation's title, what its settings change, and its actions."""
+
+    settings_requested = Signal()
+    export_requested = Signal(str)  # "md", "md-reasoning", "json"
+    sidebar_toggled = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent, objectName="ChatHeader")
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(10, 6, 12, 6)
+        lay.setSpacing(6)
+        self.sidebar_button = QToolButton(objectName="HeaderButton")
+        self.sidebar_button.setIcon(style.icon("sidebar"))
+        self.sidebar_button.setToolTip("Show or hide the conversation list (Ctrl+B)")
+        self.sidebar_button.clicked.connect(self.sidebar_toggled)
+        lay.addWidget(self.sidebar_button)
+        self.title = QLabel("New chat", objectName="ChatTitle")
+        self.title.setTextFormat(Qt.TextFormat.PlainText)
+        lay.addWidget(self.title)
+        self.badges = QLabel("", objectName="ChatBadges")
+        self.badges.setTextFormat(Qt.TextFormat.PlainText)
+        lay.addWidget(self.badges, 1)
+        self.export_button = QToolButton(objectName="HeaderButton")
+        self.export_button.setIcon(style.icon("export"))
+        self.export_button.setToolTip("Export this chat")
+        self.export_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        menu = QMenu(self.export_button)
+        for label, fmt in (("Markdown…", "md"), ("Markdown with reasoning…", "md-reasoning"), ("JSON (complete)…", "json")):
+            menu.addAction(label, lambda fmt=fmt: self.export_requested.emit(fmt))
+        self.export_button.setMenu(menu)
+        lay.addWidget(self.export_button)
+        self.settings_button = QToolButton(objectName="HeaderButton")
+        self.settings_button.setIcon(style.icon("settings"))
+        self.settings_button.setToolTip("Chat settings: instructions, sampling, context (Ctrl+,)")
+        self.settings_button.clicked.connect(self.settings_requested)
+        lay.addWidget(self.settings_button)
+
+    def set_state(self, title: str, settings: ConversationSettings | None, stored: bool) -> None:
+        self.title.setText(title or DEFAULT_TITLE)
+        self.title.setToolTip(title)
+        badges: list[str] = []
+        if settings is not None:
+            if settings.developer_instructions.strip():
+                badges.append("instructions")
+            if settings.model_identity:
+                badges.append("custom identity")
+            if settings.trim_oldest:
+                badges.append("oldest turns left out when too long")
+        self.badges.setText(("  ·  " + " · ".join(badges)) if badges else "")
+        self.export_button.setEnabled(stored)
 
 
 class LoadPanel(QFrame):
@@ -207,40 +321,72 @@ class EmptyState(QWidget):
 
 # --- The window ----------------------------------------------------------------------------------
 class MainWindow(QMainWindow):
-    """Chat window. `engine_factory` makes the engine (tests pass a ScriptedEngine)."""
+    """Chat window over the conversation store.
+
+    `engine_factory` makes the engine (tests pass a ScriptedEngine); `store` defaults to the
+    user's conversation database (opened, or recovered when damaged).
+    """
 
     model_loaded = Signal(object)
     turn_finished = Signal(object)
 
-    def __init__(self, engine_factory: Callable[[], EngineLike] | None = None, parent: QWidget | None = None) -> None:
+    def __init__(self, engine_factory: Callable[[], EngineLike] | None = None, parent: QWidget | None = None,
+                 *, store: Store | None = None) -> None:
         super().__init__(parent)
         self._engine_factory = engine_factory or default_engine_factory
         self.engine: Any = None
-        self.conversation = Conversation()
-        self.sampling = Sampling()
+        self.sampling: Sampling | None = None  # None: the conversation's own settings
         self.load_settings = LoadSettings()
-        self.developer: str | None = None
         self.grammar: str | None = None  # tests force harmony-shaped output from random weights
         self.date: Any = None
         self._gen_worker: GeneratorWorker | None = None
         self._load_worker: GeneratorWorker | None = None
+        self._title_worker: GeneratorWorker | None = None
         self._live: AssistantMessageWidget | None = None
         self._live_message: Message | None = None
+        self._live_saved = False
         self._error_dialog_open = False
+        self.auto_title = True
+        # One engine, shared fairly by the chat, the API server and the lab (one generation at a time).
+        self.scheduler = EngineScheduler()
+        self._queue_bridge = _QueueBridge()
+        self._queue_bridge.changed.connect(self._on_queue)
+        self.scheduler.add_listener(self._queue_bridge.changed.emit)
+        self._server_dialog: QDialog | None = None
+        self._closing = False
+        self.server_panel: Any = None
+        self._owns_store = store is None
+        self.store, startup_note = self._open_store(store)
+        self.session = ChatSession(self.store)
 
         self.setWindowTitle("Harmonica")
         self.setWindowIcon(style.icon("harmonica"))
-        self.resize(1040, 780)
+        self.resize(1240, 800)
         self.setAcceptDrops(True)
+
+        self.sidebar = Sidebar(self.store)
+        self.sidebar.new_chat_requested.connect(self.new_chat)
+        self.sidebar.conversation_selected.connect(self.open_conversation)
+        self.sidebar.hit_selected.connect(self.open_hit)
+        self.sidebar.rename_requested.connect(self.rename_conversation)
+        self.sidebar.delete_requested.connect(self.delete_conversation)
+        self.sidebar.export_requested.connect(lambda cid: self.choose_export("md", cid))
 
         central = QWidget(objectName="ChatPage")
         lay = QVBoxLayout(central)
         lay.setContentsMargins(0, 0, 0, 8)
         lay.setSpacing(0)
+        self.header = ChatHeader()
+        self.header.settings_requested.connect(self.edit_settings)
+        self.header.export_requested.connect(lambda fmt: self.choose_export(fmt))
+        self.header.sidebar_toggled.connect(self.toggle_sidebar)
+        lay.addWidget(self.header)
         self.stack = QStackedWidget()
         self.empty = EmptyState()
         self.empty.open_requested.connect(self.choose_model)
         self.chat = ChatView()
+        self.chat.message_action.connect(self._on_message_action)
+        self.chat.edit_submitted.connect(self.edit_and_resend)
         self.stack.addWidget(self.empty)
         self.stack.addWidget(self.chat)
         lay.addWidget(self.stack, 1)
@@ -248,7 +394,8 @@ class MainWindow(QMainWindow):
         self.load_panel = LoadPanel()
         self.load_panel.cancel_requested.connect(self.cancel_load)
         self.banner = Banner()
-        for w in (self.load_panel, self.banner):
+        self.context_banner = Banner()
+        for w in (self.load_panel, self.banner, self.context_banner):
             # Centred at the composer's width; stretches (not alignment) keep word wrap working.
             w.setMaximumWidth(820)
             row = QHBoxLayout()
@@ -263,7 +410,14 @@ class MainWindow(QMainWindow):
         self.composer.stop_requested.connect(self.stop)
         self.composer.set_can_send(False)
         lay.addWidget(self.composer)
-        self.setCentralWidget(central)
+
+        self.splitter = QSplitter(Qt.Orientation.Horizontal, objectName="MainSplitter")
+        self.splitter.addWidget(self.sidebar)
+        self.splitter.addWidget(central)
+        self.splitter.setCollapsible(1, False)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([260, 980])
+        self.setCentralWidget(self.splitter)
 
         self._build_menu()
         stop_shortcut = QShortcut(QKeySequence(Qt.Key.Key_Escape), self)
@@ -273,11 +427,51 @@ class MainWindow(QMainWindow):
         self.status_model = QLabel("No model")
         self.status_speed = QLabel("")
         self.status_context = QLabel("")
+        self.status_server = QLabel("", objectName="StatusServer")
+        self.status_server.hide()
         sb.addWidget(self.status_model, 1)
+        sb.addPermanentWidget(self.status_server)
         sb.addPermanentWidget(self.status_speed)
         sb.addPermanentWidget(self.status_context)
         start_worker(GeneratorWorker(warm_up_job, style.current().markdown))
+        self._show_session()
+        if startup_note:
+            self.show_notice(startup_note)
+        self._offer_interrupted()
+        if self._server_settings().get("enabled"):
+            QTimer.singleShot(0, lambda: self.server(start=True))
 
+    # --- store -----------------------------------------------------------------------------------
+    def _open_store(self, store: Store | None) -> tuple[Store, str]:
+        """The user's store; a damaged one is moved aside and salvaged; an unusable one is replaced
+        by a temporary store so the app still starts, with a message saying so."""
+        if store is not None:
+            return store, ""
+        try:
+            opened, report = Store.open_or_recover()
+            return opened, report.message if report is not None else ""
+        except (StoreError, OSError) as exc:
+            import tempfile
+
+            tmp = Path(tempfile.mkdtemp(prefix="harmonica-")) / "conversations.sqlite3"
+            return Store.open(tmp), f"{exc} Conversations are kept only until Harmonica closes."
+
+    def _offer_interrupted(self) -> None:
+        """After a crash: open the conversation whose answer was cut off, and say what happened."""
+        ids = self.store.interrupted_on_open
+        if not ids:
+            return
+        try:
+            row = self.store.get_message(ids[-1])
+        except StoreError:
+            return
+        self.open_conversation(row.conversation_id)
+        self.show_notice(
+            "Harmonica closed while an answer was being written. The partial answer is kept and marked "
+            "“interrupted”: Continue it, or Regenerate it."
+        )
+
+    # --- menus -----------------------------------------------------------------------------------
     def _build_menu(self) -> None:
         m = self.menuBar().addMenu("&File")
         self.open_action = QAction("&Open model…", self, shortcut=QKeySequence.StandardKey.Open)
@@ -287,9 +481,43 @@ class MainWindow(QMainWindow):
         self.new_action.triggered.connect(self.new_chat)
         m.addAction(self.new_action)
         m.addSeparator()
+        imp = QAction("&Import conversations…", self)
+        imp.triggered.connect(self.choose_import)
+        m.addAction(imp)
+        exp_all = QAction("Export &all conversations…", self)
+        exp_all.triggered.connect(self.choose_export_all)
+        m.addAction(exp_all)
+        m.addSeparator()
         quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit)
         quit_action.triggered.connect(self.close)
         m.addAction(quit_action)
+
+        c = self.menuBar().addMenu("&Chat")
+        settings = QAction("Chat &settings…", self, shortcut=QKeySequence("Ctrl+,"))
+        settings.triggered.connect(self.edit_settings)
+        c.addAction(settings)
+        find = QAction("&Search conversations", self, shortcut=QKeySequence.StandardKey.Find)
+        find.triggered.connect(self.focus_search)
+        c.addAction(find)
+        rename = QAction("&Rename chat", self)
+        rename.triggered.connect(lambda: self.session.conversation_id and self.sidebar.start_rename(self.session.conversation_id))
+        c.addAction(rename)
+        delete = QAction("&Delete chat", self)
+        delete.triggered.connect(lambda: self.session.conversation_id and self.delete_conversation(self.session.conversation_id))
+        c.addAction(delete)
+
+        t = self.menuBar().addMenu("&Tools")
+        server = QAction("Local &API server…", self)
+        server.setToolTip("Serve the loaded model to your own scripts through the OpenAI API")
+        server.triggered.connect(lambda: self.server())
+        t.addAction(server)
+
+        v = self.menuBar().addMenu("&View")
+        toggle = QAction("Show &conversations", self, shortcut=QKeySequence("Ctrl+B"), checkable=True, checked=True)
+        toggle.triggered.connect(lambda on: self.sidebar.setVisible(on))
+        self.sidebar_action = toggle
+        v.addAction(toggle)
+
         h = self.menuBar().addMenu("&Help")
         about = QAction("&About Harmonica", self)
         about.triggered.connect(self._about)
@@ -301,6 +529,16 @@ class MainWindow(QMainWindow):
             f"<b>Harmonica {APP_VERSION}</b><br>Private, offline chat with OpenAI's open-weight gpt-oss models.",
         )
 
+    def toggle_sidebar(self) -> None:
+        self.sidebar.setVisible(not self.sidebar.isVisible())
+        self.sidebar_action.setChecked(self.sidebar.isVisible())
+
+    def focus_search(self) -> None:
+        if not self.sidebar.isVisible():
+            self.toggle_sidebar()
+        self.sidebar.search.setFocus()
+        self.sidebar.search.selectAll()
+
     # --- state helpers ---------------------------------------------------------------------------
     @property
     def generating(self) -> bool:
@@ -309,6 +547,11 @@ class MainWindow(QMainWindow):
     @property
     def loading(self) -> bool:
         return self._load_worker is not None
+
+    @property
+    def conversation(self) -> Conversation:
+        """The visible conversation (the active branch) as chat messages."""
+        return Conversation(messages=[message_from_row(r) for r, _ in self.session.view()])
 
     def _model_name(self) -> str | None:
         info = getattr(self.engine, "info", None) if self.engine is not None else None
@@ -320,12 +563,28 @@ class MainWindow(QMainWindow):
         name = self._model_name()
         self.empty.set_model_loaded(name)
         self.composer.set_can_send(name is not None and not self.loading)
+        cid = self.session.conversation_id
+        self.header.set_state(self.session.title if cid else DEFAULT_TITLE, self.session.settings, cid is not None)
+
+    def _show_session(self) -> None:
+        """Rebuild the chat from the store (after switching conversation or branch)."""
+        self.chat.set_rows(self.session.view())
+        self.sidebar.set_current(self.session.conversation_id)
+        self.composer.set_effort(self.session.settings.reasoning_effort)
+        self.context_banner.hide()
+        self._refresh_view()
 
     def show_error(self, text: str) -> None:
         self.banner.show_message(text, "error")
 
-    def show_notice(self, text: str) -> None:
-        self.banner.show_message(text, "info")
+    def show_notice(self, text: str, actions: Sequence[tuple[str, Callable[[], None]]] = (), timeout_ms: int = 0) -> None:
+        self.banner.show_message(text, "info", actions, timeout_ms)
+
+    def _busy(self, what: str) -> bool:
+        if self.generating:
+            self.show_error(f"Stop the current answer before {what}.")
+            return True
+        return False
 
     # --- loading ---------------------------------------------------------------------------------
     def choose_model(self) -> None:
@@ -336,8 +595,7 @@ class MainWindow(QMainWindow):
     def open_model(self, path: str | Path) -> bool:
         """Start loading `path` in the background; False (with a message) if that can't start."""
         p = Path(path)
-        if self.generating:
-            self.show_error("Stop the current answer before loading another model.")
+        if self._busy("loading another model"):
             return False
         if self.loading:
             self.show_error("A model is already loading. Cancel it first to open another one.")
@@ -355,17 +613,23 @@ class MainWindow(QMainWindow):
         except Exception as exc:  # noqa: BLE001 - e.g. llama-cpp-python missing or broken
             self.show_error(f"The inference engine could not start: {exc}")
             return False
+        self._cancel_title()
         self.banner.hide()
         name = p.stem if not str(path).startswith("scripted:") else "model"
         self.load_panel.start(name)
         self.open_action.setEnabled(False)
         self.status_model.setText(f"Loading {name}…")
         self.composer.set_can_send(False, "Loading the model…")
-        w = GeneratorWorker(load_model_job, self.engine, str(path), self.load_settings)
+        settings = self.load_settings
+        wanted = self.session.settings.context_size
+        if wanted and wanted != settings.n_ctx:
+            settings = dataclasses.replace(settings, n_ctx=wanted)
+        w = GeneratorWorker(load_model_job, self.engine, str(path), settings, scheduler=self.scheduler)
         w.yielded.connect(self._on_load_event)
         w.errored.connect(self._on_load_error)
         w.finished.connect(self._on_load_finished)
         self._load_worker = w
+        self._loading_path = str(path)
         start_worker(w)
         return True
 
@@ -385,6 +649,8 @@ class MainWindow(QMainWindow):
             self.status_context.setText(f"Context 0 / {info.n_ctx:,}")
             self.status_speed.setText("")
             self.setWindowTitle(f"{info.name} — Harmonica")
+            if not str(info.path).startswith("scripted:"):
+                self.store.set_setting("last_model", str(info.path))
             self.model_loaded.emit(info)
 
     def _on_load_error(self, exc: BaseException) -> None:
@@ -401,49 +667,265 @@ class MainWindow(QMainWindow):
         self.open_action.setEnabled(True)
         self._refresh_view()
 
-    # --- chatting --------------------------------------------------------------------------------
-    def new_chat(self) -> None:
-        if self.generating:
-            self.show_error("Stop the current answer before starting a new chat.")
-            return
-        self.conversation = Conversation()
-        self.chat.clear()
-        self._refresh_view()
-        self.composer.edit.setFocus()
-
-    def set_conversation(self, conversation: Conversation) -> None:
-        """Show another conversation (e.g. one reopened from history)."""
-        if self.generating:
-            self.show_error("Stop the current answer before switching conversations.")
-            return
-        self.conversation = conversation
-        self.chat.set_conversation(conversation)
-        self._refresh_view()
-
     def adopt_engine(self, engine: Any) -> None:
         """Use an engine that is already loaded (demo mode, the lab, tests)."""
         self.engine = engine
+        self.scheduler.engine = engine
         if getattr(engine, "info", None) is not None:
             self._on_load_event(LoadDone(engine.info))
         self._refresh_view()
 
-    def send(self, text: str, effort: str) -> bool:
+    # --- conversations ---------------------------------------------------------------------------
+    def new_chat(self) -> None:
+        if self._busy("starting a new chat"):
+            return
+        self.session = ChatSession(self.store)
+        self._show_session()
+        self.composer.edit.setFocus()
+
+    def open_conversation(self, conversation_id: int) -> bool:
+        if conversation_id == self.session.conversation_id:
+            return True
+        if self._busy("switching conversations"):
+            self.sidebar.set_current(self.session.conversation_id)
+            return False
+        try:
+            self.session = ChatSession(self.store, conversation_id)
+        except StoreError as exc:
+            self.show_error(str(exc))
+            return False
+        self.banner.hide()
+        self._show_session()
+        return True
+
+    def set_conversation(self, conversation: Conversation) -> None:
+        """Show an in-memory conversation by storing it as a new chat (demo mode, imports of old data)."""
+        if self._busy("switching conversations"):
+            return
+        session = ChatSession(self.store)
+        for m in conversation.messages:
+            session.ensure()
+            self.store.add_message_from(session.conversation_id, m)  # type: ignore[arg-type]
+        self.session = session
+        self.sidebar.refresh()
+        self._show_session()
+
+    def open_hit(self, conversation_id: int, message_id: int) -> None:
+        """A search hit: open its conversation on the branch that holds it and show the message."""
+        if self._busy("switching conversations"):
+            return
+        try:
+            self.store.switch_branch(message_id)
+        except StoreError as exc:
+            self.show_error(str(exc))
+            return
+        if conversation_id == self.session.conversation_id:
+            self._show_session()
+        else:
+            self.open_conversation(conversation_id)
+        self.chat.scroll_to_row(message_id)
+
+    def rename_conversation(self, conversation_id: int, title: str) -> None:
+        try:
+            self.store.rename_conversation(conversation_id, title)
+        except StoreError as exc:
+            self.show_error(str(exc))
+        self.sidebar.refresh()
+        self._refresh_view()
+
+    def delete_conversation(self, conversation_id: int) -> None:
+        """Soft delete with Undo (the store purges deleted chats after 30 days)."""
+        if conversation_id == self.session.conversation_id and self._busy("deleting this chat"):
+            return
+        try:
+            title = self.store.get_conversation(conversation_id).display_title
+            self.store.delete_conversation(conversation_id)
+        except StoreError as exc:
+            self.show_error(str(exc))
+            return
+        if conversation_id == self.session.conversation_id:
+            self.session = ChatSession(self.store)
+            self._show_session()
+        self.sidebar.refresh()
+        self.show_notice(f"Deleted “{title}”.", [("Undo", lambda: self.undo_delete(conversation_id))], timeout_ms=12000)
+
+    def undo_delete(self, conversation_id: int) -> None:
+        self.store.restore_conversation(conversation_id)
+        self.sidebar.refresh()
+        self.open_conversation(conversation_id)
+
+    def edit_settings(self) -> None:
+        dlg = ConversationSettingsDialog(self.session.settings, self.store, getattr(self.engine, "n_ctx", None), self)
+        if dlg.exec() == QDialog.DialogCode.Accepted:
+            self.apply_settings(dlg.settings())
+
+    def apply_settings(self, settings: ConversationSettings) -> None:
+        old = self.session.settings
+        self.session.set_settings(settings)
+        self.composer.set_effort(settings.reasoning_effort)
+        self._refresh_view()
+        n_ctx = getattr(self.engine, "n_ctx", 0)
+        if settings.context_size and n_ctx and settings.context_size != n_ctx and settings.context_size != old.context_size:
+            path = getattr(getattr(self.engine, "info", None), "path", None)
+            actions = [("Reload model", lambda: self.open_model(path))] if path and not str(path).startswith("scripted:") else []
+            self.show_notice(
+                f"This chat asks for a {settings.context_size:,}-token context; the model is loaded with {n_ctx:,}. "
+                "Reload the model to use it.", actions,
+            )
+
+    # --- export / import -------------------------------------------------------------------------
+    def choose_export(self, fmt: str, conversation_id: int | None = None) -> None:
+        cid = conversation_id or self.session.conversation_id
+        if cid is None:
+            self.show_error("There is nothing to export yet: this chat has no messages.")
+            return
+        title = self.store.get_conversation(cid).display_title
+        suffix, filt = (".json", "JSON (*.json)") if fmt == "json" else (".md", "Markdown (*.md)")
+        name = "".join(ch if ch.isalnum() or ch in " -_" else "_" for ch in title).strip() or "conversation"
+        path, _ = QFileDialog.getSaveFileName(self, "Export chat", str(Path.home() / f"{name}{suffix}"), filt)
+        if path:
+            self.export_conversation(path, fmt, cid)
+
+    def export_conversation(self, path: str | Path, fmt: str, conversation_id: int | None = None) -> bool:
+        from app.core import export
+
+        cid = conversation_id or self.session.conversation_id
+        if cid is None:
+            return False
+        try:
+            if fmt == "json":
+                export.write_json(self.store, path, [cid])
+            else:
+                export.export_markdown(self.store, cid, include_reasoning=fmt == "md-reasoning", path=path)
+        except (OSError, StoreError) as exc:
+            self.show_error(f"The chat could not be exported: {exc}")
+            return False
+        self.show_notice(f"Exported to {path}.", timeout_ms=8000)
+        return True
+
+    def choose_export_all(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export all conversations", str(Path.home() / "harmonica-conversations.json"), "JSON (*.json)")
+        if path:
+            from app.core import export
+
+            try:
+                export.write_json(self.store, path)
+            except (OSError, StoreError) as exc:
+                self.show_error(f"The conversations could not be exported: {exc}")
+                return
+            self.show_notice(f"Exported {self.store.count_conversations()} conversations to {path}.", timeout_ms=8000)
+
+    def choose_import(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Import conversations", str(Path.home()), "Harmonica export (*.json);;All files (*)")
+        if path:
+            self.import_conversations(path)
+
+    def import_conversations(self, path: str | Path) -> list[int]:
+        from app.core import export
+
+        try:
+            ids = export.import_json(self.store, path)
+        except (export.ImportFormatError, OSError, StoreError) as exc:
+            self.show_error(f"Nothing was imported: {exc}")
+            return []
+        self.sidebar.refresh()
+        if ids and not self.generating:
+            self.open_conversation(ids[0])
+        self.show_notice(f"Imported {len(ids)} conversation{'s' if len(ids) != 1 else ''}.", timeout_ms=8000)
+        return ids
+
+    # --- chatting --------------------------------------------------------------------------------
+    def _can_generate(self) -> bool:
         if self.generating or self.loading:
             return False
         if self.engine is None or not getattr(self.engine, "loaded", False):
             self.show_error("Open a model first: File → Open model…, or drop a .gguf file onto the window.")
             return False
+        return True
+
+    def send(self, text: str, effort: str) -> bool:
+        if not self._can_generate():
+            return False
         self.banner.hide()
-        msg = self.conversation.add_user(text)
-        self.chat.add_user(msg)
+        self._cancel_title()
+        try:
+            row = self.session.add_user(text)
+        except StoreError as exc:
+            self.show_error(f"The message could not be saved: {exc}")
+            self.composer.edit.setPlainText(text)  # nothing typed is lost
+            return False
+        self.chat.add_user(message_from_row(row), row.id, self.store.siblings(row.id))
+        self.sidebar.refresh()
+        return self._generate(effort=effort)
+
+    def edit_and_resend(self, row_id: int, text: str) -> bool:
+        if not self._can_generate():
+            return False
+        self._cancel_title()
+        try:
+            row = self.session.edit_user(row_id, text)
+        except StoreError as exc:
+            self.show_error(str(exc))
+            return False
+        self._truncate_from(row_id)
+        self.chat.add_user(message_from_row(row), row.id, self.store.siblings(row.id))
+        return self._generate(effort=self.composer.current_effort())
+
+    def regenerate(self, row_id: int) -> bool:
+        if not self._can_generate():
+            return False
+        self._cancel_title()
+        parent = self.session.regenerate_parent(row_id)
+        turn_start = self._turn_start(row_id)
+        if turn_start is not None:
+            self._truncate_from(turn_start)
+        row = self.store.get_message(row_id)
+        return self._generate(effort=row.effort or self.composer.current_effort(), parent_id=parent)
+
+    def continue_answer(self, row_id: int) -> bool:
+        if not self._can_generate():
+            return False
+        self._cancel_title()
+        row = self.store.get_message(row_id)
+        self._truncate_from(row_id)
+        ok = self._generate(effort=row.effort or self.composer.current_effort(), resume_id=row_id)
+        if ok and self._live is not None:
+            # The old text is shown at once; the new text streams after it.
+            if row.thinking:
+                self._live.append_reasoning(row.thinking)
+            if row.content:
+                self._live.append_answer(row.content)
+        return ok
+
+    def _turn_start(self, row_id: int) -> int | None:
+        """The first assistant message of the turn that `row_id` belongs to (what regenerating replaces)."""
+        path = self.store.path_to(row_id)
+        start = None
+        for r in reversed(path):
+            if r.role in ("user", "system", "developer"):
+                break
+            start = r.id
+        return start
+
+    def _truncate_from(self, row_id: int) -> None:
+        """Remove the widgets of `row_id` and everything after it (that branch is being replaced)."""
+        w = self.chat.widget_for_row(row_id)
+        if w is None:
+            return
+        i = self.chat.widgets.index(w)
+        for x in list(self.chat.widgets[i:]):
+            self.chat.remove_widget(x)
+
+    def _generate(self, *, effort: str, parent_id: Any = ACTIVE, resume_id: int | None = None) -> bool:
         self._refresh_view()
         self._live = self.chat.start_assistant(model=self._model_name(), effort=effort)
         self._live_message = None
+        self._live_saved = False
         self.composer.set_generating(True)
         self.status_speed.setText("Generating…")
         w = GeneratorWorker(
-            run_turn, self.engine, self.conversation, effort=effort, sampling=self.sampling,
-            developer=self.developer, date=self.date, grammar=self.grammar,
+            self.session.generate, self.scheduler.client("chat"), parent_id=parent_id, resume_id=resume_id, effort=effort,
+            sampling=self.sampling, date=self.date, grammar=self.grammar,
         )
         w.yielded.connect(self._on_turn_event)
         w.errored.connect(self._on_turn_error)
@@ -459,6 +941,15 @@ class MainWindow(QMainWindow):
 
     def _on_turn_event(self, ev: object) -> None:
         w = self._live
+        if isinstance(ev, MessageSaved):
+            self._on_saved(ev.row)
+            return
+        if isinstance(ev, ContextTrimmed):
+            self.show_notice(
+                f"{ev.dropped} of the oldest messages were left out of the prompt so this chat fits the "
+                "model's context window.", timeout_ms=10000,
+            )
+            return
         if w is None:
             return
         if isinstance(ev, ReasoningDelta):
@@ -483,33 +974,204 @@ class MainWindow(QMainWindow):
         if st is not None:
             self.status_speed.setText(f"{st.tokens_per_s:.1f} tok/s" if st.tokens_per_s else "")
             n_ctx = getattr(self.engine, "n_ctx", 0)
-            self.status_context.setText(f"Context {st.prompt_tokens + st.generated_tokens:,} / {n_ctx:,}")
+            used = st.prompt_tokens + st.generated_tokens
+            self.status_context.setText(f"Context {used:,} / {n_ctx:,}")
+            self._check_context(used, n_ctx)
         self.turn_finished.emit(message)
-        self._live = None
+
+    def _on_saved(self, row: MessageRow) -> None:
+        self._live_saved = True
+        if self._live is not None:
+            self._live.set_stored(row.id, row.status, self.store.siblings(row.id))
+        self.chat._pin_latest()
+        self.sidebar.refresh()
+        self._refresh_view()
+        self._maybe_title()
+
+    def _check_context(self, used: int, n_ctx: int) -> None:
+        """Warn before the context window is full; offer a new chat or trimming (said in the UI)."""
+        if not n_ctx or used < CONTEXT_WARN_FRACTION * n_ctx or self.session.settings.trim_oldest:
+            self.context_banner.hide()
+            return
+        pct = round(100 * used / n_ctx)
+        self.context_banner.show_message(
+            f"This chat uses {pct}% of the model's context window ({used:,} of {n_ctx:,} tokens). "
+            "When it is full the model cannot answer: start a new chat, or let Harmonica leave the oldest "
+            "turns out of the prompt.",
+            "info",
+            [("New chat", self.new_chat), ("Trim oldest turns", self.enable_trimming)],
+        )
+
+    def enable_trimming(self) -> None:
+        s = dataclasses.replace(self.session.settings, trim_oldest=True)
+        self.apply_settings(s)
+        self.show_notice("From now on the oldest turns of this chat are left out of the prompt when it is too long.",
+                         timeout_ms=8000)
 
     def _on_turn_error(self, exc: BaseException) -> None:
         live_msg = self._live_message
         if self._live is not None:
-            if live_msg is not None and live_msg in self.conversation.messages:
+            if live_msg is not None:
                 self._finish_live(live_msg)
-            elif live_msg is None:
-                # Nothing was generated: drop the empty message widget and the unanswered question
+            else:
+                # Nothing was generated: drop the empty message widget; the unanswered question
                 # stays visible so the user can retry after fixing the cause.
-                self.chat.widgets.remove(self._live)
-                self._live.deleteLater()
+                self.chat.remove_widget(self._live)
                 self._live = None
         self.status_speed.setText("")
-        if isinstance(exc, (EngineError, ChatError)):
+        if isinstance(exc, (EngineError, ChatError, StoreError)):
             self.show_error(str(exc))
         else:
             self.show_exception(exc)
 
     def _on_turn_finished(self) -> None:
         self._gen_worker = None
+        if self._live is not None and self._live_message is not None and not self._live_saved:
+            # Generation ended without the stored row (an error): reload the branch from the store.
+            self._show_session()
         self._live = None
         self.composer.set_generating(False)
         if self.status_speed.text() in ("Generating…", "Stopping…"):
             self.status_speed.setText("")
+
+    # --- message actions -------------------------------------------------------------------------
+    def _on_message_action(self, name: str, row_id: int) -> None:
+        if name in ("copy", "copy_text"):
+            self.copy_message(row_id, plain=name == "copy_text")
+        elif name == "regenerate":
+            self.regenerate(row_id)
+        elif name == "continue":
+            self.continue_answer(row_id)
+        elif name == "delete":
+            self.delete_message(row_id)
+        elif name in ("prev", "next"):
+            self.navigate_branch(row_id, -1 if name == "prev" else 1)
+
+    def copy_message(self, row_id: int, *, plain: bool = False) -> str:
+        from app.core import export
+
+        row = self.store.get_message(row_id)
+        text = export.markdown_to_text(row.content) if plain and row.role == "assistant" else export.message_markdown(row) if row.role == "assistant" else row.content
+        QGuiApplication.clipboard().setText(text)
+        self.statusBar().showMessage("Copied.", 2000)
+        return text
+
+    def navigate_branch(self, row_id: int, delta: int) -> None:
+        if self._busy("switching to another version"):
+            return
+        self.session.navigate(row_id, delta)
+        self._show_session()
+
+    def confirm(self, title: str, text: str, ok: str) -> bool:
+        box = QMessageBox(QMessageBox.Icon.Question, title, text, parent=self)
+        yes = box.addButton(ok, QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        return box.clickedButton() is yes
+
+    def delete_message(self, row_id: int) -> None:
+        if self._busy("deleting a message"):
+            return
+        if not self.confirm("Delete message", "Delete this message? Replies to it are kept.", "Delete"):
+            return
+        try:
+            self.session.delete(row_id)
+        except StoreError as exc:
+            self.show_error(str(exc))
+            return
+        self._show_session()
+        self.sidebar.refresh()
+
+    # --- model-written titles --------------------------------------------------------------------
+    def _maybe_title(self) -> None:
+        """After the first answer of a chat, ask the model for a short title (in the background)."""
+        if not self.auto_title or self._title_worker is not None or self.engine is None:
+            return
+        view = self.session.view()
+        answers = [r for r, _ in view if r.role == "assistant" and r.status == "complete"]
+        if len(answers) != 1 or self.session.title_request() is None:
+            return
+        w = GeneratorWorker(self.session.generate_title, self.scheduler.client("chat"), date=self.date, grammar=None)
+        w.yielded.connect(lambda _title: (self.sidebar.refresh(), self._refresh_view()))
+        w.errored.connect(lambda _exc: None)  # a title is a nicety: the first-line title stays
+        w.finished.connect(self._on_title_finished)
+        self._title_worker = w
+        start_worker(w)
+
+    def _on_title_finished(self) -> None:
+        self._title_worker = None
+
+    def _cancel_title(self) -> None:
+        """The user's next action comes first: stop a title being written and wait for the engine."""
+        w = self._title_worker
+        if w is not None:
+            w.quit()
+            w.wait(5.0)
+
+    # --- sharing the engine: queue state and the API server ---------------------------------------
+    def _on_queue(self, state: QueueState) -> None:
+        """While the chat waits for its turn behind another user of the model, say so."""
+        if self._gen_worker is None or self._live is None:
+            return
+        if state.running not in (None, "chat") and state.waiting.get("chat"):
+            self.status_speed.setText(f"Waiting for the model ({state.describe()})…")
+        elif self.status_speed.text().startswith("Waiting for the model"):
+            self.status_speed.setText("Generating…")
+
+    def _server_settings(self) -> dict[str, Any]:
+        value = self.store.get_setting("api_server", {})
+        return value if isinstance(value, dict) else {}
+
+    def server(self, *, start: bool = False) -> Any:
+        """Show the API server panel (built on first use); `start` switches the server on."""
+        if self.server_panel is None:
+            from app.core.server import ServerSettings
+            from app.ui.server_panel import ServerPanel
+
+            saved = self._server_settings()
+            try:
+                settings = ServerSettings(
+                    port=int(saved.get("port", ServerSettings.port)), api_key=str(saved.get("api_key", "")),
+                    allow_network=bool(saved.get("allow_network", False)),
+                )
+            except (TypeError, ValueError):
+                settings = ServerSettings()
+            panel = ServerPanel(self.scheduler, settings=settings)
+            panel.settings_changed.connect(self._save_server_settings)
+            panel.running_changed.connect(self._on_server_running)
+            dlg = QDialog(self, objectName="ServerDialog")
+            dlg.setWindowTitle("Local API server")
+            dlg.resize(720, 680)
+            lay = QVBoxLayout(dlg)
+            lay.setContentsMargins(0, 0, 0, 0)
+            lay.addWidget(panel)
+            self.server_panel, self._server_dialog = panel, dlg
+        if start:
+            self.server_panel.start()
+        else:
+            assert self._server_dialog is not None
+            self._server_dialog.show()
+            self._server_dialog.raise_()
+        return self.server_panel
+
+    def _save_server_settings(self, settings: Any) -> None:
+        saved = self._server_settings()
+        saved.update(port=settings.port, api_key=settings.api_key, allow_network=settings.allow_network)
+        self.store.set_setting("api_server", saved)
+
+    def _on_server_running(self, running: bool) -> None:
+        if not self._closing:  # quitting stops the server but must not forget that it was on
+            saved = self._server_settings()
+            saved["enabled"] = running  # on again at the next start, as the user left it
+            self.store.set_setting("api_server", saved)
+        panel = self.server_panel
+        if running and panel is not None:
+            exposed = getattr(panel.server, "exposed", False)
+            self.status_server.setText(f"API {panel.base_url}" + (" · network" if exposed else ""))
+            self.status_server.setToolTip("The local OpenAI-compatible server is on (Tools → Local API server…)")
+            self.status_server.show()
+        else:
+            self.status_server.hide()
 
     # --- errors ----------------------------------------------------------------------------------
     def show_exception(self, exc: BaseException, tb_text: str | None = None) -> None:
@@ -546,10 +1208,17 @@ class MainWindow(QMainWindow):
 
     # --- shutdown --------------------------------------------------------------------------------
     def closeEvent(self, e: QCloseEvent) -> None:
-        for w in (self._gen_worker, self._load_worker):
+        self._closing = True
+        if self.server_panel is not None:
+            self.server_panel.shutdown()
+        workers = (self._gen_worker, self._load_worker, self._title_worker)
+        for w in workers:
             if w is not None:
                 w.quit()
-        for w in (self._gen_worker, self._load_worker):
+        for w in workers:
             if w is not None:
                 w.wait(10.0)
+        self.scheduler.close()
+        if self._owns_store:
+            self.store.close()
         super().closeEvent(e)

@@ -17,7 +17,7 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QFrame, QSizePolicy, QTextBrowser, QToolTip, QWidget
 
-from app.core.markdown import SAFE_LINK_SCHEMES, IncrementalMarkdown, MarkdownRenderer, Theme
+from app.core.markdown import SAFE_LINK_SCHEMES, IncrementalMarkdown, Theme, shared_renderer
 
 
 _ref_doc: QTextDocument | None = None
@@ -124,7 +124,7 @@ class MarkdownView(AutoHeightBrowser):
 
     def __init__(self, theme: Theme, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._inc = IncrementalMarkdown(MarkdownRenderer(theme))
+        self._inc = IncrementalMarkdown(shared_renderer(theme))
         self._tail_start = 0
         self._has_stable = False
         self.anchorClicked.connect(self._on_anchor)

@@ -7,11 +7,25 @@ import time
 
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QTextBlockFormat, QTextCursor
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QSizePolicy, QToolButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QSizePolicy,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app.core.chat import Message, ToolCallRecord
+from app.core.store import BranchInfo
+from app.core.tools.loop import ToolRun
 from app.ui import style
-from app.ui.markdown_view import AutoHeightBrowser, MarkdownView, PlainStreamView, Throttle
+from app.ui.markdown_view import MarkdownView, PlainStreamView, Throttle
+from app.ui.message_actions import MessageActions
+from app.ui.tool_card import ToolCard
 
 UPDATE_INTERVAL_MS = 50
 
@@ -34,18 +48,38 @@ def format_seconds(s: float) -> str:
     return f"{s / 60:.1f} minutes"
 
 
-class UserMessageWidget(QWidget):
-    """The user's message: a right-aligned bubble of plain, selectable text."""
+class _Hoverable:
+    """Messages show their action row while the pointer is over them."""
 
-    def __init__(self, message: Message, parent: QWidget | None = None) -> None:
+    actions: MessageActions
+
+    def enterEvent(self, e: object) -> None:  # noqa: N802 - Qt naming
+        self.actions.set_hovered(True)
+        super().enterEvent(e)  # type: ignore[misc]
+
+    def leaveEvent(self, e: object) -> None:  # noqa: N802
+        self.actions.set_hovered(False)
+        super().leaveEvent(e)  # type: ignore[misc]
+
+
+class UserMessageWidget(_Hoverable, QWidget):
+    """The user's message: a right-aligned bubble of plain, selectable text, editable in place."""
+
+    action = Signal(str)  # MessageActions names
+    edit_submitted = Signal(str)
+
+    def __init__(self, message: Message, parent: QWidget | None = None, *, row_id: int | None = None) -> None:
         super().__init__(parent)
         self.message = message
-        outer = QHBoxLayout(self)
-        outer.setContentsMargins(0, 6, 0, 6)
-        outer.addStretch(1)
-        bubble = QFrame(objectName="UserBubble")
-        bubble.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Preferred)
-        lay = QVBoxLayout(bubble)
+        self.row_id = row_id
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 6, 0, 2)
+        outer.setSpacing(2)
+        row = QHBoxLayout()
+        row.addStretch(1)
+        self.bubble = QFrame(objectName="UserBubble")
+        self.bubble.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Preferred)
+        lay = QVBoxLayout(self.bubble)
         lay.setContentsMargins(16, 10, 16, 10)
         self.label = QLabel(message.content, objectName="UserText")
         self.label.setTextFormat(Qt.TextFormat.PlainText)
@@ -53,8 +87,63 @@ class UserMessageWidget(QWidget):
         self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.label.setCursor(Qt.CursorShape.IBeamCursor)
         lay.addWidget(self.label)
-        outer.addWidget(bubble)
+        row.addWidget(self.bubble)
+        outer.addLayout(row)
+
+        self.editor = QFrame(objectName="EditFrame")
+        ed = QVBoxLayout(self.editor)
+        ed.setContentsMargins(12, 10, 12, 10)
+        self.edit_box = QPlainTextEdit(objectName="EditBox")
+        self.edit_box.setMinimumHeight(70)
+        ed.addWidget(self.edit_box)
+        buttons = QHBoxLayout()
+        buttons.addWidget(QLabel("Sending an edit keeps the original as another version.", objectName="EditHint"), 1)
+        self.edit_cancel = QPushButton("Cancel", objectName="SecondaryButton")
+        self.edit_cancel.clicked.connect(self.cancel_edit)
+        self.edit_send = QPushButton("Send", objectName="PrimaryButton")
+        self.edit_send.clicked.connect(self._submit_edit)
+        buttons.addWidget(self.edit_cancel)
+        buttons.addWidget(self.edit_send)
+        ed.addLayout(buttons)
+        self.editor.hide()
+        outer.addWidget(self.editor)
+
+        self.actions = MessageActions(("copy", "edit", "delete"), align_right=True)
+        self.actions.triggered.connect(self._on_action)
+        outer.addWidget(self.actions)
         self._natural = max((self.label.fontMetrics().horizontalAdvance(line) for line in message.content.splitlines() or [""]), default=0) + 4
+
+    @property
+    def editing(self) -> bool:
+        return not self.editor.isHidden()
+
+    def set_branch(self, info: BranchInfo | None) -> None:
+        self.actions.set_branch(info)
+
+    def _on_action(self, name: str) -> None:
+        if name == "edit":
+            self.start_edit()
+        else:
+            self.action.emit(name)
+
+    def start_edit(self) -> None:
+        self.edit_box.setPlainText(self.message.content)
+        self.bubble.hide()
+        self.editor.show()
+        self.edit_box.setFocus()
+        self.edit_box.moveCursor(QTextCursor.MoveOperation.End)
+
+    def cancel_edit(self) -> None:
+        self.editor.hide()
+        self.bubble.show()
+
+    def _submit_edit(self) -> None:
+        text = self.edit_box.toPlainText().strip()
+        if not text:
+            return
+        self.cancel_edit()
+        if text != self.message.content:
+            self.edit_submitted.emit(text)
 
     def resizeEvent(self, e: object) -> None:  # type: ignore[override]
         # Short messages hug their text; long ones wrap at three quarters of the column.
@@ -63,27 +152,10 @@ class UserMessageWidget(QWidget):
         super().resizeEvent(e)  # type: ignore[arg-type]
 
 
-class ToolCallCard(QFrame):
-    """A tool call: the recipient and its arguments as pretty JSON."""
-
-    def __init__(self, call: ToolCallRecord, parent: QWidget | None = None) -> None:
-        super().__init__(parent, objectName="ToolCard")
-        self.call = call
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(12, 8, 12, 10)
-        lay.setSpacing(4)
-        head = QHBoxLayout()
-        ico = QLabel()
-        ico.setPixmap(style.icon("tool").pixmap(QSize(14, 14)))
-        head.addWidget(ico)
-        self.title = QLabel(f"Tool call · {call.recipient}", objectName="ToolTitle")
-        self.title.setTextFormat(Qt.TextFormat.PlainText)
-        head.addWidget(self.title, 1)
-        lay.addLayout(head)
-        self.args = AutoHeightBrowser(objectName="ToolArgs")
-        self.args.setFont(style.mono_font(9.5))
-        self.args.setPlainText(pretty_json(call.arguments))
-        lay.addWidget(self.args)
+def tool_run_from_call(call: ToolCallRecord, index: int = 0) -> ToolRun:
+    """A card's data for a call known only from the message (no stored result yet, or an old chat)."""
+    kind = "python" if call.recipient == "python" else "browser" if call.recipient.startswith("browser.") else "function"
+    return ToolRun(call.recipient, call.arguments, kind=kind, status="called", id=f"call:{index}:{call.recipient}")
 
 
 def pretty_json(text: str) -> str:
@@ -93,7 +165,7 @@ def pretty_json(text: str) -> str:
         return text
 
 
-class AssistantMessageWidget(QFrame):
+class AssistantMessageWidget(_Hoverable, QFrame):
     """An assistant message that can be filled in live from stream events.
 
     Reasoning streams into an expanded section; when visible output starts it collapses to
@@ -102,9 +174,12 @@ class AssistantMessageWidget(QFrame):
     """
 
     reasoning_toggled = Signal(bool)
+    action = Signal(str)  # MessageActions names
 
     def __init__(self, *, model: str | None, effort: str | None, parent: QWidget | None = None) -> None:
         super().__init__(parent, objectName="AssistantMessage")
+        self.row_id: int | None = None
+        self.status = "streaming"
         pal = style.current()
         self._reasoning = ""
         self._answer = ""
@@ -138,23 +213,11 @@ class AssistantMessageWidget(QFrame):
         self.reasoning_toggle.hide()
         lay.addWidget(self.reasoning_toggle)
 
-        self.reasoning_body = QFrame(objectName="ReasoningBody")
-        rb = QHBoxLayout(self.reasoning_body)
-        rb.setContentsMargins(8, 0, 0, 8)
-        rb.setSpacing(10)
-        bar = QFrame(objectName="ReasoningBar")
-        bar.setFixedWidth(2)
-        rb.addWidget(bar)
-        self.reasoning_view = PlainStreamView(objectName="ReasoningText")
-        f = self.reasoning_view.font()
-        f.setPointSizeF(max(8.0, f.pointSizeF() - 0.5))
-        self.reasoning_view.setFont(f)
-        fmt = QTextBlockFormat()
-        fmt.setLineHeight(130.0, QTextBlockFormat.LineHeightTypes.ProportionalHeight.value)
-        QTextCursor(self.reasoning_view.document()).setBlockFormat(fmt)  # new blocks inherit it
-        rb.addWidget(self.reasoning_view)
-        self.reasoning_body.hide()
-        lay.addWidget(self.reasoning_body)
+        # The reasoning view is built when first shown: most messages in history stay collapsed,
+        # and a text view per message is the costliest part of opening a long conversation.
+        self._reasoning_body: QFrame | None = None
+        self._reasoning_view: PlainStreamView | None = None
+        self._layout = lay
 
         self.preamble_label = QLabel("", objectName="Preamble")
         self.preamble_label.setWordWrap(True)
@@ -166,7 +229,7 @@ class AssistantMessageWidget(QFrame):
         self.tools_box = QVBoxLayout()
         self.tools_box.setSpacing(6)
         lay.addLayout(self.tools_box)
-        self.tool_cards: list[ToolCallCard] = []
+        self.tool_cards: list[ToolCard] = []
 
         self.answer_view = MarkdownView(pal.markdown)
         self.answer_view.hide()
@@ -176,6 +239,11 @@ class AssistantMessageWidget(QFrame):
         self.stop_note.setWordWrap(True)
         self.stop_note.hide()
         lay.addWidget(self.stop_note)
+
+        self.actions = MessageActions(("copy", "regenerate", "delete"))
+        self.actions.triggered.connect(self.action)
+        self.actions.hide()  # until the answer is complete
+        lay.addWidget(self.actions)
 
         self._throttle = Throttle(self.flush, UPDATE_INTERVAL_MS, self)
         self._tick = QTimer(self)  # keeps "Thinking… N s" current while reasoning streams
@@ -187,7 +255,41 @@ class AssistantMessageWidget(QFrame):
     # --- state ----------------------------------------------------------------------------------
     @property
     def reasoning_expanded(self) -> bool:
-        return not self.reasoning_body.isHidden()
+        return self._reasoning_body is not None and not self._reasoning_body.isHidden()
+
+    @property
+    def reasoning_body(self) -> QFrame:
+        self._build_reasoning_view()
+        assert self._reasoning_body is not None
+        return self._reasoning_body
+
+    @property
+    def reasoning_view(self) -> PlainStreamView:
+        self._build_reasoning_view()
+        assert self._reasoning_view is not None
+        return self._reasoning_view
+
+    def _build_reasoning_view(self) -> None:
+        if self._reasoning_body is not None:
+            return
+        body = QFrame(objectName="ReasoningBody")
+        rb = QHBoxLayout(body)
+        rb.setContentsMargins(8, 0, 0, 8)
+        rb.setSpacing(10)
+        bar = QFrame(objectName="ReasoningBar")
+        bar.setFixedWidth(2)
+        rb.addWidget(bar)
+        view = PlainStreamView(objectName="ReasoningText")
+        f = view.font()
+        f.setPointSizeF(max(8.0, f.pointSizeF() - 0.5))
+        view.setFont(f)
+        fmt = QTextBlockFormat()
+        fmt.setLineHeight(130.0, QTextBlockFormat.LineHeightTypes.ProportionalHeight.value)
+        QTextCursor(view.document()).setBlockFormat(fmt)  # new blocks inherit it
+        rb.addWidget(view)
+        body.hide()
+        self._layout.insertWidget(self._layout.indexOf(self.reasoning_toggle) + 1, body)
+        self._reasoning_body, self._reasoning_view = body, view
 
     @property
     def reasoning_text(self) -> str:
@@ -222,19 +324,37 @@ class AssistantMessageWidget(QFrame):
         self._answer += text
         self._throttle()
 
-    def add_tool_call(self, call: ToolCallRecord) -> None:
+    def add_tool_call(self, call: ToolCallRecord) -> ToolCard:
+        """A card for a call seen in the stream or in history; a later add_tool_run fills it in."""
+        return self.add_tool_run(tool_run_from_call(call, len(self.tool_cards)))
+
+    def add_tool_run(self, run: ToolRun) -> ToolCard:
+        """Show a tool run (ToolCallStarted/ToolRunning/ToolFinished from the tool loop, or a stored
+        one): updates its card when it is already shown, else adds one."""
         self._end_thinking()
         self.flush()
-        card = ToolCallCard(call)
+        card = self.tool_card(run.id)
+        if card is None:  # the bare card of the same call, shown before the loop said more
+            card = next((c for c in self.tool_cards if c.run.status == "called" and c.run.recipient == run.recipient
+                         and c.run.arguments == run.arguments), None)
+        if card is not None:
+            card.update_run(run)
+            if run.status in ("waiting", "running"):
+                card.set_expanded(True)
+            return card
+        card = ToolCard(run)
         self.tool_cards.append(card)
         self.tools_box.addWidget(card)
+        return card
+
+    def tool_card(self, run_id: str) -> ToolCard | None:
+        return next((c for c in self.tool_cards if c.run.id == run_id), None)
 
     def flush(self) -> None:
         """Show pending text now (the throttle calls this; tests and the benchmark may too)."""
         self._throttle.stop()
-        if len(self._reasoning) > self._shown_reasoning:
-            self.reasoning_view.append_text(self._reasoning[self._shown_reasoning :])
-            self._shown_reasoning = len(self._reasoning)
+        if self.reasoning_expanded:
+            self.flush_reasoning_only()
         if self._preamble and self.preamble_label.text() != self._preamble:
             self.preamble_label.setText(self._preamble)
             self.preamble_label.show()
@@ -275,6 +395,22 @@ class AssistantMessageWidget(QFrame):
             )
         if not self._reasoning:
             self.reasoning_toggle.hide()
+        self.actions.show()
+
+    def set_stored(self, row_id: int, status: str, branch: BranchInfo | None = None) -> None:
+        """Where this message lives in the store; an answer cut short offers Continue."""
+        self.row_id = row_id
+        self.status = status
+        self.actions.set_branch(branch)
+        cut_short = status in ("interrupted", "error")
+        self.actions.set_can_continue(cut_short)
+        if cut_short and self.message is not None and not self.message.stop_reason:
+            # No stop reason: the app closed (or crashed) while this answer was being written.
+            self.stop_note.setText("Interrupted: Harmonica closed before this answer was finished.")
+            self.stop_note.show()
+
+    def set_branch(self, info: BranchInfo | None) -> None:
+        self.actions.set_branch(info)
 
     @classmethod
     def from_message(cls, message: Message, parent: QWidget | None = None) -> AssistantMessageWidget:
@@ -308,7 +444,9 @@ class AssistantMessageWidget(QFrame):
     def set_reasoning_expanded(self, expanded: bool) -> None:
         if expanded:
             self.flush_reasoning_only()
-        self.reasoning_body.setVisible(expanded)
+            self.reasoning_body.show()
+        elif self._reasoning_body is not None:
+            self._reasoning_body.hide()
         self.reasoning_toggle.setIcon(style.icon("chevron-down" if expanded else "chevron-right"))
         self.reasoning_toggled.emit(expanded)
 

@@ -50,6 +50,9 @@ class Palette:
     warning: str
     error_bg: str
     error_border: str
+    sidebar: str
+    selected: str
+    flash: str
     markdown: Theme
     good: str = "#1a7f37"  # right answers (effort lab)
     good_bg: str = "#dafbe1"
@@ -61,14 +64,15 @@ LIGHT_PALETTE = Palette(
     dark=False, window="#ffffff", surface="#ffffff", bubble="#f0f2f5", text="#1f2328", muted="#6b7280",
     border="#e1e4e8", hover="#f0f2f5", scroll="#d0d5db", accent="#4f5bd5", accent_hover="#3f4bc4",
     accent_soft="#eceefe", accent_text="#3f4bc4", disabled="#c5c9d0", warning="#9a6700",
-    error_bg="#fff1f0", error_border="#f5c2c0", markdown=LIGHT,
+    error_bg="#fff1f0", error_border="#f5c2c0", sidebar="#f7f8fa", selected="#e6e8f6", flash="#fff6d6",
+    markdown=LIGHT,
 )
 DARK_PALETTE = Palette(
     dark=True, window="#0f1115", surface="#171a21", bubble="#232833", text="#e6edf3", muted="#9198a1",
     border="#2b313c", hover="#232833", scroll="#3a414d", accent="#6d78f0", accent_hover="#8089f5",
     accent_soft="#252a4a", accent_text="#aab2ff", disabled="#3a414d", warning="#d29922",
-    error_bg="#3a1d1f", error_border="#6e2c2f", markdown=DARK,
-    good="#3fb950", good_bg="#12261a", bad="#f85149", bad_bg="#3a1d1f",
+    error_bg="#3a1d1f", error_border="#6e2c2f", sidebar="#13161b", selected="#262b45", flash="#3a3420",
+    markdown=DARK, good="#3fb950", good_bg="#12261a", bad="#f85149", bad_bg="#3a1d1f",
 )
 
 
@@ -88,6 +92,11 @@ _current: Palette = LIGHT_PALETTE
 
 def current() -> Palette:
     return _current
+
+
+def qcolor(name: str) -> QColor:
+    """A colour of the current palette by field name, e.g. qcolor("muted")."""
+    return QColor(getattr(_current, name))
 
 
 def apply(app: QApplication, dark: bool | None = None) -> Palette:

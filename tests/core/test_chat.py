@@ -222,3 +222,33 @@ def test_real_engine_turn_with_grammar(tiny_model_path: Path) -> None:
         assert msg.stats is not None and msg.stats.prompt_tokens > 10 and msg.stats.generated_tokens > 5
     finally:
         engine.unload()
+
+
+def test_resume_continues_a_cut_short_answer_mid_sentence() -> None:
+    e = engine_with(" and the rest.<|return|>")
+    conv = Conversation()
+    conv.add_user("q")
+    partial = Message(role="assistant", content="The first half", thinking="Plan <|end|> it.", effort="high",
+                      stop_reason="cancelled", finished=1.0)
+    events = list(run_turn(e, conv, effort="high", resume=partial))
+    prompt = e.prompts[0]
+    # The prompt reopens the message: reasoning closed, the final answer left open where it stopped.
+    assert prompt.endswith(
+        "<|start|>assistant<|channel|>analysis<|message|>Plan <\u200b|end|> it.<|end|>"
+        "<|start|>assistant<|channel|>final<|message|>The first half"
+    )
+    assert "".join(ev.text for ev in events if isinstance(ev, FinalDelta)) == " and the rest."
+    assert not any(isinstance(ev, ReasoningDelta) for ev in events)  # the old text is not replayed
+    assert conv.messages[-1] is partial
+    assert (partial.content, partial.stop_reason) == ("The first half and the rest.", "return")
+    assert partial.finished is not None and partial.finished != 1.0
+
+
+def test_resume_inside_reasoning_keeps_reasoning_open() -> None:
+    e = engine_with(" more thought.<|end|><|start|>assistant<|channel|>final<|message|>Done.<|return|>")
+    conv = Conversation()
+    conv.add_user("q")
+    partial = Message(role="assistant", thinking="Some thought")
+    list(run_turn(e, conv, resume=partial))
+    assert e.prompts[0].endswith("<|start|>assistant<|channel|>analysis<|message|>Some thought")
+    assert (partial.thinking, partial.content) == ("Some thought more thought.", "Done.")

@@ -115,7 +115,10 @@ def test_dropped_connection_resumes_with_range_and_bytes_verified(hub: FakeHub) 
     result = make_manager(hub).job(DownloadRequest(REPO, (FILE,))).run(events.append)
     assert result.path is not None and result.path.read_bytes() == data
     assert gets(hub) == [None, "bytes=123457-"]
-    assert any(e.phase == Phase.RETRYING for e in events)
+    [retry] = [e for e in events if e.phase == Phase.RETRYING]
+    # In words a user understands, with when and how often it tries again.
+    assert retry.message.startswith("The connection was interrupted; trying again in ")
+    assert retry.message.endswith("(retry 1 of 3)…") and retry.attempt == 1
     assert hashlib.sha256(result.path.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
 
 
@@ -123,8 +126,11 @@ def test_stall_is_detected_and_retried(hub: FakeHub) -> None:
     data = publish(hub, 300_000)
     hub.inject(Fault("stall", after_bytes=100_000, seconds=10))
     started = time.monotonic()
-    result = make_manager(hub, read_timeout=0.3).job(DownloadRequest(REPO, (FILE,))).run()
+    events: list[DownloadProgress] = []
+    result = make_manager(hub, read_timeout=0.3).job(DownloadRequest(REPO, (FILE,))).run(events.append)
     assert time.monotonic() - started < 5, "a stall must end at the read timeout, not the server's whim"
+    assert [e.message.split(";")[0] for e in events if e.phase == Phase.RETRYING] == [
+        "The server stopped sending data for 0.3 s"]
     assert result.path is not None and result.path.read_bytes() == data
     assert gets(hub) == [None, "bytes=100000-"]
 
@@ -208,7 +214,7 @@ def test_too_little_disk_space_refuses_before_any_byte(hub: FakeHub) -> None:
         manager.job(DownloadRequest(REPO, (FILE,))).run()
     assert info.value.kind == ErrorKind.DISK_SPACE
     message = info.value.message
-    assert "needs 390.6 KiB more" in message and "only 5.0 MiB is free" in message
+    assert "needs 400 kB more" in message and "only 5.2 MB is free" in message
     assert gets(hub) == []
 
 
@@ -536,3 +542,176 @@ def test_persistent_403_is_an_access_error(hub: FakeHub) -> None:
         make_manager(hub).job(DownloadRequest(REPO, (FILE,))).run()
     assert info.value.kind == ErrorKind.AUTH and "HF_TOKEN" in info.value.message
     assert len(gets(hub)) == 2
+
+
+# -- driving a job from a UI worker, and what Harmonica itself downloaded ---------------------------
+
+def test_events_takes_a_cancel_event_like_a_ui_worker_passes(hub: FakeHub) -> None:
+    """GeneratorWorker calls `func(cancel=<Event>)`: `job.events` must accept it and pause on it."""
+    hub.rate_bps = 1_000_000
+    publish(hub, 1_000_000)
+    job = make_manager(hub).job(DownloadRequest(REPO, (FILE,)))
+    cancel = threading.Event()
+    items: list[object] = []
+    for item in job.events(cancel=cancel):
+        items.append(item)
+        if isinstance(item, DownloadProgress) and item.downloaded > 100_000:
+            cancel.set()
+    assert isinstance(items[-1], DownloadResult) and items[-1].status == Phase.PAUSED
+    assert 100_000 < items[-2].downloaded < 1_000_000  # type: ignore[union-attr]
+
+
+def test_cancel_event_pauses_even_while_waiting_to_retry(hub: FakeHub) -> None:
+    publish(hub)
+    hub.inject(Fault("drop", after_bytes=10_000, times=-1))
+    job = make_manager(hub, backoff_base=30, backoff_max=30).job(DownloadRequest(REPO, (FILE,)))
+    cancel = threading.Event()
+    started = time.monotonic()
+    items: list[object] = []
+    for item in job.events(cancel=cancel):
+        items.append(item)
+        if isinstance(item, DownloadProgress) and item.phase == Phase.RETRYING:
+            cancel.set()
+    assert time.monotonic() - started < 3
+    assert isinstance(items[-1], DownloadResult) and items[-1].status == Phase.PAUSED
+
+
+def test_result_lists_the_files_harmonica_downloaded(hub: FakeHub) -> None:
+    data = publish(hub)
+    manager = make_manager(hub)
+    first = manager.job(DownloadRequest(REPO, (FILE,))).run()
+    assert first.downloaded == first.paths and first.path is not None and first.path.read_bytes() == data
+    again = manager.job(DownloadRequest(REPO, (FILE,))).run()
+    assert again.status == Phase.DONE and again.downloaded == ()  # it was already there
+
+
+def test_downloaded_parts_are_remembered_across_sessions(hub: FakeHub, tmp_path: Path) -> None:
+    from huggingface_hub import hf_hub_download
+
+    names = tuple(f"big-0000{i}-of-00003.gguf" for i in (1, 2, 3))
+    for i, name in enumerate(names):
+        publish(hub, 300_000, name, seed=i)
+    manager = make_manager(hub)
+    # Another tool already put part 1 in the shared cache.
+    hf_hub_download(REPO, names[0], cache_dir=manager.cache_dir, endpoint=hub.url)
+    hub.rate_bps = 1_000_000
+    job = manager.job(DownloadRequest(REPO, names))
+    events: list[DownloadProgress] = []
+    thread, out = run_in_thread(job, events)
+    wait_for(lambda: any(e.file_index == 2 and e.phase == Phase.DOWNLOADING for e in events))
+    job.pause()
+    thread.join(timeout=3)
+    assert isinstance(out[0], DownloadResult) and out[0].status == Phase.PAUSED
+    hub.rate_bps = None
+    result = make_manager(hub).job(DownloadRequest(REPO, names)).run()  # after an app restart
+    assert result.status == Phase.DONE
+    assert [p.name for p in result.downloaded] == list(names[1:])
+
+
+def test_cancel_with_cleanup_also_deletes_finished_parts_of_a_split_model(hub: FakeHub) -> None:
+    from huggingface_hub import hf_hub_download
+
+    names = tuple(f"big-0000{i}-of-00003.gguf" for i in (1, 2, 3))
+    for i, name in enumerate(names):
+        publish(hub, 300_000, name, seed=i)
+    manager = make_manager(hub)
+    theirs = Path(hf_hub_download(REPO, names[0], cache_dir=manager.cache_dir, endpoint=hub.url))
+    hub.rate_bps = 1_000_000
+    request = DownloadRequest(REPO, names)
+    job = manager.job(request)
+    events: list[DownloadProgress] = []
+    thread, out = run_in_thread(job, events)
+    wait_for(lambda: any(e.file_index == 2 and e.phase == Phase.DOWNLOADING and e.downloaded > 650_000
+                         for e in events))
+    job.cancel(cleanup=True)
+    thread.join(timeout=3)
+    assert isinstance(out[0], DownloadResult) and out[0].status == Phase.CANCELLED
+    snapshots = {p.name for p in manager.repo_dir(REPO).glob("snapshots/*/*")}
+    assert snapshots == {names[0]}, "part 2 (downloaded by this job) is gone, part 1 (another tool's) stays"
+    assert theirs.exists() and len(list(manager.repo_dir(REPO).glob("blobs/*"))) == 1
+    assert manager.pending() == []
+
+
+def test_discarding_a_pending_split_download_deletes_its_finished_parts(hub: FakeHub) -> None:
+    names = tuple(f"big-0000{i}-of-00002.gguf" for i in (1, 2))
+    for i, name in enumerate(names):
+        publish(hub, 300_000, name, seed=i)
+    hub.rate_bps = 1_000_000
+    manager = make_manager(hub)
+    request = DownloadRequest(REPO, names)
+    job = manager.job(request)
+    events: list[DownloadProgress] = []
+    thread, out = run_in_thread(job, events)
+    wait_for(lambda: any(e.file_index == 1 and e.downloaded > 350_000 for e in events))
+    job.pause()
+    thread.join(timeout=3)
+    [pending] = make_manager(hub).pending()
+    make_manager(hub).discard(pending.request)
+    assert not list(manager.repo_dir(REPO).glob("blobs/*"))
+    assert not list(manager.repo_dir(REPO).glob("snapshots/*/*"))
+
+
+# -- verifying files already on disk (no network) ---------------------------------------------------
+
+def test_verify_cached_files_offline(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.core.download import expected_sha256, verify_files
+
+    publish(hub)
+    result = make_manager(hub).job(DownloadRequest(REPO, (FILE,))).run()
+    assert result.path is not None
+    assert expected_sha256(result.path) == hashlib.sha256(result.path.read_bytes()).hexdigest()
+    import socket
+
+    monkeypatch.setattr(socket.socket, "connect", lambda *a: (_ for _ in ()).throw(AssertionError("network")))
+    seen: list[DownloadProgress] = []
+    report = verify_files(result.paths, seen.append)
+    assert report.verified == result.paths and report.unknown == ()
+    assert seen and seen[-1].checked == seen[-1].check_total == result.path.stat().st_size
+
+
+def test_verify_finds_damage_and_deletes_the_damaged_file(hub: FakeHub) -> None:
+    from app.core.download import verify_files
+
+    publish(hub)
+    result = make_manager(hub).job(DownloadRequest(REPO, (FILE,))).run()
+    assert result.path is not None
+    blob = result.path.resolve()
+    raw = bytearray(blob.read_bytes())
+    raw[1000] ^= 0xFF
+    blob.write_bytes(bytes(raw))
+    with pytest.raises(DownloadError) as info:
+        verify_files(result.paths)
+    assert info.value.kind == ErrorKind.CHECKSUM and FILE in info.value.message and "Download it again" in info.value.message
+    assert not blob.exists() and not result.path.is_symlink()
+
+
+def test_verify_reports_files_without_a_known_checksum(tmp_path: Path) -> None:
+    from app.core.download import verify_files
+
+    loose = tmp_path / "model.gguf"
+    loose.write_bytes(b"GGUF" + bytes(100))
+    report = verify_files([loose])
+    assert report.verified == () and report.unknown == (loose,)
+    report = verify_files([loose], expected={loose: hashlib.sha256(loose.read_bytes()).hexdigest()})
+    assert report.verified == (loose,)
+
+
+def test_verify_can_be_stopped(hub: FakeHub) -> None:
+    from app.core.download import VerifyReport, verify_events
+
+    publish(hub, 2_000_000)
+    result = make_manager(hub).job(DownloadRequest(REPO, (FILE,))).run()
+    cancel = threading.Event()
+    cancel.set()
+    items = list(verify_events(result.paths, cancel=cancel))
+    assert isinstance(items[-1], VerifyReport) and items[-1].stopped and items[-1].verified == ()
+    assert result.path is not None and result.path.exists()  # stopping never deletes anything
+
+
+def test_human_bytes_uses_the_hubs_decimal_units() -> None:
+    from app.core.download import human_bytes
+
+    # The Hub lists gpt-oss-20b-mxfp4.gguf as 12.1 GB: sizes in the app must read the same.
+    assert human_bytes(12_109_566_560) == "12.1 GB"
+    assert [human_bytes(n) for n in (0, 999, 1000, 400_000, 5 * 1024**2, 63_390_000_000, 2 * 10**12)] == [
+        "0 B", "999 B", "1 kB", "400 kB", "5.2 MB", "63.4 GB", "2 TB"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -136,16 +135,14 @@ def _write_full_20b_header(path: Path) -> int:
 
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="needs sparse files")
-def test_full_size_20b_header_is_fast(tmp_path: Path) -> None:
-    # gguf.GGUFReader needs ~10 s for a 201,088-token vocabulary here; this reader skips it.
+def test_full_size_20b_header(tmp_path: Path) -> None:
+    # gguf.GGUFReader needs ~10 s for a 201,088-token vocabulary here; this reader skips the
+    # vocabulary (its speed is measured in bench/core_speed.py).
     path = tmp_path / "gpt-oss-20b-mxfp4.gguf"
     size = _write_full_20b_header(path)
     os.truncate(path, size)
     assert size == pytest.approx(12.11e9, rel=0.001)  # the published file's size
-    t0 = time.perf_counter()
     info = read_gguf_info(path)
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 1.5, elapsed  # 0.23 s measured on a 2-core box
     assert info.n_vocab == 201088
     assert info.file_size == size
     assert info.blocks == info_for_shape("x").blocks

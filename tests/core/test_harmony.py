@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import datetime
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -871,17 +870,16 @@ def test_fuzz_never_raises() -> None:
     assert parser.finish()[-1] == Done("eos")
 
 
-def test_long_stream_is_fast() -> None:
+def test_long_stream_parses_whole() -> None:
+    # Its speed is measured in bench/core_speed.py.
     pieces = ["<|channel|>", "analysis", "<|message|>"] + ["think "] * 5000 + [
         "<|end|>", "<|start|>", "assistant", "<|channel|>", "final", "<|message|>"] + ["word "] * 4990
     parser = StreamParser()
-    started = time.perf_counter()
     for piece in pieces:
         parser.feed(piece.encode(), None)
     parser.finish("return")
-    elapsed = time.perf_counter() - started
     assert parser.completion.final == "word " * 4990
-    assert elapsed < 0.5, f"10k pieces took {elapsed * 1000:.0f} ms"
+    assert parser.completion.reasoning == "think " * 5000
 
 
 def test_parse_completion_round_trips_with_render() -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 from pathlib import Path
 
 import pytest
 
-from app.core import models
+from app.core import models, paths
 from app.core.download import DownloadManager, DownloadRequest
 from app.core.models import (
     CATALOG,
@@ -245,7 +246,7 @@ def test_discovers_models_in_hf_cache_and_removes_them_through_cache_api(home: P
     assert entry is not None
     found = library.find_catalog_model(entry)
     assert found is not None and found.key == model.key
-    library.remove(model)
+    library.remove(model, delete_files=True)
     assert library.discover().models == []
     assert scan_cache_dir(cache).repos == frozenset() or all(not r.revisions for r in scan_cache_dir(cache).repos)
 
@@ -257,7 +258,7 @@ def test_removing_one_quant_keeps_the_other_in_the_same_revision(home: Path, tin
     library = ModelLibrary(search_dirs=[])
     models_found = {m.path.name: m for m in library.discover().models}
     assert set(models_found) == {"a-mxfp4.gguf", "a-q8.gguf"}
-    library.remove(models_found["a-mxfp4.gguf"])
+    library.remove(models_found["a-mxfp4.gguf"], delete_files=True)
     left = library.discover().models
     assert [m.path.name for m in left] == ["a-q8.gguf"] and left[0].path.read_bytes() == other.read_bytes()
 
@@ -285,7 +286,112 @@ def test_local_model_key_is_resolved_path(tiny_model_path: Path) -> None:
     assert m.key == str(tiny_model_path.resolve())
 
 
+def test_models_harmonica_downloaded_are_marked_and_can_be_deleted(home: Path, tiny_model_path: Path) -> None:
+    result = download_into_cache("ggml-org/gpt-oss-20b-GGUF", {"gpt-oss-20b-mxfp4.gguf": tiny_model_path})
+    library = ModelLibrary(search_dirs=[])
+    [before] = library.discover().models
+    assert not before.downloaded_by_app  # not recorded yet
+    library.add_download(result)
+    [model] = ModelLibrary(search_dirs=[]).discover().models  # recorded on disk, survives a restart
+    assert model.downloaded_by_app and model.source == Source.HUGGINGFACE
+    library.remove(model, delete_files=True)
+    assert library.discover().models == [] and not result.paths[0].exists()
+
+
+def test_removing_another_tools_hf_model_only_hides_it(home: Path, tiny_model_path: Path) -> None:
+    from huggingface_hub import hf_hub_download
+
+    repo, name = "ggml-org/gpt-oss-20b-GGUF", "gpt-oss-20b-mxfp4.gguf"
+    with _allow_loopback(), FakeHub() as hub:
+        hub.add_file(repo, name, tiny_model_path)
+        theirs = Path(hf_hub_download(repo, name, endpoint=hub.url, cache_dir=paths.hf_hub_cache_dir()))  # `hf download`
+        library = ModelLibrary(search_dirs=[])
+        [model] = library.discover().models
+        assert not model.downloaded_by_app
+        library.remove(model)
+        assert theirs.exists() and ModelLibrary(search_dirs=[]).discover().models == []
+        # Downloading it again through Harmonica (nothing to fetch: it is cached) shows it again,
+        # still as another tool's file.
+        result = DownloadManager(endpoint=hub.url, read_timeout=2).job(DownloadRequest(repo, (name,))).run()
+    assert result.downloaded == ()
+    library.add_download(result)
+    [back] = library.discover().models
+    assert back.key == model.key and not back.downloaded_by_app
+
+
+def test_forgetting_a_harmonica_download_without_deleting_keeps_the_file(home: Path, tiny_model_path: Path) -> None:
+    result = download_into_cache("ggml-org/gpt-oss-20b-GGUF", {"gpt-oss-20b-mxfp4.gguf": tiny_model_path})
+    library = ModelLibrary(search_dirs=[])
+    library.add_download(result)
+    [model] = library.discover().models
+    library.remove(model)
+    assert result.paths[0].exists() and library.discover().models == []
+
+
+# -- does it fit this computer ------------------------------------------------------------------
+
+def profile(ram_gb: float, gpus: list[tuple[str, float]] = (), apple_budget_gb: float | None = None):  # type: ignore[no-untyped-def, assignment]
+    from app.core.hardware import AppleSiliconInfo, GpuInfo, HardwareProfile
+
+    gb = 1_000_000_000
+    apple = AppleSiliconInfo("Apple M2 Max", int(ram_gb * gb), int(apple_budget_gb * gb)) if apple_budget_gb else None
+    return HardwareProfile(
+        ram_total=int(ram_gb * gb), ram_available=int(ram_gb * gb * 0.7), cores_physical=8, cores_logical=16,
+        gpus=[GpuInfo("nvidia", name, int(v * gb), int(v * gb)) for name, v in gpus], apple=apple)
+
+
+def test_fit_on_a_16_gb_laptop() -> None:
+    small, big = find_entry("gpt-oss-20b"), find_entry("gpt-oss-120b")
+    assert small is not None and big is not None
+    fit = models.assess_fit(small, profile(16))
+    assert fit.fits and not fit.on_gpu and "16 GB" in fit.summary
+    nofit = models.assess_fit(big, profile(16))
+    assert nofit.fits is False and "16 GB" in nofit.summary
+    needed = float(re.search(r"about ([0-9.]+) GB", nofit.summary)[1])  # type: ignore[index]
+    assert 60 < needed < 70
+    assert models.recommend(profile(16)) == small
+
+
+def test_fit_too_little_memory() -> None:
+    small = find_entry("gpt-oss-20b")
+    assert small is not None
+    fit = models.assess_fit(small, profile(8))
+    assert fit.fits is False and "8 GB" in fit.summary and "13" in fit.summary
+    assert models.recommend(profile(8)) == small  # still the one to try
+
+
+def test_fit_on_a_gpu_and_when_120b_is_recommended() -> None:
+    small, big = find_entry("gpt-oss-20b"), find_entry("gpt-oss-120b")
+    assert small is not None and big is not None
+    gamer = profile(32, [("NVIDIA GeForce RTX 4090", 24)])
+    fit = models.assess_fit(small, gamer)
+    assert fit.fits and fit.on_gpu and "RTX 4090" in fit.summary
+    assert models.assess_fit(big, gamer).fits is False  # 32 + 24 GB is not enough for ~65 GB
+    assert models.recommend(gamer) == small
+    workstation = profile(128, [("NVIDIA RTX 6000 Ada", 48)])
+    assert models.assess_fit(big, workstation).fits and not models.assess_fit(big, workstation).on_gpu
+    assert models.recommend(workstation) == big
+    mac = profile(96, apple_budget_gb=72)
+    assert models.assess_fit(big, mac).on_gpu and models.recommend(mac) == big
+
+
+def test_fit_unknown_memory() -> None:
+    small = find_entry("gpt-oss-20b")
+    assert small is not None
+    fit = models.assess_fit(small, profile(0))
+    assert fit.fits is None and "could not" in fit.summary.lower()
+    assert models.recommend(profile(0)) == small
+
+
 # -- helpers --------------------------------------------------------------------------------------
+
+def download_into_cache(repo_id: str, files: dict[str, Path]):  # type: ignore[no-untyped-def]
+    """Harmonica downloads files from a loopback hub; returns the DownloadResult."""
+    with _allow_loopback(), FakeHub() as hub:
+        for name, path in files.items():
+            hub.add_file(repo_id, name, path)
+        return DownloadManager(endpoint=hub.url, read_timeout=2).job(DownloadRequest(repo_id, tuple(files))).run()
+
 
 def place_in_hf_cache(repo_id: str, files: dict[str, Path]) -> Path:
     """Put files into the HF cache the real way: downloaded by DownloadManager from a loopback hub."""

@@ -42,3 +42,11 @@ def test_llama_cpp_cache_honours_llama_cache(tmp_path: Path, monkeypatch: pytest
     assert paths.llama_cpp_cache_dir() == tmp_path / "lc"
     monkeypatch.delenv("LLAMA_CACHE")
     assert paths.llama_cpp_cache_dir().name == "llama.cpp"
+
+
+def test_tools_and_scratch_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HARMONICA_HOME", str(tmp_path / "h"))
+    assert paths.tools_dir(ensure=False) == tmp_path / "h" / "config" / "tools"
+    assert not (tmp_path / "h" / "config" / "tools").exists()
+    assert paths.tools_dir().is_dir()
+    assert paths.scratch_root() == tmp_path / "h" / "data" / "scratch" and paths.scratch_root().is_dir()

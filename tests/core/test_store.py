@@ -309,15 +309,15 @@ def test_stream_lifecycle_and_indexing_only_when_finished(store: Store) -> None:
         store.finish_stream(mid, status="streaming")
 
 
-def test_update_stream_is_cheap(store: Store) -> None:
+def test_update_stream_rewrites_a_large_tail(store: Store) -> None:
+    # Its speed is measured in bench/store.py; here: a 12 KB tail saved 100 times stays exact.
     conv = store.create_conversation()
     mid = store.begin_stream(conv.id)
-    text = "token " * 2000  # a 12 KB answer: overflow pages are rewritten on every save
-    t0 = time.perf_counter()
+    text = "token " * 2000
     for i in range(100):
         store.update_stream(mid, text + str(i), "reasoning " * 500)
-    per_call = (time.perf_counter() - t0) / 100
-    assert per_call < 0.02, f"update_stream took {per_call * 1000:.1f} ms"
+    row = store.get_message(mid)
+    assert row.content == text + "99" and row.status == "streaming"
 
 
 def test_stream_saver_writes_at_most_every_interval() -> None:

@@ -22,9 +22,10 @@ SCRIPT = (
 def make_window(qtbot: object) -> Iterator[Callable[..., tuple[MainWindow, ScriptedEngine]]]:
     made: list[MainWindow] = []
 
-    def make(*scripts: object, loaded: bool = True, **engine_kw: object) -> tuple[MainWindow, ScriptedEngine]:
+    def make(*scripts: object, loaded: bool = True, auto_title: bool = False, **engine_kw: object) -> tuple[MainWindow, ScriptedEngine]:
         engine = ScriptedEngine(list(scripts) or [SCRIPT], **engine_kw)  # type: ignore[arg-type]
         w = MainWindow(lambda: engine)
+        w.auto_title = auto_title  # a model-written title would take a script from the queue
         qtbot.addWidget(w)  # type: ignore[attr-defined]
         if loaded:
             engine.load("scripted:gpt-oss-20b")
@@ -36,7 +37,7 @@ def make_window(qtbot: object) -> Iterator[Callable[..., tuple[MainWindow, Scrip
 
     yield make
     for w in made:
-        for worker in (w._gen_worker, w._load_worker):
+        for worker in (w._gen_worker, w._load_worker, w._title_worker):
             if worker is not None:
                 worker.quit()
                 worker.wait(5)

@@ -80,8 +80,8 @@ def test_history_message_renders_collapsed_with_tool_card(qtbot) -> None:  # typ
     assert w.preamble_label.text() == "Checking the weather…"
     assert len(w.tool_cards) == 1
     card = w.tool_cards[0]
-    assert "functions.get_weather" in card.title.text()
-    assert card.args.toPlainText() == '{\n  "city": "Paris",\n  "units": "c"\n}'
+    assert card.toggle_button.text() == "get_weather" and "functions.get_weather" in card.toggle_button.toolTip()
+    assert card.args_view.toPlainText() == '{\n  "city": "Paris",\n  "units": "c"\n}'
 
 
 def test_user_bubble_is_plain_text(qtbot) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,635 @@
+"""The builtin `python` tool: a stateful sandboxed interpreter per conversation, and what its sandbox guarantees."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+KERNEL_SCRIPT = Path(__file__).with_name("sandbox_kernel.py")
+NOBODY = (65534, 65534)
+_EOF = object()
+# What the harmony python section (fixed text in the model's template) promises the model.
+PYTHON_DESCRIPTION = (
+    "Runs Python code in a stateful Jupyter-like session (variables persist between calls); "
+    "times out after 120 seconds; files go to /mnt/data, the conversation's scratch folder; no internet."
+)
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Resource limits of one kernel (per cell unless said otherwise)."""
+
+    timeout_s: float = 120.0  # wall time of a cell; the harmony python section promises 120 s
+    cpu_s: float = 120.0  # CPU time of a cell
+    cpu_session_s: float = 3600.0  # CPU time of the whole session (the kernel is killed past it)
+    memory_bytes: int = 2 * 1024**3  # address space of the kernel (and of each process it starts)
+    processes: int = 64  # processes and threads in the sandbox's own user namespace
+    file_bytes: int = 256 * 1024**2  # the largest file it may write
+    open_files: int = 256
+    max_output_bytes: int = 64 * 1024  # what a cell may print; the rest is dropped and counted
+
+
+@dataclass(frozen=True)
+class SandboxLayers:
+    """Which isolation layers to try. Tests turn layers off to check the fallbacks; the app uses all."""
+
+    namespaces: bool = True
+    pid_namespace: bool = True
+    mount_namespace: bool = True
+    landlock: bool = True
+    restrict_reads: bool = True
+    drop_root: bool = True
+
+
+@dataclass(frozen=True)
+class Guarantee:
+    """One promise of the sandbox and whether it holds here: "yes", "partial" or "no"."""
+
+    key: str
+    title: str
+    holds: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class SandboxReport:
+    """What the sandbox really guarantees on this machine, from what the kernel reported at start."""
+
+    platform: str
+    guarantees: tuple[Guarantee, ...]
+    layers: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, key: str) -> Guarantee | None:
+        return next((g for g in self.guarantees if g.key == key), None)
+
+    def holds(self, key: str) -> bool:
+        g = self.get(key)
+        return g is not None and g.holds == "yes"
+
+    def summary(self) -> str:
+        marks = {"yes": "✓", "partial": "~", "no": "✗"}
+        return "\n".join(f"{marks.get(g.holds, '?')} {g.title}: {g.detail}" for g in self.guarantees)
+
+
+def build_report(layers: dict[str, Any], limits: SandboxLimits) -> SandboxReport:
+    """Turn the layers the kernel reported into plain statements."""
+    plat = str(layers.get("platform", sys.platform))
+    ll = layers.get("landlock") or {}
+    lim = layers.get("limits") or {}
+    abi = layers.get("landlock_abi", 0)
+    g: list[Guarantee] = []
+    if layers.get("network_namespace"):
+        g.append(Guarantee("network", "No network", "yes",
+                           "a Linux network namespace with no interfaces: no internet or local network for the code "
+                           "or any program it starts" + ("; Landlock also refuses TCP" if ll.get("net") else "")))
+    elif ll.get("net"):
+        g.append(Guarantee("network", "No network", "partial",
+                           f"Landlock (ABI {abi}) refuses TCP connections; UDP is not covered; Python sockets are refused too"))
+    else:
+        g.append(Guarantee("network", "No network", "partial",
+                           "a Python audit hook refuses sockets and starting programs; code that reaches the C library "
+                           "directly (ctypes, some extensions) could get past it"))
+    if ll.get("fs_write"):
+        g.append(Guarantee("write", "Writes only in the scratch folder", "yes",
+                           f"Landlock (ABI {abi}) blocks creating, changing or deleting files anywhere else"))
+    else:
+        g.append(Guarantee("write", "Writes only in the scratch folder", "no",
+                           "the working folder is the scratch folder, but nothing stops code writing elsewhere "
+                           "with your user's permissions" + (" (Landlock needs Linux 5.13 or later)" if plat.startswith("linux") else "")))
+    if ll.get("fs_read"):
+        g.append(Guarantee("read", "Your files stay private", "yes",
+                           "only system folders, the Python installation and the scratch folder can be read"))
+    else:
+        g.append(Guarantee("read", "Your files stay private", "no", "code can read any file your user can read"))
+    if "as" in lim:
+        g.append(Guarantee("memory", "Memory limit", "yes" if plat.startswith("linux") else "partial",
+                           f"{lim['as'] / 1024**3:.1f} GiB of address space" + ("" if plat.startswith("linux") else " (macOS does not enforce it)")))
+    else:
+        g.append(Guarantee("memory", "Memory limit", "no", "no memory limit on this system"))
+    if "cpu" in lim:
+        g.append(Guarantee("cpu", "CPU time limit", "yes", f"{limits.cpu_s:g} s of CPU per run"))
+    else:
+        g.append(Guarantee("cpu", "CPU time limit", "no", "no CPU time limit on this system (the wall-time limit still applies)"))
+    g.append(Guarantee("time", "Time limit", "yes",
+                       f"a run is interrupted after {limits.timeout_s:g} s, and the interpreter is restarted if it does not stop"))
+    if "nproc" in lim or layers.get("pids_cgroup"):
+        how = f"at most {lim['nproc']} processes" if "nproc" in lim else f"a cgroup allows at most {limits.processes} processes"
+        g.append(Guarantee("processes", "Process limit", "yes",
+                           how + (", all killed with the interpreter" if layers.get("pid_namespace") else "")))
+    elif layers.get("spawn_blocked"):
+        g.append(Guarantee("processes", "Process limit", "partial", "the audit hook refuses to start processes"))
+    else:
+        g.append(Guarantee("processes", "Process limit", "no", "no limit on the number of processes"))
+    if "fsize" in lim:
+        g.append(Guarantee("files", "File size limit", "yes", f"files up to {lim['fsize'] / 1024**2:.0f} MiB"))
+    else:
+        g.append(Guarantee("files", "File size limit", "no", "no file size limit on this system"))
+    if layers.get("pid_namespace") or ll.get("scope"):
+        if layers.get("pid_namespace"):
+            how = ("its own PID namespace and /proc: your other programs are invisible to it" if layers.get("own_proc")
+                   else "a PID namespace keeps it from signalling your other programs")
+        else:
+            how = "Landlock scoping blocks signals to your other programs"
+        g.append(Guarantee("isolation", "Other programs are out of reach", "yes", how))
+    else:
+        g.append(Guarantee("isolation", "Other programs are out of reach", "no",
+                           "the code runs as your user and could signal your other programs"))
+    g.append(Guarantee("output", "Output limit", "yes", f"output beyond {limits.max_output_bytes // 1024} KB is cut, with a note"))
+    return SandboxReport(plat, tuple(g), dict(layers))
+
+
+# --- results ---------------------------------------------------------------------------------------
+@dataclass
+class ExecResult:
+    """One run of a cell."""
+
+    output: str = ""
+    error: str | None = None
+    images: list[str] = field(default_factory=list)
+    truncated_bytes: int = 0
+    timed_out: bool = False
+    interrupted: bool = False  # stopped by KeyboardInterrupt: the state is kept
+    restarted: bool = False  # the interpreter had to be killed: the state is lost
+    cpu_exceeded: bool = False
+    duration_s: float = 0.0
+    note: str | None = None
+
+    @property
+    def is_error(self) -> bool:
+        return self.error is not None or self.timed_out or self.restarted or self.cpu_exceeded
+
+    def model_text(self) -> str:
+        """What the model reads back (the python tool message)."""
+        parts: list[str] = []
+        if self.output:
+            parts.append(self.output.rstrip("\n"))
+        if self.truncated_bytes:
+            parts.append(f"[… output truncated: {self.truncated_bytes:,} more bytes were not shown]")
+        if self.error:
+            parts.append(self.error.rstrip("\n"))
+        if self.note:
+            parts.append(self.note)
+        for img in self.images:
+            parts.append(f"[image saved: {Path(img).name} (shown to the user)]")
+        return "\n".join(parts) if parts else "(no output)"
+
+
+def _site_paths() -> list[str]:
+    """Import-path entries the kernel may need (packages), never the app's or the user's folders."""
+    prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    out: list[str] = []
+    for entry in sys.path:
+        if not entry:
+            continue
+        real = os.path.realpath(entry)
+        if not os.path.exists(real):
+            continue
+        site_like = "site-packages" in real or "dist-packages" in real or real.endswith(".zip")
+        under_prefix = any(real == p or real.startswith(p + os.sep) for p in prefixes)
+        if (site_like or under_prefix) and real not in out:
+            out.append(real)
+    return out
+
+
+def _read_paths() -> list[str]:
+    """Where sandboxed code may read when Landlock holds: system folders and the Python installation."""
+    roots = ["/usr", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin", "/etc", "/opt", "/proc", "/sys",
+             "/dev", "/nix", "/gnu", "/snap", "/var/cache/fontconfig"]
+    for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))):
+        roots.append(os.path.realpath(p))
+    roots += _site_paths()
+    return [r for r in dict.fromkeys(roots) if os.path.exists(r)]
+
+
+def _world_readable(path: str | Path) -> bool:
+    """Whether any user can reach and read `path` (every parent searchable, the path readable)."""
+    p = Path(os.path.realpath(path))
+    try:
+        if not os.stat(p).st_mode & 0o004:
+            return False
+        return all(os.stat(parent).st_mode & 0o001 for parent in p.parents)
+    except OSError:
+        return False
+
+
+class KernelError(Exception):
+    """The kernel could not be started; the message is for people."""
+
+
+class PythonKernel:
+    """A sandboxed, stateful Python interpreter in its own process (one per conversation).
+
+    Thread-safe: one cell runs at a time. `execute` never raises for anything the code does; it
+    returns an ExecResult. The process starts on first use and again after a crash or a kill.
+    """
+
+    def __init__(self, scratch: Path, limits: SandboxLimits | None = None, layers: SandboxLayers | None = None) -> None:
+        self.scratch = Path(scratch)
+        self.limits = limits or SandboxLimits()
+        self.layers = layers or SandboxLayers()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._kernel_pid: int | None = None
+        self._lock = threading.RLock()
+        self._answers: queue.Queue[Any] = queue.Queue()
+        self._out_r: int | None = None
+        self._out_lock = threading.Lock()
+        self._buf = bytearray()
+        self._hold = b""
+        self._dropped = 0
+        self._cap = self.limits.max_output_bytes
+        self._marker: bytes | None = None
+        self._marker_seen = threading.Event()
+        self._report: SandboxReport | None = None
+        self._count = 0
+        self.starts = 0
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def report(self) -> SandboxReport | None:
+        """The guarantees of the running (or last) kernel; None before the first start."""
+        return self._report
+
+    def _env(self) -> dict[str, str]:
+        s = str(self.scratch)
+        base = {k: v for k, v in os.environ.items() if k.upper() in ("PATH", "SYSTEMROOT", "COMSPEC", "WINDIR", "PATHEXT", "TZ")}
+        base.update({
+            "HOME": s, "USERPROFILE": s, "TMPDIR": os.path.join(s, ".tmp"), "TEMP": os.path.join(s, ".tmp"),
+            "TMP": os.path.join(s, ".tmp"), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONUTF8": "1",
+            "MPLBACKEND": "module://harmonica_inline", "MPLCONFIGDIR": os.path.join(s, ".matplotlib"),
+            "XDG_CACHE_HOME": os.path.join(s, ".cache"), "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1", "NUMEXPR_NUM_THREADS": "1",
+        })
+        base.setdefault("PATH", os.defpath)
+        return base
+
+    def _prepare_scratch(self) -> tuple[int, int] | None:
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        for sub in (".tmp", ".matplotlib", ".cache"):
+            (self.scratch / sub).mkdir(exist_ok=True)
+        if not (self.layers.drop_root and hasattr(os, "geteuid") and os.geteuid() == 0 and sys.platform.startswith("linux")):
+            return None
+        # Running as root: the kernel drops to "nobody", unless nobody could not even import the
+        # standard library (Python installed under /root). The scratch folder must belong to
+        # whoever the kernel runs as (namespaced root cannot override the owner of other users' files).
+        drop = all(_world_readable(p) for p in [KERNEL_SCRIPT.parent, *_site_paths(), sys.base_prefix])
+        owner = NOBODY if drop else (0, 0)
+        try:
+            for root, dirs, files in os.walk(self.scratch):
+                if os.stat(root).st_uid != owner[0]:
+                    os.chown(root, *owner)
+                for name in files:
+                    os.chown(os.path.join(root, name), *owner, follow_symlinks=False)
+        except OSError as exc:
+            log.warning("cannot hand the scratch folder to uid %s (%s); the kernel keeps root", owner[0], exc)
+            return None
+        return NOBODY if drop else None
+
+    def start(self) -> SandboxReport:
+        """Start the kernel (if it is not running) and return its guarantees."""
+        with self._lock:
+            if self.alive and self._report is not None:
+                return self._report
+            layers = self.layers
+            for _ in range(2):
+                report = self._spawn(layers)
+                if report is not None:
+                    return report
+                layers = replace(layers, namespaces=False)  # namespaces exist but are unusable: go without
+            raise KernelError("The Python sandbox could not be started on this system.")
+
+    def _spawn(self, layers: SandboxLayers) -> SandboxReport | None:
+        self._kill()
+        drop = self._prepare_scratch()
+        out_r, out_w = os.pipe()
+        kwargs: dict[str, Any] = {}
+        if os.name == "posix":
+            kwargs["start_new_session"] = True
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-B", "-X", "utf8", str(KERNEL_SCRIPT)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=out_w, cwd=str(self.scratch),
+                env=self._env(), **kwargs,
+            )
+        except OSError as exc:
+            os.close(out_r)
+            os.close(out_w)
+            raise KernelError(f"The Python sandbox could not be started: {exc}") from exc
+        os.close(out_w)
+        self._proc, self._out_r = proc, out_r
+        self._answers = queue.Queue()
+        self._kernel_pid = None
+        self.starts += 1
+        answers = self._answers
+
+        def read_answers() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                try:
+                    answers.put(json.loads(line))
+                except ValueError:
+                    continue
+            answers.put(_EOF)
+
+        threading.Thread(target=read_answers, name="py-kernel-answers", daemon=True).start()
+        threading.Thread(target=self._pump_output, args=(out_r,), name="py-kernel-output", daemon=True).start()
+        init = {
+            "scratch": str(self.scratch), "sys_path": _site_paths(), "read_paths": _read_paths(),
+            "drop_to": list(drop) if drop else None,
+            "layers": {"namespaces": layers.namespaces, "pid_namespace": layers.pid_namespace,
+                       "mount_namespace": layers.mount_namespace, "landlock": layers.landlock,
+                       "restrict_reads": layers.restrict_reads},
+            "limits": {"memory_bytes": self.limits.memory_bytes, "file_bytes": self.limits.file_bytes,
+                       "cpu_s": self.limits.cpu_s, "cpu_session_s": self.limits.cpu_session_s,
+                       "processes": self.limits.processes, "open_files": self.limits.open_files},
+        }
+        self._send(init)
+        deadline = time.monotonic() + 30.0
+        ready: dict[str, Any] | None = None
+        while ready is None or (ready.get("layers", {}).get("pid_namespace") and self._kernel_pid is None):
+            msg = self._next_answer(deadline)
+            if msg is None or msg is _EOF:
+                self._kill()
+                raise KernelError("The Python sandbox did not start: " + ("it timed out" if msg is None else "it exited"))
+            if msg.get("event") == "kernel_pid":
+                self._kernel_pid = int(msg["pid"])
+            elif msg.get("event") == "ready":
+                ready = msg
+        layers_got = dict(ready.get("layers", {}))
+        if layers_got.get("fatal"):
+            self._kill()
+            return None
+        if self._kernel_pid is None:
+            self._kernel_pid = proc.pid
+        self._report = build_report(layers_got, self.limits)
+        return self._report
+
+    def _send(self, msg: dict[str, Any]) -> bool:
+        proc = self._proc
+        if proc is None or proc.stdin is None:
+            return False
+        try:
+            proc.stdin.write((json.dumps(msg, ensure_ascii=False) + "\n").encode())
+            proc.stdin.flush()
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def _next_answer(self, deadline: float, cancel: threading.Event | None = None) -> Any:
+        while True:
+            if cancel is not None and cancel.is_set():
+                return None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            try:
+                return self._answers.get(timeout=min(remaining, 0.05))
+            except queue.Empty:
+                continue
+
+    # --- output pipe ---------------------------------------------------------------------------
+    def _pump_output(self, fd: int) -> None:
+        while True:
+            try:
+                data = os.read(fd, 1 << 16)
+            except OSError:
+                break
+            if not data:
+                break
+            self._feed(data)
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+    def _feed(self, data: bytes) -> None:
+        with self._out_lock:
+            pending = self._hold + data
+            marker = self._marker
+            if marker:
+                i = pending.find(marker)
+                if i >= 0:
+                    self._append(pending[:i])
+                    self._hold = b""
+                    self._marker = None
+                    self._marker_seen.set()
+                    return  # what follows the marker is background output after the cell: dropped
+                keep = min(len(marker) - 1, len(pending))
+                self._append(pending[: len(pending) - keep])
+                self._hold = pending[len(pending) - keep :]
+            else:
+                self._hold = b""
+                self._append(pending)
+
+    def _append(self, data: bytes) -> None:
+        room = self._cap - len(self._buf)
+        if room > 0:
+            self._buf += data[:room]
+        self._dropped += max(0, len(data) - max(room, 0))
+
+    def _begin_cell(self, marker: bytes) -> None:
+        with self._out_lock:
+            self._buf = bytearray()
+            self._hold = b""
+            self._dropped = 0
+            self._marker = marker
+            self._marker_seen.clear()
+
+    def _end_cell(self, wait_s: float) -> tuple[str, int]:
+        self._marker_seen.wait(wait_s)
+        with self._out_lock:
+            if self._marker is not None:  # never came (the kernel died): keep what was held back
+                self._append(self._hold)
+            self._marker = None
+            self._hold = b""
+            text = bytes(self._buf).decode("utf-8", "replace")
+            return text, self._dropped
+
+    # --- running code --------------------------------------------------------------------------
+    def execute(self, code: str, *, timeout_s: float | None = None, cancel: threading.Event | None = None) -> ExecResult:
+        """Run `code` in the session; never raises for what the code does."""
+        with self._lock:
+            t0 = time.monotonic()
+            fresh = not self.alive
+            try:
+                self.start()
+            except KernelError as exc:
+                return ExecResult(error=str(exc), restarted=True, duration_s=time.monotonic() - t0)
+            self._count += 1
+            marker = f"\x00HARMONICA-END-{secrets.token_hex(8)}\x00".encode()
+            self._begin_cell(marker)
+            limit = self.limits.timeout_s if timeout_s is None else timeout_s
+            sent = self._send({"op": "exec", "id": self._count, "code": code, "marker": marker.decode(),
+                               "cpu_s": self.limits.cpu_s, "max_output": self.limits.max_output_bytes})
+            result = ExecResult()
+            msg = self._next_answer(time.monotonic() + limit, cancel) if sent else _EOF
+            cancelled = cancel is not None and cancel.is_set()
+            if msg is None:  # timed out or cancelled: interrupt, then kill if it does not stop
+                result.timed_out = not cancelled
+                self.interrupt()
+                msg = self._next_answer(time.monotonic() + 3.0)
+                if msg is None or msg is _EOF:
+                    self._kill()
+                    result.restarted = True
+                    msg = None
+            elif msg is _EOF:
+                result.restarted = True
+                result.note = self._death_note()
+                self._kill()
+                msg = None
+            output, dropped = self._end_cell(2.0 if msg is not None else 0.5)
+            result.output = output
+            result.truncated_bytes = dropped
+            if isinstance(msg, dict):
+                result.error = msg.get("error")
+                result.images = [str(p) for p in msg.get("images", [])]
+                result.truncated_bytes += int(msg.get("dropped_bytes", 0))
+                result.interrupted = bool(msg.get("interrupted"))
+                result.cpu_exceeded = bool(msg.get("cpu_exceeded"))
+            if result.timed_out:
+                how = ("the interpreter was restarted, so all variables were lost" if result.restarted
+                       else "it was interrupted; variables are kept")
+                result.note = f"Execution timed out after {limit:g} seconds: {how}."
+                if result.error and result.error.startswith("KeyboardInterrupt"):
+                    result.error = None
+            elif cancelled:
+                result.note = "Execution was stopped by the user" + (
+                    "; the interpreter was restarted, so all variables were lost." if result.restarted else ".")
+                if result.error and result.error.startswith("KeyboardInterrupt"):
+                    result.error = None
+            elif result.restarted and not result.note:
+                result.note = "The Python process ended unexpectedly; it was restarted and all variables were lost."
+            if fresh and self.starts > 1 and not result.note:
+                result.note = None
+            result.duration_s = time.monotonic() - t0
+            return result
+
+    def _death_note(self) -> str:
+        proc = self._proc
+        code = None
+        if proc is not None:
+            try:
+                code = proc.wait(2)
+            except subprocess.TimeoutExpired:
+                code = None
+        if code is not None and code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = str(-code)
+            if name in ("SIGXCPU", "SIGKILL"):
+                return (f"The Python process was killed ({name}), most likely by the CPU-time limit of the session; "
+                        "it was restarted and all variables were lost.")
+            return f"The Python process crashed ({name}); it was restarted and all variables were lost."
+        return f"The Python process exited (code {code}); it was restarted and all variables were lost."
+
+    def interrupt(self) -> None:
+        """Raise KeyboardInterrupt in the running cell (the session is kept)."""
+        pid = self._kernel_pid
+        if pid is None or not self.alive:
+            return
+        try:
+            if os.name == "posix":
+                os.kill(pid, signal.SIGINT)
+            else:  # pragma: no cover - Windows has no SIGINT for another console-less process
+                self._kill()
+        except OSError:
+            pass
+
+    def restart(self) -> SandboxReport:
+        """A fresh interpreter (all variables are lost; files in the scratch folder stay)."""
+        with self._lock:
+            self._kill()
+            return self.start()
+
+    def _kill(self) -> None:
+        proc, self._proc = self._proc, None
+        self._kernel_pid = None
+        if proc is None:
+            return
+        try:
+            if os.name == "posix":
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)  # the session: kernel, bootstrap, what they started
+                except OSError:
+                    proc.kill()
+            else:  # pragma: no cover
+                proc.kill()
+            proc.wait(5)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        for stream in (proc.stdin, proc.stdout):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+        cgroup = (self._report.layers.get("pids_cgroup") if self._report is not None else None)
+        if cgroup:
+            for _ in range(50):  # the cgroup can be removed once its last process is gone
+                try:
+                    os.rmdir(cgroup)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.02)
+
+    def close(self) -> None:
+        with self._lock:
+            if self.alive:
+                self._send({"op": "quit"})
+            self._kill()
+
+    def clear_scratch(self) -> None:
+        """Delete the scratch folder's files (the conversation was deleted)."""
+        self.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+_probe_lock = threading.Lock()
+_probe_cache: dict[tuple[SandboxLimits, SandboxLayers], SandboxReport] = {}
+
+
+def probe_sandbox(limits: SandboxLimits | None = None, layers: SandboxLayers | None = None,
+                  scratch: Path | None = None) -> SandboxReport:
+    """Start a throwaway kernel and report which guarantees hold here (cached per process)."""
+    import tempfile
+
+    key = (limits or SandboxLimits(), layers or SandboxLayers())
+    with _probe_lock:
+        if key in _probe_cache:
+            return _probe_cache[key]
+        folder = scratch or Path(tempfile.mkdtemp(prefix="harmonica-probe-"))
+        k = PythonKernel(folder, *key)
+        try:
+            report = k.start()
+        finally:
+            k.close()
+            if scratch is None:
+                shutil.rmtree(folder, ignore_errors=True)
+        _probe_cache[key] = report
+        return report
+
+
+__all__ = [
+    "ExecResult", "Guarantee", "KernelError", "PYTHON_DESCRIPTION", "PythonKernel", "SandboxLayers", "SandboxLimits",
+    "SandboxReport", "build_report", "probe_sandbox",
+]

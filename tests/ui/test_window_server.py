@@ -1,0 +1,53 @@
+"""The window shares its engine with the API server: requests queue behind the chat; settings persist."""
+
+from __future__ import annotations
+
+import threading
+
+from PySide6.QtCore import Qt
+
+from app.ui.main_window import MainWindow
+
+
+def test_api_server_shares_the_chat_engine_and_remembers_it_was_on(make_window, qtbot) -> None:  # type: ignore[no-untyped-def]
+    openai = __import__("pytest").importorskip("openai")
+    long = "<|channel|>final<|message|>" + "word " * 300 + "<|return|>"
+    w, engine = make_window(long, "<|channel|>final<|message|>From the API.<|return|>", delay_s=0.003)
+    panel = w.server(start=False)
+    w._server_dialog.hide()
+    from app.core.server import ServerSettings
+
+    panel.set_settings(ServerSettings(port=0))
+    panel.start()
+    qtbot.waitUntil(lambda: panel.is_running, timeout=10000)
+    assert w.status_server.isVisibleTo(w) and panel.base_url in w.status_server.text()
+    assert w.store.get_setting("api_server")["enabled"] is True
+
+    # The chat starts a long answer; an API request sent meanwhile waits for it, then runs.
+    w.composer.edit.setPlainText("a long one please")
+    qtbot.keyClick(w.composer.edit, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: engine.last_stats is not None and w.generating, timeout=3000)
+    result: dict[str, object] = {}
+
+    def call() -> None:
+        client = openai.OpenAI(base_url=panel.base_url, api_key="x", max_retries=0)
+        r = client.chat.completions.create(model="gpt-oss-20b", messages=[{"role": "user", "content": "hi"}])
+        result["content"] = r.choices[0].message.content
+
+    t = threading.Thread(target=call)
+    t.start()
+    qtbot.waitUntil(lambda: w.scheduler.state.waiting.get("api", 0) == 1, timeout=5000)
+    assert w.scheduler.state.running == "chat"
+    qtbot.waitUntil(lambda: not w.generating, timeout=10000)
+    t.join(10)
+    assert result["content"] == "From the API."
+    assert w.conversation.messages[-1].content == "word " * 300  # the chat's answer is whole
+
+    # Quitting stops the server but keeps it switched on for the next start.
+    w.close()
+    assert not panel.is_running
+    w2 = MainWindow(lambda: engine)
+    qtbot.addWidget(w2)
+    assert w2.store.get_setting("api_server")["enabled"] is True
+    qtbot.waitUntil(lambda: w2.server_panel is not None and w2.server_panel.is_running, timeout=10000)
+    w2.close()
