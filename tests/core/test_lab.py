@@ -177,6 +177,36 @@ def test_waiting_for_a_shared_engine_is_not_counted_as_run_time() -> None:
     assert r.first_final_s is not None and r.first_token_s < r.first_final_s < r.total_s
 
 
+def test_runs_through_the_app_scheduler_take_turns_with_chat() -> None:
+    from app.core.chat import Conversation, run_turn
+    from app.core.scheduler import EngineScheduler
+
+    engine = engine_for(EffortScript({"low": 150, "medium": 150, "high": 150}), delay_s=0.002)
+    sched = EngineScheduler(engine)
+    lab_client, chat_client = sched.client("lab"), sched.client("chat")
+    exp = Experiment.create("q", efforts=["low", "high"], runs=2, date=DAY)
+    chat_done = threading.Event()
+
+    def chat() -> None:
+        for _ in range(2):
+            conv = Conversation()
+            conv.add_user("hi")
+            list(run_turn(chat_client, conv, effort="low"))
+        chat_done.set()
+
+    started = False
+    for ev in run_experiment(lab_client, exp):
+        if isinstance(ev, RunStarted) and not started:
+            started = True
+            threading.Thread(target=chat, daemon=True).start()
+    assert chat_done.wait(10) and exp.complete
+    results = exp.results()
+    assert all(r.ok and r.stop_reason == "return" and r.rendered_prompt for r in results)
+    assert any(r.wait_s > 0.1 for r in results)  # a chat answer came between lab runs...
+    spread_of_totals = max(r.total_s for r in results) / min(r.total_s for r in results)
+    assert spread_of_totals < 2.0  # ...and its time was not counted as the lab run's
+
+
 # --- prompts --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("instructions", ["", "Answer tersely."])
 def test_rendered_prompts_carry_the_effort_exactly_as_the_template_renders_it(instructions: str) -> None:
