@@ -192,9 +192,11 @@ FIGURES_TIP = (
 
 
 def _strip_header(w: AssistantMessageWidget) -> AssistantMessageWidget:
-    # The card shows the run's own header; the message's model name, chip and meta would repeat it.
-    for part in (w.model_label, w.effort_chip, w.meta):
-        part.hide()
+    # The card shows the run's own header; the message's model name, chip and meta would repeat it,
+    # and the chat's actions (regenerate, delete, branches) mean nothing for a recorded run.
+    for part in (w.model_label, w.effort_chip, w.meta, getattr(w, "actions", None)):
+        if part is not None:
+            part.hide()
     lay = w.layout()
     if lay is not None:
         lay.setContentsMargins(0, 0, 0, 0)
@@ -309,6 +311,7 @@ class RunCard(QFrame):
         )
         if live and self.message is not None:
             self.message.finish(msg)
+            _strip_header(self.message)  # finish() shows the chat's actions again
         else:
             self._insert_message(AssistantMessageWidget.from_message(msg))
         note = r.error or ""

@@ -82,7 +82,13 @@ def test_single_prompt_runs_side_by_side_with_figures(make_lab, qtbot) -> None: 
         assert f"<b>{figs['reasoning']}</b>" in card.figures_label.text()
         assert card.message is not None and card.message.reasoning_text == r.reasoning and card.message.answer_view.markdown == r.final
         assert not card.message.reasoning_expanded  # collapsible, collapsed when done
+        assert card.message.meta.isHidden() and card.message.model_label.isHidden()
+        assert getattr(card.message, "actions", None) is None or card.message.actions.isHidden()
         assert card.mark.isHidden()  # nothing to check for a free prompt
+    card = cards(w)[("prompt", "high", 1)]
+    assert card.message is not None
+    qtbot.mouseClick(card.message.reasoning_toggle, Qt.MouseButton.LeftButton)  # open the reasoning
+    assert card.message.reasoning_expanded and card.message.reasoning_view.toPlainText() == card.result.reasoning
     low0 = exp.result(("prompt", "low", 0))
     assert low0 is not None and low0.reasoning_tokens == len(split_pieces(EffortScript(WORDS).reasoning_for("low", 0)))
     assert w.charts["accuracy"].isHidden() and not w.tabs.isTabVisible(1)
