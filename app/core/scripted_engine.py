@@ -269,3 +269,50 @@ class ScriptedEngine:
                 stats.tokens_per_s = (len(generated) - 1) / (end - t_first)
             stats.stop_reason = stop
             self._cache = ids + generated
+
+
+_EFFORT_RE = re.compile(r"\nReasoning: (low|medium|high)\n")
+_REASONING_WORDS = (
+    "Let me think about this step by step. The question asks for one value, so I restate what is given, "
+    "work out each part, then check the result against the question before answering."
+).split()
+
+
+def prompt_effort(prompt: str) -> str | None:
+    """The reasoning effort a rendered gpt-oss prompt asks for ("Reasoning: high" → "high")."""
+    m = _EFFORT_RE.search(prompt)
+    return m.group(1) if m else None
+
+
+class EffortScript:
+    """A ScriptedEngine script that answers the way gpt-oss does at each reasoning effort.
+
+    The reasoning is `words[effort]` words long, plus `step` more for every earlier answer at that
+    effort (so repeated runs differ, and their spread is known in advance); the final answer is
+    `answer(prompt, effort)` (default: a short fixed sentence). Deterministic for a given call order.
+    """
+
+    def __init__(
+        self,
+        words: dict[str, int] | None = None,
+        *,
+        step: int = 0,
+        answer: Callable[[str, str], str] | None = None,
+    ) -> None:
+        self.words = dict(words or {"low": 8, "medium": 24, "high": 64})
+        self.step = step
+        self.answer = answer or (lambda _prompt, effort: f"Done at **{effort}** effort.")
+        self.calls: dict[str, int] = {}
+
+    def reasoning_for(self, effort: str, n: int) -> str:
+        count = self.words.get(effort, 16) + self.step * n
+        return " ".join(_REASONING_WORDS[i % len(_REASONING_WORDS)] for i in range(count))
+
+    def __call__(self, prompt: str) -> str:
+        effort = prompt_effort(prompt) or "medium"
+        n = self.calls.get(effort, 0)
+        self.calls[effort] = n + 1
+        return (
+            f"<|channel|>analysis<|message|>{self.reasoning_for(effort, n)}<|end|>"
+            f"<|start|>assistant<|channel|>final<|message|>{self.answer(prompt, effort)}<|return|>"
+        )

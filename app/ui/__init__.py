@@ -29,4 +29,29 @@ def _guard_none_refcount() -> bool:
     return True
 
 
+def _guard_true_refcount() -> bool:
+    """The same guard for True: PySide6 6.12.0's Signal.emit() returns True without a new reference.
+
+    Every emit from Python (each token a worker streams is one) takes a reference from True, and
+    after a few thousand Python aborts with "bool_dealloc: deallocating True or False". Probed like
+    None above; returns True when the guard was applied.
+    """
+    if sys.version_info >= (3, 12) or sys.implementation.name != "cpython":
+        return False
+    from PySide6.QtCore import QObject, Signal
+
+    class _Probe(QObject):
+        ping = Signal(int)
+
+    probe = _Probe()
+    before = sys.getrefcount(True)
+    for _ in range(64):
+        probe.ping.emit(1)  # no receivers: nothing else touches True
+    if before - sys.getrefcount(True) < 32:
+        return False
+    ctypes.c_ssize_t.from_address(id(True)).value += 1 << 50
+    return True
+
+
 NONE_REFCOUNT_GUARDED = _guard_none_refcount()
+TRUE_REFCOUNT_GUARDED = _guard_true_refcount()

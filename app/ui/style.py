@@ -54,6 +54,10 @@ class Palette:
     selected: str
     flash: str
     markdown: Theme
+    good: str = "#1a7f37"  # right answers (effort lab)
+    good_bg: str = "#dafbe1"
+    bad: str = "#cf222e"  # wrong answers
+    bad_bg: str = "#ffebe9"
 
 
 LIGHT_PALETTE = Palette(
@@ -68,7 +72,7 @@ DARK_PALETTE = Palette(
     border="#2b313c", hover="#232833", scroll="#3a414d", accent="#6d78f0", accent_hover="#8089f5",
     accent_soft="#252a4a", accent_text="#aab2ff", disabled="#3a414d", warning="#d29922",
     error_bg="#3a1d1f", error_border="#6e2c2f", sidebar="#13161b", selected="#262b45", flash="#3a3420",
-    markdown=DARK,
+    markdown=DARK, good="#3fb950", good_bg="#12261a", bad="#f85149", bad_bg="#3a1d1f",
 )
 
 

@@ -85,9 +85,13 @@ def test_stop_interrupts_generation(make_window, qtbot) -> None:  # type: ignore
 
 def test_effort_selector_reaches_prompt_and_is_shown_per_message(make_window, qtbot) -> None:  # type: ignore[no-untyped-def]
     w, engine = make_window(SCRIPT)
-    for effort in ("high", "low"):
-        _send(w, qtbot, f"question at {effort}", effort)
-        qtbot.waitUntil(lambda: not w.generating, timeout=5000)
+    _send(w, qtbot, "question at high", "high")
+    qtbot.waitUntil(lambda: not w.generating, timeout=5000)
+    # the slider by keyboard, as a user would: high → Home → low
+    w.composer.effort.slider.setFocus()
+    qtbot.keyClick(w.composer.effort.slider, Qt.Key.Key_Home)
+    _send(w, qtbot, "question at low")
+    qtbot.waitUntil(lambda: not w.generating, timeout=5000)
     assert "Reasoning: high" in engine.prompts[0] and "Reasoning: low" in engine.prompts[1]
     msgs = [m for m in w.conversation.messages if m.role == "assistant"]
     assert [m.effort for m in msgs] == ["high", "low"]
