@@ -240,6 +240,16 @@ class ChatView(QScrollArea):
     def widget_for_row(self, row_id: int) -> QWidget | None:
         return next((w for w in self.widgets if getattr(w, "row_id", None) == row_id), None)
 
+    def show_widget(self, w: QWidget) -> None:
+        """Scroll so that `w` (e.g. a tool card asking for approval) is fully in view, after layout."""
+        QTimer.singleShot(0, lambda: self._ensure_visible(w))
+
+    def _ensure_visible(self, w: QWidget) -> None:
+        try:
+            self.ensureWidgetVisible(w, 0, 24)
+        except RuntimeError:  # deleted meanwhile
+            pass
+
     def scroll_to_row(self, row_id: int) -> bool:
         """Bring a message into view (building earlier pages if needed) and flash it."""
         while self.widget_for_row(row_id) is None and self._first_shown > 0:

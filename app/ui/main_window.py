@@ -66,12 +66,42 @@ class LoadDone:
     info: Any
 
 
+@dataclass(frozen=True)
+class LoadPlanned:
+    """The planner's choice for this load (shown while loading, and in the status bar)."""
+
+    plan: Any
+
+
+def plan_load(path: str, profile: Any, wishes: Any) -> Any:
+    """The automatic load settings for `path` on this machine, or EngineError saying why nothing
+    fits and what would help: a load that cannot fit is never started."""
+    from app.core import planner
+    from app.core.engine import check_model_file
+
+    check_model_file(path)  # a damaged or foreign file is reported as such, not as "does not fit"
+    plan = planner.plan_for_file(path, profile, wishes)
+    if not plan.fits:
+        why = " ".join(plan.reasons[-2:]) if plan.reasons else "It does not fit in this computer's memory."
+        helps = (" What would help: " + "; ".join(plan.suggestions) + ".") if plan.suggestions else ""
+        raise EngineError(f"{why}{helps}")
+    return plan
+
+
 def load_model_job(
-    engine: Any, path: str, settings: LoadSettings, *, cancel: threading.Event, scheduler: EngineScheduler | None = None,
-) -> Iterator[LoadProgress | LoadDone]:
+    engine: Any, path: str, settings: LoadSettings | None, *, cancel: threading.Event,
+    scheduler: EngineScheduler | None = None, profile: Callable[[], Any] | None = None, wishes: Any = None,
+) -> Iterator[LoadProgress | LoadDone | LoadPlanned]:
     """Load a model, yielding progress; llama.cpp reports progress by callback, so the load runs
     on a helper thread and its callbacks are turned into yields here. With a scheduler, the load
-    waits for (and then excludes) every generation and tokenization of the shared engine."""
+    waits for (and then excludes) every generation and tokenization of the shared engine.
+    `settings` None: the planner chooses them for this machine (`profile()` gives its hardware)."""
+    if settings is None:
+        from app.core import hardware
+
+        plan = plan_load(path, profile() if profile is not None else hardware.detect(), wishes)
+        settings = plan.to_load_settings()
+        yield LoadPlanned(plan)
     events: queue.Queue[tuple[str, Any]] = queue.Queue()
 
     def progress(fraction: float) -> bool:
@@ -344,7 +374,13 @@ class MainWindow(QMainWindow):
         self._engine_factory = engine_factory or default_engine_factory
         self.engine: Any = None
         self.sampling: Sampling | None = None  # None: the conversation's own settings
-        self.load_settings = LoadSettings()
+        # None: the planner chooses (the normal case); tests and the hardware panel's Advanced
+        # section set explicit settings.
+        self.load_settings: LoadSettings | None = None
+        self.plan: Any = None  # the planner's choice for the loaded model
+        self._profile: Any = None  # HardwareProfile, detected once, off the UI thread
+        self._profile_lock = threading.Lock()
+        self.autoload = True  # load the last used model at start
         self.grammar: str | None = None  # tests force harmony-shaped output from random weights
         self.date: Any = None
         self._gen_worker: GeneratorWorker | None = None
@@ -362,6 +398,11 @@ class MainWindow(QMainWindow):
         self._tools_lock = threading.Lock()
         self._tools_dialog: QDialog | None = None
         self._downloads: Any = None
+        self._models_dialog: Any = None
+        self._hardware_dialog: QDialog | None = None
+        self.hardware_panel: Any = None
+        self.first_run: Any = None
+        self.lab: Any = None
         # One engine, shared fairly by the chat, the API server and the lab (one generation at a time).
         self.scheduler = EngineScheduler()
         self._queue_bridge = _QueueBridge()
@@ -369,6 +410,7 @@ class MainWindow(QMainWindow):
         self.scheduler.add_listener(self._queue_bridge.changed.emit)
         self._server_dialog: QDialog | None = None
         self._closing = False
+        self._autoloading = False
         self.server_panel: Any = None
         self._owns_store = store is None
         self.store, startup_note = self._open_store(store)
@@ -449,12 +491,17 @@ class MainWindow(QMainWindow):
         sb.addPermanentWidget(self.status_speed)
         sb.addPermanentWidget(self.status_context)
         start_worker(GeneratorWorker(warm_up_job, style.current().markdown))
+        last = self.store.get_setting("last_model")
+        # The last model loads at start; meanwhile the empty page shows, not the first-run page.
+        self._autoloading = self.autoload and isinstance(last, str) and Path(last).is_file()
         self._show_session()
         if startup_note:
             self.show_notice(startup_note)
         self._offer_interrupted()
         if self._server_settings().get("enabled"):
             QTimer.singleShot(0, lambda: self.server(start=True))
+        if self._autoloading:
+            QTimer.singleShot(0, lambda: self._autoload(str(self.store.get_setting("last_model"))))
 
     # --- store -----------------------------------------------------------------------------------
     def _open_store(self, store: Store | None) -> tuple[Store, str]:
@@ -492,6 +539,13 @@ class MainWindow(QMainWindow):
         self.open_action = QAction("&Open model…", self, shortcut=QKeySequence.StandardKey.Open)
         self.open_action.triggered.connect(self.choose_model)
         m.addAction(self.open_action)
+        models = QAction("&Models…", self, shortcut=QKeySequence("Ctrl+Shift+M"))
+        models.setToolTip("Download gpt-oss, manage and choose model files")
+        models.triggered.connect(lambda: self.show_models())
+        m.addAction(models)
+        hw = QAction("&Hardware and load settings…", self)
+        hw.triggered.connect(lambda: self.show_hardware())
+        m.addAction(hw)
         self.new_action = QAction("&New chat", self, shortcut=QKeySequence.StandardKey.New)
         self.new_action.triggered.connect(self.new_chat)
         m.addAction(self.new_action)
@@ -525,6 +579,10 @@ class MainWindow(QMainWindow):
         tools = QAction("&Tools the model can use…", self)
         tools.triggered.connect(lambda: self.show_tools())
         t.addAction(tools)
+        lab = QAction("&Effort lab…", self, shortcut=QKeySequence("Ctrl+L"))
+        lab.setToolTip("Compare low, medium and high reasoning effort on your own prompts")
+        lab.triggered.connect(lambda: self.show_lab())
+        t.addAction(lab)
         server = QAction("Local &API server…", self)
         server.setToolTip("Serve the loaded model to your own scripts through the OpenAI API")
         server.triggered.connect(lambda: self.server())
@@ -577,8 +635,13 @@ class MainWindow(QMainWindow):
 
     def _refresh_view(self) -> None:
         has_messages = bool(self.chat.widgets)
-        self.stack.setCurrentWidget(self.chat if has_messages else self.empty)
         name = self._model_name()
+        if has_messages:
+            self.stack.setCurrentWidget(self.chat)
+        elif name is None and not self.loading and not self._autoloading:
+            self.stack.setCurrentWidget(self._ensure_first_run())  # no model yet: help get one
+        else:
+            self.stack.setCurrentWidget(self.empty)
         self.empty.set_model_loaded(name)
         self.composer.set_can_send(name is not None and not self.loading)
         cid = self.session.conversation_id
@@ -640,9 +703,10 @@ class MainWindow(QMainWindow):
         self.composer.set_can_send(False, "Loading the model…")
         settings = self.load_settings
         wanted = self.session.settings.context_size
-        if wanted and wanted != settings.n_ctx:
+        if settings is not None and wanted and wanted != settings.n_ctx:
             settings = dataclasses.replace(settings, n_ctx=wanted)
-        w = GeneratorWorker(load_model_job, self.engine, str(path), settings, scheduler=self.scheduler)
+        w = GeneratorWorker(load_model_job, self.engine, str(path), settings, scheduler=self.scheduler,
+                            profile=self.hardware_profile, wishes=self._wishes())
         w.yielded.connect(self._on_load_event)
         w.errored.connect(self._on_load_error)
         w.finished.connect(self._on_load_finished)
@@ -651,6 +715,13 @@ class MainWindow(QMainWindow):
         start_worker(w)
         return True
 
+    def _autoload(self, path: str) -> None:
+        self._autoloading = False
+        if self.autoload and self.engine is None and not self.loading:
+            self.open_model(path)
+        else:
+            self._refresh_view()
+
     def cancel_load(self) -> None:
         if self._load_worker is not None:
             self._load_worker.quit()
@@ -658,7 +729,11 @@ class MainWindow(QMainWindow):
             self.load_panel.label.setText("Cancelling…")
 
     def _on_load_event(self, ev: object) -> None:
-        if isinstance(ev, LoadProgress):
+        if isinstance(ev, LoadPlanned):
+            self.plan = ev.plan
+            self.load_panel.label.setText(f"Loading {self.load_panel._name}: {ev.plan.summary()}…")
+            self.load_panel.label.setToolTip("\n".join(ev.plan.reasons))
+        elif isinstance(ev, LoadProgress):
             self.load_panel.set_fraction(ev.fraction)
         elif isinstance(ev, LoadDone):
             info = ev.info
@@ -669,6 +744,15 @@ class MainWindow(QMainWindow):
             self.setWindowTitle(f"{info.name} — Harmonica")
             if not str(info.path).startswith("scripted:"):
                 self.store.set_setting("last_model", str(info.path))
+            plan = self.plan if self.load_settings is None else None
+            where = plan.summary().split(";")[0] if plan is not None else "your settings"
+            backend = f"{plan.backend} · " if plan is not None else ""
+            self.status_model.setToolTip(f"{info.path}\n{backend}{where}" + (
+                "\n\n" + "\n".join(plan.reasons) if plan is not None else ""))
+            if plan is not None:
+                self.status_model.setText(f"{info.name} · {plan.backend}")
+            if self.lab is not None:
+                self.lab.refresh_model()
             self.model_loaded.emit(info)
 
     def _on_load_error(self, exc: BaseException) -> None:
@@ -1036,6 +1120,8 @@ class MainWindow(QMainWindow):
                 else:
                     card.attach_file_request(ev)
                     self.status_speed.setText("Waiting for you to pick a file…")
+                # The question must be in view: bring the card's buttons up once it is laid out.
+                self.chat.show_widget(card)
             return True
         if isinstance(ev, loop.RoundLimitReached):
             self.show_notice(ev.text)
@@ -1175,6 +1261,130 @@ class MainWindow(QMainWindow):
         if w is not None:
             w.quit()
             w.wait(5.0)
+
+    # --- hardware, plans and models ----------------------------------------------------------------
+    def hardware_profile(self) -> Any:
+        """This machine (detected on first use, from a worker thread; probes can take a second)."""
+        with self._profile_lock:
+            if self._profile is None:
+                from app.core import hardware
+
+                self._profile = hardware.detect()
+            return self._profile
+
+    def _wishes(self) -> Any:
+        """The user's saved load preferences (the hardware panel), with this chat's context size."""
+        from app.core.planner import Wishes
+
+        saved = self.store.get_setting("load_wishes", {})
+        known = {f.name for f in dataclasses.fields(Wishes)}
+        try:
+            wishes = Wishes(**{k: v for k, v in (saved if isinstance(saved, dict) else {}).items() if k in known})
+        except TypeError:
+            wishes = Wishes()
+        ctx = self.session.settings.context_size
+        return dataclasses.replace(wishes, n_ctx=ctx) if ctx else wishes
+
+    def show_hardware(self) -> Any:
+        """What this computer has, how the model will run and why; Advanced overrides."""
+        from app.core.planner import model_info_for_file
+        from app.ui.hardware_panel import HardwarePanel
+
+        path = self._current_model_path()
+        info = None
+        if path is not None:
+            try:
+                info = model_info_for_file(path)
+            except Exception:  # noqa: BLE001 - the panel shows "no model chosen"
+                info = None
+        if self._hardware_dialog is None:
+            panel = HardwarePanel(self.hardware_profile, info, wishes=self._wishes(), load_label="Reload with these settings")
+            panel.load_requested.connect(self._load_with)
+            panel.profile_ready.connect(lambda p: setattr(self, "_profile", p))
+            dlg = QDialog(self, objectName="HardwareDialog")
+            dlg.setWindowTitle("Hardware and load settings")
+            dlg.resize(860, 760)
+            lay = QVBoxLayout(dlg)
+            lay.setContentsMargins(0, 0, 0, 0)
+            lay.addWidget(panel)
+            self.hardware_panel, self._hardware_dialog = panel, dlg
+        else:
+            self.hardware_panel.set_model(info)
+        self._hardware_dialog.show()
+        self._hardware_dialog.raise_()
+        return self.hardware_panel
+
+    def _load_with(self, settings: LoadSettings) -> None:
+        """The hardware panel's Load: keep its overrides (or none) and reload the current model."""
+        panel = self.hardware_panel
+        wishes = panel.wishes() if panel is not None else None
+        if wishes is not None:
+            self.store.set_setting("load_wishes", {k: v for k, v in dataclasses.asdict(wishes).items() if v is not None})
+        overridden = wishes is not None and any(
+            getattr(wishes, f) is not None for f in ("n_gpu_layers", "n_cpu_moe", "flash_attn", "kv_type", "n_threads",
+                                                      "use_mmap", "use_mlock", "backend"))
+        self.load_settings = settings if overridden else None
+        path = self._current_model_path()
+        if self._hardware_dialog is not None:
+            self._hardware_dialog.hide()
+        if path is not None:
+            self.open_model(path)
+
+    def _current_model_path(self) -> str | None:
+        info = getattr(self.engine, "info", None)
+        path = getattr(info, "path", None)
+        if path is not None and not str(path).startswith("scripted:"):
+            return str(path)
+        last = self.store.get_setting("last_model")
+        return str(last) if last else None
+
+    @property
+    def downloads(self) -> Any:
+        """The app's download controller, shared by the model manager and the first-run page."""
+        if self._downloads is None:
+            from app.ui.downloads import DownloadController
+
+            self._downloads = DownloadController(parent=self)
+        return self._downloads
+
+    def show_models(self) -> Any:
+        """Download gpt-oss, manage the model files on this computer, choose one to load."""
+        from app.ui.model_manager import ModelManagerDialog
+
+        if self._models_dialog is None:
+            dlg = ModelManagerDialog(self.downloads, parent=self, current_model=self._current_model_path())
+            dlg.model_chosen.connect(self.open_model)
+            self._models_dialog = dlg
+        else:
+            self._models_dialog.set_current_model(self._current_model_path())
+            self._models_dialog.refresh_models()
+        self._models_dialog.show()
+        self._models_dialog.raise_()
+        return self._models_dialog
+
+    def _ensure_first_run(self) -> Any:
+        if self.first_run is None:
+            from app.ui.first_run import FirstRunPage
+
+            page = FirstRunPage(self.downloads, hardware=self._profile)
+            page.model_ready.connect(self.open_model)
+            page.manage_requested.connect(self.show_models)
+            self.stack.addWidget(page)
+            self.first_run = page
+        return self.first_run
+
+    def show_lab(self) -> Any:
+        """The effort lab: one prompt or a problem set at low/medium/high, measured and charted."""
+        if self.lab is None:
+            from app.ui.compare import CompareWindow
+
+            self.lab = CompareWindow(
+                lambda: self.scheduler.client("lab") if getattr(self.scheduler.engine, "info", None) is not None else None
+            )
+        self.lab.refresh_model()
+        self.lab.show()
+        self.lab.raise_()
+        return self.lab
 
     # --- tools -----------------------------------------------------------------------------------
     @property
@@ -1324,6 +1534,11 @@ class MainWindow(QMainWindow):
     # --- shutdown --------------------------------------------------------------------------------
     def closeEvent(self, e: QCloseEvent) -> None:
         self._closing = True
+        if self.lab is not None:
+            self.lab.shutdown()
+            self.lab.close()
+        if self._downloads is not None:
+            self._downloads.shutdown()
         if self.server_panel is not None:
             self.server_panel.shutdown()
         workers = (self._gen_worker, self._load_worker, self._title_worker)

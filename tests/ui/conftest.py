@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from app.core.engine import LoadSettings
 from app.core.scripted_engine import ScriptedEngine
 from app.ui import workers
 from app.ui.main_window import MainWindow
@@ -26,6 +27,7 @@ def make_window(qtbot: object) -> Iterator[Callable[..., tuple[MainWindow, Scrip
         engine = ScriptedEngine(list(scripts) or [SCRIPT], **engine_kw)  # type: ignore[arg-type]
         w = MainWindow(lambda: engine)
         w.auto_title = auto_title  # a model-written title would take a script from the queue
+        w.load_settings = LoadSettings()  # scripted "models" are not GGUF files the planner could read
         qtbot.addWidget(w)  # type: ignore[attr-defined]
         if loaded:
             engine.load("scripted:gpt-oss-20b")

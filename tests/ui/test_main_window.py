@@ -8,7 +8,7 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 
 from app.core.chat import Message
-from app.core.engine import EngineError
+from app.core.engine import EngineError, LoadSettings
 from app.core.scripted_engine import ScriptedEngine
 from app.ui.main_window import MainWindow
 from app.ui.message_widget import AssistantMessageWidget
@@ -28,10 +28,9 @@ def _assistant(w: MainWindow) -> AssistantMessageWidget:
     return widgets[-1]
 
 
-def test_empty_state_without_model(make_window) -> None:  # type: ignore[no-untyped-def]
+def test_first_run_page_without_model(make_window) -> None:  # type: ignore[no-untyped-def]
     w, _ = make_window(loaded=False)
-    assert w.stack.currentWidget() is w.empty
-    assert "No model loaded" in w.empty.title.text() and w.empty.button.isVisible()
+    assert w.first_run is not None and w.stack.currentWidget() is w.first_run  # help to get a model
     assert not w.composer.button.isEnabled()
     assert not w.send("hi", "medium")
     assert "Open a model first" in w.banner.text.text()
@@ -145,10 +144,17 @@ def test_open_model_errors_are_shown_not_raised(make_window, qtbot, tmp_path: Pa
         def load(self, path, settings=None, progress=None):  # type: ignore[no-untyped-def]
             raise EngineError("This file is damaged: the header is truncated.")
 
-    w2 = MainWindow(lambda: Broken())
-    qtbot.addWidget(w2)
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"nope")
+    w3 = MainWindow(lambda: ScriptedEngine("x"))  # automatic settings: the file is checked before planning
+    qtbot.addWidget(w3)
+    assert w3.open_model(bad)
+    qtbot.waitUntil(lambda: not w3.loading, timeout=5000)
+    assert "is not a GGUF model file" in w3.banner.text.text()
+
+    w2 = MainWindow(lambda: Broken())
+    qtbot.addWidget(w2)
+    w2.load_settings = LoadSettings()
     assert w2.open_model(bad)
     qtbot.waitUntil(lambda: not w2.loading, timeout=3000)
     assert "damaged" in w2.banner.text.text() and w2.banner.isVisibleTo(w2)

@@ -57,6 +57,8 @@ def test_function_tool_runs_without_asking_and_deny_is_read_by_the_model(make_wi
     qtbot.keyClick(w.composer.edit, Qt.Key.Key_Return)
     qtbot.waitUntil(lambda: any(c.deny_button.isVisibleTo(c) for a in _assistants(w) for c in a.tool_cards), timeout=10000)
     py_card = _assistants(w)[-1].tool_cards[0]
+    qtbot.wait(50)  # the window scrolls the question into view
+    assert py_card.deny_button.visibleRegion().boundingRect().height() == py_card.deny_button.height()
     qtbot.mouseClick(py_card.deny_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not w.generating, timeout=20000)
     assert py_card.run.status == "denied"
