@@ -17,6 +17,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--demo", action="store_true", help=argparse.SUPPRESS)  # scripted model + sample chat (screenshots)
     p.add_argument("--theme", choices=("light", "dark", "system"), default="system", help="colour theme")
     p.add_argument("--screenshot", metavar="PNG", help=argparse.SUPPRESS)  # with --demo: save the window and quit
+    # Installed-app check (packaging/linux/check_bundle.sh): load MODEL, answer one grammar-forced
+    # turn through the real engine, print a JSON report, exit 0 only if it passed. No window.
+    p.add_argument("--self-test", metavar="MODEL", help=argparse.SUPPRESS)
     return p.parse_args(list(argv) if argv is not None else None)
 
 
@@ -51,6 +54,10 @@ def install_exception_hooks(window: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
+    if args.self_test:
+        from app.core import selftest
+
+        return selftest.main(args.self_test)
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
