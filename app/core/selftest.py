@@ -29,6 +29,7 @@ class SelfTestReport:
     error: str = ""
     python: str = field(default_factory=lambda: sys.version.split()[0])
     frozen: bool = field(default_factory=lambda: bool(getattr(sys, "frozen", False)))
+    executable: str = field(default_factory=lambda: sys.executable)
     platform: str = field(default_factory=platform.platform)
     backend: str = ""
     devices: list[str] = field(default_factory=list)
