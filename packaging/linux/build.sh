@@ -75,6 +75,11 @@ rm -rf "$dist/harmonica"
     --distpath "$dist" --workpath "$root/packaging/build/pyinstaller" "$root/packaging/harmonica.spec"
 bundle="$dist/harmonica"
 [ -x "$bundle/harmonica" ] || { echo "PyInstaller produced no $bundle/harmonica" >&2; exit 1; }
+# A Python built from source (pyenv) ships its interpreter library and extension modules with
+# debug symbols (~25 MB). Strip those only: wheels' libraries are already stripped, and stripping
+# auditwheel-repaired ones (numpy's OpenBLAS) breaks them.
+find "$bundle/_internal" -maxdepth 1 -name 'libpython3*.so*' -type f -exec strip --strip-debug {} +
+find "$bundle/_internal" -path '*/lib-dynload/*.so' -type f -exec strip --strip-debug {} +
 
 # The oldest glibc the bundle runs on is the newest symbol version any of its files asks for.
 glibc="$(find "$bundle" -type f \( -name '*.so*' -o -name harmonica \) -print0 \
