@@ -20,6 +20,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     # Installed-app check (packaging/linux/check_bundle.sh): load MODEL, answer one grammar-forced
     # turn through the real engine, print a JSON report, exit 0 only if it passed. No window.
     p.add_argument("--self-test", metavar="MODEL", help=argparse.SUPPRESS)
+    # With a random-weight test model: force the self-test's harmony grammar on every answer in the window.
+    p.add_argument("--test-grammar", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(list(argv) if argv is not None else None)
 
 
@@ -76,6 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         window = start_demo()
     else:
         window = MainWindow()
+        if args.test_grammar:
+            from app.core.selftest import GRAMMAR
+
+            window.grammar = GRAMMAR
     install_exception_hooks(window)
     window.show()
     if args.model and not args.demo:

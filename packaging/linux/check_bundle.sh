@@ -57,6 +57,8 @@ trap cleanup EXIT
 dpkg-deb -x "$deb" "$scratch/root"
 app="$scratch/root/opt/harmonica/harmonica"
 echo "installed size: $(du -sh "$scratch/root/opt/harmonica" | cut -f1)"
+# Would apt accept it here (dependencies resolvable)? A simulation: nothing is installed.
+if apt-get -s -qq install "$deb" >/dev/null 2>&1; then echo "PASS: apt-get --simulate install accepts the .deb"; else echo "FAIL: apt-get rejects the .deb"; apt-get -s install "$deb" | tail -5; fail_deb=1; fi
 
 # A tiny random-weight gpt-oss model, written by the test fixture (with the build Python, not the app's).
 model="$scratch/tiny-gpt-oss.gguf"
@@ -70,7 +72,7 @@ if "${clean_env[@]}" /bin/sh -c 'command -v python3 || command -v python'; then
     echo "FAIL: a Python is on the clean PATH"; exit 1
 fi
 echo "clean environment: $("${clean_env[@]}" /usr/bin/env | tr '\n' ' ')"
-fail=0
+fail=${fail_deb:-0}
 
 # --- self-test through the real engine --------------------------------------------------------------
 selftest() {  # selftest NAME [VAR=VALUE ...]
@@ -122,8 +124,8 @@ stop_app() {
     kill -9 "$1" 2>/dev/null || true
 }
 
-echo; echo "== window with the model, one message"
-"${genv[@]}" "$app" --model "$model" > "$scratch/window.log" 2>&1 &
+echo; echo "== window with the model, one message (answer forced into harmony shape by the self-test grammar)"
+"${genv[@]}" "$app" --model "$model" --test-grammar > "$scratch/window.log" 2>&1 &
 pid=$!
 if wid="$(wait_window "$pid" 30)"; then
     sleep 3  # the model loads in the background
@@ -131,7 +133,7 @@ if wid="$(wait_window "$pid" 30)"; then
     DISPLAY="$display" xdotool type --delay 20 "Hello from the installed app"
     DISPLAY="$display" xdotool key Return
     sleep 6
-    DISPLAY="$display" import -window root "$out/window.png"
+    DISPLAY="$display" import -window "$wid" "$out/window.png"
     echo "window $wid: title '$(DISPLAY="$display" xdotool getwindowname "$wid")'; screenshot docs/bundle-check/window.png"
     case "$(DISPLAY="$display" xdotool getwindowname "$wid")" in
         *"— Harmonica") echo "PASS: window shows the loaded model" ;;
