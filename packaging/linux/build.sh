@@ -117,7 +117,7 @@ Version: $version
 Architecture: $arch
 Maintainer: ${DEB_MAINTAINER:-Harmonica maintainers <harmonica@localhost>}
 Installed-Size: $installed_kb
-Depends: libc6 (>= $glibc), libgl1, libegl1, libfontconfig1, libxkbcommon0
+Depends: libc6 (>= $glibc), libgl1, libegl1, libfontconfig1, libfreetype6, libxkbcommon0
 Recommends: libvulkan1, mesa-vulkan-drivers | nvidia-vulkan-icd, xdg-desktop-portal
 Section: utils
 Priority: optional
