@@ -20,6 +20,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     # Installed-app check (packaging/linux/check_bundle.sh): load MODEL, answer one grammar-forced
     # turn through the real engine, print a JSON report, exit 0 only if it passed. No window.
     p.add_argument("--self-test", metavar="MODEL", help=argparse.SUPPRESS)
+    p.add_argument("--self-test-batch", type=int, default=512, help=argparse.SUPPRESS)  # prompt batch size
     # With a random-weight test model: force the self-test's harmony grammar on every answer in the window.
     p.add_argument("--test-grammar", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(list(argv) if argv is not None else None)
@@ -59,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.self_test:
         from app.core import selftest
 
-        return selftest.main(args.self_test)
+        return selftest.main(args.self_test, n_batch=args.self_test_batch)
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 

@@ -425,4 +425,5 @@ def capture_llama_log() -> Iterator[list[tuple[int, str]]]:
         yield sink
     finally:
         with _sinks_lock:
-            _sinks.remove(sink)
+            # By identity: nested captures hold equal lists, and list.remove() compares by value.
+            _sinks[:] = [s for s in _sinks if s is not sink]

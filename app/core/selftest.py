@@ -18,6 +18,7 @@ GRAMMAR = (
     '<|channel|> "final" <|message|> "**" [a-z]{2,6} "** " [a-z ]{1,8} <|return|>'
 )
 _ANSWER_RE = re.compile(r"^\*\*[a-z]{2,6}\*\* [a-z ]{1,8}$")
+_OFFLOADED_RE = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
 
 
 @dataclass
@@ -34,6 +35,7 @@ class SelfTestReport:
     backend: str = ""
     devices: list[str] = field(default_factory=list)
     model: str = ""
+    gpu_layers: str = ""  # llama.cpp's "offloaded N/M layers to GPU", as "N/M"
     load_s: float = 0.0
     reasoning: str = ""
     answer: str = ""
@@ -45,8 +47,10 @@ class SelfTestReport:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False)
 
 
-def run(model: str | Path, *, n_ctx: int = 512, seed: int = 5, grammar: str = GRAMMAR) -> SelfTestReport:
-    """Load `model` on the default devices, run one turn forced by `grammar`, check the parsed result."""
+def run(
+    model: str | Path, *, n_ctx: int = 512, n_gpu_layers: int = 999, n_batch: int = 512, seed: int = 5, grammar: str = GRAMMAR
+) -> SelfTestReport:
+    """Load `model` (every layer on the GPU when llama.cpp has one), run one turn forced by `grammar`, check the result."""
     from app.core import chat, llama_ext
     from app.core.engine import Engine, LoadSettings, Sampling
 
@@ -54,11 +58,14 @@ def run(model: str | Path, *, n_ctx: int = 512, seed: int = 5, grammar: str = GR
     engine = Engine()
     try:
         t0 = time.perf_counter()
-        info = engine.load(model, LoadSettings(n_ctx=n_ctx))
+        with llama_ext.capture_llama_log() as lines:
+            info = engine.load(model, LoadSettings(n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_batch=n_batch))
         report.load_s = round(time.perf_counter() - t0, 3)
         report.model = info.name
+        offloaded = next((m for _, text in lines if (m := _OFFLOADED_RE.search(text))), None)
+        report.gpu_layers = f"{offloaded.group(1)}/{offloaded.group(2)}" if offloaded else ""
         backends = llama_ext.backend_report()
-        report.backend = backends.summary()
+        report.backend = backends.summary(n_gpu_layers if offloaded and offloaded.group(1) != "0" else 0)
         report.devices = backends.lines()
         report.checks["model loaded"] = engine.loaded
 
@@ -89,9 +96,9 @@ def run(model: str | Path, *, n_ctx: int = 512, seed: int = 5, grammar: str = GR
     return report
 
 
-def main(model: str, out: TextIO | None = None) -> int:
+def main(model: str, out: TextIO | None = None, n_batch: int = 512) -> int:
     """Print the report as JSON (stdout, or nothing in a windowed app without one); 0 when it passed."""
-    report = run(model)
+    report = run(model, n_batch=n_batch)
     stream = out if out is not None else sys.stdout
     if stream is not None:
         stream.write(report.to_json() + "\n")

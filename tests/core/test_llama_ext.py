@@ -162,3 +162,13 @@ def test_plugin_build_loads_its_backends_from_lib_dir() -> None:
     assert "CPU" in data["files"] and "CPU" in data["backends"]
     assert Path(data["files"]["CPU"]).name.startswith("libggml-cpu-")
     assert data["summary"].startswith(("CPU (", "Vulkan"))
+
+
+def test_nested_log_captures_each_get_every_line() -> None:
+    with llama_ext.capture_llama_log() as outer:
+        with llama_ext.capture_llama_log() as inner:
+            llama_ext._log_callback(2, b"same line\n", None)
+        llama_ext._log_callback(2, b"outer only\n", None)
+    assert inner == [(logging.INFO, "same line")]
+    assert outer == [(logging.INFO, "same line"), (logging.INFO, "outer only")]
+    assert not llama_ext._sinks
