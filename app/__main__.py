@@ -18,6 +18,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--theme", choices=("light", "dark", "system"), default="system", help="colour theme")
     p.add_argument("--screenshot", metavar="PNG", help=argparse.SUPPRESS)  # with --demo: save the window and quit
     p.add_argument("--demo-scene", default="chat", help=argparse.SUPPRESS)  # with --demo: chat | search
+    # Installed-app check (packaging/linux/check_bundle.sh): load MODEL, answer one grammar-forced
+    # turn through the real engine, print a JSON report, exit 0 only if it passed. No window.
+    p.add_argument("--self-test", metavar="MODEL", help=argparse.SUPPRESS)
+    p.add_argument("--self-test-batch", type=int, default=512, help=argparse.SUPPRESS)  # prompt batch size
+    # With a random-weight test model: force the self-test's harmony grammar on every answer in the window.
+    p.add_argument("--test-grammar", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(list(argv) if argv is not None else None)
 
 
@@ -52,6 +58,10 @@ def install_exception_hooks(window: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
+    if args.self_test:
+        from app.core import selftest
+
+        return selftest.main(args.self_test, n_batch=args.self_test_batch)
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -65,14 +75,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     style.apply(app, None if args.theme == "system" else args.theme == "dark")  # type: ignore[arg-type]
 
     if args.demo:
-        from app.ui.demo import start_demo
-
-        from app.ui.demo import demo_scene
+        from app.ui.demo import demo_scene, start_demo
 
         window = start_demo()
         demo_scene(window, args.demo_scene)
     else:
         window = MainWindow()
+        if args.test_grammar:
+            from app.core.selftest import GRAMMAR
+
+            window.grammar = GRAMMAR
     install_exception_hooks(window)
     window.show()
     if args.model and not args.demo:

@@ -408,6 +408,7 @@ class Engine:
         from app.core import llama_ext
 
         llama_ext.install_log_router()
+        llama_ext.load_dynamic_backends()  # a GGML_BACKEND_DL build registers none until asked
         with self._lock:
             self.unload()
             n_layer = _int(head.metadata.get(f"{SUPPORTED_ARCH}.block_count"))

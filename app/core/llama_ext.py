@@ -173,6 +173,7 @@ def backend_devices(*, memory: bool = True) -> list[BackendDevice]:
     memory=False skips the memory query (reported as 0): for CUDA it creates the device's
     context, which then holds a few hundred MB of VRAM for the life of the process.
     """
+    load_dynamic_backends()
     lib = ggml_lib()
     out: list[BackendDevice] = []
     for i in range(lib.ggml_backend_dev_count()):
@@ -198,6 +199,7 @@ def backend_devices(*, memory: bool = True) -> list[BackendDevice]:
 
 def available_backends() -> list[str]:
     """Names of the backends registered in the installed llama.cpp, e.g. ["CUDA", "CPU"]."""
+    load_dynamic_backends()
     lib = ggml_lib()
     names: list[str] = []
     for i in range(lib.ggml_backend_reg_count()):
@@ -245,8 +247,122 @@ class DeviceList:
         return ctypes.addressof(self._array)
 
 
+# --- dynamically loaded backends (GGML_BACKEND_DL builds) ------------------------------------------
+
+# "load_backend: loaded CPU backend from /…/libggml-cpu-haswell.so"
+_LOADED_RE = re.compile(r"loaded (?P<name>\S+) backend from (?P<path>.+?)\s*$")
+_loaded_files: dict[str, str] = {}
+_backends_lock = threading.Lock()
+_backends_tried = False
+
+
+def load_dynamic_backends() -> dict[str, str]:
+    """Load the backend plugins next to libllama (CPU variants, Vulkan, CUDA, Metal) once.
+
+    Returns {backend name: library file} for what was loaded; {} for a build with built-in
+    backends. A GGML_BACKEND_DL build registers no backend until asked, and llama.cpp's own
+    fallback (ggml_backend_load_all) searches the executable's folder and the current directory,
+    not llama_cpp/lib, which in a frozen app is a different folder. Loading from LIB_DIR first
+    makes the registry non-empty, so llama.cpp never runs that search. ggml scores every variant
+    of a backend against this machine (CPU: instruction sets; GPU: driver) and keeps the best.
+    """
+    global _backends_tried
+    with _backends_lock:
+        if _backends_tried:
+            return dict(_loaded_files)
+        _backends_tried = True
+        lib = ggml_lib()
+        if lib.ggml_backend_reg_count() > 0:
+            return {}  # backends are linked in (no plugins)
+        try:
+            load_all = lib.ggml_backend_load_all_from_path
+        except AttributeError:
+            log.warning("the ggml library registers no backend and cannot load plugins")
+            return {}
+        load_all.argtypes = [ctypes.c_char_p]
+        load_all.restype = None
+        with capture_llama_log() as lines:
+            load_all(os.fsencode(str(LIB_DIR)))
+        for _, line in lines:
+            m = _LOADED_RE.search(line)
+            if m:
+                _loaded_files[m.group("name")] = m.group("path")
+        if lib.ggml_backend_reg_count() == 0:
+            tail = "; ".join(t for _, t in lines[-3:])
+            log.error("no llama.cpp backend could be loaded from %s%s", LIB_DIR, f" ({tail})" if tail else "")
+        return dict(_loaded_files)
+
+
+def _variant(path: str) -> str:
+    """"haswell" for libggml-cpu-haswell.so / ggml-cpu-haswell.dll; "" for a plain backend file."""
+    stem = Path(path).name.split(".", 1)[0]
+    stem = stem[3:] if stem.startswith("lib") else stem
+    parts = stem.split("-", 2)  # ggml, backend, variant
+    return parts[2] if len(parts) == 3 else ""
+
+
+@dataclass(frozen=True)
+class BackendReport:
+    """Which llama.cpp backends this process has, where they came from, and what a model would use."""
+
+    devices: list[BackendDevice]
+    files: dict[str, str]  # backend name → plugin file (dynamic builds); {} when built in
+
+    @property
+    def dynamic(self) -> bool:
+        return bool(self.files)
+
+    @property
+    def backends(self) -> list[str]:
+        seen: list[str] = []
+        for d in self.devices:
+            if d.backend not in seen:
+                seen.append(d.backend)
+        return seen
+
+    def offload_devices(self) -> list[BackendDevice]:
+        """The devices llama.cpp offloads layers to by default: every discrete GPU, else one iGPU."""
+        gpus = [d for d in self.devices if d.kind == "gpu"]
+        if gpus:
+            return gpus
+        return [d for d in self.devices if d.kind == "igpu"][:1]
+
+    def cpu_variant(self) -> str:
+        return _variant(self.files.get("CPU", ""))
+
+    def summary(self, n_gpu_layers: int | None = None) -> str:
+        """One line for the hardware panel, e.g. "Vulkan: NVIDIA GeForce RTX 4070 + CPU (haswell)".
+
+        With n_gpu_layers == 0 the GPU is not used for layers, so only the CPU is named.
+        """
+        cpu = "CPU" + (f" ({self.cpu_variant()})" if self.cpu_variant() else "")
+        gpus = [] if n_gpu_layers == 0 else self.offload_devices()
+        if not gpus:
+            return cpu
+        by_backend: dict[str, list[str]] = {}
+        for d in gpus:
+            by_backend.setdefault(d.backend, []).append(d.description or d.name)
+        return " + ".join([f"{b}: {', '.join(names)}" for b, names in by_backend.items()] + [cpu])
+
+    def lines(self) -> list[str]:
+        """Every device with its backend and memory, and the plugin file it came from."""
+        out = []
+        for d in self.devices:
+            mem = f", {d.memory_total / 1e9:.1f} GB" if d.memory_total and d.kind != "cpu" else ""
+            src = self.files.get(d.backend)
+            out.append(f"{d.backend} {d.name}: {d.description}{mem}" + (f" [{Path(src).name}]" if src else ""))
+        return out
+
+
+def backend_report() -> BackendReport:
+    """The backends and devices of the installed llama.cpp (loading its plugins first if needed)."""
+    files = load_dynamic_backends()
+    return BackendReport(devices=backend_devices(), files=files)
+
+
 def cpu_buffer_type() -> int:
     """The CPU device's buffer type (as an address), the same object llama.cpp compares against."""
+    load_dynamic_backends()
     lib = ggml_lib()
     dev = lib.ggml_backend_dev_by_type(DEV_TYPE_CPU)
     if not dev:

@@ -146,3 +146,84 @@ def test_device_list_and_memory() -> None:
     with pytest.raises(llama_ext.LlamaExtError):
         llama_ext.device_memory("Nope")
     assert all(d.memory_total == 0 for d in llama_ext.backend_devices(memory=False))
+
+
+# --- backend report (which backend is in use) -----------------------------------------------------
+
+
+def _dev(backend: str, name: str, kind: str, desc: str = "", total: int = 8 * 10**9) -> llama_ext.BackendDevice:
+    return llama_ext.BackendDevice(backend=backend, name=name, description=desc or name, kind=kind, memory_free=total, memory_total=total)
+
+
+def test_backend_report_of_this_build() -> None:
+    report = llama_ext.backend_report()
+    assert "CPU" in report.backends
+    assert report.summary(0).startswith("CPU")
+    assert any(line.startswith("CPU ") for line in report.lines())
+    for path in report.files.values():  # a GGML_BACKEND_DL build names the plugin files it loaded
+        assert Path(path).is_file() and Path(path).parent.resolve() == llama_ext.LIB_DIR
+    assert llama_ext.load_dynamic_backends() == report.files  # loads once, answers the same after
+
+
+def test_summary_names_the_gpus_llama_cpp_offloads_to() -> None:
+    files = {"CPU": "/x/libggml-cpu-haswell.so", "Vulkan": "/x/libggml-vulkan.so"}
+    both = llama_ext.BackendReport(
+        devices=[_dev("Vulkan", "Vulkan0", "gpu", "RTX A"), _dev("Vulkan", "Vulkan1", "igpu", "Iris"), _dev("Vulkan", "Vulkan2", "gpu", "RTX B"), _dev("CPU", "CPU", "cpu")],
+        files=files,
+    )
+    assert both.dynamic and both.backends == ["Vulkan", "CPU"] and both.cpu_variant() == "haswell"
+    assert both.summary() == "Vulkan: RTX A, RTX B + CPU (haswell)"  # discrete GPUs only; the iGPU is not used
+    assert both.summary(n_gpu_layers=0) == "CPU (haswell)"
+    assert "Vulkan Vulkan0: RTX A, 8.0 GB [libggml-vulkan.so]" in both.lines()
+    igpu_only = llama_ext.BackendReport(devices=[_dev("Metal", "MTL0", "igpu", "Apple M2"), _dev("CPU", "CPU", "cpu")], files={})
+    assert igpu_only.summary(n_gpu_layers=99) == "Metal: Apple M2 + CPU" and not igpu_only.dynamic
+    cpu_only = llama_ext.BackendReport(devices=[_dev("CPU", "CPU", "cpu")], files={"CPU": r"C:\h\ggml-cpu-alderlake.dll"})
+    assert cpu_only.summary() == "CPU (alderlake)"
+
+
+@pytest.mark.parametrize(
+    ("line", "name", "path"),
+    [
+        ("load_backend: loaded CPU backend from /opt/h/_internal/llama_cpp/lib/libggml-cpu-haswell.so", "CPU", "/opt/h/_internal/llama_cpp/lib/libggml-cpu-haswell.so"),
+        ("load_backend: loaded Vulkan backend from C:\\Program Files\\Harmonica\\ggml-vulkan.dll", "Vulkan", "C:\\Program Files\\Harmonica\\ggml-vulkan.dll"),
+    ],
+)
+def test_loaded_backend_log_line(line: str, name: str, path: str) -> None:
+    m = llama_ext._LOADED_RE.search(line)
+    assert m and m.group("name") == name and m.group("path") == path
+
+
+def test_plugin_build_loads_its_backends_from_lib_dir() -> None:
+    """In a GGML_BACKEND_DL build (packaging/build/venv, made by packaging/linux/build.sh) nothing is
+    registered until load_dynamic_backends() runs; then the best CPU variant is loaded from LIB_DIR."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    py = root / "packaging" / "build" / "venv" / "bin" / "python"
+    if not py.exists():
+        pytest.skip("no packaging build environment (run packaging/linux/build.sh)")
+    code = (
+        "import json, llama_cpp; from app.core import llama_ext as L; lib = L.ggml_lib();"
+        "before = lib.ggml_backend_reg_count(); r = L.backend_report();"
+        "print(json.dumps({'before': before, 'files': r.files, 'backends': r.backends, 'summary': r.summary()}))"
+    )
+    done = subprocess.run([str(py), "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    import json
+
+    data = json.loads(done.stdout.strip().splitlines()[-1])
+    if data["before"] > 0:
+        pytest.skip("the build environment's llama.cpp has built-in backends")
+    assert "CPU" in data["files"] and "CPU" in data["backends"]
+    assert Path(data["files"]["CPU"]).name.startswith("libggml-cpu-")
+    assert data["summary"].startswith(("CPU (", "Vulkan"))
+
+
+def test_nested_log_captures_each_get_every_line() -> None:
+    with llama_ext.capture_llama_log() as outer:
+        with llama_ext.capture_llama_log() as inner:
+            llama_ext._log_callback(2, b"same line\n", None)
+        llama_ext._log_callback(2, b"outer only\n", None)
+    assert inner == [(logging.INFO, "same line")]
+    assert outer == [(logging.INFO, "same line"), (logging.INFO, "outer only")]
+    assert not llama_ext._sinks
