@@ -57,6 +57,12 @@ def install_exception_hooks(window: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    raw = list(argv) if argv is not None else sys.argv[1:]
+    if raw[:1] == ["--run-python"]:
+        # The frozen app is also the interpreter of its own child processes (app/core/child.py).
+        from app.core.child import run_child_python
+
+        return run_child_python(raw[1:])
     args = _parse(argv)
     if args.self_test:
         from app.core import selftest

@@ -21,7 +21,7 @@ from typing import Any
 
 from app.core.chat import Conversation, EngineLike, Message, ToolCallRecord, TurnEvent, TurnFinished, run_turn
 from app.core.engine import Sampling
-from app.core.tools.base import Approval, Decision, Reply, ToolKind, ToolOutcome
+from app.core.tools.base import Approval, Decision, Reply, ToolOutcome
 from app.core.tools.local import read_picked_file, ToolError
 from app.core.tools.registry import ToolSession
 

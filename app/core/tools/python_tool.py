@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from app.core.child import python_command
+
 log = logging.getLogger(__name__)
 
 KERNEL_SCRIPT = Path(__file__).with_name("sandbox_kernel.py")
@@ -324,7 +326,8 @@ class PythonKernel:
             kwargs["start_new_session"] = True
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-B", "-X", "utf8", str(KERNEL_SCRIPT)],
+                python_command(script=KERNEL_SCRIPT, module="app.core.tools.sandbox_kernel",
+                               flags=("-I", "-B", "-X", "utf8")),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=out_w, cwd=str(self.scratch),
                 env=self._env(), **kwargs,
             )

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from app.core.child import python_command
 from app.core.tools.base import Approval, LoadError, ToolInfo, ToolKind, ToolOutcome
 from app.core.tools.userhost import tool_files
 
@@ -67,7 +68,7 @@ class UserToolHost:
         env["HARMONICA_RESERVED_TOOL_NAMES"] = json.dumps(self.reserved_names)
         env["PYTHONIOENCODING"] = "utf-8"
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-c", _BOOT, json.dumps(_host_sys_path())],
+            [*python_command(code=_BOOT), json.dumps(_host_sys_path())],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, encoding="utf-8", errors="replace", bufsize=1, cwd=str(self.folder), env=env,
         )

@@ -71,7 +71,7 @@ def test_open_link_find_and_scroll(browser: BrowserSession, server: WebServer) -
 
 def test_open_url_plain_text_and_redirect(browser: BrowserSession, server: WebServer) -> None:
     out = browser.open(id=f"{server.url}/plain")
-    assert out.startswith(f"[0] 127.0.0.1:") and "L2: line one" in out
+    assert out.startswith("[0] 127.0.0.1:") and "L2: line one" in out
     out = browser.open(id=f"{server.url}/redirect")
     assert f"({server.url}/history)" in out.split("\n")[0]
     src = browser.open(view_source=True)
