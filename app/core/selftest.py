@@ -42,13 +42,50 @@ class SelfTestReport:
     stop_reason: str = ""
     tokens: int = 0
     tokens_per_s: float = 0.0
+    python_tool: str = ""  # what the sandboxed python kernel printed
+    sandbox: str = ""  # which sandbox guarantees hold here
+    user_tool: str = ""  # what a user tool file's function returned
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False)
 
 
+def _check_tools(report: SelfTestReport) -> None:
+    """The tools start child interpreters (in a bundle: the app itself, see app/core/child.py)."""
+    import tempfile
+
+    from app.core.tools.python_tool import PythonKernel, SandboxLimits
+    from app.core.tools.registry import ToolRegistry
+
+    with tempfile.TemporaryDirectory(prefix="harmonica-selftest-") as tmp:
+        kernel = PythonKernel(Path(tmp) / "scratch", SandboxLimits(timeout_s=30))
+        try:
+            sandbox = kernel.start()
+            report.sandbox = sandbox.summary()
+            first = kernel.execute("x = 6 * 7")
+            second = kernel.execute("print(x)")  # state kept between cells
+            report.python_tool = second.output.strip()
+            report.checks["python tool ran"] = not first.is_error and report.python_tool == "42"
+        finally:
+            kernel.close()
+        tools = Path(tmp) / "tools"
+        tools.mkdir()
+        (tools / "greet.py").write_text(
+            'def greet(name: str) -> str:\n    """Greet someone.\n\n    Args:\n        name: who\n    """\n'
+            '    return f"hello {name}"\n', encoding="utf-8")
+        registry = ToolRegistry(tools_dir=tools, settings_file=Path(tmp) / "tools.json")
+        try:
+            info = registry.info("greet")
+            outcome = registry.call_function(info, {"name": "bundle"}) if info is not None else None
+            report.user_tool = outcome.content if outcome is not None else "; ".join(e.error for e in registry.errors)
+            report.checks["user tool ran"] = report.user_tool == "hello bundle"
+        finally:
+            registry.close()
+
+
 def run(
-    model: str | Path, *, n_ctx: int = 512, n_gpu_layers: int = 999, n_batch: int = 512, seed: int = 5, grammar: str = GRAMMAR
+    model: str | Path, *, n_ctx: int = 512, n_gpu_layers: int = 999, n_batch: int = 512, seed: int = 5,
+    grammar: str = GRAMMAR, tools: bool = True,
 ) -> SelfTestReport:
     """Load `model` (every layer on the GPU when llama.cpp has one), run one turn forced by `grammar`, check the result."""
     from app.core import chat, llama_ext
@@ -85,6 +122,8 @@ def run(
         report.checks["stopped on <|return|>"] = report.stop_reason == "return"
         report.checks["reasoning parsed"] = len(report.reasoning.strip()) >= 1 and "<|" not in report.reasoning
         report.checks["answer parsed"] = bool(_ANSWER_RE.match(report.answer))
+        if tools:
+            _check_tools(report)
     except Exception as exc:  # the report is the product: every failure becomes a failed check
         report.error = f"{type(exc).__name__}: {exc}"
     finally:

@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_passes_on_a_tiny_model(tiny_model_path: Path) -> None:
     report = selftest.run(tiny_model_path)
     assert report.ok, report.to_json()
-    assert set(report.checks) == {"model loaded", "turn finished", "stopped on <|return|>", "reasoning parsed", "answer parsed"}
+    assert set(report.checks) == {"model loaded", "turn finished", "stopped on <|return|>", "reasoning parsed",
+                                  "answer parsed", "python tool ran", "user tool ran"}
+    assert report.python_tool == "42" and report.user_tool == "hello bundle" and report.sandbox
     assert report.stop_reason == "return" and report.answer.startswith("**") and report.reasoning
     assert report.backend.startswith(("CPU", "Vulkan", "CUDA", "Metal")) and report.devices
     assert report.model and report.tokens > 0 and not report.frozen
