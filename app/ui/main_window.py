@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import queue
 import threading
 import traceback
@@ -262,10 +263,10 @@ class ChatHeader(QFrame):
         self.settings_button.clicked.connect(self.settings_requested)
         lay.addWidget(self.settings_button)
 
-    def set_state(self, title: str, settings: ConversationSettings | None, stored: bool) -> None:
+    def set_state(self, title: str, settings: ConversationSettings | None, stored: bool, extra: Sequence[str] = ()) -> None:
         self.title.setText(title or DEFAULT_TITLE)
         self.title.setToolTip(title)
-        badges: list[str] = []
+        badges: list[str] = list(extra)
         if settings is not None:
             if settings.developer_instructions.strip():
                 badges.append("instructions")
@@ -392,7 +393,10 @@ class MainWindow(QMainWindow):
         self._error_dialog_open = False
         self.auto_title = True
         self.tools_enabled = True
-        self.offline = False  # set when the user chose offline mode: the browser tool is hidden
+        # HF_HUB_OFFLINE: no downloads, and the browser tool is hidden. Read from the environment
+        # here (download.is_offline would import huggingface_hub at start-up).
+        self.offline = any(os.environ.get(n, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+                           for n in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
         self._tool_registry: Any = None
         self._tool_sessions: dict[int, Any] = {}
         self._tools_lock = threading.Lock()
@@ -645,7 +649,11 @@ class MainWindow(QMainWindow):
         self.empty.set_model_loaded(name)
         self.composer.set_can_send(name is not None and not self.loading)
         cid = self.session.conversation_id
-        self.header.set_state(self.session.title if cid else DEFAULT_TITLE, self.session.settings, cid is not None)
+        extra = []
+        reg = self._tool_registry
+        if self.tools_enabled and reg is not None and reg.is_enabled("browser") and reg.browser_available(self.offline):
+            extra.append("web browsing on")  # the one tool that reaches the network: always said
+        self.header.set_state(self.session.title if cid else DEFAULT_TITLE, self.session.settings, cid is not None, extra)
 
     def _show_session(self) -> None:
         """Rebuild the chat from the store (after switching conversation or branch)."""

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.core import paths
 from app.core.tools.base import Approval, LoadError, ToolInfo, ToolKind, ToolOutcome
-from app.core.tools.browser import BrowserSession
 from app.core.tools.local import ToolError, builtin_function_tools
 from app.core.tools.python_tool import PYTHON_DESCRIPTION, PythonKernel, SandboxLayers, SandboxLimits
 from app.core.tools.schema import ArgumentError, bind_arguments, describe_function, normalize_tool_name
 from app.core.tools.settings import ToolSettings, load_settings, save_settings
 from app.core.tools.usertools import UserToolHost
+
+if TYPE_CHECKING:
+    from app.core.tools.browser import BrowserSession
 
 PYTHON_INFO = ToolInfo(
     name="python", kind=ToolKind.PYTHON, origin="builtin", description=PYTHON_DESCRIPTION,
@@ -207,6 +209,8 @@ class ToolSession:
         with self._lock:
             if self._browser is None:
                 s = self.registry.settings
+                from app.core.tools.browser import BrowserSession  # httpx and lxml: only when browsing
+
                 self._browser = BrowserSession(s.search_endpoint, client=self._browser_client,
                                                timeout_s=s.browser_timeout_s, allow_private=self._allow_private)
             return self._browser
