@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import mmap
 import os
 import re
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from app.core.gguf_info import GgufError, PartHeader, read_part
 
 log = logging.getLogger(__name__)
 
@@ -99,160 +99,18 @@ class ModelInfo:
 
 # --- GGUF checks before llama.cpp sees the file -----------------------------------------------------
 
-GGUF_MAGIC = b"GGUF"
 SUPPORTED_ARCH = "gpt-oss"
 _SPLIT_RE = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
-# value type → (struct format, size) for fixed-size GGUF scalars
-_SCALARS: dict[int, tuple[str, int]] = {
-    0: ("<B", 1), 1: ("<b", 1), 2: ("<H", 2), 3: ("<h", 2), 4: ("<I", 4), 5: ("<i", 4),
-    6: ("<f", 4), 7: ("<?", 1), 10: ("<Q", 8), 11: ("<q", 8), 12: ("<d", 8),
-}
-_STRING, _ARRAY = 8, 9
 
 
-class _Damaged(Exception):
-    pass
-
-
-@dataclass
-class GGUFHeader:
-    """The parts of a GGUF header the engine checks: metadata scalars and tensor extents."""
-
-    path: Path
-    version: int
-    metadata: dict[str, object]
-    n_tensors: int
-    data_start: int
-    data_end: int  # end of the furthest tensor's data
-    file_size: int
-
-    @property
-    def arch(self) -> str:
-        return str(self.metadata.get("general.architecture", ""))
-
-
-# ggml type id → (elements per block, bytes per block), as in ggml/gguf-py. Kept here rather than
-# imported from gguf so that checking a file does not import numpy before llama_cpp (the CUDA
-# build crashed at load when numpy came first; design.md).
-_GGML_BLOCKS: dict[int, tuple[int, int]] = {
-    0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34), 9: (32, 40),
-    10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210), 15: (256, 292),
-    16: (256, 66), 17: (256, 74), 18: (256, 98), 19: (256, 50), 20: (32, 18), 21: (256, 110),
-    22: (256, 82), 23: (256, 136), 24: (1, 1), 25: (1, 2), 26: (1, 4), 27: (1, 8), 28: (1, 8),
-    29: (256, 56), 30: (1, 2), 34: (256, 54), 35: (256, 66), 39: (32, 17), 40: (64, 36), 41: (128, 18),
-}
-
-
-def _tensor_nbytes(ggml_type: int, dims: Sequence[int]) -> int:
+def read_gguf_header(path: Path) -> PartHeader:
+    """The header of one GGUF file, read by gguf_info (numpy-free, so it may run before llama_cpp
+    is imported: the CUDA build crashed at load when numpy came first; design.md)."""
     try:
-        block, size = _GGML_BLOCKS[ggml_type]
-    except KeyError:
-        raise _Damaged(f"unknown tensor type {ggml_type}") from None
-    n = 1
-    for d in dims:
-        n *= d
-    return n // block * size
-
-
-def read_gguf_header(path: Path) -> GGUFHeader:
-    """Parse a GGUF header without touching weights; raises EngineError for anything unusable."""
-    try:
-        size = path.stat().st_size
-        if size < 24:
-            raise EngineError(f"{path.name} is not a GGUF model file (it is only {size} bytes).")
-        with open(path, "rb") as f:
-            magic = f.read(4)
-            if magic != GGUF_MAGIC:
-                raise EngineError(f"{path.name} is not a GGUF model file (it does not start with the GGUF signature).")
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-                try:
-                    return _parse_header(path, mm, size)
-                except (_Damaged, struct.error, UnicodeDecodeError, IndexError, OverflowError, ValueError) as e:
-                    raise EngineError(f"{path.name} is damaged or incomplete: its header cannot be read ({e}).") from None
-    except OSError as e:
-        raise EngineError(f"{path.name} cannot be read: {e.strerror or e}.") from None
-
-
-def _parse_header(path: Path, mm: mmap.mmap, size: int) -> GGUFHeader:
-    off = 4
-
-    def take(fmt: str, n: int) -> tuple[object, ...]:
-        nonlocal off
-        if off + n > size:
-            raise _Damaged("the file ends inside the header")
-        v = struct.unpack_from(fmt, mm, off)
-        off += n
-        return v
-
-    def string() -> str:
-        nonlocal off
-        (n,) = take("<Q", 8)
-        assert isinstance(n, int)
-        if off + n > size:
-            raise _Damaged("the file ends inside the header")
-        s = mm[off:off + n].decode("utf-8")
-        off += n
-        return s
-
-    def skip_value(vtype: int) -> object:
-        nonlocal off
-        if vtype in _SCALARS:
-            fmt, n = _SCALARS[vtype]
-            return take(fmt, n)[0]
-        if vtype == _STRING:
-            return string()
-        if vtype == _ARRAY:
-            (etype, count) = take("<IQ", 12)
-            assert isinstance(etype, int) and isinstance(count, int)
-            if count > size - off:  # every element takes at least one byte
-                raise _Damaged(f"an array claims {count} elements")
-            if etype in _SCALARS:
-                n = _SCALARS[etype][1] * count
-                if off + n > size:
-                    raise _Damaged("the file ends inside the header")
-                off += n
-            elif etype == _STRING:
-                for _ in range(count):
-                    (n,) = struct.unpack_from("<Q", mm, off)
-                    off += 8 + n
-                    if off > size:
-                        raise _Damaged("the file ends inside the header")
-            elif etype == _ARRAY:
-                for _ in range(count):
-                    skip_value(_ARRAY)
-            else:
-                raise _Damaged(f"unknown metadata type {etype}")
-            return None
-        raise _Damaged(f"unknown metadata type {vtype}")
-
-    (version, n_tensors, n_kv) = take("<IQQ", 20)
-    assert isinstance(version, int) and isinstance(n_tensors, int) and isinstance(n_kv, int)
-    if version not in (2, 3):
-        raise _Damaged(f"unsupported GGUF version {version}")
-    metadata: dict[str, object] = {}
-    for _ in range(n_kv):
-        key = string()
-        (vtype,) = take("<I", 4)
-        assert isinstance(vtype, int)
-        value = skip_value(vtype)
-        if value is not None:
-            metadata[key] = value
-    tensors: list[tuple[str, int, int]] = []  # name, offset, nbytes
-    for _ in range(n_tensors):
-        name = string()
-        (n_dims,) = take("<I", 4)
-        assert isinstance(n_dims, int)
-        if n_dims > 8:
-            raise _Damaged(f"tensor {name} has {n_dims} dimensions")
-        dims = [int(d) for d in take(f"<{n_dims}Q", 8 * n_dims)]  # type: ignore[call-overload]
-        (ggml_type, t_off) = take("<IQ", 12)
-        assert isinstance(ggml_type, int) and isinstance(t_off, int)
-        tensors.append((name, t_off, _tensor_nbytes(ggml_type, dims)))
-    align_v = metadata.get("general.alignment", 32)
-    align = int(align_v) if isinstance(align_v, int) and align_v > 0 else 32
-    data_start = (off + align - 1) // align * align
-    data_end = max((data_start + o + n for _, o, n in tensors), default=data_start)
-    return GGUFHeader(path, version, metadata, n_tensors, data_start, data_end, size)
+        return read_part(path)
+    except GgufError as e:
+        text = str(e)
+        raise EngineError(text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")) from None
 
 
 def _split_parts(path: Path) -> list[Path]:
@@ -263,7 +121,7 @@ def _split_parts(path: Path) -> list[Path]:
     return [path.with_name(f"{m.group('prefix')}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
 
 
-def check_model_file(path: str | os.PathLike[str]) -> GGUFHeader:
+def check_model_file(path: str | os.PathLike[str]) -> PartHeader:
     """Everything that can be checked without llama.cpp; returns the (first part's) header."""
     p = Path(path)
     if not p.exists():
@@ -285,8 +143,8 @@ def check_model_file(path: str | os.PathLike[str]) -> GGUFHeader:
             raise EngineError(f"{p.name} is part of a split model; open the first part (…-00001-of-{n_split:05d}.gguf).")
     for part in parts:
         h = head if part == p else _check_part(part)
-        if h.data_end > h.file_size:
-            have, need = h.file_size, h.data_end
+        if h.data_end > h.size:
+            have, need = h.size, h.data_end
             raise EngineError(
                 f"{part.name} is incomplete: it is {have / 1e9:.2f} GB but its tensors need {need / 1e9:.2f} GB. "
                 "The download may have been interrupted; download it again."
@@ -321,7 +179,7 @@ def _check_hparams(p: Path, md: dict[str, object]) -> None:
         raise EngineError(f"{p.name} has invalid model settings ({', '.join(problems)}); the file is damaged or not a real gpt-oss model.")
 
 
-def _check_part(part: Path) -> GGUFHeader:
+def _check_part(part: Path) -> PartHeader:
     if not part.is_file():
         raise EngineError(f"A part of this split model is missing: {part.name}.")
     return read_gguf_header(part)
@@ -498,7 +356,7 @@ class Engine:
                 n_ctx_train=int(llama_cpp.llama_model_n_ctx_train(model)),
                 n_ctx=int(llama_cpp.llama_n_ctx(ctx)),
                 n_params=int(llama_cpp.llama_model_n_params(model)),
-                size_bytes=sum(q.stat().st_size for q in _split_parts(p)) if _SPLIT_RE.match(p.name) else head.file_size,
+                size_bytes=sum(q.stat().st_size for q in _split_parts(p)) if _SPLIT_RE.match(p.name) else head.size,
                 chat_template=template if isinstance(template, str) else None,
                 n_layer=int(llama_cpp.llama_model_n_layer(model)),
                 n_expert=_int(head.metadata.get(f"{SUPPORTED_ARCH}.expert_count")),

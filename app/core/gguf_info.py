@@ -235,12 +235,19 @@ class _SkippedArray:
 
 
 @dataclass
-class _Part:
+class PartHeader:
+    """The header of one GGUF file (one part of a split model): metadata and the tensor table."""
+
     metadata: dict[str, Any]
     tensors: list[TensorInfo]
     data_start: int
-    data_end: int
-    size: int
+    data_end: int  # end of the furthest tensor's data: a complete file is at least this long
+    size: int  # the file's size on disk
+
+    @property
+    def arch(self) -> str:
+        value = self.metadata.get("general.architecture")
+        return value if isinstance(value, str) else ""
 
 
 def _tensor_nbytes(name: str, shape: tuple[int, ...], qtype: int, where: str) -> tuple[str, int]:
@@ -256,7 +263,8 @@ def _tensor_nbytes(name: str, shape: tuple[int, ...], qtype: int, where: str) ->
     return type_name, n // block * size
 
 
-def _read_part(path: Path, index: int) -> _Part:
+def read_part(path: Path, index: int = 0) -> PartHeader:
+    """Read one GGUF file's header (no weights); raises GgufError with a reason for people."""
     try:
         size = path.stat().st_size
         f = open(path, "rb")
@@ -275,7 +283,7 @@ def _read_part(path: Path, index: int) -> _Part:
             buf.close()
 
 
-def _parse(buf: Any, where: str, size: int, index: int) -> _Part:
+def _parse(buf: Any, where: str, size: int, index: int) -> PartHeader:
     if bytes(buf[:4]) != GGUF_MAGIC:
         raise GgufError(f"{where} is not a GGUF model file (it does not start with 'GGUF')")
     c = _Cursor(buf, where)
@@ -313,7 +321,7 @@ def _parse(buf: Any, where: str, size: int, index: int) -> _Part:
         align = DEFAULT_ALIGNMENT
     data_start = c.pos + (-c.pos % align)
     data_end = data_start + max((t.offset + t.nbytes for t in tensors), default=0)
-    return _Part(metadata, tensors, data_start, data_end, size)
+    return PartHeader(metadata, tensors, data_start, data_end, size)
 
 
 def _int(meta: dict[str, Any], key: str, default: int = 0) -> int:
@@ -383,7 +391,7 @@ def read_gguf_info(path: str | os.PathLike[str]) -> GgufInfo:
     if first.is_dir():
         raise GgufError(f"{first} is a folder, not a model file")
     parts = split_parts(first)
-    read = [_read_part(p, i) for i, p in enumerate(parts)]
+    read = [read_part(p, i) for i, p in enumerate(parts)]
     meta = dict(read[0].metadata)
     arch = meta.get("general.architecture")
     if not isinstance(arch, str):
@@ -440,7 +448,7 @@ def validate_gguf(path: str | os.PathLike[str], *, archs: tuple[str, ...] = SUPP
     p = Path(path)
     try:
         parts = split_parts(p)
-        read = [_read_part(q, i) for i, q in enumerate(parts)]
+        read = [read_part(q, i) for i, q in enumerate(parts)]
     except GgufError as e:
         return False, str(e)
     arch = read[0].metadata.get("general.architecture")

@@ -11,10 +11,8 @@ plus the KV cache at an 8k context plus ~1 GiB of compute buffers and runtime. T
 from __future__ import annotations
 
 import json
-import mmap
 import os
 import re
-import struct
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.core import paths
 from app.core.download import DownloadRequest, DownloadResult, human_bytes
+from app.core.gguf_info import validate_gguf
 
 if TYPE_CHECKING:
     from app.core.hardware import HardwareProfile
@@ -191,140 +190,6 @@ class ModelError(Exception):
     """A model file was refused or an operation on it failed; the message is for the user."""
 
 
-@dataclass(frozen=True)
-class GGUFHeader:
-    """What the private header check learned from one GGUF file."""
-
-    version: int
-    architecture: str | None
-    name: str | None
-    split_count: int
-    split_no: int
-    tensor_count: int
-    required_size: int  # bytes the file must have for its tensor data to be complete
-
-
-_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-_WANTED = {"general.architecture", "general.name", "general.alignment", "split.count", "split.no"}
-
-
-class _BadGGUF(Exception):
-    pass
-
-
-def _read_header(path: Path, *, stop_unless_arch: str | None = None) -> GGUFHeader:
-    """Parse magic, metadata and tensor table of a GGUF without touching tensor data.
-
-    This is the fallback used when app.core.gguf_info is not available, and always for the
-    non-first parts of a split model (they carry no architecture key).
-    """
-    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
-
-    size = path.stat().st_size
-    if size < 24:
-        raise _BadGGUF(f"the file is only {size} bytes long, too short to be a GGUF model")
-    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        if mm[:4] != b"GGUF":
-            raise _BadGGUF("it is not a GGUF file (the first bytes are not 'GGUF')")
-        version, n_tensors, n_kv = struct.unpack_from("<IQQ", mm, 4)
-        if version not in (2, 3):
-            raise _BadGGUF(f"it uses GGUF version {version}; only versions 2 and 3 are supported")
-        if n_kv > 1_000_000 or n_tensors > 1_000_000:
-            raise _BadGGUF("its header is corrupt (impossible entry counts)")
-        pos = 24
-
-        def need(n: int) -> None:
-            if pos + n > size:
-                raise _BadGGUF("the file is truncated inside its header (incomplete download?)")
-
-        def read_str() -> str:
-            nonlocal pos
-            need(8)
-            (length,) = struct.unpack_from("<Q", mm, pos)
-            pos += 8
-            need(length)
-            raw = mm[pos:pos + length]
-            pos += length
-            return raw.decode("utf-8", errors="replace")
-
-        def skip_value(vtype: int) -> Any:
-            nonlocal pos
-            if vtype == 8:
-                return read_str()
-            if vtype == 9:
-                need(12)
-                item_type, count = struct.unpack_from("<IQ", mm, pos)
-                pos += 12
-                if item_type == 8:
-                    for _ in range(count):
-                        need(8)
-                        (length,) = struct.unpack_from("<Q", mm, pos)
-                        pos += 8 + length
-                    need(0)
-                elif item_type in _SCALAR:
-                    width = struct.calcsize(_SCALAR[item_type])
-                    need(width * count)
-                    pos += width * count
-                else:
-                    raise _BadGGUF(f"its header is corrupt (array of unknown type {item_type})")
-                return None
-            fmt = _SCALAR.get(vtype)
-            if fmt is None:
-                raise _BadGGUF(f"its header is corrupt (unknown value type {vtype})")
-            width = struct.calcsize(fmt)
-            need(width)
-            (value,) = struct.unpack_from(fmt, mm, pos)
-            pos += width
-            return value
-
-        found: dict[str, Any] = {}
-        for _ in range(n_kv):
-            key = read_str()
-            need(4)
-            (vtype,) = struct.unpack_from("<I", mm, pos)
-            pos += 4
-            value = skip_value(vtype)
-            if key in _WANTED:
-                found[key] = value
-            if (stop_unless_arch is not None and key == "general.architecture"
-                    and value != stop_unless_arch):
-                # Not the architecture we want: no need to walk a 200k-entry vocabulary.
-                return GGUFHeader(version, str(value), None, 1, 0, n_tensors, 0)
-
-        alignment = int(found.get("general.alignment", 32) or 32)
-        data_end = 0
-        for _ in range(n_tensors):
-            read_str()
-            need(4)
-            (n_dims,) = struct.unpack_from("<I", mm, pos)
-            pos += 4
-            if n_dims > 8:
-                raise _BadGGUF("its tensor table is corrupt")
-            need(8 * n_dims + 12)
-            dims = struct.unpack_from(f"<{n_dims}Q", mm, pos)
-            pos += 8 * n_dims
-            ttype, offset = struct.unpack_from("<IQ", mm, pos)
-            pos += 12
-            try:
-                block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ttype)]
-            except (ValueError, KeyError):
-                raise _BadGGUF(f"it uses a tensor type this version does not know ({ttype})") from None
-            elements = 1
-            for d in dims:
-                elements *= d
-            data_end = max(data_end, offset + elements // block * type_size)
-        data_start = (pos + alignment - 1) // alignment * alignment
-        return GGUFHeader(
-            version=version,
-            architecture=found.get("general.architecture"),
-            name=found.get("general.name"),
-            split_count=int(found.get("split.count", 1) or 1),
-            split_no=int(found.get("split.no", 0) or 0),
-            tensor_count=n_tensors,
-            required_size=data_start + data_end if n_tensors else pos,
-        )
-
-
 def split_parts(path: Path) -> list[Path] | None:
     """All part paths of a split GGUF named `…-0000k-of-0000n.gguf`, or None if not split."""
     m = _SPLIT_RE.match(path.name)
@@ -332,35 +197,6 @@ def split_parts(path: Path) -> list[Path] | None:
         return None
     count = int(m["count"])
     return [path.with_name(f"{m['stem']}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
-
-
-def _validate_single(path: Path, *, require_arch: bool) -> tuple[bool, str]:
-    try:
-        header = _read_header(path, stop_unless_arch=REQUIRED_ARCH if require_arch else None)
-    except _BadGGUF as exc:
-        return False, f"{path.name}: {exc}."
-    except (OSError, ValueError, struct.error) as exc:
-        return False, f"{path.name} could not be read: {exc}."
-    if require_arch:
-        if header.architecture is None:
-            return False, f"{path.name} does not say which model architecture it holds."
-        if header.architecture != REQUIRED_ARCH:
-            return False, (f"{path.name} is a '{header.architecture}' model; Harmonica runs gpt-oss models "
-                           "(architecture 'gpt-oss') only.")
-    actual = path.stat().st_size
-    if actual < header.required_size:
-        return False, (f"{path.name} is truncated: it has {actual:,} bytes but its tensors need "
-                       f"{header.required_size:,} (an unfinished download or copy?).")
-    return True, ""
-
-
-def _external_validator() -> Any:
-    """app.core.gguf_info.validate_gguf when that module exists (written by another helper)."""
-    try:
-        from app.core import gguf_info
-    except ImportError:
-        return None
-    return getattr(gguf_info, "validate_gguf", None)
 
 
 def validate_model_file(path: str | Path) -> tuple[bool, str]:
@@ -379,22 +215,13 @@ def validate_model_file(path: str | Path) -> tuple[bool, str]:
     for part in (parts or [])[1:]:
         if not part.exists():
             return False, f"{path.name} is part 1 of {len(parts or [])}, but {part.name} is missing next to it."
-    external = _external_validator()
-    if external is not None:
-        # gguf_info checks every part of a split model itself.
-        try:
-            ok, reason = external(path)
-        except Exception as exc:  # noqa: BLE001 - a validator bug must not crash discovery
-            ok, reason = False, f"{path.name} could not be checked: {exc}"
-        if not ok and reason and not reason.endswith("."):
-            reason += "."
-        return (True, "") if ok else (False, reason)
-    ok, reason = _validate_single(path, require_arch=True)
-    for part in (parts or [])[1:]:
-        if not ok:
-            break
-        ok, reason = _validate_single(part, require_arch=False)
-    return ok, reason
+    try:
+        ok, reason = validate_gguf(path)  # magic, architecture, every part complete
+    except Exception as exc:  # noqa: BLE001 - a validator bug must not crash discovery
+        ok, reason = False, f"{path.name} could not be checked: {exc}"
+    if not ok and reason and not reason.endswith("."):
+        reason += "."
+    return (True, "") if ok else (False, reason)
 
 
 # -- local models -------------------------------------------------------------------------------

@@ -27,15 +27,18 @@ if [ ! -x "$py" ]; then
     "${PYTHON:-python3}" -m venv "$venv"
     "$py" -m pip install -q --upgrade pip
 fi
-deps="$("$py" - <<'EOF'
-import tomllib
+reqs="$root/packaging/build/requirements.txt"
+mkdir -p "$(dirname "$reqs")"
+"$py" - "$reqs" <<'EOF'
+import sys, tomllib
 p = tomllib.load(open("pyproject.toml", "rb"))["project"]
 # llama-cpp-python is installed from the wheel chosen below, never built implicitly by pip.
-print(" ".join(d for d in p["dependencies"] + p["optional-dependencies"]["package"] if not d.startswith("llama-cpp-python")))
+# One requirement per line: environment markers contain spaces.
+deps = [d for d in p["dependencies"] + p["optional-dependencies"]["package"] if not d.startswith("llama-cpp-python")]
+open(sys.argv[1], "w").write("\n".join(deps) + "\n")
 EOF
-)"
-log "dependencies: $deps"
-"$py" -m pip install -q $deps
+log "dependencies: $(tr '\n' ' ' < "$reqs")"
+"$py" -m pip install -q -r "$reqs"
 
 # --- 2. llama.cpp with dynamically loaded backends ------------------------------------------------
 wheel="${LLAMA_WHEEL:-}"

@@ -29,8 +29,11 @@ if [ ! -x "$py" ]; then
     "${PYTHON:-python3.11}" -m venv "$venv"
     "$py" -m pip install -q --upgrade pip
 fi
-deps="$("$py" -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print(" ".join(d for d in p["dependencies"] + p["optional-dependencies"]["package"] if not d.startswith("llama-cpp-python")))')"
-"$py" -m pip install -q $deps
+# One requirement per line in a file: environment markers contain spaces.
+reqs="$root/packaging/build/requirements.txt"
+mkdir -p "$(dirname "$reqs")"
+"$py" -c 'import sys, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; open(sys.argv[1], "w").write("\n".join(d for d in p["dependencies"] + p["optional-dependencies"]["package"] if not d.startswith("llama-cpp-python")) + "\n")' "$reqs"
+"$py" -m pip install -q -r "$reqs"
 
 # --- 2. llama.cpp: Metal and CPU as dynamically loaded plugins ------------------------------------
 wheel="${LLAMA_WHEEL:-$(ls -t "$root"/packaging/build/wheels/cpu-metal/llama_cpp_python-*.whl 2>/dev/null | head -1 || true)}"

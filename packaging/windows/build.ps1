@@ -48,8 +48,9 @@ if (-not (Test-Path $Py)) {
     Invoke-Checked "creating the venv" { py -3.11 -m venv $Venv }
     Invoke-Checked "upgrading pip" { & $Py -m pip install -q --upgrade pip }
 }
-$deps = & $Py -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print(' '.join(d for d in p['dependencies'] + p['optional-dependencies']['package'] if not d.startswith('llama-cpp-python')))"
-Invoke-Checked "installing dependencies" { & $Py -m pip install -q @($deps -split ' ') }
+# One requirement per line (environment markers contain spaces); PowerShell collects the lines as an array.
+$deps = @(& $Py -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(d for d in p['dependencies'] + p['optional-dependencies']['package'] if not d.startswith('llama-cpp-python')))")
+Invoke-Checked "installing dependencies" { & $Py -m pip install -q @deps }
 
 # --- 2. llama.cpp with dynamically loaded backends ---------------------------------------------------
 $Tag = ($Backends -join "-")

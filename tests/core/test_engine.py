@@ -318,15 +318,6 @@ def test_bad_inputs(engine: Engine) -> None:
         Engine().stream(PROMPT)
 
 
-def test_type_sizes_match_gguf() -> None:
-    from gguf.constants import GGML_QUANT_SIZES
-
-    from app.core.engine import _GGML_BLOCKS
-
-    for k, v in GGML_QUANT_SIZES.items():
-        assert _GGML_BLOCKS[int(k)] == v, k
-
-
 def test_checking_a_file_does_not_import_numpy(tiny_model_path: Path) -> None:
     import subprocess
     import sys

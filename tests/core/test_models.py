@@ -36,14 +36,10 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
-@pytest.fixture(params=["gguf_info", "private"])
-def validator(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run validation tests with app.core.gguf_info (when present) and with the private fallback."""
-    if request.param == "private":
-        monkeypatch.setattr(models, "_external_validator", lambda: None)
-    elif models._external_validator() is None:
-        pytest.skip("app.core.gguf_info is not available")
-    return str(request.param)
+@pytest.fixture
+def validator() -> str:
+    """Validation goes through app.core.gguf_info, the one GGUF header reader."""
+    return "gguf_info"
 
 
 @pytest.fixture
@@ -144,12 +140,11 @@ def test_split_model_validates_from_first_part(validator: str, tmp_path: Path) -
     assert not ok and parts[2].name in reason and "missing" in reason
 
 
-def test_private_check_finds_truncated_later_part(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(models, "_external_validator", lambda: None)
+def test_check_finds_truncated_later_part(tmp_path: Path) -> None:
     parts = write_split(tmp_path / "split")
     parts[2].write_bytes(parts[2].read_bytes()[:-10])
     ok, reason = validate_model_file(parts[0])
-    assert not ok and parts[2].name in reason and "truncated" in reason
+    assert not ok and parts[2].name in reason and "incomplete" in reason
 
 
 # -- import and registry ------------------------------------------------------------------------
