@@ -109,8 +109,8 @@ def read_gguf_header(path: Path) -> PartHeader:
     try:
         return read_part(path)
     except GgufError as e:
-        text = str(e)
-        raise EngineError(text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")) from None
+        text = str(e)  # starts with the file name: never change its case
+        raise EngineError(text + ("" if text.endswith(".") else ".")) from None
 
 
 def _split_parts(path: Path) -> list[Path]:

@@ -150,7 +150,7 @@ def test_open_model_errors_are_shown_not_raised(make_window, qtbot, tmp_path: Pa
     qtbot.addWidget(w3)
     assert w3.open_model(bad)
     qtbot.waitUntil(lambda: not w3.loading, timeout=5000)
-    assert "is not a GGUF model file" in w3.banner.text.text()
+    assert "bad.gguf is too small to be a GGUF model" in w3.banner.text.text()
 
     w2 = MainWindow(lambda: Broken())
     qtbot.addWidget(w2)
