@@ -1270,6 +1270,16 @@ class MainWindow(QMainWindow):
             w.quit()
             w.wait(5.0)
 
+    def _panel_dialog(self, panel: QWidget, title: str, name: str, size: tuple[int, int]) -> QDialog:
+        """A modeless window around one of the app's panels (kept and shown again, not rebuilt)."""
+        dlg = QDialog(self, objectName=name)
+        dlg.setWindowTitle(title)
+        dlg.resize(*size)
+        lay = QVBoxLayout(dlg)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(panel)
+        return dlg
+
     # --- hardware, plans and models ----------------------------------------------------------------
     def hardware_profile(self) -> Any:
         """This machine (detected on first use, from a worker thread; probes can take a second)."""
@@ -1309,13 +1319,8 @@ class MainWindow(QMainWindow):
             panel = HardwarePanel(self.hardware_profile, info, wishes=self._wishes(), load_label="Reload with these settings")
             panel.load_requested.connect(self._load_with)
             panel.profile_ready.connect(lambda p: setattr(self, "_profile", p))
-            dlg = QDialog(self, objectName="HardwareDialog")
-            dlg.setWindowTitle("Hardware and load settings")
-            dlg.resize(860, 760)
-            lay = QVBoxLayout(dlg)
-            lay.setContentsMargins(0, 0, 0, 0)
-            lay.addWidget(panel)
-            self.hardware_panel, self._hardware_dialog = panel, dlg
+            self.hardware_panel = panel
+            self._hardware_dialog = self._panel_dialog(panel, "Hardware and load settings", "HardwareDialog", (860, 760))
         else:
             self.hardware_panel.set_model(info)
         self._hardware_dialog.show()
@@ -1429,14 +1434,8 @@ class MainWindow(QMainWindow):
         if self._tools_dialog is None:
             page = ToolsPage(self.tool_registry, offline=self.offline)
             page.settings_changed.connect(self._refresh_view)
-            dlg = QDialog(self, objectName="ToolsDialog")
-            dlg.setWindowTitle("Tools")
-            dlg.resize(760, 720)
-            lay = QVBoxLayout(dlg)
-            lay.setContentsMargins(0, 0, 0, 0)
-            lay.addWidget(page)
-            self._tools_dialog = dlg
             self.tools_page = page
+            self._tools_dialog = self._panel_dialog(page, "Tools", "ToolsDialog", (760, 720))
         self._tools_dialog.show()
         self._tools_dialog.raise_()
         return self.tools_page
@@ -1472,13 +1471,8 @@ class MainWindow(QMainWindow):
             panel = ServerPanel(self.scheduler, settings=settings)
             panel.settings_changed.connect(self._save_server_settings)
             panel.running_changed.connect(self._on_server_running)
-            dlg = QDialog(self, objectName="ServerDialog")
-            dlg.setWindowTitle("Local API server")
-            dlg.resize(720, 680)
-            lay = QVBoxLayout(dlg)
-            lay.setContentsMargins(0, 0, 0, 0)
-            lay.addWidget(panel)
-            self.server_panel, self._server_dialog = panel, dlg
+            self.server_panel = panel
+            self._server_dialog = self._panel_dialog(panel, "Local API server", "ServerDialog", (720, 680))
         if start:
             self.server_panel.start()
         else:
