@@ -15,7 +15,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QScrollArea,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -96,14 +95,8 @@ class FirstRunPage(QWidget):
         self.facts: MachineFacts | None = None
         self._workers: list[GeneratorWorker] = []
 
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        scroll = QScrollArea(objectName="FirstRunScroll")
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        outer.addWidget(scroll)
-        content = QWidget(objectName="FirstRunContent")
-        scroll.setWidget(content)
+        _outer, scroll, content = style.scroll_page(self, "FirstRunContent")
+        scroll.setObjectName("FirstRunScroll")
         row = QHBoxLayout(content)
         row.addStretch(1)
         column = QWidget()

@@ -22,7 +22,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QMessageBox,
     QPushButton,
-    QScrollArea,
     QSizePolicy,
     QSpinBox,
     QToolButton,
@@ -394,15 +393,8 @@ class HardwarePanel(QDialog):
     # -- building ------------------------------------------------------------------------------
 
     def _build(self) -> None:
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.setSpacing(0)
-        scroll = QScrollArea(objectName="HwScroll")
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        content = QWidget(objectName="HwContent")
-        scroll.setWidget(content)
-        outer.addWidget(scroll, 1)
+        outer, scroll, content = style.scroll_page(self, "HwContent")
+        scroll.setObjectName("HwScroll")
         lay = QVBoxLayout(content)
         lay.setContentsMargins(24, 20, 24, 12)
         lay.setSpacing(14)

@@ -17,7 +17,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QMessageBox,
     QPushButton,
-    QScrollArea,
     QSizePolicy,
     QToolButton,
     QVBoxLayout,
@@ -356,15 +355,8 @@ class ModelManagerDialog(QDialog):
         self.resize(860, 780)
         self.setMinimumSize(720, 480)
 
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.setSpacing(0)
-        scroll = QScrollArea(objectName="ManagerScroll")
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        content = QWidget(objectName="ManagerContent")
-        scroll.setWidget(content)
-        outer.addWidget(scroll, 1)
+        outer, scroll, content = style.scroll_page(self, "ManagerContent")
+        scroll.setObjectName("ManagerScroll")
         lay = QVBoxLayout(content)
         lay.setContentsMargins(28, 22, 28, 18)
         lay.setSpacing(10)

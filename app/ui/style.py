@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QFont, QGuiApplication, QIcon, QPalette
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QFrame, QScrollArea, QVBoxLayout, QWidget
 
 from app.core.markdown import DARK, LIGHT, Theme
 
@@ -132,6 +132,24 @@ def style_sheet(pal: Palette) -> str:
     values = {k: v for k, v in pal.__dict__.items() if isinstance(v, str)}
     values["icons"] = (resources_dir() / "icons").as_posix()
     return string.Template(text).safe_substitute(values)
+
+
+def scroll_page(owner: QWidget, name: str) -> tuple[QVBoxLayout, QScrollArea, QWidget]:
+    """Fill `owner` with a frameless scroll area whose content widget is named `name`.
+
+    Returns (owner's own layout, the scroll area, the content widget) so a page can add rows
+    below the scroll area or lay the content out its own way.
+    """
+    outer = QVBoxLayout(owner)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.setSpacing(0)
+    scroll = QScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    content = QWidget(objectName=name)
+    scroll.setWidget(content)
+    outer.addWidget(scroll, 1)
+    return outer, scroll, content
 
 
 def mono_font(point_size: float | None = None) -> QFont:

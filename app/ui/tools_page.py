@@ -16,7 +16,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
-    QScrollArea,
     QSizePolicy,
     QSpinBox,
     QToolButton,
@@ -186,14 +185,7 @@ class ToolsPage(QWidget):
         self.report: SandboxReport | None = None
         self.rows: dict[str, ToolRow] = {}
 
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        outer.addWidget(scroll)
-        content = QWidget(objectName="ToolsPageContent")
-        scroll.setWidget(content)
+        _outer, _scroll, content = style.scroll_page(self, "ToolsPageContent")
         self._lay = QVBoxLayout(content)
         self._lay.setContentsMargins(24, 20, 24, 24)
         self._lay.setSpacing(10)
