@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import queue
 import runpy
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 # argv[1] of the frozen app that makes it behave as a Python interpreter for one child process.
 RUN_PYTHON = "--run-python"
@@ -36,6 +40,21 @@ def python_command(*, script: Path | None = None, module: str | None = None, cod
     if module is None:
         raise ValueError("nothing to run: pass code, script or module")
     return [sys.executable, *flags, "-m", module]
+
+
+def get_until(q: queue.Queue[Any], deadline: float, cancel: threading.Event | None = None) -> Any:
+    """The next item a child's reader thread put on `q`, or None once `deadline` (a
+    time.monotonic() value) has passed or `cancel` is set; cancel is seen within 50 ms."""
+    while True:
+        if cancel is not None and cancel.is_set():
+            return None
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        try:
+            return q.get(timeout=min(remaining, 0.05))
+        except queue.Empty:
+            continue
 
 
 def run_child_python(argv: Sequence[str]) -> int:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from app.core.child import python_command
+from app.core.child import get_until, python_command
 
 log = logging.getLogger(__name__)
 
@@ -396,16 +396,7 @@ class PythonKernel:
             return False
 
     def _next_answer(self, deadline: float, cancel: threading.Event | None = None) -> Any:
-        while True:
-            if cancel is not None and cancel.is_set():
-                return None
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            try:
-                return self._answers.get(timeout=min(remaining, 0.05))
-            except queue.Empty:
-                continue
+        return get_until(self._answers, deadline, cancel)
 
     # --- output pipe ---------------------------------------------------------------------------
     def _pump_output(self, fd: int) -> None:

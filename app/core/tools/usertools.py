@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from app.core.child import python_command
+from app.core.child import get_until, python_command
 from app.core.tools.base import Approval, LoadError, ToolInfo, ToolKind, ToolOutcome
 from app.core.tools.userhost import tool_files
 
@@ -121,15 +121,9 @@ class UserToolHost:
     def _read(self, deadline: float, cancel: threading.Event | None = None) -> Any:
         """The next message, `_EOF` when the process ended, or None on timeout/cancel."""
         while True:
-            if cancel is not None and cancel.is_set():
+            item = get_until(self._lines, deadline, cancel)
+            if item is None:
                 return None
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            try:
-                item = self._lines.get(timeout=min(remaining, 0.05))
-            except queue.Empty:
-                continue
             if item is _EOF:
                 return _EOF
             try:
