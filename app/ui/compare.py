@@ -1382,25 +1382,25 @@ class CompareWindow(QWidget):
         return ""
 
     def export_csv(self, path: str | Path) -> bool:
-        if self.experiment is None:
+        exp = self.experiment
+        if exp is None:
             return False
-        try:
-            p = self.experiment.export_csv(path)
-        except LabError as e:
-            self.notice.show_message(str(e), "error")
-            return False
-        self.notice.show_message(f"Exported {len(self.experiment.results())} runs to {p}." + self._export_note(), "info")
-        return True
+        return self._export(lambda: exp.export_csv(path), f"Exported {len(exp.results())} runs to {{}}.")
 
     def export_json(self, path: str | Path) -> bool:
-        if self.experiment is None:
+        exp = self.experiment
+        if exp is None:
             return False
+        return self._export(lambda: exp.export_json(path), "Exported the experiment to {}.")
+
+    def _export(self, write: Callable[[], Path], done: str) -> bool:
+        """Write an export and say where it went (or why it could not)."""
         try:
-            p = self.experiment.export_json(path)
+            p = write()
         except LabError as e:
             self.notice.show_message(str(e), "error")
             return False
-        self.notice.show_message(f"Exported the experiment to {p}." + self._export_note(), "info")
+        self.notice.show_message(done.format(p) + self._export_note(), "info")
         return True
 
     def export_charts(self, folder: str | Path) -> list[Path]:
