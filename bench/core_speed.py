@@ -37,8 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     from app.core.harmony import StreamParser
     from tests.core.test_gguf_info import _write_full_20b_header
 
-    pieces = [p.encode() for p in ["<|channel|>", "analysis", "<|message|>"] + ["think "] * 5000 + [
-        "<|end|>", "<|start|>", "assistant", "<|channel|>", "final", "<|message|>"] + ["word "] * 4990]
+    pieces = [
+        p.encode()
+        for p in ["<|channel|>", "analysis", "<|message|>"]
+        + ["think "] * 5000
+        + ["<|end|>", "<|start|>", "assistant", "<|channel|>", "final", "<|message|>"]
+        + ["word "] * 4990
+    ]
     parse_s: list[float] = []
     for _ in range(args.runs):
         p = StreamParser()

@@ -8,6 +8,7 @@ their ratio (Engine / bare). Run:  python -m bench.engine_overhead [--model PATH
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import statistics
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 
 # Import llama_cpp before numpy (see design.md: the CUDA build crashed the other way round).
-import llama_cpp  # noqa: I001
+import llama_cpp
 
 from app.core.engine import Engine, LoadSettings, Sampling
 from tests.fixtures.gguf_factory import REAL_VOCAB_SIZE, write_gpt_oss_gguf
@@ -25,19 +26,30 @@ from tests.fixtures.gguf_factory import REAL_VOCAB_SIZE, write_gpt_oss_gguf
 # blocks. Dense weights are F16 rather than the real file's Q8_0: on the 2-core benchmark VM,
 # llama.cpp's AMX kernels for Q8_0 die with SIGILL (the CPU flags AMX but the VM cannot run it).
 MID_SHAPE: dict[str, object] = dict(
-    n_layer=6, n_embd=512, n_head=8, n_head_kv=2, head_dim=64, n_expert=32, n_expert_used=4,
-    n_ff_exp=512, n_ctx_train=131072, sliding_window=128, expert_type="MXFP4", dense_type="F16",
-    vocab_size=REAL_VOCAB_SIZE, name="gpt-oss-mid-random",
+    n_layer=6,
+    n_embd=512,
+    n_head=8,
+    n_head_kv=2,
+    head_dim=64,
+    n_expert=32,
+    n_expert_used=4,
+    n_ff_exp=512,
+    n_ctx_train=131072,
+    sliding_window=128,
+    expert_type="MXFP4",
+    dense_type="F16",
+    vocab_size=REAL_VOCAB_SIZE,
+    name="gpt-oss-mid-random",
 )
 PROMPT = "<|start|>user<|message|>Write a long story about the sea.<|end|><|start|>assistant"
 
 
 def bare_loop(engine: Engine, prompt: list[int], n_tokens: int, seed: int) -> list[float]:
     """Token times of the leanest possible loop on the engine's own model/context (no stops, no Python work)."""
-    ctx = engine._ctx  # noqa: SLF001 - the benchmark compares against the same context on purpose
+    ctx = engine._ctx
     llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
-    engine._cache_tokens = []  # noqa: SLF001 - keep the engine's view of the cache truthful
-    engine._checkpoints = []  # noqa: SLF001
+    engine._cache_tokens = []
+    engine._checkpoints = []
     arr = (llama_cpp.llama_token * len(prompt))(*prompt)
     if llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(arr, len(prompt))) != 0:
         raise RuntimeError("prompt decode failed")
@@ -63,7 +75,7 @@ def bare_loop(engine: Engine, prompt: list[int], n_tokens: int, seed: int) -> li
 
 def engine_loop(engine: Engine, prompt: list[int], n_tokens: int, seed: int) -> list[float]:
     """Token times as a consumer of Engine.stream sees them."""
-    engine._reset_cache()  # noqa: SLF001 - same starting point as the bare loop (prompt evaluated afresh)
+    engine._reset_cache()
     clock = time.perf_counter
     stamps: list[float] = []
     for _tok, _piece in engine.stream(prompt, Sampling(seed=seed, max_tokens=n_tokens)):
@@ -79,7 +91,7 @@ def speed(stamps: list[float]) -> float:
 
 
 def gaps(stamps: list[float]) -> list[float]:
-    return [b - a for a, b in zip(stamps, stamps[1:])]
+    return [b - a for a, b in itertools.pairwise(stamps)]
 
 
 def python_share(engine: Engine, prompt: list[int], n_tokens: int, reps: int) -> tuple[float, float, float]:
@@ -188,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     for label, ms in (("this machine", 1000 / gb), ("H200, all on GPU (design.md: 296 tok/s)", 1000 / 296)):
         worst, usual = ms / (ms + (oe - ob) / 1000), ms / (ms + (oc - ob) / 1000)
-        print(f"  → Engine/bare ratio implied at {label}, {ms:.2f} ms/token: {worst:.4f} (new texts), {usual:.4f} (cached)")
+        print(
+            f"  → Engine/bare ratio implied at {label}, {ms:.2f} ms/token: {worst:.4f} (new texts), {usual:.4f} (cached)"
+        )
     engine.unload()
     return 0
 

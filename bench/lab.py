@@ -33,8 +33,10 @@ from app.core.scripted_engine import EffortScript, ScriptedEngine
 
 def _script(n_tokens: int) -> str:
     words = " ".join(["think"] * (n_tokens - 20))
-    return (f"<|channel|>analysis<|message|>{words}<|end|>"
-            "<|start|>assistant<|channel|>final<|message|>The answer is **42**.<|return|>")
+    return (
+        f"<|channel|>analysis<|message|>{words}<|end|>"
+        "<|start|>assistant<|channel|>final<|message|>The answer is **42**.<|return|>"
+    )
 
 
 def per_token(n_tokens: int, reps: int) -> dict[str, float]:
@@ -46,7 +48,9 @@ def per_token(n_tokens: int, reps: int) -> dict[str, float]:
     n = 0
     for _ in range(reps):
         t0 = time.perf_counter()
-        n = sum(1 for _ in engine.stream(engine.tokenize("<|start|>user<|message|>x<|end|><|start|>assistant"), Sampling()))
+        n = sum(
+            1 for _ in engine.stream(engine.tokenize("<|start|>user<|message|>x<|end|><|start|>assistant"), Sampling())
+        )
         out["engine.stream"].append((time.perf_counter() - t0) / n)
         conv = Conversation()
         conv.add_user("What is six times seven?")
@@ -107,7 +111,7 @@ def ui(reps: int) -> dict[str, float]:
     list(run_experiment(engine, exp))
     w = CompareWindow(lambda: engine)
     w.show()
-    w._set_experiment(exp)  # noqa: SLF001 - show a finished experiment without running it again
+    w._set_experiment(exp)
     app.processEvents()
     refresh, grid = [], []
     for _ in range(reps):
@@ -116,12 +120,15 @@ def ui(reps: int) -> dict[str, float]:
         app.processEvents()
         refresh.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        w._rebuild_grid()  # noqa: SLF001
+        w._rebuild_grid()
         app.processEvents()
         grid.append(time.perf_counter() - t0)
     w.close()
-    return {"refresh_results (ms)": statistics.median(refresh) * 1e3, "rebuild 9 run cards (ms)": statistics.median(grid) * 1e3,
-            "runs": float(len(exp.results()))}
+    return {
+        "refresh_results (ms)": statistics.median(refresh) * 1e3,
+        "rebuild 9 run cards (ms)": statistics.median(grid) * 1e3,
+        "runs": float(len(exp.results())),
+    }
 
 
 def main() -> int:
@@ -130,8 +137,10 @@ def main() -> int:
     ap.add_argument("--hash-mb", type=int, default=1024)
     ap.add_argument("--reps", type=int, default=5)
     args = ap.parse_args()
-    print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
-          f"{os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}"
+    )
     print("Python time per token (median µs):")
     pt = per_token(args.tokens, args.reps)
     for k, v in pt.items():

@@ -187,7 +187,7 @@ def child_main(args: argparse.Namespace) -> int:
     handle: Any = None
     used0 = free0 = 0
     if not args.dry_run:
-        import pynvml  # noqa: PLC0415 - NVML before llama_cpp: it creates no CUDA context
+        import pynvml
 
         nv = pynvml
         nv.nvmlInit()
@@ -195,10 +195,10 @@ def child_main(args: argparse.Namespace) -> int:
         mem = nv.nvmlDeviceGetMemoryInfo(handle)
         used0, free0 = int(mem.used), int(mem.free)
     # llama_cpp before numpy (design.md: the other order crashed the CUDA build at load).
-    import llama_cpp  # noqa: PLC0415
+    import llama_cpp
 
-    from app.core import llama_ext  # noqa: PLC0415
-    from app.core.engine import Engine, EngineError, LoadSettings  # noqa: PLC0415
+    from app.core import llama_ext
+    from app.core.engine import Engine, EngineError, LoadSettings
 
     ballast_bytes = 0
     held: list[int] = []
@@ -206,16 +206,26 @@ def child_main(args: argparse.Namespace) -> int:
         want = free0 - int(cfg["budget_bytes"])
         if want > 0:
             held, ballast_bytes = _ballast(cfg["device"], want)
-            out["notes"].append(f"ballast {ballast_bytes / GiB:.2f} GiB of {want / GiB:.2f} GiB wanted; free after: {int(nv.nvmlDeviceGetMemoryInfo(handle).free) / GiB:.2f} GiB")  # type: ignore[union-attr]
+            out["notes"].append(
+                f"ballast {ballast_bytes / GiB:.2f} GiB of {want / GiB:.2f} GiB wanted; free after: {int(nv.nvmlDeviceGetMemoryInfo(handle).free) / GiB:.2f} GiB"
+            )  # type: ignore[union-attr]
     out["ballast_bytes"] = ballast_bytes
     sampler = None
     if nv is not None:
         sampler = _VramSampler(nv, handle)
         sampler.start()
     settings = LoadSettings(
-        n_ctx=int(cfg["n_ctx"]), n_gpu_layers=int(cfg["n_gpu_layers"]), n_cpu_moe=int(cfg["n_cpu_moe"]),
-        n_threads=int(cfg["n_threads"]), n_threads_batch=int(cfg["n_threads_batch"]), n_batch=512, flash_attn=True,
-        kv_type="f16", use_mmap=bool(cfg["use_mmap"]), swa_full=False, cpu_extra_buffers=bool(cfg.get("cpu_extra_buffers", True)),
+        n_ctx=int(cfg["n_ctx"]),
+        n_gpu_layers=int(cfg["n_gpu_layers"]),
+        n_cpu_moe=int(cfg["n_cpu_moe"]),
+        n_threads=int(cfg["n_threads"]),
+        n_threads_batch=int(cfg["n_threads_batch"]),
+        n_batch=512,
+        flash_attn=True,
+        kv_type="f16",
+        use_mmap=bool(cfg["use_mmap"]),
+        swa_full=False,
+        cpu_extra_buffers=bool(cfg.get("cpu_extra_buffers", True)),
         devices=tuple(cfg["devices"]) if cfg.get("devices") is not None else None,
     )
     engine = Engine()
@@ -230,10 +240,10 @@ def child_main(args: argparse.Namespace) -> int:
         out["llama_device_buffers"] = report.total(where="device")
         out["status"] = "loaded"
         write()
-        ctx = engine._ctx  # noqa: SLF001 - the benchmark drives the context directly, as bench/engine_overhead does
+        ctx = engine._ctx
         rng = random.Random(7)
         n_prompt, n_gen = int(cfg["prompt_tokens"]), int(cfg["gen_tokens"])
-        vocab_hi = min(150000, engine._n_vocab - 1)  # noqa: SLF001 - ordinary tokens, below the specials
+        vocab_hi = min(150000, engine._n_vocab - 1)
         prompt = [rng.randrange(300, vocab_hi) for _ in range(n_prompt)]
         mem_h = llama_cpp.llama_get_memory(ctx)
 
@@ -311,7 +321,9 @@ def _run_child(args: argparse.Namespace, payload: dict[str, Any], workdir: Path,
     t0 = time.perf_counter()
     with open(result.with_suffix(".log"), "w") as log:
         try:
-            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=args.run_timeout, env=env, cwd=ROOT, check=False)
+            proc = subprocess.run(
+                cmd, stdout=log, stderr=subprocess.STDOUT, timeout=args.run_timeout, env=env, cwd=ROOT, check=False
+            )
             rc: int | None = proc.returncode
         except subprocess.TimeoutExpired:
             rc = None
@@ -324,7 +336,10 @@ def _run_child(args: argparse.Namespace, payload: dict[str, Any], workdir: Path,
             data = {}
     tail = ""
     try:
-        tail = result.with_suffix(".log").read_text(errors="replace")[-3000:] + result.with_suffix(".fault").read_text(errors="replace")[-1000:]
+        tail = (
+            result.with_suffix(".log").read_text(errors="replace")[-3000:]
+            + result.with_suffix(".fault").read_text(errors="replace")[-1000:]
+        )
     except OSError:
         pass
     if rc is None:
@@ -382,16 +397,25 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", nargs="?", type=Path)
     ap.add_argument("--out", type=Path, default=Path("bench-out"))
-    ap.add_argument("--budgets", default=",".join(f"{b:g}" for b in DEFAULT_BUDGETS), help="GiB of free VRAM, comma-separated")
+    ap.add_argument(
+        "--budgets", default=",".join(f"{b:g}" for b in DEFAULT_BUDGETS), help="GiB of free VRAM, comma-separated"
+    )
     ap.add_argument("--ctx", type=int, default=8192, help="context size of every configuration")
     ap.add_argument("--prompt-tokens", type=int, default=512)
     ap.add_argument("--gen-tokens", type=int, default=128)
     ap.add_argument("--gpu", type=int, default=0, help="index of the GPU in the hardware profile")
-    ap.add_argument("--time-budget", type=float, default=420.0, help="seconds for all runs; lower-priority sweep points are skipped past it")
+    ap.add_argument(
+        "--time-budget",
+        type=float,
+        default=420.0,
+        help="seconds for all runs; lower-priority sweep points are skipped past it",
+    )
     ap.add_argument("--run-timeout", type=float, default=150.0, help="seconds one configuration may take")
     ap.add_argument("--threads", type=int, default=0, help="generation threads (default: the planner's)")
     ap.add_argument("--no-ballast", action="store_true", help="do not fill the GPU to the budget for the plans' runs")
-    ap.add_argument("--dry-run", action="store_true", help="no GPU: run every configuration on the CPU, judge fit by the estimate")
+    ap.add_argument(
+        "--dry-run", action="store_true", help="no GPU: run every configuration on the CPU, judge fit by the estimate"
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -403,10 +427,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def parent_main(args: argparse.Namespace) -> int:
-    import llama_cpp  # noqa: PLC0415 - before numpy, as everywhere
+    import llama_cpp
 
-    from app.core import hardware  # noqa: PLC0415
-    from app.core.planner import Placement, Wishes, estimate, model_info_for_file, plan  # noqa: PLC0415
+    from app.core import hardware
+    from app.core.planner import Placement, Wishes, estimate, model_info_for_file, plan
 
     t_start = time.perf_counter()
     out: Path = args.out
@@ -426,11 +450,17 @@ def parent_main(args: argparse.Namespace) -> int:
     gi = args.gpu if args.gpu in nvidia else nvidia[0]
     gpu = real.gpus[gi]
     if not args.dry_run and (real.backends is None or "CUDA" not in real.backends):
-        print(f"llama.cpp here has no CUDA backend (backends: {real.backends}); build llama-cpp-python with -DGGML_CUDA=on.", file=sys.stderr)
+        print(
+            f"llama.cpp here has no CUDA backend (backends: {real.backends}); build llama-cpp-python with -DGGML_CUDA=on.",
+            file=sys.stderr,
+        )
         return 2
     device = gpu.device or "CUDA0"
     budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
-    print(f"model {args.model} ({info.file_size / 1e9:.2f} GB, {L} blocks); GPU {gpu.name} {gpu.vram_total / GiB:.1f} GiB ({gpu.vram_free / GiB:.1f} free) as {device}", flush=True)
+    print(
+        f"model {args.model} ({info.file_size / 1e9:.2f} GB, {L} blocks); GPU {gpu.name} {gpu.vram_total / GiB:.1f} GiB ({gpu.vram_free / GiB:.1f} free) as {device}",
+        flush=True,
+    )
 
     # What the planner says per budget, and the largest layer-only split its estimate allows.
     plans: dict[float, Any] = {}
@@ -508,13 +538,27 @@ def parent_main(args: argparse.Namespace) -> int:
     for n, (prio, c, ballast) in enumerate(queue):
         elapsed = time.perf_counter() - t_start
         if prio >= 2 and elapsed > args.time_budget:
-            r = Run(c, ballast_budget_gib=ballast, status="skipped", detail=f"time budget of {args.time_budget:.0f} s used up")
+            r = Run(
+                c,
+                ballast_budget_gib=ballast,
+                status="skipped",
+                detail=f"time budget of {args.time_budget:.0f} s used up",
+            )
             runs.append(r)
             continue
         payload = dict(
-            model=str(args.model), n_ctx=args.ctx, n_gpu_layers=c.n_gpu_layers, n_cpu_moe=c.n_cpu_moe, use_mmap=c.use_mmap,
-            n_threads=threads, n_threads_batch=threads_batch, prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens,
-            devices=[] if args.dry_run else [device], device=device, nvml_index=gpu.index,
+            model=str(args.model),
+            n_ctx=args.ctx,
+            n_gpu_layers=c.n_gpu_layers,
+            n_cpu_moe=c.n_cpu_moe,
+            use_mmap=c.use_mmap,
+            n_threads=threads,
+            n_threads_batch=threads_batch,
+            prompt_tokens=args.prompt_tokens,
+            gen_tokens=args.gen_tokens,
+            devices=[] if args.dry_run else [device],
+            device=device,
+            nvml_index=gpu.index,
             budget_bytes=int(ballast * GiB) if ballast is not None else 0,
         )
         tag = f"{n:02d}-" + c.key.replace(",", "_").replace("=", "")
@@ -529,8 +573,11 @@ def parent_main(args: argparse.Namespace) -> int:
         if r.status == "ok" and c.key not in measured:
             measured[c.key] = r
         vram = f"{r.peak_vram / GiB:.2f} GiB" if r.peak_vram is not None else "n/a"
-        print(f"[{time.perf_counter() - t_start:5.0f} s] {c.label(L):40s} {('ballast ' + format(ballast, 'g') + ' GiB') if ballast else '':16s} "
-              f"{r.status:7s} VRAM {vram:>10s}  prompt {r.prompt_tok_s:8.1f} tok/s  gen {r.gen_tok_s:7.2f} tok/s  ({r.wall_s:.0f} s) {r.detail[:120]}", flush=True)
+        print(
+            f"[{time.perf_counter() - t_start:5.0f} s] {c.label(L):40s} {('ballast ' + format(ballast, 'g') + ' GiB') if ballast else '':16s} "
+            f"{r.status:7s} VRAM {vram:>10s}  prompt {r.prompt_tok_s:8.1f} tok/s  gen {r.gen_tok_s:7.2f} tok/s  ({r.wall_s:.0f} s) {r.detail[:120]}",
+            flush=True,
+        )
 
     # Judge each budget.
     def est_vram(c: Config, b: float) -> int:
@@ -550,31 +597,43 @@ def parent_main(args: argparse.Namespace) -> int:
         c = plan_config(p)
         plan_runs = [r for r in runs if c is not None and r.config == c and r.status != "skipped"]
         # The proof run is the one under this budget's ballast (or a smaller budget's, which is stricter).
-        proof = next((r for r in plan_runs if r.ballast_budget_gib is not None and r.ballast_budget_gib <= b), None) or (plan_runs[0] if plan_runs else None)
+        proof = next(
+            (r for r in plan_runs if r.ballast_budget_gib is not None and r.ballast_budget_gib <= b), None
+        ) or (plan_runs[0] if plan_runs else None)
         lo = layer_only[b]
         fitting = [r for r in measured.values() if fits(r, b)]
         # The layer-only baseline is the fastest measured layer split that really fits (fairer
         # than the one our own estimate picked, which may be conservative), else the estimate's pick.
         splits = [r for r in fitting if r.config.n_cpu_moe == 0]
-        lo_run = max(splits, key=lambda r: r.gen_tok_s, default=None) or (measured.get(lo.key) if lo is not None else None)
+        lo_run = max(splits, key=lambda r: r.gen_tok_s, default=None) or (
+            measured.get(lo.key) if lo is not None else None
+        )
         best = max(fitting, key=lambda r: r.gen_tok_s, default=None)
         plan_gen = proof.gen_tok_s if proof is not None and proof.status == "ok" else 0.0
         row = dict(
             budget_gib=b,
-            plan=p.summary(), plan_mode=p.mode, plan_config=c.key if c else None, plan_fits_estimate=p.fits,
+            plan=p.summary(),
+            plan_mode=p.mode,
+            plan_config=c.key if c else None,
+            plan_fits_estimate=p.fits,
             plan_est_vram=p.est_vram_bytes,
             plan_status=proof.status if proof else ("no plan" if c is None else "not run"),
             plan_peak_vram=proof.peak_vram if proof else None,
-            plan_within_budget=(proof is not None and proof.status == "ok" and (proof.peak_vram is None or proof.peak_vram <= b * GiB)),
-            plan_prompt_tok_s=proof.prompt_tok_s if proof else 0.0, plan_gen_tok_s=plan_gen,
+            plan_within_budget=(
+                proof is not None and proof.status == "ok" and (proof.peak_vram is None or proof.peak_vram <= b * GiB)
+            ),
+            plan_prompt_tok_s=proof.prompt_tok_s if proof else 0.0,
+            plan_gen_tok_s=plan_gen,
             layer_only_estimate_pick=lo.key if lo else None,
             layer_only_config=lo_run.config.key if lo_run else None,
             layer_only_label=lo_run.config.label(L) if lo_run else None,
             layer_only_gen_tok_s=lo_run.gen_tok_s if lo_run else None,
             layer_only_prompt_tok_s=lo_run.prompt_tok_s if lo_run else None,
             layer_only_peak_vram=lo_run.peak_vram if lo_run else None,
-            best_config=best.config.key if best else None, best_label=best.config.label(L) if best else None,
-            best_gen_tok_s=best.gen_tok_s if best else None, best_peak_vram=best.peak_vram if best else None,
+            best_config=best.config.key if best else None,
+            best_label=best.config.label(L) if best else None,
+            best_gen_tok_s=best.gen_tok_s if best else None,
+            best_peak_vram=best.peak_vram if best else None,
             plan_vs_best=(plan_gen / best.gen_tok_s) if best and best.gen_tok_s else None,
             plan_vs_layer_only=(plan_gen / lo_run.gen_tok_s) if lo_run and lo_run.gen_tok_s else None,
         )
@@ -582,17 +641,41 @@ def parent_main(args: argparse.Namespace) -> int:
 
     targets = dict(
         plan_at_least_95pct_of_best=all((r["plan_vs_best"] or 0) >= 0.95 for r in summary if r["best_gen_tok_s"]),
-        plan_2x_layer_only_at_8_to_12=all((r["plan_vs_layer_only"] or 0) >= 2.0 for r in summary if 8 <= r["budget_gib"] <= 12 and r["layer_only_gen_tok_s"]),
+        plan_2x_layer_only_at_8_to_12=all(
+            (r["plan_vs_layer_only"] or 0) >= 2.0
+            for r in summary
+            if 8 <= r["budget_gib"] <= 12 and r["layer_only_gen_tok_s"]
+        ),
         zero_oom=all(r["plan_status"] == "ok" and r["plan_within_budget"] for r in summary if r["plan_config"]),
     )
     env = dict(
-        date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), host=platform.node(), python=platform.python_version(),
-        llama_cpp_python=llama_cpp.__version__, cpu=real.cpu_name, cores=f"{real.cores_physical}/{real.cores_logical}",
-        ram_gib=round(real.ram_total / GiB, 1), gpu=gpu.name, gpu_vram_gib=round(gpu.vram_total / GiB, 1), driver=gpu.driver,
-        model=str(args.model), model_bytes=info.file_size, n_ctx=args.ctx, prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens,
-        threads=threads, threads_batch=threads_batch, dry_run=args.dry_run, ballast=use_ballast, wall_s=round(time.perf_counter() - t_start, 1),
+        date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        host=platform.node(),
+        python=platform.python_version(),
+        llama_cpp_python=llama_cpp.__version__,
+        cpu=real.cpu_name,
+        cores=f"{real.cores_physical}/{real.cores_logical}",
+        ram_gib=round(real.ram_total / GiB, 1),
+        gpu=gpu.name,
+        gpu_vram_gib=round(gpu.vram_total / GiB, 1),
+        driver=gpu.driver,
+        model=str(args.model),
+        model_bytes=info.file_size,
+        n_ctx=args.ctx,
+        prompt_tokens=args.prompt_tokens,
+        gen_tokens=args.gen_tokens,
+        threads=threads,
+        threads_batch=threads_batch,
+        dry_run=args.dry_run,
+        ballast=use_ballast,
+        wall_s=round(time.perf_counter() - t_start, 1),
     )
-    doc = dict(env=env, targets=targets, budgets=summary, runs=[dict(asdict(r), label=r.config.label(L), peak_vram=r.peak_vram) for r in runs])
+    doc = dict(
+        env=env,
+        targets=targets,
+        budgets=summary,
+        runs=[dict(asdict(r), label=r.config.label(L), peak_vram=r.peak_vram) for r in runs],
+    )
     (out / "offload_sweep.json").write_text(json.dumps(doc, indent=2), encoding="utf-8")
     md = render_markdown(doc, L)
     (out / "offload_sweep.md").write_text(md, encoding="utf-8")
@@ -616,7 +699,11 @@ def render_markdown(doc: dict[str, Any], n_layer: int) -> str:
         f"llama-cpp-python {env['llama_cpp_python']}; model {Path(env['model']).name} ({env['model_bytes'] / 1e9:.2f} GB). "
         f"Every run: n_ctx {env['n_ctx']}, flash attention, f16 KV, {env['prompt_tokens']}-token prompt then {env['gen_tokens']} generated tokens, "
         f"{env['threads']}/{env['threads_batch']} threads; mmap only when everything is on the GPU. "
-        + ("The plans ran with the rest of the GPU filled (ballast), so only the budget was free. " if env["ballast"] else "")
+        + (
+            "The plans ran with the rest of the GPU filled (ballast), so only the budget was free. "
+            if env["ballast"]
+            else ""
+        )
         + f"Whole script: {env['wall_s']:.0f} s.",
         "",
         "| budget (GiB free) | plan | plan VRAM est. / measured (GiB) | plan prompt / gen tok/s | best layer-only split that fits | its gen tok/s | plan ÷ layer-only | sweep best that fits | its gen tok/s | plan ÷ best | OOM |",
@@ -626,7 +713,7 @@ def render_markdown(doc: dict[str, Any], n_layer: int) -> str:
         lo = r["layer_only_label"] or "none fits"
         lines.append(
             f"| {r['budget_gib']:g} | {r['plan']} | {_g(r['plan_est_vram'])} / {_g(r['plan_peak_vram'])} | {_t(r['plan_prompt_tok_s'])} / {_t(r['plan_gen_tok_s'])} "
-            f"| {lo} | {_t(r['layer_only_gen_tok_s'])} | {('%.2f×' % r['plan_vs_layer_only']) if r['plan_vs_layer_only'] else 'n/a'} "
+            f"| {lo} | {_t(r['layer_only_gen_tok_s'])} | {('{:.2f}×'.format(r['plan_vs_layer_only'])) if r['plan_vs_layer_only'] else 'n/a'} "
             f"| {r['best_label'] or 'n/a'} | {_t(r['best_gen_tok_s'])} | {('%.1f%%' % (100 * r['plan_vs_best'])) if r['plan_vs_best'] else 'n/a'} "
             f"| {'no' if r['plan_status'] == 'ok' and r['plan_within_budget'] else r['plan_status']} |"
         )

@@ -9,15 +9,15 @@ is compared too. Run:  python -m bench.planner_estimates [--gpu] [--out DIR]
 
 from __future__ import annotations
 
-# llama_cpp before numpy (design.md).
-import llama_cpp  # noqa: F401, I001
-
 import argparse
 import json
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+# llama_cpp before numpy (design.md).
+import llama_cpp  # noqa: F401
 
 from app.core import hardware
 from app.core.engine import Engine
@@ -28,8 +28,34 @@ from tests.fixtures.gguf_factory import write_gpt_oss_gguf
 MiB = 1 << 20
 SHAPES: dict[str, dict[str, object]] = {
     "small f32": dict(n_layer=2, n_embd=64, n_ctx_train=32768),
-    "q8 dense, mxfp4 experts, 8k vocab": dict(n_layer=4, n_embd=256, n_head=8, n_head_kv=4, head_dim=32, n_expert=8, n_expert_used=4, n_ff_exp=256, vocab_size=8000, expert_type="MXFP4", dense_type="Q8_0", n_ctx_train=32768),
-    "20b-like (f16, mxfp4, 20k vocab)": dict(n_layer=4, n_embd=384, n_head=12, n_head_kv=2, head_dim=64, n_expert=16, n_expert_used=4, n_ff_exp=384, vocab_size=20000, expert_type="MXFP4", dense_type="F16", n_ctx_train=32768),
+    "q8 dense, mxfp4 experts, 8k vocab": dict(
+        n_layer=4,
+        n_embd=256,
+        n_head=8,
+        n_head_kv=4,
+        head_dim=32,
+        n_expert=8,
+        n_expert_used=4,
+        n_ff_exp=256,
+        vocab_size=8000,
+        expert_type="MXFP4",
+        dense_type="Q8_0",
+        n_ctx_train=32768,
+    ),
+    "20b-like (f16, mxfp4, 20k vocab)": dict(
+        n_layer=4,
+        n_embd=384,
+        n_head=12,
+        n_head_kv=2,
+        head_dim=64,
+        n_expert=16,
+        n_expert_used=4,
+        n_ff_exp=384,
+        vocab_size=20000,
+        expert_type="MXFP4",
+        dense_type="F16",
+        n_ctx_train=32768,
+    ),
 }
 CONTEXTS = (512, 4096, 16384)
 
@@ -47,7 +73,9 @@ def _kind_sum(buffers: dict[str, int], kind: str, where: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--gpu", action="store_true", help="also compare GPU buffers (needs an NVIDIA GPU and a CUDA build)")
+    ap.add_argument(
+        "--gpu", action="store_true", help="also compare GPU buffers (needs an NVIDIA GPU and a CUDA build)"
+    )
     ap.add_argument("--out", type=Path, help="write the rows as JSON here")
     args = ap.parse_args(argv)
     if args.gpu:
@@ -57,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         setups = [("GPU, all", {}), ("GPU, experts on CPU", {"n_cpu_moe": 99})]
     else:
-        prof = HardwareProfile(ram_total=64 * GiB, ram_available=48 * GiB, cores_physical=2, cores_logical=2, backends=["CPU"])
+        prof = HardwareProfile(
+            ram_total=64 * GiB, ram_available=48 * GiB, cores_physical=2, cores_logical=2, backends=["CPU"]
+        )
         # This CPU's features decide llama.cpp's weight layouts (AMX grows Q8_0 matrices).
         prof.cpu_features = hardware.probe_cpu_name(hardware.Probes(), hardware.platform.system())[1]
         setups = [("CPU", {"backend": "cpu"})]
@@ -77,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
                     e.unload()
                     est = p.estimate
                     row = dict(shape=name, setup=setup, n_ctx=n_ctx)
-                    for where, (wt, kv, cp) in (("host", (est.host_weights, est.host_kv, est.host_compute)), ("device", (est.gpu_weights, est.gpu_kv, est.gpu_compute))):
+                    for where, (wt, kv, cp) in (
+                        ("host", (est.host_weights, est.host_kv, est.host_compute)),
+                        ("device", (est.gpu_weights, est.gpu_kv, est.gpu_compute)),
+                    ):
                         if where == "device" and not p.use_gpu:
                             continue
                         for kind, estimated in (("model", wt), ("KV", kv), ("compute", cp)):

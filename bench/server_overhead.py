@@ -19,12 +19,12 @@ import threading
 import time
 from pathlib import Path
 
-# Import llama_cpp before numpy (design.md); bench.engine_overhead does that and has the model shape.
-from bench.engine_overhead import MID_SHAPE, machine, speed  # noqa: I001
-
 from app.core.engine import Engine, LoadSettings, Sampling
 from app.core.scheduler import EngineScheduler
 from app.core.server import ApiServer, ServerSettings, ServerTesting
+
+# Import llama_cpp before numpy (design.md); bench.engine_overhead does that and has the model shape.
+from bench.engine_overhead import MID_SHAPE, machine, speed
 from tests.fixtures.gguf_factory import write_gpt_oss_gguf
 
 MESSAGES = [{"role": "user", "content": "Write a long story about the sea."}]
@@ -40,8 +40,15 @@ def client_run(url: str, n_tokens: int, seed: int) -> dict[str, object]:
     stamps: list[float] = []
     usage = None
     stream = client.chat.completions.create(
-        model="bench", messages=MESSAGES, stream=True, stream_options={"include_usage": True},
-        max_tokens=n_tokens, seed=seed, temperature=1.0, top_p=1.0, reasoning_effort="low",
+        model="bench",
+        messages=MESSAGES,
+        stream=True,
+        stream_options={"include_usage": True},
+        max_tokens=n_tokens,
+        seed=seed,
+        temperature=1.0,
+        top_p=1.0,
+        reasoning_effort="low",
     )
     for chunk in stream:
         if chunk.usage is not None:
@@ -64,20 +71,35 @@ def http_loop(engine: Engine, url: str, n_tokens: int, seed: int) -> tuple[float
     speed the client saw divided by it is the delivery ratio of that very run, which the load of
     other processes (it changes from run to run on a shared machine) cannot skew.
     """
-    engine._reset_cache()  # noqa: SLF001 - same start as the in-process run: prompt evaluated afresh
+    engine._reset_cache()
     out = subprocess.run(
-        [sys.executable, "-m", "bench.server_overhead", "--client", url, "--tokens", str(n_tokens), "--seed", str(seed)],
-        check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
+        [
+            sys.executable,
+            "-m",
+            "bench.server_overhead",
+            "--client",
+            url,
+            "--tokens",
+            str(n_tokens),
+            "--seed",
+            str(seed),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
     )
     data = json.loads(out.stdout.strip().splitlines()[-1])
     stamps = data["stamps"]
     return speed(stamps), float(data["ttft_s"]), int(data["completion_tokens"])
 
 
-def engine_loop(engine: Engine, prompt: list[int], n_tokens: int, seed: int, on_thread: bool = True) -> tuple[float, float, int]:
+def engine_loop(
+    engine: Engine, prompt: list[int], n_tokens: int, seed: int, on_thread: bool = True
+) -> tuple[float, float, int]:
     """Engine.stream consumed in this process; on a fresh thread by default, as the server (and the
     app's workers) run generations, because llama.cpp's CPU thread team belongs to the calling thread."""
-    engine._reset_cache()  # noqa: SLF001
+    engine._reset_cache()
     out: list[tuple[float, float, int]] = []
 
     def run() -> None:
@@ -115,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     print(machine())
     engine = Engine()
     info = engine.load(args.model, LoadSettings(n_ctx=2048, n_threads=args.threads, n_gpu_layers=args.n_gpu_layers))
-    print(f"model: {info.description}, {info.size_bytes / 1e9:.2f} GB; threads {args.threads}; {args.tokens} tokens per run")
+    print(
+        f"model: {info.description}, {info.size_bytes / 1e9:.2f} GB; threads {args.threads}; {args.tokens} tokens per run"
+    )
     testing = ServerTesting()
     server = ApiServer(EngineScheduler(engine), ServerSettings(port=0), testing=testing)
     server.start()
@@ -147,15 +171,21 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
         me, mh = statistics.median(res["engine"]), statistics.median(res["http"])
-        ratios = [h / e for h, e in zip(res["http"], res["engine"])]
-        print(f"median: in-process {me:.2f} tok/s, HTTP {mh:.2f} tok/s, ratio of medians {mh / me:.3f}, "
-              f"median of per-rep ratios {statistics.median(ratios):.3f}")
-        print(f"client-seen / engine-measured speed within the same HTTP run: median {statistics.median(res['delivery']):.3f} "
-              f"(min {min(res['delivery']):.3f}, max {max(res['delivery']):.3f})")
-        print(f"time to first token: in-process median {statistics.median(res['engine_ttft']) * 1000:.0f} ms, "
-              f"HTTP median {statistics.median(res['http_ttft']) * 1000:.0f} ms "
-              f"(HTTP adds {(statistics.median(res['http_ttft']) - statistics.median(res['engine_ttft'])) * 1000:.0f} ms: "
-              "request, prompt rendering, queue, first chunk)")
+        ratios = [h / e for h, e in zip(res["http"], res["engine"], strict=False)]
+        print(
+            f"median: in-process {me:.2f} tok/s, HTTP {mh:.2f} tok/s, ratio of medians {mh / me:.3f}, "
+            f"median of per-rep ratios {statistics.median(ratios):.3f}"
+        )
+        print(
+            f"client-seen / engine-measured speed within the same HTTP run: median {statistics.median(res['delivery']):.3f} "
+            f"(min {min(res['delivery']):.3f}, max {max(res['delivery']):.3f})"
+        )
+        print(
+            f"time to first token: in-process median {statistics.median(res['engine_ttft']) * 1000:.0f} ms, "
+            f"HTTP median {statistics.median(res['http_ttft']) * 1000:.0f} ms "
+            f"(HTTP adds {(statistics.median(res['http_ttft']) - statistics.median(res['engine_ttft'])) * 1000:.0f} ms: "
+            "request, prompt rendering, queue, first chunk)"
+        )
     finally:
         server.stop()
         engine.unload()

@@ -88,20 +88,33 @@ def build(path: Path, conversations: int) -> None:
             for j in range(10):
                 role = "user" if j % 2 == 0 else "assistant"
                 tool = role == "assistant" and j == 1 and c % 7 == 0
-                msgs.append(MessageRow(
-                    id=j + 1, conversation_id=0, parent_id=j or None, role=role,
-                    content="" if tool else gen.text(gen.rng.randint(8, 30) if role == "user" else gen.rng.randint(60, 160)),
-                    thinking=gen.text(gen.rng.randint(20, 60)) if role == "assistant" else "",
-                    tool_calls=[{"recipient": "functions.search", "arguments": '{"q": "x"}'}] if tool else [],
-                    effort="medium" if role == "assistant" else None,
-                    stats={"generated_tokens": 120, "tokens_per_s": 40.0} if role == "assistant" else {},
-                    model="gpt-oss-20b" if role == "assistant" else None,
-                    created=created + j, updated=created + j,
-                ))
+                msgs.append(
+                    MessageRow(
+                        id=j + 1,
+                        conversation_id=0,
+                        parent_id=j or None,
+                        role=role,
+                        content=""
+                        if tool
+                        else gen.text(gen.rng.randint(8, 30) if role == "user" else gen.rng.randint(60, 160)),
+                        thinking=gen.text(gen.rng.randint(20, 60)) if role == "assistant" else "",
+                        tool_calls=[{"recipient": "functions.search", "arguments": '{"q": "x"}'}] if tool else [],
+                        effort="medium" if role == "assistant" else None,
+                        stats={"generated_tokens": 120, "tokens_per_s": 40.0} if role == "assistant" else {},
+                        model="gpt-oss-20b" if role == "assistant" else None,
+                        created=created + j,
+                        updated=created + j,
+                    )
+                )
             store.insert_conversation_tree(
-                uid=None, title=msgs[0].content[:50], title_source="auto", created=created, updated=created + 10,
+                uid=None,
+                title=msgs[0].content[:50],
+                title_source="auto",
+                created=created,
+                updated=created + 10,
                 settings=ConversationSettings(),
-                messages=msgs, active_leaf_id=10,
+                messages=msgs,
+                active_leaf_id=10,
             )
     # The long conversation: 1,000 messages, a regenerated answer every 50 turns (branches).
     long = store.create_conversation("Long conversation (1,000 messages)")
@@ -114,9 +127,16 @@ def build(path: Path, conversations: int) -> None:
             if count % 100 == 0:  # an old alternative answer beside the one that continues
                 store.add_message(long.id, "assistant", gen.text(80), parent_id=u.id, thinking=gen.text(30))
                 count += 1
-            a = store.add_message(long.id, "assistant", gen.text(gen.rng.randint(60, 160)), parent_id=u.id,
-                                  thinking=gen.text(gen.rng.randint(20, 60)), effort="high", model="gpt-oss-20b",
-                                  stats={"generated_tokens": 200})
+            a = store.add_message(
+                long.id,
+                "assistant",
+                gen.text(gen.rng.randint(60, 160)),
+                parent_id=u.id,
+                thinking=gen.text(gen.rng.randint(20, 60)),
+                effort="high",
+                model="gpt-oss-20b",
+                stats={"generated_tokens": 200},
+            )
             count += 1
             parent = a.id
     store.set_setting("bench_long_conversation", long.id)
@@ -242,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for query, what, n_hits, first, med, worst, grouped in search_rows:
-        lines.append(f"| `{query}` | {what} | {n_hits:,} | {first:.1f} ms | {med:.1f} ms | {worst:.1f} ms | {grouped:.1f} ms |")
+        lines.append(
+            f"| `{query}` | {what} | {n_hits:,} | {first:.1f} ms | {med:.1f} ms | {worst:.1f} ms | {grouped:.1f} ms |"
+        )
     lines += [
         f"| `the model` in the {shown:,}-message conversation | find in conversation | | | "
         f"{statistics.median(find_ms):.1f} ms | {max(find_ms):.1f} ms | |",

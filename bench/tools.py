@@ -44,7 +44,9 @@ def timed(fn: Callable[[], object], runs: int) -> list[float]:
 
 
 def ms(values: list[float]) -> str:
-    return f"median {statistics.median(values) * 1000:.1f} ms (min {min(values) * 1000:.1f}, max {max(values) * 1000:.1f})"
+    return (
+        f"median {statistics.median(values) * 1000:.1f} ms (min {min(values) * 1000:.1f}, max {max(values) * 1000:.1f})"
+    )
 
 
 def main() -> None:
@@ -96,7 +98,8 @@ def main() -> None:
     for i in range(20):
         (folder / f"t{i}.py").write_text(
             f"def tool_{i}(text: str, n: int = 1) -> str:\n    '''Repeat text.\n\n    Args:\n        text: What.\n"
-            f"        n: How often.\n    '''\n    return text * n\n")
+            f"        n: How often.\n    '''\n    return text * n\n"
+        )
     host = UserToolHost(folder)
     report("Loading 20 user tool files (fresh tool process)", ms(timed(host.load, runs)))
     report("User tool call round trip", ms(timed(lambda: host.call("tool_3", {"text": "a", "n": 3}), runs * 4)))
@@ -104,17 +107,25 @@ def main() -> None:
 
     # --- browser ---
     para = "<p>The harmonica is a free reed instrument. <a href='/x{i}'>link {i}</a> and more words here.</p>"
-    page_html = "<html><head><title>Big</title></head><body>" + "".join(para.format(i=i) for i in range(3000)) + "</body></html>"
-    report(f"HTML → numbered text, {len(page_html) // 1024} KB page",
-           ms(timed(lambda: html_to_text(page_html, "https://example.com/"), runs)))
+    page_html = (
+        "<html><head><title>Big</title></head><body>"
+        + "".join(para.format(i=i) for i in range(3000))
+        + "</body></html>"
+    )
+    report(
+        f"HTML → numbered text, {len(page_html) // 1024} KB page",
+        ms(timed(lambda: html_to_text(page_html, "https://example.com/"), runs)),
+    )
     b = BrowserSession("")
     title, text, links = html_to_text(page_html, "https://example.com/")
     b.pages.append(Page("https://example.com/", title, text, links))
     report("find() on that page", ms(timed(lambda: (b.find("reed"), b.pages.pop()), runs)))
 
     # --- loop overhead ---
-    call = ('<|channel|>analysis<|message|>x<|end|><|start|>assistant<|channel|>commentary to=functions.calculate '
-            '<|constrain|>json<|message|>{"expression":"1+1"}<|call|>')
+    call = (
+        "<|channel|>analysis<|message|>x<|end|><|start|>assistant<|channel|>commentary to=functions.calculate "
+        '<|constrain|>json<|message|>{"expression":"1+1"}<|call|>'
+    )
     final = "<|channel|>final<|message|>2<|return|>"
     reg = ToolRegistry(tools_dir=tmp / "none", settings_file=tmp / "t.json", load_user_tools=False)
     durations: list[float] = []
@@ -130,13 +141,17 @@ def main() -> None:
             if isinstance(ev, ToolFinished):
                 tool_time += ev.run.duration_s or 0.0
         durations.append(time.perf_counter() - t0)
-    report("Whole loop, scripted engine: call → calculator → final (two generations, prompt rendering included)",
-           ms(durations))
+    report(
+        "Whole loop, scripted engine: call → calculator → final (two generations, prompt rendering included)",
+        ms(durations),
+    )
 
     if not args.no_record:
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        header = (f"\n## Tools\n\n`python -m bench.tools --runs {runs}` ({stamp}, {platform.node()}, "
-                  f"{platform.machine()}, Python {platform.python_version()}, {platform.system()} {platform.release()}).\n\n")
+        header = (
+            f"\n## Tools\n\n`python -m bench.tools --runs {runs}` ({stamp}, {platform.node()}, "
+            f"{platform.machine()}, Python {platform.python_version()}, {platform.system()} {platform.release()}).\n\n"
+        )
         results = ROOT / "bench" / "RESULTS.md"
         text = results.read_text(encoding="utf-8") if results.exists() else "# Benchmark results\n"
         if "\n## Tools\n" in text:

@@ -113,8 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for query, times in search_ms.items():
         hits = -int(times.pop())
-        lines.append(f"| sidebar search `{query}`: {hits} hits shown with highlighted snippets | < 100 ms "
-                     f"| {statistics.median(times):.0f} ms | {max(times):.0f} ms |")
+        lines.append(
+            f"| sidebar search `{query}`: {hits} hits shown with highlighted snippets | < 100 ms "
+            f"| {statistics.median(times):.0f} ms | {max(times):.0f} ms |"
+        )
     lines.append("")
     text = "\n".join(lines)
     print(text)

@@ -21,7 +21,7 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.core.scripted_engine import split_pieces  # noqa: E402
+from app.core.scripted_engine import split_pieces
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## UI streaming"
@@ -65,10 +65,9 @@ def run(n_tokens: int) -> dict[str, float]:
     # The offscreen platform warns on every window size-hint change; that is noise here.
     qInstallMessageHandler(lambda mode, ctx, msg: None if "propagateSizeHints" in msg else sys.stderr.write(msg + "\n"))
 
+    from app.core.markdown import warm_up
     from app.ui import style
     from app.ui.chat_view import ChatView
-
-    from app.core.markdown import warm_up
 
     app = QApplication.instance() or QApplication([])
     style.apply(app, dark=False)  # type: ignore[arg-type]

@@ -42,32 +42,64 @@ def main(out: Path) -> None:
     result = kernel.execute(CODE)
     kernel.close()
 
-    weather = ToolRun("functions.get_current_weather", '{"location": "Paris, France", "format": "celsius"}',
-                      tool="get_current_weather", status="done", duration_s=0.184,
-                      output="Paris, France: 17 °C, light rain until 14:00, wind 12 km/h SW",
-                      result="Paris, France: 17 °C, light rain until 14:00, wind 12 km/h SW")
-    plot = ToolRun("python", CODE, kind="python", tool="python", status="done", duration_s=result.duration_s,
-                   output=result.output, result=result.model_text(), images=result.images, is_error=result.is_error)
+    weather = ToolRun(
+        "functions.get_current_weather",
+        '{"location": "Paris, France", "format": "celsius"}',
+        tool="get_current_weather",
+        status="done",
+        duration_s=0.184,
+        output="Paris, France: 17 °C, light rain until 14:00, wind 12 km/h SW",
+        result="Paris, France: 17 °C, light rain until 14:00, wind 12 km/h SW",
+    )
+    plot = ToolRun(
+        "python",
+        CODE,
+        kind="python",
+        tool="python",
+        status="done",
+        duration_s=result.duration_s,
+        output=result.output,
+        result=result.model_text(),
+        images=result.images,
+        is_error=result.is_error,
+    )
 
     root = QWidget(objectName="ChatContent")
     root.resize(900, 1180)
     lay = QVBoxLayout(root)
     lay.setContentsMargins(40, 20, 40, 20)
-    lay.addWidget(UserMessageWidget(Message(role="user", content="Will it rain in Paris today? Plot the temperature by hour.")))
-    stats = GenerationStats(generated_tokens=182, tokens_per_s=41.7, prompt_tokens=2210, cached_tokens=2048,
-                            ttft_s=0.21, total_s=4.6)
-    calls = Message(role="assistant", thinking="The user wants the weather in Paris and a plot. Call the weather "
-                    "function first, then plot an hourly curve with python.", thinking_s=3.0, model="gpt-oss-20b",
-                    effort="medium", tool_calls=[ToolCallRecord(weather.recipient, weather.arguments),
-                                                 ToolCallRecord("python", CODE, "code", "analysis")],
-                    stop_reason="call", stats=stats)
+    lay.addWidget(
+        UserMessageWidget(Message(role="user", content="Will it rain in Paris today? Plot the temperature by hour."))
+    )
+    stats = GenerationStats(
+        generated_tokens=182, tokens_per_s=41.7, prompt_tokens=2210, cached_tokens=2048, ttft_s=0.21, total_s=4.6
+    )
+    calls = Message(
+        role="assistant",
+        thinking="The user wants the weather in Paris and a plot. Call the weather "
+        "function first, then plot an hourly curve with python.",
+        thinking_s=3.0,
+        model="gpt-oss-20b",
+        effort="medium",
+        tool_calls=[
+            ToolCallRecord(weather.recipient, weather.arguments),
+            ToolCallRecord("python", CODE, "code", "analysis"),
+        ],
+        stop_reason="call",
+        stats=stats,
+    )
     answer = Message(
-        role="assistant", model="gpt-oss-20b", effort="medium", stop_reason="return", stats=stats,
+        role="assistant",
+        model="gpt-oss-20b",
+        effort="medium",
+        stop_reason="return",
+        stats=stats,
         content=link_citations(
             "Yes — **light rain until about 14:00**, then dry. It stays mild: around **17 °C** now, "
             f"peaking near **{result.output.split()[1] if result.output else '20'} °C** in the afternoon "
             "(see the plot above).\n\n- Take an umbrella this morning.\n- The wind is light, from the south-west.",
-            {}),
+            {},
+        ),
     )
     w = AssistantMessageWidget.from_message(calls)
     w.add_tool_run(weather)

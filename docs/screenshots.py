@@ -74,7 +74,11 @@ def shot_manager(app: object, out: Path, quick: bool) -> None:
     while time.monotonic() < deadline:
         wait(app, 0.2)
         p = controller.status(request).progress
-        if p is not None and p.phase.value == "downloading" and p.downloaded > seeded + 4 * 41_000_000 * (0.1 if quick else 1):
+        if (
+            p is not None
+            and p.phase.value == "downloading"
+            and p.downloaded > seeded + 4 * 41_000_000 * (0.1 if quick else 1)
+        ):
             break
     wait(app, 0.3)
     dialog.grab().save(str(out))

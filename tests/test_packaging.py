@@ -37,7 +37,7 @@ def test_macos_icon_has_retina_sizes() -> None:
     assert data[:4] == b"icns" and struct.unpack(">I", data[4:8])[0] == len(data)
     kinds, off = set(), 8
     while off < len(data):
-        kind, length = data[off:off + 4], struct.unpack(">I", data[off + 4:off + 8])[0]
+        kind, length = data[off : off + 4], struct.unpack(">I", data[off + 4 : off + 8])[0]
         kinds.add(kind.decode("ascii"))
         off += length
     assert {"ic10", "ic09", "ic08"} <= kinds  # 1024 (512@2x), 512, 256
@@ -55,7 +55,7 @@ def test_desktop_entry() -> None:
 
 def test_recipes_point_at_files_that_exist() -> None:
     spec = (ROOT / "packaging" / "harmonica.spec").read_text()
-    assert "collect_submodules(\"app\")" in spec  # the app is collected wholesale, never by module name
+    assert 'collect_submodules("app")' in spec  # the app is collected wholesale, never by module name
     nsi = (ROOT / "packaging" / "windows" / "harmonica.nsi").read_text()
     for rel in re.findall(r'"(\.\.\\\.\.\\[^"]+)"', nsi):
         assert (ROOT / "packaging" / "windows" / Path(*rel.split("\\"))).resolve().exists(), rel

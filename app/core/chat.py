@@ -56,7 +56,12 @@ class EngineLike(Protocol):
     def tokenize(self, text: str, special: bool = True) -> list[int]: ...
 
     def stream(
-        self, prompt: str | list[int], sampling: Sampling, *, cancel: threading.Event | None = None, grammar: str | None = None
+        self,
+        prompt: str | list[int],
+        sampling: Sampling,
+        *,
+        cancel: threading.Event | None = None,
+        grammar: str | None = None,
     ) -> Iterator[tuple[int, bytes]]: ...
 
 
@@ -179,7 +184,10 @@ class Conversation:
                         msg: dict[str, Any] = {
                             "role": "assistant",
                             "tool_calls": [
-                                {"type": "function", "function": {"name": call.name, "arguments": call.arguments_value()}}
+                                {
+                                    "type": "function",
+                                    "function": {"name": call.name, "arguments": call.arguments_value()},
+                                }
                             ],
                         }
                         if n == 0 and i > last_final and m.thinking:
@@ -290,8 +298,14 @@ def run_turn(
         raise ChatError(f"Unknown reasoning effort {effort!r}; choose low, medium or high.")
     sampling = sampling or Sampling()
     prompt = build_prompt(
-        conversation, info, effort=effort, developer=developer, identity=identity, tools=tools,
-        builtin_tools=builtin_tools, date=date,
+        conversation,
+        info,
+        effort=effort,
+        developer=developer,
+        identity=identity,
+        tools=tools,
+        builtin_tools=builtin_tools,
+        date=date,
     )
     prefix = continuation_prefix(resume.thinking, resume.content) if resume is not None else ""
     tokens = engine.tokenize(prompt + prefix, special=True)
@@ -346,7 +360,7 @@ def run_turn(
         failure = None
         _finish(conversation, message, engine, parser, stop_reason, t_think, apply)
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 -- any failure keeps the partial message, then is re-raised typed
         failure = exc
         stop_reason = "error"
     tail = _finish(conversation, message, engine, parser, stop_reason, t_think, apply)
@@ -372,7 +386,7 @@ def _finish(
         return []
     try:
         events: list[Event] = list(parser.finish(stop_reason))
-    except Exception:  # the parser is lenient by contract; never lose the message over it
+    except Exception:  # noqa: BLE001 -- the parser is lenient by contract; never lose the message over it
         events = [Done(stop_reason)]
     for ev in events:
         apply(ev)

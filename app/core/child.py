@@ -19,8 +19,9 @@ def frozen() -> bool:
     return bool(getattr(sys, "frozen", False))
 
 
-def python_command(*, script: Path | None = None, module: str | None = None, code: str | None = None,
-                   flags: Sequence[str] = ("-I",)) -> list[str]:
+def python_command(
+    *, script: Path | None = None, module: str | None = None, code: str | None = None, flags: Sequence[str] = ("-I",)
+) -> list[str]:
     """The command line that runs `code`, or `script` (frozen: its `module`), in a new interpreter.
 
     Outside a bundle this is the current interpreter with `flags`. In a PyInstaller bundle
@@ -59,16 +60,18 @@ def get_until(q: queue.Queue[Any], deadline: float, cancel: threading.Event | No
 
 def run_child_python(argv: Sequence[str]) -> int:
     """Be the interpreter of python_command(): `-c CODE [args]` or `-m MODULE [args]`."""
-    args = [a for a in argv]
+    args = list(argv)
     for stream in (sys.stdin, sys.stdout, sys.stderr):
         try:
-            stream.reconfigure(encoding="utf-8", errors="surrogateescape" if stream is sys.stdin else "backslashreplace")  # type: ignore[union-attr]
+            stream.reconfigure(
+                encoding="utf-8", errors="surrogateescape" if stream is sys.stdin else "backslashreplace"
+            )  # type: ignore[union-attr]
         except (AttributeError, ValueError):
             pass  # not a text stream (closed, or replaced): nothing to set
     try:
         if len(args) >= 2 and args[0] == "-c":
             sys.argv = ["-c", *args[2:]]
-            exec(compile(args[1], "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})  # noqa: S102 - the app's own child code
+            exec(compile(args[1], "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
         elif len(args) >= 2 and args[0] == "-m":
             sys.argv = [args[1], *args[2:]]
             runpy.run_module(args[1], run_name="__main__", alter_sys=True)

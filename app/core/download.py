@@ -233,8 +233,12 @@ def _default_disk_free(path: Path) -> int:
     return shutil.disk_usage(probe).free
 
 
-def sha256_file(path: Path, on_bytes: Callable[[int], None] | None = None,
-                should_stop: Callable[[], bool] | None = None, block: int = 4 << 20) -> str:
+def sha256_file(
+    path: Path,
+    on_bytes: Callable[[int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    block: int = 4 << 20,
+) -> str:
     """Stream a file through sha256; `on_bytes` gets each block's size, `should_stop` may abort."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -266,9 +270,13 @@ def expected_sha256(path: Path) -> str | None:
     return name if _SHA256_RE.match(name) else None
 
 
-def verify_events(paths: Sequence[Path], *, cancel: threading.Event | None = None,
-                  expected: Mapping[Path, str] | None = None,
-                  interval: float = 0.1) -> Iterator[DownloadProgress | VerifyReport]:
+def verify_events(
+    paths: Sequence[Path],
+    *,
+    cancel: threading.Event | None = None,
+    expected: Mapping[Path, str] | None = None,
+    interval: float = 0.1,
+) -> Iterator[DownloadProgress | VerifyReport]:
     """Hash files already on disk against their published sha256 (no network); yields VERIFYING
     progress at most every `interval` seconds, then a VerifyReport. A damaged file is deleted
     (with its cache link) and DownloadError(CHECKSUM) raised, exactly like a damaged download."""
@@ -284,7 +292,7 @@ def verify_events(paths: Sequence[Path], *, cancel: threading.Event | None = Non
     unknown: list[Path] = []
     checked = 0
     last = float("-inf")
-    for index, (path, size) in enumerate(zip(files, sizes)):
+    for index, (path, size) in enumerate(zip(files, sizes, strict=False)):
         want = (expected or {}).get(path) or expected_sha256(path)
         if want is None:
             unknown.append(path)
@@ -302,26 +310,47 @@ def verify_events(paths: Sequence[Path], *, cancel: threading.Event | None = Non
                 now = time.monotonic()
                 if now - last >= interval:
                     last = now
-                    yield DownloadProgress(Phase.VERIFYING, downloaded=total, total=total, file_index=index,
-                                           file_count=len(files), filename=path.name, checked=checked,
-                                           check_total=total, message=f"Verifying {path.name}")
+                    yield DownloadProgress(
+                        Phase.VERIFYING,
+                        downloaded=total,
+                        total=total,
+                        file_index=index,
+                        file_count=len(files),
+                        filename=path.name,
+                        checked=checked,
+                        check_total=total,
+                        message=f"Verifying {path.name}",
+                    )
         actual = digest.hexdigest()
         if actual != want.lower():
             blob.unlink(missing_ok=True)
             if path.is_symlink():
                 path.unlink(missing_ok=True)  # no link to a deleted blob
-            raise DownloadError(ErrorKind.CHECKSUM, (
-                f"{path.name} is damaged: its SHA-256 ({actual[:12]}…) is not the one published for it "
-                f"({want[:12]}…). The damaged file was deleted. Download it again."))
+            raise DownloadError(
+                ErrorKind.CHECKSUM,
+                (
+                    f"{path.name} is damaged: its SHA-256 ({actual[:12]}…) is not the one published for it "
+                    f"({want[:12]}…). The damaged file was deleted. Download it again."
+                ),
+            )
         verified.append(path)
-    yield DownloadProgress(Phase.VERIFYING, downloaded=total, total=total, file_index=max(0, len(files) - 1),
-                           file_count=len(files), filename=files[-1].name if files else "", checked=total,
-                           check_total=total, message="Verified")
+    yield DownloadProgress(
+        Phase.VERIFYING,
+        downloaded=total,
+        total=total,
+        file_index=max(0, len(files) - 1),
+        file_count=len(files),
+        filename=files[-1].name if files else "",
+        checked=total,
+        check_total=total,
+        message="Verified",
+    )
     yield VerifyReport(tuple(verified), tuple(unknown))
 
 
-def verify_files(paths: Sequence[Path], on_progress: ProgressCallback | None = None, *,
-                 expected: Mapping[Path, str] | None = None) -> VerifyReport:
+def verify_files(
+    paths: Sequence[Path], on_progress: ProgressCallback | None = None, *, expected: Mapping[Path, str] | None = None
+) -> VerifyReport:
     """verify_events as a plain call."""
     report = VerifyReport()
     for item in verify_events(paths, expected=expected):
@@ -372,8 +401,9 @@ class _StreamHasher:
 class _Reporter:
     """Aggregates bytes over all parts, computes speed over a sliding window, throttles callbacks."""
 
-    def __init__(self, callback: ProgressCallback | None, total: int, file_count: int, interval: float,
-                 window_s: float = 5.0) -> None:
+    def __init__(
+        self, callback: ProgressCallback | None, total: int, file_count: int, interval: float, window_s: float = 5.0
+    ) -> None:
         self.callback = callback
         self.total = total
         self.file_count = file_count
@@ -444,10 +474,19 @@ class _Reporter:
         speed = self.speed(now) if phase == Phase.DOWNLOADING else 0.0
         remaining = max(0, self.total - self.downloaded)
         eta = remaining / speed if speed > 0 else None
-        self.callback(DownloadProgress(
-            phase=phase, downloaded=self.downloaded, total=self.total, speed_bps=speed, eta_s=eta,
-            file_index=self.file_index, file_count=self.file_count, filename=self.filename, **extra,
-        ))
+        self.callback(
+            DownloadProgress(
+                phase=phase,
+                downloaded=self.downloaded,
+                total=self.total,
+                speed_bps=speed,
+                eta_s=eta,
+                file_index=self.file_index,
+                file_count=self.file_count,
+                filename=self.filename,
+                **extra,
+            )
+        )
 
 
 class DownloadManager:
@@ -532,8 +571,11 @@ class DownloadManager:
                     info = state.get("files", {}).get(name, {})
                     total += int(info.get("size", 0))
                     downloaded += self._bytes_on_disk(request.repo_id, info.get("etag"), int(info.get("size", 0)))
-                found.append(PendingDownload(request, str(state.get("status", "paused")), downloaded, total,
-                                             float(state.get("updated", 0.0))))
+                found.append(
+                    PendingDownload(
+                        request, str(state.get("status", "paused")), downloaded, total, float(state.get("updated", 0.0))
+                    )
+                )
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # a damaged state file only loses the resume offer, never crashes
         found.sort(key=lambda p: p.updated, reverse=True)
@@ -598,17 +640,33 @@ class DownloadManager:
         except (OSError, ValueError):
             return None
 
-    def _write_state(self, request: DownloadRequest, remote: list[RemoteFile], status: str,
-                     placed: set[str] | frozenset[str] = frozenset()) -> None:
+    def _write_state(
+        self,
+        request: DownloadRequest,
+        remote: list[RemoteFile],
+        status: str,
+        placed: set[str] | frozenset[str] = frozenset(),
+    ) -> None:
         folder = self.state_dir
         folder.mkdir(parents=True, exist_ok=True)
         state = {
-            "version": _STATE_VERSION, "repo_id": request.repo_id, "revision": request.revision,
-            "filenames": list(request.filenames), "status": status, "updated": time.time(),
+            "version": _STATE_VERSION,
+            "repo_id": request.repo_id,
+            "revision": request.revision,
+            "filenames": list(request.filenames),
+            "status": status,
+            "updated": time.time(),
             "cache_dir": str(self.cache_dir),
-            "files": {r.filename: {"etag": r.etag, "size": r.size, "sha256": r.sha256, "commit": r.commit,
-                                   "placed": r.filename in placed}
-                      for r in remote},
+            "files": {
+                r.filename: {
+                    "etag": r.etag,
+                    "size": r.size,
+                    "sha256": r.sha256,
+                    "commit": r.commit,
+                    "placed": r.filename in placed,
+                }
+                for r in remote
+            },
         }
         tmp = folder / f".{request.job_id}.json.tmp"
         tmp.write_text(json.dumps(state, indent=1), "utf-8")
@@ -618,36 +676,51 @@ class DownloadManager:
     def fetch_remote_files(self, request: DownloadRequest) -> list[RemoteFile]:
         """Ask the hub for commit, sizes, sha256 and ETags of the request's files (network!)."""
         if is_offline():
-            raise DownloadError(ErrorKind.OFFLINE, "Downloads are off: HF_HUB_OFFLINE is set, so Harmonica does not "
-                                "contact Hugging Face. Unset it to download, or import a file you already have.")
+            raise DownloadError(
+                ErrorKind.OFFLINE,
+                "Downloads are off: HF_HUB_OFFLINE is set, so Harmonica does not "
+                "contact Hugging Face. Unset it to download, or import a file you already have.",
+            )
         from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_url
 
         endpoint, token = self.endpoint, self.token
         info = HfApi(endpoint=endpoint, token=token).model_info(
-            request.repo_id, revision=request.revision, files_metadata=True, timeout=self.connect_timeout)
+            request.repo_id, revision=request.revision, files_metadata=True, timeout=self.connect_timeout
+        )
         commit = info.sha or request.revision
         siblings = {s.rfilename: s for s in (info.siblings or [])}
         remote: list[RemoteFile] = []
         for name in request.filenames:
             sibling = siblings.get(name)
             if sibling is None:
-                raise DownloadError(ErrorKind.NOT_FOUND, f"{name} is not in {request.repo_id} "
-                                    f"(revision {request.revision}) on {endpoint}.")
+                raise DownloadError(
+                    ErrorKind.NOT_FOUND,
+                    f"{name} is not in {request.repo_id} (revision {request.revision}) on {endpoint}.",
+                )
             lfs = sibling.lfs
             size = int(lfs.size) if lfs is not None else int(sibling.size or 0)
             sha = str(lfs.sha256).lower() if lfs is not None else None
             resolve_url = hf_hub_url(request.repo_id, name, revision=commit, endpoint=endpoint)
             meta = get_hf_file_metadata(resolve_url, token=token, timeout=self.connect_timeout, endpoint=endpoint)
             if not meta.etag:
-                raise DownloadError(ErrorKind.SERVER, f"{endpoint} gave no ETag for {name}; cannot place it in the "
-                                    "Hugging Face cache safely.")
+                raise DownloadError(
+                    ErrorKind.SERVER,
+                    f"{endpoint} gave no ETag for {name}; cannot place it in the Hugging Face cache safely.",
+                )
             if sha is None and _SHA256_RE.match(meta.etag):
                 sha = meta.etag  # LFS files' ETag is their sha256
-            remote.append(RemoteFile(
-                filename=name, size=int(meta.size) if meta.size is not None else size, sha256=sha, etag=meta.etag,
-                commit=meta.commit_hash or commit, url=meta.location, xet=meta.xet_file_data,
-                send_auth=_same_or_hub_host(resolve_url, meta.location),
-            ))
+            remote.append(
+                RemoteFile(
+                    filename=name,
+                    size=int(meta.size) if meta.size is not None else size,
+                    sha256=sha,
+                    etag=meta.etag,
+                    commit=meta.commit_hash or commit,
+                    url=meta.location,
+                    xet=meta.xet_file_data,
+                    send_auth=_same_or_hub_host(resolve_url, meta.location),
+                )
+            )
         return remote
 
 
@@ -680,25 +753,41 @@ def _classify(exc: BaseException, endpoint: str, what: str) -> DownloadError:
         return DownloadError(ErrorKind.OFFLINE, "Downloads are off: HF_HUB_OFFLINE is set.")
     if isinstance(exc, errors.GatedRepoError):
         return DownloadError(ErrorKind.AUTH, f"{what} is gated: accept its terms on the Hub and set HF_TOKEN.")
-    if isinstance(exc, (errors.RepositoryNotFoundError, errors.RevisionNotFoundError, errors.EntryNotFoundError,
-                        errors.RemoteEntryNotFoundError)):
-        return DownloadError(ErrorKind.NOT_FOUND, f"{what} was not found on {endpoint} (HTTP 404). Check the "
-                             "model name, or HF_ENDPOINT if you use a mirror.")
+    if isinstance(
+        exc,
+        (
+            errors.RepositoryNotFoundError,
+            errors.RevisionNotFoundError,
+            errors.EntryNotFoundError,
+            errors.RemoteEntryNotFoundError,
+        ),
+    ):
+        return DownloadError(
+            ErrorKind.NOT_FOUND,
+            f"{what} was not found on {endpoint} (HTTP 404). Check the model name, or HF_ENDPOINT if you use a mirror.",
+        )
     if isinstance(exc, errors.HfHubHTTPError):
         status = exc.response.status_code if exc.response is not None else 0
         if status in (401, 403):
-            return DownloadError(ErrorKind.AUTH, f"{endpoint} refused access to {what} (HTTP {status}). "
-                                 "Check HF_TOKEN.")
+            return DownloadError(
+                ErrorKind.AUTH, f"{endpoint} refused access to {what} (HTTP {status}). Check HF_TOKEN."
+            )
         if status == 404:
             return DownloadError(ErrorKind.NOT_FOUND, f"{what} was not found on {endpoint} (HTTP 404).")
-        return DownloadError(ErrorKind.SERVER, f"{endpoint} answered HTTP {status} for {what}. The server has a "
-                             "problem; try again later.")
+        return DownloadError(
+            ErrorKind.SERVER,
+            f"{endpoint} answered HTTP {status} for {what}. The server has a problem; try again later.",
+        )
     if isinstance(exc, _RetryableStatus):
-        return DownloadError(ErrorKind.SERVER, f"{endpoint} answered HTTP {exc.status} for {what}. The server has "
-                             "a problem; try again later.")
+        return DownloadError(
+            ErrorKind.SERVER,
+            f"{endpoint} answered HTTP {exc.status} for {what}. The server has a problem; try again later.",
+        )
     if isinstance(exc, (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError, OSError)):
-        return DownloadError(ErrorKind.NETWORK, f"Could not reach {endpoint} for {what}: {exc or type(exc).__name__}. "
-                             "Check the internet connection.")
+        return DownloadError(
+            ErrorKind.NETWORK,
+            f"Could not reach {endpoint} for {what}: {exc or type(exc).__name__}. Check the internet connection.",
+        )
     return DownloadError(ErrorKind.NETWORK, f"Download of {what} failed: {exc}")
 
 
@@ -724,8 +813,14 @@ def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError, _RetryableStatus)):
         return True
     if isinstance(exc, errors.HfHubHTTPError) and not isinstance(
-            exc, (errors.RepositoryNotFoundError, errors.RevisionNotFoundError, errors.EntryNotFoundError,
-                  errors.GatedRepoError)):
+        exc,
+        (
+            errors.RepositoryNotFoundError,
+            errors.RevisionNotFoundError,
+            errors.EntryNotFoundError,
+            errors.GatedRepoError,
+        ),
+    ):
         status = exc.response.status_code if exc.response is not None else 0
         return status in (408, 429) or status >= 500
     return False
@@ -869,7 +964,7 @@ class DownloadJob:
                 reporter.current = 0
             self.manager.state_path(self.request).unlink(missing_ok=True)
             reporter.emit(Phase.DONE, force=True, message="Download complete and verified")
-            ours = tuple(p for p, rf in zip(out, remote) if rf.filename in self._placed)
+            ours = tuple(p for p, rf in zip(out, remote, strict=False) if rf.filename in self._placed)
             return DownloadResult(Phase.DONE, tuple(out), reporter.transferred, time.monotonic() - started, ours)
         except _Stopped:
             return self._finish_stopped(remote, reporter, started)
@@ -885,9 +980,12 @@ class DownloadJob:
             raise
         except OSError as exc:
             # The cache folder itself is unusable (permissions, read-only or missing drive).
-            error = DownloadError(ErrorKind.LOCAL_IO, f"Could not write to the Hugging Face cache at "
-                                  f"{self.manager.cache_dir}: {exc}. Check that the folder is writable, or set "
-                                  "HF_HOME to another folder.")
+            error = DownloadError(
+                ErrorKind.LOCAL_IO,
+                f"Could not write to the Hugging Face cache at "
+                f"{self.manager.cache_dir}: {exc}. Check that the folder is writable, or set "
+                "HF_HOME to another folder.",
+            )
             reporter.emit(Phase.FAILED, force=True, message=error.message)
             raise error from exc
         finally:
@@ -947,14 +1045,18 @@ class DownloadJob:
                 return self.manager.fetch_remote_files(self.request)
             except DownloadError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - classified below
+            except Exception as exc:
                 if self._stop.is_set():
                     raise _Stopped from exc
                 attempt += 1
                 if not _retryable(exc) or attempt > self.manager.max_retries:
                     raise _classify(exc, self.manager.endpoint, what) from exc
-                reporter.emit(Phase.RETRYING, force=True, attempt=attempt,
-                              message=f"{_classify(exc, self.manager.endpoint, what).message} Retrying…")
+                reporter.emit(
+                    Phase.RETRYING,
+                    force=True,
+                    attempt=attempt,
+                    message=f"{_classify(exc, self.manager.endpoint, what).message} Retrying…",
+                )
                 self._sleep_backoff(attempt)
 
     def _discard_stale_partials(self, remote: list[RemoteFile]) -> None:
@@ -981,10 +1083,14 @@ class DownloadJob:
         except OSError:
             return  # cannot measure: let the write itself report a full disk
         if free < needed + DISK_MARGIN_BYTES:
-            raise DownloadError(ErrorKind.DISK_SPACE, (
-                f"Not enough disk space: the download needs {human_bytes(needed)} more (plus "
-                f"{human_bytes(DISK_MARGIN_BYTES)} to spare) in {m.cache_dir}, but only {human_bytes(free)} is free. "
-                f"Free up {human_bytes(needed + DISK_MARGIN_BYTES - free)} or set HF_HOME to a larger drive."))
+            raise DownloadError(
+                ErrorKind.DISK_SPACE,
+                (
+                    f"Not enough disk space: the download needs {human_bytes(needed)} more (plus "
+                    f"{human_bytes(DISK_MARGIN_BYTES)} to spare) in {m.cache_dir}, but only {human_bytes(free)} is free. "
+                    f"Free up {human_bytes(needed + DISK_MARGIN_BYTES - free)} or set HF_HOME to a larger drive."
+                ),
+            )
 
     def _download_one(self, rf: RemoteFile, reporter: _Reporter) -> tuple[Path, bool]:
         """Place one part in the cache; returns its snapshot path and whether this call put it there."""
@@ -1000,8 +1106,7 @@ class DownloadJob:
             reporter.current = rf.size  # a cache without symlinks keeps the file in the snapshot
             return snapshot, False
         blob.parent.mkdir(parents=True, exist_ok=True)
-        if m.use_xet and rf.xet is not None and xet_available() and \
-                not m.incomplete_path(repo, rf.etag).exists():
+        if m.use_xet and rf.xet is not None and xet_available() and not m.incomplete_path(repo, rf.etag).exists():
             # hf_hub_download takes the cache's file lock itself (the same one used below).
             self._transfer_xet(rf, reporter)
             self._link(blob, snapshot, rf)
@@ -1016,8 +1121,11 @@ class DownloadJob:
         try:
             lock.acquire(timeout=0)
         except filelock.Timeout:
-            raise DownloadError(ErrorKind.BUSY, f"{rf.filename} is being downloaded by another program or another "
-                                "Harmonica window. Wait for it to finish, then try again.") from None
+            raise DownloadError(
+                ErrorKind.BUSY,
+                f"{rf.filename} is being downloaded by another program or another "
+                "Harmonica window. Wait for it to finish, then try again.",
+            ) from None
         try:
             self._transfer_http(rf, reporter)
             self._link(blob, snapshot, rf)
@@ -1043,8 +1151,10 @@ class DownloadJob:
                 refs.parent.mkdir(parents=True, exist_ok=True)
                 refs.write_text(rf.commit)
         except OSError as exc:
-            raise DownloadError(ErrorKind.LOCAL_IO, f"Could not place {rf.filename} in the Hugging Face cache "
-                                f"({self.manager.cache_dir}): {exc}") from exc
+            raise DownloadError(
+                ErrorKind.LOCAL_IO,
+                f"Could not place {rf.filename} in the Hugging Face cache ({self.manager.cache_dir}): {exc}",
+            ) from exc
 
     # -- plain HTTP ----------------------------------------------------------------------------
     def _transfer_http(self, rf: RemoteFile, reporter: _Reporter) -> None:
@@ -1059,10 +1169,14 @@ class DownloadJob:
         size = incomplete.stat().st_size
         if size != rf.size:
             incomplete.unlink(missing_ok=True)
-            raise DownloadError(ErrorKind.CHECKSUM, f"{rf.filename} arrived with {size} bytes instead of {rf.size}; "
-                                "the file was deleted. Download it again.")
-        reporter.emit(Phase.VERIFYING, force=True, checked=rf.size, check_total=rf.size,
-                      message=f"Verifying {rf.filename}")
+            raise DownloadError(
+                ErrorKind.CHECKSUM,
+                f"{rf.filename} arrived with {size} bytes instead of {rf.size}; "
+                "the file was deleted. Download it again.",
+            )
+        reporter.emit(
+            Phase.VERIFYING, force=True, checked=rf.size, check_total=rf.size, message=f"Verifying {rf.filename}"
+        )
         self._verify(actual, incomplete, rf)
         os.replace(incomplete, m.blob_path(self.request.repo_id, rf.etag))
 
@@ -1094,8 +1208,9 @@ class DownloadJob:
             if have:
                 request_headers["Range"] = f"bytes={have}-"
             try:
-                with get_session().stream("GET", rf.url, headers=request_headers, timeout=timeout,
-                                          follow_redirects=True) as response:
+                with get_session().stream(
+                    "GET", rf.url, headers=request_headers, timeout=timeout, follow_redirects=True
+                ) as response:
                     with self._io_lock:
                         self._active_response = response
                     if self._stop.is_set():  # pause arrived while connecting
@@ -1138,7 +1253,7 @@ class DownloadJob:
                                 raise _Stopped
             except _Stopped:
                 raise
-            except Exception as exc:  # noqa: BLE001 - classified below
+            except Exception as exc:
                 if self._stop.is_set():
                     raise _Stopped from exc
                 if _retryable(exc) or isinstance(exc, (ConnectionError, TimeoutError)):
@@ -1146,8 +1261,10 @@ class DownloadJob:
                     stale_url = rf.url != self._resolve_url(rf)
                     continue
                 if isinstance(exc, OSError) and not isinstance(exc, hf_errors.HfHubHTTPError):
-                    raise DownloadError(ErrorKind.LOCAL_IO, f"Could not write {incomplete}: {exc}. The partial file "
-                                        "is kept; free some space and resume.") from exc
+                    raise DownloadError(
+                        ErrorKind.LOCAL_IO,
+                        f"Could not write {incomplete}: {exc}. The partial file is kept; free some space and resume.",
+                    ) from exc
                 raise _classify(exc, m.endpoint, rf.filename) from exc
             finally:
                 with self._io_lock:
@@ -1166,26 +1283,38 @@ class DownloadJob:
 
         resolve_url = self._resolve_url(rf)
         try:
-            meta = get_hf_file_metadata(resolve_url, token=self.manager.token, timeout=self.manager.connect_timeout,
-                                        endpoint=self.manager.endpoint)
+            meta = get_hf_file_metadata(
+                resolve_url,
+                token=self.manager.token,
+                timeout=self.manager.connect_timeout,
+                endpoint=self.manager.endpoint,
+            )
         except Exception:  # noqa: BLE001 - the next GET reports the real problem
             return rf
         if meta.etag and meta.etag != rf.etag:
-            raise DownloadError(ErrorKind.SERVER, f"{rf.filename} changed on the Hub during the download; "
-                                "start the download again.")
+            raise DownloadError(
+                ErrorKind.SERVER, f"{rf.filename} changed on the Hub during the download; start the download again."
+            )
         return replace(rf, url=meta.location, send_auth=_same_or_hub_host(resolve_url, meta.location))
 
     def _retry_or_raise(self, exc: BaseException, attempt: int, rf: RemoteFile, reporter: _Reporter) -> int:
         attempt += 1
         if attempt > self.manager.max_retries:
             err = _classify(exc, self.manager.endpoint, rf.filename)
-            raise DownloadError(err.kind, f"{err.message} Gave up after {self.manager.max_retries} retries; the "
-                                "partial file is kept, so resuming later continues from where it stopped.") from exc
+            raise DownloadError(
+                err.kind,
+                f"{err.message} Gave up after {self.manager.max_retries} retries; the "
+                "partial file is kept, so resuming later continues from where it stopped.",
+            ) from exc
         delay = self._backoff_delay(attempt)
         wait = f"{delay:.0f} s" if delay >= 1 else "a moment"
-        reporter.emit(Phase.RETRYING, force=True, attempt=attempt,
-                      message=f"{_interruption(exc, self.manager.read_timeout)}; trying again in {wait} "
-                              f"(retry {attempt} of {self.manager.max_retries})…")
+        reporter.emit(
+            Phase.RETRYING,
+            force=True,
+            attempt=attempt,
+            message=f"{_interruption(exc, self.manager.read_timeout)}; trying again in {wait} "
+            f"(retry {attempt} of {self.manager.max_retries})…",
+        )
         reporter.reset_speed()
         self._sleep_backoff(attempt, delay)
         return attempt
@@ -1205,11 +1334,20 @@ class DownloadJob:
         def on_bytes(n: int) -> None:
             nonlocal checked
             checked += n
-            reporter.emit(Phase.CHECKING, checked=checked, check_total=have,
-                          message=f"Checking the {human_bytes(have)} already downloaded")
+            reporter.emit(
+                Phase.CHECKING,
+                checked=checked,
+                check_total=have,
+                message=f"Checking the {human_bytes(have)} already downloaded",
+            )
 
-        reporter.emit(Phase.CHECKING, force=True, checked=0, check_total=have,
-                      message=f"Checking the {human_bytes(have)} already downloaded")
+        reporter.emit(
+            Phase.CHECKING,
+            force=True,
+            checked=0,
+            check_total=have,
+            message=f"Checking the {human_bytes(have)} already downloaded",
+        )
         with incomplete.open("rb") as f:
             remaining = have
             while remaining > 0:
@@ -1228,9 +1366,13 @@ class DownloadJob:
             return  # non-LFS file: the hub publishes no sha256 (never the case for GGUF weights)
         if actual != expected:
             file.unlink(missing_ok=True)
-            raise DownloadError(ErrorKind.CHECKSUM, (
-                f"{rf.filename} is damaged: its SHA-256 ({actual[:12]}…) is not the one Hugging Face lists "
-                f"({expected[:12]}…). The damaged file was deleted. Download it again."))
+            raise DownloadError(
+                ErrorKind.CHECKSUM,
+                (
+                    f"{rf.filename} is damaged: its SHA-256 ({actual[:12]}…) is not the one Hugging Face lists "
+                    f"({expected[:12]}…). The damaged file was deleted. Download it again."
+                ),
+            )
 
     # -- Xet -----------------------------------------------------------------------------------
     def _transfer_xet(self, rf: RemoteFile, reporter: _Reporter) -> None:
@@ -1259,9 +1401,17 @@ class DownloadJob:
 
         def target() -> None:
             try:
-                results.append(hf_hub_download(
-                    self.request.repo_id, rf.filename, revision=rf.commit, cache_dir=self.manager.cache_dir,
-                    endpoint=self.manager.endpoint, token=self.manager.token, tqdm_class=_Hook))
+                results.append(
+                    hf_hub_download(
+                        self.request.repo_id,
+                        rf.filename,
+                        revision=rf.commit,
+                        cache_dir=self.manager.cache_dir,
+                        endpoint=self.manager.endpoint,
+                        token=self.manager.token,
+                        tqdm_class=_Hook,
+                    )
+                )
             except BaseException as exc:  # noqa: BLE001 - handed to the job thread
                 errors.append(exc)
 
@@ -1300,7 +1450,23 @@ class DownloadJob:
 
 
 __all__ = [
-    "DISK_MARGIN_BYTES", "DownloadError", "DownloadJob", "DownloadManager", "DownloadProgress", "DownloadRequest",
-    "DownloadResult", "ErrorKind", "PendingDownload", "Phase", "RemoteFile", "human_bytes", "is_offline",
-    "VerifyReport", "expected_sha256", "sha256_file", "verify_events", "verify_files", "xet_available",
+    "DISK_MARGIN_BYTES",
+    "DownloadError",
+    "DownloadJob",
+    "DownloadManager",
+    "DownloadProgress",
+    "DownloadRequest",
+    "DownloadResult",
+    "ErrorKind",
+    "PendingDownload",
+    "Phase",
+    "RemoteFile",
+    "VerifyReport",
+    "expected_sha256",
+    "human_bytes",
+    "is_offline",
+    "sha256_file",
+    "verify_events",
+    "verify_files",
+    "xet_available",
 ]

@@ -131,16 +131,16 @@ def check_model_file(path: str | os.PathLike[str]) -> PartHeader:
     head = read_gguf_header(p)
     if head.arch != SUPPORTED_ARCH:
         what = head.arch or "unknown"
-        raise EngineError(
-            f"{p.name} is a '{what}' model. Harmonica runs gpt-oss models (architecture 'gpt-oss') only."
-        )
+        raise EngineError(f"{p.name} is a '{what}' model. Harmonica runs gpt-oss models (architecture 'gpt-oss') only.")
     _check_hparams(p, head.metadata)
     parts = [p]
     n_split = head.metadata.get("split.count")
     if isinstance(n_split, int) and n_split > 1:
         parts = _split_parts(p)
         if len(parts) != n_split or parts[0] != p:
-            raise EngineError(f"{p.name} is part of a split model; open the first part (…-00001-of-{n_split:05d}.gguf).")
+            raise EngineError(
+                f"{p.name} is part of a split model; open the first part (…-00001-of-{n_split:05d}.gguf)."
+            )
     for part in parts:
         h = head if part == p else _check_part(part)
         if h.data_end > h.size:
@@ -176,7 +176,9 @@ def _check_hparams(p: Path, md: dict[str, object]) -> None:
     if scaling not in ("none", "linear", "yarn", "longrope"):
         problems.append(f"rope scaling '{scaling}'")
     if problems:
-        raise EngineError(f"{p.name} has invalid model settings ({', '.join(problems)}); the file is damaged or not a real gpt-oss model.")
+        raise EngineError(
+            f"{p.name} has invalid model settings ({', '.join(problems)}); the file is damaged or not a real gpt-oss model."
+        )
 
 
 def _check_part(part: Path) -> PartHeader:
@@ -300,7 +302,7 @@ class Engine:
                     return True
                 try:
                     keep_going = progress(float(fraction)) is not False
-                except Exception:  # noqa: BLE001 - never let an exception unwind through C
+                except Exception:
                     log.exception("progress callback failed")
                     keep_going = True
                 cancelled = cancelled or not keep_going
@@ -638,7 +640,7 @@ class Engine:
                     continue
                 got = llama_cpp.llama_state_seq_set_data_ext(self._ctx, cp.data, len(cp.data), 0, 1)
                 if got and llama_cpp.llama_memory_seq_rm(mem, 0, cp.pos, -1) and self._swa_covers(cp.pos):
-                    del cache[cp.pos:]
+                    del cache[cp.pos :]
                     self._checkpoints = [c for c in self._checkpoints if c.pos <= cp.pos]
                     return cp.pos
                 break
@@ -681,7 +683,7 @@ class Engine:
             while i < len(tokens):
                 if (cancel is not None and cancel.is_set()) or self._unloading:
                     return False
-                chunk = tokens[i:i + self._n_batch]
+                chunk = tokens[i : i + self._n_batch]
                 arr = (llama_cpp.llama_token * len(chunk))(*chunk)
                 rc = llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(arr, len(chunk)))
                 if rc == 2:
@@ -800,12 +802,12 @@ def split_grammar_stops(grammar: str, stop_texts: Sequence[str]) -> tuple[str, s
     i, n = 0, len(grammar)
     while i < n:
         c = grammar[i]
-        if c in "\"[":
-            close = "\"" if c == "\"" else "]"
+        if c in '"[':
+            close = '"' if c == '"' else "]"
             j = i + 1
             while j < n and grammar[j] != close:
                 j += 2 if grammar[j] == "\\" else 1
-            out.append(grammar[i:j + 1])
+            out.append(grammar[i : j + 1])
             i = j + 1
             continue
         if c == "#":

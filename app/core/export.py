@@ -150,9 +150,7 @@ def read_import_file(path: str | Path) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ImportFormatError(
-            f"{p} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})."
-        ) from None
+        raise ImportFormatError(f"{p} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}).") from None
 
 
 def validate_export(data: Any) -> list[_ConversationImport]:
@@ -161,11 +159,11 @@ def validate_export(data: Any) -> list[_ConversationImport]:
         raise ImportFormatError("This is not a Harmonica export: the file holds JSON, but not an object.")
     if data.get("format") != EXPORT_FORMAT:
         raise ImportFormatError(
-            f"This is not a Harmonica export: its \"format\" is {data.get('format')!r}, expected {EXPORT_FORMAT!r}."
+            f'This is not a Harmonica export: its "format" is {data.get("format")!r}, expected {EXPORT_FORMAT!r}.'
         )
     version = data.get("version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ImportFormatError(f"The export's \"version\" must be a positive whole number, not {version!r}.")
+        raise ImportFormatError(f'The export\'s "version" must be a positive whole number, not {version!r}.')
     if version > EXPORT_VERSION:
         raise ImportFormatError(
             f"This export was written by a newer Harmonica (format version {version}; this version reads up to "
@@ -173,7 +171,7 @@ def validate_export(data: Any) -> list[_ConversationImport]:
         )
     convs = data.get("conversations")
     if not isinstance(convs, list):
-        raise ImportFormatError("The export has no \"conversations\" list.")
+        raise ImportFormatError('The export has no "conversations" list.')
     return [_validate_conversation(c, f"conversations[{i}]") for i, c in enumerate(convs)]
 
 
@@ -184,7 +182,9 @@ def _validate_conversation(c: Any, where: str) -> _ConversationImport:
     title = _opt(c, "title", str, where) or ""
     title_source = _opt(c, "title_source", str, where) or ("user" if title else "auto")
     if title_source not in TITLE_SOURCES:
-        raise ImportFormatError(f"{where}.title_source: expected one of {', '.join(TITLE_SOURCES)}, got {title_source!r}.")
+        raise ImportFormatError(
+            f"{where}.title_source: expected one of {', '.join(TITLE_SOURCES)}, got {title_source!r}."
+        )
     created = _time(c, "created", where, default=time.time())
     updated = _time(c, "updated", where, default=created)
     settings_raw = c.get("settings", {})
@@ -201,7 +201,9 @@ def _validate_conversation(c: Any, where: str) -> _ConversationImport:
     known = set(ids)
     for j, m in enumerate(messages):
         if m.parent_id is not None and m.parent_id not in known:
-            raise ImportFormatError(f"{where}.messages[{j}].parent: no message with id {m.parent_id} in this conversation.")
+            raise ImportFormatError(
+                f"{where}.messages[{j}].parent: no message with id {m.parent_id} in this conversation."
+            )
     ordered = _parents_first(messages)
     if len(ordered) != len(messages):
         raise ImportFormatError(f"{where}.messages: the parent links form a loop.")
@@ -233,7 +235,7 @@ def _validate_message(m: Any, where: str, conv_created: float) -> MessageRow:
         raise ImportFormatError(f"{where}.tool_calls: expected a list.")
     for k, call in enumerate(tool_calls):
         if not isinstance(call, Mapping) or not isinstance(call.get("recipient"), str) or not call["recipient"]:
-            raise ImportFormatError(f"{where}.tool_calls[{k}]: expected an object with a \"recipient\".")
+            raise ImportFormatError(f'{where}.tool_calls[{k}]: expected an object with a "recipient".')
         if not isinstance(call.get("arguments", ""), (str, Mapping, list)):
             raise ImportFormatError(f"{where}.tool_calls[{k}].arguments: expected text or JSON.")
     stats = m.get("stats") or {}
@@ -307,8 +309,14 @@ def import_json(store: Store, source: Any) -> list[int]:
         for c in convs:
             new_ids.append(
                 store.insert_conversation_tree(
-                    uid=c.uid, title=c.title, title_source=c.title_source, created=c.created, updated=c.updated,
-                    settings=c.settings, messages=c.messages, active_leaf_id=c.active_leaf,
+                    uid=c.uid,
+                    title=c.title,
+                    title_source=c.title_source,
+                    created=c.created,
+                    updated=c.updated,
+                    settings=c.settings,
+                    messages=c.messages,
+                    active_leaf_id=c.active_leaf,
                 )
             )
     return new_ids
@@ -334,7 +342,11 @@ def message_markdown(message: MessageRow, *, include_reasoning: bool = False) ->
     for call in message.tool_calls:
         args = call.get("arguments", "")
         try:
-            args = json.dumps(json.loads(args), ensure_ascii=False, indent=2) if isinstance(args, str) else json.dumps(args, indent=2)
+            args = (
+                json.dumps(json.loads(args), ensure_ascii=False, indent=2)
+                if isinstance(args, str)
+                else json.dumps(args, indent=2)
+            )
             lang = "json"
         except ValueError:
             lang = ""
@@ -360,7 +372,10 @@ def _fenced(text: str, lang: str = "") -> str:
 
 
 def conversation_markdown(
-    conversation: ConversationRow, path: Sequence[MessageRow], *, include_reasoning: bool = False,
+    conversation: ConversationRow,
+    path: Sequence[MessageRow],
+    *,
+    include_reasoning: bool = False,
     include_metadata: bool = True,
 ) -> str:
     """A branch path (normally the active one) as a Markdown document."""
@@ -368,8 +383,10 @@ def conversation_markdown(
     if include_metadata:
         models = sorted({m.model for m in path if m.model})
         efforts = sorted({m.effort for m in path if m.effort})
-        meta = [f"Exported from Harmonica on {time.strftime('%Y-%m-%d %H:%M')}",
-                f"started {time.strftime('%Y-%m-%d %H:%M', time.localtime(conversation.created))}"]
+        meta = [
+            f"Exported from Harmonica on {time.strftime('%Y-%m-%d %H:%M')}",
+            f"started {time.strftime('%Y-%m-%d %H:%M', time.localtime(conversation.created))}",
+        ]
         if models:
             meta.append("model " + ", ".join(models))
         if efforts:
@@ -389,13 +406,19 @@ def conversation_markdown(
 
 
 def export_markdown(
-    store: Store, conversation_id: int, *, include_reasoning: bool = False, include_metadata: bool = True,
+    store: Store,
+    conversation_id: int,
+    *,
+    include_reasoning: bool = False,
+    include_metadata: bool = True,
     path: str | Path | None = None,
 ) -> str:
     """The active branch of a conversation as Markdown; written atomically to ``path`` when given."""
     text = conversation_markdown(
-        store.get_conversation(conversation_id), store.active_path(conversation_id),
-        include_reasoning=include_reasoning, include_metadata=include_metadata,
+        store.get_conversation(conversation_id),
+        store.active_path(conversation_id),
+        include_reasoning=include_reasoning,
+        include_metadata=include_metadata,
     )
     if path is not None:
         _write_atomic(Path(path), text)

@@ -57,7 +57,9 @@ def _read_cache() -> dict[str, str]:
         data = json.loads(_cache_path().read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(data, dict) else {}
+    return (
+        {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(data, dict) else {}
+    )
 
 
 def cached_sha256(path: str | Path) -> str | None:

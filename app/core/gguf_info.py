@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_ARCHS = ("gpt-oss",)
 DEFAULT_ALIGNMENT = 32
@@ -26,8 +25,17 @@ _SPLIT_RE = re.compile(r"^(?P<stem>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$"
 _T_UINT8, _T_INT8, _T_UINT16, _T_INT16, _T_UINT32, _T_INT32, _T_FLOAT32, _T_BOOL = range(8)
 _T_STRING, _T_ARRAY, _T_UINT64, _T_INT64, _T_FLOAT64 = 8, 9, 10, 11, 12
 _SCALAR_FORMATS: dict[int, str] = {
-    _T_UINT8: "<B", _T_INT8: "<b", _T_UINT16: "<H", _T_INT16: "<h", _T_UINT32: "<I",
-    _T_INT32: "<i", _T_FLOAT32: "<f", _T_BOOL: "<?", _T_UINT64: "<Q", _T_INT64: "<q", _T_FLOAT64: "<d",
+    _T_UINT8: "<B",
+    _T_INT8: "<b",
+    _T_UINT16: "<H",
+    _T_INT16: "<h",
+    _T_UINT32: "<I",
+    _T_INT32: "<i",
+    _T_FLOAT32: "<f",
+    _T_BOOL: "<?",
+    _T_UINT64: "<Q",
+    _T_INT64: "<q",
+    _T_FLOAT64: "<d",
 }
 # Arrays longer than this are skipped, not materialised (the vocabulary, merges, token types);
 # only their length is kept.
@@ -37,14 +45,40 @@ _MAX_ARRAY_KEPT = 4096
 # (tests compare them). Not imported from gguf: that imports numpy, and numpy loaded before
 # llama_cpp crashed the CUDA build at model load (design.md); the planner runs before any load.
 GGML_TYPES: dict[int, tuple[str, int, int]] = {
-    0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20), 6: ("Q5_0", 32, 22),
-    7: ("Q5_1", 32, 24), 8: ("Q8_0", 32, 34), 9: ("Q8_1", 32, 40), 10: ("Q2_K", 256, 84),
-    11: ("Q3_K", 256, 110), 12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176), 14: ("Q6_K", 256, 210),
-    15: ("Q8_K", 256, 292), 16: ("IQ2_XXS", 256, 66), 17: ("IQ2_XS", 256, 74), 18: ("IQ3_XXS", 256, 98),
-    19: ("IQ1_S", 256, 50), 20: ("IQ4_NL", 32, 18), 21: ("IQ3_S", 256, 110), 22: ("IQ2_S", 256, 82),
-    23: ("IQ4_XS", 256, 136), 24: ("I8", 1, 1), 25: ("I16", 1, 2), 26: ("I32", 1, 4), 27: ("I64", 1, 8),
-    28: ("F64", 1, 8), 29: ("IQ1_M", 256, 56), 30: ("BF16", 1, 2), 34: ("TQ1_0", 256, 54),
-    35: ("TQ2_0", 256, 66), 39: ("MXFP4", 32, 17), 40: ("NVFP4", 64, 36), 41: ("Q1_0", 128, 18),
+    0: ("F32", 1, 4),
+    1: ("F16", 1, 2),
+    2: ("Q4_0", 32, 18),
+    3: ("Q4_1", 32, 20),
+    6: ("Q5_0", 32, 22),
+    7: ("Q5_1", 32, 24),
+    8: ("Q8_0", 32, 34),
+    9: ("Q8_1", 32, 40),
+    10: ("Q2_K", 256, 84),
+    11: ("Q3_K", 256, 110),
+    12: ("Q4_K", 256, 144),
+    13: ("Q5_K", 256, 176),
+    14: ("Q6_K", 256, 210),
+    15: ("Q8_K", 256, 292),
+    16: ("IQ2_XXS", 256, 66),
+    17: ("IQ2_XS", 256, 74),
+    18: ("IQ3_XXS", 256, 98),
+    19: ("IQ1_S", 256, 50),
+    20: ("IQ4_NL", 32, 18),
+    21: ("IQ3_S", 256, 110),
+    22: ("IQ2_S", 256, 82),
+    23: ("IQ4_XS", 256, 136),
+    24: ("I8", 1, 1),
+    25: ("I16", 1, 2),
+    26: ("I32", 1, 4),
+    27: ("I64", 1, 8),
+    28: ("F64", 1, 8),
+    29: ("IQ1_M", 256, 56),
+    30: ("BF16", 1, 2),
+    34: ("TQ1_0", 256, 54),
+    35: ("TQ2_0", 256, 66),
+    39: ("MXFP4", 32, 17),
+    40: ("NVFP4", 64, 36),
+    41: ("Q1_0", 128, 18),
 }
 _TYPE_IDS: dict[str, int] = {name: tid for tid, (name, _, _) in GGML_TYPES.items()}
 
@@ -151,7 +185,9 @@ def split_parts(path: str | os.PathLike[str]) -> list[Path]:
     parts = [p.with_name(f"{m.group('stem')}-{i:0{width}d}-of-{m.group('count')}.gguf") for i in range(1, count + 1)]
     missing = [q.name for q in parts if not q.is_file()]
     if missing:
-        raise GgufError(f"{p.name} is part of a {count}-part model, but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing")
+        raise GgufError(
+            f"{p.name} is part of a {count}-part model, but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing"
+        )
     return parts
 
 
@@ -259,7 +295,9 @@ def _tensor_nbytes(name: str, shape: tuple[int, ...], qtype: int, where: str) ->
     for d in shape:
         n *= d
     if shape and shape[0] % block:
-        raise GgufError(f"{where}: tensor {name} has rows of {shape[0]} values, not a multiple of {block} for {type_name}")
+        raise GgufError(
+            f"{where}: tensor {name} has rows of {shape[0]} values, not a multiple of {block} for {type_name}"
+        )
     return type_name, n // block * size
 
 
@@ -267,7 +305,7 @@ def read_part(path: Path, index: int = 0) -> PartHeader:
     """Read one GGUF file's header (no weights); raises GgufError with a reason for people."""
     try:
         size = path.stat().st_size
-        f = open(path, "rb")
+        f = open(path, "rb")  # noqa: SIM115 -- closed by the reader that takes it over
     except OSError as e:
         raise GgufError(f"cannot open {path.name}: {e.strerror or e}") from None
     with f:
@@ -355,7 +393,9 @@ def _swa_layers(meta: dict[str, Any], arch: str, n_layer: int, window: int) -> t
 _BLOCK_RE = re.compile(r"^blk\.(\d+)\.(.+)$")
 
 
-def summarize_tensors(tensors: Iterable[TensorInfo], n_layer: int) -> tuple[list[BlockBytes], int, int, int, dict[str, int]]:
+def summarize_tensors(
+    tensors: Iterable[TensorInfo], n_layer: int
+) -> tuple[list[BlockBytes], int, int, int, dict[str, int]]:
     """Group tensor bytes by block and kind: (blocks, embedding, output, extra, bytes by type)."""
     attn = [0] * n_layer
     exps = [0] * n_layer
@@ -455,7 +495,7 @@ def validate_gguf(path: str | os.PathLike[str], *, archs: tuple[str, ...] = SUPP
     if arch not in archs:
         shown = f"'{arch}'" if isinstance(arch, str) else "an unknown architecture"
         return False, f"{p.name} holds {shown}, not {' or '.join(archs)}"
-    for q, part in zip(parts, read):
+    for q, part in zip(parts, read, strict=False):
         if part.data_end > part.size:
             missing = part.data_end - part.size
             return False, (
@@ -533,31 +573,67 @@ def gpt_oss_tensors(
 
 # Shapes of the published models (config.json of openai/gpt-oss-20b and -120b).
 GPT_OSS_20B_SHAPE: dict[str, int] = dict(
-    n_layer=24, n_embd=2880, n_head=64, n_head_kv=8, head_dim=64, n_expert=32, n_expert_used=4,
-    n_ff_exp=2880, n_vocab=201088, context_length=131072, sliding_window=128,
+    n_layer=24,
+    n_embd=2880,
+    n_head=64,
+    n_head_kv=8,
+    head_dim=64,
+    n_expert=32,
+    n_expert_used=4,
+    n_ff_exp=2880,
+    n_vocab=201088,
+    context_length=131072,
+    sliding_window=128,
 )
 GPT_OSS_120B_SHAPE: dict[str, int] = dict(GPT_OSS_20B_SHAPE, n_layer=36, n_expert=128)
 
 
-def info_for_shape(name: str, shape: dict[str, int] | None = None, *, expert_type: str = "MXFP4", dense_type: str = "Q8_0") -> GgufInfo:
+def info_for_shape(
+    name: str, shape: dict[str, int] | None = None, *, expert_type: str = "MXFP4", dense_type: str = "Q8_0"
+) -> GgufInfo:
     """A GgufInfo computed from a model's shape, for planning before the file is on disk."""
     sh = dict(GPT_OSS_20B_SHAPE if shape is None else shape)
     n_layer = sh["n_layer"]
     tensors = gpt_oss_tensors(
-        n_layer=n_layer, n_embd=sh["n_embd"], n_head=sh["n_head"], n_head_kv=sh["n_head_kv"],
-        head_dim=sh["head_dim"], n_expert=sh["n_expert"], n_ff_exp=sh["n_ff_exp"], n_vocab=sh["n_vocab"],
-        expert_type=expert_type, dense_type=dense_type,
+        n_layer=n_layer,
+        n_embd=sh["n_embd"],
+        n_head=sh["n_head"],
+        n_head_kv=sh["n_head_kv"],
+        head_dim=sh["head_dim"],
+        n_expert=sh["n_expert"],
+        n_ff_exp=sh["n_ff_exp"],
+        n_vocab=sh["n_vocab"],
+        expert_type=expert_type,
+        dense_type=dense_type,
     )
     blocks, embedding, output, extra, by_type = summarize_tensors(tensors, n_layer)
     window = sh.get("sliding_window", 128)
     total = sum(t.nbytes for t in tensors)
     return GgufInfo(
-        path=Path(name), parts=[], file_size=total + 12 * 1024 * 1024,  # + tokenizer and metadata
-        arch="gpt-oss", name=name, n_layer=n_layer, n_embd=sh["n_embd"], n_head=sh["n_head"],
-        n_head_kv=sh["n_head_kv"], head_dim=sh["head_dim"], head_dim_v=sh["head_dim"],
-        n_expert=sh["n_expert"], n_expert_used=sh["n_expert_used"], n_ff_exp=sh["n_ff_exp"],
-        n_vocab=sh["n_vocab"], context_length=sh.get("context_length", 131072), sliding_window=window,
-        swa_layers=_swa_layers({}, "gpt-oss", n_layer, window), file_type=None, has_chat_template=True,
-        blocks=blocks, embedding_bytes=embedding, output_bytes=output, extra_bytes=extra,
-        tensor_types=by_type, tensors=tensors,
+        path=Path(name),
+        parts=[],
+        file_size=total + 12 * 1024 * 1024,  # + tokenizer and metadata
+        arch="gpt-oss",
+        name=name,
+        n_layer=n_layer,
+        n_embd=sh["n_embd"],
+        n_head=sh["n_head"],
+        n_head_kv=sh["n_head_kv"],
+        head_dim=sh["head_dim"],
+        head_dim_v=sh["head_dim"],
+        n_expert=sh["n_expert"],
+        n_expert_used=sh["n_expert_used"],
+        n_ff_exp=sh["n_ff_exp"],
+        n_vocab=sh["n_vocab"],
+        context_length=sh.get("context_length", 131072),
+        sliding_window=window,
+        swa_layers=_swa_layers({}, "gpt-oss", n_layer, window),
+        file_type=None,
+        has_chat_template=True,
+        blocks=blocks,
+        embedding_bytes=embedding,
+        output_bytes=output,
+        extra_bytes=extra,
+        tensor_types=by_type,
+        tensors=tensors,
     )

@@ -23,7 +23,21 @@ APPLE_SMALL_RAM_LIMIT = 36 * GiB
 APPLE_SMALL_SHARE = 2 / 3
 APPLE_LARGE_SHARE = 3 / 4
 
-_CPU_FLAGS_OF_INTEREST = ("avx", "avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "fma", "f16c", "sse4_2", "amx_tile", "neon", "asimd", "sve")
+_CPU_FLAGS_OF_INTEREST = (
+    "avx",
+    "avx2",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx_vnni",
+    "fma",
+    "f16c",
+    "sse4_2",
+    "amx_tile",
+    "neon",
+    "asimd",
+    "sve",
+)
 
 
 @dataclass
@@ -109,7 +123,9 @@ class HardwareProfile:
         lines.append(f"{cpu}: {self.cores_physical} cores, {self.cores_logical} threads")
         lines.append(f"RAM: {self.ram_total / GiB:.1f} GB, {self.ram_available / GiB:.1f} GB available")
         if self.apple:
-            lines.append(f"{self.apple.chip}: unified memory, GPU may use about {self.apple.gpu_budget / GiB:.1f} GB ({self.apple.budget_source})")
+            lines.append(
+                f"{self.apple.chip}: unified memory, GPU may use about {self.apple.gpu_budget / GiB:.1f} GB ({self.apple.budget_source})"
+            )
         for g in self.gpus:
             if g.vendor == "apple":
                 continue
@@ -149,7 +165,7 @@ def _import_pynvml() -> ModuleType:
 def _default_backends() -> list[str]:
     # Imported lazily: the engine helper's module loads llama.cpp, which is slow and may not exist.
     mod = importlib.import_module("app.core.llama_ext")
-    fn = getattr(mod, "available_backends")
+    fn = mod.available_backends
     return [str(b) for b in fn()]
 
 
@@ -266,7 +282,9 @@ def probe_nvidia(probes: Probes) -> tuple[list[GpuInfo], list[str]]:
                 h = nv.nvmlDeviceGetHandleByIndex(i)
                 name = _as_str(nv.nvmlDeviceGetName(h))
                 mem = nv.nvmlDeviceGetMemoryInfo(h)
-                gpus.append(GpuInfo("nvidia", name, int(mem.total), int(mem.free), index=i, driver=driver, backend_hint="CUDA"))
+                gpus.append(
+                    GpuInfo("nvidia", name, int(mem.total), int(mem.free), index=i, driver=driver, backend_hint="CUDA")
+                )
             except Exception as e:  # noqa: BLE001
                 notes.append(f"NVIDIA GPU {i}: could not be read ({_as_str(e) or type(e).__name__})")
         if count == 0:
@@ -293,7 +311,9 @@ def apple_gpu_budget(memsize: int, wired_limit_mb: int | None = None) -> tuple[i
     if wired_limit_mb and wired_limit_mb > 0:
         return min(memsize, wired_limit_mb * 1024 * 1024), "set by iogpu.wired_limit_mb"
     share = APPLE_SMALL_SHARE if memsize <= APPLE_SMALL_RAM_LIMIT else APPLE_LARGE_SHARE
-    return int(memsize * share), f"about {'two thirds' if share == APPLE_SMALL_SHARE else 'three quarters'} of RAM, as macOS allows by default"
+    return int(
+        memsize * share
+    ), f"about {'two thirds' if share == APPLE_SMALL_SHARE else 'three quarters'} of RAM, as macOS allows by default"
 
 
 def probe_apple(probes: Probes) -> tuple[AppleSiliconInfo | None, list[str]]:
@@ -343,7 +363,18 @@ def probe_amd_sysfs(probes: Probes) -> tuple[list[GpuInfo], list[str]]:
         name = _read(dev / "product_name") or f"AMD GPU ({(_read(dev / 'device') or '?')})"
         # APUs report a small carve-out as VRAM and use system RAM through GTT.
         unified = total < 1 * GiB
-        gpus.append(GpuInfo("amd", name, total, max(0, total - used), index=len(gpus), driver=driver or "amdgpu", backend_hint="ROCm", unified_memory=unified))
+        gpus.append(
+            GpuInfo(
+                "amd",
+                name,
+                total,
+                max(0, total - used),
+                index=len(gpus),
+                driver=driver or "amdgpu",
+                backend_hint="ROCm",
+                unified_memory=unified,
+            )
+        )
     if not gpus and not notes:
         notes.append("AMD: no AMD GPU in sysfs")
     return gpus, notes
@@ -380,7 +411,9 @@ def probe_rocm_smi(probes: Probes) -> tuple[list[GpuInfo], list[str]]:
             continue
         name = str(info.get("Card Series") or info.get("Card series") or info.get("Card model") or "AMD GPU")
         idx = int(key[4:]) if key[4:].isdigit() else len(gpus)
-        gpus.append(GpuInfo("amd", name, total, max(0, total - (used or 0)), index=idx, driver="ROCm", backend_hint="ROCm"))
+        gpus.append(
+            GpuInfo("amd", name, total, max(0, total - (used or 0)), index=idx, driver="ROCm", backend_hint="ROCm")
+        )
     return gpus, ([] if gpus else ["AMD: rocm-smi reported no GPU memory"])
 
 
@@ -394,7 +427,9 @@ def probe_backends(probes: Probes) -> tuple[list[str] | None, list[str]]:
 
 # Which llama.cpp backends can drive a vendor's GPUs, in order of preference.
 VENDOR_BACKENDS: dict[str, tuple[str, ...]] = {
-    "nvidia": ("CUDA", "Vulkan"), "amd": ("ROCm", "HIP", "Vulkan"), "apple": ("Metal", "MTL"),
+    "nvidia": ("CUDA", "Vulkan"),
+    "amd": ("ROCm", "HIP", "Vulkan"),
+    "apple": ("Metal", "MTL"),
     "intel": ("SYCL", "Vulkan"),
 }
 
@@ -420,7 +455,9 @@ def probe_llama_devices(probes: Probes) -> tuple[list[LlamaDevice], list[str]]:
         return [], [f"llama.cpp devices: could not ask the library ({type(e).__name__}: {e})"]
 
 
-def match_llama_devices(gpus: list[GpuInfo], devices: list[LlamaDevice], probes: Probes, apple: AppleSiliconInfo | None) -> tuple[list[GpuInfo], list[str]]:
+def match_llama_devices(
+    gpus: list[GpuInfo], devices: list[LlamaDevice], probes: Probes, apple: AppleSiliconInfo | None
+) -> tuple[list[GpuInfo], list[str]]:
     """Tie each GPU a vendor probe found to the llama.cpp device that drives it, and add GPUs
     only llama.cpp sees (e.g. through Vulkan when no vendor tool is installed)."""
     notes: list[str] = []
@@ -431,7 +468,12 @@ def match_llama_devices(gpus: list[GpuInfo], devices: list[LlamaDevice], probes:
         cands = [d for d in free if d.backend.lower() in wanted]
         # Prefer the vendor's first backend, then the same product name; keep registry order otherwise
         # (CUDA and NVML both number identical cards by PCI bus in the usual setups).
-        cands.sort(key=lambda d: (wanted.index(d.backend.lower()), g.name.lower() not in d.description.lower() and d.description.lower() not in g.name.lower()))
+        cands.sort(
+            key=lambda d: (
+                wanted.index(d.backend.lower()),
+                g.name.lower() not in d.description.lower() and d.description.lower() not in g.name.lower(),
+            )
+        )
         if cands:
             d = cands[0]
             free.remove(d)
@@ -450,7 +492,9 @@ def match_llama_devices(gpus: list[GpuInfo], devices: list[LlamaDevice], probes:
         try:
             dev_free, dev_total = probes.device_memory(d.name)
         except Exception as e:  # noqa: BLE001
-            notes.append(f"llama.cpp sees {d.description or d.name} ({d.name}) but could not say how much memory it has ({e})")
+            notes.append(
+                f"llama.cpp sees {d.description or d.name} ({d.name}) but could not say how much memory it has ({e})"
+            )
             continue
         if dev_total <= 0:
             notes.append(f"llama.cpp sees {d.description or d.name} ({d.name}) but reports no memory for it")
@@ -458,11 +502,20 @@ def match_llama_devices(gpus: list[GpuInfo], devices: list[LlamaDevice], probes:
         vendor = _backend_vendor(d)
         out.append(
             GpuInfo(
-                vendor, d.description or d.name, dev_total, dev_free, index=len([x for x in out if x.vendor == vendor]),
-                driver=d.backend, backend_hint=d.backend, unified_memory=d.kind == "igpu", device=d.name,
+                vendor,
+                d.description or d.name,
+                dev_total,
+                dev_free,
+                index=len([x for x in out if x.vendor == vendor]),
+                driver=d.backend,
+                backend_hint=d.backend,
+                unified_memory=d.kind == "igpu",
+                device=d.name,
             )
         )
-        notes.append(f"{d.description or d.name}: found through llama.cpp's {d.backend} backend (no vendor tool reported it)")
+        notes.append(
+            f"{d.description or d.name}: found through llama.cpp's {d.backend} backend (no vendor tool reported it)"
+        )
     return out, notes
 
 
@@ -486,7 +539,17 @@ def detect(probes: Probes | None = None) -> HardwareProfile:
         apple, n = probe_apple(probes)
         notes += n
         if apple:
-            gpus.append(GpuInfo("apple", apple.chip + " GPU", apple.gpu_budget, apple.gpu_budget, driver="Metal", backend_hint="Metal", unified_memory=True))
+            gpus.append(
+                GpuInfo(
+                    "apple",
+                    apple.chip + " GPU",
+                    apple.gpu_budget,
+                    apple.gpu_budget,
+                    driver="Metal",
+                    backend_hint="Metal",
+                    unified_memory=True,
+                )
+            )
             if not mem["ram_total"]:
                 mem["ram_total"] = apple.unified_memory
     else:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date as _date_type
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, ClassVar
 
 # --- Special tokens (o200k_harmony); ids from harmony.md §1 -------------------------------------
 START, END, MESSAGE, CHANNEL, CONSTRAIN = "<|start|>", "<|end|>", "<|message|>", "<|channel|>", "<|constrain|>"
@@ -167,7 +167,7 @@ def _compile_template(source: str) -> Any:
 
     class _GenerationTag(jinja2.ext.Extension):
         # transformers' AssistantTracker adds `{% generation %}`; rendering-wise it only outputs its body.
-        tags = {"generation"}
+        tags: ClassVar[set[str]] = {"generation"}
 
         def parse(self, parser: Any) -> Any:
             lineno = next(parser.stream).lineno
@@ -180,8 +180,9 @@ def _compile_template(source: str) -> Any:
     def raise_exception(message: str) -> None:
         raise jinja2.exceptions.TemplateError(message)
 
-    def tojson(x: Any, ensure_ascii: bool = False, indent: Any = None, separators: Any = None,
-               sort_keys: bool = False) -> str:
+    def tojson(
+        x: Any, ensure_ascii: bool = False, indent: Any = None, separators: Any = None, sort_keys: bool = False
+    ) -> str:
         return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
     class _TemplateDict:
@@ -258,7 +259,7 @@ def _parse_arguments(arguments: Any) -> Any:
 
 
 def _tool_call_from_event(call: ToolCall) -> dict[str, Any]:
-    name = call.recipient[len("functions."):] if call.recipient.startswith("functions.") else call.recipient
+    name = call.recipient[len("functions.") :] if call.recipient.startswith("functions.") else call.recipient
     fn: dict[str, Any] = {"name": name, "arguments": call.arguments}
     if call.content_type and call.content_type != "json":
         fn["content_type"] = call.content_type
@@ -276,7 +277,7 @@ def _normalise_tool_call(raw: Any, index: int) -> dict[str, Any]:
         raise HarmonyError(f"message #{index}: a tool call has no function name")
     name = name.strip()
     if name.startswith("functions."):
-        name = name[len("functions."):]
+        name = name[len("functions.") :]
     out_fn: dict[str, Any] = {"name": name, "arguments": fn.get("arguments")}
     if fn.get("content_type") is not None:
         out_fn["content_type"] = str(fn["content_type"])
@@ -300,7 +301,7 @@ def _looks_like_harmony(text: str) -> bool:
 def _normalise_tools(tools: Any) -> list[dict[str, Any]] | None:
     if tools is None:
         return None
-    if isinstance(tools, Mapping) or isinstance(tools, (str, bytes)) or not isinstance(tools, Iterable):
+    if isinstance(tools, (Mapping, str, bytes)) or not isinstance(tools, Iterable):
         raise HarmonyError("tools must be a list of function tool definitions")
     out: list[dict[str, Any]] = []
     for i, tool in enumerate(tools):
@@ -635,9 +636,7 @@ def _render_in_python(
         role = msg["role"]
         if role == "assistant":
             if "tool_calls" in msg:
-                answered_later = any(
-                    m["role"] == "assistant" and "tool_calls" not in m for m in rest[n + 1 :]
-                )
+                answered_later = any(m["role"] == "assistant" and "tool_calls" not in m for m in rest[n + 1 :])
                 fn = msg["tool_calls"][0]["function"]
                 analysis = msg.get("content") or msg.get("thinking")
                 if analysis and not answered_later:
@@ -920,9 +919,25 @@ class StreamParser:
     """
 
     __slots__ = (
-        "_bpend", "_held", "_in_header", "_implicit", "_undecided", "_hparts", "_hlen", "_kind",
-        "_call", "_args", "_reasoning", "_final", "_preambles", "_preamble_open", "_calls",
-        "_last_stop", "_done", "_stop_reason", "_dropped_call",
+        "_args",
+        "_bpend",
+        "_call",
+        "_calls",
+        "_done",
+        "_dropped_call",
+        "_final",
+        "_held",
+        "_hlen",
+        "_hparts",
+        "_implicit",
+        "_in_header",
+        "_kind",
+        "_last_stop",
+        "_preamble_open",
+        "_preambles",
+        "_reasoning",
+        "_stop_reason",
+        "_undecided",
     )
 
     def __init__(self) -> None:
@@ -987,8 +1002,10 @@ class StreamParser:
                 if self._kind == _CALL and stop in _DROP_CALL_STOPS:
                     assert self._call is not None
                     self._dropped_call = ToolCall(
-                        self._call.recipient or "", "".join(self._args),
-                        self._call_channel(), self._call.content_type,
+                        self._call.recipient or "",
+                        "".join(self._args),
+                        self._call_channel(),
+                        self._call.content_type,
                     )
                     self._kind = _IGNORE
                 self._close(out)
@@ -1091,7 +1108,7 @@ class StreamParser:
             seen = "".join(self._hparts) + text if self._hparts else text.lstrip()
             if not seen:
                 return
-            if seen.startswith("to=") or seen.startswith("assistant"):
+            if seen.startswith(("to=", "assistant")):
                 self._undecided = False
                 self._hparts, self._hlen = [], 0
                 text = seen
@@ -1206,9 +1223,8 @@ class StreamParser:
                 self._close(out)
                 self._begin_header(implicit=True)
             self._header_marker(marker, out)
-        elif marker == CONSTRAIN:
-            if self._in_header:
-                self._header_marker(marker, out)
+        elif marker == CONSTRAIN and self._in_header:
+            self._header_marker(marker, out)
         # <|endoftext|>, <|startoftext|>, <|endofprompt|>: nothing to show
 
 
@@ -1221,8 +1237,31 @@ def parse_completion(raw: str, stop_reason: str | None = None) -> Completion:
 
 
 __all__ = [
-    "START", "END", "MESSAGE", "CHANNEL", "CONSTRAIN", "RETURN", "CALL", "ENDOFTEXT", "STARTOFTEXT", "ENDOFPROMPT",
-    "SPECIAL_TOKEN_IDS", "BUILTIN_TOOLS", "BUILTIN_RECIPIENTS", "DEFAULT_IDENTITY", "BROWSER_SECTION", "PYTHON_SECTION",
-    "ReasoningDelta", "PreambleDelta", "FinalDelta", "ToolCall", "Done", "Event", "Completion",
-    "HarmonyError", "render_prompt", "StreamParser", "parse_completion",
+    "BROWSER_SECTION",
+    "BUILTIN_RECIPIENTS",
+    "BUILTIN_TOOLS",
+    "CALL",
+    "CHANNEL",
+    "CONSTRAIN",
+    "DEFAULT_IDENTITY",
+    "END",
+    "ENDOFPROMPT",
+    "ENDOFTEXT",
+    "MESSAGE",
+    "PYTHON_SECTION",
+    "RETURN",
+    "SPECIAL_TOKEN_IDS",
+    "START",
+    "STARTOFTEXT",
+    "Completion",
+    "Done",
+    "Event",
+    "FinalDelta",
+    "HarmonyError",
+    "PreambleDelta",
+    "ReasoningDelta",
+    "StreamParser",
+    "ToolCall",
+    "parse_completion",
+    "render_prompt",
 ]

@@ -335,8 +335,13 @@ class EffortSummary:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
-            "effort": self.effort, "planned": self.planned, "finished": self.finished, "errors": self.errors,
-            "checked": self.checked, "correct": self.correct, "accuracy": self.accuracy,
+            "effort": self.effort,
+            "planned": self.planned,
+            "finished": self.finished,
+            "errors": self.errors,
+            "checked": self.checked,
+            "correct": self.correct,
+            "accuracy": self.accuracy,
         }
         for name in ("reasoning_tokens", "final_tokens", "total_s", "first_final_s", "tokens_per_s"):
             s = getattr(self, name)
@@ -344,7 +349,9 @@ class EffortSummary:
         return d
 
 
-def summarize(results: Sequence[RunResult], efforts: Sequence[str], planned_per_effort: int = 0) -> dict[str, EffortSummary]:
+def summarize(
+    results: Sequence[RunResult], efforts: Sequence[str], planned_per_effort: int = 0
+) -> dict[str, EffortSummary]:
     """Per-effort figures; failed runs are counted as errors and left out of every figure."""
     out: dict[str, EffortSummary] = {}
     for e in efforts:
@@ -412,9 +419,17 @@ class Experiment:
             first = " ".join(problem_list[0].prompt.split()) if problem_list else ""
             title = problem_set or (first[:60] + ("…" if len(first) > 60 else ""))
         spec = ExperimentSpec(
-            problems=problem_list, efforts=ordered, runs=int(runs), instructions=instructions.strip(), seed=int(seed),
-            sampling=s, problem_set=problem_set, date=(date or Date.today()).isoformat(), machine=machine_info(),
-            grammar=grammar, title=title,
+            problems=problem_list,
+            efforts=ordered,
+            runs=int(runs),
+            instructions=instructions.strip(),
+            seed=int(seed),
+            sampling=s,
+            problem_set=problem_set,
+            date=(date or Date.today()).isoformat(),
+            machine=machine_info(),
+            grammar=grammar,
+            title=title,
         )
         return cls(spec)
 
@@ -531,28 +546,70 @@ class Experiment:
             problem = _problem_or_none(self.spec, r.problem_id)
             s = r.sampling
             row: dict[str, Any] = {
-                "experiment_id": self.spec.id, "problem_set": self.spec.problem_set or "", "problem_id": r.problem_id,
-                "category": problem.category if problem else "", "prompt": r.prompt, "instructions": r.instructions,
-                "effort": r.effort, "repeat": r.repeat + 1, "seed": r.seed,
+                "experiment_id": self.spec.id,
+                "problem_set": self.spec.problem_set or "",
+                "problem_id": r.problem_id,
+                "category": problem.category if problem else "",
+                "prompt": r.prompt,
+                "instructions": r.instructions,
+                "effort": r.effort,
+                "repeat": r.repeat + 1,
+                "seed": r.seed,
                 **{k: s.get(k) for k in _SAMPLING_FIELDS},
-                "model_file": r.model_file or (m.file if m else ""), "model_sha256": (m.sha256 if m else "") or "",
-                "reasoning_tokens": r.reasoning_tokens, "final_tokens": r.final_tokens, "other_tokens": r.other_tokens,
-                "generated_tokens": r.generated_tokens, "prompt_tokens": r.prompt_tokens,
-                "first_token_s": _num(r.first_token_s), "first_final_s": _num(r.first_final_s),
-                "total_s": _num(r.total_s), "tokens_per_s": _num(r.tokens_per_s), "stop_reason": r.stop_reason,
+                "model_file": r.model_file or (m.file if m else ""),
+                "model_sha256": (m.sha256 if m else "") or "",
+                "reasoning_tokens": r.reasoning_tokens,
+                "final_tokens": r.final_tokens,
+                "other_tokens": r.other_tokens,
+                "generated_tokens": r.generated_tokens,
+                "prompt_tokens": r.prompt_tokens,
+                "first_token_s": _num(r.first_token_s),
+                "first_final_s": _num(r.first_final_s),
+                "total_s": _num(r.total_s),
+                "tokens_per_s": _num(r.tokens_per_s),
+                "stop_reason": r.stop_reason,
                 "expected": problem.answer if problem and problem.answer is not None else "",
-                "extracted": r.extracted or "", "correct": "" if r.correct is None else int(r.correct),
-                "error": r.error or "", "reasoning": r.reasoning, "final": r.final, "raw_output": r.raw_output,
+                "extracted": r.extracted or "",
+                "correct": "" if r.correct is None else int(r.correct),
+                "error": r.error or "",
+                "reasoning": r.reasoning,
+                "final": r.final,
+                "raw_output": r.raw_output,
             }
             w.writerow(["" if row[c] is None else row[c] for c in CSV_COLUMNS])
         return buf.getvalue()
 
 
 CSV_COLUMNS = (
-    "experiment_id", "problem_set", "problem_id", "category", "prompt", "instructions", "effort", "repeat", "seed",
-    *_SAMPLING_FIELDS, "model_file", "model_sha256", "reasoning_tokens", "final_tokens", "other_tokens",
-    "generated_tokens", "prompt_tokens", "first_token_s", "first_final_s", "total_s", "tokens_per_s", "stop_reason",
-    "expected", "extracted", "correct", "error", "reasoning", "final", "raw_output",
+    "experiment_id",
+    "problem_set",
+    "problem_id",
+    "category",
+    "prompt",
+    "instructions",
+    "effort",
+    "repeat",
+    "seed",
+    *_SAMPLING_FIELDS,
+    "model_file",
+    "model_sha256",
+    "reasoning_tokens",
+    "final_tokens",
+    "other_tokens",
+    "generated_tokens",
+    "prompt_tokens",
+    "first_token_s",
+    "first_final_s",
+    "total_s",
+    "tokens_per_s",
+    "stop_reason",
+    "expected",
+    "extracted",
+    "correct",
+    "error",
+    "reasoning",
+    "final",
+    "raw_output",
 )
 
 
@@ -593,8 +650,12 @@ class ExperimentFile:
 
     @staticmethod
     def write(path: Path, experiment: Experiment) -> None:
-        lines = [json.dumps({"type": "experiment", "format": FORMAT, "version": VERSION,
-                             "spec": experiment.spec.to_dict()}, ensure_ascii=False)]
+        lines = [
+            json.dumps(
+                {"type": "experiment", "format": FORMAT, "version": VERSION, "spec": experiment.spec.to_dict()},
+                ensure_ascii=False,
+            )
+        ]
         lines += [json.dumps({"type": "run", "run": r.to_dict()}, ensure_ascii=False) for r in experiment.results()]
         _atomic_write(path, ("\n".join(lines) + "\n").encode("utf-8"))
 
@@ -645,7 +706,9 @@ def _check_format(obj: dict[str, Any], name: str) -> None:
     if obj.get("format") != FORMAT:
         raise LabError(f"{name} is not a Harmonica experiment.")
     if not isinstance(obj.get("version"), int) or obj["version"] > VERSION:
-        raise LabError(f"{name} was written by a newer Harmonica (format version {obj.get('version')}); update to open it.")
+        raise LabError(
+            f"{name} was written by a newer Harmonica (format version {obj.get('version')}); update to open it."
+        )
 
 
 def _from_export(p: Path, obj: dict[str, Any]) -> Experiment:
@@ -686,9 +749,10 @@ def _from_jsonl(p: Path, text: str) -> Experiment:
             if not isinstance(rec, dict):
                 raise ValueError("not an object")
         except ValueError:
-            last = all(not x.strip() for x in lines[n + 1:])
+            last = all(not x.strip() for x in lines[n + 1 :])
             exp.warnings.append(
-                f"Line {n + 1} is damaged" + (" (cut short, probably while the app stopped)" if last else "")
+                f"Line {n + 1} is damaged"
+                + (" (cut short, probably while the app stopped)" if last else "")
                 + "; the run it held will be run again on resume."
             )
             continue
@@ -843,7 +907,12 @@ class _Recorder:
         return self._engine.tokenize(text, special=special)
 
     def stream(
-        self, prompt: str | list[int], sampling: Sampling, *, cancel: threading.Event | None = None, grammar: str | None = None
+        self,
+        prompt: str | list[int],
+        sampling: Sampling,
+        *,
+        cancel: threading.Event | None = None,
+        grammar: str | None = None,
     ) -> Iterator[tuple[int, bytes]]:
         self.prompt_ids = None if isinstance(prompt, str) else list(prompt)
         self.stream_called_t = self._clock()
@@ -912,8 +981,14 @@ def run_one(
     rec = _Recorder(engine, clock)
     info = engine.info
     result = RunResult(
-        problem_id=problem_id, effort=effort, repeat=repeat, seed=seed, sampling=sampling_dict(sampling),
-        prompt=problem.prompt, instructions=spec.instructions, started=time.time(),
+        problem_id=problem_id,
+        effort=effort,
+        repeat=repeat,
+        seed=seed,
+        sampling=sampling_dict(sampling),
+        prompt=problem.prompt,
+        instructions=spec.instructions,
+        started=time.time(),
         model_file=ModelRef.from_info(info).file if info is not None else "",
     )
     pending_r: list[str] = []
@@ -924,8 +999,14 @@ def run_one(
     t0 = clock()
     try:
         for ev in run_turn(
-            rec, conv, effort=effort, sampling=sampling, cancel=cancel, developer=spec.instructions or None,
-            date=spec.date_value, grammar=spec.grammar,
+            rec,
+            conv,
+            effort=effort,
+            sampling=sampling,
+            cancel=cancel,
+            developer=spec.instructions or None,
+            date=spec.date_value,
+            grammar=spec.grammar,
         ):
             if isinstance(ev, ReasoningDelta):
                 rec.mark(REASONING)
@@ -1043,13 +1124,15 @@ def run_experiment(
             yield ExperimentStopped("cancelled")
             return
         done = total - len(todo) + i
-        remaining = [k[1] for k in todo[i + 1:]]
+        remaining = [k[1] for k in todo[i + 1 :]]
         yield RunStarted(key, experiment.spec.seed_for(key[2]), plan_pos[key])
         yield Progress(done, total, done / total if total else 1.0, eta.eta(remaining, key[1]), clock() - t_start)
         t_run = clock()
         last_progress = t_run
         result: RunResult | None = None
-        for item in run_one(engine, experiment.spec, key, cancel=cancel, clock=clock, delta_interval_s=delta_interval_s):
+        for item in run_one(
+            engine, experiment.spec, key, cancel=cancel, clock=clock, delta_interval_s=delta_interval_s
+        ):
             if isinstance(item, RunResult):
                 result = item
                 continue

@@ -20,7 +20,13 @@ log = logging.getLogger("harmonica.llama")
 
 # enum ggml_backend_dev_type
 DEV_TYPE_CPU, DEV_TYPE_GPU, DEV_TYPE_IGPU, DEV_TYPE_ACCEL, DEV_TYPE_META = range(5)
-_DEV_KIND = {DEV_TYPE_CPU: "cpu", DEV_TYPE_GPU: "gpu", DEV_TYPE_IGPU: "igpu", DEV_TYPE_ACCEL: "accel", DEV_TYPE_META: "meta"}
+_DEV_KIND = {
+    DEV_TYPE_CPU: "cpu",
+    DEV_TYPE_GPU: "gpu",
+    DEV_TYPE_IGPU: "igpu",
+    DEV_TYPE_ACCEL: "accel",
+    DEV_TYPE_META: "meta",
+}
 
 LIB_DIR = Path(llama_cpp.__file__).resolve().parent / "lib"
 
@@ -37,7 +43,7 @@ def _elf_needed(path: Path) -> list[str]:
     data = path.read_bytes()
     if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
         return []
-    e_shoff, = struct.unpack_from("<Q", data, 0x28)
+    (e_shoff,) = struct.unpack_from("<Q", data, 0x28)
     e_shentsize, e_shnum = struct.unpack_from("<HH", data, 0x3A)
     sections = [struct.unpack_from("<IIQQQQIIQQ", data, e_shoff + i * e_shentsize) for i in range(e_shnum)]
     for sh in sections:
@@ -52,7 +58,7 @@ def _elf_needed(path: Path) -> list[str]:
                 break
             if tag == 1:  # DT_NEEDED
                 end = data.index(b"\0", str_off + val)
-                needed.append(data[str_off + val:end].decode())
+                needed.append(data[str_off + val : end].decode())
         return needed
     return []
 
@@ -294,7 +300,7 @@ def load_dynamic_backends() -> dict[str, str]:
 
 
 def _variant(path: str) -> str:
-    """"haswell" for libggml-cpu-haswell.so / ggml-cpu-haswell.dll; "" for a plain backend file."""
+    """ "haswell" for libggml-cpu-haswell.so / ggml-cpu-haswell.dll; "" for a plain backend file."""
     stem = Path(path).name.split(".", 1)[0]
     stem = stem[3:] if stem.startswith("lib") else stem
     parts = stem.split("-", 2)  # ggml, backend, variant
@@ -394,7 +400,7 @@ class TensorBuftOverrides:
     def __init__(self, entries: list[tuple[str, int]]) -> None:
         self._patterns = [p.encode() for p, _ in entries]  # the C array points into these
         self._array = (_BuftOverride * (len(entries) + 1))()
-        for i, (pat, (_, buft)) in enumerate(zip(self._patterns, entries)):
+        for i, (pat, (_, buft)) in enumerate(zip(self._patterns, entries, strict=False)):
             self._array[i].pattern = pat
             self._array[i].buft = buft
         self._array[len(entries)].pattern = None
@@ -478,7 +484,9 @@ def capture_llama_log() -> Iterator[list[tuple[int, str]]]:
 
 # --- what llama.cpp says it allocated ------------------------------------------------------------------
 
-_BUFFER_RE = re.compile(r"^(?P<fn>\w+):\s+(?P<buf>\S+)\s+(?P<kind>model|KV|compute|output|RS) buffer size\s*=\s*(?P<mib>[\d.]+) MiB")
+_BUFFER_RE = re.compile(
+    r"^(?P<fn>\w+):\s+(?P<buf>\S+)\s+(?P<kind>model|KV|compute|output|RS) buffer size\s*=\s*(?P<mib>[\d.]+) MiB"
+)
 _OFFLOADED_RE = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
 _OVERRIDE_RE = re.compile(r"tensor (\S+) \(.*\) buffer type overridden to (\S+)")
 # Buffers in host memory: plain and repacked CPU buffers, and pinned host buffers of GPU backends.

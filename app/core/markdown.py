@@ -41,14 +41,32 @@ class Theme:
 
 
 LIGHT = Theme(
-    dark=False, text="#1f2328", muted="#656d76", link="#0969da", code_bg="#f6f8fa", code_header_bg="#eaeef2",
-    code_border="#d0d7de", inline_code_bg="#eff1f3", table_border="#d0d7de", table_header_bg="#f6f8fa",
-    quote_border="#d0d7de", pygments_style="default",
+    dark=False,
+    text="#1f2328",
+    muted="#656d76",
+    link="#0969da",
+    code_bg="#f6f8fa",
+    code_header_bg="#eaeef2",
+    code_border="#d0d7de",
+    inline_code_bg="#eff1f3",
+    table_border="#d0d7de",
+    table_header_bg="#f6f8fa",
+    quote_border="#d0d7de",
+    pygments_style="default",
 )
 DARK = Theme(
-    dark=True, text="#e6edf3", muted="#9198a1", link="#4493f8", code_bg="#161b22", code_header_bg="#21262d",
-    code_border="#30363d", inline_code_bg="#2d333b", table_border="#3d444d", table_header_bg="#1c2128",
-    quote_border="#3d444d", pygments_style="github-dark",
+    dark=True,
+    text="#e6edf3",
+    muted="#9198a1",
+    link="#4493f8",
+    code_bg="#161b22",
+    code_header_bg="#21262d",
+    code_border="#30363d",
+    inline_code_bg="#2d333b",
+    table_border="#3d444d",
+    table_header_bg="#1c2128",
+    quote_border="#3d444d",
+    pygments_style="github-dark",
 )
 
 MONO = "'JetBrains Mono','Cascadia Code','SF Mono',Menlo,Consolas,'DejaVu Sans Mono',monospace"
@@ -74,7 +92,24 @@ def _lexer(lang: str) -> Any:
 
 # Languages models write most; warm_up() imports their lexers so the first code block of a
 # session does not stall the UI for the ~100 ms a pygments lexer module takes to import.
-COMMON_LANGUAGES = ("python", "bash", "sh", "javascript", "typescript", "json", "c", "cpp", "rust", "go", "java", "html", "css", "sql", "yaml", "toml")
+COMMON_LANGUAGES = (
+    "python",
+    "bash",
+    "sh",
+    "javascript",
+    "typescript",
+    "json",
+    "c",
+    "cpp",
+    "rust",
+    "go",
+    "java",
+    "html",
+    "css",
+    "sql",
+    "yaml",
+    "toml",
+)
 
 
 def warm_up(theme: Theme | None = None) -> None:

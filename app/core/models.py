@@ -84,7 +84,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         size_bytes=12_109_566_560,
         kv_bytes_per_token=24 * 1024,
         description="OpenAI's 21B-parameter open-weight model (3.6B active). Runs on a 16 GB machine; "
-                    "fast on a GPU with 16 GB, usable with less by keeping experts on the CPU.",
+        "fast on a GPU with 16 GB, usable with less by keeping experts on the CPU.",
         default=True,
     ),
     CatalogEntry(
@@ -95,7 +95,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         size_bytes=63_390_000_000,
         kv_bytes_per_token=36 * 1024,
         description="OpenAI's 117B-parameter open-weight model (5.1B active). Needs about 64 GB of "
-                    "memory (RAM plus VRAM); an 80 GB GPU runs it entirely.",
+        "memory (RAM plus VRAM); an 80 GB GPU runs it entirely.",
         size_is_approximate=True,
     ),
 )
@@ -186,6 +186,7 @@ def recommend(profile: HardwareProfile | None) -> CatalogEntry:
 
 # -- validation ---------------------------------------------------------------------------------
 
+
 class ModelError(Exception):
     """A model file was refused or an operation on it failed; the message is for the user."""
 
@@ -225,6 +226,7 @@ def validate_model_file(path: str | Path) -> tuple[bool, str]:
 
 
 # -- local models -------------------------------------------------------------------------------
+
 
 class Source(str, Enum):
     HUGGINGFACE = "huggingface"  # the standard HF cache (downloaded by Harmonica or another tool)
@@ -330,8 +332,13 @@ def _walk_gguf(root: Path, max_depth: int = 6) -> Iterable[Path]:
 class ModelLibrary:
     """The user's local models: imported files (registry JSON), the HF cache, LM Studio, llama.cpp."""
 
-    def __init__(self, registry_path: Path | None = None, *, hf_cache_dir: Path | None = None,
-                 search_dirs: Sequence[tuple[Source, Path]] | None = None) -> None:
+    def __init__(
+        self,
+        registry_path: Path | None = None,
+        *,
+        hf_cache_dir: Path | None = None,
+        search_dirs: Sequence[tuple[Source, Path]] | None = None,
+    ) -> None:
         self._registry_path = registry_path
         self._hf_cache_dir = hf_cache_dir
         self._search_dirs = search_dirs
@@ -395,15 +402,29 @@ class ModelLibrary:
         data["hidden"] = [h for h in data["hidden"] if h not in shown]
         self._save(data)
 
-    def _local(self, path: Path, source: Source, repo_id: str | None = None, commit: str | None = None,
-               data: dict[str, Any] | None = None) -> LocalModel:
+    def _local(
+        self,
+        path: Path,
+        source: Source,
+        repo_id: str | None = None,
+        commit: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> LocalModel:
         parts = tuple(split_parts(path) or [path])
         entry = entry_for_filename(path.name)
         ours = {e.get("path") for e in (data if data is not None else self._load())["downloaded"]}
         by_app = source == Source.HUGGINGFACE and all(str(_resolved(p)) in ours for p in parts)
-        return LocalModel(path=path, display_name=_display_name(path), source=source, size_bytes=_size_of(parts),
-                          parts=parts, catalog_id=entry.id if entry else None, repo_id=repo_id, commit=commit,
-                          downloaded_by_app=by_app)
+        return LocalModel(
+            path=path,
+            display_name=_display_name(path),
+            source=source,
+            size_bytes=_size_of(parts),
+            parts=parts,
+            catalog_id=entry.id if entry else None,
+            repo_id=repo_id,
+            commit=commit,
+            downloaded_by_app=by_app,
+        )
 
     # -- discovery -----------------------------------------------------------------------------
     def discover(self) -> Discovery:
@@ -431,14 +452,15 @@ class ModelLibrary:
         for item in data["imported"]:
             path = Path(item.get("path", ""))
             if not path.exists():
-                result.refused.append(RefusedFile(path, f"{path} was imported but is no longer there "
-                                                        "(moved or deleted?)."))
+                result.refused.append(
+                    RefusedFile(path, f"{path} was imported but is no longer there (moved or deleted?).")
+                )
                 seen.add(str(path))
                 continue
             offer(path, Source.IMPORTED)
         for path, repo_id, commit in self._hf_cache_ggufs():
             offer(path, Source.HUGGINGFACE, repo_id, commit)
-        for source, root in (self._search_dirs if self._search_dirs is not None else default_search_dirs()):
+        for source, root in self._search_dirs if self._search_dirs is not None else default_search_dirs():
             for path in sorted(_walk_gguf(root)):
                 offer(path, source)
         return result
@@ -499,10 +521,14 @@ class ModelLibrary:
                     part.unlink(missing_ok=True)
                 except OSError as exc:
                     raise ModelError(f"Could not delete {part}: {exc}") from exc
-        data["imported"] = [e for e in data["imported"] if str(_resolved(Path(e["path"]))) != key
-                            and e["path"] != str(model.path)]
-        if model.source in (Source.LMSTUDIO, Source.LLAMA_CPP, Source.HUGGINGFACE) and not delete_files \
-                and key not in data["hidden"]:
+        data["imported"] = [
+            e for e in data["imported"] if str(_resolved(Path(e["path"]))) != key and e["path"] != str(model.path)
+        ]
+        if (
+            model.source in (Source.LMSTUDIO, Source.LLAMA_CPP, Source.HUGGINGFACE)
+            and not delete_files
+            and key not in data["hidden"]
+        ):
             data["hidden"].append(key)  # discovered again on every scan otherwise
         self._save(data)
 
@@ -511,7 +537,7 @@ class ModelLibrary:
 
         try:
             info = scan_cache_dir(self.hf_cache_dir)
-        except Exception as exc:  # noqa: BLE001 - CacheNotFound etc.
+        except Exception as exc:
             raise ModelError(f"Could not read the Hugging Face cache at {self.hf_cache_dir}: {exc}") from exc
         wanted = {str(p) for p in model.parts}
         for repo in info.repos:
@@ -525,8 +551,9 @@ class ModelLibrary:
                     return
                 # Other files share the revision (e.g. another quant): remove only this model's
                 # snapshot links and the blobs no other revision still uses.
-                other_blobs = {str(f.blob_path) for r in repo.revisions for f in r.files
-                               if str(f.file_path) not in wanted}
+                other_blobs = {
+                    str(f.blob_path) for r in repo.revisions for f in r.files if str(f.file_path) not in wanted
+                }
                 for name in wanted & files.keys():
                     f = files[name]
                     Path(f.file_path).unlink(missing_ok=True)

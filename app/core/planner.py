@@ -30,13 +30,26 @@ KV_PAD = 256  # llama.cpp sizes KV caches in multiples of 256 cells
 
 # Bytes per cached value, by KV cache type (ggml block sizes: q8_0 34 B / 32 values, q4_0 18 / 32).
 KV_TYPE_BYTES: dict[str, float] = {
-    "f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 24 / 32, "q5_0": 22 / 32,
-    "q4_1": 20 / 32, "q4_0": 18 / 32, "iq4_nl": 18 / 32,
+    "f32": 4.0,
+    "f16": 2.0,
+    "bf16": 2.0,
+    "q8_0": 34 / 32,
+    "q5_1": 24 / 32,
+    "q5_0": 22 / 32,
+    "q4_1": 20 / 32,
+    "q4_0": 18 / 32,
+    "iq4_nl": 18 / 32,
 }
 
 # GPU memory the backend takes before any buffer: CUDA/HIP context, cuBLAS/hipBLAS workspace and
 # llama.cpp's scratch pool. Consumer cards show 250-450 MiB; the H200 figures fit 350 MiB.
-GPU_RUNTIME_RESERVE: dict[str, int] = {"CUDA": 350 * MiB, "ROCm": 450 * MiB, "Vulkan": 350 * MiB, "Metal": 256 * MiB, "": 350 * MiB}
+GPU_RUNTIME_RESERVE: dict[str, int] = {
+    "CUDA": 350 * MiB,
+    "ROCm": 450 * MiB,
+    "Vulkan": 350 * MiB,
+    "Metal": 256 * MiB,
+    "": 350 * MiB,
+}
 # Left free on the GPU: other programs (the desktop, a browser) grow, allocations fragment, and the
 # estimate has an error of a few hundred MB. 4% of the card, at least 256 MiB.
 GPU_MARGIN_SHARE = 0.04
@@ -430,8 +443,15 @@ class _Planner:
         for i, g in enumerate(p.gpus):
             backend = usable_backend(g, p.backends)
             if backend is None:
-                wanted = " or ".join(dict.fromkeys(backend_display_name(b) for b in _VENDOR_BACKENDS.get(g.vendor, (g.backend_hint or "a GPU backend",))))
-                self.reasons.append(f"Found {g.name}, but the installed llama.cpp was built without {wanted} support, so it cannot use it.")
+                wanted = " or ".join(
+                    dict.fromkeys(
+                        backend_display_name(b)
+                        for b in _VENDOR_BACKENDS.get(g.vendor, (g.backend_hint or "a GPU backend",))
+                    )
+                )
+                self.reasons.append(
+                    f"Found {g.name}, but the installed llama.cpp was built without {wanted} support, so it cannot use it."
+                )
                 self.suggestions.append(f"Install a llama.cpp build with {wanted} support to use {g.name}.")
                 continue
             if g.backend_hint != backend:
@@ -451,7 +471,9 @@ class _Planner:
         if p.backends is None:
             self.reasons.append(f"Could not ask llama.cpp which GPU backends it has; assuming {g.backend_hint} works.")
         if len(candidates) > 1:
-            self.reasons.append(f"Using {g.name}, the GPU with the most free memory; splitting across GPUs is not planned.")
+            self.reasons.append(
+                f"Using {g.name}, the GPU with the most free memory; splitting across GPUs is not planned."
+            )
         return i, g
 
     def _attention_settings(self) -> tuple[bool, str]:
@@ -464,7 +486,9 @@ class _Planner:
         block = 1 if kv in ("f16", "f32", "bf16") else 32  # ggml block size of the quantized KV types
         if block > 1 and (self.model.head_dim % block or self.model.head_dim_v % block):
             # llama.cpp refuses such a context outright; say so instead of failing the load.
-            self.reasons.append(f"A {kv} KV cache needs heads of a multiple of {block} values; this model's are {self.model.head_dim}, so f16 is used.")
+            self.reasons.append(
+                f"A {kv} KV cache needs heads of a multiple of {block} values; this model's are {self.model.head_dim}, so f16 is used."
+            )
             kv = "f16"
         if kv not in ("f16", "f32", "bf16") and not flash:
             if w.flash_attn is False:
@@ -487,7 +511,16 @@ class _Planner:
 
     def _check(self, p: Placement, n_ctx: int) -> _Check:
         gpu = self.gpu if p.use_gpu else None
-        est = estimate(self.model, p, n_ctx, kv_type=self.kv_type, flash_attn=self.flash_attn, n_batch=self.n_batch, gpu=gpu, amx=self.amx)
+        est = estimate(
+            self.model,
+            p,
+            n_ctx,
+            kv_type=self.kv_type,
+            flash_attn=self.flash_attn,
+            n_batch=self.n_batch,
+            gpu=gpu,
+            amx=self.amx,
+        )
         ram_need = est.ram
         if gpu is None:
             vram_ok = True
@@ -575,13 +608,19 @@ class _Planner:
         mode = _mode(c.placement, self.model)
         if w.use_mmap is not None:
             if w.use_mmap is False and mode not in ("gpu",) and self.gpu is not None and not self.gpu.unified_memory:
-                self.reasons.append("mmap off (your choice): weights in RAM sit in pinned memory, which speeds up GPU prompt processing.")
+                self.reasons.append(
+                    "mmap off (your choice): weights in RAM sit in pinned memory, which speeds up GPU prompt processing."
+                )
             return bool(w.use_mmap)
         if self.gpu is not None and self.gpu.unified_memory:
-            self.reasons.append("mmap on: on unified memory the GPU reads the weights straight from the mapped file, with no second copy.")
+            self.reasons.append(
+                "mmap on: on unified memory the GPU reads the weights straight from the mapped file, with no second copy."
+            )
             return True
         if mode == "gpu":
-            self.reasons.append("mmap on: the weights are copied to the GPU once, and mapping the file makes loading fastest.")
+            self.reasons.append(
+                "mmap on: the weights are copied to the GPU once, and mapping the file makes loading fastest."
+            )
             return True
         if c.placement.use_gpu:
             slack = int(0.10 * c.ram_need)
@@ -591,7 +630,9 @@ class _Planner:
                     "faster with a GPU (loading takes a few seconds longer)."
                 )
                 return False
-            self.reasons.append("mmap on: RAM is too tight for pinned memory, so the file stays mapped (prompt processing is slower).")
+            self.reasons.append(
+                "mmap on: RAM is too tight for pinned memory, so the file stays mapped (prompt processing is slower)."
+            )
             return True
         self.reasons.append(
             "mmap off: llama.cpp repacks the weights for this CPU's fast kernels; with mmap the file would also stay "
@@ -612,9 +653,14 @@ class _Planner:
                 f"{self.gpu.vram_free / GiB:.1f} GB of the {self.profile.ram_total / GiB:.1f} GB.",
             )
         elif self.gpu is not None:
-            self.reasons.insert(0, f"Found {self.gpu.name} with {self.gpu.vram_free / GiB:.1f} GB free of {self.gpu.vram_total / GiB:.1f} GB.")
+            self.reasons.insert(
+                0,
+                f"Found {self.gpu.name} with {self.gpu.vram_free / GiB:.1f} GB free of {self.gpu.vram_total / GiB:.1f} GB.",
+            )
         if mode == "gpu":
-            self.reasons.append(f"Everything runs on the GPU ({m.tensor_bytes / GiB:.1f} GB of weights): the fastest option.")
+            self.reasons.append(
+                f"Everything runs on the GPU ({m.tensor_bytes / GiB:.1f} GB of weights): the fastest option."
+            )
         elif mode == "gpu+cpu-experts":
             moved = sum(b.experts for b in m.blocks[: p.n_cpu_moe])
             self.reasons.append(
@@ -641,7 +687,9 @@ class _Planner:
                     "No block fits on the GPU, so the model runs on the CPU; the GPU still speeds up reading long prompts."
                 )
             elif self.gpu is not None:
-                self.reasons.append("The model runs on the CPU only; the GPU is hidden from llama.cpp so it takes no GPU memory.")
+                self.reasons.append(
+                    "The model runs on the CPU only; the GPU is hidden from llama.cpp so it takes no GPU memory."
+                )
             else:
                 self.reasons.append("The model runs on the CPU.")
         full_layers = m.n_full_attention_layers
@@ -654,7 +702,9 @@ class _Planner:
                 f"the {m.n_layer - full_layers} sliding-window layers keep {swa:,} tokens each."
             )
         else:
-            self.reasons.append(f"Context {n_ctx:,} tokens: KV cache {kv_total_bytes(m, n_ctx, self.kv_type, self.n_batch) / GiB:.2f} GB.")
+            self.reasons.append(
+                f"Context {n_ctx:,} tokens: KV cache {kv_total_bytes(m, n_ctx, self.kv_type, self.n_batch) / GiB:.2f} GB."
+            )
         if self.wishes.n_ctx is None:
             if n_ctx >= self.n_ctx_limit():
                 self.reasons.append("That is the model's full context, and it still fits.")
@@ -672,7 +722,9 @@ class _Planner:
             )
         ram_what = "RAM (shared with the GPU)" if self.gpu is not None and self.gpu.unified_memory else "RAM"
         if self.profile.ram_total <= 0:
-            self.reasons.append(f"{ram_what}: ~{c.ram_need / GiB:.1f} GB needed; the amount of RAM could not be read, so it was not checked.")
+            self.reasons.append(
+                f"{ram_what}: ~{c.ram_need / GiB:.1f} GB needed; the amount of RAM could not be read, so it was not checked."
+            )
             return
         self.reasons.append(
             f"{ram_what}: ~{c.ram_need / GiB:.1f} GB needed of {ram_budget(self.profile) / GiB:.1f} GB usable "
@@ -682,9 +734,13 @@ class _Planner:
     def _why_not(self, c: _Check, n_ctx: int) -> None:
         p = self.profile
         if not c.vram_ok and self.gpu is not None:
-            self.reasons.append(f"Needs ~{c.est.vram / GiB:.1f} GB of GPU memory, but only {vram_budget(self.gpu) / GiB:.1f} GB is usable.")
+            self.reasons.append(
+                f"Needs ~{c.est.vram / GiB:.1f} GB of GPU memory, but only {vram_budget(self.gpu) / GiB:.1f} GB is usable."
+            )
         if not c.ram_ok:
-            self.reasons.append(f"Needs ~{c.ram_need / GiB:.1f} GB of RAM, but only {ram_budget(p) / GiB:.1f} GB is usable ({p.ram_available / GiB:.1f} GB available).")
+            self.reasons.append(
+                f"Needs ~{c.ram_need / GiB:.1f} GB of RAM, but only {ram_budget(p) / GiB:.1f} GB is usable ({p.ram_available / GiB:.1f} GB available)."
+            )
 
     def _suggest(self, n_ctx: int, cands: list[Placement]) -> None:
         m, p = self.model, self.profile
@@ -746,7 +802,9 @@ class _Planner:
         )
         use_mlock = bool(w.use_mlock)
         if use_mlock:
-            self.reasons.append(f"mlock on: {shown.est.host_weights / GiB:.1f} GB of weights are locked in RAM and never swapped out.")
+            self.reasons.append(
+                f"mlock on: {shown.est.host_weights / GiB:.1f} GB of weights are locked in RAM and never swapped out."
+            )
         p = shown.placement
         return Plan(
             n_gpu_layers=p.n_gpu_layers if p.use_gpu else 0,
@@ -818,9 +876,20 @@ def refusal(profile: HardwareProfile, reason: str, wishes: Wishes | None = None)
     """A plan that must not be loaded, with the reason in plain words."""
     w = wishes or Wishes()
     return Plan(
-        n_gpu_layers=0, n_cpu_moe=0, n_ctx=w.n_ctx or AUTO_CTX_BASE, flash_attn=True, kv_type="f16",
-        n_threads=w.n_threads or profile.threads_generation, n_threads_batch=w.n_threads_batch or profile.threads_batch,
-        use_mmap=True, use_mlock=False, est_vram_bytes=0, est_ram_bytes=0, fits=False, mode="none", reasons=[reason],
+        n_gpu_layers=0,
+        n_cpu_moe=0,
+        n_ctx=w.n_ctx or AUTO_CTX_BASE,
+        flash_attn=True,
+        kv_type="f16",
+        n_threads=w.n_threads or profile.threads_generation,
+        n_threads_batch=w.n_threads_batch or profile.threads_batch,
+        use_mmap=True,
+        use_mlock=False,
+        est_vram_bytes=0,
+        est_ram_bytes=0,
+        fits=False,
+        mode="none",
+        reasons=[reason],
         ram_budget=ram_budget(profile),
     )
 
@@ -835,7 +904,7 @@ def plan_for_file(path: str | os.PathLike[str], profile: HardwareProfile, wishes
         info = model_info_for_file(path)
     except GgufError as e:
         return refusal(profile, f"This file cannot be planned for: {e}.", wishes)
-    except OSError as e:  # noqa: BLE001 - a disk error while reading the header
+    except OSError as e:
         return refusal(profile, f"This file cannot be read: {e.strerror or e}.", wishes)
     return plan(profile, info, wishes)
 

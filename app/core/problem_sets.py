@@ -33,9 +33,31 @@ _NUMBER_RE = re.compile(r"(?<![\w.])[-−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(
 _BOLD_RE = re.compile(r"\*\*(.+?)\*\*|__(.+?)__", re.S)
 _ANSWER_RE = re.compile(r"\banswer\b\s*(?:is|:|=)?\s*", re.I)
 _NUMBER_WORDS = {
-    w: i for i, w in enumerate(
-        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-        "sixteen seventeen eighteen nineteen twenty".split()
+    w: i
+    for i, w in enumerate(
+        [
+            "zero",
+            "one",
+            "two",
+            "three",
+            "four",
+            "five",
+            "six",
+            "seven",
+            "eight",
+            "nine",
+            "ten",
+            "eleven",
+            "twelve",
+            "thirteen",
+            "fourteen",
+            "fifteen",
+            "sixteen",
+            "seventeen",
+            "eighteen",
+            "nineteen",
+            "twenty",
+        ]
     )
 }
 _NUMBER_WORD_RE = re.compile(r"\b(" + "|".join(_NUMBER_WORDS) + r")\b", re.I)
@@ -70,7 +92,7 @@ def extract_number(final: str) -> float | None:
             return found[-1]
     answer_at = [m.end() for m in _ANSWER_RE.finditer(final)]
     if answer_at:
-        found = _numbers(final[answer_at[-1]:])
+        found = _numbers(final[answer_at[-1] :])
         if found:
             return found[0]
     found = _numbers(final)
@@ -322,7 +344,11 @@ def _make_check(raw: Any, answer: str | None) -> Check | None:
         return Check("number", answer)
     if kind == "choice":
         choices = spec.get("choices")
-        if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c.strip() for c in choices):
+        if (
+            not isinstance(choices, list)
+            or len(choices) < 2
+            or not all(isinstance(c, str) and c.strip() for c in choices)
+        ):
             raise ProblemError('a choice check needs "choices": a list of at least two non-empty strings')
         clean = tuple(c.strip() for c in choices)
         if normalise_text(answer) not in {normalise_text(c) for c in clean}:
@@ -374,7 +400,7 @@ def parse_problem_lines(lines: Iterable[str | bytes], name: str, source: str = "
         else:
             line = raw.lstrip("\ufeff") if n == 1 else raw
         text = line.strip()
-        if not text or text.startswith("#") or text.startswith("//"):
+        if not text or text.startswith(("#", "//")):
             continue
         try:
             obj = json.loads(text)
@@ -391,8 +417,14 @@ def parse_problem_lines(lines: Iterable[str | bytes], name: str, source: str = "
             continue
         if problem.id in seen:
             new_id = f"{problem.id}#{n}"
-            issues.append(ImportIssue(n, f'the id "{problem.id}" was already used on line {seen[problem.id]}; '
-                                         f'this one is kept as "{new_id}"', skipped=False))
+            issues.append(
+                ImportIssue(
+                    n,
+                    f'the id "{problem.id}" was already used on line {seen[problem.id]}; '
+                    f'this one is kept as "{new_id}"',
+                    skipped=False,
+                )
+            )
             problem = Problem(new_id, problem.prompt, problem.answer, problem.check, problem.category)
         seen[problem.id] = n
         problems.append(problem)
@@ -410,7 +442,9 @@ def load_problem_set(path: str | Path, name: str | None = None) -> ImportResult:
     except OSError as e:
         raise ProblemError(f"{p.name} cannot be read: {e.strerror or e}.") from None
     if size > MAX_IMPORT_BYTES:
-        raise ProblemError(f"{p.name} is {size / 1e6:.0f} MB; a problem set must be under {MAX_IMPORT_BYTES // 10**6} MB.")
+        raise ProblemError(
+            f"{p.name} is {size / 1e6:.0f} MB; a problem set must be under {MAX_IMPORT_BYTES // 10**6} MB."
+        )
     try:
         data = p.read_bytes()
     except OSError as e:

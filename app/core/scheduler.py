@@ -142,7 +142,7 @@ class EngineScheduler:
         for cb in list(self._listeners):
             try:
                 cb(state)
-            except Exception:  # noqa: BLE001 - a broken listener must not break scheduling
+            except Exception:
                 log.exception("scheduler listener failed")
 
     # --- turns -------------------------------------------------------------------------------
@@ -236,18 +236,19 @@ class EngineScheduler:
             self.release(ticket)
 
     @contextlib.contextmanager
-    def exclusive(self, client: str, cancel: threading.Event | None = None, timeout: float | None = None) -> Iterator[None]:
+    def exclusive(
+        self, client: str, cancel: threading.Event | None = None, timeout: float | None = None
+    ) -> Iterator[None]:
         """A turn during which nothing else reads the engine: load, unload or replace the model here.
 
         Requests validated before it are refused afterwards ("the model changed") rather than
         run against a different model.
         """
-        with self.turn(client, cancel, timeout):
-            with self._engine_guard:
-                try:
-                    yield
-                finally:
-                    self._epoch += 1
+        with self.turn(client, cancel, timeout), self._engine_guard:
+            try:
+                yield
+            finally:
+                self._epoch += 1
 
     def cancel(self, client: str | None = None) -> int:
         """Set the cancel Event of running and queued requests (of one client name, or all).
@@ -305,11 +306,11 @@ class SchedulerClient:
         return engine is not None and bool(getattr(engine, "loaded", engine.info is not None))
 
     def tokenize(self, text: str, special: bool = True) -> list[int]:
-        with self._scheduler._engine_guard:  # noqa: SLF001 - the proxy is part of the scheduler
+        with self._scheduler._engine_guard:
             return self._engine().tokenize(text, special=special)
 
     def detokenize(self, ids: list[int]) -> bytes:
-        with self._scheduler._engine_guard:  # noqa: SLF001
+        with self._scheduler._engine_guard:
             return self._engine().detokenize(ids)  # type: ignore[attr-defined, no-any-return]
 
     def stream(
@@ -329,9 +330,9 @@ class SchedulerClient:
         sched = self._scheduler
         cancel = cancel if cancel is not None else threading.Event()
         sampling = sampling or Sampling()
-        with sched._engine_guard:  # noqa: SLF001
+        with sched._engine_guard:
             engine = self._engine()
-            epoch = sched._epoch  # noqa: SLF001
+            epoch = sched._epoch
             # Engine.stream validates now and returns a generator that has not started, so the
             # engine's generation lock is not taken until our turn comes.
             inner = engine.stream(prompt, sampling, cancel=cancel, grammar=grammar)
@@ -353,7 +354,7 @@ class SchedulerClient:
             raise
         before = getattr(engine, "last_stats", None)
         try:
-            if sched._epoch != epoch or sched.engine is not engine:  # noqa: SLF001
+            if sched._epoch != epoch or sched.engine is not engine:
                 raise EngineError("The model was changed while this request waited for its turn; send it again.")
             yield from inner
         finally:
@@ -372,8 +373,8 @@ def _close(gen: Any) -> None:
     if close is not None:
         try:
             close()
-        except Exception:  # noqa: BLE001 - an engine failing while stopping must not keep the turn
+        except Exception:
             log.exception("closing a generation failed")
 
 
-__all__ = ["EngineScheduler", "SchedulerClient", "QueueState", "TurnCancelled"]
+__all__ = ["EngineScheduler", "QueueState", "SchedulerClient", "TurnCancelled"]

@@ -115,7 +115,9 @@ class ScriptedEngine:
         script = self._scripts.pop(0) if len(self._scripts) > 1 else self._scripts[0]
         if callable(script):
             script = script(prompt_text)
-        pieces: list[str | bytes] = split_pieces(script, split_multibyte=self.split_multibyte) if isinstance(script, str) else list(script)
+        pieces: list[str | bytes] = (
+            split_pieces(script, split_multibyte=self.split_multibyte) if isinstance(script, str) else list(script)
+        )
         stop = "eos"
         for i, p in enumerate(pieces):
             if isinstance(p, str) and p in _STOP_REASONS:
@@ -125,7 +127,9 @@ class ScriptedEngine:
         return _Turn(pieces, stop)
 
     # --- Engine interface ----------------------------------------------------------------------
-    def load(self, path: str | Path, settings: LoadSettings | None = None, progress: Callable[[float], bool] | None = None) -> ModelInfo:
+    def load(
+        self, path: str | Path, settings: LoadSettings | None = None, progress: Callable[[float], bool] | None = None
+    ) -> ModelInfo:
         """'Load' a model: any existing file or the pseudo path 'scripted:'; progress may cancel."""
         p = str(path)
         if not p.startswith("scripted:") and not Path(p).is_file():
@@ -139,9 +143,17 @@ class ScriptedEngine:
         n_ctx = min(settings.n_ctx, self._n_ctx) if settings.n_ctx else self._n_ctx
         name = self._name if p.startswith("scripted:") else Path(p).stem
         self._info = ModelInfo(
-            path=Path(p), name=name, arch="gpt-oss", n_ctx_train=131072, n_ctx=n_ctx, n_params=20_914_757_184,
+            path=Path(p),
+            name=name,
+            arch="gpt-oss",
+            n_ctx_train=131072,
+            n_ctx=n_ctx,
+            n_params=20_914_757_184,
             size_bytes=0 if p.startswith("scripted:") else Path(p).stat().st_size,
-            chat_template=self._chat_template, n_layer=24, n_expert=32, n_swa=128,
+            chat_template=self._chat_template,
+            n_layer=24,
+            n_expert=32,
+            n_swa=128,
             description="gpt-oss 20B (scripted replay)",
         )
         self._cache = []
@@ -210,10 +222,12 @@ class ScriptedEngine:
         turn = self._next_turn(prompt_text)
         return self._run(ids, turn, sampling, cancel)
 
-    def _run(self, ids: list[int], turn: _Turn, sampling: Sampling, cancel: threading.Event | None) -> Iterator[tuple[int, bytes]]:
+    def _run(
+        self, ids: list[int], turn: _Turn, sampling: Sampling, cancel: threading.Event | None
+    ) -> Iterator[tuple[int, bytes]]:
         stats = GenerationStats(prompt_tokens=len(ids))
         common = 0
-        for a, b in zip(self._cache, ids):
+        for a, b in zip(self._cache, ids, strict=False):
             if a != b:
                 break
             common += 1
@@ -272,10 +286,41 @@ class ScriptedEngine:
 
 
 _EFFORT_RE = re.compile(r"\nReasoning: (low|medium|high)\n")
-_REASONING_WORDS = (
-    "Let me think about this step by step. The question asks for one value, so I restate what is given, "
-    "work out each part, then check the result against the question before answering."
-).split()
+_REASONING_WORDS = [
+    "Let",
+    "me",
+    "think",
+    "about",
+    "this",
+    "step",
+    "by",
+    "step.",
+    "The",
+    "question",
+    "asks",
+    "for",
+    "one",
+    "value,",
+    "so",
+    "I",
+    "restate",
+    "what",
+    "is",
+    "given,",
+    "work",
+    "out",
+    "each",
+    "part,",
+    "then",
+    "check",
+    "the",
+    "result",
+    "against",
+    "the",
+    "question",
+    "before",
+    "answering.",
+]
 
 
 def prompt_effort(prompt: str) -> str | None:

@@ -72,7 +72,9 @@ def _check_tools(report: SelfTestReport) -> None:
         tools.mkdir()
         (tools / "greet.py").write_text(
             'def greet(name: str) -> str:\n    """Greet someone.\n\n    Args:\n        name: who\n    """\n'
-            '    return f"hello {name}"\n', encoding="utf-8")
+            '    return f"hello {name}"\n',
+            encoding="utf-8",
+        )
         registry = ToolRegistry(tools_dir=tools, settings_file=Path(tmp) / "tools.json")
         try:
             info = registry.info("greet")
@@ -84,8 +86,14 @@ def _check_tools(report: SelfTestReport) -> None:
 
 
 def run(
-    model: str | Path, *, n_ctx: int = 512, n_gpu_layers: int = 999, n_batch: int = 512, seed: int = 5,
-    grammar: str = GRAMMAR, tools: bool = True,
+    model: str | Path,
+    *,
+    n_ctx: int = 512,
+    n_gpu_layers: int = 999,
+    n_batch: int = 512,
+    seed: int = 5,
+    grammar: str = GRAMMAR,
+    tools: bool = True,
 ) -> SelfTestReport:
     """Load `model` (every layer on the GPU when llama.cpp has one), run one turn forced by `grammar`, check the result."""
     from app.core import chat, llama_ext
@@ -109,7 +117,9 @@ def run(
         conversation = chat.Conversation()
         conversation.add_user("Say something in bold.")
         finished: chat.TurnFinished | None = None
-        for event in chat.run_turn(engine, conversation, effort="low", sampling=Sampling(seed=seed, max_tokens=80), grammar=grammar):
+        for event in chat.run_turn(
+            engine, conversation, effort="low", sampling=Sampling(seed=seed, max_tokens=80), grammar=grammar
+        ):
             if isinstance(event, chat.TurnFinished):
                 finished = event
         report.checks["turn finished"] = finished is not None
@@ -124,7 +134,7 @@ def run(
         report.checks["answer parsed"] = bool(_ANSWER_RE.match(report.answer))
         if tools:
             _check_tools(report)
-    except Exception as exc:  # the report is the product: every failure becomes a failed check
+    except Exception as exc:  # noqa: BLE001 -- the report is the product: every failure becomes a failed check
         report.error = f"{type(exc).__name__}: {exc}"
     finally:
         try:

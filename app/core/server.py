@@ -97,7 +97,13 @@ class ApiError(Exception):
     """An error answered in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
 
     def __init__(
-        self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None, code: str | None = None
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -242,7 +248,7 @@ def _text_parts(content: Any, param: str) -> str:
 
 
 def _defuse(text: str) -> str:
-    return chat._defuse(text)  # noqa: SLF001 - the one place that keeps typed control tokens inert
+    return chat._defuse(text)
 
 
 def _assistant_text(text: str) -> str:
@@ -263,14 +269,21 @@ def _function_tools(tools: Any, flat: bool) -> list[dict[str, Any]] | None:
         if not isinstance(tool, Mapping):
             raise _invalid(f"'{where}' must be an object.", where)
         if tool.get("type", "function") != "function":
-            raise _invalid(f"Only function tools are supported; '{where}' is of type {json.dumps(tool.get('type'))}.", f"{where}.type")
+            raise _invalid(
+                f"Only function tools are supported; '{where}' is of type {json.dumps(tool.get('type'))}.",
+                f"{where}.type",
+            )
         fn = tool if flat else tool.get("function")
         prefix = where if flat else f"{where}.function"
         if not isinstance(fn, Mapping):
-            raise _invalid(f"'{prefix}' must be an object with the function's name, description and parameters.", prefix)
+            raise _invalid(
+                f"'{prefix}' must be an object with the function's name, description and parameters.", prefix
+            )
         name = fn.get("name")
         if not isinstance(name, str) or not _TOOL_NAME_RE.match(name):
-            raise _invalid(f"'{prefix}.name' must be 1–64 letters, digits, '_' or '-'; got {json.dumps(name)}.", f"{prefix}.name")
+            raise _invalid(
+                f"'{prefix}.name' must be 1–64 letters, digits, '_' or '-'; got {json.dumps(name)}.", f"{prefix}.name"
+            )
         desc = fn.get("description")
         if desc is not None and not isinstance(desc, str):
             raise _invalid(f"'{prefix}.description' must be a string.", f"{prefix}.description")
@@ -295,9 +308,11 @@ def _tool_choice(choice: Any, tools: list[dict[str, Any]] | None, flat: bool) ->
         name = fn.get("name") if isinstance(fn, Mapping) else None
         picked = [t for t in tools or [] if t["function"]["name"] == name]
         if not picked:
-            raise _invalid(f"tool_choice names the function {json.dumps(name)}, which is not in 'tools'.", "tool_choice")
+            raise _invalid(
+                f"tool_choice names the function {json.dumps(name)}, which is not in 'tools'.", "tool_choice"
+            )
         return picked
-    raise _invalid("'tool_choice' must be \"none\", \"auto\", \"required\" or a function.", "tool_choice")
+    raise _invalid('\'tool_choice\' must be "none", "auto", "required" or a function.', "tool_choice")
 
 
 def _call_args(arguments: Any, param: str) -> Any:
@@ -348,7 +363,8 @@ def parse_chat_request(body: Mapping[str, Any], memory: _ReasoningMemory | None 
         role = m.get("role")
         if role not in ("system", "developer", "user", "assistant", "tool", "function"):
             raise _invalid(
-                f"'{where}.role' must be system, developer, user, assistant or tool; got {json.dumps(role)}.", f"{where}.role"
+                f"'{where}.role' must be system, developer, user, assistant or tool; got {json.dumps(role)}.",
+                f"{where}.role",
             )
         text = _text_parts(m.get("content"), f"{where}.content")
         if role in ("system", "developer", "user"):
@@ -376,10 +392,15 @@ def parse_chat_request(body: Mapping[str, Any], memory: _ReasoningMemory | None 
                     cw = f"{where}.tool_calls[{j}]"
                     fn = c.get("function") if isinstance(c, Mapping) else None
                     if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str) or not fn["name"]:
-                        raise _invalid(f"'{cw}.function.name' must be the called function's name.", f"{cw}.function.name")
+                        raise _invalid(
+                            f"'{cw}.function.name' must be the called function's name.", f"{cw}.function.name"
+                        )
                     entry: dict[str, Any] = {
                         "type": "function",
-                        "function": {"name": fn["name"], "arguments": _call_args(fn.get("arguments"), f"{cw}.function.arguments")},
+                        "function": {
+                            "name": fn["name"],
+                            "arguments": _call_args(fn.get("arguments"), f"{cw}.function.arguments"),
+                        },
                     }
                     if isinstance(c.get("id"), str):
                         entry["id"] = c["id"]
@@ -400,7 +421,9 @@ def parse_chat_request(body: Mapping[str, Any], memory: _ReasoningMemory | None 
     effort = _effort(effort_value, effort_key)
     fmt = body.get("response_format")
     if fmt is not None and not (isinstance(fmt, Mapping) and fmt.get("type") == "text"):
-        raise _invalid("This server does not support structured output ('response_format'); leave it out.", "response_format")
+        raise _invalid(
+            "This server does not support structured output ('response_format'); leave it out.", "response_format"
+        )
     stop = body.get("stop")
     stops: list[str] = []
     if isinstance(stop, str):
@@ -413,8 +436,15 @@ def parse_chat_request(body: Mapping[str, Any], memory: _ReasoningMemory | None 
     opts = body.get("stream_options")
     include_usage = bool(isinstance(opts, Mapping) and opts.get("include_usage"))
     return _Job(
-        "chat", out, tools, effort, _sampling(body, ("max_tokens", "max_completion_tokens")), stream,
-        include_usage=include_usage, stop=stops, body=body,
+        "chat",
+        out,
+        tools,
+        effort,
+        _sampling(body, ("max_tokens", "max_completion_tokens")),
+        stream,
+        include_usage=include_usage,
+        stop=stops,
+        body=body,
     )
 
 
@@ -464,7 +494,11 @@ def parse_responses_request(
                 raise _invalid(f"'{where}.name' must be the called function's name.", f"{where}.name")
             if not isinstance(call_id, str) or not call_id:
                 raise _invalid(f"'{where}.call_id' must be a string.", f"{where}.call_id")
-            call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": _call_args(item.get("arguments"), f"{where}.arguments")}}
+            call = {
+                "id": call_id,
+                "type": "function",
+                "function": {"name": name, "arguments": _call_args(item.get("arguments"), f"{where}.arguments")},
+            }
             if last_was_call:
                 msgs[-1]["tool_calls"].append(call)  # parallel calls: one message, results matched by id
             else:
@@ -484,7 +518,9 @@ def parse_responses_request(
             msgs.append({"role": "tool", "tool_call_id": call_id, "content": _defuse(text)})
             last_was_call = False
         else:
-            raise _invalid(f"Input items of type {json.dumps(kind)} are not supported here ('{where}').", f"{where}.type")
+            raise _invalid(
+                f"Input items of type {json.dumps(kind)} are not supported here ('{where}').", f"{where}.type"
+            )
     instructions = body.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
         raise _invalid("'instructions' must be a string.", "instructions")
@@ -492,15 +528,26 @@ def parse_responses_request(
     tools = _tool_choice(body.get("tool_choice"), tools, flat=True)
     reasoning = body.get("reasoning")
     if reasoning is not None and not isinstance(reasoning, Mapping):
-        raise _invalid("'reasoning' must be an object such as {\"effort\": \"high\"}.", "reasoning")
+        raise _invalid('\'reasoning\' must be an object such as {"effort": "high"}.', "reasoning")
     effort = _effort((reasoning or {}).get("effort"), "reasoning.effort")
     text_cfg = body.get("text")
-    if isinstance(text_cfg, Mapping) and isinstance(text_cfg.get("format"), Mapping) and text_cfg["format"].get("type") != "text":
+    if (
+        isinstance(text_cfg, Mapping)
+        and isinstance(text_cfg.get("format"), Mapping)
+        and text_cfg["format"].get("type") != "text"
+    ):
         raise _invalid("This server does not support structured output ('text.format'); leave it out.", "text.format")
     full = ([{"role": "developer", "content": _defuse(instructions)}] if instructions else []) + msgs
     return _Job(
-        "responses", full, tools, effort, _sampling(body, ("max_output_tokens",)), _bool(body, "stream", False),
-        body=body, store=_bool(body, "store", True), input_messages=msgs,
+        "responses",
+        full,
+        tools,
+        effort,
+        _sampling(body, ("max_output_tokens",)),
+        _bool(body, "stream", False),
+        body=body,
+        store=_bool(body, "store", True),
+        input_messages=msgs,
     )
 
 
@@ -548,7 +595,9 @@ class _CountingEngine:
             self._prompts.append(text)
         return self._inner.tokenize(text, special=special)  # type: ignore[no-any-return]
 
-    def stream(self, prompt: Any, sampling: Sampling, *, cancel: threading.Event | None = None, grammar: str | None = None) -> Iterator[tuple[int, bytes]]:
+    def stream(
+        self, prompt: Any, sampling: Sampling, *, cancel: threading.Event | None = None, grammar: str | None = None
+    ) -> Iterator[tuple[int, bytes]]:
         inner = self._inner.stream(prompt, sampling, cancel=cancel, grammar=grammar)
 
         def run() -> Iterator[tuple[int, bytes]]:
@@ -645,7 +694,12 @@ def _error_for(exc: BaseException) -> ApiError:
         return ApiError(400, str(exc), param="messages", code="context_length_exceeded")
     text = str(exc)
     if "No model is loaded" in text:
-        return ApiError(503, "No model is loaded in Harmonica. Open a model in the app first.", type="server_error", code="model_not_loaded")
+        return ApiError(
+            503,
+            "No model is loaded in Harmonica. Open a model in the app first.",
+            type="server_error",
+            code="model_not_loaded",
+        )
     if isinstance(exc, (ChatError, EngineError)):
         return ApiError(400, text)
     log.error("API generation failed", exc_info=exc)
@@ -683,7 +737,9 @@ class _Generation:
     def _run(self) -> None:
         job, out = self.job, self.outcome
         testing = self.server.testing
-        engine = _CountingEngine(self.server.scheduler.client(self.server.client_name), testing.prompts if testing else None)
+        engine = _CountingEngine(
+            self.server.scheduler.client(self.server.client_name), testing.prompts if testing else None
+        )
         matcher = _StopMatcher(job.stop)
         declared = {t["function"]["name"] for t in job.tools or []}
         last_reasoning_token = -1
@@ -691,8 +747,13 @@ class _Generation:
         try:
             grammar = testing.grammar(job.body) if testing is not None and testing.grammar is not None else None
             turn = chat.run_turn(
-                engine, _RequestConversation(job.messages), effort=job.effort, sampling=job.sampling,
-                cancel=self.cancel, tools=job.tools, grammar=grammar,
+                engine,
+                _RequestConversation(job.messages),
+                effort=job.effort,
+                sampling=job.sampling,
+                cancel=self.cancel,
+                tools=job.tools,
+                grammar=grammar,
             )
             try:
                 for ev in turn:
@@ -772,7 +833,10 @@ class _Generation:
         """The first queue item: ("started", n) once the prompt is ready, or ("error", e)."""
         item = await self.queue.get()
         if item is _END:
-            return ("error", self.outcome.error or ApiError(500, "The generation ended before it started.", type="server_error"))
+            return (
+                "error",
+                self.outcome.error or ApiError(500, "The generation ended before it started.", type="server_error"),
+            )
         return item
 
     def stop(self) -> None:
@@ -853,7 +917,9 @@ class ApiServer:
     # --- lifecycle ---------------------------------------------------------------------------------
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and self._uvicorn is not None and self._uvicorn.started
+        return (
+            self._thread is not None and self._thread.is_alive() and self._uvicorn is not None and self._uvicorn.started
+        )
 
     @property
     def port(self) -> int:
@@ -889,13 +955,21 @@ class ApiServer:
                 return
             s = self.settings
             if not isinstance(s.port, int) or not 0 <= s.port <= 65535:
-                raise ServerError(f"{s.port} is not a valid port; use a number from 1024 to 65535 (or 0 for any free port).")
+                raise ServerError(
+                    f"{s.port} is not a valid port; use a number from 1024 to 65535 (or 0 for any free port)."
+                )
             self._host, self._api_key = s.host, s.api_key.strip()
             sock = _bind(self._host, s.port)
             self._port = sock.getsockname()[1]
             config = uvicorn.Config(
-                self.app, log_config=None, access_log=False, lifespan="off", ws="none", http="h11",
-                timeout_graceful_shutdown=3, server_header=False,
+                self.app,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+                ws="none",
+                http="h11",
+                timeout_graceful_shutdown=3,
+                server_header=False,
             )
             server = uvicorn.Server(config)
             self._uvicorn = server
@@ -904,7 +978,7 @@ class ApiServer:
             def serve() -> None:
                 try:
                     server.run(sockets=[sock])
-                except BaseException as exc:  # noqa: BLE001 - reported by start()/stop()
+                except BaseException as exc:
                     self._startup_error = exc
                     log.exception("API server stopped with an error")
                 finally:
@@ -969,7 +1043,7 @@ class ApiServer:
         for cb in listeners:
             try:
                 cb(rec)
-            except Exception:  # noqa: BLE001 - a UI listener must not break serving
+            except Exception:
                 log.exception("request log listener failed")
 
     @property
@@ -988,8 +1062,10 @@ class ApiServer:
         async def http_error(_request: Request, exc: Exception) -> JSONResponse:
             assert isinstance(exc, HTTPException)
             kind = {404: "not_found_error", 405: "invalid_request_error"}.get(exc.status_code, "invalid_request_error")
-            message = {404: "Unknown path. This server offers /v1/models, /v1/chat/completions and /v1/responses.",
-                       405: "This path does not accept that HTTP method."}.get(exc.status_code, str(exc.detail))
+            message = {
+                404: "Unknown path. This server offers /v1/models, /v1/chat/completions and /v1/responses.",
+                405: "This path does not accept that HTTP method.",
+            }.get(exc.status_code, str(exc.detail))
             return _error_response(_request, ApiError(exc.status_code, message, type=kind))  # type: ignore[no-any-return]
 
         async def server_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -1020,7 +1096,12 @@ class ApiServer:
 
     def _model_card(self, model_id: str) -> dict[str, Any]:
         info = self.scheduler.engine.info if self.scheduler.engine is not None else None
-        card: dict[str, Any] = {"id": model_id, "object": "model", "created": int(getattr(info, "loaded_at", 0) or 0), "owned_by": "harmonica"}
+        card: dict[str, Any] = {
+            "id": model_id,
+            "object": "model",
+            "created": int(getattr(info, "loaded_at", 0) or 0),
+            "owned_by": "harmonica",
+        }
         if info is not None:
             card["context_window"] = int(getattr(info, "n_ctx", 0) or 0)
         return card
@@ -1039,7 +1120,9 @@ class ApiServer:
         if self.scheduler.engine is None or self.scheduler.engine.info is None:
             raise _error_for(EngineError("No model is loaded."))
         if len(self._active) >= MAX_IN_FLIGHT:
-            raise ApiError(429, f"{MAX_IN_FLIGHT} requests are already waiting; try again later.", type="rate_limit_error")
+            raise ApiError(
+                429, f"{MAX_IN_FLIGHT} requests are already waiting; try again later.", type="rate_limit_error"
+            )
         gen = _Generation(self, job, asyncio.get_running_loop())
         self._active.add(gen)
         request.scope.setdefault("state", {})["generation"] = gen
@@ -1090,7 +1173,12 @@ class ApiServer:
         mid = self.model_id()
         want = request.path_params["model_id"]
         if mid is None or want != mid:
-            err = ApiError(404, f"The model '{want}' does not exist; this server runs '{mid or 'no model'}'.", code="model_not_found", param="model")
+            err = ApiError(
+                404,
+                f"The model '{want}' does not exist; this server runs '{mid or 'no model'}'.",
+                code="model_not_found",
+                param="model",
+            )
             return _error_response(request, err)
         return JSONResponse(self._model_card(mid))
 
@@ -1121,20 +1209,29 @@ class ApiServer:
                 message["reasoning_content"] = out.reasoning
             if out.calls:
                 message["tool_calls"] = [
-                    {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in out.calls
+                    {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                    for c in out.calls
                 ]
             body = {
-                "id": cid, "object": "chat.completion", "created": created, "model": model,
+                "id": cid,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
                 "choices": [{"index": 0, "message": message, "finish_reason": out.finish_reason, "logprobs": None}],
                 "usage": out.usage_chat(),
             }
             return JSONResponse(body)
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            return _sse({
-                "id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
-            })
+            return _sse(
+                {
+                    "id": cid,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+                }
+            )
 
         async def events() -> AsyncIterator[bytes]:
             try:
@@ -1150,10 +1247,18 @@ class ApiServer:
                         last = kind
                         yield chunk({"content": value})
                     elif kind == "call":
-                        yield chunk({"tool_calls": [{
-                            "index": n_calls, "id": value.id, "type": "function",
-                            "function": {"name": value.name, "arguments": value.arguments},
-                        }]})
+                        yield chunk(
+                            {
+                                "tool_calls": [
+                                    {
+                                        "index": n_calls,
+                                        "id": value.id,
+                                        "type": "function",
+                                        "function": {"name": value.name, "arguments": value.arguments},
+                                    }
+                                ]
+                            }
+                        )
                         n_calls += 1
                     elif kind == "error":
                         yield _sse(value.body())
@@ -1161,8 +1266,16 @@ class ApiServer:
                 if out.error is None:
                     yield chunk({}, out.finish_reason)
                     if job.include_usage:
-                        yield _sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                                    "choices": [], "usage": out.usage_chat()})
+                        yield _sse(
+                            {
+                                "id": cid,
+                                "object": "chat.completion.chunk",
+                                "created": created,
+                                "model": model,
+                                "choices": [],
+                                "usage": out.usage_chat(),
+                            }
+                        )
                 yield b"data: [DONE]\n\n"
             finally:
                 if not gen.done.is_set():
@@ -1194,18 +1307,43 @@ class ApiServer:
             await gen.wait()
             return _error_response(request, first[1])
 
-        def response(status: str, output: list[dict[str, Any]], usage: dict[str, Any] | None, error: ApiError | None = None) -> dict[str, Any]:
-            tools = [{"type": "function", "name": t["function"]["name"], "description": t["function"]["description"],
-                      "parameters": t["function"].get("parameters"), "strict": False} for t in job.tools or []]
+        def response(
+            status: str, output: list[dict[str, Any]], usage: dict[str, Any] | None, error: ApiError | None = None
+        ) -> dict[str, Any]:
+            tools = [
+                {
+                    "type": "function",
+                    "name": t["function"]["name"],
+                    "description": t["function"]["description"],
+                    "parameters": t["function"].get("parameters"),
+                    "strict": False,
+                }
+                for t in job.tools or []
+            ]
             incomplete = {"reason": "max_output_tokens"} if status == "incomplete" else None
             return {
-                "id": rid, "object": "response", "created_at": created, "status": status, "model": model,
-                "output": output, "usage": usage, "error": {"code": "server_error", "message": error.message} if error else None,
-                "incomplete_details": incomplete, "instructions": body.get("instructions"), "metadata": body.get("metadata") or {},
-                "parallel_tool_calls": False, "tool_choice": body.get("tool_choice") or "auto", "tools": tools,
-                "temperature": job.sampling.temperature, "top_p": job.sampling.top_p, "max_output_tokens": job.sampling.max_tokens,
-                "reasoning": {"effort": job.effort, "summary": None}, "text": {"format": {"type": "text"}},
-                "previous_response_id": body.get("previous_response_id"), "store": job.store, "truncation": "disabled",
+                "id": rid,
+                "object": "response",
+                "created_at": created,
+                "status": status,
+                "model": model,
+                "output": output,
+                "usage": usage,
+                "error": {"code": "server_error", "message": error.message} if error else None,
+                "incomplete_details": incomplete,
+                "instructions": body.get("instructions"),
+                "metadata": body.get("metadata") or {},
+                "parallel_tool_calls": False,
+                "tool_choice": body.get("tool_choice") or "auto",
+                "tools": tools,
+                "temperature": job.sampling.temperature,
+                "top_p": job.sampling.top_p,
+                "max_output_tokens": job.sampling.max_tokens,
+                "reasoning": {"effort": job.effort, "summary": None},
+                "text": {"format": {"type": "text"}},
+                "previous_response_id": body.get("previous_response_id"),
+                "store": job.store,
+                "truncation": "disabled",
                 "completed_at": time.time() if status in ("completed", "incomplete") else None,
             }
 
@@ -1244,12 +1382,37 @@ class ApiServer:
                 if open_item["type"] == "reasoning":
                     open_item["content"] = [{"type": "reasoning_text", "text": text}]
                     part = open_item["content"][0]
-                    chunks.append(ev("response.reasoning_text.done", item_id=open_item["id"], output_index=idx, content_index=0, text=text))
+                    chunks.append(
+                        ev(
+                            "response.reasoning_text.done",
+                            item_id=open_item["id"],
+                            output_index=idx,
+                            content_index=0,
+                            text=text,
+                        )
+                    )
                 else:
                     open_item["content"] = [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
                     part = open_item["content"][0]
-                    chunks.append(ev("response.output_text.done", item_id=open_item["id"], output_index=idx, content_index=0, text=text, logprobs=[]))
-                chunks.append(ev("response.content_part.done", item_id=open_item["id"], output_index=idx, content_index=0, part=part))
+                    chunks.append(
+                        ev(
+                            "response.output_text.done",
+                            item_id=open_item["id"],
+                            output_index=idx,
+                            content_index=0,
+                            text=text,
+                            logprobs=[],
+                        )
+                    )
+                chunks.append(
+                    ev(
+                        "response.content_part.done",
+                        item_id=open_item["id"],
+                        output_index=idx,
+                        content_index=0,
+                        part=part,
+                    )
+                )
                 open_item["status"] = "completed"
                 chunks.append(ev("response.output_item.done", output_index=idx, item=open_item))
                 open_item, text = None, ""
@@ -1258,17 +1421,31 @@ class ApiServer:
             def open_new(kind: str) -> list[bytes]:
                 nonlocal open_item
                 if kind == "reasoning":
-                    item: dict[str, Any] = {"id": "rs_" + secrets.token_hex(12), "type": "reasoning", "summary": [], "content": [], "status": "in_progress"}
+                    item: dict[str, Any] = {
+                        "id": "rs_" + secrets.token_hex(12),
+                        "type": "reasoning",
+                        "summary": [],
+                        "content": [],
+                        "status": "in_progress",
+                    }
                     part: dict[str, Any] = {"type": "reasoning_text", "text": ""}
                 else:
-                    item = {"id": "msg_" + secrets.token_hex(12), "type": "message", "role": "assistant", "status": "in_progress",
-                            "content": [], "phase": "commentary" if kind == "preamble" else "final_answer"}
+                    item = {
+                        "id": "msg_" + secrets.token_hex(12),
+                        "type": "message",
+                        "role": "assistant",
+                        "status": "in_progress",
+                        "content": [],
+                        "phase": "commentary" if kind == "preamble" else "final_answer",
+                    }
                     part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
                 output.append(item)
                 open_item = item
                 idx = len(output) - 1
-                return [ev("response.output_item.added", output_index=idx, item=dict(item)),
-                        ev("response.content_part.added", item_id=item["id"], output_index=idx, content_index=0, part=part)]
+                return [
+                    ev("response.output_item.added", output_index=idx, item=dict(item)),
+                    ev("response.content_part.added", item_id=item["id"], output_index=idx, content_index=0, part=part),
+                ]
 
             def kind_of(item: dict[str, Any] | None) -> str | None:
                 if item is None:
@@ -1290,19 +1467,49 @@ class ApiServer:
                         idx = len(output) - 1
                         assert open_item is not None
                         if kind == "reasoning":
-                            yield ev("response.reasoning_text.delta", item_id=open_item["id"], output_index=idx, content_index=0, delta=value)
+                            yield ev(
+                                "response.reasoning_text.delta",
+                                item_id=open_item["id"],
+                                output_index=idx,
+                                content_index=0,
+                                delta=value,
+                            )
                         else:
-                            yield ev("response.output_text.delta", item_id=open_item["id"], output_index=idx, content_index=0, delta=value, logprobs=[])
+                            yield ev(
+                                "response.output_text.delta",
+                                item_id=open_item["id"],
+                                output_index=idx,
+                                content_index=0,
+                                delta=value,
+                                logprobs=[],
+                            )
                     elif kind == "call":
                         for c in close_item():
                             yield c
-                        item = {"id": value.item_id, "type": "function_call", "call_id": value.id, "name": value.name,
-                                "arguments": "", "status": "in_progress"}
+                        item = {
+                            "id": value.item_id,
+                            "type": "function_call",
+                            "call_id": value.id,
+                            "name": value.name,
+                            "arguments": "",
+                            "status": "in_progress",
+                        }
                         output.append(item)
                         idx = len(output) - 1
                         yield ev("response.output_item.added", output_index=idx, item=dict(item))
-                        yield ev("response.function_call_arguments.delta", item_id=value.item_id, output_index=idx, delta=value.arguments)
-                        yield ev("response.function_call_arguments.done", item_id=value.item_id, output_index=idx, arguments=value.arguments, name=value.name)
+                        yield ev(
+                            "response.function_call_arguments.delta",
+                            item_id=value.item_id,
+                            output_index=idx,
+                            delta=value.arguments,
+                        )
+                        yield ev(
+                            "response.function_call_arguments.done",
+                            item_id=value.item_id,
+                            output_index=idx,
+                            arguments=value.arguments,
+                            name=value.name,
+                        )
                         item.update(arguments=value.arguments, status="completed")
                         yield ev("response.output_item.done", output_index=idx, item=item)
                     elif kind == "error":
@@ -1334,7 +1541,12 @@ class ApiServer:
         convo = [dict(m) for m in job.input_messages]
         if out.calls:
             for k, c in enumerate(out.calls):
-                msg: dict[str, Any] = {"role": "assistant", "tool_calls": [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}]}
+                msg: dict[str, Any] = {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                    ],
+                }
                 if k == 0 and out.reasoning:
                     msg["thinking"] = out.reasoning
                 convo.append(msg)
@@ -1349,17 +1561,48 @@ def _output_items(out: _Outcome, status: str) -> list[dict[str, Any]]:
     """Responses API output items for a finished generation."""
     items: list[dict[str, Any]] = []
     if out.reasoning:
-        items.append({"id": "rs_" + secrets.token_hex(12), "type": "reasoning", "summary": [],
-                      "content": [{"type": "reasoning_text", "text": out.reasoning}], "status": "completed"})
+        items.append(
+            {
+                "id": "rs_" + secrets.token_hex(12),
+                "type": "reasoning",
+                "summary": [],
+                "content": [{"type": "reasoning_text", "text": out.reasoning}],
+                "status": "completed",
+            }
+        )
     if out.preamble:
-        items.append({"id": "msg_" + secrets.token_hex(12), "type": "message", "role": "assistant", "status": "completed",
-                      "phase": "commentary", "content": [{"type": "output_text", "text": out.preamble, "annotations": [], "logprobs": []}]})
+        items.append(
+            {
+                "id": "msg_" + secrets.token_hex(12),
+                "type": "message",
+                "role": "assistant",
+                "status": "completed",
+                "phase": "commentary",
+                "content": [{"type": "output_text", "text": out.preamble, "annotations": [], "logprobs": []}],
+            }
+        )
     for c in out.calls:
-        items.append({"id": c.item_id, "type": "function_call", "call_id": c.id, "name": c.name, "arguments": c.arguments, "status": "completed"})
+        items.append(
+            {
+                "id": c.item_id,
+                "type": "function_call",
+                "call_id": c.id,
+                "name": c.name,
+                "arguments": c.arguments,
+                "status": "completed",
+            }
+        )
     if out.final:
-        items.append({"id": "msg_" + secrets.token_hex(12), "type": "message", "role": "assistant",
-                      "status": "completed" if status == "completed" else "incomplete", "phase": "final_answer",
-                      "content": [{"type": "output_text", "text": out.final, "annotations": [], "logprobs": []}]})
+        items.append(
+            {
+                "id": "msg_" + secrets.token_hex(12),
+                "type": "message",
+                "role": "assistant",
+                "status": "completed" if status == "completed" else "incomplete",
+                "phase": "final_answer",
+                "content": [{"type": "output_text", "text": out.final, "annotations": [], "logprobs": []}],
+            }
+        )
     return items
 
 
@@ -1383,16 +1626,28 @@ class _Guard:
         # come from a non-local page (Origin) or through DNS rebinding (a foreign Host name).
         origin = headers.get("origin")
         if origin and origin != "null" and not _is_loopback_name(_host_of(origin)):
-            return ApiError(403, "Requests from web pages on other sites are not allowed.", type="permission_error", code="forbidden_origin"), []
+            return ApiError(
+                403,
+                "Requests from web pages on other sites are not allowed.",
+                type="permission_error",
+                code="forbidden_origin",
+            ), []
         if not server.exposed and "host" in headers and not _is_loopback_name(_host_of(headers["host"])):
-            return ApiError(403, "This server only answers on 127.0.0.1 / localhost.", type="permission_error", code="forbidden_host"), []
-        key = server._api_key  # noqa: SLF001 - the guard is part of the server
+            return ApiError(
+                403,
+                "This server only answers on 127.0.0.1 / localhost.",
+                type="permission_error",
+                code="forbidden_host",
+            ), []
+        key = server._api_key
         if key and scope.get("path", "").startswith("/v1"):
             auth = headers.get("authorization", "")
             given = auth[7:].strip() if auth[:7].lower() == "bearer " else headers.get("x-api-key", "")
             if not hmac.compare_digest(given.encode(), key.encode()):
                 what = "No API key was provided" if not given else "Incorrect API key provided"
-                err = ApiError(401, f"{what}. Use the key shown in Harmonica's API server panel.", code="invalid_api_key")
+                err = ApiError(
+                    401, f"{what}. Use the key shown in Harmonica's API server panel.", code="invalid_api_key"
+                )
                 return err, [(b"www-authenticate", b"Bearer")]
         return None
 
@@ -1436,7 +1691,7 @@ class _Guard:
                         await asyncio.get_running_loop().run_in_executor(None, gen.done.wait, 10.0)
                     except asyncio.CancelledError as exc:  # the server is shutting down
                         cancelled = exc
-                self.server._active.discard(gen)  # noqa: SLF001
+                self.server._active.discard(gen)
                 out = gen.outcome
                 prompt, completion = out.prompt_tokens, out.completion_tokens
                 if gen.disconnected:
@@ -1447,11 +1702,20 @@ class _Guard:
                     note = out.finish_reason
             if status == 0:
                 status = 499 if gen is not None and gen.disconnected else 500
-            self.server._record(RequestRecord(  # noqa: SLF001
-                time=arrived, method=scope.get("method", ""), path=scope.get("path", ""), status=status, client=address,
-                duration_s=time.perf_counter() - t0, prompt_tokens=prompt, completion_tokens=completion,
-                stream=bool(state.get("stream")), note=note,
-            ))
+            self.server._record(
+                RequestRecord(
+                    time=arrived,
+                    method=scope.get("method", ""),
+                    path=scope.get("path", ""),
+                    status=status,
+                    client=address,
+                    duration_s=time.perf_counter() - t0,
+                    prompt_tokens=prompt,
+                    completion_tokens=completion,
+                    stream=bool(state.get("stream")),
+                    note=note,
+                )
+            )
             if cancelled is not None:
                 raise cancelled
 
@@ -1470,7 +1734,9 @@ def _bind(host: str, port: int) -> socket.socket:
         if exc.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", -1)):
             raise ServerError(f"Port {port} is already in use by another program. Choose another port.") from None
         if exc.errno in (errno.EACCES, getattr(errno, "WSAEACCES", -1)):
-            raise ServerError(f"Harmonica may not listen on port {port} (ports below 1024 need administrator rights). Choose another port.") from None
+            raise ServerError(
+                f"Harmonica may not listen on port {port} (ports below 1024 need administrator rights). Choose another port."
+            ) from None
         raise ServerError(f"Cannot listen on {host}:{port}: {exc.strerror or exc}.") from None
     return sock
 
@@ -1483,7 +1749,11 @@ def lan_addresses() -> list[str]:
 
         for addrs in psutil.net_if_addrs().values():
             for a in addrs:
-                if a.family == socket.AF_INET and not a.address.startswith("127.") and not a.address.startswith("169.254."):
+                if (
+                    a.family == socket.AF_INET
+                    and not a.address.startswith("127.")
+                    and not a.address.startswith("169.254.")
+                ):
                     out.append(a.address)
     except Exception:  # noqa: BLE001 - only a hint for the UI
         pass
@@ -1517,6 +1787,16 @@ def example_code(base_url: str, api_key: str = "", model: str = "gpt-oss-20b") -
 
 
 __all__ = [
-    "ApiServer", "ServerSettings", "ServerError", "ServerTesting", "RequestRecord", "ApiError",
-    "DEFAULT_PORT", "generate_api_key", "example_code", "lan_addresses", "parse_chat_request", "parse_responses_request",
+    "DEFAULT_PORT",
+    "ApiError",
+    "ApiServer",
+    "RequestRecord",
+    "ServerError",
+    "ServerSettings",
+    "ServerTesting",
+    "example_code",
+    "generate_api_key",
+    "lan_addresses",
+    "parse_chat_request",
+    "parse_responses_request",
 ]

@@ -138,7 +138,7 @@ class ChatSession:
         self,
         engine: EngineLike,
         *,
-        parent_id: int | None | Any = ACTIVE,
+        parent_id: int | Any | None = ACTIVE,
         resume_id: int | None = None,
         effort: str | None = None,
         sampling: Sampling | None = None,
@@ -183,8 +183,15 @@ class ChatSession:
         conv = self.conversation_until(parent)
         if settings.trim_oldest:
             dropped, n = trim_to_fit(
-                engine, conv, effort=effort, developer=developer, identity=identity, tools=tools,
-                builtin_tools=builtin_tools, date=date, resume=partial,
+                engine,
+                conv,
+                effort=effort,
+                developer=developer,
+                identity=identity,
+                tools=tools,
+                builtin_tools=builtin_tools,
+                date=date,
+                resume=partial,
             )
             if dropped:
                 yield ContextTrimmed(dropped, n)
@@ -193,16 +200,35 @@ class ChatSession:
             from app.core.tools.loop import ToolFinished, run_tool_loop
 
             turn: Iterator[Any] = run_tool_loop(
-                engine, conv, tool_session, effort=effort, sampling=sampling, cancel=cancel, developer=developer,
-                identity=identity, date=date, grammar=grammar, round_limit=round_limit,
+                engine,
+                conv,
+                tool_session,
+                effort=effort,
+                sampling=sampling,
+                cancel=cancel,
+                developer=developer,
+                identity=identity,
+                date=date,
+                grammar=grammar,
+                round_limit=round_limit,
             )
         else:
-            ToolFinished = None  # noqa: N806 - no tool events without a tool session
+            ToolFinished = None
             if tool_session is not None:
                 tools, builtin_tools = tool_session.prompt_tools()  # the same prompt the loop renders
             turn = run_turn(
-                engine, conv, effort=effort, sampling=sampling, cancel=cancel, developer=developer, identity=identity,
-                tools=tools, builtin_tools=builtin_tools, date=date, grammar=grammar, resume=partial,
+                engine,
+                conv,
+                effort=effort,
+                sampling=sampling,
+                cancel=cancel,
+                developer=developer,
+                identity=identity,
+                tools=tools,
+                builtin_tools=builtin_tools,
+                date=date,
+                grammar=grammar,
+                resume=partial,
             )
         mid: int | None = None  # the answer row being streamed
         last_row: int | None = parent  # where the next row goes
@@ -226,7 +252,11 @@ class ChatSession:
                     else:
                         mid = self.store.begin_stream(cid, parent_id=last_row, effort=effort, model=live.model)
                     saver = StreamSaver(self.store, mid, TAIL_SAVE_INTERVAL_S)
-                elif isinstance(ev, (ReasoningDelta, FinalDelta, PreambleDelta)) and saver is not None and live is not None:
+                elif (
+                    isinstance(ev, (ReasoningDelta, FinalDelta, PreambleDelta))
+                    and saver is not None
+                    and live is not None
+                ):
                     saver.feed(live.content, live.thinking)
                 elif isinstance(ev, TurnFinished):
                     status = "interrupted" if ev.message.stop_reason in CUT_SHORT else "complete"
@@ -236,7 +266,11 @@ class ChatSession:
                     continue
                 elif ToolFinished is not None and isinstance(ev, ToolFinished):
                     row = self.store.add_message(
-                        cid, "tool", ev.message.content, parent_id=last_row, tool_name=ev.message.name,
+                        cid,
+                        "tool",
+                        ev.message.content,
+                        parent_id=last_row,
+                        tool_name=ev.message.name,
                         extra={"tool_run": ev.run.to_dict()},
                     )
                     last_row = row.id
@@ -266,7 +300,11 @@ class ChatSession:
         return conv
 
     def generate_title(
-        self, engine: EngineLike, *, cancel: threading.Event | None = None, date: Date | None = None,
+        self,
+        engine: EngineLike,
+        *,
+        cancel: threading.Event | None = None,
+        date: Date | None = None,
         grammar: str | None = None,
     ) -> Iterator[str]:
         """Ask the model for a short title; yields the title once it is stored (nothing otherwise)."""
@@ -276,8 +314,16 @@ class ChatSession:
         settings = self.settings
         sampling = Sampling(temperature=0.7, top_p=1.0, seed=settings.seed, max_tokens=384)
         message: Message | None = None
-        for ev in run_turn(engine, conv, effort="low", sampling=sampling, cancel=cancel,
-                           identity=settings.model_identity or None, date=date, grammar=grammar):
+        for ev in run_turn(
+            engine,
+            conv,
+            effort="low",
+            sampling=sampling,
+            cancel=cancel,
+            identity=settings.model_identity or None,
+            date=date,
+            grammar=grammar,
+        ):
             if isinstance(ev, TurnFinished):
                 message = ev.message
         if message is None or message.stop_reason not in ("return", "eos") or self.conversation_id is None:

@@ -340,6 +340,7 @@ def tool_call_to_dict(call: Any) -> dict[str, Any]:
             "content_type": "json",
         }
     else:
+
         def get(key: str, default: Any = None) -> Any:
             return call.get(key, default) if isinstance(call, Mapping) else getattr(call, key, default)
 
@@ -419,8 +420,12 @@ def row_to_chat_dict(row: MessageRow) -> dict[str, Any]:
         "content": row.content,
         "thinking": row.thinking,
         "tool_calls": [
-            {"recipient": c.get("recipient", ""), "arguments": c.get("arguments", ""),
-             "content_type": c.get("content_type"), "channel": c.get("channel") or "commentary"}
+            {
+                "recipient": c.get("recipient", ""),
+                "arguments": c.get("arguments", ""),
+                "content_type": c.get("content_type"),
+                "channel": c.get("channel") or "commentary",
+            }
             for c in row.tool_calls
         ],
         "name": row.tool_name,
@@ -511,7 +516,9 @@ def query_terms(text: str) -> list[tuple[str, bool]]:
     return terms
 
 
-def _hit_spans(text: str, terms: Sequence[tuple[str, bool]]) -> tuple[list[tuple[int, int]], list[tuple[int, int, int]]]:
+def _hit_spans(
+    text: str, terms: Sequence[tuple[str, bool]]
+) -> tuple[list[tuple[int, int]], list[tuple[int, int, int]]]:
     """All tokens of ``text`` (start, end) and the hits among them (token index, start, end)."""
     tokens: list[tuple[int, int]] = []
     hits: list[tuple[int, int, int]] = []
@@ -652,7 +659,7 @@ def _migrate_0_to_1(db: sqlite3.Connection) -> None:
         );
         CREATE INDEX messages_conversation ON messages(conversation_id);
         CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-        """
+        """,
     )
 
 
@@ -723,7 +730,7 @@ def _migrate_1_to_2(db: sqlite3.Connection) -> None:
             INSERT INTO messages_fts(rowid, content, thinking)
                 SELECT new.id, new.content, new.thinking WHERE new.status != 'streaming';
         END;
-        """
+        """,
     )
 
 
@@ -991,7 +998,10 @@ class Store:
                 (conversation_id,),
             ).fetchone()
             self._update_conv(
-                conversation_id, "title = ?, title_source = 'auto'", (auto_title(first[0]) if first else "",), bump=False
+                conversation_id,
+                "title = ?, title_source = 'auto'",
+                (auto_title(first[0]) if first else "",),
+                bump=False,
             )
 
     @_guarded
@@ -1021,9 +1031,12 @@ class Store:
         """Permanently remove conversations deleted more than ``older_than_s`` seconds ago."""
         cutoff = time.time() - older_than_s
         with self.transaction():
-            ids = [r[0] for r in self.db.execute(
-                "SELECT id FROM conversations WHERE deleted_at IS NOT NULL AND deleted_at <= ?", (cutoff,)
-            )]
+            ids = [
+                r[0]
+                for r in self.db.execute(
+                    "SELECT id FROM conversations WHERE deleted_at IS NOT NULL AND deleted_at <= ?", (cutoff,)
+                )
+            ]
             for cid in ids:
                 self._hard_delete(cid)
         return len(ids)
@@ -1064,7 +1077,7 @@ class Store:
         role: str,
         content: str = "",
         *,
-        parent_id: int | None | _Active = ACTIVE,
+        parent_id: int | _Active | None = ACTIVE,
         thinking: str = "",
         tool_calls: Sequence[Any] = (),
         tool_name: str | None = None,
@@ -1093,9 +1106,22 @@ class Store:
             cur = self.db.execute(
                 _INSERT_MESSAGE,
                 (
-                    conversation_id, parent, role, content, thinking,
-                    _calls_json(tool_calls), tool_name, tool_call_id, effort,
-                    _dumps(stats_to_dict(stats)), model, status, now, now, now, _dumps(dict(extra or {})),
+                    conversation_id,
+                    parent,
+                    role,
+                    content,
+                    thinking,
+                    _calls_json(tool_calls),
+                    tool_name,
+                    tool_call_id,
+                    effort,
+                    _dumps(stats_to_dict(stats)),
+                    model,
+                    status,
+                    now,
+                    now,
+                    now,
+                    _dumps(dict(extra or {})),
                 ),
             )
             mid = int(cur.lastrowid or 0)
@@ -1112,7 +1138,7 @@ class Store:
 
     @_guarded
     def add_message_from(
-        self, conversation_id: int, message: Any, *, parent_id: int | None | _Active = ACTIVE
+        self, conversation_id: int, message: Any, *, parent_id: int | _Active | None = ACTIVE
     ) -> MessageRow:
         """Commit a finished message taken from any object with message fields (e.g. chat.Message)."""
         return self.add_message(conversation_id, parent_id=parent_id, **message_fields(message))
@@ -1126,8 +1152,13 @@ class Store:
 
     @_guarded
     def update_message(
-        self, message_id: int, *, content: str | None = None, thinking: str | None = None,
-        stats: Any = None, extra: Mapping[str, Any] | None = None,
+        self,
+        message_id: int,
+        *,
+        content: str | None = None,
+        thinking: str | None = None,
+        stats: Any = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> MessageRow:
         """Change a message in place (no branch). Use ``edit_user_message`` for edit-and-resend."""
         sets, params = ["updated = ?"], [time.time()]
@@ -1176,7 +1207,9 @@ class Store:
                 self.db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
             if on_path and (with_replies or leaf == message_id):
                 new_leaf = self._best_leaf(msg.parent_id, msg.conversation_id)
-                self.db.execute("UPDATE conversations SET active_leaf_id = ? WHERE id = ?", (new_leaf, msg.conversation_id))
+                self.db.execute(
+                    "UPDATE conversations SET active_leaf_id = ? WHERE id = ?", (new_leaf, msg.conversation_id)
+                )
             self.db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (time.time(), msg.conversation_id))
 
     # ---- branches ----
@@ -1331,7 +1364,7 @@ class Store:
         self,
         conversation_id: int,
         *,
-        parent_id: int | None | _Active = ACTIVE,
+        parent_id: int | _Active | None = ACTIVE,
         role: str = "assistant",
         effort: str | None = None,
         model: str | None = None,
@@ -1398,8 +1431,13 @@ class Store:
         """``finish_stream`` with everything taken from a finished message object (e.g. chat.Message)."""
         f = message_fields(message)
         return self.finish_stream(
-            message_id, content=f["content"], thinking=f["thinking"], tool_calls=f["tool_calls"],
-            stats=f["stats"], status=status, extra=f["extra"],
+            message_id,
+            content=f["content"],
+            thinking=f["thinking"],
+            tool_calls=f["tool_calls"],
+            stats=f["stats"],
+            status=status,
+            extra=f["extra"],
         )
 
     @_guarded
@@ -1460,10 +1498,13 @@ class Store:
         # bm25 costs a pass over every matching row (~4 µs each), so beyond
         # RANKED_SEARCH_MAX_MATCHES matches the newest matches come first instead; FTS5 walks
         # rowids newest-first and stops at the LIMIT. Probing for the N-th match is cheap.
-        many = self.db.execute(
-            "SELECT rowid FROM messages_fts WHERE messages_fts MATCH ? ORDER BY rowid DESC LIMIT 1 OFFSET ?",
-            (query, RANKED_SEARCH_MAX_MATCHES - 1),
-        ).fetchone() is not None
+        many = (
+            self.db.execute(
+                "SELECT rowid FROM messages_fts WHERE messages_fts MATCH ? ORDER BY rowid DESC LIMIT 1 OFFSET ?",
+                (query, RANKED_SEARCH_MAX_MATCHES - 1),
+            ).fetchone()
+            is not None
+        )
         rank, order, outer = ("0.0", "rowid DESC", "f.rowid DESC") if many else ("rank", "rank", "f.score")
         # Deleted conversations (and repeats, for one_per_conversation) are dropped after the
         # FTS query; ask for more rows when too few remain.
@@ -1490,9 +1531,16 @@ class Store:
             fetch *= 4
         # Texts only for the hits shown (the rows above may be many times more).
         marks = ",".join("?" * len(chosen))
-        texts = {r[0]: (r[1], r[2]) for r in self.db.execute(
-            f"SELECT id, content, thinking FROM messages WHERE id IN ({marks})", [r[0] for r in chosen]
-        )} if chosen else {}
+        texts = (
+            {
+                r[0]: (r[1], r[2])
+                for r in self.db.execute(
+                    f"SELECT id, content, thinking FROM messages WHERE id IN ({marks})", [r[0] for r in chosen]
+                )
+            }
+            if chosen
+            else {}
+        )
         return [self._hit((*r, *texts.get(r[0], ("", ""))), terms, ranked=not many) for r in chosen]
 
     @staticmethod
@@ -1502,8 +1550,17 @@ class Store:
         content_score, content_snip = make_snippet(r[7] or "", terms)
         thinking_score, thinking_snip = make_snippet(r[8] or "", terms)
         snippet = content_snip if content_score >= thinking_score else thinking_snip
-        return SearchHit(r[0], r[1], r[2] or DEFAULT_TITLE, r[3], snippet, float(r[4]), r[5], ranked,
-                         in_reasoning=content_score < thinking_score)
+        return SearchHit(
+            r[0],
+            r[1],
+            r[2] or DEFAULT_TITLE,
+            r[3],
+            snippet,
+            float(r[4]),
+            r[5],
+            ranked,
+            in_reasoning=content_score < thinking_score,
+        )
 
     @_guarded
     def highlight(self, message_id: int, text: str) -> tuple[str, str]:
@@ -1615,8 +1672,15 @@ class Store:
             cur = self.db.execute(
                 "INSERT INTO conversations (uid, title, title_source, created, updated, settings, deleted_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (uid, title, title_source if title_source in TITLE_SOURCES else "auto", created, updated,
-                 _dumps(settings.to_dict()), deleted_at),
+                (
+                    uid,
+                    title,
+                    title_source if title_source in TITLE_SOURCES else "auto",
+                    created,
+                    updated,
+                    _dumps(settings.to_dict()),
+                    deleted_at,
+                ),
             )
             cid = int(cur.lastrowid or 0)
             new_ids: dict[int, int] = {}
@@ -1625,10 +1689,24 @@ class Store:
                 status = "interrupted" if m.status == "streaming" else m.status
                 cur = self.db.execute(
                     _INSERT_MESSAGE,
-                    (cid, parent, m.role if m.role in ROLES else "tool", m.content, m.thinking,
-                     _calls_json(m.tool_calls), m.tool_name, m.tool_call_id, m.effort,
-                     _dumps(m.stats), m.model, status if status in STATUSES else "complete",
-                     m.created, m.updated or m.created, m.visited or m.created, _dumps(m.extra)),
+                    (
+                        cid,
+                        parent,
+                        m.role if m.role in ROLES else "tool",
+                        m.content,
+                        m.thinking,
+                        _calls_json(m.tool_calls),
+                        m.tool_name,
+                        m.tool_call_id,
+                        m.effort,
+                        _dumps(m.stats),
+                        m.model,
+                        status if status in STATUSES else "complete",
+                        m.created,
+                        m.updated or m.created,
+                        m.visited or m.created,
+                        _dumps(m.extra),
+                    ),
                 )
                 new_ids[m.id] = int(cur.lastrowid or 0)
             leaf = new_ids.get(active_leaf_id) if active_leaf_id is not None else None
@@ -1654,8 +1732,9 @@ class StreamSaver:
     passed. ``flush`` writes whatever is newer than the last save.
     """
 
-    def __init__(self, store: Store, message_id: int, interval: float = 0.5,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, store: Store, message_id: int, interval: float = 0.5, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.store = store
         self.message_id = message_id
         self.interval = interval
@@ -1725,9 +1804,7 @@ def _prepare(db: sqlite3.Connection, path: Path) -> list[int]:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-    rows = db.execute(
-        "UPDATE messages SET status = 'interrupted' WHERE status = 'streaming' RETURNING id"
-    ).fetchall()
+    rows = db.execute("UPDATE messages SET status = 'interrupted' WHERE status = 'streaming' RETURNING id").fetchall()
     return sorted(r[0] for r in rows)
 
 
@@ -1869,9 +1946,13 @@ def _restore_salvage(store: Store, salvaged: Mapping[str, tuple[list[str], list[
                 # Tie up what the damage cut: orphans go, lost parents make roots, pointers are fixed.
                 db.execute("UPDATE conversations SET uid = lower(hex(randomblob(16))) WHERE uid IS NULL")
                 db.execute("DELETE FROM messages WHERE conversation_id NOT IN (SELECT id FROM conversations)")
-                db.execute("UPDATE messages SET parent_id = NULL WHERE parent_id IS NOT NULL AND parent_id NOT IN (SELECT id FROM messages)")
+                db.execute(
+                    "UPDATE messages SET parent_id = NULL WHERE parent_id IS NOT NULL AND parent_id NOT IN (SELECT id FROM messages)"
+                )
                 db.execute("UPDATE messages SET status = 'interrupted' WHERE status = 'streaming'")
-                db.execute("UPDATE conversations SET active_leaf_id = NULL WHERE active_leaf_id NOT IN (SELECT id FROM messages)")
+                db.execute(
+                    "UPDATE conversations SET active_leaf_id = NULL WHERE active_leaf_id NOT IN (SELECT id FROM messages)"
+                )
                 db.execute("INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')")
         finally:
             db.execute("PRAGMA foreign_keys = ON")

@@ -80,7 +80,7 @@ class BarChart(QWidget):
         return list(self._bars)
 
     # --- painting -------------------------------------------------------------------------------
-    def paintEvent(self, e: QPaintEvent) -> None:  # noqa: ARG002 - always repaint the whole chart
+    def paintEvent(self, e: QPaintEvent) -> None:
         p = QPainter(self)
         self.paint(p, QRectF(self.rect()))
         p.end()
@@ -121,24 +121,36 @@ class BarChart(QWidget):
         p.setFont(title_f)
         p.setPen(text_c)
         title = self.title + (f" ({self.unit})" if self.unit else "")
-        p.drawText(QRectF(rect.left() + pad, rect.top() + 10, rect.width() - 2 * pad, fm_title.height()),
-                   Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, fm_title.elidedText(title, Qt.TextElideMode.ElideRight, rect.width() - 2 * pad))
+        p.drawText(
+            QRectF(rect.left() + pad, rect.top() + 10, rect.width() - 2 * pad, fm_title.height()),
+            Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
+            fm_title.elidedText(title, Qt.TextElideMode.ElideRight, rect.width() - 2 * pad),
+        )
         top = rect.top() + 14 + fm_title.height() + 10
         legend_h = fm_small.height() + 8 if self.legend and self._bars else 0.0
         bottom = rect.bottom() - 10 - legend_h - 2 * fm_small.height() - 10  # room for labels and notes
         if self.legend and self._bars:
             p.setFont(small)
             p.setPen(muted_c)
-            p.drawText(QRectF(rect.left() + pad, rect.bottom() - 8 - fm_small.height(), rect.width() - 2 * pad, fm_small.height()),
-                       Qt.AlignmentFlag.AlignLeft, fm_small.elidedText(self.legend, Qt.TextElideMode.ElideRight, rect.width() - 2 * pad))
+            p.drawText(
+                QRectF(
+                    rect.left() + pad, rect.bottom() - 8 - fm_small.height(), rect.width() - 2 * pad, fm_small.height()
+                ),
+                Qt.AlignmentFlag.AlignLeft,
+                fm_small.elidedText(self.legend, Qt.TextElideMode.ElideRight, rect.width() - 2 * pad),
+            )
         if not self._bars:
             p.setFont(base)
             p.setPen(muted_c)
-            p.drawText(QRectF(rect.left(), top, rect.width(), bottom - top), Qt.AlignmentFlag.AlignCenter, self.empty_text)
+            p.drawText(
+                QRectF(rect.left(), top, rect.width(), bottom - top), Qt.AlignmentFlag.AlignCenter, self.empty_text
+            )
             return
 
         top_value = max(max(b.value + (b.error or 0), b.high if b.high is not None else b.value) for b in self._bars)
-        ticks = [0.0, 25.0, 50.0, 75.0, 100.0] if self.percent else nice_ticks(top_value * 1.08 if top_value > 0 else 1.0)
+        ticks = (
+            [0.0, 25.0, 50.0, 75.0, 100.0] if self.percent else nice_ticks(top_value * 1.08 if top_value > 0 else 1.0)
+        )
         vmax = ticks[-1] or 1.0
         p.setFont(small)
         axis_w = max(fm_small.horizontalAdvance(_tick_text(t, self.percent)) for t in ticks) + 8
@@ -155,8 +167,11 @@ class BarChart(QWidget):
             p.setPen(QPen(grid_c, 1, Qt.PenStyle.SolidLine if t == 0 else Qt.PenStyle.DashLine))
             p.drawLine(QPointF(plot.left(), y), QPointF(plot.right(), y))
             p.setPen(muted_c)
-            p.drawText(QRectF(rect.left() + pad, y - fm_small.height() / 2, axis_w - 6, fm_small.height()),
-                       Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, _tick_text(t, self.percent))
+            p.drawText(
+                QRectF(rect.left() + pad, y - fm_small.height() / 2, axis_w - 6, fm_small.height()),
+                Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
+                _tick_text(t, self.percent),
+            )
 
         slot = plot.width() / len(self._bars)
         bw = min(52.0, slot * 0.46)
@@ -190,14 +205,23 @@ class BarChart(QWidget):
                 p.setFont(small)
                 p.setPen(text_c)
                 tw = slot - 4
-                p.drawText(QRectF(cx - tw / 2, whisker_top - fm_small.height() - 3, tw, fm_small.height()),
-                           Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignBottom,
-                           fm_small.elidedText(b.text, Qt.TextElideMode.ElideRight, tw))
+                p.drawText(
+                    QRectF(cx - tw / 2, whisker_top - fm_small.height() - 3, tw, fm_small.height()),
+                    Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignBottom,
+                    fm_small.elidedText(b.text, Qt.TextElideMode.ElideRight, tw),
+                )
             p.setFont(label_f)
             p.setPen(text_c)
-            p.drawText(QRectF(cx - slot / 2, plot.bottom() + 4, slot, fm_label.height()), Qt.AlignmentFlag.AlignHCenter, b.label)
+            p.drawText(
+                QRectF(cx - slot / 2, plot.bottom() + 4, slot, fm_label.height()),
+                Qt.AlignmentFlag.AlignHCenter,
+                b.label,
+            )
             if b.note:
                 p.setFont(small)
                 p.setPen(muted_c)
-                p.drawText(QRectF(cx - slot / 2, plot.bottom() + 4 + fm_label.height(), slot, fm_small.height()),
-                           Qt.AlignmentFlag.AlignHCenter, b.note)
+                p.drawText(
+                    QRectF(cx - slot / 2, plot.bottom() + 4 + fm_label.height(), slot, fm_small.height()),
+                    Qt.AlignmentFlag.AlignHCenter,
+                    b.note,
+                )

@@ -185,7 +185,8 @@ class ChatView(QScrollArea):
 
                 urls = cursor_urls_from_results(browsed)
             a = AssistantMessageWidget.from_message(
-                message, continuation=prev is not None and prev.role == "tool", citation_urls=urls)
+                message, continuation=prev is not None and prev.role == "tool", citation_urls=urls
+            )
             a.set_stored(row.id, row.status, info)
             self._wire_assistant(a)
             out.append(a)
@@ -216,7 +217,9 @@ class ChatView(QScrollArea):
             return None  # tool results get their own cards with the tools work
         return self._append(w)
 
-    def add_user(self, message: Message, row_id: int | None = None, branch: BranchInfo | None = None) -> UserMessageWidget:
+    def add_user(
+        self, message: Message, row_id: int | None = None, branch: BranchInfo | None = None
+    ) -> UserMessageWidget:
         self._pinned = True  # sending a message always brings the view down
         w = UserMessageWidget(message, row_id=row_id)
         w.set_branch(branch)
@@ -224,7 +227,9 @@ class ChatView(QScrollArea):
         self._append(w)
         return w
 
-    def start_assistant(self, *, model: str | None, effort: str | None, continuation: bool = False) -> AssistantMessageWidget:
+    def start_assistant(
+        self, *, model: str | None, effort: str | None, continuation: bool = False
+    ) -> AssistantMessageWidget:
         w = AssistantMessageWidget(model=model, effort=effort, continuation=continuation)
         self._wire_assistant(w)
         self._append(w)

@@ -92,9 +92,9 @@ def format_duration(s: float | None) -> str:
     if s < 60:
         return f"{s:.0f} s"
     if s < 3600:
-        m, sec = divmod(int(round(s)), 60)
+        m, sec = divmod(round(s), 60)
         return f"{m} min {sec} s" if sec else f"{m} min"
-    h, rest = divmod(int(round(s)), 3600)
+    h, rest = divmod(round(s), 3600)
     return f"{h} h {rest // 60} min"
 
 
@@ -287,27 +287,45 @@ class RunCard(QFrame):
         self.result = r
         self.title.setText(f"Run {r.repeat + 1}")
         v = r.tokens_per_s
-        self._figures.update({
-            "reasoning": f"{r.reasoning_tokens:,}", "final": f"{r.final_tokens:,}", "TTFT": _secs(r.first_final_s),
-            "total": _secs(r.total_s), "tok/s": "—" if not v else f"{v:,.0f}" if v >= 100 else f"{v:.1f}",
-        })
+        self._figures.update(
+            {
+                "reasoning": f"{r.reasoning_tokens:,}",
+                "final": f"{r.final_tokens:,}",
+                "TTFT": _secs(r.first_final_s),
+                "total": _secs(r.total_s),
+                "tok/s": "—" if not v else f"{v:,.0f}" if v >= 100 else f"{v:.1f}",
+            }
+        )
         self._render_figures()
         if r.correct is not None and self._checked:
             self.mark.setText(("✓ " if r.correct else "✗ ") + (r.extracted or "no answer"))
             self.mark.setProperty("ok", bool(r.correct))
             self.mark.style().unpolish(self.mark)
             self.mark.style().polish(self.mark)
-            self.mark.setToolTip(f"The checker read “{r.extracted}” as the answer" if r.extracted else "The checker found no answer")
+            self.mark.setToolTip(
+                f"The checker read “{r.extracted}” as the answer" if r.extracted else "The checker found no answer"
+            )
             self.mark.show()
         thinking_s = None
         if r.first_final_s is not None and r.first_token_s is not None:
             thinking_s = max(0.0, r.first_final_s - r.first_token_s)
         msg = Message(
-            role="assistant", content=r.final, thinking=r.reasoning, preamble=r.preamble, effort=r.effort,
-            stop_reason=r.stop_reason or ("error" if r.error else ""), thinking_s=thinking_s,
-            stats=GenerationStats(prompt_tokens=r.prompt_tokens, cached_tokens=r.cached_tokens,
-                                  generated_tokens=r.generated_tokens, ttft_s=r.first_token_s or 0.0,
-                                  total_s=r.total_s, tokens_per_s=r.tokens_per_s, stop_reason=r.stop_reason),
+            role="assistant",
+            content=r.final,
+            thinking=r.reasoning,
+            preamble=r.preamble,
+            effort=r.effort,
+            stop_reason=r.stop_reason or ("error" if r.error else ""),
+            thinking_s=thinking_s,
+            stats=GenerationStats(
+                prompt_tokens=r.prompt_tokens,
+                cached_tokens=r.cached_tokens,
+                generated_tokens=r.generated_tokens,
+                ttft_s=r.first_token_s or 0.0,
+                total_s=r.total_s,
+                tokens_per_s=r.tokens_per_s,
+                stop_reason=r.stop_reason,
+            ),
         )
         if live and self.message is not None:
             self.message.finish(msg)
@@ -330,7 +348,9 @@ MARKS_ROLE = Qt.ItemDataRole.UserRole + 1
 class MarksDelegate(QStyledItemDelegate):
     """Paints a cell's marks (✓ right, ✗ wrong, · not run) each in its own colour, centred."""
 
-    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> None:
+    def paint(
+        self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
+    ) -> None:
         marks = index.data(MARKS_ROLE)
         if marks is None:
             super().paint(painter, option, index)
@@ -338,7 +358,9 @@ class MarksDelegate(QStyledItemDelegate):
         self.initStyleOption(option, index)
         option.text = ""
         widget = option.widget
-        (widget.style() if widget else QApplication.style()).drawControl(QStyle.ControlElement.CE_ItemViewItem, option, painter, widget)
+        (widget.style() if widget else QApplication.style()).drawControl(
+            QStyle.ControlElement.CE_ItemViewItem, option, painter, widget
+        )
         pal = style.current()
         f = QFont(option.font)
         f.setWeight(QFont.Weight.DemiBold)
@@ -353,7 +375,9 @@ class MarksDelegate(QStyledItemDelegate):
         for g, color in glyphs:
             w = fm.horizontalAdvance(g)
             painter.setPen(QColor(color))
-            painter.drawText(QRectF(x, r.top(), w + 1, r.height()), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, g)
+            painter.drawText(
+                QRectF(x, r.top(), w + 1, r.height()), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, g
+            )
             x += w + gap
         painter.restore()
 
@@ -476,8 +500,10 @@ class CompareWindow(QWidget):
         f.setWeight(f.Weight.DemiBold)
         title.setFont(f)
         lay.addWidget(title)
-        sub = QLabel("The same questions at low, medium and high reasoning effort: measured side by side.",
-                     objectName="EmptyHint")
+        sub = QLabel(
+            "The same questions at low, medium and high reasoning effort: measured side by side.",
+            objectName="EmptyHint",
+        )
         sub.setWordWrap(True)
         lay.addWidget(sub)
         lay.addSpacing(6)
@@ -519,7 +545,9 @@ class CompareWindow(QWidget):
         self.set_picker.currentIndexChanged.connect(self._on_set_changed)
         row.addWidget(self.set_picker, 1)
         self.import_button = QPushButton("Import…", objectName="SecondaryButton")
-        self.import_button.setToolTip("Import your own problems: a JSONL file with one {\"prompt\": …, \"answer\": …, \"check\": …} per line")
+        self.import_button.setToolTip(
+            'Import your own problems: a JSONL file with one {"prompt": …, "answer": …, "check": …} per line'
+        )
         self.import_button.clicked.connect(self._ask_import)
         row.addWidget(self.import_button)
         sl.addLayout(row)
@@ -580,7 +608,9 @@ class CompareWindow(QWidget):
         self.max_tokens_spin.setSingleStep(256)
         self.max_tokens_spin.setSpecialValueText("No limit")
         self.max_tokens_spin.setValue(0)
-        self.max_tokens_spin.setToolTip("Stop a run after this many tokens (reasoning included); No limit = the context window")
+        self.max_tokens_spin.setToolTip(
+            "Stop a run after this many tokens (reasoning included); No limit = the context window"
+        )
         form.addRow("Max tokens", self.max_tokens_spin)
         lay.addLayout(form)
         self.plan_label = QLabel("", objectName="MessageMeta")
@@ -643,7 +673,9 @@ class CompareWindow(QWidget):
         f.setWeight(f.Weight.DemiBold)
         self.exp_title.setFont(f)
         titles.addWidget(self.exp_title)
-        self.exp_meta = QLabel("Enter a prompt or choose a problem set, pick efforts, and press Start.", objectName="MessageMeta")
+        self.exp_meta = QLabel(
+            "Enter a prompt or choose a problem set, pick efforts, and press Start.", objectName="MessageMeta"
+        )
         self.exp_meta.setWordWrap(True)
         titles.addWidget(self.exp_meta)
         head.addLayout(titles, 1)
@@ -743,9 +775,19 @@ class CompareWindow(QWidget):
         else:
             cats = sorted({p.category for p in ps.problems if p.category})
             checked = sum(1 for p in ps.problems if p.check is not None)
-            where = "Built-in" if ps.source == "builtin" else "From an experiment" if ps.source == "experiment" else "Imported"
+            where = (
+                "Built-in"
+                if ps.source == "builtin"
+                else "From an experiment"
+                if ps.source == "experiment"
+                else "Imported"
+            )
             marked = "all checked" if checked == len(ps) else f"{checked} checked"
-            text = f"{where} · {len(ps)} problem{'s' if len(ps) != 1 else ''}" + (f" · {', '.join(cats)}" if cats else "") + f" · {marked}"
+            text = (
+                f"{where} · {len(ps)} problem{'s' if len(ps) != 1 else ''}"
+                + (f" · {', '.join(cats)}" if cats else "")
+                + f" · {marked}"
+            )
             self.set_info.setText(text)
         self._update_controls()
 
@@ -873,8 +915,11 @@ class CompareWindow(QWidget):
     def build_experiment(self) -> Experiment:
         """An experiment from the form (raises LabError with a message for the user)."""
         common: dict[str, Any] = dict(
-            efforts=self._efforts(), runs=self.runs_spin.value(), instructions=self.instructions_edit.toPlainText(),
-            seed=self.seed_spin.value(), sampling=self._sampling(),
+            efforts=self._efforts(),
+            runs=self.runs_spin.value(),
+            instructions=self.instructions_edit.toPlainText(),
+            seed=self.seed_spin.value(),
+            sampling=self._sampling(),
         )
         if self.mode_set.isChecked():
             ps = self.current_set()
@@ -900,7 +945,9 @@ class CompareWindow(QWidget):
             or (not self.mode_set.isChecked() and bool(self.prompt_edit.toPlainText().strip()))
         )
         self.start_button.setEnabled(not blocked and form_ok)
-        self.start_button.setToolTip(blocked or ("" if form_ok else "Enter a prompt (or choose a problem set) and at least one effort"))
+        self.start_button.setToolTip(
+            blocked or ("" if form_ok else "Enter a prompt (or choose a problem set) and at least one effort")
+        )
         self.cancel_button.setEnabled(running)
         exp = self.experiment
         can_resume = exp is not None and not running and not exp.complete and not blocked
@@ -913,8 +960,18 @@ class CompareWindow(QWidget):
         self.csv_button.setEnabled(has_results)
         self.json_button.setEnabled(exp is not None)
         self.chart_export.setEnabled(has_results)
-        for w in (self.mode_prompt, self.mode_set, self.source_stack, self.instructions_edit, self.runs_spin,
-                  self.seed_spin, self.temp_spin, self.max_tokens_spin, self.open_button, *self.effort_boxes.values()):
+        for w in (
+            self.mode_prompt,
+            self.mode_set,
+            self.source_stack,
+            self.instructions_edit,
+            self.runs_spin,
+            self.seed_spin,
+            self.temp_spin,
+            self.max_tokens_spin,
+            self.open_button,
+            *self.effort_boxes.values(),
+        ):
             w.setEnabled(not running)
         chosen = self.current_set()
         n_q = (len(chosen.problems) if chosen is not None else 0) if self.mode_set.isChecked() else 1
@@ -1142,8 +1199,10 @@ class CompareWindow(QWidget):
         self._cards.clear()
         self._columns.clear()
         if exp is None:
-            hint = QLabel("Each effort gets a column here: every run's reasoning, answer and figures, side by side.",
-                          objectName="EmptyHint")
+            hint = QLabel(
+                "Each effort gets a column here: every run's reasoning, answer and figures, side by side.",
+                objectName="EmptyHint",
+            )
             hint.setWordWrap(True)
             hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
             self.grid.addWidget(hint, 0, 0)
@@ -1230,21 +1289,34 @@ class CompareWindow(QWidget):
             if kind == "accuracy":
                 if s.accuracy is None:
                     continue
-                bars.append(Bar(label, 100.0 * s.accuracy, color, text=f"{s.accuracy:.0%}", note=f"{s.correct}/{s.checked}"))
+                bars.append(
+                    Bar(label, 100.0 * s.accuracy, color, text=f"{s.accuracy:.0%}", note=f"{s.correct}/{s.checked}")
+                )
                 continue
             sp = s.reasoning_tokens if kind == "reasoning" else s.total_s
             if sp is None:
                 continue
             fmt = _tok if kind == "reasoning" else (lambda v: f"{v:.{_decimals(v)}f}")
-            bars.append(Bar(label, sp.mean, color, error=sp.stdev if sp.n > 1 else None, low=sp.min, high=sp.max,
-                            text=fmt(sp.mean), note=f"n = {sp.n}"))
+            bars.append(
+                Bar(
+                    label,
+                    sp.mean,
+                    color,
+                    error=sp.stdev if sp.n > 1 else None,
+                    low=sp.min,
+                    high=sp.max,
+                    text=fmt(sp.mean),
+                    note=f"n = {sp.n}",
+                )
+            )
         return bars
 
     def _fill_table(self, exp: Experiment, summary: dict[str, EffortSummary]) -> None:
         spec = exp.spec
         efforts = spec.efforts
         headers = ["#", "Question", "Expected"] + [
-            f"{e.capitalize()}" + (f"  {summary[e].accuracy:.0%}" if summary[e].accuracy is not None else "") for e in efforts
+            f"{e.capitalize()}" + (f"  {summary[e].accuracy:.0%}" if summary[e].accuracy is not None else "")
+            for e in efforts
         ]
         self.table.setColumnCount(len(headers))
         self.table.setHorizontalHeaderLabels(headers)
@@ -1270,7 +1342,9 @@ class CompareWindow(QWidget):
             self.table.setItemDelegateForColumn(col, self._marks_delegate)
             hh.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
 
-    def _set_cell(self, row: int, col: int, text: str, align: Qt.AlignmentFlag = Qt.AlignmentFlag.AlignLeft) -> QTableWidgetItem:
+    def _set_cell(
+        self, row: int, col: int, text: str, align: Qt.AlignmentFlag = Qt.AlignmentFlag.AlignLeft
+    ) -> QTableWidgetItem:
         item = self.table.item(row, col)
         if item is None:
             item = QTableWidgetItem()
@@ -1294,13 +1368,16 @@ class CompareWindow(QWidget):
         return str(paths.data_dir() / "lab")
 
     def _ask_import(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Import problem set", "", "Problem sets (*.jsonl *.json *.txt);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Import problem set", "", "Problem sets (*.jsonl *.json *.txt);;All files (*)"
+        )
         if path:
             self.import_problem_set(path)
 
     def _ask_open(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open experiment", self._dialog_dir(),
-                                              "Experiments (*.jsonl *.json);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open experiment", self._dialog_dir(), "Experiments (*.jsonl *.json);;All files (*)"
+        )
         if path:
             self.open_experiment(path)
 
@@ -1308,8 +1385,9 @@ class CompareWindow(QWidget):
         if self.experiment is None:
             return
         name = (self.experiment.spec.title or "experiment")[:40].strip().replace("/", "-") or "experiment"
-        path, _ = QFileDialog.getSaveFileName(self, "Save experiment", str(Path(self._dialog_dir()) / f"{name}.jsonl"),
-                                              "Experiments (*.jsonl)")
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save experiment", str(Path(self._dialog_dir()) / f"{name}.jsonl"), "Experiments (*.jsonl)"
+        )
         if path:
             self.save_experiment(path)
 
@@ -1317,8 +1395,9 @@ class CompareWindow(QWidget):
         if self.experiment is None:
             return
         name = (self.experiment.spec.title or "experiment")[:40].strip().replace("/", "-") or "experiment"
-        path, _ = QFileDialog.getSaveFileName(self, f"Export {kind.upper()}", str(Path.home() / f"{name}.{kind}"),
-                                              f"{kind.upper()} (*.{kind})")
+        path, _ = QFileDialog.getSaveFileName(
+            self, f"Export {kind.upper()}", str(Path.home() / f"{name}.{kind}"), f"{kind.upper()} (*.{kind})"
+        )
         if path:
             (self.export_csv if kind == "csv" else self.export_json)(path)
 
@@ -1350,8 +1429,15 @@ class CompareWindow(QWidget):
             self.mode_prompt.setChecked(True)
             self.prompt_edit.setPlainText(s.problems[0].prompt)
         else:
-            idx = next((i for i, ps in enumerate(self._sets) if ps.name == s.problem_set
-                        and [p.to_dict() for p in ps.problems] == [p.to_dict() for p in s.problems]), -1)
+            idx = next(
+                (
+                    i
+                    for i, ps in enumerate(self._sets)
+                    if ps.name == s.problem_set
+                    and [p.to_dict() for p in ps.problems] == [p.to_dict() for p in s.problems]
+                ),
+                -1,
+            )
             if idx < 0:
                 idx = self._add_set(ProblemSet(s.problem_set or "Opened experiment", list(s.problems), "experiment"))
             self.set_picker.setCurrentIndex(idx)
@@ -1407,7 +1493,13 @@ class CompareWindow(QWidget):
         """Save each visible chart as a PNG (2× resolution) in `folder`; returns the files."""
         out: list[Path] = []
         base = Path(folder)
-        stem = "".join(c if c.isalnum() or c in "-_" else "-" for c in (self.experiment.spec.title if self.experiment else "chart"))[:40].strip("-") or "chart"
+        stem = (
+            "".join(
+                c if c.isalnum() or c in "-_" else "-"
+                for c in (self.experiment.spec.title if self.experiment else "chart")
+            )[:40].strip("-")
+            or "chart"
+        )
         for name, chart in self.charts.items():
             if chart.isHidden() or not chart.bars():
                 continue
@@ -1422,4 +1514,3 @@ class CompareWindow(QWidget):
 
     def sizeHint(self) -> QSize:
         return QSize(1280, 860)
-

@@ -100,7 +100,7 @@ class EffortSlider(QSlider):
             return
         super().mouseReleaseEvent(e)
 
-    def paintEvent(self, e: QPaintEvent) -> None:  # noqa: ARG002 - the whole widget is repainted
+    def paintEvent(self, e: QPaintEvent) -> None:
         pal = style.current()
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
@@ -148,7 +148,9 @@ class EffortControl(QWidget):
         f.setPointSizeF(f.pointSizeF() - 1.5)
         self.caption.setFont(f)
         # Wide enough for the longest caption, so the composer does not shift as the value changes.
-        self.caption.setMinimumWidth(max(self.caption.fontMetrics().horizontalAdvance(f"{e.capitalize()} effort") for e in EFFORTS) + 4)
+        self.caption.setMinimumWidth(
+            max(self.caption.fontMetrics().horizontalAdvance(f"{e.capitalize()} effort") for e in EFFORTS) + 4
+        )
         self.slider = EffortSlider()
         self.caption.setBuddy(self.slider)
         lay.addWidget(self.caption)
@@ -242,8 +244,9 @@ class Composer(QWidget):
         wrap.addWidget(self.frame, 100)
         wrap.addStretch(1)
         outer.addLayout(wrap)
-        self.hint = QLabel("Enter to send · Shift+Enter for a new line · Everything stays on this computer",
-                           objectName="ComposerHint")
+        self.hint = QLabel(
+            "Enter to send · Shift+Enter for a new line · Everything stays on this computer", objectName="ComposerHint"
+        )
         self.hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
         f = self.hint.font()
         f.setPointSizeF(f.pointSizeF() - 1.5)

@@ -35,8 +35,13 @@ CONTEXT_CHOICES = (2048, 4096, 8192, 16384, 32768, 65536, 131072)
 class ConversationSettingsDialog(QDialog):
     """Edits a copy of a conversation's settings; `settings()` returns the result after accept."""
 
-    def __init__(self, settings: ConversationSettings, store: Store | None = None,
-                 loaded_n_ctx: int | None = None, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        settings: ConversationSettings,
+        store: Store | None = None,
+        loaded_n_ctx: int | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
         super().__init__(parent, objectName="SettingsDialog")
         self.setWindowTitle("Chat settings")
         self.setMinimumWidth(560)
@@ -122,7 +127,8 @@ class ConversationSettingsDialog(QDialog):
         lay.addWidget(context)
 
         buttons = QDialogButtonBox(
-            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+            QDialogButtonBox.StandardButton.Ok
+            | QDialogButtonBox.StandardButton.Cancel
             | QDialogButtonBox.StandardButton.RestoreDefaults
         )
         buttons.accepted.connect(self.accept)

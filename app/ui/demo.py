@@ -57,10 +57,21 @@ def demo_conversation() -> Conversation:
     conv.add_user(DEMO_QUESTION)
     conv.add(
         Message(
-            role="assistant", content=DEMO_ANSWER, thinking=DEMO_REASONING, effort="medium", model="gpt-oss-20b",
-            thinking_s=3.4, stop_reason="return",
-            stats=GenerationStats(prompt_tokens=142, generated_tokens=312, ttft_s=0.21, total_s=4.9,
-                                  tokens_per_s=64.3, stop_reason="return"),
+            role="assistant",
+            content=DEMO_ANSWER,
+            thinking=DEMO_REASONING,
+            effort="medium",
+            model="gpt-oss-20b",
+            thinking_s=3.4,
+            stop_reason="return",
+            stats=GenerationStats(
+                prompt_tokens=142,
+                generated_tokens=312,
+                ttft_s=0.21,
+                total_s=4.9,
+                tokens_per_s=64.3,
+                stop_reason="return",
+            ),
         )
     )
     return conv
@@ -136,8 +147,13 @@ def demo_scene(window: object, scene: str) -> None:
     path = w.session.view()  # type: ignore[attr-defined]
     answer = path[-1][0]
     store.add_message(
-        answer.conversation_id, "assistant", DEMO_ANSWER_2, parent_id=answer.parent_id, effort="low",
-        model="gpt-oss-20b", thinking="The csv module streams rows; that is the simplest answer.",
+        answer.conversation_id,
+        "assistant",
+        DEMO_ANSWER_2,
+        parent_id=answer.parent_id,
+        effort="low",
+        model="gpt-oss-20b",
+        thinking="The csv module streams rows; that is the simplest answer.",
         stats={"prompt_tokens": 142, "generated_tokens": 171, "tokens_per_s": 66.0},
         extra={"stop_reason": "return", "thinking_s": 0.8},
     )

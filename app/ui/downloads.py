@@ -83,8 +83,11 @@ def describe_progress(p: DownloadProgress) -> str:
         return f"{what}…{done}{part if p.phase == Phase.VERIFYING else ''}"
     if p.phase == Phase.RETRYING:
         return p.message or "Connection problem; retrying…"
-    amount = (f"{progress_bytes(p.downloaded, p.total)} of {progress_bytes(p.total)}" if p.total
-              else progress_bytes(p.downloaded))
+    amount = (
+        f"{progress_bytes(p.downloaded, p.total)} of {progress_bytes(p.total)}"
+        if p.total
+        else progress_bytes(p.downloaded)
+    )
     pieces = [amount]
     if p.total:
         pieces.append(format_percent(p.fraction))
@@ -123,8 +126,11 @@ def error_view(error: BaseException) -> ErrorView:
     if isinstance(error, DownloadError):
         headline, action = _HEADLINES.get(error.kind, ("Download failed", "Try again"))
         return ErrorView(headline, error.message, action)
-    return ErrorView("Download failed", f"An unexpected error stopped the download: {error}. The bytes already "
-                     "downloaded are kept.", "Resume")
+    return ErrorView(
+        "Download failed",
+        f"An unexpected error stopped the download: {error}. The bytes already downloaded are kept.",
+        "Resume",
+    )
 
 
 # -- the controller -----------------------------------------------------------------------------
@@ -165,8 +171,12 @@ class DownloadStatus:
         """Partial bytes are kept (paused, or stopped by an error that keeps them)."""
         if self.state == State.PAUSED:
             return True
-        return self.state == State.FAILED and self.progress is not None and self.progress.downloaded > 0 and not (
-            isinstance(self.error, DownloadError) and self.error.kind == ErrorKind.CHECKSUM)
+        return (
+            self.state == State.FAILED
+            and self.progress is not None
+            and self.progress.downloaded > 0
+            and not (isinstance(self.error, DownloadError) and self.error.kind == ErrorKind.CHECKSUM)
+        )
 
 
 class DownloadController(QObject):
@@ -183,8 +193,14 @@ class DownloadController(QObject):
     failed = Signal(object, object)  # DownloadRequest, exception (usually DownloadError)
     verified = Signal(object, object)  # DownloadRequest, VerifyReport
 
-    def __init__(self, manager: DownloadManager | None = None, library: ModelLibrary | None = None,
-                 parent: QObject | None = None, *, update_interval_s: float = UPDATE_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        manager: DownloadManager | None = None,
+        library: ModelLibrary | None = None,
+        parent: QObject | None = None,
+        *,
+        update_interval_s: float = UPDATE_INTERVAL_S,
+    ) -> None:
         super().__init__(parent)
         self.manager = manager or DownloadManager()
         self.library = library if library is not None else ModelLibrary()
@@ -445,10 +461,12 @@ def _button(text: str, primary: bool = False, large: bool = False) -> QPushButto
 
 def ask_cancel(parent: QWidget | None, name: str) -> bool | None:
     """Ask how to cancel: True = delete the partial files, False = keep them, None = don't cancel."""
-    box = QMessageBox(QMessageBox.Icon.Question, f"Cancel the download of {name}?",
-                      f"Cancel the download of {name}?", parent=parent)
-    box.setInformativeText("Delete the part downloaded so far to free the disk space, or keep it so a later "
-                           "download continues from there.")
+    box = QMessageBox(
+        QMessageBox.Icon.Question, f"Cancel the download of {name}?", f"Cancel the download of {name}?", parent=parent
+    )
+    box.setInformativeText(
+        "Delete the part downloaded so far to free the disk space, or keep it so a later download continues from there."
+    )
     delete = box.addButton("Delete partial files", QMessageBox.ButtonRole.DestructiveRole)
     keep = box.addButton("Keep partial files", QMessageBox.ButtonRole.AcceptRole)
     back = box.addButton("Don't cancel", QMessageBox.ButtonRole.RejectRole)
@@ -473,9 +491,17 @@ class DownloadPanel(QWidget):
 
     use_requested = Signal(str)
 
-    def __init__(self, controller: DownloadController, request: DownloadRequest, name: str,
-                 parent: QWidget | None = None, *, large: bool = False, download_label: str | None = None,
-                 verify: bool = True) -> None:
+    def __init__(
+        self,
+        controller: DownloadController,
+        request: DownloadRequest,
+        name: str,
+        parent: QWidget | None = None,
+        *,
+        large: bool = False,
+        download_label: str | None = None,
+        verify: bool = True,
+    ) -> None:
         super().__init__(parent, objectName="DownloadPanel")
         self.controller = controller
         self.request = request
@@ -515,8 +541,14 @@ class DownloadPanel(QWidget):
         self.cancel_button = _button("Cancel", large=large)
         self.verify_button = _button("Verify", large=large)
         self.use_button = _button("Use this model", primary=True, large=large)
-        for b in (self.download_button, self.resume_button, self.use_button, self.pause_button,
-                  self.cancel_button, self.verify_button):
+        for b in (
+            self.download_button,
+            self.resume_button,
+            self.use_button,
+            self.pause_button,
+            self.cancel_button,
+            self.verify_button,
+        ):
             row.addWidget(b)
         if large:
             row.addStretch(1)
@@ -588,8 +620,17 @@ class DownloadPanel(QWidget):
         elif st.busy:
             self.bar.setRange(0, 0)  # busy indicator until the first numbers arrive
 
-        buttons = {b: False for b in (self.download_button, self.pause_button, self.resume_button,
-                                      self.cancel_button, self.verify_button, self.use_button)}
+        buttons = dict.fromkeys(
+            (
+                self.download_button,
+                self.pause_button,
+                self.resume_button,
+                self.cancel_button,
+                self.verify_button,
+                self.use_button,
+            ),
+            False,
+        )
         status = ""
         have_local = bool(self._local) or st.state in (State.DONE, State.VERIFIED)
         self.error_box.hide()
@@ -625,8 +666,11 @@ class DownloadPanel(QWidget):
         elif have_local:
             total = sum(_size(f) for f in self._local) or (st.result and sum(_size(f) for f in st.result.paths)) or 0
             if st.state == State.VERIFIED and st.report is not None:
-                status = (f"Verified: every byte matches the SHA-256 published on Hugging Face · {human_bytes(total)}"
-                          if not st.report.unknown else "No published checksum to compare this file with.")
+                status = (
+                    f"Verified: every byte matches the SHA-256 published on Hugging Face · {human_bytes(total)}"
+                    if not st.report.unknown
+                    else "No published checksum to compare this file with."
+                )
             else:
                 status = f"Downloaded · {human_bytes(total)} on this computer"
             buttons[self.use_button] = True

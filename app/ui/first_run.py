@@ -39,8 +39,9 @@ class MachineFacts:
     local: dict[str, tuple[Path, ...]]  # catalog id → its files, for entries already in the HF cache
 
 
-def machine_job(manager: DownloadManager, library: ModelLibrary, hardware: HardwareProfile | None, *,
-                cancel: threading.Event) -> Iterator[MachineFacts]:
+def machine_job(
+    manager: DownloadManager, library: ModelLibrary, hardware: HardwareProfile | None, *, cancel: threading.Event
+) -> Iterator[MachineFacts]:
     """Probe the hardware (unless given), the free disk space and the catalog models already cached."""
     local: dict[str, tuple[Path, ...]] = {}
     for entry in catalog():
@@ -62,8 +63,15 @@ def describe_machine(profile: HardwareProfile) -> list[tuple[str, str]]:
     """(label, value) rows: memory and GPUs, in words."""
     rows = [("Memory", f"{human_bytes(profile.ram_total)} RAM" if profile.ram_total else "unknown")]
     if profile.apple is not None:
-        rows.append(("GPU", (f"{profile.apple.chip}, unified memory (the GPU may use about "
-                             f"{human_bytes(profile.apple.gpu_budget)})")))
+        rows.append(
+            (
+                "GPU",
+                (
+                    f"{profile.apple.chip}, unified memory (the GPU may use about "
+                    f"{human_bytes(profile.apple.gpu_budget)})"
+                ),
+            )
+        )
     else:
         gpus = [g for g in profile.gpus if g.vram_total > 0]
         if gpus:
@@ -86,8 +94,13 @@ class FirstRunPage(QWidget):
     model_ready = Signal(str)
     manage_requested = Signal()
 
-    def __init__(self, controller: DownloadController | None = None, library: ModelLibrary | None = None,
-                 hardware: HardwareProfile | None = None, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        controller: DownloadController | None = None,
+        library: ModelLibrary | None = None,
+        hardware: HardwareProfile | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
         super().__init__(parent, objectName="FirstRunPage")
         self.library = library if library is not None else (controller.library if controller else ModelLibrary())
         self.controller = controller or DownloadController(library=self.library, parent=self)
@@ -116,8 +129,10 @@ class FirstRunPage(QWidget):
         title = QLabel("Welcome to Harmonica", objectName="FirstRunTitle")
         title.setAlignment(Qt.AlignmentFlag.AlignCenter)
         lay.addWidget(title)
-        subtitle = QLabel("Private chat with OpenAI's gpt-oss, entirely on this computer. To begin, Harmonica "
-                          "needs the model file.", objectName="FirstRunSubtitle")
+        subtitle = QLabel(
+            "Private chat with OpenAI's gpt-oss, entirely on this computer. To begin, Harmonica needs the model file.",
+            objectName="FirstRunSubtitle",
+        )
         subtitle.setWordWrap(True)
         subtitle.setAlignment(Qt.AlignmentFlag.AlignCenter)
         lay.addWidget(subtitle)
@@ -165,9 +180,14 @@ class FirstRunPage(QWidget):
         self.panels = QStackedWidget()
         self.panel_for: dict[str, DownloadPanel] = {}
         for entry in catalog():
-            panel = DownloadPanel(self.controller, entry.download_request(), entry.display_name, large=True,
-                                  download_label=f"Download {entry.display_name} · {human_bytes(entry.size_bytes)}",
-                                  verify=False)
+            panel = DownloadPanel(
+                self.controller,
+                entry.download_request(),
+                entry.display_name,
+                large=True,
+                download_label=f"Download {entry.display_name} · {human_bytes(entry.size_bytes)}",
+                verify=False,
+            )
             panel.use_requested.connect(self._ready)
             self.panel_for[entry.id] = panel
             self.panels.addWidget(panel)
@@ -211,8 +231,9 @@ class FirstRunPage(QWidget):
 
     # -- public API ----------------------------------------------------------------------------
     def choose_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Choose a gpt-oss model file", str(Path.home()),
-                                              "GGUF models (*.gguf);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Choose a gpt-oss model file", str(Path.home()), "GGUF models (*.gguf);;All files (*)"
+        )
         if path:
             self.use_file(path)
 
@@ -252,8 +273,10 @@ class FirstRunPage(QWidget):
         self.model_text.setText(entry.description)
         parts = f" in {len(entry.files)} parts" if entry.is_split else ""
         approx = "about " if entry.size_is_approximate else ""
-        self.model_facts.setText(f"{approx}{human_bytes(entry.size_bytes)} download{parts} · needs about "
-                                 f"{human_bytes(entry.memory_bytes)} of memory")
+        self.model_facts.setText(
+            f"{approx}{human_bytes(entry.size_bytes)} download{parts} · needs about "
+            f"{human_bytes(entry.memory_bytes)} of memory"
+        )
         self.panels.setCurrentWidget(self.panel_for[entry.id])
         others = [e for e in catalog() if e.id != entry.id]
         if others:
@@ -261,8 +284,10 @@ class FirstRunPage(QWidget):
             word = "the smaller" if other.size_bytes < entry.size_bytes else "the larger"
             self.switch.setText(f"Or get {word} {other.display_name} ({human_bytes(other.size_bytes)}) instead")
         self.switch.setVisible(bool(others))
-        self.footnote.setText(f"The file comes from Hugging Face ({entry.repo_id}) into its standard cache, so other "
-                              "tools can use it too. Nothing you type ever leaves this computer.")
+        self.footnote.setText(
+            f"The file comes from Hugging Face ({entry.repo_id}) into its standard cache, so other "
+            "tools can use it too. Nothing you type ever leaves this computer."
+        )
         self._show_fit()
 
     def _switch_entry(self) -> None:
@@ -286,8 +311,11 @@ class FirstRunPage(QWidget):
     def _update_offline(self) -> None:
         offline = self.controller.offline
         if offline:
-            self.offline_notice.show_message("Downloads are off: HF_HUB_OFFLINE is set, so Harmonica does not contact "
-                                             "Hugging Face. Use a model file you already have.", "info")
+            self.offline_notice.show_message(
+                "Downloads are off: HF_HUB_OFFLINE is set, so Harmonica does not contact "
+                "Hugging Face. Use a model file you already have.",
+                "info",
+            )
         else:
             self.offline_notice.hide()
         # Offline, the local file is the way forward: make it the primary action.
@@ -345,4 +373,4 @@ class FirstRunPage(QWidget):
 def _short(path: Path) -> str:
     home = str(Path.home())
     text = str(path)
-    return "~" + text[len(home):] if text.startswith(home + "/") else text
+    return "~" + text[len(home) :] if text.startswith(home + "/") else text

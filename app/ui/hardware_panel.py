@@ -96,7 +96,7 @@ class MemoryBar(QWidget):
     def over(self) -> bool:
         return self.used > self.budget
 
-    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt naming
+    def paintEvent(self, event: QPaintEvent) -> None:
         pal = style.current()
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
@@ -141,7 +141,8 @@ def _colors() -> dict[str, str]:
 def _legend(segments: list[tuple[str, int, str]]) -> str:
     parts = [
         f"<span style='color:{c}'>&#9632;</span>&nbsp;{html.escape(name)} {n / GiB:.2f}"
-        if n < 0.995 * GiB else f"<span style='color:{c}'>&#9632;</span>&nbsp;{html.escape(name)} {n / GiB:.1f}"
+        if n < 0.995 * GiB
+        else f"<span style='color:{c}'>&#9632;</span>&nbsp;{html.escape(name)} {n / GiB:.1f}"
         for name, n, c in segments
         if n > 0
     ]
@@ -546,14 +547,34 @@ class HardwarePanel(QDialog):
         return s
 
     def _build_controls(self, form: QGridLayout) -> None:
-        self.run_on = self._combo([("Automatic", None), ("CPU only", "cpu")], "Where the model runs; CPU only hides the GPU from llama.cpp")
-        self.gpu_layers = self._spin(-1, 99, "Automatic", "llama.cpp's n_gpu_layers: the output layer plus the last n−1 blocks run on the GPU")
-        self.cpu_moe = self._spin(-1, 99, "Automatic", "Blocks (from the first) whose expert weights stay in RAM, like llama.cpp's --n-cpu-moe")
-        self.context = self._combo([("Automatic", None)] + [(f"{n:,} tokens", n) for n in CONTEXT_CHOICES], "How many tokens the model can see: the conversation, tool results and the answer")
-        self.flash = self._combo([("Automatic", None), ("On", True), ("Off", False)], "Flash attention keeps work buffers small at long contexts")
-        self.kv_type = self._combo([("Automatic", None)] + [(k, k) for k in KV_CHOICES], "Storage type of the KV cache; q8_0 halves it at a tiny cost in quality")
+        self.run_on = self._combo(
+            [("Automatic", None), ("CPU only", "cpu")], "Where the model runs; CPU only hides the GPU from llama.cpp"
+        )
+        self.gpu_layers = self._spin(
+            -1, 99, "Automatic", "llama.cpp's n_gpu_layers: the output layer plus the last n−1 blocks run on the GPU"
+        )
+        self.cpu_moe = self._spin(
+            -1,
+            99,
+            "Automatic",
+            "Blocks (from the first) whose expert weights stay in RAM, like llama.cpp's --n-cpu-moe",
+        )
+        self.context = self._combo(
+            [("Automatic", None)] + [(f"{n:,} tokens", n) for n in CONTEXT_CHOICES],
+            "How many tokens the model can see: the conversation, tool results and the answer",
+        )
+        self.flash = self._combo(
+            [("Automatic", None), ("On", True), ("Off", False)],
+            "Flash attention keeps work buffers small at long contexts",
+        )
+        self.kv_type = self._combo(
+            [("Automatic", None)] + [(k, k) for k in KV_CHOICES],
+            "Storage type of the KV cache; q8_0 halves it at a tiny cost in quality",
+        )
         self.threads = self._spin(0, 256, "Automatic", "CPU threads for generating tokens")
-        self.mmap = self._combo([("Automatic", None), ("On", True), ("Off", False)], "Map the model file instead of reading it into memory")
+        self.mmap = self._combo(
+            [("Automatic", None), ("On", True), ("Off", False)], "Map the model file instead of reading it into memory"
+        )
         self.mlock = QCheckBox("Lock the weights in RAM (mlock)")
         self.mlock.setToolTip("Keeps the OS from swapping the weights out; needs enough free RAM")
         self.mlock.toggled.connect(self._schedule)
@@ -596,7 +617,9 @@ class HardwarePanel(QDialog):
                     self.run_on.removeItem(1)
                 for i, g in enumerate(self._profile.gpus):
                     if usable_backend(g, self._profile.backends) is not None:
-                        self.run_on.insertItem(self.run_on.count() - 1, g.name if len(self._profile.gpus) == 1 else f"GPU {i}: {g.name}", i)
+                        self.run_on.insertItem(
+                            self.run_on.count() - 1, g.name if len(self._profile.gpus) == 1 else f"GPU {i}: {g.name}", i
+                        )
                 idx = self.run_on.findData(keep)
                 self.run_on.setCurrentIndex(max(0, idx))
         finally:
@@ -660,7 +683,9 @@ class HardwarePanel(QDialog):
         if prof is None:
             return
         rows: list[tuple[str, str]] = []
-        cores = f"{prof.cores_physical} cores, {prof.cores_logical} threads" if prof.cores_logical else "core count unknown"
+        cores = (
+            f"{prof.cores_physical} cores, {prof.cores_logical} threads" if prof.cores_logical else "core count unknown"
+        )
         cpu = (prof.cpu_name or "CPU") + " · " + cores
         if prof.cpu_features:
             cpu += " · " + ", ".join(f.upper() for f in prof.cpu_features[:5])
@@ -671,7 +696,12 @@ class HardwarePanel(QDialog):
             rows.append(("Memory", "could not be read"))
         if prof.apple is not None:
             a = prof.apple
-            rows.append(("Apple Silicon", f"{a.chip} · {_gb(a.unified_memory)} unified memory · the GPU may use about {_gb(a.gpu_budget)} ({a.budget_source})"))
+            rows.append(
+                (
+                    "Apple Silicon",
+                    f"{a.chip} · {_gb(a.unified_memory)} unified memory · the GPU may use about {_gb(a.gpu_budget)} ({a.budget_source})",
+                )
+            )
         for i, g in enumerate(prof.gpus):
             if g.vendor == "apple":
                 continue
@@ -679,7 +709,9 @@ class HardwarePanel(QDialog):
             bits = [g.name, f"{_gb(g.vram_total)} ({_gb(g.vram_free)} free)"]
             if g.driver:
                 bits.append(f"driver {g.driver}")
-            bits.append(f"via {backend}" + (f" ({g.device})" if g.device else "") if backend else "no llama.cpp backend for it")
+            bits.append(
+                f"via {backend}" + (f" ({g.device})" if g.device else "") if backend else "no llama.cpp backend for it"
+            )
             rows.append((f"GPU {i}" if len(prof.gpus) > 1 else "GPU", " · ".join(bits)))
         if not prof.gpus:
             rows.append(("GPU", "none found"))
@@ -693,7 +725,9 @@ class HardwarePanel(QDialog):
             self.hw_grid.addWidget(_label(value, "HwValue"), r, 1)
         if prof.notes:
             items = "".join(f"<li>{html.escape(n)}</li>" for n in prof.notes)
-            self.hw_notes.setText(f"<div style='margin-top:4px'>What the checks said:</div><ul style='margin:2px 0 0 -20px'>{items}</ul>")
+            self.hw_notes.setText(
+                f"<div style='margin-top:4px'>What the checks said:</div><ul style='margin:2px 0 0 -20px'>{items}</ul>"
+            )
             self.hw_notes.show()
         else:
             self.hw_notes.hide()
@@ -701,15 +735,26 @@ class HardwarePanel(QDialog):
     def _render(self) -> None:
         model_name = self._model.name if self._model is not None else ""
         self.subtitle.setText(
-            f"{model_name} · {self._model.file_size / GiB:.1f} GB file" if self._model is not None else "Choose a model to see how it would run."
+            f"{model_name} · {self._model.file_size / GiB:.1f} GB file"
+            if self._model is not None
+            else "Choose a model to see how it would run."
         )
         p = self._plan
         has = p is not None
         for w in (self.mode_chip, self.backend_chip, self.vram_bar, self.ram_bar, self.why_title, self.reasons):
             w.setVisible(has)
         if p is None:
-            self.summary.setText("Looking at this computer…" if self._profile is None else "Choose a model to see how it would run here.")
-            for w in (self.vram_label, self.vram_figure, self.vram_legend, self.ram_label, self.ram_figure, self.ram_legend):
+            self.summary.setText(
+                "Looking at this computer…" if self._profile is None else "Choose a model to see how it would run here."
+            )
+            for w in (
+                self.vram_label,
+                self.vram_figure,
+                self.vram_legend,
+                self.ram_label,
+                self.ram_figure,
+                self.ram_legend,
+            ):
                 w.hide()
             self.guard.hide()
             self.load_button.setEnabled(False)
@@ -745,7 +790,9 @@ class HardwarePanel(QDialog):
         else:
             s = "The model does not fit in this computer's memory with any settings."
         if p.mode != "none":
-            s += f" Context {p.n_ctx:,} tokens, flash attention {'on' if p.flash_attn else 'off'}, {p.kv_type} KV cache."
+            s += (
+                f" Context {p.n_ctx:,} tokens, flash attention {'on' if p.flash_attn else 'off'}, {p.kv_type} KV cache."
+            )
         return s
 
     def _render_bars(self, p: Plan) -> None:
@@ -758,7 +805,12 @@ class HardwarePanel(QDialog):
         for w in (self.vram_label, self.vram_bar, self.vram_figure, self.vram_legend):
             w.setVisible(show_vram)
         if show_vram and gpu is not None:
-            segs = [("weights", e.gpu_weights, c["weights"]), ("KV cache", e.gpu_kv, c["kv"]), ("work buffers", e.gpu_compute, c["compute"]), ("driver", e.gpu_runtime, c["runtime"])]
+            segs = [
+                ("weights", e.gpu_weights, c["weights"]),
+                ("KV cache", e.gpu_kv, c["kv"]),
+                ("work buffers", e.gpu_compute, c["compute"]),
+                ("driver", e.gpu_runtime, c["runtime"]),
+            ]
             total = gpu.vram_free if gpu.unified_memory else gpu.vram_total
             self.vram_bar.set_data(segs, p.vram_budget, total)
             self.vram_label.setText("GPU share" if gpu.unified_memory else "GPU memory")
@@ -766,7 +818,12 @@ class HardwarePanel(QDialog):
             kept = gpu_margin(gpu)
             self.vram_legend.setText(_legend(segs) + f" &nbsp;·&nbsp; {kept / GiB:.1f} GB kept free")
         unified = gpu is not None and gpu.unified_memory and p.use_gpu
-        segs = [("weights", e.host_weights, c["weights"]), ("KV cache", e.host_kv, c["kv"]), ("work buffers", e.host_compute, c["compute"]), ("runtime", e.host_runtime, c["runtime"])]
+        segs = [
+            ("weights", e.host_weights, c["weights"]),
+            ("KV cache", e.host_kv, c["kv"]),
+            ("work buffers", e.host_compute, c["compute"]),
+            ("runtime", e.host_runtime, c["runtime"]),
+        ]
         if unified:
             segs.insert(0, ("GPU share", e.vram, c["gpu"]))
         self.ram_label.setText("Memory (shared)" if unified else "RAM")
@@ -775,7 +832,10 @@ class HardwarePanel(QDialog):
         if prof.ram_total > 0:
             self.ram_bar.set_data(segs, p.ram_budget, prof.ram_total)
             self._figure(self.ram_figure, p.est_ram_bytes, p.ram_budget)
-            self.ram_legend.setText(_legend(segs) + f" &nbsp;·&nbsp; {(prof.ram_total - prof.ram_available + ram_margin(prof)) / GiB:.1f} GB used by others or kept free")
+            self.ram_legend.setText(
+                _legend(segs)
+                + f" &nbsp;·&nbsp; {(prof.ram_total - prof.ram_available + ram_margin(prof)) / GiB:.1f} GB used by others or kept free"
+            )
         else:
             self.ram_bar.set_data(segs, 0, p.est_ram_bytes)
             self.ram_figure.setText(f"~{_gb(p.est_ram_bytes)} (RAM size unknown)")
@@ -793,7 +853,9 @@ class HardwarePanel(QDialog):
         out = f"<ul style='margin:0 0 0 -20px'>{items}</ul>"
         if p.suggestions:
             sug = "".join(f"<li style='margin-bottom:3px'>{html.escape(s)}</li>" for s in p.suggestions)
-            out += f"<div style='margin-top:6px'><b>What would help</b></div><ul style='margin:2px 0 0 -20px'>{sug}</ul>"
+            out += (
+                f"<div style='margin-top:6px'><b>What would help</b></div><ul style='margin:2px 0 0 -20px'>{sug}</ul>"
+            )
         return out
 
     def _render_guard(self, p: Plan) -> None:
@@ -805,7 +867,9 @@ class HardwarePanel(QDialog):
         shortfall = [r for r in p.reasons if r.startswith("Needs ~")]
         auto_fails = self._auto_plan is None or not self._auto_plan.fits
         if auto_fails and self._fix is None:
-            self.guard_title.setText(f"{self._model.name if self._model else 'The model'} does not fit on this computer")
+            self.guard_title.setText(
+                f"{self._model.name if self._model else 'The model'} does not fit on this computer"
+            )
             tips = p.suggestions[:2]
             self.guard_text.setText("<br>".join(html.escape(t) for t in shortfall + tips))
             self.fix_button.hide()
@@ -813,7 +877,9 @@ class HardwarePanel(QDialog):
             self.load_button.setEnabled(False)  # it would fail; nothing to offer but the tips
         else:
             self.guard_title.setText("These settings would not fit")
-            text = "<br>".join(html.escape(t) for t in shortfall) or "The estimate is above what this computer can hold."
+            text = (
+                "<br>".join(html.escape(t) for t in shortfall) or "The estimate is above what this computer can hold."
+            )
             if self._fix is not None:
                 text += f"<br><span style='color:{style.current().muted}'>Suggested: {html.escape(self._fix.summary())}</span>"
             self.guard_text.setText(text)
@@ -881,7 +947,7 @@ class HardwarePanel(QDialog):
             return "load"
         return "cancel"
 
-    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt naming
+    def closeEvent(self, event: Any) -> None:
         if self._worker is not None:
             self._worker.quit()
         super().closeEvent(event)
@@ -903,11 +969,30 @@ def _fake_profile(name: str) -> HardwareProfile:
         vram = float(name.split("-")[1].rstrip("gb"))
         total = int(vram * GiB)
         return HardwareProfile(
-            ram_total=32 * GiB, ram_available=int(25.3 * GiB), cores_physical=8, cores_logical=16, os="Linux", machine="x86_64",
-            cpu_name="AMD Ryzen 7 5800X 8-Core Processor", cpu_features=["avx", "avx2", "fma", "f16c"],
-            gpus=[GpuInfo("nvidia", "NVIDIA GeForce RTX 3070" if vram == 8 else f"NVIDIA GPU ({vram:g} GB)", total, total - 420 * (1 << 20), driver="550.120", backend_hint="CUDA", device="CUDA0")],
+            ram_total=32 * GiB,
+            ram_available=int(25.3 * GiB),
+            cores_physical=8,
+            cores_logical=16,
+            os="Linux",
+            machine="x86_64",
+            cpu_name="AMD Ryzen 7 5800X 8-Core Processor",
+            cpu_features=["avx", "avx2", "fma", "f16c"],
+            gpus=[
+                GpuInfo(
+                    "nvidia",
+                    "NVIDIA GeForce RTX 3070" if vram == 8 else f"NVIDIA GPU ({vram:g} GB)",
+                    total,
+                    total - 420 * (1 << 20),
+                    driver="550.120",
+                    backend_hint="CUDA",
+                    device="CUDA0",
+                )
+            ],
             backends=["CUDA", "CPU"],
-            llama_devices=[LlamaDevice("CUDA0", "CUDA", "NVIDIA GeForce RTX 3070", "gpu"), LlamaDevice("CPU", "CPU", "AMD Ryzen 7 5800X", "cpu")],
+            llama_devices=[
+                LlamaDevice("CUDA0", "CUDA", "NVIDIA GeForce RTX 3070", "gpu"),
+                LlamaDevice("CPU", "CPU", "AMD Ryzen 7 5800X", "cpu"),
+            ],
             notes=["AMD: no AMD GPU in sysfs", "AMD: rocm-smi is not installed"],
         )
     if name.startswith("apple-"):
@@ -915,15 +1000,40 @@ def _fake_profile(name: str) -> HardwareProfile:
         budget, source = apple_gpu_budget(ram * GiB)
         chip = "Apple M1" if ram <= 16 else "Apple M2 Max"
         return HardwareProfile(
-            ram_total=ram * GiB, ram_available=int(ram * 0.8 * GiB), cores_physical=8, cores_logical=8, os="Darwin", machine="arm64",
-            cpu_name=chip, cpu_features=["neon"], apple=AppleSiliconInfo(chip, ram * GiB, budget, 4, source),
-            gpus=[GpuInfo("apple", chip + " GPU", budget, budget, driver="Metal", backend_hint="Metal", unified_memory=True, device="MTL0")],
+            ram_total=ram * GiB,
+            ram_available=int(ram * 0.8 * GiB),
+            cores_physical=8,
+            cores_logical=8,
+            os="Darwin",
+            machine="arm64",
+            cpu_name=chip,
+            cpu_features=["neon"],
+            apple=AppleSiliconInfo(chip, ram * GiB, budget, 4, source),
+            gpus=[
+                GpuInfo(
+                    "apple",
+                    chip + " GPU",
+                    budget,
+                    budget,
+                    driver="Metal",
+                    backend_hint="Metal",
+                    unified_memory=True,
+                    device="MTL0",
+                )
+            ],
             backends=["MTL", "BLAS", "CPU"],
         )
     ram = int(name.split("-")[1].rstrip("gb")) if name.startswith("cpu-") else 16
     return HardwareProfile(
-        ram_total=ram * GiB, ram_available=int(ram * 0.8 * GiB), cores_physical=4, cores_logical=8, os="Linux", machine="x86_64",
-        cpu_name="Intel(R) Core(TM) i7-8550U CPU @ 1.80GHz", cpu_features=["avx", "avx2", "fma"], backends=["CPU"],
+        ram_total=ram * GiB,
+        ram_available=int(ram * 0.8 * GiB),
+        cores_physical=4,
+        cores_logical=8,
+        os="Linux",
+        machine="x86_64",
+        cpu_name="Intel(R) Core(TM) i7-8550U CPU @ 1.80GHz",
+        cpu_features=["avx", "avx2", "fma"],
+        backends=["CPU"],
         notes=["NVIDIA: no driver found (NVML Shared Library Not Found)", "AMD: no AMD GPU in sysfs"],
     )
 

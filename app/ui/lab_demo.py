@@ -115,10 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         exp = window.experiment
         if exp is not None and "low" in exp.spec.efforts and "high" in exp.spec.efforts:
             # Show a question where the efforts disagree: wrong at low, right at high.
-            telling = [p.id for p in exp.spec.problems
-                       if False in exp.marks(p.id, "low") and all(exp.marks(p.id, "high"))]
+            telling = [
+                p.id for p in exp.spec.problems if False in exp.marks(p.id, "low") and all(exp.marks(p.id, "high"))
+            ]
             if telling:
-                window._show_problem(telling[0])  # noqa: SLF001 - the demo picks what to show
+                window._show_problem(telling[0])
         if args.tab == "problems":
             window.tabs.setCurrentIndex(1)
         if args.screenshot:

@@ -90,8 +90,14 @@ def plan_load(path: str, profile: Any, wishes: Any) -> Any:
 
 
 def load_model_job(
-    engine: Any, path: str, settings: LoadSettings | None, *, cancel: threading.Event,
-    scheduler: EngineScheduler | None = None, profile: Callable[[], Any] | None = None, wishes: Any = None,
+    engine: Any,
+    path: str,
+    settings: LoadSettings | None,
+    *,
+    cancel: threading.Event,
+    scheduler: EngineScheduler | None = None,
+    profile: Callable[[], Any] | None = None,
+    wishes: Any = None,
 ) -> Iterator[LoadProgress | LoadDone | LoadPlanned]:
     """Load a model, yielding progress; llama.cpp reports progress by callback, so the load runs
     on a helper thread and its callbacks are turned into yields here. With a scheduler, the load
@@ -144,8 +150,9 @@ def load_model_job(
             raise value
 
 
-def answer_job(session: ChatSession, engine: Any, tools: Callable[[], Any] | None, *, cancel: threading.Event,
-               **kwargs: Any) -> Iterator[Any]:
+def answer_job(
+    session: ChatSession, engine: Any, tools: Callable[[], Any] | None, *, cancel: threading.Event, **kwargs: Any
+) -> Iterator[Any]:
     """One answer, with the tool loop when tools are on; the tool session (and, the first time, the
     tool registry with the user's tool files) is made here, off the UI thread."""
     tool_session = tools() if tools is not None else None
@@ -200,8 +207,13 @@ class Banner(QFrame):
         self.kind = ""
         self.hide()
 
-    def show_message(self, text: str, kind: str = "error", actions: Sequence[tuple[str, Callable[[], None]]] = (),
-                     timeout_ms: int = 0) -> None:
+    def show_message(
+        self,
+        text: str,
+        kind: str = "error",
+        actions: Sequence[tuple[str, Callable[[], None]]] = (),
+        timeout_ms: int = 0,
+    ) -> None:
         self.kind = kind
         self.setProperty("kind", kind)
         self.style().unpolish(self)
@@ -253,7 +265,11 @@ class ChatHeader(QFrame):
         self.export_button.setToolTip("Export this chat")
         self.export_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         menu = QMenu(self.export_button)
-        for label, fmt in (("Markdown…", "md"), ("Markdown with reasoning…", "md-reasoning"), ("JSON (complete)…", "json")):
+        for label, fmt in (
+            ("Markdown…", "md"),
+            ("Markdown with reasoning…", "md-reasoning"),
+            ("JSON (complete)…", "json"),
+        ):
             menu.addAction(label, lambda fmt=fmt: self.export_requested.emit(fmt))
         self.export_button.setMenu(menu)
         lay.addWidget(self.export_button)
@@ -263,7 +279,9 @@ class ChatHeader(QFrame):
         self.settings_button.clicked.connect(self.settings_requested)
         lay.addWidget(self.settings_button)
 
-    def set_state(self, title: str, settings: ConversationSettings | None, stored: bool, extra: Sequence[str] = ()) -> None:
+    def set_state(
+        self, title: str, settings: ConversationSettings | None, stored: bool, extra: Sequence[str] = ()
+    ) -> None:
         self.title.setText(title or DEFAULT_TITLE)
         self.title.setToolTip(title)
         badges: list[str] = list(extra)
@@ -369,8 +387,13 @@ class MainWindow(QMainWindow):
     model_loaded = Signal(object)
     turn_finished = Signal(object)
 
-    def __init__(self, engine_factory: Callable[[], EngineLike] | None = None, parent: QWidget | None = None,
-                 *, store: Store | None = None) -> None:
+    def __init__(
+        self,
+        engine_factory: Callable[[], EngineLike] | None = None,
+        parent: QWidget | None = None,
+        *,
+        store: Store | None = None,
+    ) -> None:
         super().__init__(parent)
         self._engine_factory = engine_factory or default_engine_factory
         self.engine: Any = None
@@ -395,8 +418,10 @@ class MainWindow(QMainWindow):
         self.tools_enabled = True
         # HF_HUB_OFFLINE: no downloads, and the browser tool is hidden. Read from the environment
         # here (download.is_offline would import huggingface_hub at start-up).
-        self.offline = any(os.environ.get(n, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-                           for n in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+        self.offline = any(
+            os.environ.get(n, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+            for n in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+        )
         self._tool_registry: Any = None
         self._tool_sessions: dict[int, Any] = {}
         self._tools_lock = threading.Lock()
@@ -573,10 +598,14 @@ class MainWindow(QMainWindow):
         find.triggered.connect(self.focus_search)
         c.addAction(find)
         rename = QAction("&Rename chat", self)
-        rename.triggered.connect(lambda: self.session.conversation_id and self.sidebar.start_rename(self.session.conversation_id))
+        rename.triggered.connect(
+            lambda: self.session.conversation_id and self.sidebar.start_rename(self.session.conversation_id)
+        )
         c.addAction(rename)
         delete = QAction("&Delete chat", self)
-        delete.triggered.connect(lambda: self.session.conversation_id and self.delete_conversation(self.session.conversation_id))
+        delete.triggered.connect(
+            lambda: self.session.conversation_id and self.delete_conversation(self.session.conversation_id)
+        )
         c.addAction(delete)
 
         t = self.menuBar().addMenu("&Tools")
@@ -605,7 +634,8 @@ class MainWindow(QMainWindow):
 
     def _about(self) -> None:
         QMessageBox.about(
-            self, "About Harmonica",
+            self,
+            "About Harmonica",
             f"<b>Harmonica {APP_VERSION}</b><br>Private, offline chat with OpenAI's open-weight gpt-oss models.",
         )
 
@@ -653,7 +683,9 @@ class MainWindow(QMainWindow):
         reg = self._tool_registry
         if self.tools_enabled and reg is not None and reg.is_enabled("browser") and reg.browser_available(self.offline):
             extra.append("web browsing on")  # the one tool that reaches the network: always said
-        self.header.set_state(self.session.title if cid else DEFAULT_TITLE, self.session.settings, cid is not None, extra)
+        self.header.set_state(
+            self.session.title if cid else DEFAULT_TITLE, self.session.settings, cid is not None, extra
+        )
 
     def _show_session(self) -> None:
         """Rebuild the chat from the store (after switching conversation or branch)."""
@@ -666,7 +698,9 @@ class MainWindow(QMainWindow):
     def show_error(self, text: str) -> None:
         self.banner.show_message(text, "error")
 
-    def show_notice(self, text: str, actions: Sequence[tuple[str, Callable[[], None]]] = (), timeout_ms: int = 0) -> None:
+    def show_notice(
+        self, text: str, actions: Sequence[tuple[str, Callable[[], None]]] = (), timeout_ms: int = 0
+    ) -> None:
         self.banner.show_message(text, "info", actions, timeout_ms)
 
     def _busy(self, what: str) -> bool:
@@ -677,7 +711,9 @@ class MainWindow(QMainWindow):
 
     # --- loading ---------------------------------------------------------------------------------
     def choose_model(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open a gpt-oss model", str(Path.home()), "GGUF models (*.gguf);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open a gpt-oss model", str(Path.home()), "GGUF models (*.gguf);;All files (*)"
+        )
         if path:
             self.open_model(path)
 
@@ -713,8 +749,15 @@ class MainWindow(QMainWindow):
         wanted = self.session.settings.context_size
         if settings is not None and wanted and wanted != settings.n_ctx:
             settings = dataclasses.replace(settings, n_ctx=wanted)
-        w = GeneratorWorker(load_model_job, self.engine, str(path), settings, scheduler=self.scheduler,
-                            profile=self.hardware_profile, wishes=self._wishes())
+        w = GeneratorWorker(
+            load_model_job,
+            self.engine,
+            str(path),
+            settings,
+            scheduler=self.scheduler,
+            profile=self.hardware_profile,
+            wishes=self._wishes(),
+        )
         w.yielded.connect(self._on_load_event)
         w.errored.connect(self._on_load_error)
         w.finished.connect(self._on_load_finished)
@@ -755,8 +798,9 @@ class MainWindow(QMainWindow):
             plan = self.plan if self.load_settings is None else None
             where = plan.summary().split(";")[0] if plan is not None else "your settings"
             backend = f"{plan.backend} · " if plan is not None else ""
-            self.status_model.setToolTip(f"{info.path}\n{backend}{where}" + (
-                "\n\n" + "\n".join(plan.reasons) if plan is not None else ""))
+            self.status_model.setToolTip(
+                f"{info.path}\n{backend}{where}" + ("\n\n" + "\n".join(plan.reasons) if plan is not None else "")
+            )
             if plan is not None:
                 self.status_model.setText(f"{info.name} · {plan.backend}")
             if self.lab is not None:
@@ -875,12 +919,22 @@ class MainWindow(QMainWindow):
         self.composer.set_effort(settings.reasoning_effort)
         self._refresh_view()
         n_ctx = getattr(self.engine, "n_ctx", 0)
-        if settings.context_size and n_ctx and settings.context_size != n_ctx and settings.context_size != old.context_size:
+        if (
+            settings.context_size
+            and n_ctx
+            and settings.context_size != n_ctx
+            and settings.context_size != old.context_size
+        ):
             path = getattr(getattr(self.engine, "info", None), "path", None)
-            actions = [("Reload model", lambda: self.open_model(path))] if path and not str(path).startswith("scripted:") else []
+            actions = (
+                [("Reload model", lambda: self.open_model(path))]
+                if path and not str(path).startswith("scripted:")
+                else []
+            )
             self.show_notice(
                 f"This chat asks for a {settings.context_size:,}-token context; the model is loaded with {n_ctx:,}. "
-                "Reload the model to use it.", actions,
+                "Reload the model to use it.",
+                actions,
             )
 
     # --- export / import -------------------------------------------------------------------------
@@ -914,7 +968,9 @@ class MainWindow(QMainWindow):
         return True
 
     def choose_export_all(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export all conversations", str(Path.home() / "harmonica-conversations.json"), "JSON (*.json)")
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export all conversations", str(Path.home() / "harmonica-conversations.json"), "JSON (*.json)"
+        )
         if path:
             from app.core import export
 
@@ -926,7 +982,9 @@ class MainWindow(QMainWindow):
             self.show_notice(f"Exported {self.store.count_conversations()} conversations to {path}.", timeout_ms=8000)
 
     def choose_import(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Import conversations", str(Path.home()), "Harmonica export (*.json);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Import conversations", str(Path.home()), "Harmonica export (*.json);;All files (*)"
+        )
         if path:
             self.import_conversations(path)
 
@@ -1035,9 +1093,15 @@ class MainWindow(QMainWindow):
         self.status_speed.setText("Generating…")
         cid = self.session.ensure()
         w = GeneratorWorker(
-            answer_job, self.session, self.scheduler.client("chat"),
+            answer_job,
+            self.session,
+            self.scheduler.client("chat"),
             (lambda: self.tool_session(cid)) if self.tools_enabled else None,
-            parent_id=parent_id, resume_id=resume_id, effort=effort, sampling=self.sampling, date=self.date,
+            parent_id=parent_id,
+            resume_id=resume_id,
+            effort=effort,
+            sampling=self.sampling,
+            date=self.date,
             grammar=self.grammar,
         )
         w.yielded.connect(self._on_turn_event)
@@ -1058,7 +1122,9 @@ class MainWindow(QMainWindow):
             return
         if isinstance(ev, TurnStarted) and self._live is not None and self._live.message is not None:
             # The next generation of a tool loop: it continues the same answer below the tool cards.
-            self._live = self.chat.start_assistant(model=self._model_name(), effort=self._live.effort, continuation=True)
+            self._live = self.chat.start_assistant(
+                model=self._model_name(), effort=self._live.effort, continuation=True
+            )
             self._live_saved = False
         w = self._live
         if self._on_tool_event(ev):
@@ -1066,7 +1132,8 @@ class MainWindow(QMainWindow):
         if isinstance(ev, ContextTrimmed):
             self.show_notice(
                 f"{ev.dropped} of the oldest messages were left out of the prompt so this chat fits the "
-                "model's context window.", timeout_ms=10000,
+                "model's context window.",
+                timeout_ms=10000,
             )
             return
         if w is None:
@@ -1161,8 +1228,9 @@ class MainWindow(QMainWindow):
     def enable_trimming(self) -> None:
         s = dataclasses.replace(self.session.settings, trim_oldest=True)
         self.apply_settings(s)
-        self.show_notice("From now on the oldest turns of this chat are left out of the prompt when it is too long.",
-                         timeout_ms=8000)
+        self.show_notice(
+            "From now on the oldest turns of this chat are left out of the prompt when it is too long.", timeout_ms=8000
+        )
 
     def _on_turn_error(self, exc: BaseException) -> None:
         live_msg = self._live_message
@@ -1208,7 +1276,13 @@ class MainWindow(QMainWindow):
         from app.core import export
 
         row = self.store.get_message(row_id)
-        text = export.markdown_to_text(row.content) if plain and row.role == "assistant" else export.message_markdown(row) if row.role == "assistant" else row.content
+        text = (
+            export.markdown_to_text(row.content)
+            if plain and row.role == "assistant"
+            else export.message_markdown(row)
+            if row.role == "assistant"
+            else row.content
+        )
         QGuiApplication.clipboard().setText(text)
         self.statusBar().showMessage("Copied.", 2000)
         return text
@@ -1316,11 +1390,15 @@ class MainWindow(QMainWindow):
             except Exception:  # noqa: BLE001 - the panel shows "no model chosen"
                 info = None
         if self._hardware_dialog is None:
-            panel = HardwarePanel(self.hardware_profile, info, wishes=self._wishes(), load_label="Reload with these settings")
+            panel = HardwarePanel(
+                self.hardware_profile, info, wishes=self._wishes(), load_label="Reload with these settings"
+            )
             panel.load_requested.connect(self._load_with)
             panel.profile_ready.connect(lambda p: setattr(self, "_profile", p))
             self.hardware_panel = panel
-            self._hardware_dialog = self._panel_dialog(panel, "Hardware and load settings", "HardwareDialog", (860, 760))
+            self._hardware_dialog = self._panel_dialog(
+                panel, "Hardware and load settings", "HardwareDialog", (860, 760)
+            )
         else:
             self.hardware_panel.set_model(info)
         self._hardware_dialog.show()
@@ -1332,10 +1410,22 @@ class MainWindow(QMainWindow):
         panel = self.hardware_panel
         wishes = panel.wishes() if panel is not None else None
         if wishes is not None:
-            self.store.set_setting("load_wishes", {k: v for k, v in dataclasses.asdict(wishes).items() if v is not None})
+            self.store.set_setting(
+                "load_wishes", {k: v for k, v in dataclasses.asdict(wishes).items() if v is not None}
+            )
         overridden = wishes is not None and any(
-            getattr(wishes, f) is not None for f in ("n_gpu_layers", "n_cpu_moe", "flash_attn", "kv_type", "n_threads",
-                                                      "use_mmap", "use_mlock", "backend"))
+            getattr(wishes, f) is not None
+            for f in (
+                "n_gpu_layers",
+                "n_cpu_moe",
+                "flash_attn",
+                "kv_type",
+                "n_threads",
+                "use_mmap",
+                "use_mlock",
+                "backend",
+            )
+        )
         self.load_settings = settings if overridden else None
         path = self._current_model_path()
         if self._hardware_dialog is not None:
@@ -1392,7 +1482,9 @@ class MainWindow(QMainWindow):
             from app.ui.compare import CompareWindow
 
             self.lab = CompareWindow(
-                lambda: self.scheduler.client("lab") if getattr(self.scheduler.engine, "info", None) is not None else None
+                lambda: (
+                    self.scheduler.client("lab") if getattr(self.scheduler.engine, "info", None) is not None else None
+                )
             )
         self.lab.refresh_model()
         self.lab.show()
@@ -1418,7 +1510,9 @@ class MainWindow(QMainWindow):
             if ts is None:
                 from app.core.tools.registry import ToolSession
 
-                ts = self._tool_sessions[conversation_id] = ToolSession(registry, str(conversation_id), offline=self.offline)
+                ts = self._tool_sessions[conversation_id] = ToolSession(
+                    registry, str(conversation_id), offline=self.offline
+                )
             return ts
 
     def restart_kernel(self, conversation_id: int) -> None:
@@ -1463,7 +1557,8 @@ class MainWindow(QMainWindow):
             saved = self._server_settings()
             try:
                 settings = ServerSettings(
-                    port=int(saved.get("port", ServerSettings.port)), api_key=str(saved.get("api_key", "")),
+                    port=int(saved.get("port", ServerSettings.port)),
+                    api_key=str(saved.get("api_key", "")),
                     allow_network=bool(saved.get("allow_network", False)),
                 )
             except (TypeError, ValueError):
@@ -1508,8 +1603,12 @@ class MainWindow(QMainWindow):
         self._error_dialog_open = True
         try:
             text = tb_text or getattr(exc, "__traceback_text__", None) or "".join(traceback.format_exception(exc))
-            box = QMessageBox(QMessageBox.Icon.Critical, "Something went wrong",
-                              f"Harmonica hit an unexpected error and recovered:\n\n{type(exc).__name__}: {exc}", parent=self)
+            box = QMessageBox(
+                QMessageBox.Icon.Critical,
+                "Something went wrong",
+                f"Harmonica hit an unexpected error and recovered:\n\n{type(exc).__name__}: {exc}",
+                parent=self,
+            )
             box.setDetailedText(text)
             box.exec()
         finally:

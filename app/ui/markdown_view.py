@@ -19,7 +19,6 @@ from PySide6.QtWidgets import QFrame, QSizePolicy, QTextBrowser, QToolTip, QWidg
 
 from app.core.markdown import SAFE_LINK_SCHEMES, IncrementalMarkdown, Theme, shared_renderer
 
-
 _ref_doc: QTextDocument | None = None
 _first_formats: dict[str, QTextBlockFormat] = {}
 

@@ -53,11 +53,11 @@ class _Hoverable:
 
     actions: MessageActions
 
-    def enterEvent(self, e: object) -> None:  # noqa: N802 - Qt naming
+    def enterEvent(self, e: object) -> None:
         self.actions.set_hovered(True)
         super().enterEvent(e)  # type: ignore[misc]
 
-    def leaveEvent(self, e: object) -> None:  # noqa: N802
+    def leaveEvent(self, e: object) -> None:
         self.actions.set_hovered(False)
         super().leaveEvent(e)  # type: ignore[misc]
 
@@ -111,7 +111,13 @@ class UserMessageWidget(_Hoverable, QWidget):
         self.actions = MessageActions(("copy", "edit", "delete"), align_right=True)
         self.actions.triggered.connect(self._on_action)
         outer.addWidget(self.actions)
-        self._natural = max((self.label.fontMetrics().horizontalAdvance(line) for line in message.content.splitlines() or [""]), default=0) + 4
+        self._natural = (
+            max(
+                (self.label.fontMetrics().horizontalAdvance(line) for line in message.content.splitlines() or [""]),
+                default=0,
+            )
+            + 4
+        )
 
     @property
     def editing(self) -> bool:
@@ -154,7 +160,9 @@ class UserMessageWidget(_Hoverable, QWidget):
 
 def tool_run_from_call(call: ToolCallRecord, index: int = 0) -> ToolRun:
     """A card's data for a call known only from the message (no stored result yet, or an old chat)."""
-    kind = "python" if call.recipient == "python" else "browser" if call.recipient.startswith("browser.") else "function"
+    kind = (
+        "python" if call.recipient == "python" else "browser" if call.recipient.startswith("browser.") else "function"
+    )
     return ToolRun(call.recipient, call.arguments, kind=kind, status="called", id=f"call:{index}:{call.recipient}")
 
 
@@ -176,8 +184,9 @@ class AssistantMessageWidget(_Hoverable, QFrame):
     reasoning_toggled = Signal(bool)
     action = Signal(str)  # MessageActions names
 
-    def __init__(self, *, model: str | None, effort: str | None, parent: QWidget | None = None,
-                 continuation: bool = False) -> None:
+    def __init__(
+        self, *, model: str | None, effort: str | None, parent: QWidget | None = None, continuation: bool = False
+    ) -> None:
         super().__init__(parent, objectName="AssistantMessage")
         self.row_id: int | None = None
         self.effort = effort
@@ -344,8 +353,16 @@ class AssistantMessageWidget(_Hoverable, QFrame):
         self.flush()
         card = self.tool_card(run.id)
         if card is None:  # the bare card of the same call, shown before the loop said more
-            card = next((c for c in self.tool_cards if c.run.status == "called" and c.run.recipient == run.recipient
-                         and c.run.arguments == run.arguments), None)
+            card = next(
+                (
+                    c
+                    for c in self.tool_cards
+                    if c.run.status == "called"
+                    and c.run.recipient == run.recipient
+                    and c.run.arguments == run.arguments
+                ),
+                None,
+            )
         if card is not None:
             card.update_run(run)
             if run.status in ("waiting", "running"):
@@ -437,8 +454,14 @@ class AssistantMessageWidget(_Hoverable, QFrame):
         return link_citations(text, self._cite_urls)
 
     @classmethod
-    def from_message(cls, message: Message, parent: QWidget | None = None, *, continuation: bool = False,
-                     citation_urls: dict[int, str] | None = None) -> AssistantMessageWidget:
+    def from_message(
+        cls,
+        message: Message,
+        parent: QWidget | None = None,
+        *,
+        continuation: bool = False,
+        citation_urls: dict[int, str] | None = None,
+    ) -> AssistantMessageWidget:
         """A finished message from history (reasoning collapsed)."""
         w = cls(model=message.model, effort=message.effort, parent=parent, continuation=continuation)
         w._cite_urls = dict(citation_urls or {})

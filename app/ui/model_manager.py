@@ -51,13 +51,15 @@ _SOURCE_NAMES = {
 
 # -- background jobs (GeneratorWorker runs them off the UI thread) --------------------------------
 
+
 def discover_job(library: ModelLibrary, *, cancel: threading.Event) -> Iterator[Discovery]:
     """Scan the registry, the HF cache and LM Studio / llama.cpp folders (local disk only)."""
     yield library.discover()
 
 
-def import_job(library: ModelLibrary, paths: Sequence[str | Path], *,
-               cancel: threading.Event) -> Iterator[LocalModel | RefusedFile]:
+def import_job(
+    library: ModelLibrary, paths: Sequence[str | Path], *, cancel: threading.Event
+) -> Iterator[LocalModel | RefusedFile]:
     """Validate and register each file; a refused one comes back with its reason."""
     for path in paths:
         if cancel.is_set():
@@ -79,25 +81,32 @@ def detect_job(*, cancel: threading.Event) -> Iterator[HardwareProfile]:
 
 # -- questions --------------------------------------------------------------------------------------
 
+
 def ask_remove(parent: QWidget | None, model: LocalModel) -> bool | None:
     """Confirm removal: None = keep it, False = forget it (file stays), True = also delete the file.
 
     Deleting is offered only for files Harmonica downloaded: other files belong to the user or
     to another tool (LM Studio, llama.cpp, a shared Hugging Face cache)."""
-    box = QMessageBox(QMessageBox.Icon.Question, f"Remove {model.display_name}?", f"Remove {model.display_name}?",
-                      parent=parent)
+    box = QMessageBox(
+        QMessageBox.Icon.Question, f"Remove {model.display_name}?", f"Remove {model.display_name}?", parent=parent
+    )
     box.setObjectName("RemoveModelBox")
     check: QCheckBox | None = None
     if model.downloaded_by_app:
         box.setInformativeText("Harmonica will stop listing it.")
-        check = QCheckBox(f"Also delete the downloaded file{'s' if len(model.parts) > 1 else ''} "
-                          f"(frees {human_bytes(model.size_bytes)})")
+        check = QCheckBox(
+            f"Also delete the downloaded file{'s' if len(model.parts) > 1 else ''} "
+            f"(frees {human_bytes(model.size_bytes)})"
+        )
         check.setChecked(True)
         box.setCheckBox(check)
     else:
-        who = {Source.IMPORTED: "you imported it", Source.LMSTUDIO: "it belongs to LM Studio",
-               Source.LLAMA_CPP: "it belongs to llama.cpp",
-               Source.HUGGINGFACE: "another program downloaded it"}[model.source]
+        who = {
+            Source.IMPORTED: "you imported it",
+            Source.LMSTUDIO: "it belongs to LM Studio",
+            Source.LLAMA_CPP: "it belongs to llama.cpp",
+            Source.HUGGINGFACE: "another program downloaded it",
+        }[model.source]
         box.setInformativeText(f"Harmonica will stop listing it. The file stays where it is ({who}):\n{model.path}")
     remove = box.addButton("Remove", QMessageBox.ButtonRole.DestructiveRole)
     keep = box.addButton("Keep", QMessageBox.ButtonRole.RejectRole)
@@ -110,6 +119,7 @@ def ask_remove(parent: QWidget | None, model: LocalModel) -> bool | None:
 
 
 # -- pieces -------------------------------------------------------------------------------------------
+
 
 class Notice(QFrame):
     """An inline message at the top of the dialog (errors, refusals, offline mode)."""
@@ -181,8 +191,12 @@ class CatalogCard(QFrame):
         lay.addWidget(self.description)
         parts = f" in {len(entry.files)} parts" if entry.is_split else ""
         approx = "about " if entry.size_is_approximate else ""
-        self.facts = _label(f"{approx}{human_bytes(entry.size_bytes)} download{parts} · {entry.quant} · needs about "
-                            f"{human_bytes(entry.memory_bytes)} of memory", "ModelCardFacts", wrap=True)
+        self.facts = _label(
+            f"{approx}{human_bytes(entry.size_bytes)} download{parts} · {entry.quant} · needs about "
+            f"{human_bytes(entry.memory_bytes)} of memory",
+            "ModelCardFacts",
+            wrap=True,
+        )
         lay.addWidget(self.facts)
         self.fit = _label("Checking this computer…", "FitLine", wrap=True)
         lay.addWidget(self.fit)
@@ -259,8 +273,9 @@ class LocalModelRow(QFrame):
         super().resizeEvent(e)
         # Long paths are elided in the middle so the file name stays visible.
         metrics = self.path.fontMetrics()
-        self.path.setText(metrics.elidedText(str(self.model.path), Qt.TextElideMode.ElideMiddle,
-                                             max(50, self.path.width())))
+        self.path.setText(
+            metrics.elidedText(str(self.model.path), Qt.TextElideMode.ElideMiddle, max(50, self.path.width()))
+        )
 
 
 class RefusedList(QWidget):
@@ -322,6 +337,7 @@ class DropOverlay(QLabel):
 
 # -- the dialog -------------------------------------------------------------------------------------
 
+
 class ModelManagerDialog(QDialog):
     """Download gpt-oss, see and manage the model files on this computer, choose one.
 
@@ -334,9 +350,15 @@ class ModelManagerDialog(QDialog):
     model_chosen = Signal(str)
     models_changed = Signal()  # discovery finished with a new list (after import, remove, download)
 
-    def __init__(self, controller: DownloadController | None = None, library: ModelLibrary | None = None,
-                 hardware: HardwareProfile | None = None, parent: QWidget | None = None, *,
-                 current_model: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        controller: DownloadController | None = None,
+        library: ModelLibrary | None = None,
+        hardware: HardwareProfile | None = None,
+        parent: QWidget | None = None,
+        *,
+        current_model: str | Path | None = None,
+    ) -> None:
         super().__init__(parent)
         self._owns_controller = controller is None
         self.library = library if library is not None else (controller.library if controller else ModelLibrary())
@@ -362,8 +384,14 @@ class ModelManagerDialog(QDialog):
         lay.setSpacing(10)
 
         lay.addWidget(_label("Models", "DialogTitle"))
-        lay.addWidget(_label("Download gpt-oss from Hugging Face, or use a GGUF file you already have. "
-                             "Everything runs on this computer.", "DialogSubtitle", wrap=True))
+        lay.addWidget(
+            _label(
+                "Download gpt-oss from Hugging Face, or use a GGUF file you already have. "
+                "Everything runs on this computer.",
+                "DialogSubtitle",
+                wrap=True,
+            )
+        )
         self.offline_notice = Notice(closable=False)
         lay.addWidget(self.offline_notice)
         self.notice = Notice()
@@ -401,8 +429,15 @@ class ModelManagerDialog(QDialog):
         footer = QFrame(objectName="DialogFooter")
         fl = QHBoxLayout(footer)
         fl.setContentsMargins(28, 10, 20, 12)
-        fl.addWidget(_label("Drop .gguf files on this window to import them. Models from the Hugging Face cache, "
-                            "LM Studio and llama.cpp are found by themselves.", "FooterHint", wrap=True), 1)
+        fl.addWidget(
+            _label(
+                "Drop .gguf files on this window to import them. Models from the Hugging Face cache, "
+                "LM Studio and llama.cpp are found by themselves.",
+                "FooterHint",
+                wrap=True,
+            ),
+            1,
+        )
         self.close_button = QPushButton("Close", objectName="SecondaryButton")
         self.close_button.clicked.connect(self.close)
         fl.addWidget(self.close_button)
@@ -459,7 +494,9 @@ class ModelManagerDialog(QDialog):
                 refused.append(item)
 
         def on_done() -> None:
-            self.session_refused = [r for r in self.session_refused if r.path not in {x.path for x in refused}] + refused
+            self.session_refused = [
+                r for r in self.session_refused if r.path not in {x.path for x in refused}
+            ] + refused
             if refused:
                 reasons = "\n".join(r.reason for r in refused)
                 head = "Not imported: " if len(refused) == 1 else f"{len(refused)} files not imported:\n"
@@ -472,13 +509,15 @@ class ModelManagerDialog(QDialog):
         self._run(GeneratorWorker(import_job, self.library, [str(p) for p in paths]), on_item, on_done)
 
     def choose_files(self) -> None:
-        paths, _ = QFileDialog.getOpenFileNames(self, "Import gpt-oss models", str(Path.home()),
-                                                "GGUF models (*.gguf);;All files (*)")
+        paths, _ = QFileDialog.getOpenFileNames(
+            self, "Import gpt-oss models", str(Path.home()), "GGUF models (*.gguf);;All files (*)"
+        )
         self.import_files(paths)
 
     # -- internals -----------------------------------------------------------------------------
-    def _run(self, worker: GeneratorWorker, on_item: Callable[[object], None],
-             on_done: Callable[[], None] | None = None) -> None:
+    def _run(
+        self, worker: GeneratorWorker, on_item: Callable[[object], None], on_done: Callable[[], None] | None = None
+    ) -> None:
         self._workers.append(worker)
         worker.yielded.connect(on_item)
         worker.errored.connect(self._work_failed)
@@ -510,9 +549,12 @@ class ModelManagerDialog(QDialog):
 
     def _update_offline(self) -> None:
         if self.controller.offline:
-            self.offline_notice.show_message("Downloads are off: HF_HUB_OFFLINE is set, so Harmonica does not contact "
-                                             "Hugging Face. Import a file you already have, or unset HF_HUB_OFFLINE "
-                                             "and restart Harmonica to download.", "info")
+            self.offline_notice.show_message(
+                "Downloads are off: HF_HUB_OFFLINE is set, so Harmonica does not contact "
+                "Hugging Face. Import a file you already have, or unset HF_HUB_OFFLINE "
+                "and restart Harmonica to download.",
+                "info",
+            )
         else:
             self.offline_notice.hide()
 
@@ -533,15 +575,25 @@ class ModelManagerDialog(QDialog):
         if discovery.models:
             self.local_hint.hide()
         else:
-            self.local_hint.setText("No gpt-oss models on this computer yet. Download one above, or import a .gguf "
-                                    "file (Import GGUF…, or drop it here).")
+            self.local_hint.setText(
+                "No gpt-oss models on this computer yet. Download one above, or import a .gguf "
+                "file (Import GGUF…, or drop it here)."
+            )
             self.local_hint.show()
         known = {r.path for r in discovery.refused}
         self.refused_list.set_files(list(discovery.refused) + [r for r in self.session_refused if r.path not in known])
         for card in self.cards.values():
             entry = card.entry
-            match = next((m for m in discovery.models if m.source == Source.HUGGINGFACE and m.repo_id == entry.repo_id
-                          and m.path.name == entry.primary_file), None)
+            match = next(
+                (
+                    m
+                    for m in discovery.models
+                    if m.source == Source.HUGGINGFACE
+                    and m.repo_id == entry.repo_id
+                    and m.path.name == entry.primary_file
+                ),
+                None,
+            )
             request = entry.download_request()
             if match is None and self.controller.status(request).state in (State.DONE, State.VERIFIED):
                 if self._rediscover:

@@ -378,9 +378,13 @@ class ServerPanel(QWidget):
 
     def _on_record(self, rec: RequestRecord) -> None:
         when = time.strftime("%H:%M:%S", time.localtime(rec.time))
-        tokens = f"{rec.prompt_tokens:,} / {rec.completion_tokens:,}" if rec.prompt_tokens or rec.completion_tokens else ""
+        tokens = (
+            f"{rec.prompt_tokens:,} / {rec.completion_tokens:,}" if rec.prompt_tokens or rec.completion_tokens else ""
+        )
         request = f"{rec.method} {rec.path}" + (" (stream)" if rec.stream else "")
-        item = QTreeWidgetItem([when, request, str(rec.status), tokens, f"{rec.duration_s:.2f} s", rec.client, rec.note])
+        item = QTreeWidgetItem(
+            [when, request, str(rec.status), tokens, f"{rec.duration_s:.2f} s", rec.client, rec.note]
+        )
         item.setToolTip(6, rec.note)
         if rec.status >= 400:
             colour = QColor("#c93c37" if rec.status >= 500 or rec.status in (401, 403) else style.current().warning)
@@ -397,7 +401,9 @@ class ServerPanel(QWidget):
         self.toggle.blockSignals(True)
         self.toggle.setChecked(state in ("running", "starting"))
         self.toggle.blockSignals(False)
-        self.toggle.setText({"running": "Stop server", "starting": "Starting…", "stopping": "Stopping…"}.get(state, "Start server"))
+        self.toggle.setText(
+            {"running": "Stop server", "starting": "Starting…", "stopping": "Stopping…"}.get(state, "Start server")
+        )
         self.toggle.setEnabled(not busy)
         # Port and exposure apply when the server starts; the key applies at once.
         editable = state in ("stopped", "error")
@@ -428,7 +434,11 @@ class ServerPanel(QWidget):
                 "⚠ Any device on your network that can reach this computer will be able to use the model "
                 "(and see its answers), including on shared or public Wi-Fi."
             )
-            warn += " Anyone who knows the API key can send requests." if s.api_key else " Set an API key so that only your own tools can connect."
+            warn += (
+                " Anyone who knows the API key can send requests."
+                if s.api_key
+                else " Set an API key so that only your own tools can connect."
+            )
             self.warning.setText(warn)
         model = "gpt-oss-20b"
         if server is not None and server.model_id():
@@ -436,5 +446,4 @@ class ServerPanel(QWidget):
         self.code.setPlainText(example_code(self.base_url, s.api_key, model))
 
 
-
-__all__ = ["ServerPanel", "STATES"]
+__all__ = ["STATES", "ServerPanel"]

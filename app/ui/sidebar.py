@@ -75,13 +75,15 @@ class _HitDelegate(QStyledItemDelegate):
             doc = QTextDocument()
             doc.setDefaultFont(font)
             doc.setDocumentMargin(0)
-            doc.setDefaultStyleSheet(f"body {{ color: {style.current().muted}; }} b {{ color: {style.current().text}; }}")
+            doc.setDefaultStyleSheet(
+                f"body {{ color: {style.current().muted}; }} b {{ color: {style.current().text}; }}"
+            )
             doc.setHtml(f"<body>{html_text}</body>")
             doc.setTextWidth(width)
             self._docs[key] = doc
         return doc
 
-    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:  # noqa: N802
+    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:
         width = max(60, option.rect.width() or self.parent().viewport().width()) - 2 * _PAD  # type: ignore[union-attr]
         fm = QFontMetrics(option.font)
         doc = self._doc(str(index.data(_SNIPPET)), width, option.font)
@@ -93,7 +95,8 @@ class _HitDelegate(QStyledItemDelegate):
         opt.text = ""
         widget = opt.widget
         (widget.style() if widget else QApplication.style()).drawControl(
-            QStyle.ControlElement.CE_ItemViewItem, opt, painter, widget)
+            QStyle.ControlElement.CE_ItemViewItem, opt, painter, widget
+        )
         r = option.rect.adjusted(_PAD, _PAD, -_PAD, -_PAD)
         painter.save()
         fm = QFontMetrics(option.font)
@@ -103,7 +106,9 @@ class _HitDelegate(QStyledItemDelegate):
         bold.setBold(True)
         painter.setFont(bold)
         painter.setPen(style.qcolor("text"))
-        title = QFontMetrics(bold).elidedText(str(index.data(_TITLE)), Qt.TextElideMode.ElideRight, r.width() - where_w - 8)
+        title = QFontMetrics(bold).elidedText(
+            str(index.data(_TITLE)), Qt.TextElideMode.ElideRight, r.width() - where_w - 8
+        )
         painter.drawText(r.x(), r.y() + fm.ascent(), title)
         painter.setFont(option.font)
         painter.setPen(style.qcolor("muted"))
@@ -257,7 +262,9 @@ class Sidebar(QFrame):
         return None
 
     def conversation_ids(self) -> list[int]:
-        return [self.list.item(i).data(_CID) for i in range(self.list.count()) if self.list.item(i).data(_CID) is not None]
+        return [
+            self.list.item(i).data(_CID) for i in range(self.list.count()) if self.list.item(i).data(_CID) is not None
+        ]
 
     def set_current(self, conversation_id: int | None) -> None:
         self._current = conversation_id
@@ -354,5 +361,3 @@ class Sidebar(QFrame):
     def hit_html(self, index: int) -> str:
         """The snippet of hit `index` as shown (matches in <b>)."""
         return str(self.results.item(index).data(_SNIPPET))
-
-

@@ -68,7 +68,7 @@ def highlight_html(code: str, language: str) -> str:
     else:
         formatter = HtmlFormatter(noclasses=True, nowrap=True, style=_pygments_style(theme.pygments_style))
         body = highlight(code, lexer, formatter).rstrip("\n")
-    return (f'<pre style="font-family:{MONO}; margin:0; white-space:pre-wrap; color:{theme.text};">{body}</pre>')
+    return f'<pre style="font-family:{MONO}; margin:0; white-space:pre-wrap; color:{theme.text};">{body}</pre>'
 
 
 def _default_pick_file(parent: QWidget, purpose: str, suggested: str | None) -> str | None:
@@ -150,7 +150,9 @@ class ToolCard(QFrame):
         foot = QHBoxLayout()
         foot.addStretch(1)
         self.restart_button = QPushButton("Restart kernel", objectName="SecondaryButton")
-        self.restart_button.setToolTip("Start a fresh Python session: variables are lost, files in the scratch folder stay")
+        self.restart_button.setToolTip(
+            "Start a fresh Python session: variables are lost, files in the scratch folder stay"
+        )
         self.restart_button.clicked.connect(self.restart_requested)
         foot.addWidget(self.restart_button)
         body.addLayout(foot)
@@ -185,7 +187,7 @@ class ToolCard(QFrame):
         self._expanded = False
         self.update_run(run)
         # Live calls open while they need attention; finished ones (and stored ones) start folded.
-        self.set_expanded(run.status in ("waiting", "running") or run.kind == "python" and run.status == "error")
+        self.set_expanded(run.status in ("waiting", "running") or (run.kind == "python" and run.status == "error"))
 
     # --- state ---------------------------------------------------------------------------------
     @classmethod
@@ -357,4 +359,4 @@ class ToolCard(QFrame):
         self._request = None
 
 
-__all__ = ["ToolCard", "format_duration", "highlight_html", "STATUS_TEXT"]
+__all__ = ["STATUS_TEXT", "ToolCard", "format_duration", "highlight_html"]

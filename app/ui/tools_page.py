@@ -175,8 +175,9 @@ class ToolsPage(QWidget):
 
     settings_changed = Signal()
 
-    def __init__(self, registry: ToolRegistry, parent: QWidget | None = None, *, offline: bool = False,
-                 probe: bool = True) -> None:
+    def __init__(
+        self, registry: ToolRegistry, parent: QWidget | None = None, *, offline: bool = False, probe: bool = True
+    ) -> None:
         super().__init__(parent, objectName="ToolsPage")
         self.registry = registry
         self.offline = offline
@@ -205,7 +206,8 @@ class ToolsPage(QWidget):
         hint = QLabel(
             "Drop a .py file with typed, documented functions into the tools folder: each public function "
             "becomes a tool the model can call (its docstring and type hints tell the model how).",
-            objectName="ToolsHint")
+            objectName="ToolsHint",
+        )
         hint.setWordWrap(True)
         self._lay.addWidget(hint)
         self.functions_box = QVBoxLayout()
@@ -235,7 +237,9 @@ class ToolsPage(QWidget):
         # Browser
         self._lay.addSpacing(8)
         self._lay.addWidget(QLabel("Browser", objectName="ToolsSectionTitle"))
-        self.browser_offline_note = QLabel("Hidden in offline mode: the browser needs the internet.", objectName="ToolsHint")
+        self.browser_offline_note = QLabel(
+            "Hidden in offline mode: the browser needs the internet.", objectName="ToolsHint"
+        )
         self._lay.addWidget(self.browser_offline_note)
         self.browser_panel = QWidget()
         bp = QVBoxLayout(self.browser_panel)
@@ -283,7 +287,9 @@ class ToolsPage(QWidget):
             row.enabled_changed.connect(self._enabled_changed)
             row.approval_changed.connect(self._approval_changed)
             self.rows[info.name] = row
-            target = {ToolKind.PYTHON: self.python_box, ToolKind.BROWSER: self.browser_box}.get(info.kind, self.functions_box)
+            target = {ToolKind.PYTHON: self.python_box, ToolKind.BROWSER: self.browser_box}.get(
+                info.kind, self.functions_box
+            )
             target.addWidget(row)
         self.error_labels = []
         for err in reg.errors:
@@ -312,7 +318,9 @@ class ToolsPage(QWidget):
 
     def probe_sandbox(self) -> None:
         st = self.registry.settings
-        limits = SandboxLimits(timeout_s=st.python_timeout_s, cpu_s=st.python_cpu_s, memory_bytes=st.python_memory_mb * 1024**2)
+        limits = SandboxLimits(
+            timeout_s=st.python_timeout_s, cpu_s=st.python_cpu_s, memory_bytes=st.python_memory_mb * 1024**2
+        )
 
         def job(cancel: Any) -> Any:
             yield probe_sandbox(limits)

@@ -28,7 +28,9 @@ class GeneratorWorker(QRunnable):
     pulling from the generator and closes it.
     """
 
-    def __init__(self, func: Callable[..., Iterator[Any] | Generator[Any, None, Any]], *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, func: Callable[..., Iterator[Any] | Generator[Any, None, Any]], *args: Any, **kwargs: Any
+    ) -> None:
         super().__init__()
         self.setAutoDelete(False)  # the owner keeps a reference until `finished`
         self.signals = WorkerSignals()
@@ -82,7 +84,7 @@ class GeneratorWorker(QRunnable):
                 # After quit() the generator keeps being drained: it winds down by itself (the
                 # engine stops within a token) and its last events, e.g. the saved message, matter.
                 self._emit(self.signals.yielded, value)
-        except BaseException as exc:  # report everything; an escaped exception would kill the thread silently
+        except BaseException as exc:  # noqa: BLE001 -- report everything; an escaped exception would kill the thread silently
             exc.__traceback_text__ = traceback.format_exc()  # type: ignore[attr-defined]
             self._emit(self.signals.errored, exc)
         finally:

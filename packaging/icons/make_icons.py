@@ -58,10 +58,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     for s in PNG_SIZES:
         images[s].save(args.out / f"harmonica-{s}.png", optimize=True)
     largest = images[max(ICO_SIZES)]
-    largest.save(args.out / "harmonica.ico", format="ICO", sizes=[(s, s) for s in ICO_SIZES],
-                 append_images=[images[s] for s in ICO_SIZES if s != max(ICO_SIZES)])
-    images[max(ICNS_SIZES)].save(args.out / "harmonica.icns", format="ICNS",
-                                 append_images=[images[s] for s in ICNS_SIZES if s != max(ICNS_SIZES)])
+    largest.save(
+        args.out / "harmonica.ico",
+        format="ICO",
+        sizes=[(s, s) for s in ICO_SIZES],
+        append_images=[images[s] for s in ICO_SIZES if s != max(ICO_SIZES)],
+    )
+    images[max(ICNS_SIZES)].save(
+        args.out / "harmonica.icns",
+        format="ICNS",
+        append_images=[images[s] for s in ICNS_SIZES if s != max(ICNS_SIZES)],
+    )
     for f in sorted(args.out.iterdir()):
         print(f"{f.relative_to(ROOT)}  {f.stat().st_size:,} bytes")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import threading
 import time
@@ -33,8 +34,9 @@ def hub() -> Iterator[FakeHub]:
 
 
 def make_manager(hub: FakeHub, **overrides: object) -> DownloadManager:
-    settings: dict[str, object] = dict(endpoint=hub.url, read_timeout=0.5, connect_timeout=2.0, backoff_base=0.01,
-                                       backoff_max=0.05, max_retries=3)
+    settings: dict[str, object] = dict(
+        endpoint=hub.url, read_timeout=0.5, connect_timeout=2.0, backoff_base=0.01, backoff_max=0.05, max_retries=3
+    )
     settings.update(overrides)
     return DownloadManager(**settings)  # type: ignore[arg-type]
 
@@ -130,7 +132,8 @@ def test_stall_is_detected_and_retried(hub: FakeHub) -> None:
     result = make_manager(hub, read_timeout=0.3).job(DownloadRequest(REPO, (FILE,))).run(events.append)
     assert time.monotonic() - started < 5, "a stall must end at the read timeout, not the server's whim"
     assert [e.message.split(";")[0] for e in events if e.phase == Phase.RETRYING] == [
-        "The server stopped sending data for 0.3 s"]
+        "The server stopped sending data for 0.3 s"
+    ]
     assert result.path is not None and result.path.read_bytes() == data
     assert gets(hub) == [None, "bytes=100000-"]
 
@@ -258,7 +261,7 @@ def test_progress_is_throttled_to_ten_per_second(hub: FakeHub) -> None:
     make_manager(hub).job(DownloadRequest(REPO, (FILE,))).run(lambda e: events.append((time.monotonic(), e)))
     downloading = [(t, e) for t, e in events if e.phase == Phase.DOWNLOADING]
     assert len(downloading) >= 5
-    gaps = [b[0] - a[0] for a, b in zip(downloading[1:], downloading[2:])]  # the first follows a phase change
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(downloading)]  # the first follows a phase change
     assert min(gaps) >= 0.099
     duration = events[-1][0] - events[0][0]
     assert len(events) <= duration * 10 + 5  # + the forced phase-change events
@@ -400,6 +403,7 @@ def test_creating_a_manager_touches_no_network(monkeypatch: pytest.MonkeyPatch) 
 # -- Xet glue (the real Xet protocol needs the Hub; hf_hub_download is replaced by a fake that
 #    behaves like it: progress through tqdm_class, file placed in the cache, path returned) ------
 
+
 @pytest.fixture
 def xet_hub(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> FakeHub:
     from huggingface_hub import constants
@@ -411,14 +415,16 @@ def xet_hub(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> FakeHub:
     return hub
 
 
-def fake_hf_hub_download(monkeypatch: pytest.MonkeyPatch, etag: str, content: bytes, calls: list[dict[str, object]],
-                         delay: float = 0.0) -> None:
+def fake_hf_hub_download(
+    monkeypatch: pytest.MonkeyPatch, etag: str, content: bytes, calls: list[dict[str, object]], delay: float = 0.0
+) -> None:
     """Replace hf_hub_download: report progress like its Xet path (a file bar and a network bar)
     and place `content` in the cache under blob `etag`."""
     import huggingface_hub
 
-    def fake(repo_id: str, filename: str, *, revision: str, cache_dir: Path, endpoint: str, token: object,
-             tqdm_class: type) -> str:
+    def fake(
+        repo_id: str, filename: str, *, revision: str, cache_dir: Path, endpoint: str, token: object, tqdm_class: type
+    ) -> str:
         calls.append({"repo_id": repo_id, "filename": filename, "revision": revision, "endpoint": endpoint})
         repo_dir = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
         blob = repo_dir / "blobs" / etag
@@ -427,7 +433,7 @@ def fake_hf_hub_download(monkeypatch: pytest.MonkeyPatch, etag: str, content: by
         transfer = tqdm_class(total=len(content), desc=f"{filename}: downloading bytes")
         with blob.open("wb") as f:
             for i in range(0, len(content), 50_000):
-                piece = content[i:i + 50_000]
+                piece = content[i : i + 50_000]
                 f.write(piece)
                 transfer.update(len(piece))
                 bar.update(len(piece))
@@ -449,7 +455,9 @@ def test_xet_path_is_used_when_offered_and_verified(xet_hub: FakeHub, monkeypatc
     calls: list[dict[str, object]] = []
     fake_hf_hub_download(monkeypatch, sha(data), data, calls)
     events: list[DownloadProgress] = []
-    result = make_manager(xet_hub, progress_interval=0, use_xet=True).job(DownloadRequest(REPO, (FILE,))).run(events.append)
+    result = (
+        make_manager(xet_hub, progress_interval=0, use_xet=True).job(DownloadRequest(REPO, (FILE,))).run(events.append)
+    )
     assert len(calls) == 1 and calls[0]["revision"] == xet_hub.commit(REPO) and calls[0]["endpoint"] == xet_hub.url
     assert result.path is not None and result.path.read_bytes() == data
     assert gets(xet_hub) == []  # no plain-HTTP transfer
@@ -480,8 +488,9 @@ def test_xet_transfer_pauses_quickly(xet_hub: FakeHub, monkeypatch: pytest.Monke
     assert isinstance(out[0], DownloadResult) and out[0].status == Phase.PAUSED
 
 
-def test_partial_http_download_keeps_using_http_even_if_xet_is_offered(xet_hub: FakeHub,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_partial_http_download_keeps_using_http_even_if_xet_is_offered(
+    xet_hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = publish(xet_hub)
     calls: list[dict[str, object]] = []
     fake_hf_hub_download(monkeypatch, sha(data), data, calls)
@@ -545,6 +554,7 @@ def test_persistent_403_is_an_access_error(hub: FakeHub) -> None:
 
 
 # -- driving a job from a UI worker, and what Harmonica itself downloaded ---------------------------
+
 
 def test_events_takes_a_cancel_event_like_a_ui_worker_passes(hub: FakeHub) -> None:
     """GeneratorWorker calls `func(cancel=<Event>)`: `job.events` must accept it and pause on it."""
@@ -621,8 +631,7 @@ def test_cancel_with_cleanup_also_deletes_finished_parts_of_a_split_model(hub: F
     job = manager.job(request)
     events: list[DownloadProgress] = []
     thread, out = run_in_thread(job, events)
-    wait_for(lambda: any(e.file_index == 2 and e.phase == Phase.DOWNLOADING and e.downloaded > 650_000
-                         for e in events))
+    wait_for(lambda: any(e.file_index == 2 and e.phase == Phase.DOWNLOADING and e.downloaded > 650_000 for e in events))
     job.cancel(cleanup=True)
     thread.join(timeout=3)
     assert isinstance(out[0], DownloadResult) and out[0].status == Phase.CANCELLED
@@ -641,7 +650,7 @@ def test_discarding_a_pending_split_download_deletes_its_finished_parts(hub: Fak
     request = DownloadRequest(REPO, names)
     job = manager.job(request)
     events: list[DownloadProgress] = []
-    thread, out = run_in_thread(job, events)
+    thread, _out = run_in_thread(job, events)
     wait_for(lambda: any(e.file_index == 1 and e.downloaded > 350_000 for e in events))
     job.pause()
     thread.join(timeout=3)
@@ -652,6 +661,7 @@ def test_discarding_a_pending_split_download_deletes_its_finished_parts(hub: Fak
 
 
 # -- verifying files already on disk (no network) ---------------------------------------------------
+
 
 def test_verify_cached_files_offline(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
     from app.core.download import expected_sha256, verify_files
@@ -681,7 +691,11 @@ def test_verify_finds_damage_and_deletes_the_damaged_file(hub: FakeHub) -> None:
     blob.write_bytes(bytes(raw))
     with pytest.raises(DownloadError) as info:
         verify_files(result.paths)
-    assert info.value.kind == ErrorKind.CHECKSUM and FILE in info.value.message and "Download it again" in info.value.message
+    assert (
+        info.value.kind == ErrorKind.CHECKSUM
+        and FILE in info.value.message
+        and "Download it again" in info.value.message
+    )
     assert not blob.exists() and not result.path.is_symlink()
 
 
@@ -714,4 +728,11 @@ def test_human_bytes_uses_the_hubs_decimal_units() -> None:
     # The Hub lists gpt-oss-20b-mxfp4.gguf as 12.1 GB: sizes in the app must read the same.
     assert human_bytes(12_109_566_560) == "12.1 GB"
     assert [human_bytes(n) for n in (0, 999, 1000, 400_000, 5 * 1024**2, 63_390_000_000, 2 * 10**12)] == [
-        "0 B", "999 B", "1 kB", "400 kB", "5.2 MB", "63.4 GB", "2 TB"]
+        "0 B",
+        "999 B",
+        "1 kB",
+        "400 kB",
+        "5.2 MB",
+        "63.4 GB",
+        "2 TB",
+    ]

@@ -91,7 +91,7 @@ def test_devices_empty_hides_gpus_and_unknown_device_is_explained(tiny_model_pat
         assert len(run(e, PROMPT, seed=1, max_tokens=3)) == 3
     finally:
         e.unload()
-    with pytest.raises(EngineError, match="Cannot use the chosen GPU: llama.cpp has no device named CUDA7"):
+    with pytest.raises(EngineError, match=r"Cannot use the chosen GPU: llama\.cpp has no device named CUDA7"):
         e.load(tiny_model_path, LoadSettings(n_ctx=256, devices=("CUDA7",)))
     with pytest.raises(EngineError, match="CPU is the CPU, not a GPU"):
         e.load(tiny_model_path, LoadSettings(n_ctx=256, devices=("CPU",)))
@@ -119,7 +119,9 @@ def test_not_a_gguf(tmp_path: Path) -> None:
 
 def test_damaged_header(tmp_path: Path) -> None:
     p = tmp_path / "bad.gguf"
-    p.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + (5).to_bytes(8, "little") + (10**12).to_bytes(8, "little") + b"\xff" * 64)
+    p.write_bytes(
+        b"GGUF" + (3).to_bytes(4, "little") + (5).to_bytes(8, "little") + (10**12).to_bytes(8, "little") + b"\xff" * 64
+    )
     with pytest.raises(EngineError, match="damaged"):
         Engine().load(p)
 
@@ -130,7 +132,14 @@ def test_unreadable_and_absurd_headers(tmp_path: Path) -> None:
     # An array that claims far more elements than the file could hold must fail fast, not loop.
     key = b"x"
     p = tmp_path / "huge-array.gguf"
-    p.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", len(key)) + key + struct.pack("<IIQ", 9, 8, 10**15) + b"\0" * 64)
+    p.write_bytes(
+        b"GGUF"
+        + struct.pack("<IQQ", 3, 0, 1)
+        + struct.pack("<Q", len(key))
+        + key
+        + struct.pack("<IIQ", 9, 8, 10**15)
+        + b"\0" * 64
+    )
     with pytest.raises(EngineError, match="damaged"):
         check_model_file(p)
     d = tmp_path / "dir.gguf"
@@ -179,7 +188,7 @@ def test_settings_llama_would_abort_on_are_rejected(tmp_path: Path, bad: dict[st
 
 def test_missing_split_part(tmp_path: Path) -> None:
     first = write_gpt_oss_gguf(tmp_path / "m-00001-of-00003.gguf", extra_metadata={"split.count": 3})
-    with pytest.raises(EngineError, match="missing: m-00002-of-00003.gguf"):
+    with pytest.raises(EngineError, match=r"missing: m-00002-of-00003\.gguf"):
         check_model_file(first)
     with pytest.raises(EngineError, match="first part"):
         check_model_file(write_gpt_oss_gguf(tmp_path / "odd-name.gguf", extra_metadata={"split.count": 3}))
@@ -212,7 +221,9 @@ def test_full_size_vocab_uses_real_special_ids() -> None:
 def test_tokenize_keeps_special_tokens(engine: Engine) -> None:
     ids = engine.tokenize(PROMPT)
     assert engine.detokenize(ids) == PROMPT.encode()
-    specials = [engine.tokenize(t) for t in ("<|start|>", "<|message|>", "<|end|>", "<|channel|>", "<|return|>", "<|call|>")]
+    specials = [
+        engine.tokenize(t) for t in ("<|start|>", "<|message|>", "<|end|>", "<|channel|>", "<|return|>", "<|call|>")
+    ]
     assert all(len(s) == 1 for s in specials)
     assert len({s[0] for s in specials}) == len(specials)
     # With special=False control tokens are plain text and take several tokens. (llama.cpp makes
@@ -254,7 +265,7 @@ def test_stop_return_with_special_tokens_kept(engine: Engine) -> None:
 
 def test_stop_call(engine: Engine) -> None:
     out = run(engine, PROMPT, seed=7, max_tokens=80, grammar=GRAMMAR_CALL)
-    assert text(out).endswith(b"<|channel|>commentary to=functions.f <|constrain|>json<|message|>{\"a\":1}")
+    assert text(out).endswith(b'<|channel|>commentary to=functions.f <|constrain|>json<|message|>{"a":1}')
     assert engine.last_stats is not None and engine.last_stats.stop_reason == "call"
 
 
@@ -331,7 +342,9 @@ def test_checking_a_file_does_not_import_numpy(tiny_model_path: Path) -> None:
 
 
 def test_split_grammar_stops_leaves_strings_and_classes() -> None:
-    body, found = split_grammar_stops('a ::= "<|return|>" [<|call|>] <|call|> # <|return|>\n', ["<|return|>", "<|call|>"])
+    body, found = split_grammar_stops(
+        'a ::= "<|return|>" [<|call|>] <|call|> # <|return|>\n', ["<|return|>", "<|call|>"]
+    )
     assert found == {"<|call|>"}
     assert '"<|return|>"' in body and "[<|call|>]" in body and "# <|return|>" in body
 
@@ -351,7 +364,9 @@ def test_cancel_from_another_thread_lands_within_one_token(engine: Engine) -> No
     th = threading.Thread(target=canceller)
     th.start()
     got: list[int] = []
-    for tok, _ in engine.stream(PROMPT, Sampling(seed=2, max_tokens=200), cancel=cancel, grammar="root ::= [a-z]{100,150}"):
+    for tok, _ in engine.stream(
+        PROMPT, Sampling(seed=2, max_tokens=200), cancel=cancel, grammar="root ::= [a-z]{100,150}"
+    ):
         got.append(tok)
         if len(got) == 5:
             asked.set()
@@ -416,7 +431,9 @@ def _turns(e: Engine, seed: int) -> tuple[list[int], list[int], list[tuple[int, 
     first = e.tokenize(PROMPT)
     out1 = run(e, first, seed=seed, max_tokens=10, grammar=ENDLESS)
     assert len(out1) == 10
-    second = first + [t for t, _ in out1] + e.tokenize("<|end|><|start|>user<|message|>and more<|end|><|start|>assistant")
+    second = (
+        first + [t for t, _ in out1] + e.tokenize("<|end|><|start|>user<|message|>and more<|end|><|start|>assistant")
+    )
     out2 = run(e, second, seed=seed + 1, max_tokens=8)
     return first, second, out2
 
@@ -465,7 +482,9 @@ def test_sliding_window_reuse(tiny_model_factory: Callable[..., Path], swa_full:
         first = e.tokenize(PROMPT)
         out1 = run(e, first, seed=3, max_tokens=300, grammar=ENDLESS)
         assert len(out1) == 300  # far past the 256-cell sliding-window cache
-        second = first + [t for t, _ in out1[:5]] + e.tokenize("<|end|><|start|>user<|message|>hi<|end|><|start|>assistant")
+        second = (
+            first + [t for t, _ in out1[:5]] + e.tokenize("<|end|><|start|>user<|message|>hi<|end|><|start|>assistant")
+        )
         out2 = run(e, second, seed=4, max_tokens=6)
         s = e.last_stats
         assert s is not None

@@ -36,17 +36,32 @@ def store(tmp_path: Path) -> Any:
 
 def _rich_conversation(s: Store) -> int:
     """Branches, a tool loop, reasoning, stats, an interrupted answer and custom settings."""
-    settings = ConversationSettings(developer_instructions="Answer like a pirate.", temperature=0.8, seed=42,
-                                    extra={"tools": ["python"]})
+    settings = ConversationSettings(
+        developer_instructions="Answer like a pirate.", temperature=0.8, seed=42, extra={"tools": ["python"]}
+    )
     conv = s.create_conversation(settings=settings)
     u1 = s.add_message(conv.id, "user", "Weather in Lisbon?")
-    a1 = s.add_message(conv.id, "assistant", thinking="Use the tool.", effort="high", model="gpt-oss-20b",
-                  tool_calls=[ToolCall("functions.get_weather", '{"city":"Lisbon"}', content_type="json")],
-                  extra={"preamble": "Checking the sky…"})
-    s.add_message(conv.id, "tool", '{"temp": 21, "sky": "clear"}', tool_name="functions.get_weather", tool_call_id="call-1")
-    s.add_message(conv.id, "assistant", "Arr, 21 °C and clear skies!", thinking="Pirate voice.", effort="high",
-                  model="gpt-oss-20b", stats=GenerationStats(prompt_tokens=200, generated_tokens=12, tokens_per_s=40.0,
-                                                             stop_reason="return"))
+    a1 = s.add_message(
+        conv.id,
+        "assistant",
+        thinking="Use the tool.",
+        effort="high",
+        model="gpt-oss-20b",
+        tool_calls=[ToolCall("functions.get_weather", '{"city":"Lisbon"}', content_type="json")],
+        extra={"preamble": "Checking the sky…"},
+    )
+    s.add_message(
+        conv.id, "tool", '{"temp": 21, "sky": "clear"}', tool_name="functions.get_weather", tool_call_id="call-1"
+    )
+    s.add_message(
+        conv.id,
+        "assistant",
+        "Arr, 21 °C and clear skies!",
+        thinking="Pirate voice.",
+        effort="high",
+        model="gpt-oss-20b",
+        stats=GenerationStats(prompt_tokens=200, generated_tokens=12, tokens_per_s=40.0, stop_reason="return"),
+    )
     s.add_message(conv.id, "assistant", "A second take", parent_id=u1.id, status="interrupted")  # a branch
     s.switch_branch(a1.id)  # back to the first branch (the tool loop)
     return conv.id
@@ -189,8 +204,8 @@ def test_markdown_export_with_and_without_reasoning(store: Store, tmp_path: Path
     assert plain.startswith("# Weather in Lisbon?\n")
     assert "## Instructions\n\nAnswer like a pirate." in plain
     assert "## You\n\nWeather in Lisbon?" in plain
-    assert "**Tool call** `functions.get_weather`\n\n```json\n{\n  \"city\": \"Lisbon\"\n}\n```" in plain
-    assert "## Tool result (functions.get_weather)\n\n```json\n{\"temp\": 21, \"sky\": \"clear\"}\n```" in plain
+    assert '**Tool call** `functions.get_weather`\n\n```json\n{\n  "city": "Lisbon"\n}\n```' in plain
+    assert '## Tool result (functions.get_weather)\n\n```json\n{"temp": 21, "sky": "clear"}\n```' in plain
     assert "Arr, 21 °C and clear skies!" in plain and "*Checking the sky…*" in plain
     assert "model gpt-oss-20b" in plain and "reasoning effort high" in plain
     assert "Pirate voice" not in plain and "<details>" not in plain

@@ -28,14 +28,23 @@ SHAPE = dict(n_layer=4, n_embd=64, n_head=4, n_head_kv=2, head_dim=16, n_expert=
 
 @pytest.fixture(scope="module")
 def model4(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_gpt_oss_gguf(tmp_path_factory.mktemp("g") / "m4.gguf", **SHAPE, n_ctx_train=8192, sliding_window=128, name="four")
+    return write_gpt_oss_gguf(
+        tmp_path_factory.mktemp("g") / "m4.gguf", **SHAPE, n_ctx_train=8192, sliding_window=128, name="four"
+    )
 
 
 def test_reads_hyperparameters(model4: Path) -> None:
     info = read_gguf_info(model4)
     assert info.arch == "gpt-oss"
     assert info.name == "four"
-    assert (info.n_layer, info.n_embd, info.n_head, info.n_head_kv, info.head_dim, info.head_dim_v) == (4, 64, 4, 2, 16, 16)
+    assert (info.n_layer, info.n_embd, info.n_head, info.n_head_kv, info.head_dim, info.head_dim_v) == (
+        4,
+        64,
+        4,
+        2,
+        16,
+        16,
+    )
     assert (info.n_expert, info.n_expert_used, info.n_ff_exp) == (4, 2, 64)
     assert info.context_length == 8192
     assert info.sliding_window == 128
@@ -88,7 +97,11 @@ def test_synthetic_info_matches_a_written_file(tiny_model_factory: Callable[...,
     real = read_gguf_info(path)
     syn = info_for_shape("syn", dict(shape, n_vocab=real.n_vocab, context_length=4096, sliding_window=128))
     assert syn.blocks == real.blocks
-    assert (syn.embedding_bytes, syn.output_bytes, syn.extra_bytes) == (real.embedding_bytes, real.output_bytes, real.extra_bytes)
+    assert (syn.embedding_bytes, syn.output_bytes, syn.extra_bytes) == (
+        real.embedding_bytes,
+        real.output_bytes,
+        real.extra_bytes,
+    )
     assert syn.swa_layers == real.swa_layers
 
 
@@ -122,9 +135,17 @@ def _write_full_20b_header(path: Path) -> int:
     w.add_token_list(vocab.tokens)
     w.add_token_types(vocab.types)
     w.add_token_merges([f"a{i} b{i}" for i in range(446189)])
-    tensors = gpt_oss_tensors(n_layer=24, n_embd=2880, n_head=64, n_head_kv=8, head_dim=64, n_expert=32, n_ff_exp=2880, n_vocab=201088)
+    tensors = gpt_oss_tensors(
+        n_layer=24, n_embd=2880, n_head=64, n_head_kv=8, head_dim=64, n_expert=32, n_ff_exp=2880, n_vocab=201088
+    )
     for t in tensors:
-        w.add_tensor_info(t.name, tuple(reversed(t.shape)), np.dtype(np.float32), t.nbytes, raw_dtype=GGMLQuantizationType[t.type_name])
+        w.add_tensor_info(
+            t.name,
+            tuple(reversed(t.shape)),
+            np.dtype(np.float32),
+            t.nbytes,
+            raw_dtype=GGMLQuantizationType[t.type_name],
+        )
     w.write_header_to_file(path)
     w.write_kv_data_to_file()
     w.write_ti_data_to_file()
@@ -168,7 +189,7 @@ def test_split_parts_are_found_and_summed(tmp_path: Path) -> None:
 
 def test_missing_split_part_is_reported(tmp_path: Path) -> None:
     a = write_gpt_oss_gguf(tmp_path / "m-00001-of-00003.gguf", n_layer=1)
-    with pytest.raises(GgufError, match="m-00002-of-00003.gguf, m-00003-of-00003.gguf are missing"):
+    with pytest.raises(GgufError, match=r"m-00002-of-00003\.gguf, m-00003-of-00003\.gguf are missing"):
         read_gguf_info(a)
     ok, reason = validate_gguf(a)
     assert not ok and "3-part model" in reason

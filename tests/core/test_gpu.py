@@ -8,7 +8,7 @@ from __future__ import annotations
 
 # llama_cpp before numpy (design.md: the other order crashed the CUDA build at model load).
 try:
-    import llama_cpp  # noqa: F401
+    import llama_cpp
 except ImportError:  # pragma: no cover - the whole suite needs it anyway
     llama_cpp = None  # type: ignore[assignment]
 
@@ -55,8 +55,18 @@ MiB = 1 << 20
 # Big enough that every buffer is several MiB (llama.cpp prints two decimals), small enough to
 # write in a second: MXFP4 experts and F16 matrices, as in the 20b's layout.
 SHAPE: dict[str, object] = dict(
-    n_layer=4, n_embd=512, n_head=8, n_head_kv=2, head_dim=64, n_expert=16, n_expert_used=4, n_ff_exp=512,
-    vocab_size=16000, n_ctx_train=16384, expert_type="MXFP4", dense_type="F16",
+    n_layer=4,
+    n_embd=512,
+    n_head=8,
+    n_head_kv=2,
+    head_dim=64,
+    n_expert=16,
+    n_expert_used=4,
+    n_ff_exp=512,
+    vocab_size=16000,
+    n_ctx_train=16384,
+    expert_type="MXFP4",
+    dense_type="F16",
 )
 PROMPT = "<|start|>user<|message|>hello world<|end|><|start|>assistant"
 
@@ -107,12 +117,16 @@ def test_planned_load_runs_on_the_gpu(profile: HardwareProfile, model: Path, eng
     assert p.fits and p.mode == "gpu" and p.use_gpu and p.backend == "CUDA", p.reasons
     settings = p.to_load_settings()
     assert settings.devices == (p.device,) and settings.n_gpu_layers == SHAPE["n_layer"] + 1  # type: ignore[operator]
-    info, report = _loaded(engine, model, settings)
+    _info, report = _loaded(engine, model, settings)
     n = int(SHAPE["n_layer"]) + 1  # type: ignore[call-overload]
     assert report.offloaded_layers == (n, n)
-    assert not any(llama_ext.is_host_buffer(name) for (name, kind) in report.buffers if kind == "model" and name != "CPU_Mapped"), report.buffers
+    assert not any(
+        llama_ext.is_host_buffer(name) for (name, kind) in report.buffers if kind == "model" and name != "CPU_Mapped"
+    ), report.buffers
     dev = p.device
-    assert report.buffers[(dev, "model")] > 0 and report.buffers[(dev, "KV")] > 0 and report.buffers[(dev, "compute")] > 0
+    assert (
+        report.buffers[(dev, "model")] > 0 and report.buffers[(dev, "KV")] > 0 and report.buffers[(dev, "compute")] > 0
+    )
     # The estimate against what llama.cpp allocated on the GPU: weights and KV within the 0.01 MiB
     # it prints (plus alignment), compute never above the estimate.
     e = p.estimate
@@ -127,12 +141,21 @@ def test_planned_load_runs_on_the_gpu(profile: HardwareProfile, model: Path, eng
 def test_experts_on_cpu_stay_in_host_buffers(profile: HardwareProfile, model: Path, engine: Engine) -> None:
     L = int(SHAPE["n_layer"])  # type: ignore[call-overload]
     for n_cpu_moe, mmap in ((L, False), (1, True)):
-        p = plan(profile, model_info_for_file(model), Wishes(n_ctx=2048, n_gpu_layers=L + 1, n_cpu_moe=n_cpu_moe, use_mmap=mmap))
+        p = plan(
+            profile,
+            model_info_for_file(model),
+            Wishes(n_ctx=2048, n_gpu_layers=L + 1, n_cpu_moe=n_cpu_moe, use_mmap=mmap),
+        )
         assert p.fits and p.mode == "gpu+cpu-experts"
-        info, report = _loaded(engine, model, p.to_load_settings())
+        _info, report = _loaded(engine, model, p.to_load_settings())
         assert report.offloaded_layers == (L + 1, L + 1)
         moved = report.overridden or {}
-        expected = {f"blk.{i}.ffn_{k}_exps.{w}" for i in range(n_cpu_moe) for k in ("up", "down", "gate") for w in ("weight", "bias")}
+        expected = {
+            f"blk.{i}.ffn_{k}_exps.{w}"
+            for i in range(n_cpu_moe)
+            for k in ("up", "down", "gate")
+            for w in ("weight", "bias")
+        }
         assert set(moved) == expected, moved
         assert all(llama_ext.is_host_buffer(b) for b in moved.values()), moved
         # Where the bytes went: the GPU holds everything but those experts (and the embeddings,
@@ -154,7 +177,7 @@ def test_experts_on_cpu_stay_in_host_buffers(profile: HardwareProfile, model: Pa
 def test_hidden_gpu_takes_no_gpu_buffers(model: Path, engine: Engine) -> None:
     # llama.cpp still logs "offloaded 5/5 layers" (it reports the setting, not the devices): the
     # buffers are the proof.
-    info, report = _loaded(engine, model, LoadSettings(n_ctx=2048, n_gpu_layers=99, devices=()))
+    _info, report = _loaded(engine, model, LoadSettings(n_ctx=2048, n_gpu_layers=99, devices=()))
     assert report.total(where="device") == 0, report.buffers
     assert report.total("model", "host") > 0
     assert len(list(engine.stream(PROMPT, Sampling(seed=3, max_tokens=4)))) == 4
@@ -178,4 +201,3 @@ def test_measured_vram_stays_within_the_estimate(profile: HardwareProfile, model
     # The CUDA context may already exist from earlier tests (then it is not in `used`), so only
     # the upper bound is a fair check on a shared test process.
     assert used <= p.est_vram_bytes, (used / MiB, p.est_vram_bytes / MiB, p.estimate)
-

@@ -30,7 +30,9 @@ class NVMLError(Exception):
 class FakeNvml:
     """The subset of pynvml the probe uses; names come back as bytes like old pynvml versions."""
 
-    def __init__(self, devices: list[tuple[str, int, int]], *, init_error: str | None = None, bad: set[int] | None = None) -> None:
+    def __init__(
+        self, devices: list[tuple[str, int, int]], *, init_error: str | None = None, bad: set[int] | None = None
+    ) -> None:
         self.devices = devices
         self.init_error = init_error
         self.bad = bad or set()
@@ -162,7 +164,14 @@ def test_nvidia_gpus() -> None:
     prof = detect(probes(pynvml=lambda: nv, backends=lambda: ["CUDA", "CPU"]))
     assert [g.name for g in prof.gpus] == ["NVIDIA GeForce RTX 4070", "NVIDIA RTX A2000"]
     g = prof.gpus[0]
-    assert (g.vendor, g.vram_total, g.vram_free, g.driver, g.backend_hint, g.index) == ("nvidia", 12 * GiB, 11 * GiB, "550.54.14", "CUDA", 0)
+    assert (g.vendor, g.vram_total, g.vram_free, g.driver, g.backend_hint, g.index) == (
+        "nvidia",
+        12 * GiB,
+        11 * GiB,
+        "550.54.14",
+        "CUDA",
+        0,
+    )
     assert prof.gpus[1].index == 1
     assert nv.shutdown_called
     assert prof.backends == ["CUDA", "CPU"]
@@ -207,7 +216,14 @@ def mac_outputs(chip: str, mem: int, perf: int = 4, wired: str = "0", arm64: str
 
 
 def test_apple_m1_16gb() -> None:
-    prof = detect(probes(system=lambda: "Darwin", machine=lambda: "arm64", run=fake_run(mac_outputs("Apple M1", 16 * GiB)), backends=lambda: ["Metal", "BLAS", "CPU"]))
+    prof = detect(
+        probes(
+            system=lambda: "Darwin",
+            machine=lambda: "arm64",
+            run=fake_run(mac_outputs("Apple M1", 16 * GiB)),
+            backends=lambda: ["Metal", "BLAS", "CPU"],
+        )
+    )
     assert prof.apple is not None
     assert prof.apple.chip == "Apple M1"
     assert prof.apple.unified_memory == 16 * GiB
@@ -216,7 +232,12 @@ def test_apple_m1_16gb() -> None:
     assert prof.unified_memory
     assert prof.threads_generation == 4 and prof.threads_batch == 4
     (gpu,) = prof.gpus
-    assert (gpu.vendor, gpu.backend_hint, gpu.unified_memory, gpu.vram_total) == ("apple", "Metal", True, prof.apple.gpu_budget)
+    assert (gpu.vendor, gpu.backend_hint, gpu.unified_memory, gpu.vram_total) == (
+        "apple",
+        "Metal",
+        True,
+        prof.apple.gpu_budget,
+    )
     assert prof.cpu_name == "Apple M1" and prof.cpu_features == ["neon"]
 
 
@@ -234,7 +255,9 @@ def test_apple_wired_limit_is_honoured() -> None:
 
 
 def test_intel_mac_has_no_metal_gpu() -> None:
-    prof = detect(probes(system=lambda: "Darwin", run=fake_run(mac_outputs("Intel(R) Core(TM) i9-9880H", 16 * GiB, arm64="0"))))
+    prof = detect(
+        probes(system=lambda: "Darwin", run=fake_run(mac_outputs("Intel(R) Core(TM) i9-9880H", 16 * GiB, arm64="0")))
+    )
     assert prof.apple is None and prof.gpus == []
     assert any("no Apple Silicon GPU" in n for n in prof.notes)
 
@@ -276,7 +299,14 @@ def test_amd_sysfs(tmp_path: Path) -> None:
     (tmp_path / "module" / "amdgpu" / "version").write_text("6.7.0\n")
     prof = detect(probes(sysfs_root=tmp_path, backends=lambda: ["ROCm", "CPU"]))
     (g,) = prof.gpus
-    assert (g.vendor, g.name, g.vram_total, g.vram_free, g.driver, g.backend_hint) == ("amd", "Radeon RX 7800 XT", 16 * GiB, 15 * GiB, "6.7.0", "ROCm")
+    assert (g.vendor, g.name, g.vram_total, g.vram_free, g.driver, g.backend_hint) == (
+        "amd",
+        "Radeon RX 7800 XT",
+        16 * GiB,
+        15 * GiB,
+        "6.7.0",
+        "ROCm",
+    )
     assert not g.unified_memory
 
 
@@ -296,7 +326,11 @@ def test_amd_sysfs_bad_numbers(tmp_path: Path) -> None:
 
 ROCM_JSON = json.dumps(
     {
-        "card0": {"VRAM Total Memory (B)": str(24 * GiB), "VRAM Total Used Memory (B)": str(2 * GiB), "Card Series": "Radeon RX 7900 XTX"},
+        "card0": {
+            "VRAM Total Memory (B)": str(24 * GiB),
+            "VRAM Total Used Memory (B)": str(2 * GiB),
+            "Card Series": "Radeon RX 7900 XTX",
+        },
         "card1": {"VRAM Total Memory (B)": "oops"},
         "system": {"Driver version": "6.7.0"},
     }
@@ -387,7 +421,10 @@ def test_nvidia_gpus_are_tied_to_cuda_devices() -> None:
     # CUDA numbers the fastest card first by default; names decide, not positions.
     devs = [CPU_DEV, cuda(0, "NVIDIA RTX A2000"), cuda(1, "NVIDIA GeForce RTX 4070")]
     prof = detect(probes(pynvml=lambda: nv, backends=lambda: ["CUDA", "CPU"], devices=lambda: devs))
-    assert [(g.name, g.device) for g in prof.gpus] == [("NVIDIA GeForce RTX 4070", "CUDA1"), ("NVIDIA RTX A2000", "CUDA0")]
+    assert [(g.name, g.device) for g in prof.gpus] == [
+        ("NVIDIA GeForce RTX 4070", "CUDA1"),
+        ("NVIDIA RTX A2000", "CUDA0"),
+    ]
     assert prof.llama_devices == devs
 
 
@@ -411,7 +448,14 @@ def test_gpu_only_llama_cpp_sees_is_added_with_its_memory() -> None:
     devs = [CPU_DEV, hw.LlamaDevice("Vulkan0", "Vulkan", "Intel(R) Arc(tm) A750 Graphics (DG2)", "gpu")]
     prof = detect(probes(devices=lambda: devs, device_memory=mem, backends=lambda: ["Vulkan", "CPU"]))
     (g,) = prof.gpus
-    assert (g.vendor, g.name, g.vram_total, g.vram_free, g.device, g.backend_hint) == ("intel", "Intel(R) Arc(tm) A750 Graphics (DG2)", 8 * GiB, 7 * GiB, "Vulkan0", "Vulkan")
+    assert (g.vendor, g.name, g.vram_total, g.vram_free, g.device, g.backend_hint) == (
+        "intel",
+        "Intel(R) Arc(tm) A750 Graphics (DG2)",
+        8 * GiB,
+        7 * GiB,
+        "Vulkan0",
+        "Vulkan",
+    )
     assert asked == ["Vulkan0"]
     assert any("found through llama.cpp's Vulkan backend" in n for n in prof.notes)
 
@@ -430,9 +474,21 @@ def test_llama_device_without_memory_is_a_note() -> None:
 
 def test_metal_reports_the_real_gpu_budget() -> None:
     outs = mac_outputs("Apple M1", 16 * GiB)
-    devs = [hw.LlamaDevice("MTL0", "MTL", "Apple M1", "gpu"), hw.LlamaDevice("BLAS", "BLAS", "Accelerate", "accel"), CPU_DEV]
+    devs = [
+        hw.LlamaDevice("MTL0", "MTL", "Apple M1", "gpu"),
+        hw.LlamaDevice("BLAS", "BLAS", "Accelerate", "accel"),
+        CPU_DEV,
+    ]
     budget = int(10.67 * GiB)
-    prof = detect(probes(system=lambda: "Darwin", run=fake_run(outs), devices=lambda: devs, device_memory=lambda n: (budget, budget), backends=lambda: ["MTL", "BLAS", "CPU"]))
+    prof = detect(
+        probes(
+            system=lambda: "Darwin",
+            run=fake_run(outs),
+            devices=lambda: devs,
+            device_memory=lambda n: (budget, budget),
+            backends=lambda: ["MTL", "BLAS", "CPU"],
+        )
+    )
     assert prof.apple is not None and prof.apple.gpu_budget == budget
     assert "recommendedMaxWorkingSetSize" in prof.apple.budget_source
     (g,) = prof.gpus

@@ -165,9 +165,7 @@ def test_byte_identical_to_transformers() -> None:
             theirs_kwargs = dict(kwargs)
             theirs_kwargs.setdefault("reasoning_effort", "medium")
             theirs_kwargs.setdefault("add_generation_prompt", True)
-            theirs = render_jinja_template(
-                [copy.deepcopy(conversation)], chat_template=TEMPLATE, **theirs_kwargs
-            )[0][0]
+            theirs = render_jinja_template([copy.deepcopy(conversation)], chat_template=TEMPLATE, **theirs_kwargs)[0][0]
             assert ours == theirs, (conversation, kwargs)
 
 
@@ -210,8 +208,11 @@ def test_system_message_exact() -> None:
 def test_reasoning_effort_and_identity(effort: str) -> None:
     for source in (TEMPLATE, None):
         text = render_prompt(
-            [{"role": "user", "content": "x"}], chat_template=source, reasoning_effort=effort,
-            model_identity="You are Pip.", date=DAY,
+            [{"role": "user", "content": "x"}],
+            chat_template=source,
+            reasoning_effort=effort,
+            model_identity="You are Pip.",
+            date=DAY,
         )
         assert text.startswith("<|start|>system<|message|>You are Pip.\nKnowledge cutoff: 2024-06\n")
         assert f"\n\nReasoning: {effort}\n\n" in text
@@ -245,9 +246,7 @@ def test_builtin_tool_sections() -> None:
 
 
 def test_function_tools_typescript() -> None:
-    text = render_prompt(
-        [{"role": "user", "content": "x"}], tools=[WEATHER, RICH, NOARGS, EMPTY_PARAMS], date=DAY
-    )
+    text = render_prompt([{"role": "user", "content": "x"}], tools=[WEATHER, RICH, NOARGS, EMPTY_PARAMS], date=DAY)
     assert text.count("Calls to these tools must go to the commentary channel: 'functions'.") == 1
     expected = (
         "<|start|>developer<|message|># Tools\n\n## functions\n\nnamespace functions {\n\n"
@@ -280,7 +279,10 @@ def test_function_tools_typescript() -> None:
     )
     assert expected in text
     assert text == render_prompt(
-        [{"role": "user", "content": "x"}], chat_template=TEMPLATE, tools=[WEATHER, RICH, NOARGS, EMPTY_PARAMS], date=DAY
+        [{"role": "user", "content": "x"}],
+        chat_template=TEMPLATE,
+        tools=[WEATHER, RICH, NOARGS, EMPTY_PARAMS],
+        date=DAY,
     )
 
 
@@ -354,7 +356,13 @@ def test_openai_style_tool_call_message() -> None:
             "role": "assistant",
             "content": None,
             "reasoning_content": "Look it up.",
-            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"location":"Oslo"}'}}],
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"location":"Oslo"}'},
+                }
+            ],
         },
         {"role": "tool", "tool_call_id": "c1", "content": "cold"},
     ]
@@ -383,11 +391,19 @@ def test_tool_without_description_and_flat_tool() -> None:
 
 def test_raw_harmony_text_in_history_is_parsed() -> None:
     raw = "<|channel|>analysis<|message|>Think.<|end|><|start|>assistant<|channel|>final<|message|>Answer.<|return|>"
-    text = both([{"role": "user", "content": "x"}, {"role": "assistant", "content": raw}, {"role": "user", "content": "y"}])
+    text = both(
+        [{"role": "user", "content": "x"}, {"role": "assistant", "content": raw}, {"role": "user", "content": "y"}]
+    )
     assert "<|start|>assistant<|channel|>final<|message|>Answer.<|end|><|start|>user<|message|>y" in text
     assert "Think." not in text
-    raw_call = "<|channel|>analysis<|message|>Need it.<|end|><|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{\"location\":\"Rome\"}"
-    text = both([{"role": "user", "content": "x"}, {"role": "assistant", "content": raw_call}, {"role": "tool", "content": "hot"}])
+    raw_call = '<|channel|>analysis<|message|>Need it.<|end|><|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"location":"Rome"}'
+    text = both(
+        [
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "content": raw_call},
+            {"role": "tool", "content": "hot"},
+        ]
+    )
     assert (
         "<|start|>assistant<|channel|>analysis<|message|>Need it.<|end|>"
         '<|start|>assistant to=functions.get_weather<|channel|>commentary json<|message|>{"location": "Rome"}<|call|>'
@@ -397,7 +413,9 @@ def test_raw_harmony_text_in_history_is_parsed() -> None:
         [{"role": "user", "content": "x"}, {"role": "assistant", "thinking": raw, "content": ""}],
         add_generation_prompt=False,
     )
-    assert in_thinking.endswith("analysis<|message|>Think.<|end|><|start|>assistant<|channel|>final<|message|>Answer.<|return|>")
+    assert in_thinking.endswith(
+        "analysis<|message|>Think.<|end|><|start|>assistant<|channel|>final<|message|>Answer.<|return|>"
+    )
 
 
 def test_content_and_thinking_on_a_call_keeps_thinking() -> None:
@@ -419,7 +437,10 @@ def test_empty_tool_calls_and_empty_messages() -> None:
             {"role": "user", "content": None},
         ]
     )
-    assert "<|start|>assistant<|channel|>final<|message|>plain<|end|><|start|>user<|message|><|end|><|start|>assistant" in text
+    assert (
+        "<|start|>assistant<|channel|>final<|message|>plain<|end|><|start|>user<|message|><|end|><|start|>assistant"
+        in text
+    )
     assert text.count("<|start|>assistant") == 2
 
 
@@ -490,7 +511,11 @@ def test_builtin_tool_history() -> None:
         {"role": "user", "content": "What is 2**10? Then search it."},
         {"role": "assistant", "thinking": "Compute.", "tool_calls": [call("python", "print(2**10)")]},
         {"role": "tool", "content": "1024"},
-        {"role": "assistant", "thinking": "Search.", "tool_calls": [call("browser.search", {"query": "1024", "topn": 3})]},
+        {
+            "role": "assistant",
+            "thinking": "Search.",
+            "tool_calls": [call("browser.search", {"query": "1024", "topn": 3})],
+        },
         {"role": "tool", "name": "browser.search", "content": "[0] 1024 - Wikipedia"},
         {"role": "assistant", "tool_calls": [call("python", {"code": "x = 1"})]},
         {"role": "tool", "content": ""},
@@ -556,8 +581,11 @@ def test_odd_values_are_repaired_or_reported() -> None:
             {"role": "function", "content": {1, 2}},  # the old role name; a set is not JSON
         ]
     )
-    assert "<|start|>functions.now to=assistant<|channel|>commentary<|message|>\"{1, 2}\"<|end|>" in text
-    bad_schema = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {}}, "required": 5}}}
+    assert '<|start|>functions.now to=assistant<|channel|>commentary<|message|>"{1, 2}"<|end|>' in text
+    bad_schema = {
+        "type": "function",
+        "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {}}, "required": 5}},
+    }
     with pytest.raises(HarmonyError):
         render_prompt([{"role": "user", "content": "x"}], tools=[bad_schema])
     with pytest.raises(HarmonyError):
@@ -623,7 +651,11 @@ def merged(events: list[Any]) -> tuple[str, str, list[str], list[ToolCall], list
 
 
 def test_reasoning_then_final() -> None:
-    events, done = run(["<|channel|>analysis<|message|>Let me think.<|end|><|start|>assistant<|channel|>final<|message|>Four.<|return|>"])
+    events, done = run(
+        [
+            "<|channel|>analysis<|message|>Let me think.<|end|><|start|>assistant<|channel|>final<|message|>Four.<|return|>"
+        ]
+    )
     assert done == Completion(reasoning="Let me think.", final="Four.", stop_reason="return")
     assert events[-1] == Done("return")
     assert [type(e) for e in events] == [ReasoningDelta, FinalDelta, Done]
@@ -650,7 +682,10 @@ def test_tool_call_role_form_and_variants() -> None:
         " to=container.exec<|channel|>analysis<|message|>{}": ("container.exec", "analysis", None),
         "<|channel|>commentary? to=functions.f json<|message|>{}": ("functions.f", "commentary", "json"),
         " to=functions.manage_cart<|channel|>commentary<|channel|>commentary<|constrain|>json<|message|>{}": (
-            "functions.manage_cart", "commentary", "json"),
+            "functions.manage_cart",
+            "commentary",
+            "json",
+        ),
     }
     for raw, (recipient, channel, ctype) in cases.items():
         _, done = run([raw], stop="call")
@@ -721,7 +756,7 @@ def test_token_ids_for_zero_byte_control_tokens() -> None:
         (b'\xa9"}', 6),
         (b"", SPECIAL_TOKEN_IDS[CALL]),
     ]
-    events, done = run(pieces)
+    _events, done = run(pieces)
     assert done.tool_calls == [ToolCall("functions.f", '{"q": "é"}', "commentary", "json")]
     assert done.stop_reason == "call"
     # a special id wins over its (empty or odd) text, and a held "<|" before it stays text
@@ -737,11 +772,16 @@ LENIENT_CASES: dict[str, dict[str, Any]] = {
     "to": {"final": "to"},
     "<|message|>plain": {"final": "plain"},
     # stray commentary to=assistant before the real channel
-    "<|channel|>commentary to=assistant<|channel|>analysis<|message|>think<|end|><|start|>assistant<|channel|>final<|message|>ok":
-        {"reasoning": "think", "final": "ok"},
+    "<|channel|>commentary to=assistant<|channel|>analysis<|message|>think<|end|><|start|>assistant<|channel|>final<|message|>ok": {
+        "reasoning": "think",
+        "final": "ok",
+    },
     "<|channel|>commentary to=assistant<|message|>note": {"preambles": ["note"]},
     # punctuation after the channel
-    "<|channel|>analysis:<|message|>a<|end|><|start|>assistant<|channel|>final?<|message|>b": {"reasoning": "a", "final": "b"},
+    "<|channel|>analysis:<|message|>a<|end|><|start|>assistant<|channel|>final?<|message|>b": {
+        "reasoning": "a",
+        "final": "b",
+    },
     # free text after <|channel|> with no <|message|>
     "<|channel|>final The answer is 4<|end|>": {"final": "The answer is 4"},
     "<|channel|>analysis We should think" + "x" * 300: {"reasoning": "We should think" + "x" * 300},
@@ -753,8 +793,9 @@ LENIENT_CASES: dict[str, dict[str, Any]] = {
     "<|channel|>answer<|message|>x": {"final": "x"},
     "<|start|>assistant<|message|>x": {"final": "x"},
     # a made-up tool result after a call (no <|call|> stop) is dropped
-    '<|channel|>commentary to=functions.f json<|message|>{}<|call|><|start|>functions.f to=assistant<|channel|>commentary<|message|>"fake"<|end|>':
-        {"calls": ["functions.f"]},
+    '<|channel|>commentary to=functions.f json<|message|>{}<|call|><|start|>functions.f to=assistant<|channel|>commentary<|message|>"fake"<|end|>': {
+        "calls": ["functions.f"]
+    },
     # something that looks like a marker but is not
     "<|channel|>final<|message|>use <|example|>more and <|end": {"final": "use <|example|>more and <|end"},
     "<|channel|>final<|message|>a <| b |> c <|<|end|>x": {"final": "a <| b |> c <|x"},
@@ -847,8 +888,33 @@ def test_partial_markers_are_held_until_resolved() -> None:
 
 def test_fuzz_never_raises() -> None:
     rng = random.Random(1234)
-    alphabet = [START, END, MESSAGE, CHANNEL, CONSTRAIN, RETURN, CALL, "<|", "|>", "<", " to=", "functions.f",
-                "assistant", "analysis", "commentary", "final", " json", "python", "é", "🎉", "{", "}", " ", "\n", "x"]
+    alphabet = [
+        START,
+        END,
+        MESSAGE,
+        CHANNEL,
+        CONSTRAIN,
+        RETURN,
+        CALL,
+        "<|",
+        "|>",
+        "<",
+        " to=",
+        "functions.f",
+        "assistant",
+        "analysis",
+        "commentary",
+        "final",
+        " json",
+        "python",
+        "é",
+        "🎉",
+        "{",
+        "}",
+        " ",
+        "\n",
+        "x",
+    ]
     ids = list(SPECIAL_TOKEN_IDS.values()) + [None, None, None, 5, 200013]
     for _ in range(250):
         parts: list[Any] = []
@@ -872,8 +938,12 @@ def test_fuzz_never_raises() -> None:
 
 def test_long_stream_parses_whole() -> None:
     # Its speed is measured in bench/core_speed.py.
-    pieces = ["<|channel|>", "analysis", "<|message|>"] + ["think "] * 5000 + [
-        "<|end|>", "<|start|>", "assistant", "<|channel|>", "final", "<|message|>"] + ["word "] * 4990
+    pieces = (
+        ["<|channel|>", "analysis", "<|message|>"]
+        + ["think "] * 5000
+        + ["<|end|>", "<|start|>", "assistant", "<|channel|>", "final", "<|message|>"]
+        + ["word "] * 4990
+    )
     parser = StreamParser()
     for piece in pieces:
         parser.feed(piece.encode(), None)
@@ -884,7 +954,7 @@ def test_long_stream_parses_whole() -> None:
 
 def test_parse_completion_round_trips_with_render() -> None:
     """A parsed tool-call turn, put back into history, renders like the canonical message."""
-    raw = '<|channel|>analysis<|message|>Check.<|end|><|start|>assistant<|channel|>commentary to=functions.now <|constrain|>json<|message|>{}'
+    raw = "<|channel|>analysis<|message|>Check.<|end|><|start|>assistant<|channel|>commentary to=functions.now <|constrain|>json<|message|>{}"
     done = parse_completion(raw, "call")
     history = [
         {"role": "user", "content": "time?"},

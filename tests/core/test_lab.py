@@ -56,15 +56,22 @@ def body_tokens(text: str, **kw: bool) -> int:
 def test_tokens_are_counted_per_channel_from_parser_events() -> None:
     reasoning = "First add, then subtract: 12 * 9 = 108."
     final = "She has **25** left."
-    script = (f"<|channel|>analysis<|message|>{reasoning}<|end|>"
-              f"<|start|>assistant<|channel|>final<|message|>{final}<|return|>")
+    script = (
+        f"<|channel|>analysis<|message|>{reasoning}<|end|>"
+        f"<|start|>assistant<|channel|>final<|message|>{final}<|return|>"
+    )
     exp = Experiment.create("How many muffins?", efforts=["medium"], date=DAY)
     events = list(run_experiment(engine_for(script), exp))
     (r,) = exp.results()
     assert r.reasoning_tokens == body_tokens(reasoning) and r.final_tokens == body_tokens(final)
     header_tokens = len(split_pieces(script.replace(reasoning, "").replace(final, "").replace("<|return|>", "")))
     assert r.other_tokens == header_tokens
-    assert r.generated_tokens == len(r.token_ids) == len(r.channels) == r.reasoning_tokens + r.final_tokens + r.other_tokens
+    assert (
+        r.generated_tokens
+        == len(r.token_ids)
+        == len(r.channels)
+        == r.reasoning_tokens + r.final_tokens + r.other_tokens
+    )
     assert r.raw_output == script  # special tokens kept, stop token appended
     assert (r.reasoning, r.final, r.stop_reason) == (reasoning, final, "return")
     assert r.first_token_s is not None and r.first_final_s is not None and r.first_final_s >= r.first_token_s
@@ -78,8 +85,10 @@ def test_tokens_are_counted_per_channel_from_parser_events() -> None:
 def test_utf8_split_across_tokens_is_counted_in_its_channel() -> None:
     reasoning = "日本語を考える ok"
     final = "答え: **三**"
-    script = (f"<|channel|>analysis<|message|>{reasoning}<|end|>"
-              f"<|start|>assistant<|channel|>final<|message|>{final}<|return|>")
+    script = (
+        f"<|channel|>analysis<|message|>{reasoning}<|end|>"
+        f"<|start|>assistant<|channel|>final<|message|>{final}<|return|>"
+    )
     exp = Experiment.create("q", efforts=["low"], date=DAY)
     list(run_experiment(engine_for(script, split_multibyte=True), exp))
     (r,) = exp.results()
@@ -91,7 +100,9 @@ def test_utf8_split_across_tokens_is_counted_in_its_channel() -> None:
 
 
 def test_preamble_and_bare_final_are_accounted() -> None:
-    script = "<|channel|>commentary<|message|>Checking.<|end|><|start|>assistant<|channel|>final<|message|>Yes.<|return|>"
+    script = (
+        "<|channel|>commentary<|message|>Checking.<|end|><|start|>assistant<|channel|>final<|message|>Yes.<|return|>"
+    )
     exp = Experiment.create("q", efforts=["high"], date=DAY)
     list(run_experiment(engine_for(script), exp))
     (r,) = exp.results()
@@ -100,7 +111,9 @@ def test_preamble_and_bare_final_are_accounted() -> None:
     exp2 = Experiment.create("q", efforts=["low"], date=DAY)
     list(run_experiment(engine_for("Just the answer 42<|return|>"), exp2))
     (r2,) = exp2.results()
-    assert r2.final == "Just the answer 42" and r2.final_tokens == r2.generated_tokens == body_tokens("Just the answer 42")
+    assert r2.final == "Just the answer 42" and r2.final_tokens == r2.generated_tokens == body_tokens(
+        "Just the answer 42"
+    )
 
 
 # --- statistics -----------------------------------------------------------------------------------
@@ -111,7 +124,7 @@ def test_figures_per_effort_follow_the_scripted_reasoning_lengths() -> None:
     exp = Experiment.create(problems, runs=3, date=DAY)
     list(run_experiment(engine_for(script), exp))
     summary = exp.summary()
-    for effort, base in words.items():
+    for effort, _base in words.items():
         want = [body_tokens(script.reasoning_for(effort, n)) for n in range(3)]
         got = [r.reasoning_tokens for r in exp.results() if r.effort == effort]
         assert got == want
@@ -120,7 +133,11 @@ def test_figures_per_effort_follow_the_scripted_reasoning_lengths() -> None:
         assert s.mean == pytest.approx(statistics.fmean(want)) and s.stdev == pytest.approx(statistics.stdev(want))
         assert (s.min, s.max) == (min(want), max(want))
         assert summary[effort].total_s is not None and summary[effort].total_s.n == 3
-    assert summary["low"].reasoning_tokens.mean < summary["medium"].reasoning_tokens.mean < summary["high"].reasoning_tokens.mean
+    assert (
+        summary["low"].reasoning_tokens.mean
+        < summary["medium"].reasoning_tokens.mean
+        < summary["high"].reasoning_tokens.mean
+    )
     assert (summary["low"].accuracy, summary["medium"].accuracy, summary["high"].accuracy) == (0.0, 1.0, 1.0)
     assert exp.marks("p1", "low") == [False, False, False] and exp.marks("p1", "high") == [True, True, True]
     seeds = {(r.effort, r.repeat): r.seed for r in exp.results()}
@@ -220,7 +237,10 @@ def test_rendered_prompts_carry_the_effort_exactly_as_the_template_renders_it(in
     for r in exp.results():
         want = render_prompt(msgs, chat_template=TEMPLATE, reasoning_effort=r.effort, date=DAY)
         assert r.rendered_prompt == want
-        assert f"\nKnowledge cutoff: 2024-06\nCurrent date: 2025-08-08\n\nReasoning: {r.effort}\n\n# Valid channels" in want
+        assert (
+            f"\nKnowledge cutoff: 2024-06\nCurrent date: 2025-08-08\n\nReasoning: {r.effort}\n\n# Valid channels"
+            in want
+        )
         others = {"low", "medium", "high"} - {r.effort}
         assert not any(f"Reasoning: {o}" in r.rendered_prompt for o in others)
         if instructions:
@@ -230,7 +250,11 @@ def test_rendered_prompts_carry_the_effort_exactly_as_the_template_renders_it(in
 
 # --- cancel and resume ----------------------------------------------------------------------------
 def test_cancel_stops_within_a_token_and_the_run_is_not_recorded() -> None:
-    long = "<|channel|>analysis<|message|>" + " word" * 2000 + "<|end|><|start|>assistant<|channel|>final<|message|>x<|return|>"
+    long = (
+        "<|channel|>analysis<|message|>"
+        + " word" * 2000
+        + "<|end|><|start|>assistant<|channel|>final<|message|>x<|return|>"
+    )
     engine = engine_for(long, delay_s=0.001)
     exp = Experiment.create("q", efforts=["high"], runs=2, date=DAY)
     cancel = threading.Event()
@@ -323,8 +347,14 @@ def test_prompt_errors_skip_the_problem_and_engine_errors_stop(tmp_path: Path) -
 # --- persistence and export -----------------------------------------------------------------------
 def _finished_experiment(tmp_path: Path) -> Experiment:
     ps = builtin_problem_set()
-    exp = Experiment.create(ps.problems[:3], runs=2, problem_set=ps.name, instructions="Be brief.",
-                            sampling=Sampling(temperature=0.7, top_p=0.9, max_tokens=500), date=DAY)
+    exp = Experiment.create(
+        ps.problems[:3],
+        runs=2,
+        problem_set=ps.name,
+        instructions="Be brief.",
+        sampling=Sampling(temperature=0.7, top_p=0.9, max_tokens=500),
+        date=DAY,
+    )
     exp.save(tmp_path / "e.jsonl")
     answer = lambda prompt, effort: "**25**" if "muffins" in prompt else f"Maybe **{len(effort)}**"  # noqa: E731
     list(run_experiment(engine_for(EffortScript(step=2, answer=answer)), exp))
@@ -369,11 +399,20 @@ def test_csv_export_has_every_run_and_figure(tmp_path: Path) -> None:
     path = exp.export_csv(tmp_path / "runs.csv")
     rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
     assert len(rows) == 18 and tuple(rows[0].keys()) == CSV_COLUMNS
-    for row, r in zip(rows, exp.results()):
-        assert (row["problem_id"], row["effort"], int(row["repeat"]), int(row["seed"])) == (r.problem_id, r.effort, r.repeat + 1, r.seed)
+    for row, r in zip(rows, exp.results(), strict=False):
+        assert (row["problem_id"], row["effort"], int(row["repeat"]), int(row["seed"])) == (
+            r.problem_id,
+            r.effort,
+            r.repeat + 1,
+            r.seed,
+        )
         assert int(row["reasoning_tokens"]) == r.reasoning_tokens and row["raw_output"] == r.raw_output
         assert float(row["temperature"]) == 0.7 and float(row["top_p"]) == 0.9 and row["max_tokens"] == "500"
-        assert row["instructions"] == "Be brief." and row["prompt"] == r.prompt and row["model_file"] == "scripted:gpt-oss-20b"
+        assert (
+            row["instructions"] == "Be brief."
+            and row["prompt"] == r.prompt
+            and row["model_file"] == "scripted:gpt-oss-20b"
+        )
         assert row["correct"] == str(int(bool(r.correct)))
     muffins = [row for row in rows if row["problem_id"] == "arith-muffins"]
     assert {row["correct"] for row in muffins} == {"1"} and {row["extracted"] for row in muffins} == {"25"}
@@ -386,9 +425,14 @@ def test_open_reports_files_that_are_not_experiments(tmp_path: Path) -> None:
     (tmp_path / "d.jsonl").write_text("", encoding="utf-8")
     future = {"type": "experiment", "format": "harmonica-experiment", "version": 99, "spec": {}}
     (tmp_path / "e.jsonl").write_text(json.dumps(future), encoding="utf-8")
-    for name, msg in (("a.jsonl", "not a Harmonica experiment"), ("b.json", "not a Harmonica experiment"),
-                      ("c.jsonl", "not UTF-8"), ("d.jsonl", "empty"), ("e.jsonl", "newer Harmonica"),
-                      ("missing.jsonl", "cannot be read")):
+    for name, msg in (
+        ("a.jsonl", "not a Harmonica experiment"),
+        ("b.json", "not a Harmonica experiment"),
+        ("c.jsonl", "not UTF-8"),
+        ("d.jsonl", "empty"),
+        ("e.jsonl", "newer Harmonica"),
+        ("missing.jsonl", "cannot be read"),
+    ):
         with pytest.raises(LabError, match=msg):
             open_experiment(tmp_path / name)
 
@@ -426,8 +470,9 @@ def test_real_engine_experiment_on_a_tiny_model(tiny_model_path: Path, tmp_path:
     engine = Engine()
     info = engine.load(tiny_model_path, LoadSettings(n_ctx=512, n_threads=1))
     try:
-        exp = Experiment.create("hello world", efforts=["low", "high"], runs=2, grammar=GRAMMAR,
-                                sampling=Sampling(max_tokens=80), date=DAY)
+        exp = Experiment.create(
+            "hello world", efforts=["low", "high"], runs=2, grammar=GRAMMAR, sampling=Sampling(max_tokens=80), date=DAY
+        )
         exp.save(tmp_path / "real.jsonl")
         events = list(run_experiment(engine, exp))
         assert events[-1] == ExperimentStopped("complete"), events[-1]
@@ -443,8 +488,12 @@ def test_real_engine_experiment_on_a_tiny_model(tiny_model_path: Path, tmp_path:
             assert r.reasoning_tokens == first_end - first_msg - 1
             assert r.final_tokens == len(r.token_ids) - r.token_ids.index(msg_id, first_end) - 1
             assert r.generated_tokens == len(r.token_ids) == r.reasoning_tokens + r.final_tokens + r.other_tokens
-            want = render_prompt([{"role": "user", "content": "hello world"}], chat_template=info.chat_template,
-                                 reasoning_effort=r.effort, date=DAY)
+            want = render_prompt(
+                [{"role": "user", "content": "hello world"}],
+                chat_template=info.chat_template,
+                reasoning_effort=r.effort,
+                date=DAY,
+            )
             assert r.rendered_prompt == want and f"\n\nReasoning: {r.effort}\n\n" in want
             assert r.first_final_s is not None and 0 < r.first_final_s <= r.total_s and r.tokens_per_s > 0
             assert r.prompt_tokens == len(engine.tokenize(want))

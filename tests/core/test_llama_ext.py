@@ -39,8 +39,18 @@ def test_cpu_buffer_type_is_the_registered_one() -> None:
 @pytest.mark.parametrize(
     ("n_cpu_moe", "n_layer", "on_cpu", "not_on_cpu"),
     [
-        (1, 24, ["blk.0.ffn_up_exps.weight", "blk.0.ffn_gate_exps.bias"], ["blk.1.ffn_up_exps.weight", "blk.10.ffn_up_exps.weight"]),
-        (2, 24, ["blk.1.ffn_down_exps.weight"], ["blk.12.ffn_down_exps.weight", "blk.2.ffn_gate_exps.weight", "blk.0.attn_q.weight"]),
+        (
+            1,
+            24,
+            ["blk.0.ffn_up_exps.weight", "blk.0.ffn_gate_exps.bias"],
+            ["blk.1.ffn_up_exps.weight", "blk.10.ffn_up_exps.weight"],
+        ),
+        (
+            2,
+            24,
+            ["blk.1.ffn_down_exps.weight"],
+            ["blk.12.ffn_down_exps.weight", "blk.2.ffn_gate_exps.weight", "blk.0.attn_q.weight"],
+        ),
         (24, 24, ["blk.23.ffn_down_exps.weight", "blk.5.ffn_up_exps.weight"], ["blk.0.ffn_gate_inp.weight"]),
     ],
 )
@@ -66,7 +76,9 @@ def test_n_cpu_moe_keeps_first_blocks_experts_on_cpu(tiny_model_factory: Callabl
     with llama_ext.capture_llama_log() as lines:
         info = e.load(path, LoadSettings(n_ctx=128, n_cpu_moe=1))
     try:
-        overridden = {m.group(1) for _, t in lines if (m := re.match(r"tensor (\S+) .*buffer type overridden to CPU", t))}
+        overridden = {
+            m.group(1) for _, t in lines if (m := re.match(r"tensor (\S+) .*buffer type overridden to CPU", t))
+        }
         assert overridden == {f"blk.0.ffn_{k}_exps.{w}" for k in ("up", "down", "gate") for w in ("weight", "bias")}
         assert info.expert_overrides == [llama_ext.expert_pattern(1, 3)]
         assert len(list(e.stream("<|start|>user<|message|>hi", Sampling(seed=1, max_tokens=3)))) == 3
@@ -152,7 +164,9 @@ def test_device_list_and_memory() -> None:
 
 
 def _dev(backend: str, name: str, kind: str, desc: str = "", total: int = 8 * 10**9) -> llama_ext.BackendDevice:
-    return llama_ext.BackendDevice(backend=backend, name=name, description=desc or name, kind=kind, memory_free=total, memory_total=total)
+    return llama_ext.BackendDevice(
+        backend=backend, name=name, description=desc or name, kind=kind, memory_free=total, memory_total=total
+    )
 
 
 def test_backend_report_of_this_build() -> None:
@@ -168,24 +182,41 @@ def test_backend_report_of_this_build() -> None:
 def test_summary_names_the_gpus_llama_cpp_offloads_to() -> None:
     files = {"CPU": "/x/libggml-cpu-haswell.so", "Vulkan": "/x/libggml-vulkan.so"}
     both = llama_ext.BackendReport(
-        devices=[_dev("Vulkan", "Vulkan0", "gpu", "RTX A"), _dev("Vulkan", "Vulkan1", "igpu", "Iris"), _dev("Vulkan", "Vulkan2", "gpu", "RTX B"), _dev("CPU", "CPU", "cpu")],
+        devices=[
+            _dev("Vulkan", "Vulkan0", "gpu", "RTX A"),
+            _dev("Vulkan", "Vulkan1", "igpu", "Iris"),
+            _dev("Vulkan", "Vulkan2", "gpu", "RTX B"),
+            _dev("CPU", "CPU", "cpu"),
+        ],
         files=files,
     )
     assert both.dynamic and both.backends == ["Vulkan", "CPU"] and both.cpu_variant() == "haswell"
     assert both.summary() == "Vulkan: RTX A, RTX B + CPU (haswell)"  # discrete GPUs only; the iGPU is not used
     assert both.summary(n_gpu_layers=0) == "CPU (haswell)"
     assert "Vulkan Vulkan0: RTX A, 8.0 GB [libggml-vulkan.so]" in both.lines()
-    igpu_only = llama_ext.BackendReport(devices=[_dev("Metal", "MTL0", "igpu", "Apple M2"), _dev("CPU", "CPU", "cpu")], files={})
+    igpu_only = llama_ext.BackendReport(
+        devices=[_dev("Metal", "MTL0", "igpu", "Apple M2"), _dev("CPU", "CPU", "cpu")], files={}
+    )
     assert igpu_only.summary(n_gpu_layers=99) == "Metal: Apple M2 + CPU" and not igpu_only.dynamic
-    cpu_only = llama_ext.BackendReport(devices=[_dev("CPU", "CPU", "cpu")], files={"CPU": r"C:\h\ggml-cpu-alderlake.dll"})
+    cpu_only = llama_ext.BackendReport(
+        devices=[_dev("CPU", "CPU", "cpu")], files={"CPU": r"C:\h\ggml-cpu-alderlake.dll"}
+    )
     assert cpu_only.summary() == "CPU (alderlake)"
 
 
 @pytest.mark.parametrize(
     ("line", "name", "path"),
     [
-        ("load_backend: loaded CPU backend from /opt/h/_internal/llama_cpp/lib/libggml-cpu-haswell.so", "CPU", "/opt/h/_internal/llama_cpp/lib/libggml-cpu-haswell.so"),
-        ("load_backend: loaded Vulkan backend from C:\\Program Files\\Harmonica\\ggml-vulkan.dll", "Vulkan", "C:\\Program Files\\Harmonica\\ggml-vulkan.dll"),
+        (
+            "load_backend: loaded CPU backend from /opt/h/_internal/llama_cpp/lib/libggml-cpu-haswell.so",
+            "CPU",
+            "/opt/h/_internal/llama_cpp/lib/libggml-cpu-haswell.so",
+        ),
+        (
+            "load_backend: loaded Vulkan backend from C:\\Program Files\\Harmonica\\ggml-vulkan.dll",
+            "Vulkan",
+            "C:\\Program Files\\Harmonica\\ggml-vulkan.dll",
+        ),
     ],
 )
 def test_loaded_backend_log_line(line: str, name: str, path: str) -> None:

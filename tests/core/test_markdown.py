@@ -45,7 +45,7 @@ def test_basic_markdown_features() -> None:
     assert "<strong>bold</strong>" in html and "<em>italic</em>" in html and "<s>gone</s>" in html
     assert "<table" in html and 'align="right"' in html
     assert "☑" in html and "☐" in html and "<input" not in html
-    assert code == ['def f(x):\n    return x < 2  # <b>not bold</b>\n\n\n    # blank lines above stay inside the fence']
+    assert code == ["def f(x):\n    return x < 2  # <b>not bold</b>\n\n\n    # blank lines above stay inside the fence"]
     assert 'href="copy:0"' in html
     assert 'href="https://example.org"' in html
 
@@ -82,7 +82,9 @@ def test_dangerous_links_are_not_clickable() -> None:
 
 
 def test_images_are_never_loaded() -> None:
-    html, _ = render_markdown("![cat](https://example.org/cat.png) ![x](file:///etc/passwd) ![y](data:image/png;base64,AAAA)")
+    html, _ = render_markdown(
+        "![cat](https://example.org/cat.png) ![x](file:///etc/passwd) ![y](data:image/png;base64,AAAA)"
+    )
     assert "<img" not in html
     assert '<a href="https://example.org/cat.png"' in html and "[image: cat]" in html
     assert 'href="file:' not in html and 'href="data:' not in html and "[image: y]" in html

@@ -55,13 +55,17 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def write_split(folder: Path, stem: str = "tiny-split", count: int = 3) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     return [
-        write_gpt_oss_gguf(folder / f"{stem}-{i:05d}-of-{count:05d}.gguf", seed=i,
-                           extra_metadata={"split.count": count, "split.no": i - 1})
+        write_gpt_oss_gguf(
+            folder / f"{stem}-{i:05d}-of-{count:05d}.gguf",
+            seed=i,
+            extra_metadata={"split.count": count, "split.no": i - 1},
+        )
         for i in range(1, count + 1)
     ]
 
 
 # -- catalog ------------------------------------------------------------------------------------
+
 
 def test_catalog_has_20b_default_and_120b_in_three_parts() -> None:
     assert default_entry().id == "gpt-oss-20b"
@@ -89,6 +93,7 @@ def test_catalog_sizes_and_memory_are_plausible() -> None:
 
 
 # -- validation ---------------------------------------------------------------------------------
+
 
 def test_valid_tiny_model_passes(validator: str, tiny_model_path: Path) -> None:
     assert validate_model_file(tiny_model_path) == (True, "")
@@ -149,6 +154,7 @@ def test_check_finds_truncated_later_part(tmp_path: Path) -> None:
 
 # -- import and registry ------------------------------------------------------------------------
 
+
 def test_import_references_file_in_place_and_persists(home: Path, tiny_model_path: Path) -> None:
     library = ModelLibrary(search_dirs=[])
     model = library.import_file(tiny_model_path)
@@ -207,8 +213,10 @@ def test_damaged_registry_is_treated_as_empty(home: Path) -> None:
 
 # -- discovery ----------------------------------------------------------------------------------
 
-def test_discovers_lmstudio_and_llama_cpp_folders(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                   tiny_model_path: Path) -> None:
+
+def test_discovers_lmstudio_and_llama_cpp_folders(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model_path: Path
+) -> None:
     lms = home / ".lmstudio" / "models" / "lmstudio-community" / "gpt-oss-20b-GGUF"
     lms.mkdir(parents=True)
     shutil.copy(tiny_model_path, lms / "gpt-oss-20b-MXFP4.gguf")
@@ -228,8 +236,7 @@ def test_discovers_lmstudio_and_llama_cpp_folders(home: Path, tmp_path: Path, mo
     assert "half.gguf" in refused
 
 
-def test_discovers_models_in_hf_cache_and_removes_them_through_cache_api(home: Path,
-                                                                          tiny_model_path: Path) -> None:
+def test_discovers_models_in_hf_cache_and_removes_them_through_cache_api(home: Path, tiny_model_path: Path) -> None:
     from huggingface_hub import scan_cache_dir
 
     cache = place_in_hf_cache("ggml-org/gpt-oss-20b-GGUF", {"gpt-oss-20b-mxfp4.gguf": tiny_model_path})
@@ -246,8 +253,9 @@ def test_discovers_models_in_hf_cache_and_removes_them_through_cache_api(home: P
     assert scan_cache_dir(cache).repos == frozenset() or all(not r.revisions for r in scan_cache_dir(cache).repos)
 
 
-def test_removing_one_quant_keeps_the_other_in_the_same_revision(home: Path, tiny_model_path: Path,
-                                                                  tmp_path: Path) -> None:
+def test_removing_one_quant_keeps_the_other_in_the_same_revision(
+    home: Path, tiny_model_path: Path, tmp_path: Path
+) -> None:
     other = write_gpt_oss_gguf(tmp_path / "q8.gguf", seed=7)
     place_in_hf_cache("org/gpt-oss-20b-GGUF", {"a-mxfp4.gguf": tiny_model_path, "a-q8.gguf": other})
     library = ModelLibrary(search_dirs=[])
@@ -299,7 +307,9 @@ def test_removing_another_tools_hf_model_only_hides_it(home: Path, tiny_model_pa
     repo, name = "ggml-org/gpt-oss-20b-GGUF", "gpt-oss-20b-mxfp4.gguf"
     with _allow_loopback(), FakeHub() as hub:
         hub.add_file(repo, name, tiny_model_path)
-        theirs = Path(hf_hub_download(repo, name, endpoint=hub.url, cache_dir=paths.hf_hub_cache_dir()))  # `hf download`
+        theirs = Path(
+            hf_hub_download(repo, name, endpoint=hub.url, cache_dir=paths.hf_hub_cache_dir())
+        )  # `hf download`
         library = ModelLibrary(search_dirs=[])
         [model] = library.discover().models
         assert not model.downloaded_by_app
@@ -325,14 +335,20 @@ def test_forgetting_a_harmonica_download_without_deleting_keeps_the_file(home: P
 
 # -- does it fit this computer ------------------------------------------------------------------
 
+
 def profile(ram_gb: float, gpus: list[tuple[str, float]] = (), apple_budget_gb: float | None = None):  # type: ignore[no-untyped-def, assignment]
     from app.core.hardware import AppleSiliconInfo, GpuInfo, HardwareProfile
 
     gb = 1_000_000_000
     apple = AppleSiliconInfo("Apple M2 Max", int(ram_gb * gb), int(apple_budget_gb * gb)) if apple_budget_gb else None
     return HardwareProfile(
-        ram_total=int(ram_gb * gb), ram_available=int(ram_gb * gb * 0.7), cores_physical=8, cores_logical=16,
-        gpus=[GpuInfo("nvidia", name, int(v * gb), int(v * gb)) for name, v in gpus], apple=apple)
+        ram_total=int(ram_gb * gb),
+        ram_available=int(ram_gb * gb * 0.7),
+        cores_physical=8,
+        cores_logical=16,
+        gpus=[GpuInfo("nvidia", name, int(v * gb), int(v * gb)) for name, v in gpus],
+        apple=apple,
+    )
 
 
 def test_fit_on_a_16_gb_laptop() -> None:
@@ -380,6 +396,7 @@ def test_fit_unknown_memory() -> None:
 
 # -- helpers --------------------------------------------------------------------------------------
 
+
 def download_into_cache(repo_id: str, files: dict[str, Path]):  # type: ignore[no-untyped-def]
     """Harmonica downloads files from a loopback hub; returns the DownloadResult."""
     with _allow_loopback(), FakeHub() as hub:
@@ -398,7 +415,7 @@ def place_in_hf_cache(repo_id: str, files: dict[str, Path]) -> Path:
         return manager.cache_dir
 
 
-class _allow_loopback:
+class _allow_loopback:  # noqa: N801 -- used like a function: `with _allow_loopback():`
     """Temporarily lift the no-network guard, for loopback only, while the cache is being filled."""
 
     def __enter__(self) -> None:

@@ -15,10 +15,10 @@ from app.core.gguf_info import GPT_OSS_120B_SHAPE, GgufInfo, info_for_shape, rea
 from app.core.hardware import AppleSiliconInfo, GpuInfo, HardwareProfile, apple_gpu_budget
 from app.core.planner import (
     MODE_RANK,
-    amx_extra_bytes,
     Placement,
     Plan,
     Wishes,
+    amx_extra_bytes,
     compute_bytes,
     estimate,
     kv_total_bytes,
@@ -33,7 +33,9 @@ M20 = info_for_shape("gpt-oss-20b")
 M120 = info_for_shape("gpt-oss-120b", GPT_OSS_120B_SHAPE)
 
 
-def nvidia(vram_gib: float, ram_gib: float = 32, avail_gib: float | None = None, used_mib: int = 400, name: str = "") -> HardwareProfile:
+def nvidia(
+    vram_gib: float, ram_gib: float = 32, avail_gib: float | None = None, used_mib: int = 400, name: str = ""
+) -> HardwareProfile:
     total = int(vram_gib * GiB)
     return HardwareProfile(
         ram_total=int(ram_gib * GiB),
@@ -41,7 +43,16 @@ def nvidia(vram_gib: float, ram_gib: float = 32, avail_gib: float | None = None,
         cores_physical=8,
         cores_logical=16,
         os="Linux",
-        gpus=[GpuInfo("nvidia", name or f"NVIDIA {vram_gib:g} GB", total, max(0, total - used_mib * 1024 * 1024), driver="550", backend_hint="CUDA")],
+        gpus=[
+            GpuInfo(
+                "nvidia",
+                name or f"NVIDIA {vram_gib:g} GB",
+                total,
+                max(0, total - used_mib * 1024 * 1024),
+                driver="550",
+                backend_hint="CUDA",
+            )
+        ],
         backends=["CUDA", "CPU"],
     )
 
@@ -62,7 +73,14 @@ def apple(ram_gib: int, avail_gib: float, chip: str, perf: int) -> HardwareProfi
 
 
 def cpu_only(ram_gib: float, avail_gib: float) -> HardwareProfile:
-    return HardwareProfile(ram_total=int(ram_gib * GiB), ram_available=int(avail_gib * GiB), cores_physical=8, cores_logical=16, os="Linux", backends=["CPU"])
+    return HardwareProfile(
+        ram_total=int(ram_gib * GiB),
+        ram_available=int(avail_gib * GiB),
+        cores_physical=8,
+        cores_logical=16,
+        os="Linux",
+        backends=["CPU"],
+    )
 
 
 @dataclass
@@ -82,7 +100,13 @@ CASES = [
     Case("nvidia-12gb", nvidia(12), "gpu+cpu-experts", (1, 5), reason_words=("pinned memory",)),
     Case("nvidia-16gb", nvidia(16), "gpu", min_ctx=32768, reason_words=("Everything runs on the GPU",)),
     Case("nvidia-24gb", nvidia(24), "gpu", min_ctx=131072, reason_words=("fastest",)),
-    Case("m1-16gb", apple(16, 14.5, "Apple M1", 4), "gpu+cpu-experts", (1, 8), reason_words=("unified memory", "shared with the GPU")),
+    Case(
+        "m1-16gb",
+        apple(16, 14.5, "Apple M1", 4),
+        "gpu+cpu-experts",
+        (1, 8),
+        reason_words=("unified memory", "shared with the GPU"),
+    ),
     Case("m2max-64gb", apple(64, 50, "Apple M2 Max", 8), "gpu", min_ctx=131072, reason_words=("performance core",)),
     Case("cpu-16gb", cpu_only(16, 14.5), "cpu", reason_words=("No GPU found", "repacks")),
     Case("cpu-32gb", cpu_only(32, 28), "cpu", min_ctx=32768, reason_words=("runs on the CPU",)),
@@ -130,7 +154,9 @@ def test_eight_gb_ram_machine_is_refused_clearly() -> None:
     text = "\n".join(p.reasons)
     assert "does not fit in this computer's memory" in text
     assert "Needs ~12.1 GB of RAM" in text
-    assert any("has 8.0 GB of RAM" in s and "needs about 12 GB even with every other app closed" in s for s in p.suggestions)
+    assert any(
+        "has 8.0 GB of RAM" in s and "needs about 12 GB even with every other app closed" in s for s in p.suggestions
+    )
 
 
 def test_busy_machine_is_told_to_close_apps() -> None:
@@ -196,7 +222,13 @@ def test_overrides_are_honoured() -> None:
     assert (p.mode, p.n_gpu_layers, p.n_cpu_moe) == ("layer-split", 10, 0) and p.fits
     p = plan(prof, M20, Wishes(n_gpu_layers=-1))
     assert (p.mode, p.n_gpu_layers) == ("gpu", 25)
-    p = plan(prof, M20, Wishes(flash_attn=False, kv_type="f16", n_threads=3, n_threads_batch=5, use_mmap=False, use_mlock=True, n_ctx=8192))
+    p = plan(
+        prof,
+        M20,
+        Wishes(
+            flash_attn=False, kv_type="f16", n_threads=3, n_threads_batch=5, use_mmap=False, use_mlock=True, n_ctx=8192
+        ),
+    )
     assert (p.flash_attn, p.n_threads, p.n_threads_batch, p.use_mmap, p.use_mlock) == (False, 3, 5, False, True)
     assert any("mlock on" in r for r in p.reasons)
     p = plan(prof, M20, Wishes(backend="cpu"))
@@ -389,17 +421,45 @@ def test_to_load_settings() -> None:
     p = plan(nvidia(8), M20, Wishes(n_ctx=8192))
     s = p.to_load_settings()
     assert isinstance(s, LoadSettings)
-    assert (s.n_ctx, s.n_gpu_layers, s.n_cpu_moe, s.flash_attn, s.kv_type, s.use_mmap, s.swa_full) == (8192, 25, p.n_cpu_moe, True, "f16", False, False)
+    assert (s.n_ctx, s.n_gpu_layers, s.n_cpu_moe, s.flash_attn, s.kv_type, s.use_mmap, s.swa_full) == (
+        8192,
+        25,
+        p.n_cpu_moe,
+        True,
+        "f16",
+        False,
+        False,
+    )
     assert (s.n_threads, s.n_threads_batch) == (8, 16)
     assert p.summary().startswith("GPU, with the experts of")
 
 
 def test_model_without_blocks_is_refused() -> None:
     broken = GgufInfo(
-        path=Path("x.gguf"), parts=[], file_size=10, arch="gpt-oss", name="x", n_layer=0, n_embd=0, n_head=0,
-        n_head_kv=0, head_dim=0, head_dim_v=0, n_expert=0, n_expert_used=0, n_ff_exp=0, n_vocab=0,
-        context_length=0, sliding_window=0, swa_layers=(), file_type=None, has_chat_template=False,
-        blocks=[], embedding_bytes=0, output_bytes=0, extra_bytes=0,
+        path=Path("x.gguf"),
+        parts=[],
+        file_size=10,
+        arch="gpt-oss",
+        name="x",
+        n_layer=0,
+        n_embd=0,
+        n_head=0,
+        n_head_kv=0,
+        head_dim=0,
+        head_dim_v=0,
+        n_expert=0,
+        n_expert_used=0,
+        n_ff_exp=0,
+        n_vocab=0,
+        context_length=0,
+        sliding_window=0,
+        swa_layers=(),
+        file_type=None,
+        has_chat_template=False,
+        blocks=[],
+        embedding_bytes=0,
+        output_bytes=0,
+        extra_bytes=0,
     )
     p = plan(nvidia(8), broken)
     assert not p.fits and p.mode == "none" and "no transformer blocks" in p.reasons[0]
@@ -409,9 +469,48 @@ def test_model_without_blocks_is_refused() -> None:
 
 SHAPES: dict[str, dict[str, object]] = {
     "f32-small": dict(n_layer=2, n_embd=64, n_ctx_train=32768),
-    "q8-mxfp4-vocab8k": dict(n_layer=4, n_ctx_train=32768, n_embd=256, n_head=8, n_head_kv=4, head_dim=32, n_expert=8, n_expert_used=4, n_ff_exp=256, vocab_size=8000, expert_type="MXFP4", dense_type="Q8_0"),
-    "wide-ffn": dict(n_layer=2, n_ctx_train=32768, n_embd=512, n_head=16, n_head_kv=8, head_dim=64, n_expert=4, n_expert_used=2, n_ff_exp=1024, vocab_size=2000, expert_type="Q8_0", dense_type="Q8_0"),
-    "f16-20b-like": dict(n_layer=4, n_ctx_train=32768, n_embd=384, n_head=12, n_head_kv=2, head_dim=64, n_expert=16, n_expert_used=4, n_ff_exp=384, vocab_size=20000, expert_type="MXFP4", dense_type="F16"),
+    "q8-mxfp4-vocab8k": dict(
+        n_layer=4,
+        n_ctx_train=32768,
+        n_embd=256,
+        n_head=8,
+        n_head_kv=4,
+        head_dim=32,
+        n_expert=8,
+        n_expert_used=4,
+        n_ff_exp=256,
+        vocab_size=8000,
+        expert_type="MXFP4",
+        dense_type="Q8_0",
+    ),
+    "wide-ffn": dict(
+        n_layer=2,
+        n_ctx_train=32768,
+        n_embd=512,
+        n_head=16,
+        n_head_kv=8,
+        head_dim=64,
+        n_expert=4,
+        n_expert_used=2,
+        n_ff_exp=1024,
+        vocab_size=2000,
+        expert_type="Q8_0",
+        dense_type="Q8_0",
+    ),
+    "f16-20b-like": dict(
+        n_layer=4,
+        n_ctx_train=32768,
+        n_embd=384,
+        n_head=12,
+        n_head_kv=2,
+        head_dim=64,
+        n_expert=16,
+        n_expert_used=4,
+        n_ff_exp=384,
+        vocab_size=20000,
+        expert_type="MXFP4",
+        dense_type="F16",
+    ),
 }
 # (n_ctx, flash attention, mmap, KV type, batch)
 LOADS = [
@@ -438,9 +537,8 @@ def test_estimates_match_llama_cpp_buffers_on_cpu(shape_name: str, tiny_model_fa
     allocator reuses memory across the graph's phases, which the estimate does not model).
     """
     pytest.importorskip("llama_cpp")
-    from app.core.engine import Engine
-
     from app.core import hardware
+    from app.core.engine import Engine
 
     path = tiny_model_factory(f"{shape_name}.gguf", **SHAPES[shape_name])
     info = read_gguf_info(path)
@@ -449,11 +547,19 @@ def test_estimates_match_llama_cpp_buffers_on_cpu(shape_name: str, tiny_model_fa
     prof.cpu_features = hardware.probe_cpu_name(hardware.Probes(), hardware.platform.system())[1]
     engine = Engine()
     for n_ctx, flash, mmap, kv_type, n_batch in LOADS:
-        p = plan(prof, info, Wishes(n_ctx=n_ctx, flash_attn=flash, use_mmap=mmap, kv_type=kv_type, n_batch=n_batch, n_threads=1))
+        p = plan(
+            prof,
+            info,
+            Wishes(n_ctx=n_ctx, flash_attn=flash, use_mmap=mmap, kv_type=kv_type, n_batch=n_batch, n_threads=1),
+        )
         if info.head_dim % 32 and kv_type != "f16":  # llama.cpp refuses a q8_0 cache for 16-value heads
             assert p.kv_type == "f16" and any("multiple of 32" in r for r in p.reasons)
             kv_type = "f16"
-        assert p.fits and p.mode == "cpu" and (p.n_ctx, p.kv_type, p.use_mmap, p.n_batch) == (n_ctx, kv_type, mmap, n_batch)
+        assert (
+            p.fits
+            and p.mode == "cpu"
+            and (p.n_ctx, p.kv_type, p.use_mmap, p.n_batch) == (n_ctx, kv_type, mmap, n_batch)
+        )
         settings = p.to_load_settings()
         assert settings.devices == ()
         loaded = engine.load(path, settings)

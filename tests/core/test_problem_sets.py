@@ -35,10 +35,19 @@ def test_builtin_set_is_small_checked_and_its_answers_pass_their_own_checks() ->
 @pytest.mark.parametrize(
     ("text", "want"),
     [
-        ("25", 25), ("**25**", 25), ("She has 25 muffins left.", 25), ("12 × 9 = 108, 108 − 83 = **25**", 25),
-        ("Answer: 215 minutes (3 h 35 min)", 215), ("The answer is 18.75 dollars.", 18.75),
-        ("It takes 1,250 steps", 1250), ("Between 3 and 4, so 4", 4), ("-7 degrees", -7), ("There are three.", 3),
-        ("$\\boxed{42}$", 42), ("nothing here", None), ("version2 of x", None),
+        ("25", 25),
+        ("**25**", 25),
+        ("She has 25 muffins left.", 25),
+        ("12 × 9 = 108, 108 − 83 = **25**", 25),
+        ("Answer: 215 minutes (3 h 35 min)", 215),
+        ("The answer is 18.75 dollars.", 18.75),
+        ("It takes 1,250 steps", 1250),
+        ("Between 3 and 4, so 4", 4),
+        ("-7 degrees", -7),
+        ("There are three.", 3),
+        ("$\\boxed{42}$", 42),
+        ("nothing here", None),
+        ("version2 of x", None),
     ],
 )
 def test_extract_number_reads_the_answer_a_person_would(text: str, want: float | None) -> None:
@@ -65,23 +74,23 @@ def test_checkers() -> None:
 
 def test_import_reports_each_malformed_line_and_keeps_the_rest(tmp_path: Path) -> None:
     lines = [
-        '{"prompt": "What is 2+2?", "answer": 4}',                      # 1 ok (number)
-        "",                                                              # 2 blank: skipped silently
-        "# a comment",                                                   # 3 comment: skipped silently
-        '{"prompt": "Capital of France?", "answer": "Paris"',           # 4 broken JSON
-        '["prompt", "x"]',                                               # 5 not an object
-        '{"question": "no prompt key"}',                                 # 6 missing prompt
-        '{"prompt": "   "}',                                             # 7 empty prompt
-        '{"prompt": 12}',                                                # 8 prompt not a string
-        '{"prompt": "x", "answer": "4", "check": "fuzzy"}',             # 9 unknown check
+        '{"prompt": "What is 2+2?", "answer": 4}',  # 1 ok (number)
+        "",  # 2 blank: skipped silently
+        "# a comment",  # 3 comment: skipped silently
+        '{"prompt": "Capital of France?", "answer": "Paris"',  # 4 broken JSON
+        '["prompt", "x"]',  # 5 not an object
+        '{"question": "no prompt key"}',  # 6 missing prompt
+        '{"prompt": "   "}',  # 7 empty prompt
+        '{"prompt": 12}',  # 8 prompt not a string
+        '{"prompt": "x", "answer": "4", "check": "fuzzy"}',  # 9 unknown check
         '{"prompt": "x", "check": {"type": "regex", "pattern": "(a"}}',  # 10 bad regex
-        '{"prompt": "x", "answer": "red", "check": "choice"}',          # 11 choice without choices
+        '{"prompt": "x", "answer": "red", "check": "choice"}',  # 11 choice without choices
         '{"prompt": "x", "answer": "pink", "check": {"type": "choice", "choices": ["red", "blue"]}}',  # 12 not a choice
-        '{"prompt": "x", "answer": "lots", "check": "number"}',         # 13 non-numeric answer
-        '{"prompt": "x", "answer": true}',                               # 14 bad answer type
-        '{"prompt": "Open question, no answer"}',                        # 15 ok (not checked)
+        '{"prompt": "x", "answer": "lots", "check": "number"}',  # 13 non-numeric answer
+        '{"prompt": "x", "answer": true}',  # 14 bad answer type
+        '{"prompt": "Open question, no answer"}',  # 15 ok (not checked)
         '{"id": "q1", "prompt": "Colour of the sky?", "answer": "blue"}',  # 16 ok (contains)
-        '{"id": "q1", "prompt": "Same id again", "answer": 3}',          # 17 ok, id renamed with a warning
+        '{"id": "q1", "prompt": "Same id again", "answer": 3}',  # 17 ok, id renamed with a warning
         '{"prompt": "Pick", "answer": "B", "check": {"type": "choice", "choices": ["A", "B"]}}',  # 18 ok
     ]
     data = ("\n".join(lines) + "\n").encode() + b'{"prompt": "caf\xe9"}\n'  # 19: Latin-1, not UTF-8
@@ -94,13 +103,18 @@ def test_import_reports_each_malformed_line_and_keeps_the_rest(tmp_path: Path) -
     assert "JSON object, not a list" in got[5]
     assert got[6] == 'missing "prompt"' and got[7] == '"prompt" is empty' and "must be a string" in got[8]
     assert 'unknown check type "fuzzy"' in got[9] and "regular expression" in got[10]
-    assert '"choices"' in got[11] and 'not one of the choices (red, blue)' in got[12]
+    assert '"choices"' in got[11] and "not one of the choices (red, blue)" in got[12]
     assert "numeric" in got[13] and "true/false" in got[14] and "UTF-8" in got[19]
     assert "already used on line 16" in got[17] and not next(i for i in result.issues if i.line == 17).skipped
     assert str(result.issues[0]).startswith("Line 4: ")
     ps = result.problem_set
     assert [p.prompt for p in ps.problems] == [
-        "What is 2+2?", "Open question, no answer", "Colour of the sky?", "Same id again", "Pick"]
+        "What is 2+2?",
+        "Open question, no answer",
+        "Colour of the sky?",
+        "Same id again",
+        "Pick",
+    ]
     assert [p.check.type if p.check else None for p in ps.problems] == ["number", None, "contains", "number", "choice"]
     assert [p.id for p in ps.problems] == ["1", "15", "q1", "q1#17", "18"]
     assert ps.name == "mine" and ps.source == str(path)

@@ -230,7 +230,7 @@ def test_generations_never_overlap_and_outputs_are_not_mixed() -> None:
         c = s.client(client)
         conv = chat.Conversation()
         conv.add_user(f"say {word}")
-        for ev in chat.run_turn(c, conv, sampling=Sampling()):
+        for _ev in chat.run_turn(c, conv, sampling=Sampling()):
             pass
         results[word] = conv.messages[-1].content
         assert c.last_stats is not None
@@ -378,7 +378,9 @@ class LockSpy:
         return self.lock.locked()  # type: ignore[attr-defined, no-any-return]
 
 
-def test_real_engine_queued_request_never_waits_on_the_engine_lock(real_engine: object, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_real_engine_queued_request_never_waits_on_the_engine_lock(
+    real_engine: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spy = LockSpy(real_engine._gen_lock)  # type: ignore[attr-defined]
     monkeypatch.setattr(real_engine, "_gen_lock", spy)
     s = EngineScheduler(real_engine)  # type: ignore[arg-type]
@@ -389,7 +391,9 @@ def test_real_engine_queued_request_never_waits_on_the_engine_lock(real_engine: 
     assert spy.locked() and spy.attempts == 1
     got: list[bytes] = []
     th = threading.Thread(
-        target=lambda: got.extend(p for _, p in api_c.stream(prompt, Sampling(seed=2, max_tokens=5), grammar="root ::= [a-z]{5}"))
+        target=lambda: got.extend(
+            p for _, p in api_c.stream(prompt, Sampling(seed=2, max_tokens=5), grammar="root ::= [a-z]{5}")
+        )
     )
     th.start()
     wait_until(lambda: s.state.waiting == {"api": 1})
@@ -413,7 +417,10 @@ def test_real_engine_concurrent_turns_are_not_mixed(real_engine: object) -> None
         conv = chat.Conversation()
         conv.add_user("hello world")
         deltas = "".join(
-            ev.text for ev in chat.run_turn(c, conv, sampling=Sampling(seed=3, max_tokens=60), grammar=GRAMMAR.format(answers[client]))
+            ev.text
+            for ev in chat.run_turn(
+                c, conv, sampling=Sampling(seed=3, max_tokens=60), grammar=GRAMMAR.format(answers[client])
+            )
             if isinstance(ev, FinalDelta)
         )
         out[client] = (deltas, conv.messages[-1].stop_reason)

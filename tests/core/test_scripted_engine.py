@@ -47,13 +47,17 @@ def test_stream_replays_script_and_stops_on_return_token() -> None:
     assert text == SCRIPT.removesuffix("<|return|>")
     assert e.last_stats.stop_reason == "return"
     assert e.last_stats.generated_tokens == len(out)
-    ids = dict((p, t) for t, p in out)
+    ids = {p: t for t, p in out}
     assert ids[b"<|channel|>"] == SPECIAL_TOKEN_IDS["<|channel|>"]
     assert ids[b"<|end|>"] == SPECIAL_TOKEN_IDS["<|end|>"]
 
 
 def test_stop_reasons_call_eos_and_unterminated() -> None:
-    e = loaded("<|channel|>commentary to=functions.f <|constrain|>json<|message|>{}<|call|>", "<|channel|>final<|message|>x<|endoftext|>", "<|channel|>final<|message|>y")
+    e = loaded(
+        "<|channel|>commentary to=functions.f <|constrain|>json<|message|>{}<|call|>",
+        "<|channel|>final<|message|>x<|endoftext|>",
+        "<|channel|>final<|message|>y",
+    )
     for expected in ("call", "eos", "eos"):
         list(e.stream("p", Sampling()))
         assert e.last_stats.stop_reason == expected

@@ -83,10 +83,10 @@ class Hook:
 @pytest.fixture(scope="module")
 def real() -> Iterator[tuple[ApiServer, Any, Hook]]:
     pytest.importorskip("llama_cpp")
+    import tempfile
+
     from app.core.engine import Engine
     from tests.fixtures.gguf_factory import write_gpt_oss_gguf
-
-    import tempfile
 
     tmp = Path(tempfile.mkdtemp(prefix="harmonica-server-"))
     engine = Engine()
@@ -135,14 +135,19 @@ def test_models_endpoint(srv: tuple[ApiServer, Any, Hook]) -> None:
 def test_chat_completion_with_reasoning_and_usage(srv: tuple[ApiServer, Any, Hook]) -> None:
     server, engine, _ = srv
     r = client(server).chat.completions.create(
-        model="tiny-gpt-oss", messages=[{"role": "user", "content": "hello world"}], max_tokens=80, seed=3,
+        model="tiny-gpt-oss",
+        messages=[{"role": "user", "content": "hello world"}],
+        max_tokens=80,
+        seed=3,
     )
     msg = r.choices[0].message
     assert msg.content == "hello there" and r.choices[0].finish_reason == "stop"
     reasoning = msg.model_extra["reasoning_content"]
     assert 3 <= len(reasoning) <= 10
     u = r.usage
-    assert u.prompt_tokens == engine.last_stats.prompt_tokens and u.completion_tokens == engine.last_stats.generated_tokens
+    assert (
+        u.prompt_tokens == engine.last_stats.prompt_tokens and u.completion_tokens == engine.last_stats.generated_tokens
+    )
     assert 0 < u.completion_tokens_details.reasoning_tokens < u.completion_tokens
     assert u.total_tokens == u.prompt_tokens + u.completion_tokens
     assert "Reasoning: medium" in server.testing.prompts[-1]  # type: ignore[union-attr]
@@ -151,19 +156,31 @@ def test_chat_completion_with_reasoning_and_usage(srv: tuple[ApiServer, Any, Hoo
 
 def test_chat_completion_streaming(srv: tuple[ApiServer, Any, Hook]) -> None:
     server, _, _ = srv
-    chunks = list(client(server).chat.completions.create(
-        model="x", messages=[{"role": "user", "content": "hi"}], stream=True, stream_options={"include_usage": True},
-        max_completion_tokens=80, reasoning_effort="high",
-    ))
+    chunks = list(
+        client(server).chat.completions.create(
+            model="x",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+            max_completion_tokens=80,
+            reasoning_effort="high",
+        )
+    )
     content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    reasoning = "".join((c.choices[0].delta.model_extra or {}).get("reasoning_content") or "" for c in chunks if c.choices)
+    reasoning = "".join(
+        (c.choices[0].delta.model_extra or {}).get("reasoning_content") or "" for c in chunks if c.choices
+    )
     assert content == "hello there" and 3 <= len(reasoning) <= 10
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
     assert finishes == ["stop"]
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
     # Reasoning streams before the answer.
-    kinds = ["r" if (c.choices[0].delta.model_extra or {}).get("reasoning_content") else "c"
-             for c in chunks if c.choices and ((c.choices[0].delta.content) or (c.choices[0].delta.model_extra or {}).get("reasoning_content"))]
+    kinds = [
+        "r" if (c.choices[0].delta.model_extra or {}).get("reasoning_content") else "c"
+        for c in chunks
+        if c.choices
+        and ((c.choices[0].delta.content) or (c.choices[0].delta.model_extra or {}).get("reasoning_content"))
+    ]
     assert kinds == sorted(kinds, reverse=True)
     assert "Reasoning: high" in server.testing.prompts[-1]  # type: ignore[union-attr]
 
@@ -171,8 +188,13 @@ def test_chat_completion_streaming(srv: tuple[ApiServer, Any, Hook]) -> None:
 def test_responses_api_both_ways(srv: tuple[ApiServer, Any, Hook]) -> None:
     server, _, _ = srv
     c = client(server)
-    r = c.responses.create(model="x", input="hello world", reasoning={"effort": "low"}, max_output_tokens=80,
-                           instructions="Answer briefly.")
+    r = c.responses.create(
+        model="x",
+        input="hello world",
+        reasoning={"effort": "low"},
+        max_output_tokens=80,
+        instructions="Answer briefly.",
+    )
     assert r.status == "completed" and r.output_text == "hello there"
     assert [o.type for o in r.output] == ["reasoning", "message"]
     assert 3 <= len(r.output[0].content[0].text) <= 10
@@ -193,14 +215,20 @@ def test_responses_api_both_ways(srv: tuple[ApiServer, Any, Hook]) -> None:
 
 def test_tool_call_round_trip_chat(srv: tuple[ApiServer, Any, Hook]) -> None:
     server, _, hook = srv
-    hook.fn = lambda body: CALL_GRAMMAR if body["messages"][-1]["role"] == "user" else final_grammar("It is sunny in Paris.")
+    hook.fn = lambda body: (
+        CALL_GRAMMAR if body["messages"][-1]["role"] == "user" else final_grammar("It is sunny in Paris.")
+    )
     c = client(server)
     messages: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
     r = c.chat.completions.create(model="x", messages=messages, tools=[WEATHER_TOOL], max_tokens=120)
     choice = r.choices[0]
     assert choice.finish_reason == "tool_calls"
     call = choice.message.tool_calls[0]
-    assert call.type == "function" and call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
+    assert (
+        call.type == "function"
+        and call.function.name == "get_weather"
+        and json.loads(call.function.arguments) == {"city": "Paris"}
+    )
     reasoning = choice.message.model_extra["reasoning_content"]
     assert "# Tools" in server.testing.prompts[-1] and "type get_weather" in server.testing.prompts[-1]  # type: ignore[union-attr]
 
@@ -227,21 +255,43 @@ def test_tool_call_round_trip_streaming_and_responses(srv: tuple[ApiServer, Any,
 
     hook.fn = pick
     c = client(server)
-    chunks = list(c.chat.completions.create(
-        model="x", messages=[{"role": "user", "content": "weather?"}], tools=[WEATHER_TOOL], stream=True, max_tokens=120))
+    chunks = list(
+        c.chat.completions.create(
+            model="x",
+            messages=[{"role": "user", "content": "weather?"}],
+            tools=[WEATHER_TOOL],
+            stream=True,
+            max_tokens=120,
+        )
+    )
     calls = [tc for ch in chunks if ch.choices for tc in (ch.choices[0].delta.tool_calls or [])]
-    assert len(calls) == 1 and calls[0].function.name == "get_weather" and calls[0].index == 0 and calls[0].id.startswith("call_")
-    assert [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason] == ["tool_calls"]
+    assert (
+        len(calls) == 1
+        and calls[0].function.name == "get_weather"
+        and calls[0].index == 0
+        and calls[0].id.startswith("call_")
+    )
+    assert [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason] == [
+        "tool_calls"
+    ]
 
     # Responses: the client feeds the output items (reasoning included) back with the tool's answer.
-    r = c.responses.create(model="x", input=[{"role": "user", "content": "weather?"}], tools=[RESPONSES_WEATHER_TOOL], max_output_tokens=120)
+    r = c.responses.create(
+        model="x",
+        input=[{"role": "user", "content": "weather?"}],
+        tools=[RESPONSES_WEATHER_TOOL],
+        max_output_tokens=120,
+    )
     kinds = [o.type for o in r.output]
     assert kinds == ["reasoning", "function_call"]
     fc = r.output[1]
     assert fc.name == "get_weather" and json.loads(fc.arguments) == {"city": "Paris"}
     reasoning = r.output[0].content[0].text
-    follow = [{"role": "user", "content": "weather?"}, *[o.model_dump(exclude_none=True) for o in r.output],
-              {"type": "function_call_output", "call_id": fc.call_id, "output": "sunny"}]
+    follow = [
+        {"role": "user", "content": "weather?"},
+        *[o.model_dump(exclude_none=True) for o in r.output],
+        {"type": "function_call_output", "call_id": fc.call_id, "output": "sunny"},
+    ]
     r2 = c.responses.create(model="x", input=follow, tools=[RESPONSES_WEATHER_TOOL], max_output_tokens=120)
     assert r2.output_text == "Sunny."
     prompt = server.testing.prompts[-1]  # type: ignore[union-attr]
@@ -251,12 +301,24 @@ def test_tool_call_round_trip_streaming_and_responses(srv: tuple[ApiServer, Any,
     # The same loop with previous_response_id instead of resending the items.
     r3 = c.responses.create(model="x", input="weather?", tools=[RESPONSES_WEATHER_TOOL], max_output_tokens=120)
     call = next(o for o in r3.output if o.type == "function_call")
-    r4 = c.responses.create(model="x", previous_response_id=r3.id, tools=[RESPONSES_WEATHER_TOOL], max_output_tokens=120,
-                            input=[{"type": "function_call_output", "call_id": call.call_id, "output": "rain"}])
+    r4 = c.responses.create(
+        model="x",
+        previous_response_id=r3.id,
+        tools=[RESPONSES_WEATHER_TOOL],
+        max_output_tokens=120,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "rain"}],
+    )
     assert r4.output_text == "Sunny."
-    assert '<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>"rain"<|end|>' in server.testing.prompts[-1]  # type: ignore[union-attr]
+    assert (
+        '<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>"rain"<|end|>'
+        in server.testing.prompts[-1]
+    )  # type: ignore[union-attr]
 
-    events = list(c.responses.create(model="x", input="weather?", tools=[RESPONSES_WEATHER_TOOL], stream=True, max_output_tokens=120))
+    events = list(
+        c.responses.create(
+            model="x", input="weather?", tools=[RESPONSES_WEATHER_TOOL], stream=True, max_output_tokens=120
+        )
+    )
     types = [e.type for e in events]
     assert "response.function_call_arguments.done" in types
     done = next(e for e in events if e.type == "response.output_item.done" and e.item.type == "function_call")
@@ -268,7 +330,11 @@ def test_invalid_requests_get_openai_errors(srv: tuple[ApiServer, Any, Hook]) ->
     c = client(server)
     with pytest.raises(openai.BadRequestError) as e1:
         c.chat.completions.create(model="x", messages=[])
-    assert e1.value.status_code == 400 and e1.value.body["param"] == "messages" and e1.value.body["type"] == "invalid_request_error"
+    assert (
+        e1.value.status_code == 400
+        and e1.value.body["param"] == "messages"
+        and e1.value.body["type"] == "invalid_request_error"
+    )
     with pytest.raises(openai.BadRequestError) as e2:
         c.chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}], temperature=7)
     assert e2.value.body["param"] == "temperature"
@@ -282,7 +348,9 @@ def test_invalid_requests_get_openai_errors(srv: tuple[ApiServer, Any, Hook]) ->
         c.chat.completions.create(model="x", messages=[{"role": "user", "content": "hi " * 5000}])
     assert e5.value.body["code"] == "context_length_exceeded"
     with pytest.raises(openai.BadRequestError):
-        c.chat.completions.create(model="x", messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}])
+        c.chat.completions.create(
+            model="x", messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]
+        )
     with pytest.raises(openai.BadRequestError):
         c.chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}], stream=True, n=2)
     # Raw HTTP: bad JSON, unknown path, wrong method: all in OpenAI's error shape.
@@ -311,7 +379,9 @@ def test_concurrent_requests_are_queued_and_not_mixed(srv: tuple[ApiServer, Any,
         try:
             c = client(server)
             if stream:
-                chunks = c.chat.completions.create(model="x", messages=[{"role": "user", "content": word}], stream=True, max_tokens=80)
+                chunks = c.chat.completions.create(
+                    model="x", messages=[{"role": "user", "content": word}], stream=True, max_tokens=80
+                )
                 results[word] = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
             else:
                 r = c.chat.completions.create(model="x", messages=[{"role": "user", "content": word}], max_tokens=80)
@@ -340,17 +410,24 @@ def test_client_disconnect_stops_generation_and_frees_the_engine(srv: tuple[ApiS
     records: list[RequestRecord] = []
     remove = server.add_log_listener(records.append)
     try:
-        body = {"model": "x", "messages": [{"role": "user", "content": "go on forever"}], "stream": True, "max_tokens": 3500}
+        body = {
+            "model": "x",
+            "messages": [{"role": "user", "content": "go on forever"}],
+            "stream": True,
+            "max_tokens": 3500,
+        }
         t0 = time.monotonic()
-        with httpx.Client(base_url=server.base_url, timeout=30) as h:
-            with h.stream("POST", "/chat/completions", json=body) as r:
-                assert r.status_code == 200
-                got = 0
-                for line in r.iter_lines():
-                    if line.startswith("data: ") and '"content"' in line:
-                        got += 1
-                        if got >= 5:
-                            break
+        with (
+            httpx.Client(base_url=server.base_url, timeout=30) as h,
+            h.stream("POST", "/chat/completions", json=body) as r,
+        ):
+            assert r.status_code == 200
+            got = 0
+            for line in r.iter_lines():
+                if line.startswith("data: ") and '"content"' in line:
+                    got += 1
+                    if got >= 5:
+                        break
         # The server notices the closed connection and stops generating within a token or so.
         deadline = time.monotonic() + 10
         while not records:
@@ -365,7 +442,9 @@ def test_client_disconnect_stops_generation_and_frees_the_engine(srv: tuple[ApiS
         # The engine is free for the next request at once.
         hook.fn = lambda body: final_grammar("next")
         t1 = time.monotonic()
-        r2 = client(server).chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}], max_tokens=60)
+        r2 = client(server).chat.completions.create(
+            model="x", messages=[{"role": "user", "content": "hi"}], max_tokens=60
+        )
         assert r2.choices[0].message.content == "next" and time.monotonic() - t1 < 5
         assert time.monotonic() - t0 < 20
     finally:
@@ -378,10 +457,15 @@ def test_non_streamed_client_disconnect_cancels_too(srv: tuple[ApiServer, Any, H
     records: list[RequestRecord] = []
     remove = server.add_log_listener(records.append)
     try:
-        body = json.dumps({"model": "x", "messages": [{"role": "user", "content": "long"}], "max_tokens": 3500}).encode()
+        body = json.dumps(
+            {"model": "x", "messages": [{"role": "user", "content": "long"}], "max_tokens": 3500}
+        ).encode()
         with socket.create_connection(("127.0.0.1", server.port)) as s:
-            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                      + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            s.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
             deadline = time.monotonic() + 10
             while server.scheduler.state.running != "api":
                 assert time.monotonic() < deadline
@@ -401,8 +485,11 @@ def test_api_key_and_browser_guards(real: tuple[ApiServer, Any, Hook]) -> None:
     _, engine, _ = real
     key = generate_api_key()
     assert key.startswith("sk-") and len(key) > 30 and key != generate_api_key()
-    server = ApiServer(EngineScheduler(engine), ServerSettings(port=0, api_key=key),
-                       testing=ServerTesting(grammar=lambda b: final_grammar("ok")))
+    server = ApiServer(
+        EngineScheduler(engine),
+        ServerSettings(port=0, api_key=key),
+        testing=ServerTesting(grammar=lambda b: final_grammar("ok")),
+    )
     server.start()
     try:
         with pytest.raises(openai.AuthenticationError) as e:
@@ -410,7 +497,9 @@ def test_api_key_and_browser_guards(real: tuple[ApiServer, Any, Hook]) -> None:
         assert e.value.status_code == 401 and e.value.body["code"] == "invalid_api_key"
         with pytest.raises(openai.AuthenticationError):
             client(server, "sk-wrong").chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}])
-        r = client(server, key).chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}], max_tokens=60)
+        r = client(server, key).chat.completions.create(
+            model="x", messages=[{"role": "user", "content": "hi"}], max_tokens=60
+        )
         assert r.choices[0].message.content == "ok"
         with httpx.Client(base_url=server.base_url) as h:
             auth = {"authorization": f"Bearer {key}"}
@@ -474,10 +563,17 @@ def test_preamble_and_stop_sequences(scripted: Callable[..., tuple[ApiServer, Sc
     c = client(server)
     r = c.chat.completions.create(model="x", messages=[{"role": "user", "content": "q"}], stop=["END"])
     assert r.choices[0].message.content == "Let me check.\n\none two three " and r.choices[0].finish_reason == "stop"
-    chunks = list(c.chat.completions.create(model="x", messages=[{"role": "user", "content": "q"}], stop="EN", stream=True))
-    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "Let me check.\n\none two three "
+    chunks = list(
+        c.chat.completions.create(model="x", messages=[{"role": "user", "content": "q"}], stop="EN", stream=True)
+    )
+    assert (
+        "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "Let me check.\n\none two three "
+    )
     resp = c.responses.create(model="x", input="q")
-    assert [(o.type, getattr(o, "phase", None)) for o in resp.output] == [("message", "commentary"), ("message", "final_answer")]
+    assert [(o.type, getattr(o, "phase", None)) for o in resp.output] == [
+        ("message", "commentary"),
+        ("message", "final_answer"),
+    ]
     assert resp.output[0].content[0].text == "Let me check."
     assert resp.output[1].content[0].text == "one two three END four"
 
@@ -494,7 +590,11 @@ def test_length_limit_and_unsolicited_builtin_calls(scripted: Callable[..., tupl
     assert resp.status == "incomplete" and resp.incomplete_details.reason == "max_output_tokens"
     r = c.chat.completions.create(model="x", messages=[{"role": "user", "content": "q"}])
     # A builtin tool the client never declared: no tool_calls, no garbage in the content.
-    assert r.choices[0].message.tool_calls is None and r.choices[0].finish_reason == "stop" and not r.choices[0].message.content
+    assert (
+        r.choices[0].message.tool_calls is None
+        and r.choices[0].finish_reason == "stop"
+        and not r.choices[0].message.content
+    )
 
 
 def test_no_model_loaded_is_503(scripted: Callable[..., tuple[ApiServer, ScriptedEngine]]) -> None:
@@ -506,15 +606,22 @@ def test_no_model_loaded_is_503(scripted: Callable[..., tuple[ApiServer, Scripte
     assert client(server).models.list().data == []
 
 
-def test_parallel_calls_in_history_are_rendered_one_per_message(scripted: Callable[..., tuple[ApiServer, ScriptedEngine]]) -> None:
+def test_parallel_calls_in_history_are_rendered_one_per_message(
+    scripted: Callable[..., tuple[ApiServer, ScriptedEngine]],
+) -> None:
     server, engine = scripted("<|channel|>final<|message|>done<|return|>")
     messages = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "weather in A and B? <|end|>"},
-        {"role": "assistant", "content": None, "reasoning_content": "two calls", "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "A"}'}},
-            {"id": "c2", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "B"}'}},
-        ]},
+        {
+            "role": "assistant",
+            "content": None,
+            "reasoning_content": "two calls",
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "A"}'}},
+                {"id": "c2", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "B"}'}},
+            ],
+        },
         {"role": "tool", "tool_call_id": "c2", "content": "rain"},
         {"role": "tool", "tool_call_id": "c1", "content": "sun"},
     ]
@@ -522,10 +629,16 @@ def test_parallel_calls_in_history_are_rendered_one_per_message(scripted: Callab
     assert r.choices[0].message.content == "done"
     prompt = engine.prompts[-1]
     a = prompt.index('{"city": "A"}')
-    assert prompt.index('"sun"') > a and prompt.index('{"city": "B"}') > prompt.index('"sun"') and prompt.index('"rain"') > prompt.index('{"city": "B"}')
+    assert (
+        prompt.index('"sun"') > a
+        and prompt.index('{"city": "B"}') > prompt.index('"sun"')
+        and prompt.index('"rain"') > prompt.index('{"city": "B"}')
+    )
     assert "<|channel|>analysis<|message|>two calls<|end|>" in prompt
     assert "# Instructions\n\nBe brief." in prompt
-    assert "<|end|>" not in prompt.split("<|start|>user<|message|>")[1].split("<|end|>")[0] + "x"  # the typed token stays text
+    assert (
+        "<|end|>" not in prompt.split("<|start|>user<|message|>")[1].split("<|end|>")[0] + "x"
+    )  # the typed token stays text
     assert "weather in A and B? <\u200b|end|>" in prompt
 
 
@@ -549,9 +662,14 @@ def test_queued_request_log_records_and_listener(scripted: Callable[..., tuple[A
     wait_for(lambda: len(seen) == 1)  # the record is written just after the response is sent
     client(server).models.list()
     wait_for(lambda: len(seen) == 2)
-    assert [(r.method, r.path, r.status) for r in seen] == [("POST", "/v1/chat/completions", 200), ("GET", "/v1/models", 200)]
+    assert [(r.method, r.path, r.status) for r in seen] == [
+        ("POST", "/v1/chat/completions", 200),
+        ("GET", "/v1/models", 200),
+    ]
     rec = seen[0]
-    assert rec.client == "127.0.0.1" and rec.prompt_tokens > 0 and rec.completion_tokens == 4 and rec.note == "stop"  # <|channel|> final <|message|> x
+    assert (
+        rec.client == "127.0.0.1" and rec.prompt_tokens > 0 and rec.completion_tokens == 4 and rec.note == "stop"
+    )  # <|channel|> final <|message|> x
     assert rec.duration_s > 0 and abs(rec.time - time.time()) < 60
     assert server.request_log() == seen
 
@@ -573,15 +691,25 @@ def test_stop_matcher_holds_back_partial_matches() -> None:
 
 
 def test_parse_requests_map_parameters() -> None:
-    job = parse_chat_request({
-        "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}],
-        "temperature": 0.2, "top_p": 0.9, "max_tokens": 10, "max_completion_tokens": 20, "seed": 5, "reasoning_effort": "minimal",
-        "tool_choice": "none", "tools": [WEATHER_TOOL],
-    })
+    job = parse_chat_request(
+        {
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}],
+            "temperature": 0.2,
+            "top_p": 0.9,
+            "max_tokens": 10,
+            "max_completion_tokens": 20,
+            "seed": 5,
+            "reasoning_effort": "minimal",
+            "tool_choice": "none",
+            "tools": [WEATHER_TOOL],
+        }
+    )
     assert job.messages == [{"role": "user", "content": "ab"}] and job.effort == "low" and job.tools is None
     s = job.sampling
     assert (s.temperature, s.top_p, s.max_tokens, s.seed) == (0.2, 0.9, 20, 5)
-    job = parse_responses_request({"input": "hi", "reasoning": {"effort": "high"}, "max_output_tokens": 7, "tools": [RESPONSES_WEATHER_TOOL]})
+    job = parse_responses_request(
+        {"input": "hi", "reasoning": {"effort": "high"}, "max_output_tokens": 7, "tools": [RESPONSES_WEATHER_TOOL]}
+    )
     assert job.effort == "high" and job.sampling.max_tokens == 7 and job.tools[0]["function"]["name"] == "get_weather"  # type: ignore[index]
     for bad, param in [
         ({"messages": "hi"}, "messages"),
@@ -589,10 +717,19 @@ def test_parse_requests_map_parameters() -> None:
         ({"messages": [{"role": "user", "content": "x"}], "top_p": 0}, "top_p"),
         ({"messages": [{"role": "user", "content": "x"}], "seed": "1"}, "seed"),
         ({"messages": [{"role": "user", "content": "x"}], "stream": "yes"}, "stream"),
-        ({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {"name": "bad name"}}]}, "tools[0].function.name"),
+        (
+            {
+                "messages": [{"role": "user", "content": "x"}],
+                "tools": [{"type": "function", "function": {"name": "bad name"}}],
+            },
+            "tools[0].function.name",
+        ),
         ({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "web_search"}]}, "tools[0].type"),
         ({"messages": [{"role": "user", "content": "x"}], "frequency_penalty": 0.5}, "frequency_penalty"),
-        ({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}}, "response_format"),
+        (
+            {"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}},
+            "response_format",
+        ),
         ({"messages": [{"role": "user", "content": "x"}], "stop": [1]}, "stop"),
         ({"messages": [{"role": "user", "content": "x"}], "model": 3}, "model"),
     ]:

@@ -11,7 +11,7 @@ from app.core.chat import ContextOverflowError, TurnFinished, TurnStarted
 from app.core.engine import EngineError, Sampling
 from app.core.harmony import FinalDelta
 from app.core.scripted_engine import ScriptedEngine
-from app.core.session import ChatSession, ContextTrimmed, MessageSaved, TITLE_REQUEST
+from app.core.session import TITLE_REQUEST, ChatSession, ContextTrimmed, MessageSaved
 from app.core.store import ConversationSettings, Store, StoreError
 
 FINAL = "<|channel|>analysis<|message|>Think.<|end|><|start|>assistant<|channel|>final<|message|>It is 4.<|return|>"
@@ -43,7 +43,12 @@ def test_send_and_answer_are_stored(store: Store) -> None:
     saved = events[-1]
     assert isinstance(saved, MessageSaved) and isinstance(events[-2], TurnFinished)
     assert (saved.row.role, saved.row.content, saved.row.thinking, saved.row.status, saved.row.effort) == (
-        "assistant", "It is 4.", "Think.", "complete", "high")
+        "assistant",
+        "It is 4.",
+        "Think.",
+        "complete",
+        "high",
+    )
     assert saved.row.extra["stop_reason"] == "return" and saved.row.stats["generated_tokens"] > 0
     view = s.view()
     assert [(m.role, m.content) for m, _ in view] == [("user", "What is 2+2?"), ("assistant", "It is 4.")]
@@ -52,8 +57,11 @@ def test_send_and_answer_are_stored(store: Store) -> None:
 
 def test_settings_reach_the_prompt(store: Store) -> None:
     s = ChatSession(store)
-    s.set_settings(ConversationSettings(developer_instructions="Answer in French.", reasoning_effort="low",
-                                        model_identity="You are Harmonica."))
+    s.set_settings(
+        ConversationSettings(
+            developer_instructions="Answer in French.", reasoning_effort="low", model_identity="You are Harmonica."
+        )
+    )
     s.add_user("hi")
     e = engine_with(FINAL)
     answer(s, e)
@@ -177,8 +185,11 @@ def test_trim_oldest_turns_when_enabled(store: Store) -> None:
 def test_model_title_reuses_the_conversation_prefix_and_respects_renames(store: Store) -> None:
     s = ChatSession(store)
     s.add_user("How warm is Paris in May?")
-    e = engine_with(FINAL, "<|channel|>analysis<|message|>Short.<|end|><|start|>assistant<|channel|>final<|message|>"
-                           "\"Paris in May.\"<|return|>")
+    e = engine_with(
+        FINAL,
+        "<|channel|>analysis<|message|>Short.<|end|><|start|>assistant<|channel|>final<|message|>"
+        '"Paris in May."<|return|>',
+    )
     answer(s, e)
     titles = list(s.generate_title(e))
     assert titles == ["Paris in May"]
@@ -198,8 +209,10 @@ def test_real_engine_turn_is_stored(store: Store, tiny_model_path: Path) -> None
     pytest.importorskip("llama_cpp")
     from app.core.engine import Engine, LoadSettings
 
-    grammar = ('root ::= <|channel|> "analysis" <|message|> [a-z ]{3,10} <|end|> <|start|> "assistant" '
-               '<|channel|> "final" <|message|> [a-z]{2,8} <|return|>')
+    grammar = (
+        'root ::= <|channel|> "analysis" <|message|> [a-z ]{3,10} <|end|> <|start|> "assistant" '
+        '<|channel|> "final" <|message|> [a-z]{2,8} <|return|>'
+    )
     e = Engine()
     e.load(tiny_model_path, LoadSettings(n_ctx=512, n_threads=1))
     try:
@@ -218,7 +231,8 @@ def test_tool_loop_turn_is_stored_round_by_round(store: Store, tmp_path: Path) -
 
     reason = "<|channel|>analysis<|message|>{}<|end|><|start|>assistant"
     calc = reason.format("SECRETCOT need math.") + (
-        '<|channel|>commentary to=functions.calculate <|constrain|>json<|message|>{"expression":"6*7"}<|call|>')
+        '<|channel|>commentary to=functions.calculate <|constrain|>json<|message|>{"expression":"6*7"}<|call|>'
+    )
     final = reason.format("FINALCOT done.") + "<|channel|>final<|message|>It is 42.<|return|>"
     reg = ToolRegistry(tools_dir=tmp_path / "tools", settings_file=tmp_path / "tools.json")
     tools = ToolSession(reg, "c1", scratch=tmp_path / "scratch")
@@ -244,7 +258,9 @@ def test_tool_loop_turn_is_stored_round_by_round(store: Store, tmp_path: Path) -
         s.add_user("Thanks!")
         list(s.generate(e, tool_session=tools))
         assert "SECRETCOT" not in e.prompts[2] and "FINALCOT" not in e.prompts[2]
-        assert 'to=functions.calculate<|channel|>commentary json<|message|>{"expression": "6*7"}<|call|>' in e.prompts[2]
+        assert (
+            'to=functions.calculate<|channel|>commentary json<|message|>{"expression": "6*7"}<|call|>' in e.prompts[2]
+        )
         # A regenerated answer redoes the whole turn, as a branch beside the first call.
         parent = s.regenerate_parent(answer.id)
         assert parent == view[0].id

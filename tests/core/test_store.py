@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sqlite3
@@ -87,14 +88,24 @@ def test_every_message_field_round_trips_through_reopen(tmp_path: Path) -> None:
     settings = ConversationSettings(developer_instructions="Be brief.", reasoning_effort="high", seed=7, top_k=40)
     conv = s.create_conversation(settings=settings)
     u = s.add_message(conv.id, "user", "What's the weather in Oslo?")
-    stats = GenerationStats(prompt_tokens=120, generated_tokens=33, ttft_s=0.25, total_s=1.5, tokens_per_s=22.0, stop_reason="call")
+    stats = GenerationStats(
+        prompt_tokens=120, generated_tokens=33, ttft_s=0.25, total_s=1.5, tokens_per_s=22.0, stop_reason="call"
+    )
     call = ToolCall("functions.get_weather", '{"city":"Oslo"}', content_type="json")
     a1 = s.add_message(
-        conv.id, "assistant", thinking="Need the weather tool.", tool_calls=[call], effort="high",
-        stats=stats, model="gpt-oss-20b", extra={"preamble": "Checking…"},
+        conv.id,
+        "assistant",
+        thinking="Need the weather tool.",
+        tool_calls=[call],
+        effort="high",
+        stats=stats,
+        model="gpt-oss-20b",
+        extra={"preamble": "Checking…"},
     )
     t = s.add_message(conv.id, "tool", '{"temp": 3}', tool_name="functions.get_weather", tool_call_id="c1")
-    a2 = s.add_message(conv.id, "assistant", "It is 3 °C in Oslo. ☃", thinking="Answer now.", effort="high", model="gpt-oss-20b")
+    a2 = s.add_message(
+        conv.id, "assistant", "It is 3 °C in Oslo. ☃", thinking="Answer now.", effort="high", model="gpt-oss-20b"
+    )
     s.close()
 
     s = Store.open(path)
@@ -104,7 +115,12 @@ def test_every_message_field_round_trips_through_reopen(tmp_path: Path) -> None:
         got = path_rows[1]
         assert got.role == "assistant" and got.thinking == "Need the weather tool."
         assert got.tool_calls == [
-            {"recipient": "functions.get_weather", "arguments": '{"city":"Oslo"}', "channel": "commentary", "content_type": "json"}
+            {
+                "recipient": "functions.get_weather",
+                "arguments": '{"city":"Oslo"}',
+                "channel": "commentary",
+                "content_type": "json",
+            }
         ]
         assert got.stats["prompt_tokens"] == 120 and got.stats["stop_reason"] == "call"
         assert got.effort == "high" and got.model == "gpt-oss-20b" and got.extra == {"preamble": "Checking…"}
@@ -181,7 +197,7 @@ def test_listing_is_newest_first_and_paginates_without_gaps(store: Store) -> Non
     assert seen[0] == ids[3]
     assert sorted(seen) == sorted(ids) and len(seen) == len(set(seen))
     rest = [store.get_conversation(i) for i in seen[1:]]
-    assert all((a.updated, a.id) > (b.updated, b.id) for a, b in zip(rest, rest[1:]))
+    assert all((a.updated, a.id) > (b.updated, b.id) for a, b in itertools.pairwise(rest))
     assert store.count_conversations() == 23
 
 
@@ -243,7 +259,7 @@ def test_edit_and_regenerate_create_siblings_and_navigation_remembers_leaves(sto
     assert e1.parent_id is None and e1.extra == {"edited_from": u1.id}
     e1a = store.add_message(conv.id, "assistant", "Apple")
     assert [m.id for m in store.active_path(conv.id)] == [e1.id, e1a.id]
-    branches = dict((m.id, b) for m, b in store.active_path_with_branches(conv.id))
+    branches = {m.id: b for m, b in store.active_path_with_branches(conv.id)}
     assert branches[e1.id].label() == "2/2" and not branches[e1a.id].has_branches
 
     # ‹ back to the first branch: we land where we were (the regenerated "Green").
@@ -264,7 +280,9 @@ def test_edit_and_regenerate_create_siblings_and_navigation_remembers_leaves(sto
 def test_regenerate_redoes_the_whole_tool_loop_turn(store: Store) -> None:
     conv = store.create_conversation()
     u = store.add_message(conv.id, "user", "weather?")
-    call = store.add_message(conv.id, "assistant", thinking="call tool", tool_calls=[{"recipient": "functions.w", "arguments": "{}"}])
+    call = store.add_message(
+        conv.id, "assistant", thinking="call tool", tool_calls=[{"recipient": "functions.w", "arguments": "{}"}]
+    )
     store.add_message(conv.id, "tool", "sunny", tool_name="functions.w")
     final = store.add_message(conv.id, "assistant", "Sunny.")
     assert store.regenerate_parent(final.id) == u.id
@@ -367,7 +385,11 @@ def test_sigkill_mid_answer_loses_at_most_one_second(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.core.store_crash_child", str(path), "0.25"],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     lines: list[str] = []
     saves = 0
@@ -478,7 +500,12 @@ def test_snippets_pick_the_window_with_most_query_words() -> None:
     assert "\x02alpha\x03 \x02beta\x03" in snip and len(snip.split()) == 8
     assert store_mod.make_snippet("short text", "text") == (1001, "short \x02text\x03")
     assert store_mod.make_snippet("nothing here", "absent") == (0, "")
-    assert store_mod.query_terms('Zürich "New York" ca') == [("zurich", False), ("new", False), ("york", False), ("ca", True)]
+    assert store_mod.query_terms('Zürich "New York" ca') == [
+        ("zurich", False),
+        ("new", False),
+        ("york", False),
+        ("ca", True),
+    ]
 
 
 def test_search_folds_case_and_diacritics_and_follows_edits(store: Store) -> None:
@@ -499,8 +526,18 @@ def test_conversation_settings_defaults_validation_and_sampling() -> None:
     d = ConversationSettings()
     assert (d.temperature, d.top_p, d.reasoning_effort, d.developer_instructions) == (1.0, 1.0, "medium", "")
     s = ConversationSettings.from_dict(
-        {"temperature": 9, "top_p": "high", "top_k": 40, "min_p": -1, "seed": True, "max_tokens": 0,
-         "context_size": 16384, "reasoning_effort": "HIGH", "model_identity": "", "future_option": [1, 2]}
+        {
+            "temperature": 9,
+            "top_p": "high",
+            "top_k": 40,
+            "min_p": -1,
+            "seed": True,
+            "max_tokens": 0,
+            "context_size": 16384,
+            "reasoning_effort": "HIGH",
+            "model_identity": "",
+            "future_option": [1, 2],
+        }
     )
     assert s.temperature == 5.0 and s.top_p == 1.0 and s.top_k == 40 and s.min_p == 0.0
     assert s.seed is None and s.max_tokens is None and s.context_size == 16384
@@ -508,7 +545,9 @@ def test_conversation_settings_defaults_validation_and_sampling() -> None:
     assert s.extra == {"future_option": [1, 2]} and s.to_dict()["future_option"] == [1, 2]
     assert ConversationSettings.from_dict("garbage") == ConversationSettings()  # type: ignore[arg-type]
     sampling = ConversationSettings(temperature=0.7, top_k=20, seed=3, max_tokens=256).to_sampling()
-    assert sampling == Sampling(temperature=0.7, top_p=1.0, top_k=20, min_p=0.0, repeat_penalty=1.0, seed=3, max_tokens=256)
+    assert sampling == Sampling(
+        temperature=0.7, top_p=1.0, top_k=20, min_p=0.0, repeat_penalty=1.0, seed=3, max_tokens=256
+    )
 
 
 def test_per_conversation_settings_presets_and_app_settings(store: Store) -> None:
@@ -600,7 +639,9 @@ def test_migrating_a_v1_database_keeps_everything_and_adds_features(tmp_path: Pa
         assert [h.message_id for h in s.search("llamas")] == [2]  # old rows are indexed
         assert s.get_setting("theme") == "dark"
         assert s.get_conversation(1).uid != s.get_conversation(2).uid
-        s.add_message(2, "assistant", "new features work on old data", tool_calls=[{"recipient": "python", "arguments": "1+1"}])
+        s.add_message(
+            2, "assistant", "new features work on old data", tool_calls=[{"recipient": "python", "arguments": "1+1"}]
+        )
         assert s.active_path(2)[-1].tool_calls[0]["recipient"] == "python"
     finally:
         s.close()
@@ -644,7 +685,11 @@ def _filled_store(path: Path, conversations: int = 60) -> None:
         for i in range(conversations):
             conv = s.create_conversation()
             for j in range(6):
-                s.add_message(conv.id, "user" if j % 2 == 0 else "assistant", f"conversation {i} message {j} " + "filler text " * 40)
+                s.add_message(
+                    conv.id,
+                    "user" if j % 2 == 0 else "assistant",
+                    f"conversation {i} message {j} " + "filler text " * 40,
+                )
     s.save_preset("p", ConversationSettings(temperature=0.3))
     s.close()  # checkpoints the WAL into the main file
 
@@ -698,11 +743,12 @@ def test_corruption_found_later_raises_store_corrupt_error(tmp_path: Path) -> No
     _filled_store(path, conversations=5)
     s = Store.open(path)
     try:
+
         def corrupt(*_: Any, **__: Any) -> None:
             raise sqlite3.DatabaseError("database disk image is malformed")
 
         s._db = SimpleNamespace(execute=corrupt, close=lambda: None)  # type: ignore[assignment]
-        with pytest.raises(StoreCorruptError, match="late.sqlite3"):
+        with pytest.raises(StoreCorruptError, match=r"late\.sqlite3"):
             s.list_conversations()
     finally:
         s._db = None
@@ -744,17 +790,28 @@ def test_conversion_helpers_round_trip_a_chat_message(store: Store) -> None:
     from app.core import chat
 
     msg = chat.Message(
-        role="assistant", content="", thinking="need a tool", preamble="Let me check.",
+        role="assistant",
+        content="",
+        thinking="need a tool",
+        preamble="Let me check.",
         tool_calls=[chat.ToolCallRecord("functions.lookup", '{"q": "x"}', "json")],
-        effort="low", model="gpt-oss-20b", stats=GenerationStats(generated_tokens=9, stop_reason="call"),
-        stop_reason="call", thinking_s=1.5,
+        effort="low",
+        model="gpt-oss-20b",
+        stats=GenerationStats(generated_tokens=9, stop_reason="call"),
+        stop_reason="call",
+        thinking_s=1.5,
     )
     conv = store.create_conversation()
     row = store.add_message_from(conv.id, msg)
     assert row.extra["preamble"] == "Let me check." and row.extra["thinking_s"] == 1.5
     back = chat.Message.from_dict(row_to_chat_dict(row))
     assert (back.role, back.thinking, back.preamble, back.effort, back.model) == (
-        "assistant", "need a tool", "Let me check.", "low", "gpt-oss-20b")
+        "assistant",
+        "need a tool",
+        "Let me check.",
+        "low",
+        "gpt-oss-20b",
+    )
     assert back.tool_calls == msg.tool_calls and back.stats == msg.stats and back.stop_reason == "call"
 
     tool = SimpleNamespace(role="tool", content="42", name="functions.lookup")  # any duck-typed object
@@ -764,10 +821,18 @@ def test_conversion_helpers_round_trip_a_chat_message(store: Store) -> None:
     assert (done.content, done.thinking, done.status) == ("Done.", "ok", "complete")
 
 
-def _row(mid: int, role: str, content: str = "", thinking: str = "", tool_calls: Any = (), tool_name: str | None = None) -> MessageRow:
+def _row(
+    mid: int, role: str, content: str = "", thinking: str = "", tool_calls: Any = (), tool_name: str | None = None
+) -> MessageRow:
     return MessageRow(
-        id=mid, conversation_id=1, parent_id=mid - 1 or None, role=role, content=content, thinking=thinking,
-        tool_calls=[store_mod.tool_call_to_dict(c) for c in tool_calls], tool_name=tool_name,
+        id=mid,
+        conversation_id=1,
+        parent_id=mid - 1 or None,
+        role=role,
+        content=content,
+        thinking=thinking,
+        tool_calls=[store_mod.tool_call_to_dict(c) for c in tool_calls],
+        tool_name=tool_name,
     )
 
 
@@ -782,7 +847,9 @@ def _render(messages: list[dict[str, Any]], *, fallback: bool = False) -> str:
     template = TEMPLATE.read_text(encoding="utf-8")
     if render_prompt is not None:
         return render_prompt(
-            messages, chat_template=None if fallback else template, add_generation_prompt=True,
+            messages,
+            chat_template=None if fallback else template,
+            add_generation_prompt=True,
             date=datetime.date(2026, 1, 1),
         )
     import jinja2
@@ -798,8 +865,12 @@ def _render(messages: list[dict[str, Any]], *, fallback: bool = False) -> str:
 def _loop_path(final: bool) -> list[MessageRow]:
     rows = [
         _row(1, "user", "What is the weather in Paris?"),
-        _row(2, "assistant", thinking="FIRSTCOT need the weather tool",
-             tool_calls=[ToolCall("functions.get_weather", '{"city": "Paris"}')]),
+        _row(
+            2,
+            "assistant",
+            thinking="FIRSTCOT need the weather tool",
+            tool_calls=[ToolCall("functions.get_weather", '{"city": "Paris"}')],
+        ),
         _row(3, "tool", '{"sunny": true}', tool_name="functions.get_weather"),
     ]
     if final:
@@ -832,8 +903,15 @@ def test_render_messages_instructions_splitting_and_skipping() -> None:
         _row(1, "developer", "Answer in French."),
         _row(2, "user", "Say <|end|> please"),
         _row(3, "assistant", thinking="only reasoning, interrupted"),  # nothing to render
-        _row(4, "assistant", thinking="two calls", tool_calls=[
-            {"recipient": "functions.a", "arguments": "{}"}, {"recipient": "functions.b", "arguments": "not json"}]),
+        _row(
+            4,
+            "assistant",
+            thinking="two calls",
+            tool_calls=[
+                {"recipient": "functions.a", "arguments": "{}"},
+                {"recipient": "functions.b", "arguments": "not json"},
+            ],
+        ),
     ]
     out = render_messages(path)
     assert out[0] == {"role": "developer", "content": "Answer in French."}

@@ -14,8 +14,7 @@ from app.ui.main_window import MainWindow
 REASONING = "The user says hello. I should greet them back and offer help."
 ANSWER = "Hello! Here is some code:\n\n```python\nprint('hi')\n```\n\nAnything else?"
 SCRIPT = (
-    f"<|channel|>analysis<|message|>{REASONING}<|end|>"
-    f"<|start|>assistant<|channel|>final<|message|>{ANSWER}<|return|>"
+    f"<|channel|>analysis<|message|>{REASONING}<|end|><|start|>assistant<|channel|>final<|message|>{ANSWER}<|return|>"
 )
 
 
@@ -23,7 +22,9 @@ SCRIPT = (
 def make_window(qtbot: object) -> Iterator[Callable[..., tuple[MainWindow, ScriptedEngine]]]:
     made: list[MainWindow] = []
 
-    def make(*scripts: object, loaded: bool = True, auto_title: bool = False, **engine_kw: object) -> tuple[MainWindow, ScriptedEngine]:
+    def make(
+        *scripts: object, loaded: bool = True, auto_title: bool = False, **engine_kw: object
+    ) -> tuple[MainWindow, ScriptedEngine]:
         engine = ScriptedEngine(list(scripts) or [SCRIPT], **engine_kw)  # type: ignore[arg-type]
         w = MainWindow(lambda: engine)
         w.auto_title = auto_title  # a model-written title would take a script from the queue

@@ -21,9 +21,15 @@ assert SMALL is not None and BIG is not None
 
 
 def profile(ram_gb: float = 32, gpus: tuple[tuple[str, float], ...] = ()) -> HardwareProfile:
-    return HardwareProfile(ram_total=int(ram_gb * GB), ram_available=int(ram_gb * GB * 0.7), cores_physical=8,
-                           cores_logical=16, os="Linux", machine="x86_64",
-                           gpus=[GpuInfo("nvidia", n, int(v * GB), int(v * GB)) for n, v in gpus])
+    return HardwareProfile(
+        ram_total=int(ram_gb * GB),
+        ram_available=int(ram_gb * GB * 0.7),
+        cores_physical=8,
+        cores_logical=16,
+        os="Linux",
+        machine="x86_64",
+        gpus=[GpuInfo("nvidia", n, int(v * GB), int(v * GB)) for n, v in gpus],
+    )
 
 
 def serve_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
@@ -46,8 +52,14 @@ def publish_entry(hub: FakeHub, entry: CatalogEntry, folder: Path, **shape: obje
 
 
 def make_manager(hub: FakeHub, **overrides: object) -> DownloadManager:
-    settings: dict[str, object] = {"endpoint": hub.url, "read_timeout": 0.5, "connect_timeout": 2.0,
-                                   "backoff_base": 0.01, "backoff_max": 0.05, "max_retries": 3}
+    settings: dict[str, object] = {
+        "endpoint": hub.url,
+        "read_timeout": 0.5,
+        "connect_timeout": 2.0,
+        "backoff_base": 0.01,
+        "backoff_max": 0.05,
+        "max_retries": 3,
+    }
     settings.update(overrides)
     return DownloadManager(**settings)  # type: ignore[arg-type]
 
@@ -59,4 +71,3 @@ def make_controller(hub: FakeHub, library: ModelLibrary | None = None, **overrid
 def gets(hub: FakeHub) -> list[str | None]:
     """Range headers of the file GETs, in order."""
     return [r.range for r in hub.requests("GET") if "/resolve/" in r.path or "/cdn/" in r.path]
-

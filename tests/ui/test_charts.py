@@ -10,8 +10,16 @@ from PySide6.QtGui import QImage
 from app.ui.charts import Bar, BarChart, nice_ticks
 
 
-@pytest.mark.parametrize(("top", "want"), [(1.0, [0, 0.25, 0.5, 0.75, 1.0]), (867, [0, 250, 500, 750, 1000]),
-                                           (3.4, [0, 1, 2, 3, 4]), (12_500, [0, 5000, 10000, 15000]), (0, [0, 1])])
+@pytest.mark.parametrize(
+    ("top", "want"),
+    [
+        (1.0, [0, 0.25, 0.5, 0.75, 1.0]),
+        (867, [0, 250, 500, 750, 1000]),
+        (3.4, [0, 1, 2, 3, 4]),
+        (12_500, [0, 5000, 10000, 15000]),
+        (0, [0, 1]),
+    ],
+)
 def test_nice_ticks(top: float, want: list[float]) -> None:
     assert nice_ticks(top) == pytest.approx(want)
 
@@ -22,9 +30,11 @@ def test_chart_draws_its_bars_and_exports_a_png(qtbot, tmp_path: Path) -> None: 
     c.resize(320, 240)
     c.show()
     c.grab()  # empty state paints
-    bars = [Bar("Low", 120.0, "#aaaaff", error=10.0, low=100, high=140, text="120", note="n = 3"),
-            Bar("High", 900.0, "#2222aa", error=None, low=900, high=900, text="900", note="n = 1"),
-            Bar("Zero", 0.0, "#888888")]
+    bars = [
+        Bar("Low", 120.0, "#aaaaff", error=10.0, low=100, high=140, text="120", note="n = 3"),
+        Bar("High", 900.0, "#2222aa", error=None, low=900, high=900, text="900", note="n = 1"),
+        Bar("Zero", 0.0, "#888888"),
+    ]
     c.set_bars(bars)
     assert c.bars() == bars
     pix = c.grab()

@@ -55,9 +55,14 @@ def test_set_conversation_replaces_widgets(qtbot) -> None:  # type: ignore[no-un
 
 def test_drag_enter_accepts_local_files_only(make_window, tmp_path) -> None:  # type: ignore[no-untyped-def]
     w, _ = make_window(loaded=False)
-    for urls, accepted in (([QUrl.fromLocalFile(str(tmp_path / "m.gguf"))], True), ([QUrl("https://x.org/m.gguf")], False)):
+    for urls, accepted in (
+        ([QUrl.fromLocalFile(str(tmp_path / "m.gguf"))], True),
+        ([QUrl("https://x.org/m.gguf")], False),
+    ):
         mime = QMimeData()
         mime.setUrls(urls)
-        ev = QDragEnterEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+        ev = QDragEnterEvent(
+            QPointF(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+        )
         w.dragEnterEvent(ev)
         assert ev.isAccepted() is accepted

@@ -35,7 +35,9 @@ def right_at_high(prompt: str, effort: str) -> str:
 def make_lab(qtbot) -> Iterator[Callable[..., tuple[CompareWindow, ScriptedEngine]]]:  # type: ignore[no-untyped-def]
     made: list[CompareWindow] = []
 
-    def make(script: object | None = None, *, loaded: bool = True, **kw: object) -> tuple[CompareWindow, ScriptedEngine]:
+    def make(
+        script: object | None = None, *, loaded: bool = True, **kw: object
+    ) -> tuple[CompareWindow, ScriptedEngine]:
         engine = ScriptedEngine(script or EffortScript(WORDS, step=2), **kw)  # type: ignore[arg-type]
         if loaded:
             engine.load("scripted:gpt-oss-20b")
@@ -80,7 +82,11 @@ def test_single_prompt_runs_side_by_side_with_figures(make_lab, qtbot) -> None: 
         assert figs["reasoning"] == f"{r.reasoning_tokens:,}" and figs["final"] == f"{r.final_tokens:,}"
         assert figs["total"] == f"{r.total_s:.2f} s" and figs["TTFT"] == f"{r.first_final_s:.2f} s"
         assert f"<b>{figs['reasoning']}</b>" in card.figures_label.text()
-        assert card.message is not None and card.message.reasoning_text == r.reasoning and card.message.answer_view.markdown == r.final
+        assert (
+            card.message is not None
+            and card.message.reasoning_text == r.reasoning
+            and card.message.answer_view.markdown == r.final
+        )
         assert not card.message.reasoning_expanded  # collapsible, collapsed when done
         assert card.message.meta.isHidden() and card.message.model_label.isHidden()
         assert getattr(card.message, "actions", None) is None or card.message.actions.isHidden()
@@ -106,7 +112,7 @@ def test_chart_bars_equal_the_computed_statistics(make_lab, qtbot) -> None:  # t
     for name, attr in (("reasoning", "reasoning_tokens"), ("time", "total_s")):
         bars = w.charts[name].bars()
         assert [b.label for b in bars] == ["Low", "Medium", "High"]
-        for b, effort in zip(bars, ["low", "medium", "high"]):
+        for b, effort in zip(bars, ["low", "medium", "high"], strict=False):
             s = getattr(summary[effort], attr)
             assert b.value == s.mean and b.error == s.stdev and (b.low, b.high) == (s.min, s.max)
             assert b.note == "n = 3"
@@ -132,13 +138,15 @@ def test_problem_set_table_marks_each_item_per_effort(make_lab, qtbot) -> None: 
     assert w.tabs.isTabVisible(1) and w.table.rowCount() == 3
     headers = [w.table.horizontalHeaderItem(c).text() for c in range(w.table.columnCount())]
     assert headers[:3] == ["#", "Question", "Expected"] and headers[3:] == ["Low  0%", "Medium  0%", "High  33%"]
-    assert w.table.item(0, 2).text() == "25" and w.table.item(0, 5).text() == "✓ ✓" and w.table.item(0, 3).text() == "✗ ✗"
+    assert (
+        w.table.item(0, 2).text() == "25" and w.table.item(0, 5).text() == "✓ ✓" and w.table.item(0, 3).text() == "✗ ✗"
+    )
     assert w.table.item(1, 5).text() == "✗ ✗"  # "**25**" is wrong for the train question
     # double-click a row: the Runs tab shows that problem's runs
     w.table.cellDoubleClicked.emit(2, 1)
     assert w.tabs.currentIndex() == 0 and w.problem_picker.currentData() == ps.problems[2].id
     assert {k[0] for k in cards(w)} == {ps.problems[2].id} and len(cards(w)) == 6
-    assert w.prompt_label.text() == ps.problems[2].prompt and "Expected: the number 9" == w.expected_label.text()
+    assert w.prompt_label.text() == ps.problems[2].prompt and w.expected_label.text() == "Expected: the number 9"
 
 
 def test_live_run_streams_into_its_card(make_lab, qtbot) -> None:  # type: ignore[no-untyped-def]
@@ -169,7 +177,9 @@ def test_cancel_then_resume_skips_finished_runs(make_lab, qtbot) -> None:  # typ
     assert w.start()
     qtbot.waitUntil(lambda: len(finished) >= 2, timeout=10000)
     # measured runs give an ETA: "Run 3 of 6 · medium · about 2 s left" (or "almost done" when short)
-    assert re.fullmatch(r"Run \d of 6( · \w+)? · (about .+ left|almost done)", w.progress_label.text()), w.progress_label.text()
+    assert re.fullmatch(r"Run \d of 6( · \w+)? · (about .+ left|almost done)", w.progress_label.text()), (
+        w.progress_label.text()
+    )
     w.cancel()
     qtbot.waitUntil(lambda: not w.running, timeout=5000)
     exp = w.experiment
@@ -204,7 +214,11 @@ def test_export_and_reopen_round_trip(make_lab, qtbot, tmp_path: Path) -> None: 
     data = json.loads((tmp_path / "e.json").read_text(encoding="utf-8"))
     assert len(data["runs"]) == 6 and data["experiment"]["seed"] == 40
     rows = list(csv.DictReader(io.StringIO((tmp_path / "e.csv").read_text(encoding="utf-8-sig"))))
-    assert len(rows) == 6 and {r["instructions"] for r in rows} == {"One word."} and {r["seed"] for r in rows} == {"40", "41"}
+    assert (
+        len(rows) == 6
+        and {r["instructions"] for r in rows} == {"One word."}
+        and {r["seed"] for r in rows} == {"40", "41"}
+    )
     assert w.save_experiment(tmp_path / "saved.jsonl") and exp.path == tmp_path / "saved.jsonl"
 
     w2, _ = make_lab()
@@ -241,7 +255,10 @@ def test_import_reports_malformed_lines(make_lab, tmp_path: Path) -> None:  # ty
     result = w.import_problem_set(f)
     assert result is not None and len(result.problem_set) == 1
     assert w.notice.text.text() == "Imported 1 problem from mine. 2 lines were skipped."
-    assert w.notice._detail_lines[0].startswith("Line 2: not valid JSON") and w.notice._detail_lines[1] == 'Line 3: missing "prompt"'
+    assert (
+        w.notice._detail_lines[0].startswith("Line 2: not valid JSON")
+        and w.notice._detail_lines[1] == 'Line 3: missing "prompt"'
+    )
     assert w.notice.details.isVisibleTo(w) and w.mode_set.isChecked() and w.current_set().name == "mine"
     bad = tmp_path / "bad.jsonl"
     bad.write_text("nope\n", encoding="utf-8")
@@ -294,10 +311,13 @@ def test_real_engine_experiment_in_the_view(qtbot, tiny_model_path: Path) -> Non
     qtbot.addWidget(w)
     w.show()
     try:
-        grammar = ('root ::= <|channel|> "analysis" <|message|> [a-z ]{3,16} <|end|> <|start|> "assistant" '
-                   '<|channel|> "final" <|message|> [a-z ]{1,8} <|return|>')
-        exp = Experiment.create("hello world", efforts=["low", "high"], runs=1, grammar=grammar,
-                                sampling=Sampling(max_tokens=64), date=DAY)
+        grammar = (
+            'root ::= <|channel|> "analysis" <|message|> [a-z ]{3,16} <|end|> <|start|> "assistant" '
+            '<|channel|> "final" <|message|> [a-z ]{1,8} <|return|>'
+        )
+        exp = Experiment.create(
+            "hello world", efforts=["low", "high"], runs=1, grammar=grammar, sampling=Sampling(max_tokens=64), date=DAY
+        )
         assert w.start(exp)
         qtbot.waitUntil(lambda: not w.running, timeout=30000)
         assert exp.complete, w.notice.text.text()
@@ -306,7 +326,9 @@ def test_real_engine_experiment_in_the_view(qtbot, tiny_model_path: Path) -> Non
             assert f"Reasoning: {r.effort}" in (r.rendered_prompt or "")
             card = cards(w)[r.key]
             assert card.figures()["reasoning"] == str(r.reasoning_tokens)
-        assert [b.value for b in w.charts["reasoning"].bars()] == [exp.summary()[e].reasoning_tokens.mean for e in ("low", "high")]
+        assert [b.value for b in w.charts["reasoning"].bars()] == [
+            exp.summary()[e].reasoning_tokens.mean for e in ("low", "high")
+        ]
         assert exp.spec.model is not None and exp.spec.model.file == tiny_model_path.name
         qtbot.waitUntil(lambda: exp.spec.model.sha256 is not None, timeout=10000)  # type: ignore[union-attr]
     finally:

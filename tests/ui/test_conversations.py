@@ -126,7 +126,7 @@ def test_stop_then_continue_completes_the_answer(make_window, qtbot) -> None:  #
 
 
 def test_search_finds_messages_and_opens_the_hit(make_window, qtbot) -> None:  # type: ignore[no-untyped-def]
-    w, engine = make_window(_final("Zanzibar is an archipelago."), _final("Bread needs time."))
+    w, _engine = make_window(_final("Zanzibar is an archipelago."), _final("Bread needs time."))
     _send(w, qtbot, "Where is Zanzibar?")
     first = w.session.conversation_id
     w.new_chat()
@@ -147,7 +147,7 @@ def test_search_finds_messages_and_opens_the_hit(make_window, qtbot) -> None:  #
 
 
 def test_search_hit_on_another_branch_switches_to_it(make_window, qtbot) -> None:  # type: ignore[no-untyped-def]
-    w, engine = make_window(_final("Quokkas are marsupials."), _final("Otters are mustelids."))
+    w, _engine = make_window(_final("Quokkas are marsupials."), _final("Otters are mustelids."))
     _send(w, qtbot, "Tell me about quokkas")
     a = _assistants(w)[-1]
     w.regenerate(a.row_id)
@@ -209,7 +209,12 @@ def test_settings_dialog_presets_and_prompt(make_window, qtbot) -> None:  # type
     dlg.seed.setValue(42)
     assert dlg.save_as_preset("Pirate")
     s = dlg.settings()
-    assert (s.developer_instructions, s.temperature, s.reasoning_effort, s.seed) == ("Always answer like a pirate.", 0.7, "high", 42)
+    assert (s.developer_instructions, s.temperature, s.reasoning_effort, s.seed) == (
+        "Always answer like a pirate.",
+        0.7,
+        "high",
+        42,
+    )
     w.apply_settings(s)
     assert w.composer.current_effort() == "high" and "instructions" in w.header.badges.text()
     _send(w, qtbot, "Hi")

@@ -50,9 +50,14 @@ def open_page(qtbot) -> Iterator[Callable[..., FirstRunPage]]:  # type: ignore[n
 def test_shows_the_machine_and_recommends_20b_on_a_16_gb_laptop(qtbot, hub: FakeHub, open_page) -> None:  # type: ignore[no-untyped-def]
     page = open_page(make_controller(hub))
     assert page.entry.id == "gpt-oss-20b" and page.recommended_chip.isVisible()
-    facts = {page.machine_grid.itemAtPosition(r, 0).widget().text(): page.machine_grid.itemAtPosition(r, 1).widget().text()
-             for r in range(page.machine_grid.rowCount()) if page.machine_grid.itemAtPosition(r, 0) is not None}
-    assert facts["Memory"] == "16 GB RAM" and "runs on the CPU" in facts["GPU"] and "free for downloads" in facts["Disk"]
+    facts = {
+        page.machine_grid.itemAtPosition(r, 0).widget().text(): page.machine_grid.itemAtPosition(r, 1).widget().text()
+        for r in range(page.machine_grid.rowCount())
+        if page.machine_grid.itemAtPosition(r, 0) is not None
+    }
+    assert (
+        facts["Memory"] == "16 GB RAM" and "runs on the CPU" in facts["GPU"] and "free for downloads" in facts["Disk"]
+    )
     assert page.model_fit.text().startswith("✓") and "16 GB" in page.model_fit.text()
     assert page.panel.download_button.text() == "Download gpt-oss-20b · 12.1 GB"
     assert page.panel.download_button.isVisible() and page.panel.download_button.isEnabled()
@@ -88,8 +93,9 @@ def test_hardware_is_probed_off_the_ui_thread(qtbot, hub: FakeHub, monkeypatch: 
     workers.stop_all()
 
 
-def test_one_button_download_with_inline_progress_then_model_ready(qtbot, hub: FakeHub, tmp_path: Path,
-                                                                    open_page) -> None:  # type: ignore[no-untyped-def]
+def test_one_button_download_with_inline_progress_then_model_ready(
+    qtbot, hub: FakeHub, tmp_path: Path, open_page
+) -> None:  # type: ignore[no-untyped-def]
     [data] = publish_entry(hub, SMALL, tmp_path)
     hub.rate_bps = 500_000
     controller = make_controller(hub)
@@ -111,8 +117,13 @@ def test_pause_and_resume_inline(qtbot, hub: FakeHub, tmp_path: Path, open_page)
     page = open_page(controller)
     request = SMALL.download_request()
     qtbot.mouseClick(page.panel.download_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: (controller.status(request).progress or None) is not None
-                    and controller.status(request).progress.downloaded > 100_000, timeout=8000)
+    qtbot.waitUntil(
+        lambda: (
+            (controller.status(request).progress or None) is not None
+            and controller.status(request).progress.downloaded > 100_000
+        ),
+        timeout=8000,
+    )
     qtbot.mouseClick(page.panel.pause_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: controller.status(request).state == State.PAUSED, timeout=3000)
     assert page.panel.resume_button.isVisible()
@@ -122,8 +133,9 @@ def test_pause_and_resume_inline(qtbot, hub: FakeHub, tmp_path: Path, open_page)
     assert gets(hub)[-1] is not None
 
 
-def test_i_already_have_the_file(qtbot, hub: FakeHub, tiny_model_path: Path, tmp_path: Path, open_page,
-                                 monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_i_already_have_the_file(
+    qtbot, hub: FakeHub, tiny_model_path: Path, tmp_path: Path, open_page, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
     page = open_page(make_controller(hub))
     llama = write_llama_gguf(tmp_path / "llama.gguf")
     picked = [str(llama)]
@@ -143,7 +155,8 @@ def test_i_already_have_the_file(qtbot, hub: FakeHub, tiny_model_path: Path, tmp
 
 
 def test_offline_says_downloads_are_off_and_a_local_file_works_without_network(
-        qtbot, hub: FakeHub, tiny_model_path: Path, open_page, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    qtbot, hub: FakeHub, tiny_model_path: Path, open_page, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
     def refuse(*args: object, **kwargs: object) -> None:

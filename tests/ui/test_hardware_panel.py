@@ -29,38 +29,74 @@ M20 = info_for_shape("gpt-oss-20b")
 def nvidia_8gb() -> HardwareProfile:
     total = 8 * GiB
     return HardwareProfile(
-        ram_total=32 * GiB, ram_available=25 * GiB, cores_physical=8, cores_logical=16, os="Linux",
-        cpu_name="AMD Ryzen 7 5800X", gpus=[GpuInfo("nvidia", "NVIDIA GeForce RTX 3070", total, total - 400 * (1 << 20), driver="550.120", backend_hint="CUDA", device="CUDA0")],
-        backends=["CUDA", "CPU"], notes=["AMD: rocm-smi is not installed"],
+        ram_total=32 * GiB,
+        ram_available=25 * GiB,
+        cores_physical=8,
+        cores_logical=16,
+        os="Linux",
+        cpu_name="AMD Ryzen 7 5800X",
+        gpus=[
+            GpuInfo(
+                "nvidia",
+                "NVIDIA GeForce RTX 3070",
+                total,
+                total - 400 * (1 << 20),
+                driver="550.120",
+                backend_hint="CUDA",
+                device="CUDA0",
+            )
+        ],
+        backends=["CUDA", "CPU"],
+        notes=["AMD: rocm-smi is not installed"],
     )
 
 
 def m1_16gb() -> HardwareProfile:
     budget, source = apple_gpu_budget(16 * GiB)
     return HardwareProfile(
-        ram_total=16 * GiB, ram_available=int(14.5 * GiB), cores_physical=8, cores_logical=8, os="Darwin",
+        ram_total=16 * GiB,
+        ram_available=int(14.5 * GiB),
+        cores_physical=8,
+        cores_logical=8,
+        os="Darwin",
         apple=AppleSiliconInfo("Apple M1", 16 * GiB, budget, 4, source),
-        gpus=[GpuInfo("apple", "Apple M1 GPU", budget, budget, backend_hint="Metal", unified_memory=True, device="MTL0")],
+        gpus=[
+            GpuInfo("apple", "Apple M1 GPU", budget, budget, backend_hint="Metal", unified_memory=True, device="MTL0")
+        ],
         backends=["MTL", "BLAS", "CPU"],
     )
 
 
 def cpu_only(ram_gib: float, avail_gib: float) -> HardwareProfile:
-    return HardwareProfile(ram_total=int(ram_gib * GiB), ram_available=int(avail_gib * GiB), cores_physical=4, cores_logical=8, os="Linux", backends=["CPU"])
+    return HardwareProfile(
+        ram_total=int(ram_gib * GiB),
+        ram_available=int(avail_gib * GiB),
+        cores_physical=4,
+        cores_logical=8,
+        os="Linux",
+        backends=["CPU"],
+    )
 
 
 @pytest.fixture
 def make_panel(qtbot: QtBot) -> Iterator[Callable[..., HardwarePanel]]:
     made: list[HardwarePanel] = []
 
-    def make(profile: HardwareProfile | Callable[[], HardwareProfile], model: object = M20, wait: bool = True, wishes: Wishes | None = None) -> HardwarePanel:
+    def make(
+        profile: HardwareProfile | Callable[[], HardwareProfile],
+        model: object = M20,
+        wait: bool = True,
+        wishes: Wishes | None = None,
+    ) -> HardwarePanel:
         provider = profile if callable(profile) else (lambda: profile)
         panel = HardwarePanel(provider, model, wishes=wishes)  # type: ignore[arg-type]
         qtbot.addWidget(panel)
         panel.show()
         made.append(panel)
         if wait:
-            qtbot.waitUntil(lambda: panel.plan is not None or (panel.profile is not None and model is None), timeout=5000)
+            qtbot.waitUntil(
+                lambda: panel.plan is not None or (panel.profile is not None and model is None), timeout=5000
+            )
         return panel
 
     yield make
@@ -98,10 +134,19 @@ def test_8gb_gpu_shows_experts_on_cpu_and_why(make_panel: Callable[..., Hardware
         panel.load_button.click()
     s = sig.args[0]
     assert isinstance(s, LoadSettings)
-    assert (s.n_gpu_layers, s.n_cpu_moe, s.n_ctx, s.devices, s.use_mmap, s.flash_attn) == (25, p.n_cpu_moe, p.n_ctx, ("CUDA0",), False, True)
+    assert (s.n_gpu_layers, s.n_cpu_moe, s.n_ctx, s.devices, s.use_mmap, s.flash_attn) == (
+        25,
+        p.n_cpu_moe,
+        p.n_ctx,
+        ("CUDA0",),
+        False,
+        True,
+    )
 
 
-def test_override_that_does_not_fit_shows_the_guardrail(make_panel: Callable[..., HardwarePanel], qtbot: QtBot, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_override_that_does_not_fit_shows_the_guardrail(
+    make_panel: Callable[..., HardwarePanel], qtbot: QtBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
     panel = make_panel(nvidia_8gb())
     panel.adv_toggle.setChecked(True)
     with qtbot.waitSignal(panel.settings_changed):
@@ -170,7 +215,9 @@ def test_live_estimate_follows_the_context_size(make_panel: Callable[..., Hardwa
 
 
 def test_saved_wishes_are_shown_and_used(make_panel: Callable[..., HardwarePanel], qtbot: QtBot) -> None:
-    panel = make_panel(nvidia_8gb(), wishes=Wishes(n_ctx=32768, kv_type="q8_0", n_gpu_layers=-1, n_threads=3, use_mlock=True))
+    panel = make_panel(
+        nvidia_8gb(), wishes=Wishes(n_ctx=32768, kv_type="q8_0", n_gpu_layers=-1, n_threads=3, use_mlock=True)
+    )
     p = panel.plan
     assert p is not None and (p.n_ctx, p.kv_type, p.n_threads, p.use_mlock) == (32768, "q8_0", 3, True)
     assert panel.context.currentData() == 32768 and panel.kv_type.currentData() == "q8_0"
@@ -220,7 +267,9 @@ def test_cpu_only_choice_hides_the_gpu(make_panel: Callable[..., HardwarePanel],
     qtbot.waitUntil(lambda: panel.plan is not None and panel.plan.use_gpu, timeout=2000)
 
 
-def test_detection_runs_off_the_ui_thread_and_failures_are_shown(make_panel: Callable[..., HardwarePanel], qtbot: QtBot) -> None:
+def test_detection_runs_off_the_ui_thread_and_failures_are_shown(
+    make_panel: Callable[..., HardwarePanel], qtbot: QtBot
+) -> None:
     threads: list[threading.Thread] = []
     release = threading.Event()
 
@@ -254,7 +303,9 @@ def test_without_a_model_only_the_hardware_is_shown(make_panel: Callable[..., Ha
     assert panel.plan is not None and panel.plan.fits and panel.load_button.isEnabled()
 
 
-def test_panel_settings_load_the_real_engine(make_panel: Callable[..., HardwarePanel], qtbot: QtBot, tiny_model_path: Path) -> None:
+def test_panel_settings_load_the_real_engine(
+    make_panel: Callable[..., HardwarePanel], qtbot: QtBot, tiny_model_path: Path
+) -> None:
     from app.core.engine import Engine, Sampling
 
     panel = make_panel(cpu_only(16, 12), model=model_info_for_file(tiny_model_path))
@@ -267,7 +318,10 @@ def test_panel_settings_load_the_real_engine(make_panel: Callable[..., HardwareP
     info = e.load(tiny_model_path, settings)
     try:
         assert info.n_ctx == 2048 and settings.devices == ()
-        assert len(list(e.stream("<|start|>user<|message|>hi<|end|><|start|>assistant", Sampling(seed=3, max_tokens=4)))) == 4
+        assert (
+            len(list(e.stream("<|start|>user<|message|>hi<|end|><|start|>assistant", Sampling(seed=3, max_tokens=4))))
+            == 4
+        )
         # The planner's KV estimate is what llama.cpp allocated.
         kv = sum(v for k, v in info.buffers.items() if k.endswith(" KV"))
         assert kv == pytest.approx(panel.plan.estimate.host_kv, abs=64 * 1024)  # type: ignore[union-attr]

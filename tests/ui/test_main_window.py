@@ -37,7 +37,7 @@ def test_first_run_page_without_model(make_window) -> None:  # type: ignore[no-u
 
 
 def test_send_streams_reasoning_then_answer_then_collapses(make_window, qtbot) -> None:  # type: ignore[no-untyped-def]
-    w, engine = make_window(SCRIPT, delay_s=0.004)
+    w, _engine = make_window(SCRIPT, delay_s=0.004)
     assert w.stack.currentWidget() is w.empty and "ready" in w.empty.hint.text()
     _send(w, qtbot)
     assert w.composer.edit.toPlainText() == ""
@@ -62,7 +62,11 @@ def test_send_streams_reasoning_then_answer_then_collapses(make_window, qtbot) -
 
 
 def test_stop_interrupts_generation(make_window, qtbot) -> None:  # type: ignore[no-untyped-def]
-    long_script = "<|channel|>analysis<|message|>" + "thinking hard " * 2000 + "<|end|><|start|>assistant<|channel|>final<|message|>never<|return|>"
+    long_script = (
+        "<|channel|>analysis<|message|>"
+        + "thinking hard " * 2000
+        + "<|end|><|start|>assistant<|channel|>final<|message|>never<|return|>"
+    )
     w, engine = make_window(long_script, delay_s=0.002)
     _send(w, qtbot)
     a = _assistant(w)
@@ -110,7 +114,7 @@ def test_shift_enter_inserts_newline(make_window, qtbot) -> None:  # type: ignor
 
 
 def test_loading_shows_progress_then_ready(make_window, qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    w, engine = make_window(loaded=False, load_delay_s=0.5)
+    w, _engine = make_window(loaded=False, load_delay_s=0.5)
     f = tmp_path / "my-model.gguf"
     f.write_bytes(b"GGUF")
     assert w.open_model(f)
@@ -176,7 +180,9 @@ def test_engine_that_cannot_start_is_reported(qtbot, tmp_path: Path) -> None:  #
 def _drop(w: MainWindow, paths: list[Path]) -> QDropEvent:
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
-    ev = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    ev = QDropEvent(
+        QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+    )
     w.dropEvent(ev)
     return ev
 
@@ -243,7 +249,7 @@ def test_opening_another_model_replaces_the_loaded_one(make_window, qtbot, tmp_p
     qtbot.waitUntil(lambda: not w.generating, timeout=5000)
     assert w.conversation.messages[-1].model == "second-model"
     # a second load while busy is refused with a message instead of racing the first
-    w2, e2 = make_window(loaded=False, load_delay_s=1.0)
+    w2, _e2 = make_window(loaded=False, load_delay_s=1.0)
     w2.open_model(f)
     assert not w2.open_model(f) and "already loading" in w2.banner.text.text()
 

@@ -42,8 +42,15 @@ def test_reasoning_streams_expanded_then_collapses_and_toggles(widget: Assistant
 def test_finish_shows_seconds_stats_and_effort(widget: AssistantMessageWidget) -> None:
     widget.append_reasoning("hmm")
     widget.append_answer("Done **now**")
-    msg = Message(role="assistant", content="Done **now**", thinking="hmm", effort="high", thinking_s=4.4,
-                  stop_reason="return", stats=GenerationStats(generated_tokens=120, tokens_per_s=55.5))
+    msg = Message(
+        role="assistant",
+        content="Done **now**",
+        thinking="hmm",
+        effort="high",
+        thinking_s=4.4,
+        stop_reason="return",
+        stats=GenerationStats(generated_tokens=120, tokens_per_s=55.5),
+    )
     widget.finish(msg)
     assert widget.reasoning_toggle.text() == "Thought for 4 seconds"
     assert "high" in widget.effort_chip.text()
@@ -71,8 +78,14 @@ def test_answer_is_throttled(widget: AssistantMessageWidget, qtbot) -> None:  # 
 
 
 def test_history_message_renders_collapsed_with_tool_card(qtbot) -> None:  # type: ignore[no-untyped-def]
-    msg = Message(role="assistant", thinking="need weather", preamble="Checking the weather…", thinking_s=2.0,
-                  tool_calls=[ToolCallRecord("functions.get_weather", '{"city":"Paris","units":"c"}')], stop_reason="call")
+    msg = Message(
+        role="assistant",
+        thinking="need weather",
+        preamble="Checking the weather…",
+        thinking_s=2.0,
+        tool_calls=[ToolCallRecord("functions.get_weather", '{"city":"Paris","units":"c"}')],
+        stop_reason="call",
+    )
     w = AssistantMessageWidget.from_message(msg)
     qtbot.addWidget(w)
     w.show()
@@ -130,7 +143,14 @@ def test_links_open_only_on_click_and_only_safe_schemes(widget: AssistantMessage
     assert opened == []
     qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=pos)
     assert opened == ["https://example.org/docs"]
-    for url in ("file:///etc/passwd", "javascript:alert(1)", "ftp://x.org/", "smb://host/share", "mailto:a@b.c", "http://x.org"):
+    for url in (
+        "file:///etc/passwd",
+        "javascript:alert(1)",
+        "ftp://x.org/",
+        "smb://host/share",
+        "mailto:a@b.c",
+        "http://x.org",
+    ):
         view._on_anchor(QUrl(url))
     assert opened == ["https://example.org/docs", "mailto:a@b.c", "http://x.org"]
     assert 'href="javascript' not in view.toHtml()

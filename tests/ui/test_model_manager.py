@@ -64,8 +64,9 @@ def answer_box(button: str, seen: list[tuple[str, bool | None]] | None = None, t
             return
         check = box.checkBox()
         if seen is not None:
-            seen.append((box.text() + " " + box.informativeText(),
-                         check.isChecked() if isinstance(check, QCheckBox) else None))
+            seen.append(
+                (box.text() + " " + box.informativeText(), check.isChecked() if isinstance(check, QCheckBox) else None)
+            )
         if tick is not None and isinstance(check, QCheckBox):
             check.setChecked(tick)
         next(b for b in box.buttons() if b.text() == button).click()
@@ -103,8 +104,10 @@ def downloaded(controller: DownloadController) -> int:
 
 # -- download, progress, use ----------------------------------------------------------------------
 
-def test_download_shows_live_progress_then_lists_the_model_and_uses_it(qtbot, hub: FakeHub, tmp_path: Path,
-                                                                        open_dialog) -> None:  # type: ignore[no-untyped-def]
+
+def test_download_shows_live_progress_then_lists_the_model_and_uses_it(
+    qtbot, hub: FakeHub, tmp_path: Path, open_dialog
+) -> None:  # type: ignore[no-untyped-def]
     [data] = publish_entry(hub, SMALL, tmp_path)
     hub.rate_bps = 400_000
     controller = make_controller(hub)
@@ -112,10 +115,15 @@ def test_download_shows_live_progress_then_lists_the_model_and_uses_it(qtbot, hu
     panel = card(d).panel
     assert d.local_hint.isVisible() and not d.rows
     click(qtbot, panel.download_button)
-    qtbot.waitUntil(lambda: controller.status(REQUEST).progress is not None
-                    and controller.status(REQUEST).progress.phase == Phase.DOWNLOADING
-                    and downloaded(controller) > 150_000 and controller.status(REQUEST).progress.speed_bps > 0,
-                    timeout=8000)
+    qtbot.waitUntil(
+        lambda: (
+            controller.status(REQUEST).progress is not None
+            and controller.status(REQUEST).progress.phase == Phase.DOWNLOADING
+            and downloaded(controller) > 150_000
+            and controller.status(REQUEST).progress.speed_bps > 0
+        ),
+        timeout=8000,
+    )
     text = panel.status_line.text()
     assert " of 722" in text or " of 7" in text, text
     assert "%" in text and "kB/s" in text and "left" in text, text
@@ -183,14 +191,18 @@ def test_pause_and_resume(qtbot, hub: FakeHub, tmp_path: Path, open_dialog) -> N
     assert result is not None and result.path is not None and result.path.read_bytes() == data
 
 
-def test_connection_dropped_mid_file_is_resumed_with_bytes_checked(qtbot, hub: FakeHub, tmp_path: Path,
-                                                                     open_dialog) -> None:  # type: ignore[no-untyped-def]
+def test_connection_dropped_mid_file_is_resumed_with_bytes_checked(
+    qtbot, hub: FakeHub, tmp_path: Path, open_dialog
+) -> None:  # type: ignore[no-untyped-def]
     [data] = publish_entry(hub, SMALL, tmp_path)
     hub.inject(Fault("drop", after_bytes=300_001))
     controller = make_controller(hub)
     seen: list[str] = []
-    controller.changed.connect(lambda r: seen.append(describe_progress(controller.status(r).progress))
-                               if controller.status(r).progress else None)
+    controller.changed.connect(
+        lambda r: (
+            seen.append(describe_progress(controller.status(r).progress)) if controller.status(r).progress else None
+        )
+    )
     d = open_dialog(controller)
     click(qtbot, card(d).panel.download_button)
     wait_state(qtbot, controller, State.DONE)
@@ -216,6 +228,7 @@ def test_stall_is_retried(qtbot, hub: FakeHub, tmp_path: Path, open_dialog) -> N
 
 # -- errors ---------------------------------------------------------------------------------------
 
+
 def error_shown(d: ModelManagerDialog, entry_id: str = "gpt-oss-20b") -> tuple[str, str, str | None]:
     box = card(d, entry_id).panel.error_box
     assert box.isVisible()
@@ -232,8 +245,7 @@ def test_404_has_a_clear_message(qtbot, hub: FakeHub, open_dialog) -> None:  # t
     assert action == "Try again" and card(d).panel.download_button.isHidden()
 
 
-def test_500_has_a_clear_message_and_try_again_works(qtbot, hub: FakeHub, tmp_path: Path,
-                                                       open_dialog) -> None:  # type: ignore[no-untyped-def]
+def test_500_has_a_clear_message_and_try_again_works(qtbot, hub: FakeHub, tmp_path: Path, open_dialog) -> None:  # type: ignore[no-untyped-def]
     [data] = publish_entry(hub, SMALL, tmp_path)
     hub.inject(Fault("status", target="API", status=500, times=-1))
     controller = make_controller(hub, max_retries=1)
@@ -251,8 +263,7 @@ def test_500_has_a_clear_message_and_try_again_works(qtbot, hub: FakeHub, tmp_pa
     assert result is not None and result.path is not None and result.path.read_bytes() == data
 
 
-def test_wrong_bytes_are_refused_and_download_again_fixes_it(qtbot, hub: FakeHub, tmp_path: Path,
-                                                               open_dialog) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_bytes_are_refused_and_download_again_fixes_it(qtbot, hub: FakeHub, tmp_path: Path, open_dialog) -> None:  # type: ignore[no-untyped-def]
     [data] = publish_entry(hub, SMALL, tmp_path)
     hub.inject(Fault("corrupt"))
     controller = make_controller(hub)
@@ -269,8 +280,7 @@ def test_wrong_bytes_are_refused_and_download_again_fixes_it(qtbot, hub: FakeHub
     assert result is not None and result.path is not None and result.path.read_bytes() == data
 
 
-def test_too_little_disk_space_is_refused_before_any_byte(qtbot, hub: FakeHub, tmp_path: Path,
-                                                           open_dialog) -> None:  # type: ignore[no-untyped-def]
+def test_too_little_disk_space_is_refused_before_any_byte(qtbot, hub: FakeHub, tmp_path: Path, open_dialog) -> None:  # type: ignore[no-untyped-def]
     publish_entry(hub, SMALL, tmp_path)
     controller = make_controller(hub, disk_free=lambda path: 200_000_000)
     d = open_dialog(controller)
@@ -285,8 +295,9 @@ def test_too_little_disk_space_is_refused_before_any_byte(qtbot, hub: FakeHub, t
     wait_state(qtbot, controller, State.DONE)
 
 
-def test_offline_mode_disables_downloads_and_says_why(qtbot, hub: FakeHub, tmp_path: Path, open_dialog,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_offline_mode_disables_downloads_and_says_why(
+    qtbot, hub: FakeHub, tmp_path: Path, open_dialog, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
     publish_entry(hub, SMALL, tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     controller = make_controller(hub)
@@ -308,7 +319,9 @@ def test_every_error_kind_has_a_headline_and_the_right_action() -> None:
     assert error_view(DownloadError(ErrorKind.CHECKSUM, "x")).action == "Download again"
     assert error_view(DownloadError(ErrorKind.OFFLINE, "x")).action is None
     assert error_view(DownloadError(ErrorKind.NETWORK, "x")).action == "Resume"
-    assert "unexpected" in error_view(RuntimeError("boom")).message and "boom" in error_view(RuntimeError("boom")).message
+    assert (
+        "unexpected" in error_view(RuntimeError("boom")).message and "boom" in error_view(RuntimeError("boom")).message
+    )
 
 
 def test_progress_words() -> None:
@@ -323,14 +336,22 @@ def test_progress_words() -> None:
     almost = DownloadProgress(Phase.DOWNLOADING, 999_999, 1_000_000, speed_bps=10, eta_s=0.1)
     assert "99%" in describe_progress(almost)
     assert [format_eta(s) for s in (None, 5, 61, 3600, 3660 * 2, 86400 * 3)] == [
-        "", "less than a minute left", "about 1 min left", "about 1 h left", "about 2 h 2 min left", "about 3 days left"]
+        "",
+        "less than a minute left",
+        "about 1 min left",
+        "about 1 h left",
+        "about 2 h 2 min left",
+        "about 3 days left",
+    ]
 
 
 # -- cancel, restart, verify ----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("delete", [True, False], ids=["delete-partial", "keep-partial"])
-def test_cancel_asks_whether_to_delete_partial_files(qtbot, hub: FakeHub, tmp_path: Path, open_dialog,
-                                                     delete: bool) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_asks_whether_to_delete_partial_files(
+    qtbot, hub: FakeHub, tmp_path: Path, open_dialog, delete: bool
+) -> None:  # type: ignore[no-untyped-def]
     [data] = publish_entry(hub, SMALL, tmp_path)
     hub.rate_bps = 400_000
     controller = make_controller(hub)
@@ -358,8 +379,9 @@ def test_cancel_asks_whether_to_delete_partial_files(qtbot, hub: FakeHub, tmp_pa
     assert result is not None and result.path is not None and result.path.read_bytes() == data
 
 
-def test_dont_cancel_keeps_downloading(qtbot, hub: FakeHub, tmp_path: Path, open_dialog,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_dont_cancel_keeps_downloading(
+    qtbot, hub: FakeHub, tmp_path: Path, open_dialog, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
     publish_entry(hub, SMALL, tmp_path)
     hub.rate_bps = 400_000
     controller = make_controller(hub)
@@ -373,8 +395,9 @@ def test_dont_cancel_keeps_downloading(qtbot, hub: FakeHub, tmp_path: Path, open
     wait_state(qtbot, controller, State.DONE)
 
 
-def test_app_restart_mid_download_is_offered_and_resumed_by_a_new_dialog(qtbot, hub: FakeHub, tmp_path: Path,
-                                                                          open_dialog) -> None:  # type: ignore[no-untyped-def]
+def test_app_restart_mid_download_is_offered_and_resumed_by_a_new_dialog(
+    qtbot, hub: FakeHub, tmp_path: Path, open_dialog
+) -> None:  # type: ignore[no-untyped-def]
     [data] = publish_entry(hub, SMALL, tmp_path)
     hub.rate_bps = 400_000
     first = make_controller(hub)
@@ -456,8 +479,10 @@ def test_split_model_downloads_as_one(qtbot, hub: FakeHub, tmp_path: Path, open_
 
 # -- local models ---------------------------------------------------------------------------------
 
-def test_import_by_file_dialog(qtbot, hub: FakeHub, tiny_model_path: Path, open_dialog,
-                               monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+
+def test_import_by_file_dialog(
+    qtbot, hub: FakeHub, tiny_model_path: Path, open_dialog, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
     d = open_dialog(make_controller(hub))
     monkeypatch.setattr(QFileDialog, "getOpenFileNames", staticmethod(lambda *a, **k: ([str(tiny_model_path)], "")))
     click(qtbot, d.import_button)
@@ -471,18 +496,29 @@ def test_import_by_file_dialog(qtbot, hub: FakeHub, tiny_model_path: Path, open_
 def drop(d: ModelManagerDialog, paths: list[Path]) -> tuple[bool, bool]:
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
-    enter = QDragEnterEvent(QPointF(d.rect().center()), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-                            Qt.KeyboardModifier.NoModifier)
+    enter = QDragEnterEvent(
+        QPointF(d.rect().center()),
+        Qt.DropAction.CopyAction,
+        mime,
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
     QApplication.sendEvent(d, enter)
     overlay = d.overlay.isVisible()
-    event = QDropEvent(QPointF(d.rect().center()), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-                       Qt.KeyboardModifier.NoModifier)
+    event = QDropEvent(
+        QPointF(d.rect().center()),
+        Qt.DropAction.CopyAction,
+        mime,
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
     QApplication.sendEvent(d, event)
     return enter.isAccepted() and overlay, event.isAccepted()
 
 
-def test_import_by_drop_and_refused_files_show_their_reason(qtbot, hub: FakeHub, tiny_model_path: Path,
-                                                            tmp_path: Path, open_dialog) -> None:  # type: ignore[no-untyped-def]
+def test_import_by_drop_and_refused_files_show_their_reason(
+    qtbot, hub: FakeHub, tiny_model_path: Path, tmp_path: Path, open_dialog
+) -> None:  # type: ignore[no-untyped-def]
     d = open_dialog(make_controller(hub))
     llama = write_llama_gguf(tmp_path / "llama-3.gguf")
     notes = tmp_path / "notes.txt"
@@ -500,8 +536,9 @@ def test_import_by_drop_and_refused_files_show_their_reason(qtbot, hub: FakeHub,
     assert any("llama" in r for r in reasons) and any("notes.txt" in r for r in reasons)
 
 
-def test_discovered_files_that_are_refused_are_listed_with_the_reason(qtbot, hub: FakeHub, tiny_model_path: Path,
-                                                                      tmp_path: Path, open_dialog) -> None:  # type: ignore[no-untyped-def]
+def test_discovered_files_that_are_refused_are_listed_with_the_reason(
+    qtbot, hub: FakeHub, tiny_model_path: Path, tmp_path: Path, open_dialog
+) -> None:  # type: ignore[no-untyped-def]
     folder = tmp_path / "lmstudio"
     folder.mkdir()
     shutil.copy(tiny_model_path, folder / "gpt-oss-20b-MXFP4.gguf")
@@ -514,9 +551,9 @@ def test_discovered_files_that_are_refused_are_listed_with_the_reason(qtbot, hub
     assert "incomplete" in refused.reason or "truncated" in refused.reason
 
 
-def test_remove_asks_first_and_deletes_only_harmonicas_downloads(qtbot, hub: FakeHub, tmp_path: Path,
-                                                                 tiny_model_path: Path, open_dialog,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_remove_asks_first_and_deletes_only_harmonicas_downloads(
+    qtbot, hub: FakeHub, tmp_path: Path, tiny_model_path: Path, open_dialog, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
     publish_entry(hub, SMALL, tmp_path)
     own = tmp_path / "mine.gguf"
     shutil.copy(tiny_model_path, own)

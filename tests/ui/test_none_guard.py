@@ -51,6 +51,8 @@ def test_many_signal_emits_do_not_abort_the_interpreter() -> None:
         print("ok", len(got), app.ui.TRUE_REFCOUNT_GUARDED)
         """
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=str(Path(__file__).parents[2]))
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=str(Path(__file__).parents[2])
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.startswith("ok 50000")

@@ -33,8 +33,16 @@ GRAMMAR = (
     'root ::= <|channel|> "analysis" <|message|> [a-z ]{4,12} <|end|> <|start|> "assistant" '
     '<|channel|> "final" <|message|> [a-z ]{2,12} <|return|>'
 )
-_NETWORK_EVENTS = {"socket.connect", "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyname_ex",
-                   "socket.gethostbyaddr", "socket.sendto", "http.client.connect", "urllib.Request"}
+_NETWORK_EVENTS = {
+    "socket.connect",
+    "socket.getaddrinfo",
+    "socket.gethostbyname",
+    "socket.gethostbyname_ex",
+    "socket.gethostbyaddr",
+    "socket.sendto",
+    "http.client.connect",
+    "urllib.Request",
+}
 _attempts: list[str] = []
 _guarding = threading.Event()
 
@@ -58,6 +66,7 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         def blocked(*args: object, **kwargs: object) -> object:
             _attempts.append(f"{name}{args!r}")
             raise OSError(f"network blocked by the test ({name})")
+
         return blocked
 
     monkeypatch.setattr(socket.socket, "connect", refuse("socket.socket.connect"))
@@ -73,8 +82,9 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         _guarding.clear()
 
 
-def test_app_starts_finds_a_model_and_chats_without_network(qtbot, no_network: list[str], tiny_model_path: Path,
-                                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_app_starts_finds_a_model_and_chats_without_network(
+    qtbot, no_network: list[str], tiny_model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
     from app.__main__ import main
     from app.core.engine import LoadSettings, Sampling
     from app.ui import main_window
@@ -131,8 +141,9 @@ def test_app_starts_finds_a_model_and_chats_without_network(qtbot, no_network: l
     assert no_network == [], no_network
 
 
-def test_manager_and_first_run_stay_offline_until_download_is_pressed(qtbot, hub: FakeHub, no_network: list[str],
-                                                                      tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_manager_and_first_run_stay_offline_until_download_is_pressed(
+    qtbot, hub: FakeHub, no_network: list[str], tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     from app.ui.first_run import FirstRunPage
     from app.ui.model_manager import ModelManagerDialog
 
@@ -146,8 +157,10 @@ def test_manager_and_first_run_stay_offline_until_download_is_pressed(qtbot, hub
         for w in (page, dialog):
             qtbot.addWidget(w)
             w.show()
-        qtbot.waitUntil(lambda: page.facts is not None and dialog.discovery is not None
-                        and dialog.hardware is not None, timeout=20000)
+        qtbot.waitUntil(
+            lambda: page.facts is not None and dialog.discovery is not None and dialog.hardware is not None,
+            timeout=20000,
+        )
         qtbot.wait(300)
         assert no_network == [], no_network
         assert hub.requests() == []

@@ -24,7 +24,9 @@ GRAMMAR = (
 def test_open_model_and_chat_with_real_engine(qtbot, tiny_model_path: Path) -> None:  # type: ignore[no-untyped-def]
     w = MainWindow()
     qtbot.addWidget(w)
-    w.load_settings = LoadSettings(n_ctx=4096, n_threads=1)  # the tiny vocabulary spends a token per byte of the tool definitions
+    w.load_settings = LoadSettings(
+        n_ctx=4096, n_threads=1
+    )  # the tiny vocabulary spends a token per byte of the tool definitions
     w.sampling = Sampling(seed=5, max_tokens=80)
     w.grammar = GRAMMAR
     w.show()

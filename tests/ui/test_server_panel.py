@@ -46,7 +46,8 @@ def test_start_request_log_and_stop(qtbot: Any, panel: ServerPanel) -> None:
     assert not panel.port.isEnabled() and not panel.network.isEnabled()
     with qtbot.waitSignal(panel.request_logged, timeout=10000):
         r = openai.OpenAI(base_url=url, api_key="x", max_retries=0).chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "hi"}])
+            model="m", messages=[{"role": "user", "content": "hi"}]
+        )
     assert r.choices[0].message.content == "Hello!"
     row = panel.log.topLevelItem(0)
     assert row.text(1) == "POST /v1/chat/completions" and row.text(2) == "200" and row.text(6) == "stop"
@@ -151,11 +152,15 @@ def test_panel_with_the_real_engine(qtbot: Any, tiny_model_path: Path) -> None:
 
     engine = Engine()
     engine.load(tiny_model_path, LoadSettings(n_ctx=1024, n_threads=1))
-    grammar = ('root ::= <|channel|> "analysis" <|message|> [a-z ]{2,8} <|end|> <|start|> "assistant" '
-               '<|channel|> "final" <|message|> "real answer" <|return|>')
+    grammar = (
+        'root ::= <|channel|> "analysis" <|message|> [a-z ]{2,8} <|end|> <|start|> "assistant" '
+        '<|channel|> "final" <|message|> "real answer" <|return|>'
+    )
     sched = EngineScheduler(engine)
-    p = ServerPanel(server_factory=lambda s: ApiServer(sched, s, testing=ServerTesting(grammar=lambda b: grammar)),
-                    settings=ServerSettings(port=0, api_key="sk-test"))
+    p = ServerPanel(
+        server_factory=lambda s: ApiServer(sched, s, testing=ServerTesting(grammar=lambda b: grammar)),
+        settings=ServerSettings(port=0, api_key="sk-test"),
+    )
     qtbot.addWidget(p)
     try:
         p.start()
@@ -163,8 +168,11 @@ def test_panel_with_the_real_engine(qtbot: Any, tiny_model_path: Path) -> None:
         assert 'model="tiny-gpt-oss"' in p.code.toPlainText() and 'api_key="sk-test"' in p.code.toPlainText()
         client = openai.OpenAI(base_url=p.server.base_url, api_key="sk-test", max_retries=0)  # type: ignore[union-attr]
         with qtbot.waitSignal(p.request_logged, timeout=20000) as sig:
-            chunks = list(client.chat.completions.create(
-                model="tiny-gpt-oss", messages=[{"role": "user", "content": "hi"}], stream=True, max_tokens=60))
+            chunks = list(
+                client.chat.completions.create(
+                    model="tiny-gpt-oss", messages=[{"role": "user", "content": "hi"}], stream=True, max_tokens=60
+                )
+            )
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "real answer"
         rec = sig.args[0]
         assert rec.stream and rec.status == 200 and rec.completion_tokens == engine.last_stats.generated_tokens

@@ -32,8 +32,10 @@ from app.ui.workers import GeneratorWorker, start_worker
 REASON = "<|channel|>analysis<|message|>{}<|end|><|start|>assistant"
 PY = REASON.format("Use python.") + "<|channel|>analysis to=python code<|message|>{}<|call|>"
 FINAL = REASON.format("Done.") + "<|channel|>final<|message|>{}<|return|>"
-READ = REASON.format("Need the file.") + ('<|channel|>commentary to=functions.read_file <|constrain|>json<|message|>'
-                                          '{"purpose": "to summarise your notes"}<|call|>')
+READ = REASON.format("Need the file.") + (
+    "<|channel|>commentary to=functions.read_file <|constrain|>json<|message|>"
+    '{"purpose": "to summarise your notes"}<|call|>'
+)
 
 
 class Harness:
@@ -43,7 +45,9 @@ class Harness:
         self.engine = ScriptedEngine(list(scripts))
         self.engine.load("scripted:gpt-oss-20b")
         self.registry = ToolRegistry(tools_dir=tmp_path / "tools", settings_file=tmp_path / "tools.json")
-        self.session = ToolSession(self.registry, "c", scratch=tmp_path / "scratch", sandbox_limits=SandboxLimits(timeout_s=20))
+        self.session = ToolSession(
+            self.registry, "c", scratch=tmp_path / "scratch", sandbox_limits=SandboxLimits(timeout_s=20)
+        )
         self.conv = Conversation()
         self.widget = AssistantMessageWidget(model="gpt-oss-20b", effort="low")
         qtbot.addWidget(self.widget)
@@ -99,7 +103,9 @@ def harness(qtbot: Any, tmp_path: Path) -> Iterator[Any]:
 def test_allow_once_runs_the_code(qtbot: Any, harness: Any) -> None:
     h = harness(PY.format("print(6 * 7)"), FINAL.format("42"))
     h.start("compute")
-    qtbot.waitUntil(lambda: bool(h.widget.tool_cards) and h.card().waiting_for_user and h.card().ask_bar.isVisible(), timeout=10000)
+    qtbot.waitUntil(
+        lambda: bool(h.widget.tool_cards) and h.card().waiting_for_user and h.card().ask_bar.isVisible(), timeout=10000
+    )
     card = h.card()
     assert card.ask_bar.isVisible() and card.status_label.text() == "Waiting for approval"
     assert card.expanded and card.args_caption.text() == "Code" and card.args_view.toPlainText() == "print(6 * 7)"
@@ -119,7 +125,9 @@ def test_allow_once_runs_the_code(qtbot: Any, harness: Any) -> None:
 def test_deny_and_always(qtbot: Any, harness: Any) -> None:
     h = harness(PY.format("print(1)"), FINAL.format("ok"))
     h.start("run")
-    qtbot.waitUntil(lambda: bool(h.widget.tool_cards) and h.card().waiting_for_user and h.card().ask_bar.isVisible(), timeout=10000)
+    qtbot.waitUntil(
+        lambda: bool(h.widget.tool_cards) and h.card().waiting_for_user and h.card().ask_bar.isVisible(), timeout=10000
+    )
     qtbot.mouseClick(h.card().deny_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: h.done, timeout=10000)
     assert h.card().status_label.text() == "Denied" and "denied" in h.card().output_view.toPlainText()
@@ -127,7 +135,10 @@ def test_deny_and_always(qtbot: Any, harness: Any) -> None:
 
     h2 = harness(PY.format("x = 2"), PY.format("print(x * 21)"), FINAL.format("42"))
     h2.start("run twice")
-    qtbot.waitUntil(lambda: bool(h2.widget.tool_cards) and h2.card().waiting_for_user and h2.card().ask_bar.isVisible(), timeout=10000)
+    qtbot.waitUntil(
+        lambda: bool(h2.widget.tool_cards) and h2.card().waiting_for_user and h2.card().ask_bar.isVisible(),
+        timeout=10000,
+    )
     qtbot.mouseClick(h2.card().allow_always_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: h2.done, timeout=20000)
     assert len(h2.widget.tool_cards) == 2 and len([e for e in h2.events if isinstance(e, ApprovalRequest)]) == 1
@@ -138,10 +149,14 @@ def test_file_request_card(qtbot: Any, harness: Any, tmp_path: Path, monkeypatch
     notes = tmp_path / "notes.txt"
     notes.write_text("Ship on Friday.")
     asked: list[Any] = []
-    monkeypatch.setattr(ToolCard, "pick_file", staticmethod(lambda parent, purpose, suggested: asked.append(purpose) or str(notes)))
+    monkeypatch.setattr(
+        ToolCard, "pick_file", staticmethod(lambda parent, purpose, suggested: asked.append(purpose) or str(notes))
+    )
     h = harness(READ, FINAL.format("Ship on Friday."))
     h.start("summarise")
-    qtbot.waitUntil(lambda: bool(h.widget.tool_cards) and h.card().waiting_for_user and h.card().ask_bar.isVisible(), timeout=10000)
+    qtbot.waitUntil(
+        lambda: bool(h.widget.tool_cards) and h.card().waiting_for_user and h.card().ask_bar.isVisible(), timeout=10000
+    )
     card = h.card()
     assert card.status_label.text() == "Waiting for a file" and "to summarise your notes" in card.ask_label.text()
     assert card.choose_file_button.isVisible() and not card.allow_once_button.isVisible()
@@ -160,9 +175,17 @@ def _png(path: Path) -> str:
 
 
 def test_stored_card_renders_the_same(qtbot: Any, tmp_path: Path) -> None:
-    run = ToolRun("python", "import matplotlib\nplt.show()", kind="python", tool="python", status="done",
-                  duration_s=2.25, output="\n".join(f"line {i}" for i in range(40)), result="...",
-                  images=[_png(tmp_path / "fig.png")])
+    run = ToolRun(
+        "python",
+        "import matplotlib\nplt.show()",
+        kind="python",
+        tool="python",
+        status="done",
+        duration_s=2.25,
+        output="\n".join(f"line {i}" for i in range(40)),
+        result="...",
+        images=[_png(tmp_path / "fig.png")],
+    )
     card = ToolCard.from_stored(run.to_dict())
     qtbot.addWidget(card)
     card.show()
@@ -171,7 +194,11 @@ def test_stored_card_renders_the_same(qtbot: Any, tmp_path: Path) -> None:
     assert card.expanded and card.body.isVisible()
     assert card.toggle_button.text() == "python" and card.status_label.text() == "Done"
     assert card.duration_label.text() == "2.2 s" or card.duration_label.text() == "2.3 s"
-    assert card.output_folded and card.output_view.toPlainText().count("\n") == 13 and "39 more" not in card.show_more.text()
+    assert (
+        card.output_folded
+        and card.output_view.toPlainText().count("\n") == 13
+        and "39 more" not in card.show_more.text()
+    )
     assert card.show_more.text().startswith("Show more (26 more lines)")
     qtbot.mouseClick(card.show_more, Qt.MouseButton.LeftButton)
     assert not card.output_folded and "line 39" in card.output_view.toPlainText()
@@ -181,8 +208,15 @@ def test_stored_card_renders_the_same(qtbot: Any, tmp_path: Path) -> None:
 
 
 def test_error_card_is_styled(qtbot: Any) -> None:
-    run = ToolRun("functions.get_weather", '{"city": "Atlantis"}', tool="get_weather", status="error",
-                  duration_s=0.012, output="Error: LookupError: no such city", is_error=True)
+    run = ToolRun(
+        "functions.get_weather",
+        '{"city": "Atlantis"}',
+        tool="get_weather",
+        status="error",
+        duration_s=0.012,
+        output="Error: LookupError: no such city",
+        is_error=True,
+    )
     card = ToolCard(run)
     qtbot.addWidget(card)
     assert card.property("state") == "error" and card.status_label.text() == "Error"

@@ -52,8 +52,15 @@ def make_page(qtbot: Any, registry: ToolRegistry, **kw: Any) -> ToolsPage:
 
 def test_lists_tools_and_persists_switches(qtbot: Any, registry: ToolRegistry, tmp_path: Path) -> None:
     page = make_page(qtbot, registry)
-    assert list(page.rows) == ["get_current_datetime", "calculate", "read_file", "get_current_weather", "untyped",
-                               "python", "browser"]
+    assert list(page.rows) == [
+        "get_current_datetime",
+        "calculate",
+        "read_file",
+        "get_current_weather",
+        "untyped",
+        "python",
+        "browser",
+    ]
     weather = page.rows["get_current_weather"]
     assert weather.origin_label.text() == "weather.py" and weather.description.text() == "Get the weather."
     assert page.rows["python"].switch.isChecked() and not page.rows["browser"].switch.isChecked()
@@ -77,8 +84,9 @@ def test_parameters_and_warnings(qtbot: Any, registry: ToolRegistry) -> None:
     warnings = [w.text() for w in untyped.findChildren(type(untyped.description)) if w.objectName() == "ToolWarning"]
     assert any("no docstring" in w for w in warnings) and any("no type hint" in w for w in warnings)
     assert parameters_text(registry.info("get_current_datetime")) == (  # type: ignore[arg-type]
-        "timezone?: string — An IANA time zone such as \"Europe/Paris\" or \"America/New_York\". "
-        "Leave it out for the user's local time zone.")
+        'timezone?: string — An IANA time zone such as "Europe/Paris" or "America/New_York". '
+        "Leave it out for the user's local time zone."
+    )
 
 
 def test_broken_file_is_shown(qtbot: Any, registry: ToolRegistry) -> None:
@@ -117,8 +125,10 @@ def test_browser_hidden_offline_and_endpoint(qtbot: Any, registry: ToolRegistry)
 
 def test_sandbox_report_shown(qtbot: Any, registry: ToolRegistry) -> None:
     page = make_page(qtbot, registry)
-    report = build_report({"platform": "linux", "network_namespace": True, "landlock": {"fs_write": True},
-                           "limits": {"as": 2 * 1024**3}}, SandboxLimits())
+    report = build_report(
+        {"platform": "linux", "network_namespace": True, "landlock": {"fs_write": True}, "limits": {"as": 2 * 1024**3}},
+        SandboxLimits(),
+    )
     page.set_sandbox_report(report)
     texts = [page.guarantees_grid.itemAt(i).widget().text() for i in range(page.guarantees_grid.count())]
     assert texts[0] == "✓" and "No network" in texts[1] and "✗" in texts  # reads are not private here
@@ -136,7 +146,9 @@ def test_real_probe_runs_in_the_background(qtbot: Any, registry: ToolRegistry) -
 
 def test_open_tools_folder(qtbot: Any, registry: ToolRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
     opened: list[str] = []
-    monkeypatch.setattr("app.ui.tools_page.QDesktopServices.openUrl", lambda url: opened.append(url.toLocalFile()) or True)
+    monkeypatch.setattr(
+        "app.ui.tools_page.QDesktopServices.openUrl", lambda url: opened.append(url.toLocalFile()) or True
+    )
     page = make_page(qtbot, registry)
     qtbot.mouseClick(page.open_folder_button, Qt.MouseButton.LeftButton)
     assert opened == [str(registry.tools_dir)]

@@ -20,8 +20,16 @@ GRAMMAR = (
 
 
 def _cpu_profile() -> HardwareProfile:
-    return HardwareProfile(ram_total=16 * 2**30, ram_available=12 * 2**30, cores_physical=2, cores_logical=2,
-                           os="Linux", machine="x86_64", cpu_name="test CPU", backends=["CPU"])
+    return HardwareProfile(
+        ram_total=16 * 2**30,
+        ram_available=12 * 2**30,
+        cores_physical=2,
+        cores_logical=2,
+        os="Linux",
+        machine="x86_64",
+        cpu_name="test CPU",
+        backends=["CPU"],
+    )
 
 
 def test_planned_load_then_the_last_model_loads_at_start(qtbot, tiny_model_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -56,8 +64,16 @@ def test_planned_load_then_the_last_model_loads_at_start(qtbot, tiny_model_path:
 def test_a_model_that_cannot_fit_is_refused_before_loading(qtbot, tiny_model_path: Path) -> None:  # type: ignore[no-untyped-def]
     w = MainWindow()
     qtbot.addWidget(w)
-    w._profile = HardwareProfile(ram_total=64 * 2**20, ram_available=8 * 2**20, cores_physical=1, cores_logical=1,
-                                 os="Linux", machine="x86_64", cpu_name="tiny", backends=["CPU"])
+    w._profile = HardwareProfile(
+        ram_total=64 * 2**20,
+        ram_available=8 * 2**20,
+        cores_physical=1,
+        cores_logical=1,
+        os="Linux",
+        machine="x86_64",
+        cpu_name="tiny",
+        backends=["CPU"],
+    )
     assert w.open_model(tiny_model_path)
     qtbot.waitUntil(lambda: not w.loading, timeout=20000)
     assert not getattr(w.engine, "loaded", False)

@@ -8,7 +8,10 @@ from app.ui.message_widget import AssistantMessageWidget
 
 REASON = "<|channel|>analysis<|message|>{}<|end|><|start|>assistant"
 PY = REASON.format("Let me compute it.") + "<|channel|>analysis to=python code<|message|>print(6 * 7)<|call|>"
-CALC = REASON.format("Math.") + '<|channel|>commentary to=functions.calculate <|constrain|>json<|message|>{"expression":"2**10"}<|call|>'
+CALC = (
+    REASON.format("Math.")
+    + '<|channel|>commentary to=functions.calculate <|constrain|>json<|message|>{"expression":"2**10"}<|call|>'
+)
 FINAL = REASON.format("Done.") + "<|channel|>final<|message|>The answer is {}.<|return|>"
 
 
@@ -20,9 +23,14 @@ def test_python_call_asks_first_then_runs_and_is_stored(make_window, qtbot) -> N
     w, engine = make_window(PY, FINAL.format("42"))
     w.composer.edit.setPlainText("What is six times seven? Use python.")
     qtbot.keyClick(w.composer.edit, Qt.Key.Key_Return)
-    qtbot.waitUntil(lambda: bool(_assistants(w) and _assistants(w)[0].tool_cards
-                                 and _assistants(w)[0].tool_cards[0].allow_once_button.isVisibleTo(_assistants(w)[0])),
-                    timeout=10000)
+    qtbot.waitUntil(
+        lambda: bool(
+            _assistants(w)
+            and _assistants(w)[0].tool_cards
+            and _assistants(w)[0].tool_cards[0].allow_once_button.isVisibleTo(_assistants(w)[0])
+        ),
+        timeout=10000,
+    )
     card = _assistants(w)[0].tool_cards[0]
     assert "approval" in w.status_speed.text()
     assert w.generating  # the loop waits for the user, the UI does not
@@ -55,7 +63,9 @@ def test_function_tool_runs_without_asking_and_deny_is_read_by_the_model(make_wi
 
     w.composer.edit.setPlainText("now with python")
     qtbot.keyClick(w.composer.edit, Qt.Key.Key_Return)
-    qtbot.waitUntil(lambda: any(c.deny_button.isVisibleTo(c) for a in _assistants(w) for c in a.tool_cards), timeout=10000)
+    qtbot.waitUntil(
+        lambda: any(c.deny_button.isVisibleTo(c) for a in _assistants(w) for c in a.tool_cards), timeout=10000
+    )
     py_card = _assistants(w)[-1].tool_cards[0]
     qtbot.wait(50)  # the window scrolls the question into view
     assert py_card.deny_button.visibleRegion().boundingRect().height() == py_card.deny_button.height()

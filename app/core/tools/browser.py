@@ -51,12 +51,71 @@ class Page:
 
 
 # --- HTML → text with link markers -----------------------------------------------------------------
-_SKIP_TAGS = frozenset({"script", "style", "noscript", "template", "svg", "math", "iframe", "object", "embed",
-                        "canvas", "head", "select", "option", "textarea", "input", "video", "audio", "map"})
-_BLOCK_TAGS = frozenset({"p", "div", "section", "article", "header", "footer", "nav", "main", "aside", "ul", "ol",
-                         "li", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "blockquote", "table", "thead", "tbody",
-                         "tfoot", "tr", "hr", "dl", "dt", "dd", "figure", "figcaption", "form", "fieldset",
-                         "address", "details", "summary", "body", "html", "caption"})
+_SKIP_TAGS = frozenset(
+    {
+        "script",
+        "style",
+        "noscript",
+        "template",
+        "svg",
+        "math",
+        "iframe",
+        "object",
+        "embed",
+        "canvas",
+        "head",
+        "select",
+        "option",
+        "textarea",
+        "input",
+        "video",
+        "audio",
+        "map",
+    }
+)
+_BLOCK_TAGS = frozenset(
+    {
+        "p",
+        "div",
+        "section",
+        "article",
+        "header",
+        "footer",
+        "nav",
+        "main",
+        "aside",
+        "ul",
+        "ol",
+        "li",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "pre",
+        "blockquote",
+        "table",
+        "thead",
+        "tbody",
+        "tfoot",
+        "tr",
+        "hr",
+        "dl",
+        "dt",
+        "dd",
+        "figure",
+        "figcaption",
+        "form",
+        "fieldset",
+        "address",
+        "details",
+        "summary",
+        "body",
+        "html",
+        "caption",
+    }
+)
 _PARA, _LINE, _KEEP_SPACE = "\x00P", "\x00L", "\x01"
 _SPECIALS = str.maketrans({"【": "〖", "】": "〗", "\u200b": ""})
 
@@ -245,7 +304,14 @@ def _private_address(host: str) -> bool:
             ip = ipaddress.ip_address(info[4][0])
         except ValueError:
             continue
-        if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast or ip.is_unspecified:
+        if (
+            ip.is_private
+            or ip.is_loopback
+            or ip.is_link_local
+            or ip.is_reserved
+            or ip.is_multicast
+            or ip.is_unspecified
+        ):
             return True
     return False
 
@@ -254,8 +320,16 @@ def _private_address(host: str) -> bool:
 class BrowserSession:
     """One conversation's browser: a stack of pages (the cursor is the index), search, open, find."""
 
-    def __init__(self, search_endpoint: str, *, client: httpx.Client | None = None, timeout_s: float = 20.0,
-                 view_chars: int = VIEW_CHARS, allow_private: bool = False, max_search_results: int = 20) -> None:
+    def __init__(
+        self,
+        search_endpoint: str,
+        *,
+        client: httpx.Client | None = None,
+        timeout_s: float = 20.0,
+        view_chars: int = VIEW_CHARS,
+        allow_private: bool = False,
+        max_search_results: int = 20,
+    ) -> None:
         self.search_endpoint = search_endpoint
         self.timeout_s = timeout_s
         self.view_chars = view_chars
@@ -275,8 +349,11 @@ class BrowserSession:
         return len(self.pages) - 1
 
     def cursor_urls(self) -> dict[int, str]:
-        return {i: p.url.split("/find?pattern=", 1)[0] if p.snippets is not None else p.url
-                for i, p in enumerate(self.pages) if p.url}
+        return {
+            i: p.url.split("/find?pattern=", 1)[0] if p.snippets is not None else p.url
+            for i, p in enumerate(self.pages)
+            if p.url
+        }
 
     def page(self, cursor: int = -1) -> Page:
         if not self.pages:
@@ -306,8 +383,15 @@ class BrowserSession:
         self.pages.append(page)
         return self._show(loc=0)
 
-    def open(self, id: int | str = -1, cursor: int = -1, loc: int = -1, num_lines: int = -1,
-             view_source: bool = False, source: str | None = None) -> str:
+    def open(
+        self,
+        id: int | str = -1,
+        cursor: int = -1,
+        loc: int = -1,
+        num_lines: int = -1,
+        view_source: bool = False,
+        source: str | None = None,
+    ) -> str:
         snippet_line: int | None = None
         if isinstance(id, str) and not id.strip().lstrip("-").isdigit():
             page = self._fetch(id.strip(), view_source, refresh=True)
@@ -319,8 +403,14 @@ class BrowserSession:
             if link_id >= 0:
                 url = current.links.get(str(link_id))
                 if url is None:
-                    raise BrowserError(f"invalid link id `{link_id}`" + (
-                        f"; this page has links 0 to {len(current.links) - 1}" if current.links else "; this page has no links"))
+                    raise BrowserError(
+                        f"invalid link id `{link_id}`"
+                        + (
+                            f"; this page has links 0 to {len(current.links) - 1}"
+                            if current.links
+                            else "; this page has no links"
+                        )
+                    )
                 if current.snippets is not None:
                     snippet_line = current.snippets.get(str(link_id))
                 page = self._fetch(url, view_source, refresh=False)
@@ -354,8 +444,11 @@ class BrowserSession:
             i += FIND_SHOW_LINES
         text = "\n\n".join(chunks) if chunks else f"No `find` results for pattern: `{pattern}`"
         result = Page(
-            url=f"{page.url}/find?pattern={quote(pattern)}", title=f"Find results for text: `{pattern}` in `{page.title}`",
-            text=text, links={k: page.url for k in snippets}, snippets=snippets,
+            url=f"{page.url}/find?pattern={quote(pattern)}",
+            title=f"Find results for text: `{pattern}` in `{page.title}`",
+            text=text,
+            links=dict.fromkeys(snippets, page.url),
+            snippets=snippets,
         )
         self.pages.append(result)
         return self._show(loc=0)
@@ -387,7 +480,9 @@ class BrowserSession:
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise BrowserError(f"only http and https web addresses can be opened, not {url[:200]!r}")
         if not self.allow_private and _private_address(parsed.hostname):
-            raise BrowserError(f"{parsed.hostname} is a local or private network address; the browser only opens public web pages")
+            raise BrowserError(
+                f"{parsed.hostname} is a local or private network address; the browser only opens public web pages"
+            )
 
     def _fetch(self, url: str, view_source: bool, refresh: bool) -> Page:
         key = ("view-source:" if view_source else "") + url
@@ -418,9 +513,13 @@ class BrowserSession:
             page = Page(url=final_url, title=f"Source of {final_url}", text=text.translate(_SPECIALS))
         elif ctype in ("text/html", "application/xhtml+xml") or (not ctype and "<html" in text[:2000].lower()):
             title, body, links = html_to_text(text, final_url)
-            page = Page(url=final_url, title=title or domain_of(final_url), text=f"\nURL: {final_url}\n{body}", links=links)
+            page = Page(
+                url=final_url, title=title or domain_of(final_url), text=f"\nURL: {final_url}\n{body}", links=links
+            )
         elif ctype.startswith("text/") or ctype in ("application/json", "application/xml", "application/javascript"):
-            page = Page(url=final_url, title=domain_of(final_url), text=f"\nURL: {final_url}\n" + text.translate(_SPECIALS))
+            page = Page(
+                url=final_url, title=domain_of(final_url), text=f"\nURL: {final_url}\n" + text.translate(_SPECIALS)
+            )
         else:
             raise BrowserError(f"`{url[:300]}` is {ctype or 'binary content'}, which cannot be shown as text")
         self._cache[key] = page
@@ -429,18 +528,25 @@ class BrowserSession:
     def call(self, function: str, arguments: Any) -> ToolOutcome:
         """Run browser.`function` with the model's arguments; errors become text the model reads."""
         if function not in BROWSER_FUNCTIONS:
-            return ToolOutcome(f"Error: the browser has no function `{function}`; use search, open or find.", is_error=True)
+            return ToolOutcome(
+                f"Error: the browser has no function `{function}`; use search, open or find.", is_error=True
+            )
         if arguments is None or arguments == "":
             arguments = {}
         if not isinstance(arguments, dict):
             return ToolOutcome("Error: the arguments must be a JSON object.", is_error=True)
-        allowed = {"search": ("query", "topn", "top_n", "source"),
-                   "open": ("id", "cursor", "loc", "num_lines", "view_source", "source"),
-                   "find": ("pattern", "cursor")}[function]
+        allowed = {
+            "search": ("query", "topn", "top_n", "source"),
+            "open": ("id", "cursor", "loc", "num_lines", "view_source", "source"),
+            "find": ("pattern", "cursor"),
+        }[function]
         unknown = [k for k in arguments if k not in allowed]
         if unknown:
-            return ToolOutcome(f"Error: unknown argument(s) {', '.join(unknown)} for browser.{function} "
-                               f"(accepted: {', '.join(a for a in allowed if a != 'top_n')}).", is_error=True)
+            return ToolOutcome(
+                f"Error: unknown argument(s) {', '.join(unknown)} for browser.{function} "
+                f"(accepted: {', '.join(a for a in allowed if a != 'top_n')}).",
+                is_error=True,
+            )
         args = dict(arguments)
         if "top_n" in args:
             args.setdefault("topn", args.pop("top_n"))
@@ -499,6 +605,16 @@ def link_citations(text: str, cursor_urls: Mapping[int, str]) -> str:
 
 
 __all__ = [
-    "BROWSER_FUNCTIONS", "BrowserError", "BrowserSession", "Page", "SearchHit", "cursor_urls_from_results",
-    "domain_of", "html_to_text", "link_citations", "searxng_search", "strip_links", "wrap_lines",
+    "BROWSER_FUNCTIONS",
+    "BrowserError",
+    "BrowserSession",
+    "Page",
+    "SearchHit",
+    "cursor_urls_from_results",
+    "domain_of",
+    "html_to_text",
+    "link_citations",
+    "searxng_search",
+    "strip_links",
+    "wrap_lines",
 ]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import ast
 import math
 import operator
-from datetime import datetime, timezone as dt_timezone
+from datetime import datetime
+from datetime import timezone as dt_timezone
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -55,26 +56,59 @@ def get_current_datetime(timezone: str | None = None) -> str:
 _MAX_EXPRESSION = 2000
 _MAX_POWER_BITS = 100_000  # results of ~30,000 digits are plenty; 9**9**9 would take the app down
 _BINOPS: dict[type, Any] = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
 }
 _FUNCS: dict[str, Any] = {
-    "sqrt": math.sqrt, "cbrt": lambda x: math.copysign(abs(x) ** (1 / 3), x), "exp": math.exp,
-    "ln": math.log, "log": math.log, "log10": math.log10, "log2": math.log2,
-    "sin": math.sin, "cos": math.cos, "tan": math.tan, "asin": math.asin, "acos": math.acos, "atan": math.atan,
-    "atan2": math.atan2, "sinh": math.sinh, "cosh": math.cosh, "tanh": math.tanh, "hypot": math.hypot,
-    "degrees": math.degrees, "radians": math.radians, "floor": math.floor, "ceil": math.ceil,
-    "abs": abs, "round": round, "min": min, "max": max, "gcd": math.gcd, "lcm": math.lcm,
-    "factorial": None, "comb": None, "perm": None,  # checked below: their size explodes
+    "sqrt": math.sqrt,
+    "cbrt": lambda x: math.copysign(abs(x) ** (1 / 3), x),
+    "exp": math.exp,
+    "ln": math.log,
+    "log": math.log,
+    "log10": math.log10,
+    "log2": math.log2,
+    "sin": math.sin,
+    "cos": math.cos,
+    "tan": math.tan,
+    "asin": math.asin,
+    "acos": math.acos,
+    "atan": math.atan,
+    "atan2": math.atan2,
+    "sinh": math.sinh,
+    "cosh": math.cosh,
+    "tanh": math.tanh,
+    "hypot": math.hypot,
+    "degrees": math.degrees,
+    "radians": math.radians,
+    "floor": math.floor,
+    "ceil": math.ceil,
+    "abs": abs,
+    "round": round,
+    "min": min,
+    "max": max,
+    "gcd": math.gcd,
+    "lcm": math.lcm,
+    "factorial": None,
+    "comb": None,
+    "perm": None,  # checked below: their size explodes
 }
 _CONSTANTS = {"pi": math.pi, "e": math.e, "tau": math.tau, "inf": math.inf}
 
 
 def _power(base: Any, exp: Any) -> Any:
-    if isinstance(base, int) and isinstance(exp, int) and exp > 0 and abs(base) > 1:
-        if base.bit_length() * exp > _MAX_POWER_BITS:
-            raise ToolError("the result would be too large to compute")
-    result = base ** exp
+    if (
+        isinstance(base, int)
+        and isinstance(exp, int)
+        and exp > 0
+        and abs(base) > 1
+        and base.bit_length() * exp > _MAX_POWER_BITS
+    ):
+        raise ToolError("the result would be too large to compute")
+    result = base**exp
     if isinstance(result, complex):
         raise ToolError("the result is not a real number")
     return result
@@ -178,7 +212,9 @@ def read_file(purpose: str, suggested_path: str | None = None) -> str:
         purpose: Why you need the file, shown to the user, e.g. "to summarise your meeting notes".
         suggested_path: A file name or path the user mentioned, offered to them as the first choice.
     """
-    raise ToolError("read_file needs the user to pick a file; it cannot run on its own")  # the loop runs read_picked_file
+    raise ToolError(
+        "read_file needs the user to pick a file; it cannot run on its own"
+    )  # the loop runs read_picked_file
 
 
 def read_picked_file(path: str | Path, max_chars: int = MAX_FILE_CHARS) -> str:
@@ -209,16 +245,34 @@ def read_picked_file(path: str | Path, max_chars: int = MAX_FILE_CHARS) -> str:
 def builtin_function_tools() -> list[ToolInfo]:
     """The function tools that ship with the app."""
     out: list[ToolInfo] = []
-    for fn, approval in ((get_current_datetime, Approval.AUTO), (calculate, Approval.AUTO), (read_file, Approval.PICK_FILE)):
+    for fn, approval in (
+        (get_current_datetime, Approval.AUTO),
+        (calculate, Approval.AUTO),
+        (read_file, Approval.PICK_FILE),
+    ):
         spec = describe_function(fn)
-        out.append(ToolInfo(
-            name=spec.name, kind=ToolKind.FUNCTION, origin="builtin", description=spec.description,
-            definition=spec.definition(), default_approval=approval, timeout_s=10.0, func=fn,
-        ))
+        out.append(
+            ToolInfo(
+                name=spec.name,
+                kind=ToolKind.FUNCTION,
+                origin="builtin",
+                description=spec.description,
+                definition=spec.definition(),
+                default_approval=approval,
+                timeout_s=10.0,
+                func=fn,
+            )
+        )
     return out
 
 
 __all__ = [
-    "ToolError", "builtin_function_tools", "calculate", "format_number", "get_current_datetime",
-    "read_file", "read_picked_file", "MAX_FILE_CHARS",
+    "MAX_FILE_CHARS",
+    "ToolError",
+    "builtin_function_tools",
+    "calculate",
+    "format_number",
+    "get_current_datetime",
+    "read_file",
+    "read_picked_file",
 ]

@@ -22,7 +22,7 @@ from typing import Any
 from app.core.chat import Conversation, EngineLike, Message, ToolCallRecord, TurnEvent, TurnFinished, run_turn
 from app.core.engine import Sampling
 from app.core.tools.base import Approval, Decision, Reply, ToolOutcome
-from app.core.tools.local import read_picked_file, ToolError
+from app.core.tools.local import ToolError, read_picked_file
 from app.core.tools.registry import ToolSession
 
 MAX_RESULT_CHARS = 16_000  # what one tool result may add to the prompt (≈ 4k tokens)
@@ -146,7 +146,16 @@ class LoopFinished:
     reason: str  # "answer", "round_limit", "cancelled", "stopped" (length/error/eos without an answer)
 
 
-LoopEvent = TurnEvent | ToolCallStarted | ApprovalRequest | FileRequest | ToolRunning | ToolFinished | RoundLimitReached | LoopFinished
+LoopEvent = (
+    TurnEvent
+    | ToolCallStarted
+    | ApprovalRequest
+    | FileRequest
+    | ToolRunning
+    | ToolFinished
+    | RoundLimitReached
+    | LoopFinished
+)
 Grammar = str | Sequence[str | None] | Callable[[int], "str | None"] | None
 
 
@@ -221,8 +230,17 @@ def run_tool_loop(
         tools, builtin = session.prompt_tools()
         last: Message | None = None
         for ev in run_turn(
-            engine, conversation, effort=effort, sampling=sampling, cancel=cancel, developer=developer,
-            identity=identity, tools=tools, builtin_tools=builtin, date=date, grammar=_grammar_for(grammar, generation),
+            engine,
+            conversation,
+            effort=effort,
+            sampling=sampling,
+            cancel=cancel,
+            developer=developer,
+            identity=identity,
+            tools=tools,
+            builtin_tools=builtin,
+            date=date,
+            grammar=_grammar_for(grammar, generation),
         ):
             if isinstance(ev, TurnFinished):
                 last = ev.message
@@ -239,14 +257,22 @@ def run_tool_loop(
             return
         for call in last.tool_calls:
             if calls >= limit:
-                run = ToolRun(call.recipient, call.arguments, kind=_kind_of(call.recipient), status=SKIPPED,
-                              message_id=last.id, is_error=True)
-                run.result = run.output = (f"Not run: the limit of {limit} tool calls for one answer was reached.")
+                run = ToolRun(
+                    call.recipient,
+                    call.arguments,
+                    kind=_kind_of(call.recipient),
+                    status=SKIPPED,
+                    message_id=last.id,
+                    is_error=True,
+                )
+                run.result = run.output = f"Not run: the limit of {limit} tool calls for one answer was reached."
                 msg = conversation.add_tool_result(call.recipient, run.result)
                 run.result_message_id = msg.id
                 yield ToolFinished(run, msg)
-                text = (f"Stopped after {limit} tool calls without a final answer. Send a message to let the "
-                        f"model continue, or raise the limit in Settings → Tools.")
+                text = (
+                    f"Stopped after {limit} tool calls without a final answer. Send a message to let the "
+                    f"model continue, or raise the limit in Settings → Tools."
+                )
                 yield RoundLimitReached(limit, text)
                 yield LoopFinished(last, calls, "round_limit")
                 return
@@ -274,8 +300,12 @@ def _kind_of(recipient: str) -> str:
 
 
 def _run_call(
-    call: ToolCallRecord, assistant: Message, conversation: Conversation, session: ToolSession,
-    cancel: threading.Event, max_result_chars: int,
+    call: ToolCallRecord,
+    assistant: Message,
+    conversation: Conversation,
+    session: ToolSession,
+    cancel: threading.Event,
+    max_result_chars: int,
 ) -> Iterator[LoopEvent]:
     """Resolve, approve, run and record one call; returns its ToolRun (through StopIteration)."""
     registry = session.registry
@@ -289,14 +319,18 @@ def _run_call(
     if run.kind == "python":
         tool_name = "python"
         if not registry.is_enabled("python"):
-            outcome = ToolOutcome("Error: the python tool is not enabled in this chat; answer without it.", is_error=True)
+            outcome = ToolOutcome(
+                "Error: the python tool is not enabled in this chat; answer without it.", is_error=True
+            )
     elif run.kind == "browser":
         tool_name = "browser"
         if not registry.is_enabled("browser") or not registry.browser_available(session.offline):
             why = "Harmonica is offline" if session.offline and registry.is_enabled("browser") else "it is not enabled"
-            outcome = ToolOutcome(f"Error: the browser tool is not available ({why}); answer without browsing.", is_error=True)
+            outcome = ToolOutcome(
+                f"Error: the browser tool is not available ({why}); answer without browsing.", is_error=True
+            )
     elif run.kind == "function":
-        raw = recipient[len("functions."):]
+        raw = recipient[len("functions.") :]
         info = registry.resolve_function(raw)
         if info is None or not registry.is_enabled(info.name):
             names = ", ".join(t.name for t in registry.function_tools() if registry.is_enabled(t.name)) or "none"
@@ -312,7 +346,8 @@ def _run_call(
     else:
         available = ["functions.*"] + [n for n in ("python", "browser") if registry.is_enabled(n)]
         outcome = ToolOutcome(
-            f"Error: there is no tool named {recipient!r} here. Available: {', '.join(available)}.", is_error=True)
+            f"Error: there is no tool named {recipient!r} here. Available: {', '.join(available)}.", is_error=True
+        )
     run.tool = tool_name or recipient
 
     # 2. Approval (or the user picking the file).
@@ -330,7 +365,9 @@ def _run_call(
             answer = reply.wait(cancel)
             run.request = None
             if cancel.is_set():
-                outcome = ToolOutcome("The user stopped the answer before choosing a file.", is_error=True, status=CANCELLED)
+                outcome = ToolOutcome(
+                    "The user stopped the answer before choosing a file.", is_error=True, status=CANCELLED
+                )
             elif not answer:
                 outcome = ToolOutcome("The user declined to share a file.", is_error=True, status=DENIED)
             else:
@@ -343,10 +380,13 @@ def _run_call(
             decision = reply.wait(cancel)
             run.request = None
             if cancel.is_set() or decision is None:
-                outcome = ToolOutcome("The user stopped the answer before allowing this call.", is_error=True, status=CANCELLED)
+                outcome = ToolOutcome(
+                    "The user stopped the answer before allowing this call.", is_error=True, status=CANCELLED
+                )
             elif decision == Decision.DENY or decision == Decision.DENY.value:
-                outcome = ToolOutcome("The user denied this tool call. Do not retry it; answer without it.",
-                                      is_error=True, status=DENIED)
+                outcome = ToolOutcome(
+                    "The user denied this tool call. Do not retry it; answer without it.", is_error=True, status=DENIED
+                )
             elif decision == Decision.ALLOW_ALWAYS or decision == Decision.ALLOW_ALWAYS.value:
                 session.always_allowed.add(tool_name)
         else:
@@ -380,8 +420,14 @@ def _run_call(
     return run
 
 
-def _execute(run: ToolRun, tool_name: str, call: ToolCallRecord, session: ToolSession,
-             cancel: threading.Event, picked: str | None) -> ToolOutcome:
+def _execute(
+    run: ToolRun,
+    tool_name: str,
+    call: ToolCallRecord,
+    session: ToolSession,
+    cancel: threading.Event,
+    picked: str | None,
+) -> ToolOutcome:
     registry = session.registry
     if run.kind == "python":
         result = session.kernel.execute(run.code(), cancel=cancel)
@@ -409,7 +455,24 @@ def _execute(run: ToolRun, tool_name: str, call: ToolCallRecord, session: ToolSe
 
 
 __all__ = [
-    "ApprovalRequest", "CANCELLED", "DENIED", "DONE", "ERROR", "FileRequest", "LoopEvent", "LoopFinished",
-    "MAX_RESULT_CHARS", "RUNNING", "RoundLimitReached", "SKIPPED", "STATUSES", "ToolCallStarted", "ToolFinished",
-    "ToolRun", "ToolRunning", "WAITING", "python_code", "run_tool_loop",
+    "CANCELLED",
+    "DENIED",
+    "DONE",
+    "ERROR",
+    "MAX_RESULT_CHARS",
+    "RUNNING",
+    "SKIPPED",
+    "STATUSES",
+    "WAITING",
+    "ApprovalRequest",
+    "FileRequest",
+    "LoopEvent",
+    "LoopFinished",
+    "RoundLimitReached",
+    "ToolCallStarted",
+    "ToolFinished",
+    "ToolRun",
+    "ToolRunning",
+    "python_code",
+    "run_tool_loop",
 ]

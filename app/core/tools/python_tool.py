@@ -95,43 +95,107 @@ def build_report(layers: dict[str, Any], limits: SandboxLimits) -> SandboxReport
     abi = layers.get("landlock_abi", 0)
     g: list[Guarantee] = []
     if layers.get("network_namespace"):
-        g.append(Guarantee("network", "No network", "yes",
-                           "a Linux network namespace with no interfaces: no internet or local network for the code "
-                           "or any program it starts" + ("; Landlock also refuses TCP" if ll.get("net") else "")))
+        g.append(
+            Guarantee(
+                "network",
+                "No network",
+                "yes",
+                "a Linux network namespace with no interfaces: no internet or local network for the code "
+                "or any program it starts" + ("; Landlock also refuses TCP" if ll.get("net") else ""),
+            )
+        )
     elif ll.get("net"):
-        g.append(Guarantee("network", "No network", "partial",
-                           f"Landlock (ABI {abi}) refuses TCP connections; UDP is not covered; Python sockets are refused too"))
+        g.append(
+            Guarantee(
+                "network",
+                "No network",
+                "partial",
+                f"Landlock (ABI {abi}) refuses TCP connections; UDP is not covered; Python sockets are refused too",
+            )
+        )
     else:
-        g.append(Guarantee("network", "No network", "partial",
-                           "a Python audit hook refuses sockets and starting programs; code that reaches the C library "
-                           "directly (ctypes, some extensions) could get past it"))
+        g.append(
+            Guarantee(
+                "network",
+                "No network",
+                "partial",
+                "a Python audit hook refuses sockets and starting programs; code that reaches the C library "
+                "directly (ctypes, some extensions) could get past it",
+            )
+        )
     if ll.get("fs_write"):
-        g.append(Guarantee("write", "Writes only in the scratch folder", "yes",
-                           f"Landlock (ABI {abi}) blocks creating, changing or deleting files anywhere else"))
+        g.append(
+            Guarantee(
+                "write",
+                "Writes only in the scratch folder",
+                "yes",
+                f"Landlock (ABI {abi}) blocks creating, changing or deleting files anywhere else",
+            )
+        )
     else:
-        g.append(Guarantee("write", "Writes only in the scratch folder", "no",
-                           "the working folder is the scratch folder, but nothing stops code writing elsewhere "
-                           "with your user's permissions" + (" (Landlock needs Linux 5.13 or later)" if plat.startswith("linux") else "")))
+        g.append(
+            Guarantee(
+                "write",
+                "Writes only in the scratch folder",
+                "no",
+                "the working folder is the scratch folder, but nothing stops code writing elsewhere "
+                "with your user's permissions"
+                + (" (Landlock needs Linux 5.13 or later)" if plat.startswith("linux") else ""),
+            )
+        )
     if ll.get("fs_read"):
-        g.append(Guarantee("read", "Your files stay private", "yes",
-                           "only system folders, the Python installation and the scratch folder can be read"))
+        g.append(
+            Guarantee(
+                "read",
+                "Your files stay private",
+                "yes",
+                "only system folders, the Python installation and the scratch folder can be read",
+            )
+        )
     else:
         g.append(Guarantee("read", "Your files stay private", "no", "code can read any file your user can read"))
     if "as" in lim:
-        g.append(Guarantee("memory", "Memory limit", "yes" if plat.startswith("linux") else "partial",
-                           f"{lim['as'] / 1024**3:.1f} GiB of address space" + ("" if plat.startswith("linux") else " (macOS does not enforce it)")))
+        g.append(
+            Guarantee(
+                "memory",
+                "Memory limit",
+                "yes" if plat.startswith("linux") else "partial",
+                f"{lim['as'] / 1024**3:.1f} GiB of address space"
+                + ("" if plat.startswith("linux") else " (macOS does not enforce it)"),
+            )
+        )
     else:
         g.append(Guarantee("memory", "Memory limit", "no", "no memory limit on this system"))
     if "cpu" in lim:
         g.append(Guarantee("cpu", "CPU time limit", "yes", f"{limits.cpu_s:g} s of CPU per run"))
     else:
-        g.append(Guarantee("cpu", "CPU time limit", "no", "no CPU time limit on this system (the wall-time limit still applies)"))
-    g.append(Guarantee("time", "Time limit", "yes",
-                       f"a run is interrupted after {limits.timeout_s:g} s, and the interpreter is restarted if it does not stop"))
+        g.append(
+            Guarantee(
+                "cpu", "CPU time limit", "no", "no CPU time limit on this system (the wall-time limit still applies)"
+            )
+        )
+    g.append(
+        Guarantee(
+            "time",
+            "Time limit",
+            "yes",
+            f"a run is interrupted after {limits.timeout_s:g} s, and the interpreter is restarted if it does not stop",
+        )
+    )
     if "nproc" in lim or layers.get("pids_cgroup"):
-        how = f"at most {lim['nproc']} processes" if "nproc" in lim else f"a cgroup allows at most {limits.processes} processes"
-        g.append(Guarantee("processes", "Process limit", "yes",
-                           how + (", all killed with the interpreter" if layers.get("pid_namespace") else "")))
+        how = (
+            f"at most {lim['nproc']} processes"
+            if "nproc" in lim
+            else f"a cgroup allows at most {limits.processes} processes"
+        )
+        g.append(
+            Guarantee(
+                "processes",
+                "Process limit",
+                "yes",
+                how + (", all killed with the interpreter" if layers.get("pid_namespace") else ""),
+            )
+        )
     elif layers.get("spawn_blocked"):
         g.append(Guarantee("processes", "Process limit", "partial", "the audit hook refuses to start processes"))
     else:
@@ -142,15 +206,28 @@ def build_report(layers: dict[str, Any], limits: SandboxLimits) -> SandboxReport
         g.append(Guarantee("files", "File size limit", "no", "no file size limit on this system"))
     if layers.get("pid_namespace") or ll.get("scope"):
         if layers.get("pid_namespace"):
-            how = ("its own PID namespace and /proc: your other programs are invisible to it" if layers.get("own_proc")
-                   else "a PID namespace keeps it from signalling your other programs")
+            how = (
+                "its own PID namespace and /proc: your other programs are invisible to it"
+                if layers.get("own_proc")
+                else "a PID namespace keeps it from signalling your other programs"
+            )
         else:
             how = "Landlock scoping blocks signals to your other programs"
         g.append(Guarantee("isolation", "Other programs are out of reach", "yes", how))
     else:
-        g.append(Guarantee("isolation", "Other programs are out of reach", "no",
-                           "the code runs as your user and could signal your other programs"))
-    g.append(Guarantee("output", "Output limit", "yes", f"output beyond {limits.max_output_bytes // 1024} KB is cut, with a note"))
+        g.append(
+            Guarantee(
+                "isolation",
+                "Other programs are out of reach",
+                "no",
+                "the code runs as your user and could signal your other programs",
+            )
+        )
+    g.append(
+        Guarantee(
+            "output", "Output limit", "yes", f"output beyond {limits.max_output_bytes // 1024} KB is cut, with a note"
+        )
+    )
     return SandboxReport(plat, tuple(g), dict(layers))
 
 
@@ -209,8 +286,24 @@ def _site_paths() -> list[str]:
 
 def _read_paths() -> list[str]:
     """Where sandboxed code may read when Landlock holds: system folders and the Python installation."""
-    roots = ["/usr", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin", "/etc", "/opt", "/proc", "/sys",
-             "/dev", "/nix", "/gnu", "/snap", "/var/cache/fontconfig"]
+    roots = [
+        "/usr",
+        "/lib",
+        "/lib32",
+        "/lib64",
+        "/libx32",
+        "/bin",
+        "/sbin",
+        "/etc",
+        "/opt",
+        "/proc",
+        "/sys",
+        "/dev",
+        "/nix",
+        "/gnu",
+        "/snap",
+        "/var/cache/fontconfig",
+    ]
     for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))):
         roots.append(os.path.realpath(p))
     roots += _site_paths()
@@ -271,14 +364,30 @@ class PythonKernel:
 
     def _env(self) -> dict[str, str]:
         s = str(self.scratch)
-        base = {k: v for k, v in os.environ.items() if k.upper() in ("PATH", "SYSTEMROOT", "COMSPEC", "WINDIR", "PATHEXT", "TZ")}
-        base.update({
-            "HOME": s, "USERPROFILE": s, "TMPDIR": os.path.join(s, ".tmp"), "TEMP": os.path.join(s, ".tmp"),
-            "TMP": os.path.join(s, ".tmp"), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONUTF8": "1",
-            "MPLBACKEND": "module://harmonica_inline", "MPLCONFIGDIR": os.path.join(s, ".matplotlib"),
-            "XDG_CACHE_HOME": os.path.join(s, ".cache"), "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1", "NUMEXPR_NUM_THREADS": "1",
-        })
+        base = {
+            k: v
+            for k, v in os.environ.items()
+            if k.upper() in ("PATH", "SYSTEMROOT", "COMSPEC", "WINDIR", "PATHEXT", "TZ")
+        }
+        base.update(
+            {
+                "HOME": s,
+                "USERPROFILE": s,
+                "TMPDIR": os.path.join(s, ".tmp"),
+                "TEMP": os.path.join(s, ".tmp"),
+                "TMP": os.path.join(s, ".tmp"),
+                "LANG": "C.UTF-8",
+                "LC_ALL": "C.UTF-8",
+                "PYTHONUTF8": "1",
+                "MPLBACKEND": "module://harmonica_inline",
+                "MPLCONFIGDIR": os.path.join(s, ".matplotlib"),
+                "XDG_CACHE_HOME": os.path.join(s, ".cache"),
+                "OPENBLAS_NUM_THREADS": "1",
+                "OMP_NUM_THREADS": "1",
+                "MKL_NUM_THREADS": "1",
+                "NUMEXPR_NUM_THREADS": "1",
+            }
+        )
         base.setdefault("PATH", os.defpath)
         return base
 
@@ -286,7 +395,9 @@ class PythonKernel:
         self.scratch.mkdir(parents=True, exist_ok=True)
         for sub in (".tmp", ".matplotlib", ".cache"):
             (self.scratch / sub).mkdir(exist_ok=True)
-        if not (self.layers.drop_root and hasattr(os, "geteuid") and os.geteuid() == 0 and sys.platform.startswith("linux")):
+        if not (
+            self.layers.drop_root and hasattr(os, "geteuid") and os.geteuid() == 0 and sys.platform.startswith("linux")
+        ):
             return None
         # Running as root: the kernel drops to "nobody", unless nobody could not even import the
         # standard library (Python installed under /root). The scratch folder must belong to
@@ -294,7 +405,7 @@ class PythonKernel:
         drop = all(_world_readable(p) for p in [KERNEL_SCRIPT.parent, *_site_paths(), sys.base_prefix])
         owner = NOBODY if drop else (0, 0)
         try:
-            for root, dirs, files in os.walk(self.scratch):
+            for root, _dirs, files in os.walk(self.scratch):
                 if os.stat(root).st_uid != owner[0]:
                     os.chown(root, *owner)
                 for name in files:
@@ -326,10 +437,15 @@ class PythonKernel:
             kwargs["start_new_session"] = True
         try:
             proc = subprocess.Popen(
-                python_command(script=KERNEL_SCRIPT, module="app.core.tools.sandbox_kernel",
-                               flags=("-I", "-B", "-X", "utf8")),
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=out_w, cwd=str(self.scratch),
-                env=self._env(), **kwargs,
+                python_command(
+                    script=KERNEL_SCRIPT, module="app.core.tools.sandbox_kernel", flags=("-I", "-B", "-X", "utf8")
+                ),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=out_w,
+                cwd=str(self.scratch),
+                env=self._env(),
+                **kwargs,
             )
         except OSError as exc:
             os.close(out_r)
@@ -354,14 +470,25 @@ class PythonKernel:
         threading.Thread(target=read_answers, name="py-kernel-answers", daemon=True).start()
         threading.Thread(target=self._pump_output, args=(out_r,), name="py-kernel-output", daemon=True).start()
         init = {
-            "scratch": str(self.scratch), "sys_path": _site_paths(), "read_paths": _read_paths(),
+            "scratch": str(self.scratch),
+            "sys_path": _site_paths(),
+            "read_paths": _read_paths(),
             "drop_to": list(drop) if drop else None,
-            "layers": {"namespaces": layers.namespaces, "pid_namespace": layers.pid_namespace,
-                       "mount_namespace": layers.mount_namespace, "landlock": layers.landlock,
-                       "restrict_reads": layers.restrict_reads},
-            "limits": {"memory_bytes": self.limits.memory_bytes, "file_bytes": self.limits.file_bytes,
-                       "cpu_s": self.limits.cpu_s, "cpu_session_s": self.limits.cpu_session_s,
-                       "processes": self.limits.processes, "open_files": self.limits.open_files},
+            "layers": {
+                "namespaces": layers.namespaces,
+                "pid_namespace": layers.pid_namespace,
+                "mount_namespace": layers.mount_namespace,
+                "landlock": layers.landlock,
+                "restrict_reads": layers.restrict_reads,
+            },
+            "limits": {
+                "memory_bytes": self.limits.memory_bytes,
+                "file_bytes": self.limits.file_bytes,
+                "cpu_s": self.limits.cpu_s,
+                "cpu_session_s": self.limits.cpu_session_s,
+                "processes": self.limits.processes,
+                "open_files": self.limits.open_files,
+            },
         }
         self._send(init)
         deadline = time.monotonic() + 30.0
@@ -370,7 +497,9 @@ class PythonKernel:
             msg = self._next_answer(deadline)
             if msg is None or msg is _EOF:
                 self._kill()
-                raise KernelError("The Python sandbox did not start: " + ("it timed out" if msg is None else "it exited"))
+                raise KernelError(
+                    "The Python sandbox did not start: " + ("it timed out" if msg is None else "it exited")
+                )
             if msg.get("event") == "kernel_pid":
                 self._kernel_pid = int(msg["pid"])
             elif msg.get("event") == "ready":
@@ -457,7 +586,9 @@ class PythonKernel:
             return text, self._dropped
 
     # --- running code --------------------------------------------------------------------------
-    def execute(self, code: str, *, timeout_s: float | None = None, cancel: threading.Event | None = None) -> ExecResult:
+    def execute(
+        self, code: str, *, timeout_s: float | None = None, cancel: threading.Event | None = None
+    ) -> ExecResult:
         """Run `code` in the session; never raises for what the code does."""
         with self._lock:
             t0 = time.monotonic()
@@ -470,8 +601,16 @@ class PythonKernel:
             marker = f"\x00HARMONICA-END-{secrets.token_hex(8)}\x00".encode()
             self._begin_cell(marker)
             limit = self.limits.timeout_s if timeout_s is None else timeout_s
-            sent = self._send({"op": "exec", "id": self._count, "code": code, "marker": marker.decode(),
-                               "cpu_s": self.limits.cpu_s, "max_output": self.limits.max_output_bytes})
+            sent = self._send(
+                {
+                    "op": "exec",
+                    "id": self._count,
+                    "code": code,
+                    "marker": marker.decode(),
+                    "cpu_s": self.limits.cpu_s,
+                    "max_output": self.limits.max_output_bytes,
+                }
+            )
             result = ExecResult()
             msg = self._next_answer(time.monotonic() + limit, cancel) if sent else _EOF
             cancelled = cancel is not None and cancel.is_set()
@@ -498,14 +637,18 @@ class PythonKernel:
                 result.interrupted = bool(msg.get("interrupted"))
                 result.cpu_exceeded = bool(msg.get("cpu_exceeded"))
             if result.timed_out:
-                how = ("the interpreter was restarted, so all variables were lost" if result.restarted
-                       else "it was interrupted; variables are kept")
+                how = (
+                    "the interpreter was restarted, so all variables were lost"
+                    if result.restarted
+                    else "it was interrupted; variables are kept"
+                )
                 result.note = f"Execution timed out after {limit:g} seconds: {how}."
                 if result.error and result.error.startswith("KeyboardInterrupt"):
                     result.error = None
             elif cancelled:
                 result.note = "Execution was stopped by the user" + (
-                    "; the interpreter was restarted, so all variables were lost." if result.restarted else ".")
+                    "; the interpreter was restarted, so all variables were lost." if result.restarted else "."
+                )
                 if result.error and result.error.startswith("KeyboardInterrupt"):
                     result.error = None
             elif result.restarted and not result.note:
@@ -529,8 +672,10 @@ class PythonKernel:
             except ValueError:
                 name = str(-code)
             if name in ("SIGXCPU", "SIGKILL"):
-                return (f"The Python process was killed ({name}), most likely by the CPU-time limit of the session; "
-                        "it was restarted and all variables were lost.")
+                return (
+                    f"The Python process was killed ({name}), most likely by the CPU-time limit of the session; "
+                    "it was restarted and all variables were lost."
+                )
             return f"The Python process crashed ({name}); it was restarted and all variables were lost."
         return f"The Python process exited (code {code}); it was restarted and all variables were lost."
 
@@ -575,7 +720,7 @@ class PythonKernel:
                     stream.close()
             except OSError:
                 pass
-        cgroup = (self._report.layers.get("pids_cgroup") if self._report is not None else None)
+        cgroup = self._report.layers.get("pids_cgroup") if self._report is not None else None
         if cgroup:
             for _ in range(50):  # the cgroup can be removed once its last process is gone
                 try:
@@ -602,8 +747,9 @@ _probe_lock = threading.Lock()
 _probe_cache: dict[tuple[SandboxLimits, SandboxLayers], SandboxReport] = {}
 
 
-def probe_sandbox(limits: SandboxLimits | None = None, layers: SandboxLayers | None = None,
-                  scratch: Path | None = None) -> SandboxReport:
+def probe_sandbox(
+    limits: SandboxLimits | None = None, layers: SandboxLayers | None = None, scratch: Path | None = None
+) -> SandboxReport:
     """Start a throwaway kernel and report which guarantees hold here (cached per process)."""
     import tempfile
 
@@ -624,6 +770,14 @@ def probe_sandbox(limits: SandboxLimits | None = None, layers: SandboxLayers | N
 
 
 __all__ = [
-    "ExecResult", "Guarantee", "KernelError", "PYTHON_DESCRIPTION", "PythonKernel", "SandboxLayers", "SandboxLimits",
-    "SandboxReport", "build_report", "probe_sandbox",
+    "PYTHON_DESCRIPTION",
+    "ExecResult",
+    "Guarantee",
+    "KernelError",
+    "PythonKernel",
+    "SandboxLayers",
+    "SandboxLimits",
+    "SandboxReport",
+    "build_report",
+    "probe_sandbox",
 ]

@@ -18,22 +18,37 @@ if TYPE_CHECKING:
     from app.core.tools.browser import BrowserSession
 
 PYTHON_INFO = ToolInfo(
-    name="python", kind=ToolKind.PYTHON, origin="builtin", description=PYTHON_DESCRIPTION,
-    default_enabled=True, default_approval=Approval.ASK, timeout_s=120.0,
+    name="python",
+    kind=ToolKind.PYTHON,
+    origin="builtin",
+    description=PYTHON_DESCRIPTION,
+    default_enabled=True,
+    default_approval=Approval.ASK,
+    timeout_s=120.0,
 )
 BROWSER_INFO = ToolInfo(
-    name="browser", kind=ToolKind.BROWSER, origin="builtin",
+    name="browser",
+    kind=ToolKind.BROWSER,
+    origin="builtin",
     description="Searches the web through your search endpoint, opens pages and finds text in them; "
-                "answers cite the pages they used. Needs the internet.",
-    default_enabled=False, default_approval=Approval.ASK, timeout_s=20.0,
+    "answers cite the pages they used. Needs the internet.",
+    default_enabled=False,
+    default_approval=Approval.ASK,
+    timeout_s=20.0,
 )
 
 
 class ToolRegistry:
     """Every tool the app knows, with the user's settings. Thread-safe for reading while a loop runs."""
 
-    def __init__(self, settings: ToolSettings | None = None, *, tools_dir: Path | None = None,
-                 settings_file: Path | None = None, load_user_tools: bool = True) -> None:
+    def __init__(
+        self,
+        settings: ToolSettings | None = None,
+        *,
+        tools_dir: Path | None = None,
+        settings_file: Path | None = None,
+        load_user_tools: bool = True,
+    ) -> None:
         self.settings_file = settings_file
         self.settings = settings if settings is not None else load_settings(settings_file)
         self.tools_dir = Path(tools_dir) if tools_dir is not None else paths.tools_dir()
@@ -72,8 +87,17 @@ class ToolRegistry:
     def add_function(self, fn: Any, *, approval: Approval = Approval.AUTO, timeout_s: float = 30.0) -> ToolInfo:
         """Offer an in-app Python function as a tool (tests, and features of the app itself)."""
         spec = describe_function(fn)
-        info = ToolInfo(spec.name, ToolKind.FUNCTION, "builtin", spec.description, spec.definition(),
-                        warnings=spec.warnings, default_approval=approval, timeout_s=timeout_s, func=fn)
+        info = ToolInfo(
+            spec.name,
+            ToolKind.FUNCTION,
+            "builtin",
+            spec.description,
+            spec.definition(),
+            warnings=spec.warnings,
+            default_approval=approval,
+            timeout_s=timeout_s,
+            func=fn,
+        )
         with self._lock:
             self._builtin = [t for t in self._builtin if t.name != spec.name] + [info]
         return info
@@ -128,8 +152,9 @@ class ToolRegistry:
             return tools[raw_name]
         return tools.get(normalize_tool_name(raw_name))
 
-    def call_function(self, info: ToolInfo, arguments: Any, *, timeout_s: float | None = None,
-                      cancel: threading.Event | None = None) -> ToolOutcome:
+    def call_function(
+        self, info: ToolInfo, arguments: Any, *, timeout_s: float | None = None, cancel: threading.Event | None = None
+    ) -> ToolOutcome:
         """Run a function tool; its exceptions and bad arguments become error outcomes."""
         limit = timeout_s if timeout_s is not None else min(info.timeout_s, self.settings.tool_timeout_s)
         if info.origin == "user":
@@ -173,10 +198,18 @@ class ToolSession:
     """The tools of one conversation: its python kernel and scratch folder, its browser pages, and
     the tools the user allowed for the rest of the chat ("Always for this chat")."""
 
-    def __init__(self, registry: ToolRegistry, conversation_id: str, *, offline: bool = False,
-                 scratch: Path | None = None, sandbox_limits: SandboxLimits | None = None,
-                 sandbox_layers: SandboxLayers | None = None, browser_client: Any = None,
-                 allow_private_addresses: bool = False) -> None:
+    def __init__(
+        self,
+        registry: ToolRegistry,
+        conversation_id: str,
+        *,
+        offline: bool = False,
+        scratch: Path | None = None,
+        sandbox_limits: SandboxLimits | None = None,
+        sandbox_layers: SandboxLayers | None = None,
+        browser_client: Any = None,
+        allow_private_addresses: bool = False,
+    ) -> None:
         self.registry = registry
         self.conversation_id = conversation_id
         self.offline = offline
@@ -196,7 +229,8 @@ class ToolSession:
             if self._kernel is None:
                 s = self.registry.settings
                 limits = self._limits or SandboxLimits(
-                    timeout_s=s.python_timeout_s, cpu_s=s.python_cpu_s, memory_bytes=s.python_memory_mb * 1024**2)
+                    timeout_s=s.python_timeout_s, cpu_s=s.python_cpu_s, memory_bytes=s.python_memory_mb * 1024**2
+                )
                 self._kernel = PythonKernel(self.scratch, limits, self._layers)
             return self._kernel
 
@@ -211,8 +245,12 @@ class ToolSession:
                 s = self.registry.settings
                 from app.core.tools.browser import BrowserSession  # httpx and lxml: only when browsing
 
-                self._browser = BrowserSession(s.search_endpoint, client=self._browser_client,
-                                               timeout_s=s.browser_timeout_s, allow_private=self._allow_private)
+                self._browser = BrowserSession(
+                    s.search_endpoint,
+                    client=self._browser_client,
+                    timeout_s=s.browser_timeout_s,
+                    allow_private=self._allow_private,
+                )
             return self._browser
 
     def restart_kernel(self) -> None:

@@ -69,7 +69,11 @@ FILE_RIGHTS = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE
 
 
 class _RulesetAttr(ctypes.Structure):
-    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
+    _fields_ = [
+        ("handled_access_fs", ctypes.c_uint64),
+        ("handled_access_net", ctypes.c_uint64),
+        ("scoped", ctypes.c_uint64),
+    ]
 
 
 class _PathBeneathAttr(ctypes.Structure):
@@ -143,8 +147,11 @@ def join_pids_cgroup(limit: int, errors: list[str]) -> str | None:
 
 def enter_namespaces(want_pid: bool, want_mount: bool, errors: list[str]) -> int:
     """unshare() the strongest set of namespaces this system allows; returns the flags that held."""
-    combos = [CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWPID, CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS,
-              CLONE_NEWUSER | CLONE_NEWNET]
+    combos = [
+        CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWPID,
+        CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS,
+        CLONE_NEWUSER | CLONE_NEWNET,
+    ]
     if not want_pid:
         combos = [c for c in combos if not c & CLONE_NEWPID]
     if not want_mount:
@@ -192,20 +199,38 @@ def mount_data(scratch: str, errors: list[str]) -> bool:
 def landlock_abi() -> int:
     if not IS_LINUX:
         return 0
-    abi = _c().syscall(SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION))
+    abi = _c().syscall(
+        SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION)
+    )
     return int(abi) if abi > 0 else 0
 
 
-def apply_landlock(abi: int, write_dirs: list[str], write_files: list[str], read_paths: list[str] | None,
-                   block_tcp: bool, errors: list[str]) -> dict[str, bool]:
+def apply_landlock(
+    abi: int,
+    write_dirs: list[str],
+    write_files: list[str],
+    read_paths: list[str] | None,
+    block_tcp: bool,
+    errors: list[str],
+) -> dict[str, bool]:
     """Restrict this process and its children: writes only under `write_dirs` (+ `write_files`),
     reads only under `read_paths` (None: anywhere), no TCP (ABI ≥ 4), no signals or abstract Unix
     sockets reaching outside (ABI ≥ 6). Returns what was enforced."""
     got = {"fs_write": False, "fs_read": False, "net": False, "scope": False}
     if abi <= 0:
         return got
-    write = FS_WRITE_FILE | FS_REMOVE_DIR | FS_REMOVE_FILE | FS_MAKE_CHAR | FS_MAKE_DIR | FS_MAKE_REG \
-        | FS_MAKE_SOCK | FS_MAKE_FIFO | FS_MAKE_BLOCK | FS_MAKE_SYM
+    write = (
+        FS_WRITE_FILE
+        | FS_REMOVE_DIR
+        | FS_REMOVE_FILE
+        | FS_MAKE_CHAR
+        | FS_MAKE_DIR
+        | FS_MAKE_REG
+        | FS_MAKE_SOCK
+        | FS_MAKE_FIFO
+        | FS_MAKE_BLOCK
+        | FS_MAKE_SYM
+    )
     if abi >= 2:
         write |= FS_REFER
     if abi >= 3:
@@ -235,8 +260,16 @@ def apply_landlock(abi: int, write_dirs: list[str], write_files: list[str], read
             if not os.path.isdir(path):
                 access &= FILE_RIGHTS
             rule = _PathBeneathAttr(access & handled, pfd)
-            if c.syscall(SYS_LANDLOCK_ADD_RULE, ctypes.c_int(fd), ctypes.c_int(LANDLOCK_RULE_PATH_BENEATH),
-                         ctypes.byref(rule), ctypes.c_uint32(0)) != 0:
+            if (
+                c.syscall(
+                    SYS_LANDLOCK_ADD_RULE,
+                    ctypes.c_int(fd),
+                    ctypes.c_int(LANDLOCK_RULE_PATH_BENEATH),
+                    ctypes.byref(rule),
+                    ctypes.c_uint32(0),
+                )
+                != 0
+            ):
                 errors.append(f"landlock rule for {path} failed: {_err()}")
         finally:
             os.close(pfd)
@@ -328,12 +361,11 @@ def set_limits(limits: dict[str, Any], own_userns: bool, errors: list[str]) -> d
         # The soft limit is raised before each cell; the hard limit bounds the whole session.
         hard = int(max(limits.get("cpu_session_s") or 0, limits["cpu_s"] * 10))
         setlim("cpu", resource.RLIMIT_CPU, int(limits["cpu_s"]) + 1, hard)
-    if limits.get("processes") and hasattr(resource, "RLIMIT_NPROC"):
-        # Outside a user namespace RLIMIT_NPROC counts every process of this user (the desktop's
-        # too), so a small number would break nothing but the user's session: only set it when
-        # the count is our namespace's own.
-        if own_userns:
-            setlim("nproc", resource.RLIMIT_NPROC, int(limits["processes"]))
+    # Outside a user namespace RLIMIT_NPROC counts every process of this user (the desktop's
+    # too), so a small number would break nothing but the user's session: only set it when
+    # the count is our namespace's own.
+    if limits.get("processes") and hasattr(resource, "RLIMIT_NPROC") and own_userns:
+        setlim("nproc", resource.RLIMIT_NPROC, int(limits["processes"]))
     return got
 
 
@@ -346,8 +378,17 @@ def install_audit_hook(block_spawn: bool) -> None:
     import socket as _socket
 
     allowed_families = {getattr(_socket, "AF_UNIX", -1)}
-    spawn_events = {"os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
-                    "subprocess.Popen", "pty.spawn", "os.startfile"}
+    spawn_events = {
+        "os.system",
+        "os.exec",
+        "os.posix_spawn",
+        "os.spawn",
+        "os.fork",
+        "os.forkpty",
+        "subprocess.Popen",
+        "pty.spawn",
+        "os.startfile",
+    }
 
     def hook(event: str, args: tuple[Any, ...]) -> None:
         if event == "socket.__new__":
@@ -632,7 +673,7 @@ def main() -> None:
             sys.path.append(entry)
     layers = setup(init)
     _KERNEL_PID = os.getpid()
-    sys.stdin = open(os.devnull, encoding="utf-8")
+    sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115 -- lives as long as the kernel
     sys.stdout = sys.stderr = _STDOUT
     sys.meta_path.append(_InlineBackend())
     _send({"event": "ready", "layers": layers, "pid": os.getpid()})
@@ -656,7 +697,13 @@ def main() -> None:
             try:
                 result = run_cell(ns, msg, counter)
             except KeyboardInterrupt:
-                result = {"ok": False, "interrupted": True, "error": "KeyboardInterrupt", "images": [], "dropped_bytes": 0}
+                result = {
+                    "ok": False,
+                    "interrupted": True,
+                    "error": "KeyboardInterrupt",
+                    "images": [],
+                    "dropped_bytes": 0,
+                }
             marker = str(msg.get("marker", ""))
             if marker:
                 try:

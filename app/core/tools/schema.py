@@ -102,10 +102,20 @@ _SIMPLE: dict[Any, dict[str, Any]] = {
     PurePath: {"type": "string"},
     bytes: {"type": "string"},
 }
-_DOC_TYPES = {"str": str, "string": str, "int": int, "integer": int, "float": float, "number": float,
-              "bool": bool, "boolean": bool, "list": list, "dict": dict}
-_ARRAY_ORIGINS = (list, tuple, set, frozenset, Sequence, Iterable, typing.List, typing.Tuple, typing.Set)
-_MAP_ORIGINS = (dict, Mapping, typing.Dict)
+_DOC_TYPES = {
+    "str": str,
+    "string": str,
+    "int": int,
+    "integer": int,
+    "float": float,
+    "number": float,
+    "bool": bool,
+    "boolean": bool,
+    "list": list,
+    "dict": dict,
+}
+_ARRAY_ORIGINS = (list, tuple, set, frozenset, Sequence, Iterable, list, tuple, set)
+_MAP_ORIGINS = (dict, Mapping, dict)
 
 
 def _is_union(origin: Any) -> bool:
@@ -193,7 +203,7 @@ def schema_for(annotation: Any, warnings: list[str] | None = None, where: str = 
     if annotation in _ARRAY_ORIGINS or origin in _ARRAY_ORIGINS:
         out2: dict[str, Any] = {"type": "array"}
         if args:
-            if origin in (tuple, typing.Tuple) and not (len(args) == 2 and args[1] is Ellipsis):
+            if origin in (tuple, tuple) and not (len(args) == 2 and args[1] is Ellipsis):
                 variants = [schema_for(a, warn, where) for a in args]
                 if all(v == variants[0] for v in variants):
                     out2["items"] = variants[0]
@@ -214,7 +224,9 @@ def schema_for(annotation: Any, warnings: list[str] | None = None, where: str = 
         return _object_schema(annotation, {f.name: f for f in dataclasses.fields(annotation)}, warn, where)
     if isinstance(annotation, type) and typing.is_typeddict(annotation):
         return _object_schema(annotation, None, warn, where)
-    warn.append(f"{where}: the type {getattr(annotation, '__name__', annotation)!s} is not supported; the model sees `any`")
+    warn.append(
+        f"{where}: the type {getattr(annotation, '__name__', annotation)!s} is not supported; the model sees `any`"
+    )
     return {}
 
 
@@ -225,8 +237,11 @@ def _object_schema(cls: type, fields: dict[str, Any] | None, warn: list[str], wh
         hints = dict(getattr(cls, "__annotations__", {}))
     props = {k: schema_for(v, warn, f"{where}.{k}") for k, v in hints.items()}
     if fields is not None:  # dataclass: fields without defaults are required
-        required = [k for k, f in fields.items()
-                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        required = [
+            k
+            for k, f in fields.items()
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
     else:
         required = sorted(getattr(cls, "__required_keys__", set(hints)))
     return {"type": "object", "properties": props, "required": required}
@@ -285,10 +300,16 @@ def describe_function(fn: Callable[..., Any], name: str | None = None) -> Functi
             ok, value = _json_value(p.default)
             if ok:
                 schema = {**schema, "default": value}
-        params.append(Param(
-            name=p.name, schema=schema, required=p.default is inspect.Parameter.empty, annotation=annotation,
-            positional_only=p.kind is inspect.Parameter.POSITIONAL_ONLY, default=p.default,
-        ))
+        params.append(
+            Param(
+                name=p.name,
+                schema=schema,
+                required=p.default is inspect.Parameter.empty,
+                annotation=annotation,
+                positional_only=p.kind is inspect.Parameter.POSITIONAL_ONLY,
+                default=p.default,
+            )
+        )
     return FunctionSpec(tool_name, one_line(summary), tuple(params), tuple(warnings), accepts_extra)
 
 
@@ -309,7 +330,12 @@ def _type_label(annotation: Any) -> str:
 
 def convert_value(annotation: Any, value: Any) -> Any:
     """`value` (decoded JSON) as the Python type the function expects; raises _Mismatch."""
-    if annotation is inspect.Parameter.empty or annotation is Any or annotation is object or isinstance(annotation, str):
+    if (
+        annotation is inspect.Parameter.empty
+        or annotation is Any
+        or annotation is object
+        or isinstance(annotation, str)
+    ):
         return value
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
@@ -391,14 +417,14 @@ def convert_value(annotation: Any, value: Any) -> Any:
         if not isinstance(value, list):
             raise _Mismatch
         container = origin or annotation
-        if args and container in (tuple, typing.Tuple) and not (len(args) == 2 and args[1] is Ellipsis):
+        if args and container in (tuple, tuple) and not (len(args) == 2 and args[1] is Ellipsis):
             if len(value) != len(args):
                 raise _Mismatch
-            return tuple(convert_value(a, v) for a, v in zip(args, value))
+            return tuple(convert_value(a, v) for a, v in zip(args, value, strict=False))
         items = [convert_value(args[0], v) for v in value] if args else list(value)
-        if container in (tuple, typing.Tuple):
+        if container in (tuple, tuple):
             return tuple(items)
-        if container in (set, typing.Set):
+        if container in (set, set):
             return set(items)
         if container is frozenset:
             return frozenset(items)
@@ -472,7 +498,15 @@ def bind_arguments(spec: FunctionSpec, arguments: Any) -> tuple[list[Any], dict[
 
 
 __all__ = [
-    "ArgumentError", "FunctionSpec", "Param", "bind_arguments", "convert_value", "describe_function",
-    "normalize_tool_name", "one_line", "schema_for", "valid_tool_name", "MAX_DESCRIPTION",
+    "MAX_DESCRIPTION",
+    "ArgumentError",
+    "FunctionSpec",
+    "Param",
+    "bind_arguments",
+    "convert_value",
+    "describe_function",
+    "normalize_tool_name",
+    "one_line",
+    "schema_for",
+    "valid_tool_name",
 ]
-

@@ -67,8 +67,15 @@ class ToolSettings:
             default = getattr(out, f.name)
             if isinstance(default, dict):
                 if isinstance(value, dict):
-                    setattr(out, f.name, {str(k): v for k, v in value.items()
-                                          if isinstance(v, bool) or (f.name == "approval" and v in ("ask", "auto"))})
+                    setattr(
+                        out,
+                        f.name,
+                        {
+                            str(k): v
+                            for k, v in value.items()
+                            if isinstance(v, bool) or (f.name == "approval" and v in ("ask", "auto"))
+                        },
+                    )
             elif isinstance(default, bool):
                 if isinstance(value, bool):
                     setattr(out, f.name, value)

@@ -57,7 +57,8 @@ def _module_functions(module: Any) -> list[tuple[str, Any]]:
     if isinstance(exported, (list, tuple)):
         return [(n, getattr(module, n, None)) for n in exported if isinstance(n, str)]
     return [
-        (n, f) for n, f in vars(module).items()
+        (n, f)
+        for n, f in vars(module).items()
         if not n.startswith("_") and inspect.isfunction(f) and f.__module__ == module.__name__
     ]
 
@@ -94,15 +95,22 @@ def _load(out: Any, folder: Path, skip: set[str], taken: set[str]) -> None:
                 errors.append({"file": str(path), "error": str(exc)})
                 continue
             if fspec.name in taken:
-                errors.append({"file": str(path), "error": f"a tool named {fspec.name!r} already exists; this one was skipped"})
+                errors.append(
+                    {"file": str(path), "error": f"a tool named {fspec.name!r} already exists; this one was skipped"}
+                )
                 continue
             taken.add(fspec.name)
             _functions[fspec.name] = (fspec, fn)
             found += 1
-            tools.append({
-                "name": fspec.name, "file": str(path), "definition": fspec.definition(),
-                "description": fspec.description, "warnings": list(fspec.warnings),
-            })
+            tools.append(
+                {
+                    "name": fspec.name,
+                    "file": str(path),
+                    "definition": fspec.definition(),
+                    "description": fspec.description,
+                    "warnings": list(fspec.warnings),
+                }
+            )
         if not found and not any(e["file"] == str(path) for e in errors):
             errors.append({"file": str(path), "error": "the file defines no public function"})
     _send(out, {"event": "loaded", "tools": tools, "errors": errors})

@@ -21,10 +21,7 @@ from app.core.tools.userhost import tool_files
 
 log = logging.getLogger(__name__)
 
-_BOOT = (
-    "import sys, json; sys.path[:0] = json.loads(sys.argv[1]); "
-    "from app.core.tools.userhost import main; main()"
-)
+_BOOT = "import sys, json; sys.path[:0] = json.loads(sys.argv[1]); from app.core.tools.userhost import main; main()"
 _EOF = object()
 
 
@@ -69,8 +66,15 @@ class UserToolHost:
         env["PYTHONIOENCODING"] = "utf-8"
         proc = subprocess.Popen(
             [*python_command(code=_BOOT), json.dumps(_host_sys_path())],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, encoding="utf-8", errors="replace", bufsize=1, cwd=str(self.folder), env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
+            cwd=str(self.folder),
+            env=env,
         )
         lines = self._lines
 
@@ -183,7 +187,10 @@ class UserToolHost:
                 why = f"the file stopped the tool process while loading ({self._exit_note()})"
             if current is None:
                 self._kill()
-                self.errors = [*self._skip.values(), LoadError(str(self.folder), f"the tool process failed to start: {why}")]
+                self.errors = [
+                    *self._skip.values(),
+                    LoadError(str(self.folder), f"the tool process failed to start: {why}"),
+                ]
                 return [], self.errors
             self._skip[current] = LoadError(current, why)
         self._kill()
@@ -192,13 +199,21 @@ class UserToolHost:
 
     def _info(self, t: dict[str, Any]) -> ToolInfo:
         return ToolInfo(
-            name=str(t["name"]), kind=ToolKind.FUNCTION, origin="user", description=str(t.get("description", "")),
-            definition=t.get("definition"), source=str(t.get("file", "")), warnings=tuple(t.get("warnings", ())),
-            default_enabled=True, default_approval=Approval.AUTO,
+            name=str(t["name"]),
+            kind=ToolKind.FUNCTION,
+            origin="user",
+            description=str(t.get("description", "")),
+            definition=t.get("definition"),
+            source=str(t.get("file", "")),
+            warnings=tuple(t.get("warnings", ())),
+            default_enabled=True,
+            default_approval=Approval.AUTO,
         )
 
     # --- calls ---------------------------------------------------------------------------------
-    def call(self, name: str, arguments: Any, *, timeout_s: float = 30.0, cancel: threading.Event | None = None) -> ToolOutcome:
+    def call(
+        self, name: str, arguments: Any, *, timeout_s: float = 30.0, cancel: threading.Event | None = None
+    ) -> ToolOutcome:
         """Run user tool `name`; every failure is an error outcome the model can read."""
         with self._lock:
             if not self._loaded or self._proc is None or self._proc.poll() is not None:
@@ -213,7 +228,9 @@ class UserToolHost:
                 self._kill()  # the only way to stop a Python function that does not return
                 if cancel is not None and cancel.is_set():
                     return ToolOutcome("Error: the tool call was cancelled.", is_error=True, status="cancelled")
-                return ToolOutcome(f"Error: {name} did not finish within {timeout_s:g} s and was stopped.", is_error=True)
+                return ToolOutcome(
+                    f"Error: {name} did not finish within {timeout_s:g} s and was stopped.", is_error=True
+                )
             if msg is _EOF:
                 note = self._exit_note()
                 self._kill()

@@ -32,7 +32,9 @@ def browser(server: WebServer) -> Iterator[BrowserSession]:
 def test_search_shows_results_in_the_trained_format(browser: BrowserSession, server: WebServer) -> None:
     out = browser.search("harmonica history", topn=5)
     host = server.url.removeprefix("http://")
-    assert out.startswith("[0] harmonica history\n**viewing lines [0 - 5] of 5**\n\nL0: \nL1: URL: \nL2: # Search Results\n")
+    assert out.startswith(
+        "[0] harmonica history\n**viewing lines [0 - 5] of 5**\n\nL0: \nL1: URL: \nL2: # Search Results\n"
+    )
     assert f"L4: * 【0†Harmonica Facts†{host}】 All about harmonica history." in out
     assert f"L5: * 【1†History of the harmonica†{host}】 Invented in 1821." in out
     assert "ftp://" not in out  # only web results
@@ -55,18 +57,27 @@ def test_open_link_find_and_scroll(browser: BrowserSession, server: WebServer) -
     assert all(len(line.split(": ", 1)[-1]) <= 80 for line in lines[3:])
 
     found = browser.find("REED")
-    assert found.startswith(f"[2] Find results for text: `REED` in `Harmonica Facts` ({server.url}/article/find?pattern=REED)")
+    assert found.startswith(
+        f"[2] Find results for text: `REED` in `Harmonica Facts` ({server.url}/article/find?pattern=REED)"
+    )
     assert "# 【0†match at L6】" in found and "# 【1†match at L26】" in found
     jumped = browser.open(id=1)  # a find result opens the page near the match
-    assert jumped.startswith("[3] Harmonica Facts") and "viewing lines [22 - " in jumped and "L26: The word reed" in jumped
+    assert (
+        jumped.startswith("[3] Harmonica Facts") and "viewing lines [22 - " in jumped and "L26: The word reed" in jumped
+    )
 
     scrolled = browser.open(cursor=1, loc=13, num_lines=2)
     assert "**viewing lines [13 - 14] of" in scrolled and scrolled.count("\nL") == 2
 
     history = browser.open(id=1, cursor=1)
     assert history.startswith(f"[5] History ({server.url}/history)") and "Buschmann" in history
-    assert browser.cursor_urls() == {1: f"{server.url}/article", 2: f"{server.url}/article", 3: f"{server.url}/article",
-                                     4: f"{server.url}/article", 5: f"{server.url}/history"}
+    assert browser.cursor_urls() == {
+        1: f"{server.url}/article",
+        2: f"{server.url}/article",
+        3: f"{server.url}/article",
+        4: f"{server.url}/article",
+        5: f"{server.url}/history",
+    }
 
 
 def test_open_url_plain_text_and_redirect(browser: BrowserSession, server: WebServer) -> None:
@@ -78,15 +89,18 @@ def test_open_url_plain_text_and_redirect(browser: BrowserSession, server: WebSe
     assert "<h2>History</h2>" in src
 
 
-@pytest.mark.parametrize(("function", "args", "message"), [
-    ("open", {"id": 7}, "no pages are open yet"),
-    ("find", {"pattern": "x"}, "no pages are open yet"),
-    ("open", {"id": "file:///etc/passwd"}, "only http and https"),
-    ("open", {"id": "javascript:alert(1)"}, "only http and https"),
-    ("search", {"query": ""}, "non-empty string"),
-    ("search", {"q": "x"}, "unknown argument(s) q"),
-    ("click", {}, "no function `click`"),
-])
+@pytest.mark.parametrize(
+    ("function", "args", "message"),
+    [
+        ("open", {"id": 7}, "no pages are open yet"),
+        ("find", {"pattern": "x"}, "no pages are open yet"),
+        ("open", {"id": "file:///etc/passwd"}, "only http and https"),
+        ("open", {"id": "javascript:alert(1)"}, "only http and https"),
+        ("search", {"query": ""}, "non-empty string"),
+        ("search", {"q": "x"}, "unknown argument(s) q"),
+        ("click", {}, "no function `click`"),
+    ],
+)
 def test_errors_are_readable(browser: BrowserSession, function: str, args: dict, message: str) -> None:
     out = browser.call(function, args)
     assert out.is_error and message in out.content
@@ -129,9 +143,8 @@ def test_searxng_json_format_hint(server: WebServer) -> None:
     from app.core.tools.browser import BrowserError, searxng_search
 
     server.search_json = False
-    with httpx.Client() as c:
-        with pytest.raises(BrowserError, match="enable the json format"):
-            searxng_search(c, server.url + "/search", "x", 3, 5)
+    with httpx.Client() as c, pytest.raises(BrowserError, match="enable the json format"):
+        searxng_search(c, server.url + "/search", "x", 3, 5)
 
 
 def test_html_to_text_links_relative_and_same_site() -> None:
@@ -154,8 +167,10 @@ def test_citations_become_links(browser: BrowserSession, server: WebServer) -> N
     r1 = browser.open(id=0)
     text = "Diatonic harmonicas have ten holes【1†L13】, invented in 1821【7†L2-L3】."
     linked = link_citations(text, browser.cursor_urls())
-    assert linked == (f'Diatonic harmonicas have ten holes ([127.0.0.1:{server.url.rsplit(":", 1)[1]}]'
-                      f'({server.url}/article "L13")), invented in 1821【7†L2-L3】.')
+    assert linked == (
+        f"Diatonic harmonicas have ten holes ([127.0.0.1:{server.url.rsplit(':', 1)[1]}]"
+        f'({server.url}/article "L13")), invented in 1821【7†L2-L3】.'
+    )
     # a reopened chat rebuilds the cursors from its stored browser results
     assert cursor_urls_from_results(["[0] harmonica\n**viewing", r1]) == {1: f"{server.url}/article"}
     assert link_citations("no citations", {}) == "no citations"

@@ -30,7 +30,10 @@ from app.core.tools.registry import ToolRegistry, ToolSession
 
 DAY = date(2025, 8, 5)
 REASON = "<|channel|>analysis<|message|>{}<|end|><|start|>assistant"
-CALC = REASON.format("Need math.") + '<|channel|>commentary to=functions.calculate <|constrain|>json<|message|>{{"expression":"{}"}}<|call|>'
+CALC = (
+    REASON.format("Need math.")
+    + '<|channel|>commentary to=functions.calculate <|constrain|>json<|message|>{{"expression":"{}"}}<|call|>'
+)
 PY = REASON.format("Use python.") + "<|channel|>analysis to=python code<|message|>{}<|call|>"
 FINAL = REASON.format("Done now.") + "<|channel|>final<|message|>{}<|return|>"
 
@@ -51,7 +54,9 @@ def make_session(registry: ToolRegistry, tmp_path: Path) -> Iterator[Callable[..
     made: list[ToolSession] = []
 
     def make(**kw: Any) -> ToolSession:
-        s = ToolSession(registry, "conv", scratch=tmp_path / "scratch", sandbox_limits=SandboxLimits(timeout_s=10), **kw)
+        s = ToolSession(
+            registry, "conv", scratch=tmp_path / "scratch", sandbox_limits=SandboxLimits(timeout_s=10), **kw
+        )
         made.append(s)
         return s
 
@@ -60,8 +65,9 @@ def make_session(registry: ToolRegistry, tmp_path: Path) -> Iterator[Callable[..
         s.close()
 
 
-def drive(engine: ScriptedEngine, conv: Conversation, session: ToolSession, answers: list[Any] | None = None,
-          **kw: Any) -> list[Any]:
+def drive(
+    engine: ScriptedEngine, conv: Conversation, session: ToolSession, answers: list[Any] | None = None, **kw: Any
+) -> list[Any]:
     """Run the loop, answering approval/file requests from `answers` in order (as the UI would)."""
     pending = list(answers or [])
     events = []
@@ -88,13 +94,31 @@ def test_function_call_result_final(make_session: Callable[..., ToolSession]) ->
     conv = Conversation()
     conv.add_user("What is 6*7?")
     events = drive(e, conv, make_session())
-    kinds = [type(x).__name__ for x in events if type(x).__name__ in
-             ("TurnStarted", "TurnFinished", "ToolCallStarted", "ToolRunning", "ToolFinished", "LoopFinished")]
-    assert kinds == ["TurnStarted", "TurnFinished", "ToolCallStarted", "ToolRunning", "ToolFinished",
-                     "TurnStarted", "TurnFinished", "LoopFinished"]
+    kinds = [
+        type(x).__name__
+        for x in events
+        if type(x).__name__
+        in ("TurnStarted", "TurnFinished", "ToolCallStarted", "ToolRunning", "ToolFinished", "LoopFinished")
+    ]
+    assert kinds == [
+        "TurnStarted",
+        "TurnFinished",
+        "ToolCallStarted",
+        "ToolRunning",
+        "ToolFinished",
+        "TurnStarted",
+        "TurnFinished",
+        "LoopFinished",
+    ]
     run = of(events, ToolFinished)[0].run
     assert (run.recipient, run.tool, run.kind, run.status, run.result, run.is_error) == (
-        "functions.calculate", "calculate", "function", "done", "42", False)
+        "functions.calculate",
+        "calculate",
+        "function",
+        "done",
+        "42",
+        False,
+    )
     assert run.duration_s is not None and run.duration_s >= 0 and run.started is not None
     assert run.message_id == conv.messages[1].id and run.result_message_id == conv.messages[2].id
     assert [m.role for m in conv.messages] == ["user", "assistant", "tool", "assistant"]
@@ -146,7 +170,9 @@ def test_allow_always_for_this_chat(make_session: Callable[..., ToolSession]) ->
     assert len(of(events, ApprovalRequest)) == 1  # the second call was not asked
     runs = [x.run for x in of(events, ToolFinished)]
     assert [r.status for r in runs] == ["done", "done"] and runs[1].result == "42"
-    assert runs[0].result == "(no output)" and runs[0].language == "python" and runs[0].pretty_arguments() == "x = 6 * 7"
+    assert (
+        runs[0].result == "(no output)" and runs[0].language == "python" and runs[0].pretty_arguments() == "x = 6 * 7"
+    )
     assert session.always_allowed == {"python"}
 
 
@@ -180,14 +206,17 @@ def test_cancel_while_waiting_for_approval(make_session: Callable[..., ToolSessi
     assert len(e.prompts) == 1 and conv.messages[-1].role == "tool"  # the history stays well-formed
 
 
-@pytest.mark.parametrize(("script", "message"), [
-    (call("container.exec", '{"cmd":["ls"]}', "analysis"), "there is no tool named 'container.exec'"),
-    (call("functions.nope", "{}"), "the function 'nope' does not exist"),
-    (call("functions.calculate", '{"expression": "1+'), "the arguments are not valid JSON"),
-    (call("functions.calculate", '{"expr": "1"}'), "unknown argument(s) 'expr'"),
-    (call("browser.search", '{"query":"x"}', "analysis"), "the browser tool is not available (it is not enabled)"),
-    (call("functions.calculate", '{"expression": "1/0"}'), "Error: division by zero"),
-])
+@pytest.mark.parametrize(
+    ("script", "message"),
+    [
+        (call("container.exec", '{"cmd":["ls"]}', "analysis"), "there is no tool named 'container.exec'"),
+        (call("functions.nope", "{}"), "the function 'nope' does not exist"),
+        (call("functions.calculate", '{"expression": "1+'), "the arguments are not valid JSON"),
+        (call("functions.calculate", '{"expr": "1"}'), "unknown argument(s) 'expr'"),
+        (call("browser.search", '{"query":"x"}', "analysis"), "the browser tool is not available (it is not enabled)"),
+        (call("functions.calculate", '{"expression": "1/0"}'), "Error: division by zero"),
+    ],
+)
 def test_bad_calls_become_error_results(make_session: Callable[..., ToolSession], script: str, message: str) -> None:
     e = engine_with(script, FINAL.format("Sorry."))
     conv = Conversation()
@@ -200,8 +229,9 @@ def test_bad_calls_become_error_results(make_session: Callable[..., ToolSession]
     assert message in e.prompts[1]
 
 
-def test_disabled_tools_are_not_offered_and_calls_to_them_fail(registry: ToolRegistry,
-                                                                make_session: Callable[..., ToolSession]) -> None:
+def test_disabled_tools_are_not_offered_and_calls_to_them_fail(
+    registry: ToolRegistry, make_session: Callable[..., ToolSession]
+) -> None:
     registry.set_enabled("python", False)
     registry.set_enabled("calculate", False)
     e = engine_with(PY.format("print(1)"), CALC.format("1+1"), FINAL.format("ok"))
@@ -273,8 +303,9 @@ def test_tool_exception_shows_on_the_card(registry: ToolRegistry, make_session: 
     assert run.status == "error" and run.result == "Error: ConnectionError: weather service down"
 
 
-def test_python_call_with_json_arguments_and_long_output(make_session: Callable[..., ToolSession],
-                                                         registry: ToolRegistry) -> None:
+def test_python_call_with_json_arguments_and_long_output(
+    make_session: Callable[..., ToolSession], registry: ToolRegistry
+) -> None:
     registry.set_approval("python", Approval.AUTO)
     e = engine_with(call("python", '{"code": "print(\\"a\\" * 50000)"}', "analysis"), FINAL.format("done"))
     conv = Conversation()
@@ -285,11 +316,25 @@ def test_python_call_with_json_arguments_and_long_output(make_session: Callable[
 
 
 def test_tool_run_round_trips_for_storage() -> None:
-    run = ToolRun("python", "print(1)", kind="python", tool="python", status="done", duration_s=1.5,
-                  output="1\n", result="1", images=["/tmp/a.png"], message_id="m", result_message_id="r")
+    run = ToolRun(
+        "python",
+        "print(1)",
+        kind="python",
+        tool="python",
+        status="done",
+        duration_s=1.5,
+        output="1\n",
+        result="1",
+        images=["/tmp/a.png"],
+        message_id="m",
+        result_message_id="r",
+    )
     again = ToolRun.from_dict(run.to_dict())
     assert again == run and again.title == "python"
-    assert ToolRun.from_dict({"recipient": "functions.f", "arguments": "{}", "status": "weird", "is_error": True}).status == "error"
+    assert (
+        ToolRun.from_dict({"recipient": "functions.f", "arguments": "{}", "status": "weird", "is_error": True}).status
+        == "error"
+    )
     assert ToolRun("functions.f", '{"a":1}').pretty_arguments() == '{\n  "a": 1\n}'
 
 

@@ -47,7 +47,9 @@ class RecordingEngine:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._e, name)
 
-    def stream(self, prompt: Sequence[int] | str, sampling: Sampling | None = None, **kw: Any) -> Iterator[tuple[int, bytes]]:
+    def stream(
+        self, prompt: Sequence[int] | str, sampling: Sampling | None = None, **kw: Any
+    ) -> Iterator[tuple[int, bytes]]:
         ids = list(prompt) if not isinstance(prompt, str) else self._e.tokenize(prompt)
         self.prompts.append(self._e.detokenize(ids).decode("utf-8", "replace"))
         return self._e.stream(prompt, sampling, **kw)
@@ -68,11 +70,15 @@ def registry(tmp_path: Path) -> Iterator[ToolRegistry]:
     reg.close()
 
 
-def loop(engine: RecordingEngine, session: ToolSession, grammars: list[str], approve: bool = True) -> tuple[Conversation, list[Any]]:
+def loop(
+    engine: RecordingEngine, session: ToolSession, grammars: list[str], approve: bool = True
+) -> tuple[Conversation, list[Any]]:
     conv = Conversation()
     conv.add_user("what is six times seven")
     events = []
-    for ev in run_tool_loop(engine, conv, session, grammar=grammars, date=DAY, sampling=Sampling(seed=3, max_tokens=120)):
+    for ev in run_tool_loop(
+        engine, conv, session, grammar=grammars, date=DAY, sampling=Sampling(seed=3, max_tokens=120)
+    ):
         events.append(ev)
         if isinstance(ev, ApprovalRequest):
             threading.Timer(0.01, ev.reply.answer, args=(Decision.ALLOW_ONCE if approve else Decision.DENY,)).start()
@@ -85,12 +91,15 @@ def test_reasoning_function_call_result_final(engine: Engine, registry: ToolRegi
     conv, events = loop(rec, session, [CALL_FUNCTION, FINAL])
     first, tool, final = conv.messages[1], conv.messages[2], conv.messages[3]
     assert first.stop_reason == "call" and len(first.thinking) >= 4
-    assert first.tool_calls[0].recipient == "functions.calculate" and first.tool_calls[0].arguments == '{"expression":"6*7"}'
+    assert (
+        first.tool_calls[0].recipient == "functions.calculate"
+        and first.tool_calls[0].arguments == '{"expression":"6*7"}'
+    )
     assert (tool.role, tool.name, tool.content) == ("tool", "functions.calculate", "42")
     assert final.stop_reason == "return" and final.content and not final.tool_calls
-    run = [e for e in events if isinstance(e, ToolFinished)][0].run
+    run = next(e for e in events if isinstance(e, ToolFinished)).run
     assert run.status == "done" and run.result == "42"
-    assert [e for e in events if isinstance(e, LoopFinished)][0].reason == "answer"
+    assert next(e for e in events if isinstance(e, LoopFinished)).reason == "answer"
     # the second prompt (rendered by the model file's own template) after the tool result
     second = rec.prompts[1]
     assert second.endswith(
@@ -111,7 +120,7 @@ def test_builtin_python_call(engine: Engine, registry: ToolRegistry, tmp_path: P
     session = ToolSession(registry, "c", scratch=tmp_path / "s", sandbox_limits=SandboxLimits(timeout_s=20))
     conv, events = loop(rec, session, [CALL_PYTHON, FINAL])
     assert [e for e in events if isinstance(e, ApprovalRequest)]  # python asks first
-    run = [e for e in events if isinstance(e, ToolFinished)][0].run
+    run = next(e for e in events if isinstance(e, ToolFinished)).run
     assert (run.kind, run.status, run.result, run.language) == ("python", "done", "42", "python")
     assert conv.messages[2].name == "python" and conv.messages[3].stop_reason == "return"
     assert "## python" in rec.prompts[0]
@@ -131,7 +140,7 @@ def test_builtin_browser_search_call(engine: Engine, registry: ToolRegistry, tmp
         conv, events = loop(rec, session, [CALL_SEARCH, FINAL])
         session.close()
     assert srv.queries == ["harmonica"]
-    run = [e for e in events if isinstance(e, ToolFinished)][0].run
+    run = next(e for e in events if isinstance(e, ToolFinished)).run
     assert run.kind == "browser" and run.status == "done" and run.result.startswith("[0] harmonica\n**viewing lines")
     assert "【0†Harmonica Facts†" in run.result
     assert "## browser" in rec.prompts[0] and "namespace browser {" in rec.prompts[0]

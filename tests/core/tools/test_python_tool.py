@@ -16,8 +16,9 @@ from app.core.tools.python_tool import PythonKernel, SandboxLayers, SandboxLimit
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the sandbox tests use POSIX process control")
 
-LIMITS = SandboxLimits(timeout_s=4.0, cpu_s=2.0, memory_bytes=1024**3, processes=32, file_bytes=1024**2,
-                       max_output_bytes=64 * 1024)
+LIMITS = SandboxLimits(
+    timeout_s=4.0, cpu_s=2.0, memory_bytes=1024**3, processes=32, file_bytes=1024**2, max_output_bytes=64 * 1024
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,11 @@ def test_state_persists_and_last_expression_is_shown(kernel: PythonKernel) -> No
 def test_errors_are_tracebacks_of_the_cell(kernel: PythonKernel) -> None:
     r = kernel.execute("def f():\n    return 1 / 0\nf()")
     assert r.is_error and r.error is not None
-    assert 'File "<cell' in r.error and "return 1 / 0" in r.error and r.error.rstrip().endswith("ZeroDivisionError: division by zero")
+    assert (
+        'File "<cell' in r.error
+        and "return 1 / 0" in r.error
+        and r.error.rstrip().endswith("ZeroDivisionError: division by zero")
+    )
     assert "sandbox_kernel" not in r.error  # the kernel's own frames are not shown
     r = kernel.execute("raise SystemExit(3)")
     assert "does not end the session" in (r.error or "")
@@ -65,9 +70,7 @@ def test_socket_is_refused(kernel: PythonKernel) -> None:
     port = server.getsockname()[1]
     try:
         r = kernel.execute(
-            "import socket\n"
-            f"s = socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
-            "print('CONNECTED')"
+            f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=2)\nprint('CONNECTED')"
         )
         assert "CONNECTED" not in r.output and r.is_error
         assert "Network access is disabled" in (r.error or "") or "Errno" in (r.error or "")
@@ -78,10 +81,12 @@ def test_socket_is_refused(kernel: PythonKernel) -> None:
             r = kernel.execute(
                 "import subprocess, sys\n"
                 "p = subprocess.run([sys.executable, '-c', 'import socket; socket.create_connection((\"127.0.0.1\", "
-                f"{port}), timeout=2); print(\"CONNECTED\")'], capture_output=True, text=True)\n"
+                f'{port}), timeout=2); print("CONNECTED")\'], capture_output=True, text=True)\n'
                 "print(p.returncode, p.stdout, p.stderr[-200:])"
             )
-            assert "CONNECTED" not in r.output and ("Network is unreachable" in r.output or "Permission" in r.output), r.output
+            assert "CONNECTED" not in r.output and ("Network is unreachable" in r.output or "Permission" in r.output), (
+                r.output
+            )
     finally:
         server.close()
 
@@ -108,7 +113,11 @@ def test_fork_bomb_is_contained(kernel: PythonKernel) -> None:
         timeout_s=20,
     )
     assert time.monotonic() - t0 < 20
-    assert "refused after" in r.output or "PermissionError" in (r.error or "") or "starting other programs" in (r.error or "").lower()
+    assert (
+        "refused after" in r.output
+        or "PermissionError" in (r.error or "")
+        or "starting other programs" in (r.error or "").lower()
+    )
     counts = [int(n) for n in re.findall(r"refused after (\d+)", r.output)]
     assert all(c < LIMITS.processes for c in counts)
     assert kernel.execute("x").output == "40\n"  # the kernel survived with its state
@@ -139,8 +148,10 @@ def test_cell_that_ignores_interrupts_is_killed(tmp_path: Path) -> None:
     try:
         k.execute("y = 1")
         t0 = time.monotonic()
-        r = k.execute("import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    time.sleep(0.01)",
-                      timeout_s=1.0)
+        r = k.execute(
+            "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    time.sleep(0.01)",
+            timeout_s=1.0,
+        )
         assert r.timed_out and r.restarted and "all variables were lost" in r.model_text()
         assert time.monotonic() - t0 < 10
         r = k.execute("'y' in globals()")
@@ -222,8 +233,10 @@ def test_printing_100_mb_is_truncated(kernel: PythonKernel) -> None:
 
 
 def test_saved_images_and_matplotlib_figures(kernel: PythonKernel) -> None:
-    png = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"
-           b"\x00\x00\x00\rIDATx\x9cc\xf8\x0f\x00\x00\x01\x01\x00\x05\x18\xd8N\x00\x00\x00\x00IEND\xaeB`\x82")
+    png = (
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"
+        b"\x00\x00\x00\rIDATx\x9cc\xf8\x0f\x00\x00\x01\x01\x00\x05\x18\xd8N\x00\x00\x00\x00IEND\xaeB`\x82"
+    )
     r = kernel.execute(f"open('dot.png', 'wb').write({png!r})")
     assert r.images == [str(kernel.scratch.resolve() / "dot.png")]
     assert "[image saved: dot.png" in r.model_text()

@@ -61,7 +61,7 @@ class Movie(TypedDict):
         (set[str], {"type": "array", "items": {"type": "string"}}),
         (dict[str, int], {"type": "object", "additionalProperties": {"type": "integer"}}),
         (dict, {"type": "object"}),
-        (Optional[str], {"type": "string", "nullable": True}),
+        (Optional[str], {"type": "string", "nullable": True}),  # noqa: UP045 -- the old spelling must work too
         (str | None, {"type": "string", "nullable": True}),
         (int | str, {"type": ["integer", "string"]}),
         (int | str | None, {"type": ["integer", "string", "null"]}),
@@ -70,9 +70,18 @@ class Movie(TypedDict):
         (date, {"type": "string", "format": "date"}),
         (Path, {"type": "string"}),
         (Any, {}),
-        (Point, {"type": "object", "properties": {"x": {"type": "number"}, "y": {"type": "number"}}, "required": ["x"]}),
-        (Movie, {"type": "object", "properties": {"title": {"type": "string"}, "year": {"type": "integer"}},
-                 "required": ["title", "year"]}),
+        (
+            Point,
+            {"type": "object", "properties": {"x": {"type": "number"}, "y": {"type": "number"}}, "required": ["x"]},
+        ),
+        (
+            Movie,
+            {
+                "type": "object",
+                "properties": {"title": {"type": "string"}, "year": {"type": "integer"}},
+                "required": ["title", "year"],
+            },
+        ),
     ],
 )
 def test_schema_for_type(annotation: Any, expected: dict[str, Any]) -> None:
@@ -128,15 +137,21 @@ def test_google_docstring() -> None:
     assert d["description"] == "Get the weather forecast. Looks it up in the local cache first."
     props = d["parameters"]["properties"]
     assert props["location"] == {"type": "string", "description": "The city and country, e.g. Paris, France."}
-    assert props["unit"] == {"type": "string", "enum": ["celsius", "fahrenheit"], "description": "Temperature unit.",
-                             "default": "celsius"}
+    assert props["unit"] == {
+        "type": "string",
+        "enum": ["celsius", "fahrenheit"],
+        "description": "Temperature unit.",
+        "default": "celsius",
+    }
     assert props["days"]["default"] == 1 and props["days"]["type"] == "integer"
     assert d["parameters"]["required"] == ["location"]
     assert spec.warnings == ()
 
 
-@pytest.mark.parametrize(("fn", "param", "text"), [(numpy_style, "query", "Words to look for."),
-                                                   (rest_style, "path", "The file to describe.")])
+@pytest.mark.parametrize(
+    ("fn", "param", "text"),
+    [(numpy_style, "query", "Words to look for."), (rest_style, "path", "The file to describe.")],
+)
 def test_numpy_and_rest_docstrings(fn: Any, param: str, text: str) -> None:
     spec = describe_function(fn)
     assert spec.description in ("Search the notes.", "Describe a file.")
@@ -204,9 +219,16 @@ def test_invalid_name_is_refused() -> None:
         describe_function(f, "get-weather")
 
 
-@pytest.mark.parametrize(("raw", "name"), [("get weather", "get_weather"), ("get-weather", "get_weather"),
-                                           ("get.weather", "get_weather"), ("1st", "_1st"),
-                                           ("lookup<|channel|>commentary", "lookup")])
+@pytest.mark.parametrize(
+    ("raw", "name"),
+    [
+        ("get weather", "get_weather"),
+        ("get-weather", "get_weather"),
+        ("get.weather", "get_weather"),
+        ("1st", "_1st"),
+        ("lookup<|channel|>commentary", "lookup"),
+    ],
+)
 def test_normalize_tool_name(raw: str, name: str) -> None:
     assert normalize_tool_name(raw) == name
 
@@ -222,15 +244,36 @@ def test_rendered_typescript_namespace() -> None:
 
 
 # --- arguments -------------------------------------------------------------------------------------
-def typed(count: int, ratio: float, flag: bool, color: Color, when: date, tags: list[str], point: Point,
-          mode: Literal["a", "b"] = "a", note: str | None = None) -> None:
+def typed(
+    count: int,
+    ratio: float,
+    flag: bool,
+    color: Color,
+    when: date,
+    tags: list[str],
+    point: Point,
+    mode: Literal["a", "b"] = "a",
+    note: str | None = None,
+) -> None:
     """All the kinds."""
 
 
 def test_bind_converts_values() -> None:
     spec = describe_function(typed)
-    _, kw = bind_arguments(spec, {"count": "3", "ratio": 1, "flag": "true", "color": "green", "when": "2025-08-05",
-                                  "tags": ["x", 2], "point": {"x": 1.5}, "mode": "b", "note": None})
+    _, kw = bind_arguments(
+        spec,
+        {
+            "count": "3",
+            "ratio": 1,
+            "flag": "true",
+            "color": "green",
+            "when": "2025-08-05",
+            "tags": ["x", 2],
+            "point": {"x": 1.5},
+            "mode": "b",
+            "note": None,
+        },
+    )
     assert kw["count"] == 3 and kw["ratio"] == 1.0 and kw["flag"] is True and kw["color"] is Color.GREEN
     assert kw["when"] == date(2025, 8, 5) and kw["tags"] == ["x", "2"] and kw["point"] == Point(1.5)
     assert kw["mode"] == "b" and kw["note"] is None
@@ -239,12 +282,32 @@ def test_bind_converts_values() -> None:
 def test_bind_reports_every_problem() -> None:
     spec = describe_function(typed)
     with pytest.raises(ArgumentError) as err:
-        bind_arguments(spec, {"count": 1.5, "ratio": "x", "flag": 1, "color": "blue", "when": "yesterday",
-                              "tags": "x", "point": {"z": 1}, "mode": "c", "bogus": 1})
+        bind_arguments(
+            spec,
+            {
+                "count": 1.5,
+                "ratio": "x",
+                "flag": 1,
+                "color": "blue",
+                "when": "yesterday",
+                "tags": "x",
+                "point": {"z": 1},
+                "mode": "c",
+                "bogus": 1,
+            },
+        )
     text = str(err.value)
-    for part in ("unknown argument(s) 'bogus'", "'count' must be integer", "'ratio' must be number",
-                 "'flag' must be boolean", "'color' must be one of 'red', 'green'", "'when' must be string",
-                 "'tags' must be array", "'point' must be object", "'mode' must be one of 'a', 'b'"):
+    for part in (
+        "unknown argument(s) 'bogus'",
+        "'count' must be integer",
+        "'ratio' must be number",
+        "'flag' must be boolean",
+        "'color' must be one of 'red', 'green'",
+        "'when' must be string",
+        "'tags' must be array",
+        "'point' must be object",
+        "'mode' must be one of 'a', 'b'",
+    ):
         assert part in text, part
 
 

@@ -37,8 +37,10 @@ def test_damaged_file_is_moved_aside(tmp_path: Path) -> None:
 
 def test_bad_values_fall_back_to_defaults(tmp_path: Path) -> None:
     p = tmp_path / "t.json"
-    p.write_text('{"round_limit": -1, "python_enabled": "yes", "enabled": {"a": true, "b": 3}, '
-                 '"approval": {"x": "auto", "y": "sometimes"}, "search_endpoint": 5, "extra": 1}')
+    p.write_text(
+        '{"round_limit": -1, "python_enabled": "yes", "enabled": {"a": true, "b": 3}, '
+        '"approval": {"x": "auto", "y": "sometimes"}, "search_endpoint": 5, "extra": 1}'
+    )
     s = load_settings(p)
     assert s.round_limit == 10 and s.python_enabled is True and s.enabled == {"a": True}
     assert s.approval == {"x": "auto"} and s.search_endpoint == ToolSettings().search_endpoint

@@ -64,7 +64,11 @@ def test_tool_exception_becomes_error_result(host: UserToolHost) -> None:
     assert out.is_error and out.content == "Error: LookupError: no such city"
     assert out.output is not None and "weather.py" in out.output and "raise LookupError" in out.output
     bad = host.call("get_current_weather", {"city": "x"})
-    assert bad.is_error and "unknown argument(s) 'city'" in bad.content and "missing required argument 'location'" in bad.content
+    assert (
+        bad.is_error
+        and "unknown argument(s) 'city'" in bad.content
+        and "missing required argument 'location'" in bad.content
+    )
     # the process survived both
     assert host.call("get_current_weather", {"location": "Oslo", "format": "fahrenheit"}).content.endswith("fahrenheit")
 
@@ -76,7 +80,11 @@ def test_broken_files_are_reported_and_others_load(host: UserToolHost) -> None:
     write(host.folder, "d_kills.py", "import os\nos._exit(3)\n")
     write(host.folder, "e_hangs.py", "while True:\n    pass\n")
     write(host.folder, "f_empty.py", "X = 1\n")
-    write(host.folder, "g_badname.py", "__all__ = ['calculate', 'ok']\ndef calculate(x: str) -> str:\n    '''Clash.'''\n    return x\ndef ok() -> str:\n    '''Fine.'''\n    return 'ok'\n")
+    write(
+        host.folder,
+        "g_badname.py",
+        "__all__ = ['calculate', 'ok']\ndef calculate(x: str) -> str:\n    '''Clash.'''\n    return x\ndef ok() -> str:\n    '''Fine.'''\n    return 'ok'\n",
+    )
     write(host.folder, "weather.py", WEATHER)
     write(host.folder, "_helpers.py", "raise RuntimeError('helpers are not tool files')\n")
     t0 = time.monotonic()
@@ -96,7 +104,11 @@ def test_broken_files_are_reported_and_others_load(host: UserToolHost) -> None:
 
 
 def test_call_timeout_kills_and_next_call_reloads(host: UserToolHost) -> None:
-    write(host.folder, "slow.py", "import time\n\ndef slow(s: float) -> str:\n    '''Sleep.'''\n    time.sleep(s)\n    return 'woke'\n")
+    write(
+        host.folder,
+        "slow.py",
+        "import time\n\ndef slow(s: float) -> str:\n    '''Sleep.'''\n    time.sleep(s)\n    return 'woke'\n",
+    )
     host.load()
     t0 = time.monotonic()
     out = host.call("slow", {"s": 30}, timeout_s=0.5)
@@ -105,7 +117,11 @@ def test_call_timeout_kills_and_next_call_reloads(host: UserToolHost) -> None:
 
 
 def test_call_cancel(host: UserToolHost) -> None:
-    write(host.folder, "slow.py", "import time\n\ndef slow() -> str:\n    '''Sleep.'''\n    time.sleep(30)\n    return 'x'\n")
+    write(
+        host.folder,
+        "slow.py",
+        "import time\n\ndef slow() -> str:\n    '''Sleep.'''\n    time.sleep(30)\n    return 'x'\n",
+    )
     host.load()
     cancel = threading.Event()
     threading.Timer(0.3, cancel.set).start()
@@ -121,7 +137,11 @@ def test_crash_during_call_is_an_error_result(host: UserToolHost) -> None:
 
 
 def test_return_values_become_text(host: UserToolHost) -> None:
-    write(host.folder, "vals.py", "def d() -> dict:\n    '''D.'''\n    return {'a': [1, 2], 'é': None}\n\ndef n() -> None:\n    '''N.'''\n")
+    write(
+        host.folder,
+        "vals.py",
+        "def d() -> dict:\n    '''D.'''\n    return {'a': [1, 2], 'é': None}\n\ndef n() -> None:\n    '''N.'''\n",
+    )
     host.load()
     assert host.call("d", {}).content == '{"a": [1, 2], "é": null}'
     assert host.call("n", {}).content == ""
