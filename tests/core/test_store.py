@@ -36,6 +36,8 @@ from app.core.store import (
     snippet_to_html,
     snippet_to_markdown,
 )
+from app.core.store import schema as schema_mod
+from app.core.store import search as search_mod
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO_ROOT / "tests" / "fixtures" / "chat_template_gpt_oss.jinja"
@@ -484,7 +486,7 @@ def test_very_common_queries_come_newest_first_and_find_in_conversation_keeps_or
 ) -> None:
     c1 = _chat(store, "common word here", "common common common", "common again")
     c2 = _chat(store, "common in another conversation")
-    monkeypatch.setattr(store_mod, "RANKED_SEARCH_MAX_MATCHES", 3)
+    monkeypatch.setattr(search_mod, "RANKED_SEARCH_MAX_MATCHES", 3)
     hits = store.search("common")
     assert [h.message_id for h in hits] == [4, 3, 2, 1] and not any(h.ranked for h in hits)
     assert [h.conversation_id for h in store.search("common", one_per_conversation=True)] == [c2, c1]
@@ -655,7 +657,7 @@ def test_a_failing_migration_leaves_the_database_untouched(tmp_path: Path, monke
         db.execute("CREATE TABLE half_done (x)")
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(store_mod, "MIGRATIONS", [store_mod._migrate_0_to_1, broken])
+    monkeypatch.setattr(schema_mod, "MIGRATIONS", [schema_mod._migrate_0_to_1, broken])
     with pytest.raises(RuntimeError, match="boom"):
         Store.open(path)
     db = sqlite3.connect(path)

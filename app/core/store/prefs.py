@@ -1,0 +1,91 @@
+"""App settings (key → JSON value) and named presets of conversation settings."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from app.core.store.base import guarded
+from app.core.store.conversations import ConversationsMixin
+from app.core.store.rows import ConversationSettings, Preset, StoreError
+from app.core.store.schema import dumps, loads
+
+
+class PrefsMixin(ConversationsMixin):
+    """App settings and presets."""
+
+    @guarded
+    def get_setting(self, key: str, default: Any = None) -> Any:
+        row = self.db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return default
+        try:
+            return json.loads(row[0])
+        except ValueError:
+            return default
+
+    @guarded
+    def set_setting(self, key: str, value: Any) -> None:
+        self.db.execute(
+            "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, dumps(value)),
+        )
+
+    @guarded
+    def delete_setting(self, key: str) -> None:
+        self.db.execute("DELETE FROM settings WHERE key = ?", (key,))
+
+    @guarded
+    def all_settings(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in self.db.execute("SELECT key, value FROM settings ORDER BY key"):
+            try:
+                out[key] = json.loads(value)
+            except ValueError:
+                continue  # a value damaged outside the app is skipped, not fatal
+        return out
+
+    # ---- presets ----
+
+    @guarded
+    def save_preset(self, name: str, settings: ConversationSettings) -> Preset:
+        """Create or overwrite the preset called ``name``."""
+        name = " ".join(name.split())
+        if not name:
+            raise StoreError("A preset needs a name.")
+        now = time.time()
+        self.db.execute(
+            "INSERT INTO presets (name, settings, created, updated) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET settings = excluded.settings, updated = excluded.updated",
+            (name, dumps(settings.to_dict()), now, now),
+        )
+        preset = self.get_preset(name)
+        assert preset is not None
+        return preset
+
+    @guarded
+    def get_preset(self, name: str) -> Preset | None:
+        row = self.db.execute(
+            "SELECT id, name, settings, created, updated FROM presets WHERE name = ?", (" ".join(name.split()),)
+        ).fetchone()
+        if row is None:
+            return None
+        return Preset(row[0], row[1], ConversationSettings.from_dict(loads(row[2], {})), row[3], row[4])
+
+    @guarded
+    def list_presets(self) -> list[Preset]:
+        rows = self.db.execute("SELECT id, name, settings, created, updated FROM presets ORDER BY name COLLATE NOCASE")
+        return [Preset(r[0], r[1], ConversationSettings.from_dict(loads(r[2], {})), r[3], r[4]) for r in rows]
+
+    @guarded
+    def delete_preset(self, name: str) -> bool:
+        return self.db.execute("DELETE FROM presets WHERE name = ?", (" ".join(name.split()),)).rowcount > 0
+
+    @guarded
+    def apply_preset(self, conversation_id: int, name: str) -> ConversationSettings:
+        preset = self.get_preset(name)
+        if preset is None:
+            raise StoreError(f"There is no preset called {name!r}.")
+        self.set_conversation_settings(conversation_id, preset.settings)
+        return preset.settings

@@ -1,0 +1,274 @@
+"""What the store holds: its vocabulary (roles, statuses), errors, conversation settings and the row types."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    pass
+
+
+DB_FILENAME: Final = "conversations.sqlite3"
+ROLES: Final = ("system", "developer", "user", "assistant", "tool")
+STATUSES: Final = ("complete", "streaming", "interrupted", "error")
+EFFORTS: Final = ("low", "medium", "high")
+TITLE_SOURCES: Final = ("auto", "model", "user")
+DEFAULT_TITLE: Final = "New chat"
+TITLE_MAX_CHARS: Final = 60
+
+
+# --- errors ---------------------------------------------------------------------------------------
+
+
+class StoreError(Exception):
+    """A store failure the user can act on; the message is written for people."""
+
+
+class StoreCorruptError(StoreError):
+    """The database file is damaged; ``path`` names it. Use ``Store.open_or_recover`` to move it aside."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        self.path = Path(path)
+        self.detail = detail
+        super().__init__(
+            f"The conversation database {self.path} is damaged and cannot be read ({detail}). "
+            "Harmonica can move it aside as a backup, recover what is readable, and start a fresh one."
+        )
+
+
+# --- settings -------------------------------------------------------------------------------------
+
+# Accepted ranges; out-of-range values are clamped rather than rejected.
+_FLOAT_RANGES: Final[dict[str, tuple[float, float]]] = {
+    "temperature": (0.0, 5.0),
+    "top_p": (0.0, 1.0),
+    "min_p": (0.0, 1.0),
+    "repeat_penalty": (0.5, 2.5),
+}
+
+
+@dataclass
+class ConversationSettings:
+    """Per-conversation settings; defaults follow gpt-oss's recommendations (temperature 1.0, top_p 1.0)."""
+
+    developer_instructions: str = ""
+    model_identity: str | None = None  # None: the template's own identity line
+    reasoning_effort: str = "medium"
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
+    min_p: float = 0.0
+    repeat_penalty: float = 1.0
+    seed: int | None = None  # None = random
+    max_tokens: int | None = None  # None = until the model stops or the context is full
+    context_size: int | None = None  # None = the app's/model plan's default
+    # When the conversation outgrows the context window, leave its oldest turns out of the prompt
+    # (the UI says so) instead of refusing to answer.
+    trim_oldest: bool = False
+    # Keys this version does not know (written by a newer Harmonica or another feature) are kept
+    # here so a round trip through this version loses nothing.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        return {**self.extra, **data}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> ConversationSettings:
+        """Build settings from stored/imported data: bad values fall back to defaults, never raise."""
+        out = cls()
+        if not isinstance(data, Mapping):
+            return out
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        out.extra = {k: v for k, v in data.items() if isinstance(k, str) and k not in known}
+        for key, value in data.items():
+            if key not in known:
+                continue
+            try:
+                setattr(out, key, cls._coerce(key, value))
+            except (TypeError, ValueError):
+                pass  # keep the default
+        return out
+
+    @classmethod
+    def _coerce(cls, key: str, value: Any) -> Any:
+        if key in ("developer_instructions",):
+            if not isinstance(value, str):
+                raise TypeError(key)
+            return value
+        if key == "model_identity":
+            if value is None or (isinstance(value, str) and value.strip()):
+                return value
+            raise TypeError(key)
+        if key == "reasoning_effort":
+            if isinstance(value, str) and value.lower() in EFFORTS:
+                return value.lower()
+            raise ValueError(key)
+        if key in _FLOAT_RANGES:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise TypeError(key)
+            lo, hi = _FLOAT_RANGES[key]
+            return float(min(max(value, lo), hi))
+        if key == "top_k":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(key)
+            return max(0, value)
+        if key == "trim_oldest":
+            if not isinstance(value, bool):
+                raise TypeError(key)
+            return value
+        if key in ("seed", "max_tokens", "context_size"):
+            if value is None:
+                return None
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(key)
+            if key == "seed":
+                return value
+            if key == "context_size":
+                return value if value >= 256 else None
+            return value if value > 0 else None
+        raise KeyError(key)
+
+    def to_sampling(self) -> Any:
+        """The engine's ``Sampling`` for these settings (imported lazily to keep the store light)."""
+        from app.core.engine import Sampling
+
+        return Sampling(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            min_p=self.min_p,
+            repeat_penalty=self.repeat_penalty,
+            seed=self.seed,
+            max_tokens=self.max_tokens,
+        )
+
+
+# --- rows -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class ConversationRow:
+    """One conversation as stored."""
+
+    id: int
+    uid: str
+    title: str
+    title_source: str
+    created: float
+    updated: float
+    settings: ConversationSettings
+    active_leaf_id: int | None
+    deleted_at: float | None = None
+
+    @property
+    def display_title(self) -> str:
+        return self.title or DEFAULT_TITLE
+
+
+@dataclass
+class MessageRow:
+    """One message as stored. ``tool_calls`` items are dicts: recipient, arguments (str), channel, content_type."""
+
+    id: int
+    conversation_id: int
+    parent_id: int | None
+    role: str
+    content: str = ""
+    thinking: str = ""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    tool_name: str | None = None  # role "tool": which tool answered, e.g. "functions.get_weather"
+    tool_call_id: str | None = None
+    effort: str | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None
+    status: str = "complete"
+    created: float = 0.0
+    updated: float = 0.0
+    visited: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_interrupted(self) -> bool:
+        return self.status == "interrupted"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class BranchInfo:
+    """Where a message sits among its siblings: ``index`` is 0-based (the UI shows index+1/count)."""
+
+    sibling_ids: tuple[int, ...]
+    index: int
+
+    @property
+    def count(self) -> int:
+        return len(self.sibling_ids)
+
+    @property
+    def has_branches(self) -> bool:
+        return len(self.sibling_ids) > 1
+
+    def label(self) -> str:
+        return f"{self.index + 1}/{self.count}"
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """A message matching a search; ``snippet`` marks hits with HIGHLIGHT_START/HIGHLIGHT_END."""
+
+    message_id: int
+    conversation_id: int
+    conversation_title: str
+    role: str
+    snippet: str
+    rank: float  # bm25 (lower is better); 0.0 when not ranked
+    created: float
+    # False when the query matched so many messages that hits come newest first, unranked.
+    ranked: bool = True
+    in_reasoning: bool = False  # the snippet comes from the reasoning, not the answer
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Named, reusable conversation settings."""
+
+    id: int
+    name: str
+    settings: ConversationSettings
+    created: float
+    updated: float
+
+
+@dataclass(frozen=True)
+class RecoveryReport:
+    """What happened when a damaged database was moved aside and salvaged."""
+
+    backup_path: Path
+    conversations: int
+    messages: int
+    error: str
+
+    @property
+    def message(self) -> str:
+        return (
+            f"The conversation database was damaged ({self.error}). It was moved to {self.backup_path}. "
+            f"Recovered {self.conversations} conversation(s) and {self.messages} message(s) into a fresh database."
+        )
+
+
+class _Active:
+    """Sentinel type: "append to the conversation's active leaf"."""
+
+    def __repr__(self) -> str:
+        return "ACTIVE"
+
+
+ACTIVE: Final = _Active()
