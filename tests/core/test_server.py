@@ -27,12 +27,12 @@ from app.core.server import (  # noqa: E402
     ServerError,
     ServerSettings,
     ServerTesting,
-    _StopMatcher,
     example_code,
     generate_api_key,
     parse_chat_request,
     parse_responses_request,
 )
+from app.core.server.generation import StopMatcher  # noqa: E402
 
 WEATHER_TOOL = {
     "type": "function",
@@ -678,15 +678,15 @@ def test_queued_request_log_records_and_listener(scripted: Callable[..., tuple[A
 
 
 def test_stop_matcher_holds_back_partial_matches() -> None:
-    m = _StopMatcher(["STOP", "xy"])
+    m = StopMatcher(["STOP", "xy"])
     assert m.feed("abc ST") == ("abc ", False)
     assert m.feed("O") == ("", False)
     assert m.feed("P more") == ("", True)
-    m = _StopMatcher(["STOP"])
+    m = StopMatcher(["STOP"])
     assert m.feed("abc ST") == ("abc ", False)
     assert m.feed("ART") == ("START", False)
     assert m.flush() == ""
-    m = _StopMatcher([])
+    m = StopMatcher([])
     assert m.feed("anything") == ("anything", False)
 
 
@@ -745,3 +745,22 @@ def test_parse_requests_map_parameters() -> None:
         with pytest.raises(Exception) as e:
             parse_responses_request(bad)
         assert getattr(e.value, "param", None) == param, (bad, e.value)
+
+
+def test_field_table_names_real_sampling_settings_and_refuses_what_it_cannot_honour() -> None:
+    from dataclasses import fields
+
+    from app.core.engine import Sampling
+    from app.core.server.types import SAMPLING_FIELDS, UNSUPPORTED_FIELDS
+
+    assert set(SAMPLING_FIELDS) <= {f.name for f in fields(Sampling)}
+    job = parse_chat_request(
+        {"messages": [{"role": "user", "content": "x"}], "top_k": 40, "min_p": 0.05, "repeat_penalty": 1.1}
+    )
+    assert (job.sampling.top_k, job.sampling.min_p, job.sampling.repeat_penalty) == (40, 0.05, 1.1)
+    harmless = {"presence_penalty": 0, "frequency_penalty": 0.0, "n": 1, "logprobs": False, "top_logprobs": 0}
+    parse_chat_request({"messages": [{"role": "user", "content": "x"}], **harmless})
+    for u in UNSUPPORTED_FIELDS:
+        with pytest.raises(Exception) as e:
+            parse_chat_request({"messages": [{"role": "user", "content": "x"}], u.key: 3})
+        assert getattr(e.value, "param", None) == (u.param or u.key) and getattr(e.value, "status", None) == 400
