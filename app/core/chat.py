@@ -11,10 +11,11 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date as Date
-from typing import Any, Protocol
+from typing import Any
 
 from app.core import harmony
-from app.core.engine import EngineError, GenerationStats, Sampling
+from app.core.engine import EngineError, GenerationStats, ModelInfo, Sampling
+from app.core.engine import EngineLike as EngineLike  # re-exported: run_turn's callers name it from here
 from app.core.harmony import Done, Event, FinalDelta, PreambleDelta, ReasoningDelta, ToolCall
 
 EFFORTS = ("low", "medium", "high")
@@ -40,29 +41,6 @@ class ContextOverflowError(ChatError):
             f"{prompt_tokens:,} tokens and the window holds {n_ctx:,}. Start a new conversation, "
             f"or reload the model with a larger context size."
         )
-
-
-class EngineLike(Protocol):
-    """What run_turn needs from an engine (app.core.engine.Engine or ScriptedEngine)."""
-
-    @property
-    def info(self) -> Any: ...
-
-    @property
-    def n_ctx(self) -> int: ...
-
-    last_stats: GenerationStats | None
-
-    def tokenize(self, text: str, special: bool = True) -> list[int]: ...
-
-    def stream(
-        self,
-        prompt: str | list[int],
-        sampling: Sampling,
-        *,
-        cancel: threading.Event | None = None,
-        grammar: str | None = None,
-    ) -> Iterator[tuple[int, bytes]]: ...
 
 
 @dataclass
@@ -240,7 +218,7 @@ TurnEvent = Event | TurnStarted | TurnFinished
 
 def build_prompt(
     conversation: Conversation,
-    info: Any,
+    info: ModelInfo | None,
     *,
     effort: str = "medium",
     developer: str | None = None,
@@ -253,7 +231,7 @@ def build_prompt(
     try:
         return harmony.render_prompt(
             conversation.to_render_messages(developer),
-            chat_template=getattr(info, "chat_template", None),
+            chat_template=info.chat_template if info is not None else None,
             tools=list(tools) if tools else None,
             builtin_tools=list(builtin_tools) if builtin_tools else None,
             reasoning_effort=effort,
@@ -318,7 +296,7 @@ def run_turn(
         message.finished = None
         message.stop_reason = None
     else:
-        message = Message(role="assistant", effort=effort, model=getattr(info, "name", None))
+        message = Message(role="assistant", effort=effort, model=info.name)
     yield TurnStarted(message, len(tokens), n_ctx)
 
     parser = harmony.StreamParser()
@@ -351,7 +329,7 @@ def run_turn(
             for ev in parser.feed(piece, token_id):
                 apply(ev)
                 yield ev
-        last = getattr(engine, "last_stats", None)
+        last = engine.last_stats
         stop_reason = (last.stop_reason if last is not None else "") or "eos"
         if cancel is not None and cancel.is_set():
             stop_reason = "cancelled"
@@ -392,7 +370,7 @@ def _finish(
         apply(ev)
     if t_think is not None and message.thinking_s is None:
         message.thinking_s = time.perf_counter() - t_think
-    last = getattr(engine, "last_stats", None)
+    last = engine.last_stats
     message.stats = dataclasses.replace(last) if last is not None else GenerationStats()
     message.stats.stop_reason = stop_reason
     message.stop_reason = stop_reason

@@ -8,9 +8,10 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
 
 from app.core.gguf_info import GgufError, PartHeader, read_part
 
@@ -75,6 +76,11 @@ class GenerationStats:
     stop_reason: str = ""  # "return", "call", "eos", "length", "cancelled"
 
 
+# Where a loaded model comes from: a GGUF file, a scripted replay (tests, demos), or, one day, a
+# model served elsewhere. Code that needs a file on disk asks `info.source == "file"`.
+ModelSource = Literal["file", "scripted", "remote"]
+
+
 @dataclass
 class ModelInfo:
     """What a loaded model is, read from its file and from llama.cpp."""
@@ -95,6 +101,67 @@ class ModelInfo:
     # What llama.cpp reported allocating: "BUFFER kind" -> bytes, e.g. "CUDA0 model", "CPU KV".
     buffers: dict[str, int] = field(default_factory=dict)
     offloaded_layers: tuple[int, int] | None = None  # (offloaded, offloadable) as llama.cpp logged it
+    source: ModelSource = "file"
+    loaded_at: float = 0.0  # time.time() when the load finished
+
+
+# --- the engine interface ---------------------------------------------------------------------------
+
+
+@runtime_checkable
+class EngineLike(Protocol):
+    """What generating code needs from an engine, and all it may use.
+
+    Engine and ScriptedEngine satisfy it, and so do the wrappers between them and run_turn: the
+    scheduler's client (turns), the API server's counting wrapper and the lab's recorder.
+    """
+
+    @property
+    def info(self) -> ModelInfo | None: ...
+
+    @property
+    def n_ctx(self) -> int: ...
+
+    @property
+    def loaded(self) -> bool: ...
+
+    @property
+    def last_stats(self) -> GenerationStats | None:
+        """Figures of this engine's latest generation (a new object per generation)."""
+
+    def tokenize(self, text: str, *, special: bool = True) -> list[int]: ...
+
+    def detokenize(self, ids: Sequence[int]) -> bytes: ...
+
+    def stream(
+        self,
+        prompt: str | Sequence[int],
+        sampling: Sampling | None = None,
+        *,
+        cancel: threading.Event | None = None,
+        grammar: str | None = None,
+    ) -> Iterator[tuple[int, bytes]]: ...
+
+
+@runtime_checkable
+class LoadableEngine(EngineLike, Protocol):
+    """An engine that loads models itself (Engine, ScriptedEngine): what the scheduler owns."""
+
+    def load(
+        self,
+        path: str | os.PathLike[str],
+        settings: LoadSettings | None = None,
+        progress: Callable[[float], bool] | None = None,
+    ) -> ModelInfo: ...
+
+    def unload(self) -> None: ...
+
+
+def close_stream(stream: Iterator[tuple[int, bytes]]) -> None:
+    """End a token stream early. An engine holds its generation lock until its generator ends, so a
+    wrapper that stops reading must close it rather than drop it."""
+    if isinstance(stream, Generator):
+        stream.close()
 
 
 # --- GGUF checks before llama.cpp sees the file -----------------------------------------------------
@@ -367,6 +434,7 @@ class Engine:
                 expert_overrides=list(overrides.patterns) if overrides is not None else [],
                 buffers=report.flat(),
                 offloaded_layers=report.offloaded_layers,
+                loaded_at=time.time(),
             )
             log.info("loaded %s in %.2f s (%s)", p.name, time.perf_counter() - t0, self._info.description)
             return self._info

@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from app.core import paths
-from app.core.chat import EFFORTS, ChatError, Conversation, EngineLike, TurnFinished, TurnStarted, run_turn
-from app.core.engine import EngineError, GenerationStats, Sampling
+from app.core.chat import EFFORTS, ChatError, Conversation, TurnFinished, TurnStarted, run_turn
+from app.core.engine import EngineError, EngineLike, GenerationStats, ModelInfo, Sampling, close_stream
 from app.core.harmony import SPECIAL_TOKEN_IDS, FinalDelta, PreambleDelta, ReasoningDelta
 from app.core.problem_sets import Problem, ProblemError
+from app.core.scripted_engine import is_scripted_path
 
 FORMAT = "harmonica-experiment"
 VERSION = 1
@@ -61,20 +62,20 @@ class ModelRef:
     sha256: str | None = None
 
     @classmethod
-    def from_info(cls, info: Any) -> ModelRef:
-        p = str(getattr(info, "path", "") or "")
+    def from_info(cls, info: ModelInfo) -> ModelRef:
+        p = str(info.path)
         return cls(
-            file=Path(p).name if p and not p.startswith("scripted:") else p,
+            file=Path(p).name if info.source == "file" else p,
             path=p,
-            size=int(getattr(info, "size_bytes", 0) or 0),
-            name=str(getattr(info, "name", "") or ""),
-            description=str(getattr(info, "description", "") or ""),
-            n_ctx=int(getattr(info, "n_ctx", 0) or 0),
+            size=info.size_bytes,
+            name=info.name,
+            description=info.description,
+            n_ctx=info.n_ctx,
         )
 
     @property
     def is_file(self) -> bool:
-        return bool(self.path) and not self.path.startswith("scripted:") and Path(self.path).is_file()
+        return bool(self.path) and not is_scripted_path(self.path) and Path(self.path).is_file()
 
     def same_model(self, other: ModelRef) -> bool:
         return self.file == other.file and self.size == other.size
@@ -492,7 +493,7 @@ class Experiment:
             ExperimentFile(self.path).append({"type": "model", "sha256": digest})
         return True
 
-    def check_model(self, info: Any) -> str | None:
+    def check_model(self, info: ModelInfo | None) -> str | None:
         """Why `info` (the loaded model) cannot continue this experiment, or None if it can."""
         if info is None:
             return "No model is loaded. Open a gpt-oss model first (File → Open model…)."
@@ -888,7 +889,7 @@ class _Recorder:
         self.stream_called_t: float | None = None
 
     @property
-    def info(self) -> Any:
+    def info(self) -> ModelInfo | None:
         return self._engine.info
 
     @property
@@ -896,20 +897,23 @@ class _Recorder:
         return self._engine.n_ctx
 
     @property
+    def loaded(self) -> bool:
+        return self._engine.loaded
+
+    @property
     def last_stats(self) -> GenerationStats | None:
-        return getattr(self._engine, "last_stats", None)
+        return self._engine.last_stats
 
-    @last_stats.setter
-    def last_stats(self, value: GenerationStats | None) -> None:
-        self._engine.last_stats = value
-
-    def tokenize(self, text: str, special: bool = True) -> list[int]:
+    def tokenize(self, text: str, *, special: bool = True) -> list[int]:
         return self._engine.tokenize(text, special=special)
+
+    def detokenize(self, ids: Sequence[int]) -> bytes:
+        return self._engine.detokenize(ids)
 
     def stream(
         self,
-        prompt: str | list[int],
-        sampling: Sampling,
+        prompt: str | Sequence[int],
+        sampling: Sampling | None = None,
         *,
         cancel: threading.Event | None = None,
         grammar: str | None = None,
@@ -930,9 +934,7 @@ class _Recorder:
                 self.special.append(_is_special(int(token_id), bytes(piece)))
                 yield token_id, piece
         finally:
-            close = getattr(inner, "close", None)
-            if close is not None:
-                close()  # the real engine holds its generation lock until its generator ends
+            close_stream(inner)  # the real engine holds its generation lock until its generator ends
 
     def mark(self, kind: str) -> None:
         i = len(self.ids) - 1
@@ -949,11 +951,10 @@ class _Recorder:
         return b"".join(self.pieces).decode("utf-8", "replace") + _STOP_MARKERS.get(stop_reason, "")
 
     def rendered_prompt(self) -> str | None:
-        detok = getattr(self._engine, "detokenize", None)
-        if self.prompt_ids is None or detok is None:
+        if self.prompt_ids is None:
             return None
         try:
-            return bytes(detok(self.prompt_ids)).decode("utf-8", "replace")
+            return self._engine.detokenize(self.prompt_ids).decode("utf-8", "replace")
         except Exception:  # noqa: BLE001 - a figure we can do without
             return None
 
@@ -1100,7 +1101,7 @@ def run_experiment(
     problem = experiment.check_model(info)
     if problem is not None:
         raise LabError(problem)
-    assert engine is not None
+    assert engine is not None and info is not None  # check_model refuses a missing model
     model_changed = False
     if experiment.spec.model is None or not experiment.results():
         keep = experiment.spec.model.sha256 if experiment.spec.model is not None else None

@@ -9,12 +9,18 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from app.core.chat import EngineLike
-from app.core.engine import EngineError, GenerationStats, Sampling
+from app.core.engine import (
+    EngineError,
+    EngineLike,
+    GenerationStats,
+    LoadableEngine,
+    ModelInfo,
+    Sampling,
+    close_stream,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +80,7 @@ class EngineScheduler:
     set between turns.
     """
 
-    def __init__(self, engine: EngineLike | None = None) -> None:
+    def __init__(self, engine: LoadableEngine | None = None) -> None:
         self._engine = engine
         self._cond = threading.Condition(threading.Lock())
         self._queues: dict[str, deque[_Ticket]] = {}
@@ -92,11 +98,11 @@ class EngineScheduler:
 
     # --- the engine --------------------------------------------------------------------------
     @property
-    def engine(self) -> EngineLike | None:
+    def engine(self) -> LoadableEngine | None:
         return self._engine
 
     @engine.setter
-    def engine(self, engine: EngineLike | None) -> None:
+    def engine(self, engine: LoadableEngine | None) -> None:
         with self._engine_guard:
             self._engine = engine
             self._epoch += 1
@@ -284,14 +290,14 @@ class SchedulerClient:
         # Stats of this proxy's own last generation, never another client's.
         self.last_stats: GenerationStats | None = None
 
-    def _engine(self) -> EngineLike:
+    def _engine(self) -> LoadableEngine:
         engine = self._scheduler.engine
         if engine is None:
             raise EngineError("No model is loaded.")
         return engine
 
     @property
-    def info(self) -> Any:
+    def info(self) -> ModelInfo | None:
         engine = self._scheduler.engine
         return None if engine is None else engine.info
 
@@ -303,19 +309,19 @@ class SchedulerClient:
     @property
     def loaded(self) -> bool:
         engine = self._scheduler.engine
-        return engine is not None and bool(getattr(engine, "loaded", engine.info is not None))
+        return engine is not None and engine.loaded
 
-    def tokenize(self, text: str, special: bool = True) -> list[int]:
+    def tokenize(self, text: str, *, special: bool = True) -> list[int]:
         with self._scheduler._engine_guard:
             return self._engine().tokenize(text, special=special)
 
-    def detokenize(self, ids: list[int]) -> bytes:
+    def detokenize(self, ids: Sequence[int]) -> bytes:
         with self._scheduler._engine_guard:
-            return self._engine().detokenize(ids)  # type: ignore[attr-defined, no-any-return]
+            return self._engine().detokenize(ids)
 
     def stream(
         self,
-        prompt: str | list[int],
+        prompt: str | Sequence[int],
         sampling: Sampling | None = None,
         *,
         cancel: threading.Event | None = None,
@@ -352,14 +358,14 @@ class SchedulerClient:
         except BaseException:
             _close(inner)
             raise
-        before = getattr(engine, "last_stats", None)
+        before = engine.last_stats
         try:
             if sched._epoch != epoch or sched.engine is not engine:
                 raise EngineError("The model was changed while this request waited for its turn; send it again.")
             yield from inner
         finally:
             _close(inner)  # the engine's own finally runs here: its lock is free before the next turn
-            stats = getattr(engine, "last_stats", None)
+            stats = engine.last_stats
             # Engines make a new stats object per generation; the same object means this one never ran.
             if stats is not None and stats is not before:
                 self.last_stats = dataclasses.replace(stats)
@@ -368,13 +374,11 @@ class SchedulerClient:
             sched.release(ticket)
 
 
-def _close(gen: Any) -> None:
-    close = getattr(gen, "close", None)
-    if close is not None:
-        try:
-            close()
-        except Exception:
-            log.exception("closing a generation failed")
+def _close(stream: Iterator[tuple[int, bytes]]) -> None:
+    try:
+        close_stream(stream)
+    except Exception:
+        log.exception("closing a generation failed")
 
 
 __all__ = ["EngineScheduler", "QueueState", "SchedulerClient", "TurnCancelled"]

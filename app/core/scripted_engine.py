@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -23,6 +24,13 @@ _SPECIAL_RE = re.compile(r"(<\|[a-z_0-9]+\|>)")
 _PIECE_RE = re.compile(r" ?[A-Za-z]+| ?[0-9]{1,3}| ?[^\sA-Za-z0-9]+|\s+")
 _MAX_PIECE = 6
 _FIRST_TEXT_ID = 1000
+# load() takes this pseudo path ("scripted:" + a name) for a model that has no file at all.
+SCRIPTED_PREFIX = "scripted:"
+
+
+def is_scripted_path(path: str | os.PathLike[str]) -> bool:
+    """True for the pseudo path of a scripted model ("scripted:gpt-oss-20b"), which names no file."""
+    return str(path).startswith(SCRIPTED_PREFIX)
 
 
 def split_pieces(text: str, *, split_multibyte: bool = False) -> list[str | bytes]:
@@ -128,11 +136,15 @@ class ScriptedEngine:
 
     # --- Engine interface ----------------------------------------------------------------------
     def load(
-        self, path: str | Path, settings: LoadSettings | None = None, progress: Callable[[float], bool] | None = None
+        self,
+        path: str | os.PathLike[str],
+        settings: LoadSettings | None = None,
+        progress: Callable[[float], bool] | None = None,
     ) -> ModelInfo:
         """'Load' a model: any existing file or the pseudo path 'scripted:'; progress may cancel."""
         p = str(path)
-        if not p.startswith("scripted:") and not Path(p).is_file():
+        scripted = is_scripted_path(p)
+        if not scripted and not Path(p).is_file():
             raise EngineError(f"The model file was not found: {p}")
         settings = settings or LoadSettings()
         for i in range(11):
@@ -141,7 +153,7 @@ class ScriptedEngine:
             if self.load_delay_s:
                 time.sleep(self.load_delay_s / 10)
         n_ctx = min(settings.n_ctx, self._n_ctx) if settings.n_ctx else self._n_ctx
-        name = self._name if p.startswith("scripted:") else Path(p).stem
+        name = self._name if scripted else Path(p).stem
         self._info = ModelInfo(
             path=Path(p),
             name=name,
@@ -149,12 +161,14 @@ class ScriptedEngine:
             n_ctx_train=131072,
             n_ctx=n_ctx,
             n_params=20_914_757_184,
-            size_bytes=0 if p.startswith("scripted:") else Path(p).stat().st_size,
+            size_bytes=0 if scripted else Path(p).stat().st_size,
             chat_template=self._chat_template,
             n_layer=24,
             n_expert=32,
             n_swa=128,
             description="gpt-oss 20B (scripted replay)",
+            source="scripted" if scripted else "file",
+            loaded_at=time.time(),
         )
         self._cache = []
         return self._info
@@ -201,7 +215,7 @@ class ScriptedEngine:
 
     def stream(
         self,
-        prompt: str | list[int],
+        prompt: str | Sequence[int],
         sampling: Sampling | None = None,
         *,
         cancel: threading.Event | None = None,

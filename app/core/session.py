@@ -11,7 +11,6 @@ from typing import Any
 from app.core.chat import (
     MIN_ANSWER_TOKENS,
     Conversation,
-    EngineLike,
     Message,
     TurnEvent,
     TurnFinished,
@@ -19,7 +18,7 @@ from app.core.chat import (
     build_prompt,
     run_turn,
 )
-from app.core.engine import Sampling
+from app.core.engine import EngineLike, Sampling
 from app.core.harmony import FinalDelta, PreambleDelta, ReasoningDelta
 from app.core.store import (
     ACTIVE,

@@ -37,6 +37,7 @@ from app.core.chat import ChatError, Conversation, EngineLike, Message, ToolCall
 from app.core.engine import EngineError, LoadSettings, Sampling
 from app.core.harmony import FinalDelta, PreambleDelta, ReasoningDelta, ToolCall
 from app.core.scheduler import EngineScheduler, QueueState
+from app.core.scripted_engine import is_scripted_path
 from app.core.session import CONTEXT_WARN_FRACTION, ChatSession, ContextTrimmed, MessageSaved
 from app.core.store import (
     ACTIVE,
@@ -725,7 +726,7 @@ class MainWindow(QMainWindow):
         if self.loading:
             self.show_error("A model is already loading. Cancel it first to open another one.")
             return False
-        if not str(path).startswith("scripted:"):
+        if not is_scripted_path(path):
             if p.suffix.lower() != ".gguf":
                 self.show_error(f"“{p.name}” is not a GGUF model file. Harmonica opens gpt-oss models in .gguf format.")
                 return False
@@ -740,7 +741,7 @@ class MainWindow(QMainWindow):
             return False
         self._cancel_title()
         self.banner.hide()
-        name = p.stem if not str(path).startswith("scripted:") else "model"
+        name = p.stem if not is_scripted_path(path) else "model"
         self.load_panel.start(name)
         self.open_action.setEnabled(False)
         self.status_model.setText(f"Loading {name}…")
@@ -793,7 +794,7 @@ class MainWindow(QMainWindow):
             self.status_context.setText(f"Context 0 / {info.n_ctx:,}")
             self.status_speed.setText("")
             self.setWindowTitle(f"{info.name} — Harmonica")
-            if not str(info.path).startswith("scripted:"):
+            if info.source == "file":
                 self.store.set_setting("last_model", str(info.path))
             plan = self.plan if self.load_settings is None else None
             where = plan.summary().split(";")[0] if plan is not None else "your settings"
@@ -925,12 +926,11 @@ class MainWindow(QMainWindow):
             and settings.context_size != n_ctx
             and settings.context_size != old.context_size
         ):
-            path = getattr(getattr(self.engine, "info", None), "path", None)
-            actions = (
-                [("Reload model", lambda: self.open_model(path))]
-                if path and not str(path).startswith("scripted:")
-                else []
-            )
+            info = getattr(self.engine, "info", None)
+            actions = []
+            if info is not None and info.source == "file":
+                path = info.path
+                actions = [("Reload model", lambda: self.open_model(path))]
             self.show_notice(
                 f"This chat asks for a {settings.context_size:,}-token context; the model is loaded with {n_ctx:,}. "
                 "Reload the model to use it.",
@@ -1435,9 +1435,8 @@ class MainWindow(QMainWindow):
 
     def _current_model_path(self) -> str | None:
         info = getattr(self.engine, "info", None)
-        path = getattr(info, "path", None)
-        if path is not None and not str(path).startswith("scripted:"):
-            return str(path)
+        if info is not None and info.source == "file":
+            return str(info.path)
         last = self.store.get_setting("last_model")
         return str(last) if last else None
 

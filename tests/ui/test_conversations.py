@@ -327,8 +327,10 @@ def test_model_writes_the_title_after_the_first_answer(make_window, qtbot) -> No
     w, engine = make_window(_final("It rains a lot."), _final("Rainy Seattle weather"), auto_title=True)
     _send(w, qtbot, "why does it rain so much in seattle")
     cid = w.session.conversation_id
+    # The title is asked for on the next turn of the event loop after the answer, so wait for it
+    # to be written rather than for a title worker that may not have started yet.
+    qtbot.waitUntil(lambda: w.store.get_conversation(cid).title == "Rainy Seattle weather", timeout=5000)
     qtbot.waitUntil(lambda: w._title_worker is None, timeout=5000)
-    assert w.store.get_conversation(cid).title == "Rainy Seattle weather"
     assert w.sidebar.item_for(cid).text() == "Rainy Seattle weather"
     assert "title" in engine.prompts[-1] and "Reasoning: low" in engine.prompts[-1]
 

@@ -235,14 +235,12 @@ class ApiServer:
 
     # --- what the endpoints share ----------------------------------------------------------------
     def model_id(self) -> str | None:
+        """The id clients name the loaded model by: its file's stem, tidied (None: no model)."""
         info = self.scheduler.engine.info if self.scheduler.engine is not None else None
         if info is None:
             return None
-        path = getattr(info, "path", None)
-        stem = getattr(path, "stem", "") if path is not None else ""
-        if not stem or str(path).startswith("scripted:"):
-            stem = str(getattr(info, "name", "") or "gpt-oss")
-        stem = re.sub(r"-0000\d-of-0000\d$", "", stem)  # a split model's first part
+        stem = info.path.stem if info.source == "file" else ""
+        stem = re.sub(r"-0000\d-of-0000\d$", "", stem or info.name or "gpt-oss")  # a split model's first part
         return re.sub(r"[^A-Za-z0-9._:-]+", "-", stem).strip("-").lower() or "gpt-oss"
 
     def model_card(self, model_id: str) -> dict[str, Any]:
@@ -250,11 +248,11 @@ class ApiServer:
         card: dict[str, Any] = {
             "id": model_id,
             "object": "model",
-            "created": int(getattr(info, "loaded_at", 0) or 0),
+            "created": int(info.loaded_at) if info is not None else 0,
             "owned_by": "harmonica",
         }
         if info is not None:
-            card["context_window"] = int(getattr(info, "n_ctx", 0) or 0)
+            card["context_window"] = info.n_ctx
         return card
 
     def begin(self, job: GenerationRequest, request: Request) -> Generation:

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from app.core import chat
-from app.core.chat import Conversation, EngineLike, Message, TurnEvent, TurnFinished, TurnStarted
-from app.core.engine import GenerationStats, Sampling
+from app.core.chat import Conversation, Message, TurnEvent, TurnFinished, TurnStarted
+from app.core.engine import EngineLike, GenerationStats, ModelInfo, Sampling, close_stream
 from app.core.harmony import FinalDelta, PreambleDelta, ReasoningDelta, ToolCall
 from app.core.server.errors import ApiError, api_error_for
 from app.core.server.parsing import ReasoningMemory
@@ -54,26 +54,33 @@ class CountingEngine:
         self.tokens = 0
 
     @property
-    def info(self) -> Any:
+    def info(self) -> ModelInfo | None:
         return self._inner.info
 
     @property
     def n_ctx(self) -> int:
-        return int(self._inner.n_ctx)
+        return self._inner.n_ctx
+
+    @property
+    def loaded(self) -> bool:
+        return self._inner.loaded
 
     @property
     def last_stats(self) -> GenerationStats | None:
         return self._inner.last_stats
 
-    def tokenize(self, text: str, special: bool = True) -> list[int]:
+    def tokenize(self, text: str, *, special: bool = True) -> list[int]:
         if self._prompts is not None:
             self._prompts.append(text)
         return self._inner.tokenize(text, special=special)
 
+    def detokenize(self, ids: Sequence[int]) -> bytes:
+        return self._inner.detokenize(ids)
+
     def stream(
         self,
-        prompt: str | list[int],
-        sampling: Sampling,
+        prompt: str | Sequence[int],
+        sampling: Sampling | None = None,
         *,
         cancel: threading.Event | None = None,
         grammar: str | None = None,
@@ -86,9 +93,7 @@ class CountingEngine:
                     self.tokens += 1
                     yield item
             finally:
-                close = getattr(inner, "close", None)
-                if close is not None:
-                    close()
+                close_stream(inner)
 
         return run()
 

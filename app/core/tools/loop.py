@@ -19,8 +19,8 @@ from datetime import date as Date
 from pathlib import Path
 from typing import Any
 
-from app.core.chat import Conversation, EngineLike, Message, ToolCallRecord, TurnEvent, TurnFinished, run_turn
-from app.core.engine import Sampling
+from app.core.chat import Conversation, Message, ToolCallRecord, TurnEvent, TurnFinished, run_turn
+from app.core.engine import EngineLike, Sampling
 from app.core.tools.base import Approval, Decision, Reply, ToolOutcome
 from app.core.tools.local import ToolError, read_picked_file
 from app.core.tools.registry import ToolSession
