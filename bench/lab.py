@@ -4,7 +4,7 @@
    deltas) against plain `chat.run_turn` and a bare `engine.stream` loop, on a scripted engine with
    no delay, so only Python work is timed. At gpt-oss speeds (3.4 ms per token on an H200) this
    is the share of generation time the lab costs.
-2. SHA-256 throughput of `filehash.sha256_file` on a temporary file (page cache warm and cold
+2. SHA-256 throughput of `filehash.hash_events` on a temporary file (page cache warm and cold
    where the OS allows dropping it), and the implied time for the 12.1 GB gpt-oss-20b file.
 3. The Compare view: `refresh_results` (figures, 3 charts, the problem table) for a finished
    27-problem × 3-effort × 3-run experiment, and rebuilding the run columns of one problem.
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from app.core.chat import Conversation, run_turn
 from app.core.engine import LoadSettings, Sampling
-from app.core.filehash import sha256_file
+from app.core.filehash import hash_events
 from app.core.lab import Experiment, RunResult, run_experiment, run_one
 from app.core.scripted_engine import EffortScript, ScriptedEngine
 
@@ -76,7 +76,7 @@ def hashing(size_mb: int) -> dict[str, float]:
         os.environ["HARMONICA_HOME"] = d  # a private cache, so every pass really hashes
         res: dict[str, float] = {}
         t0 = time.perf_counter()
-        list(sha256_file(p))
+        list(hash_events(p))
         res["warm"] = size_mb / (time.perf_counter() - t0)
         (Path(d) / "cache" / "file-sha256.json").unlink(missing_ok=True)
         try:
@@ -84,12 +84,12 @@ def hashing(size_mb: int) -> dict[str, float]:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # type: ignore[attr-defined]
             os.close(fd)
             t0 = time.perf_counter()
-            list(sha256_file(p))
+            list(hash_events(p))
             res["after fadvise(DONTNEED)"] = size_mb / (time.perf_counter() - t0)
         except (AttributeError, OSError):
             pass
         t0 = time.perf_counter()
-        list(sha256_file(p))
+        list(hash_events(p))
         res["cached digest (s)"] = time.perf_counter() - t0
         return res
 

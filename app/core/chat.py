@@ -16,6 +16,7 @@ from typing import Any
 from app.core import harmony
 from app.core.engine import EngineError, GenerationStats, ModelInfo, Sampling
 from app.core.engine import EngineLike as EngineLike  # re-exported: run_turn's callers name it from here
+from app.core.errors import HarmonicaError
 from app.core.harmony import Done, Event, FinalDelta, PreambleDelta, ReasoningDelta, ToolCall
 
 EFFORTS = ("low", "medium", "high")
@@ -26,7 +27,7 @@ MIN_ANSWER_TOKENS = 64
 _SPECIAL_RE = re.compile(r"<\|([a-z_0-9]+)\|>")
 
 
-class ChatError(Exception):
+class ChatError(HarmonicaError):
     """A problem with a turn that the user can act on; the message is for people."""
 
 

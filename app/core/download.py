@@ -47,6 +47,9 @@ from pathlib import Path
 from typing import Any
 
 from app.core import paths
+from app.core.bridge import iterate_callbacks
+from app.core.errors import HarmonicaError
+from app.core.fsutil import Sha256Reader, atomic_write, sha256_file
 
 ProgressCallback = Callable[["DownloadProgress"], None]
 DiskFree = Callable[[Path], int]
@@ -69,7 +72,7 @@ class ErrorKind(str, Enum):
     BUSY = "busy"
 
 
-class DownloadError(Exception):
+class DownloadError(HarmonicaError):
     """A download failed; `message` is written for the user, `kind` lets the UI choose actions."""
 
     def __init__(self, kind: ErrorKind, message: str) -> None:
@@ -233,24 +236,6 @@ def _default_disk_free(path: Path) -> int:
     return shutil.disk_usage(probe).free
 
 
-def sha256_file(
-    path: Path,
-    on_bytes: Callable[[int], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    block: int = 4 << 20,
-) -> str:
-    """Stream a file through sha256; `on_bytes` gets each block's size, `should_stop` may abort."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(block):
-            digest.update(chunk)
-            if on_bytes is not None:
-                on_bytes(len(chunk))
-            if should_stop is not None and should_stop():
-                raise _Stopped
-    return digest.hexdigest()
-
-
 @dataclass(frozen=True)
 class VerifyReport:
     """How a check of files on disk ended (a mismatch raises DownloadError instead)."""
@@ -299,29 +284,27 @@ def verify_events(
             checked += size
             continue
         blob = path.resolve()
-        digest = hashlib.sha256()
-        with blob.open("rb") as stream:
-            while chunk := stream.read(4 << 20):
-                digest.update(chunk)
-                checked += len(chunk)
-                if cancel is not None and cancel.is_set():
-                    yield VerifyReport(tuple(verified), tuple(unknown), stopped=True)
-                    return
-                now = time.monotonic()
-                if now - last >= interval:
-                    last = now
-                    yield DownloadProgress(
-                        Phase.VERIFYING,
-                        downloaded=total,
-                        total=total,
-                        file_index=index,
-                        file_count=len(files),
-                        filename=path.name,
-                        checked=checked,
-                        check_total=total,
-                        message=f"Verifying {path.name}",
-                    )
-        actual = digest.hexdigest()
+        reader = Sha256Reader(blob)
+        for n in reader:
+            checked += n
+            if cancel is not None and cancel.is_set():
+                yield VerifyReport(tuple(verified), tuple(unknown), stopped=True)
+                return
+            now = time.monotonic()
+            if now - last >= interval:
+                last = now
+                yield DownloadProgress(
+                    Phase.VERIFYING,
+                    downloaded=total,
+                    total=total,
+                    file_index=index,
+                    file_count=len(files),
+                    filename=path.name,
+                    checked=checked,
+                    check_total=total,
+                    message=f"Verifying {path.name}",
+                )
+        actual = reader.hexdigest
         if actual != want.lower():
             blob.unlink(missing_ok=True)
             if path.is_symlink():
@@ -668,9 +651,7 @@ class DownloadManager:
                 for r in remote
             },
         }
-        tmp = folder / f".{request.job_id}.json.tmp"
-        tmp.write_text(json.dumps(state, indent=1), "utf-8")
-        os.replace(tmp, self.state_path(request))
+        atomic_write(self.state_path(request), json.dumps(state, indent=1))
 
     # -- metadata ------------------------------------------------------------------------------
     def fetch_remote_files(self, request: DownloadRequest) -> list[RemoteFile]:
@@ -892,40 +873,16 @@ class DownloadJob:
         Made for app.ui.workers.GeneratorWorker, which passes its `cancel` event: setting it
         pauses the download (the partial bytes stay), so quitting the app never loses them.
         """
-        import queue
 
-        q: queue.Queue[tuple[str, Any]] = queue.Queue()
-
-        def target() -> None:
-            try:
-                q.put(("result", self.run(lambda p: q.put(("progress", p)))))
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer thread
-                q.put(("error", exc))
-
-        thread = threading.Thread(target=target, name=f"download-{self.request.job_id}", daemon=True)
-        thread.start()
-        try:
-            while True:
-                try:
-                    # Polling, not blocking: `cancel` must work while no event comes (a backoff wait).
-                    kind, value = q.get(timeout=0.1)
-                except queue.Empty:
-                    if cancel is not None and cancel.is_set() and not self._stop.is_set():
-                        self.pause()
-                    continue
-                if cancel is not None and cancel.is_set() and not self._stop.is_set():
-                    self.pause()
-                if kind == "progress":
-                    yield value
-                elif kind == "result":
-                    yield value
-                    return
-                else:
-                    raise value
-        finally:
-            if thread.is_alive():
+        def pause_if_cancelled() -> None:
+            # Polled, not waited for: `cancel` must work while no event comes (a backoff wait).
+            if cancel is not None and cancel.is_set() and not self._stop.is_set():
                 self.pause()
-                thread.join(timeout=5)
+
+        result = yield from iterate_callbacks(
+            self.run, name=f"download-{self.request.job_id}", poll=pause_if_cancelled, stop=self.pause
+        )
+        yield result
 
     # -- the download --------------------------------------------------------------------------
     def run(self, on_progress: ProgressCallback | None = None) -> DownloadResult:
@@ -1443,7 +1400,9 @@ class DownloadJob:
             checked += n
             reporter.emit(Phase.VERIFYING, checked=checked, check_total=rf.size, message=f"Verifying {rf.filename}")
 
-        actual = sha256_file(blob, on_bytes, lambda: self._stop.is_set())
+        actual = sha256_file(blob, on_bytes=on_bytes, should_stop=self._stop.is_set)
+        if actual is None:
+            raise _Stopped
         if rf.sha256 is not None and actual != rf.sha256:
             Path(results[0]).unlink(missing_ok=True)  # the snapshot link must not point at a deleted blob
         self._verify(actual, blob, rf)
@@ -1465,7 +1424,6 @@ __all__ = [
     "expected_sha256",
     "human_bytes",
     "is_offline",
-    "sha256_file",
     "verify_events",
     "verify_files",
     "xet_available",

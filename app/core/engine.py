@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
+from app.core.errors import HarmonicaError
 from app.core.gguf_info import GgufError, PartHeader, read_part
 
 log = logging.getLogger(__name__)
 
 
-class EngineError(Exception):
+class EngineError(HarmonicaError):
     """A failure the user can act on; the message is written for people, not developers."""
 
 
@@ -155,6 +156,45 @@ class LoadableEngine(EngineLike, Protocol):
     ) -> ModelInfo: ...
 
     def unload(self) -> None: ...
+
+
+class EngineWrapper:
+    """An EngineLike that hands everything to `inner`: subclass it to watch what passes (tokens, prompts)."""
+
+    def __init__(self, inner: EngineLike) -> None:
+        self._inner = inner
+
+    @property
+    def info(self) -> ModelInfo | None:
+        return self._inner.info
+
+    @property
+    def n_ctx(self) -> int:
+        return self._inner.n_ctx
+
+    @property
+    def loaded(self) -> bool:
+        return self._inner.loaded
+
+    @property
+    def last_stats(self) -> GenerationStats | None:
+        return self._inner.last_stats
+
+    def tokenize(self, text: str, *, special: bool = True) -> list[int]:
+        return self._inner.tokenize(text, special=special)
+
+    def detokenize(self, ids: Sequence[int]) -> bytes:
+        return self._inner.detokenize(ids)
+
+    def stream(
+        self,
+        prompt: str | Sequence[int],
+        sampling: Sampling | None = None,
+        *,
+        cancel: threading.Event | None = None,
+        grammar: str | None = None,
+    ) -> Iterator[tuple[int, bytes]]:
+        return self._inner.stream(prompt, sampling, cancel=cancel, grammar=grammar)
 
 
 def close_stream(stream: Iterator[tuple[int, bytes]]) -> None:

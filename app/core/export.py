@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from app.core.errors import HarmonicaError
+from app.core.fsutil import FileTooLargeError, atomic_write, read_bounded
 from app.core.store import (
     ROLES,
     STATUSES,
@@ -31,7 +31,7 @@ MAX_IMPORT_BYTES: Final = 512 * 1024 * 1024
 _ROLE_HEADINGS: Final = {"user": "You", "assistant": "Assistant", "system": "System", "developer": "Developer"}
 
 
-class ImportFormatError(ValueError):
+class ImportFormatError(HarmonicaError, ValueError):
     """An import file is not a valid Harmonica export; the message says where and why."""
 
 
@@ -95,20 +95,7 @@ def export_json(store: Store, conversation_ids: Iterable[int] | None = None) -> 
 
 def write_json(store: Store, path: str | Path, conversation_ids: Iterable[int] | None = None) -> Path:
     """Write the export atomically (a crash mid-write never leaves a half file under ``path``)."""
-    return _write_atomic(Path(path), json.dumps(export_json(store, conversation_ids), ensure_ascii=False, indent=1))
-
-
-def _write_atomic(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, json.dumps(export_json(store, conversation_ids), ensure_ascii=False, indent=1))
 
 
 # --- JSON import ------------------------------------------------------------------------------------
@@ -130,17 +117,13 @@ def read_import_file(path: str | Path) -> Any:
     """Load an import file's JSON, with plain-language errors for every way that can fail."""
     p = Path(path)
     try:
-        size = p.stat().st_size
+        raw = read_bounded(p, MAX_IMPORT_BYTES).data
     except FileNotFoundError:
         raise ImportFormatError(f"{p} does not exist.") from None
-    except OSError as exc:
-        raise ImportFormatError(f"{p} cannot be read: {exc.strerror or exc}.") from exc
-    if p.is_dir():
-        raise ImportFormatError(f"{p} is a folder, not an export file.")
-    if size > MAX_IMPORT_BYTES:
-        raise ImportFormatError(f"{p} is {size / 2**20:.0f} MiB, too large to be a Harmonica export.")
-    try:
-        raw = p.read_bytes()
+    except IsADirectoryError:
+        raise ImportFormatError(f"{p} is a folder, not an export file.") from None
+    except FileTooLargeError as exc:
+        raise ImportFormatError(f"{p} is {exc.size / 2**20:.0f} MiB, too large to be a Harmonica export.") from None
     except OSError as exc:
         raise ImportFormatError(f"{p} cannot be read: {exc.strerror or exc}.") from exc
     try:
@@ -421,7 +404,7 @@ def export_markdown(
         include_metadata=include_metadata,
     )
     if path is not None:
-        _write_atomic(Path(path), text)
+        atomic_write(path, text)
     return text
 
 

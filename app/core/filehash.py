@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.core import paths
+from app.core.fsutil import Sha256Reader, atomic_write
 
 CHUNK = 8 * 1024 * 1024
 CACHE_FILE = "file-sha256.json"
@@ -48,6 +47,18 @@ def _key(path: str | Path) -> str | None:
     return f"{p}|{st.st_size}|{st.st_mtime_ns}"
 
 
+def _wait_while_paused(pause: threading.Event | None, cancel: threading.Event | None) -> bool:
+    """Wait while `pause` is set; False when `cancel` says to stop instead."""
+    if cancel is not None and cancel.is_set():
+        return False
+    while pause is not None and pause.is_set():
+        if cancel is not None and cancel.wait(0.1):
+            return False
+        if cancel is None:
+            time.sleep(0.1)
+    return True
+
+
 def _cache_path() -> Path:
     return paths.cache_dir() / CACHE_FILE
 
@@ -80,16 +91,13 @@ def _store(path: str | Path, digest: str) -> None:
         # Drop entries for files that are gone or changed, so the cache never grows without bound.
         cache = {k: v for k, v in cache.items() if _key(k.rsplit("|", 2)[0]) == k}
         cache[key] = digest
-        target = _cache_path()
-        tmp = target.with_suffix(f".{os.getpid()}.tmp")
         try:
-            tmp.write_text(json.dumps(cache, indent=1), encoding="utf-8")
-            os.replace(tmp, target)
+            atomic_write(_cache_path(), json.dumps(cache, indent=1))
         except OSError:
-            tmp.unlink(missing_ok=True)  # a read-only cache only costs a recomputation
+            pass  # a read-only cache only costs a recomputation
 
 
-def sha256_file(
+def hash_events(
     path: str | Path,
     *,
     cancel: threading.Event | None = None,
@@ -108,30 +116,20 @@ def sha256_file(
         return
     key_before = _key(p)
     total = p.stat().st_size
-    h = hashlib.sha256()
     done = 0
     last = 0.0
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    with open(p, "rb", buffering=0) as f:
-        while True:
-            if cancel is not None and cancel.is_set():
-                return
-            while pause is not None and pause.is_set():
-                if cancel is not None and cancel.wait(0.1):
-                    return
-                if cancel is None:
-                    time.sleep(0.1)
-            n = f.readinto(buf)
-            if not n:
-                break
-            h.update(view[:n])
-            done += n
-            now = time.monotonic()
-            if now - last >= progress_every_s:
-                last = now
-                yield HashProgress(done, total)
-    digest = h.hexdigest()
+    if not _wait_while_paused(pause, cancel):
+        return
+    reader = Sha256Reader(p, CHUNK)
+    for n in reader:
+        done += n
+        now = time.monotonic()
+        if now - last >= progress_every_s:
+            last = now
+            yield HashProgress(done, total)
+        if not _wait_while_paused(pause, cancel):
+            return
+    digest = reader.hexdigest
     if _key(p) == key_before:  # the file did not change while it was read
         _store(p, digest)
     yield HashProgress(total, total)

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.core.errors import HarmonicaError
+
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_ARCHS = ("gpt-oss",)
 DEFAULT_ALIGNMENT = 32
@@ -87,7 +89,7 @@ _TYPE_IDS: dict[str, int] = {name: tid for tid, (name, _, _) in GGML_TYPES.items
 EXPERT_TENSOR_RE = re.compile(r"\.ffn_(up|down|gate)_exps")
 
 
-class GgufError(ValueError):
+class GgufError(HarmonicaError, ValueError):
     """The file is not a readable GGUF; the message says why in plain words."""
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from app.core.errors import HarmonicaError
+
 GB = 1_000_000_000
 GiB = 1 << 30
 
@@ -139,7 +141,7 @@ class HardwareProfile:
 # --- probes -------------------------------------------------------------------------------------
 
 
-class ProbeError(Exception):
+class ProbeError(HarmonicaError):
     """A probe could not answer; the message is the reason shown in notes."""
 
 

@@ -14,6 +14,8 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, ClassVar
 
+from app.core.errors import HarmonicaError
+
 # --- Special tokens (o200k_harmony); ids from harmony.md §1 -------------------------------------
 START, END, MESSAGE, CHANNEL, CONSTRAIN = "<|start|>", "<|end|>", "<|message|>", "<|channel|>", "<|constrain|>"
 RETURN, CALL, ENDOFTEXT, STARTOFTEXT = "<|return|>", "<|call|>", "<|endoftext|>", "<|startoftext|>"
@@ -90,7 +92,7 @@ class Completion:
 log = logging.getLogger(__name__)
 
 
-class HarmonyError(Exception):
+class HarmonyError(HarmonicaError):
     """A prompt could not be rendered; the message says why in plain words."""
 
 

@@ -22,7 +22,9 @@ from typing import Any
 
 from app.core import paths
 from app.core.chat import EFFORTS, ChatError, Conversation, TurnFinished, TurnStarted, run_turn
-from app.core.engine import EngineError, EngineLike, GenerationStats, ModelInfo, Sampling, close_stream
+from app.core.engine import EngineError, EngineLike, EngineWrapper, ModelInfo, Sampling, close_stream
+from app.core.errors import HarmonicaError
+from app.core.fsutil import atomic_write
 from app.core.harmony import SPECIAL_TOKEN_IDS, FinalDelta, PreambleDelta, ReasoningDelta
 from app.core.problem_sets import Problem, ProblemError
 from app.core.scripted_engine import is_scripted_path
@@ -42,7 +44,7 @@ RunKey = tuple[str, str, int]  # (problem id, effort, repeat index)
 _append_lock = threading.Lock()  # the runner and the UI (model hash) both append to a file
 
 
-class LabError(Exception):
+class LabError(HarmonicaError):
     """A problem with an experiment that the user can act on; the message is for people."""
 
 
@@ -626,16 +628,9 @@ def _problem_or_none(spec: ExperimentSpec, pid: str) -> Problem | None:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, data)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise LabError(f"Could not write {path.name}: {e.strerror or e}.") from None
 
 
@@ -869,7 +864,7 @@ def _is_special(token_id: int, piece: bytes) -> bool:
     return len(piece) <= 40 and piece.startswith(b"<|") and piece.endswith(b"|>") and b" " not in piece
 
 
-class _Recorder:
+class _Recorder(EngineWrapper):
     """Wraps an engine for run_turn, keeping every generated token and what the parser made of it.
 
     run_turn feeds each token to the parser and yields that token's events before it pulls the
@@ -878,7 +873,7 @@ class _Recorder:
     """
 
     def __init__(self, engine: EngineLike, clock: Callable[[], float]) -> None:
-        self._engine = engine
+        super().__init__(engine)
         self._clock = clock
         self.prompt_ids: list[int] | None = None
         self.ids: list[int] = []
@@ -887,28 +882,6 @@ class _Recorder:
         self.special: list[bool] = []
         self.first_token_t: float | None = None
         self.stream_called_t: float | None = None
-
-    @property
-    def info(self) -> ModelInfo | None:
-        return self._engine.info
-
-    @property
-    def n_ctx(self) -> int:
-        return self._engine.n_ctx
-
-    @property
-    def loaded(self) -> bool:
-        return self._engine.loaded
-
-    @property
-    def last_stats(self) -> GenerationStats | None:
-        return self._engine.last_stats
-
-    def tokenize(self, text: str, *, special: bool = True) -> list[int]:
-        return self._engine.tokenize(text, special=special)
-
-    def detokenize(self, ids: Sequence[int]) -> bytes:
-        return self._engine.detokenize(ids)
 
     def stream(
         self,
@@ -920,7 +893,7 @@ class _Recorder:
     ) -> Iterator[tuple[int, bytes]]:
         self.prompt_ids = None if isinstance(prompt, str) else list(prompt)
         self.stream_called_t = self._clock()
-        inner = self._engine.stream(prompt, sampling, cancel=cancel, grammar=grammar)  # input errors raise here
+        inner = super().stream(prompt, sampling, cancel=cancel, grammar=grammar)  # input errors raise here
         return self._relay(inner)
 
     def _relay(self, inner: Iterator[tuple[int, bytes]]) -> Iterator[tuple[int, bytes]]:
@@ -954,7 +927,7 @@ class _Recorder:
         if self.prompt_ids is None:
             return None
         try:
-            return self._engine.detokenize(self.prompt_ids).decode("utf-8", "replace")
+            return self.detokenize(self.prompt_ids).decode("utf-8", "replace")
         except Exception:  # noqa: BLE001 - a figure we can do without
             return None
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import llama_cpp
 
+from app.core.errors import HarmonicaError
+
 log = logging.getLogger("harmonica.llama")
 
 # enum ggml_backend_dev_type
@@ -31,7 +33,7 @@ _DEV_KIND = {
 LIB_DIR = Path(llama_cpp.__file__).resolve().parent / "lib"
 
 
-class LlamaExtError(RuntimeError):
+class LlamaExtError(HarmonicaError, RuntimeError):
     """The installed llama.cpp libraries could not be reached the way this module needs."""
 
 

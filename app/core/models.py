@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from app.core import paths
 from app.core.download import DownloadRequest, DownloadResult, human_bytes
+from app.core.errors import HarmonicaError
+from app.core.fsutil import atomic_write
 from app.core.gguf_info import validate_gguf
 
 if TYPE_CHECKING:
@@ -187,7 +189,7 @@ def recommend(profile: HardwareProfile | None) -> CatalogEntry:
 # -- validation ---------------------------------------------------------------------------------
 
 
-class ModelError(Exception):
+class ModelError(HarmonicaError):
     """A model file was refused or an operation on it failed; the message is for the user."""
 
 
@@ -365,11 +367,7 @@ class ModelLibrary:
         return {"version": _REGISTRY_VERSION, "imported": [], "hidden": [], "downloaded": []}
 
     def _save(self, data: dict[str, Any]) -> None:
-        path = self.registry_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=1), "utf-8")
-        os.replace(tmp, path)
+        atomic_write(self.registry_path, json.dumps(data, indent=1))
 
     # -- import --------------------------------------------------------------------------------
     def import_file(self, path: str | Path) -> LocalModel:

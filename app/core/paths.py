@@ -13,6 +13,16 @@ APP_NAME = "Harmonica"
 # environment after the module is imported, and HARMONICA_HOME must isolate all app data.
 
 
+def resources_dir() -> Path:
+    """The resources/ folder (icons, style sheet, problem sets): next to the package in a checkout,
+    inside the package folder in a bundle."""
+    here = Path(__file__).resolve()
+    for candidate in (here.parents[2] / "resources", here.parents[1] / "resources"):
+        if candidate.is_dir():
+            return candidate
+    return here.parents[2] / "resources"
+
+
 def app_home() -> Path | None:
     """The single folder that holds all app data when HARMONICA_HOME is set, else None."""
     value = os.environ.get("HARMONICA_HOME", "").strip()

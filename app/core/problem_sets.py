@@ -11,21 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.core.errors import HarmonicaError
+from app.core.fsutil import FileTooLargeError, read_bounded
+from app.core.paths import resources_dir
+
 CHECK_TYPES = ("number", "regex", "choice", "exact", "contains")
 BUILTIN_FILE = "reasoning-basics.jsonl"
 BUILTIN_NAME = "Reasoning basics"
 # Imports are for question lists, not corpora; a larger file is almost surely the wrong file.
 MAX_IMPORT_BYTES = 50 * 1024 * 1024
 MAX_PROMPT_CHARS = 100_000
-
-
-def resources_dir() -> Path:
-    """resources/ next to the package in a checkout, or inside the package dir in a bundle."""
-    here = Path(__file__).resolve()
-    for candidate in (here.parents[2] / "resources", here.parents[1] / "resources"):
-        if candidate.is_dir():
-            return candidate
-    return here.parents[2] / "resources"
 
 
 # --- reading answers out of free text -------------------------------------------------------------
@@ -275,7 +270,7 @@ class ImportResult:
         return text
 
 
-class ProblemError(ValueError):
+class ProblemError(HarmonicaError, ValueError):
     """A problem definition is invalid; the message says what to fix."""
 
 
@@ -438,15 +433,11 @@ def load_problem_set(path: str | Path, name: str | None = None) -> ImportResult:
     """
     p = Path(path)
     try:
-        size = p.stat().st_size
-    except OSError as e:
-        raise ProblemError(f"{p.name} cannot be read: {e.strerror or e}.") from None
-    if size > MAX_IMPORT_BYTES:
+        data = read_bounded(p, MAX_IMPORT_BYTES).data
+    except FileTooLargeError as e:
         raise ProblemError(
-            f"{p.name} is {size / 1e6:.0f} MB; a problem set must be under {MAX_IMPORT_BYTES // 10**6} MB."
-        )
-    try:
-        data = p.read_bytes()
+            f"{p.name} is {e.size / 1e6:.0f} MB; a problem set must be under {MAX_IMPORT_BYTES // 10**6} MB."
+        ) from None
     except OSError as e:
         raise ProblemError(f"{p.name} cannot be read: {e.strerror or e}.") from None
     return parse_problem_lines(data.splitlines(), name or p.stem, str(p))

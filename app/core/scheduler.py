@@ -21,6 +21,7 @@ from app.core.engine import (
     Sampling,
     close_stream,
 )
+from app.core.errors import HarmonicaError
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 _CANCEL_POLL_S = 0.02
 
 
-class TurnCancelled(Exception):
+class TurnCancelled(HarmonicaError):
     """A wait for a turn ended because its cancel Event was set (or the scheduler was closed)."""
 
 

@@ -47,7 +47,7 @@ from PySide6.QtWidgets import (
 from app.core import lab
 from app.core.chat import EFFORTS, Message
 from app.core.engine import GenerationStats, Sampling
-from app.core.filehash import HashDone, HashProgress, cached_sha256, sha256_file
+from app.core.filehash import HashDone, HashProgress, cached_sha256, hash_events
 from app.core.lab import (
     EffortSummary,
     Experiment,
@@ -848,7 +848,7 @@ class CompareWindow(QWidget):
             self._hash_worker.quit()
         self._hash_path = path
         self._hash_fraction = 0.0
-        w = GeneratorWorker(sha256_file, path, pause=self._hash_pause)
+        w = GeneratorWorker(hash_events, path, pause=self._hash_pause)
         w.yielded.connect(self._on_hash)
         w.errored.connect(lambda exc: self._hash_failed(path, exc))
         w.finished.connect(lambda w=w: self._hash_done(w))

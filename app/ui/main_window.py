@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import queue
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -33,6 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import __version__ as APP_VERSION
+from app.core.bridge import iterate_callbacks
 from app.core.chat import ChatError, Conversation, EngineLike, Message, ToolCallRecord, TurnFinished, TurnStarted
 from app.core.engine import EngineError, LoadSettings, Sampling
 from app.core.harmony import FinalDelta, PreambleDelta, ReasoningDelta, ToolCall
@@ -110,45 +110,34 @@ def load_model_job(
         plan = plan_load(path, profile() if profile is not None else hardware.detect(), wishes)
         settings = plan.to_load_settings()
         yield LoadPlanned(plan)
-    events: queue.Queue[tuple[str, Any]] = queue.Queue()
 
-    def progress(fraction: float) -> bool:
-        events.put(("progress", float(fraction)))
-        return not cancel.is_set()
+    def load_reporting(emit: Callable[[LoadProgress], None]) -> Any:
+        last = -1.0
 
-    def load() -> Any:
-        if getattr(engine, "loaded", False):
-            engine.unload()  # freeing gigabytes takes a moment: not on the UI thread
-        return engine.load(path, settings, progress)
+        def progress(fraction: float) -> bool:
+            nonlocal last
+            if fraction - last >= 0.01 or fraction >= 1.0:  # llama.cpp calls back thousands of times
+                last = fraction
+                emit(LoadProgress(float(fraction)))
+            return not cancel.is_set()
 
-    def target() -> None:
-        try:
-            if scheduler is None:
-                info = load()
-            else:
-                scheduler.cancel("api")  # a new model: API requests in flight end now
-                with scheduler.exclusive("loader", cancel):
-                    info = load()
-                    scheduler.engine = engine
-            events.put(("done", info))
-        except BaseException as exc:  # noqa: BLE001 - handed to the worker's errored signal
-            events.put(("error", exc))
+        def load() -> Any:
+            if getattr(engine, "loaded", False):
+                engine.unload()  # freeing gigabytes takes a moment: not on the UI thread
+            return engine.load(path, settings, progress)
 
-    threading.Thread(target=target, name="model-load", daemon=True).start()
-    last = -1.0
-    while True:
-        kind, value = events.get()
-        if kind == "progress":
-            if value - last >= 0.01 or value >= 1.0:  # llama.cpp calls back thousands of times
-                last = value
-                yield LoadProgress(value)
-        elif kind == "done":
-            if cancel.is_set():
-                raise EngineError("Loading was cancelled.")
-            yield LoadDone(value)
-            return
-        else:
-            raise value
+        if scheduler is None:
+            return load()
+        scheduler.cancel("api")  # a new model: API requests in flight end now
+        with scheduler.exclusive("loader", cancel):
+            info = load()
+            scheduler.engine = engine
+        return info
+
+    info = yield from iterate_callbacks(load_reporting, name="model-load")
+    if cancel.is_set():
+        raise EngineError("Loading was cancelled.")
+    yield LoadDone(info)
 
 
 def answer_job(

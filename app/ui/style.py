@@ -6,22 +6,13 @@ import os
 import string
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QFont, QGuiApplication, QIcon, QPalette
 from PySide6.QtWidgets import QApplication, QFrame, QScrollArea, QVBoxLayout, QWidget
 
 from app.core.markdown import DARK, LIGHT, Theme
-
-
-def resources_dir() -> Path:
-    """resources/ next to the package in a checkout; inside the package dir in a bundle."""
-    here = Path(__file__).resolve()
-    for candidate in (here.parents[2] / "resources", here.parents[1] / "resources"):
-        if candidate.is_dir():
-            return candidate
-    return here.parents[2] / "resources"
+from app.core.paths import resources_dir
 
 
 @lru_cache(maxsize=64)

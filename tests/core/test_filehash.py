@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from app.core import filehash
-from app.core.filehash import HashDone, HashProgress, cached_sha256, sha256_file
+from app.core.filehash import HashDone, HashProgress, cached_sha256, hash_events
 
 
 def _file(tmp_path: Path, size: int = 3 * 1024 * 1024 + 17) -> Path:
@@ -23,21 +23,21 @@ def test_digest_is_right_and_cached_for_the_same_file(tmp_path: Path, monkeypatc
     p = _file(tmp_path)
     want = hashlib.sha256(p.read_bytes()).hexdigest()
     assert cached_sha256(p) is None
-    events = list(sha256_file(p, progress_every_s=0))
+    events = list(hash_events(p, progress_every_s=0))
     assert events[-1] == HashDone(str(p), want)
     steps = [e for e in events if isinstance(e, HashProgress)]
     assert [e.done for e in steps] == sorted(e.done for e in steps) and steps[-1].fraction == 1.0 and len(steps) >= 4
     assert cached_sha256(p) == want
-    assert list(sha256_file(p)) == [HashDone(str(p), want)]  # answered from the cache, nothing read
+    assert list(hash_events(p)) == [HashDone(str(p), want)]  # answered from the cache, nothing read
 
 
 def test_a_changed_file_is_hashed_again(tmp_path: Path) -> None:
     p = _file(tmp_path, 1000)
-    first = list(sha256_file(p))[-1]
+    first = list(hash_events(p))[-1]
     p.write_bytes(os.urandom(1000))  # same size, new content and mtime
     os.utime(p, ns=(time.time_ns(), time.time_ns() + 5_000_000_000))
     assert cached_sha256(p) is None
-    second = list(sha256_file(p))[-1]
+    second = list(hash_events(p))[-1]
     assert isinstance(first, HashDone) and isinstance(second, HashDone) and first.sha256 != second.sha256
     assert second.sha256 == hashlib.sha256(p.read_bytes()).hexdigest()
 
@@ -47,12 +47,12 @@ def test_cancel_gives_no_result_and_pause_holds_the_work(tmp_path: Path, monkeyp
     p = _file(tmp_path, 2 * 1024 * 1024)
     cancel = threading.Event()
     cancel.set()
-    assert list(sha256_file(p, cancel=cancel)) == [] and cached_sha256(p) is None
+    assert list(hash_events(p, cancel=cancel)) == [] and cached_sha256(p) is None
 
     pause = threading.Event()
     pause.set()
     out: list[object] = []
-    t = threading.Thread(target=lambda: out.extend(sha256_file(p, pause=pause, cancel=threading.Event())))
+    t = threading.Thread(target=lambda: out.extend(hash_events(p, pause=pause, cancel=threading.Event())))
     t.start()
     time.sleep(0.3)
     assert out == [] and t.is_alive()  # paused before the first chunk

@@ -20,7 +20,7 @@ class ServerError(HarmonicaError):
     """The server could not start (port taken, bad address); the message is for people."""
 
 
-class ApiError(Exception):
+class ApiError(HarmonicaError):
     """An error answered in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
 
     def __init__(

@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from app.core import chat
 from app.core.chat import Conversation, Message, TurnEvent, TurnFinished, TurnStarted
-from app.core.engine import EngineLike, GenerationStats, ModelInfo, Sampling, close_stream
+from app.core.engine import EngineLike, EngineWrapper, Sampling, close_stream
 from app.core.harmony import FinalDelta, PreambleDelta, ReasoningDelta, ToolCall
 from app.core.server.errors import ApiError, api_error_for
 from app.core.server.parsing import ReasoningMemory
@@ -45,37 +45,18 @@ class RequestConversation(Conversation):
         return [dict(m) for m in self._render]
 
 
-class CountingEngine:
+class CountingEngine(EngineWrapper):
     """The scheduler client seen by run_turn, counting generated tokens (and noting the prompt)."""
 
     def __init__(self, inner: EngineLike, prompts: list[str] | None) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._prompts = prompts
         self.tokens = 0
-
-    @property
-    def info(self) -> ModelInfo | None:
-        return self._inner.info
-
-    @property
-    def n_ctx(self) -> int:
-        return self._inner.n_ctx
-
-    @property
-    def loaded(self) -> bool:
-        return self._inner.loaded
-
-    @property
-    def last_stats(self) -> GenerationStats | None:
-        return self._inner.last_stats
 
     def tokenize(self, text: str, *, special: bool = True) -> list[int]:
         if self._prompts is not None:
             self._prompts.append(text)
-        return self._inner.tokenize(text, special=special)
-
-    def detokenize(self, ids: Sequence[int]) -> bytes:
-        return self._inner.detokenize(ids)
+        return super().tokenize(text, special=special)
 
     def stream(
         self,
@@ -85,7 +66,7 @@ class CountingEngine:
         cancel: threading.Event | None = None,
         grammar: str | None = None,
     ) -> Iterator[tuple[int, bytes]]:
-        inner = self._inner.stream(prompt, sampling, cancel=cancel, grammar=grammar)
+        inner = super().stream(prompt, sampling, cancel=cancel, grammar=grammar)
 
         def run() -> Iterator[tuple[int, bytes]]:
             try:

@@ -20,7 +20,15 @@ from app.core.store.rows import (
     StoreError,
     _Active,
 )
-from app.core.store.schema import INSERT_MESSAGE, MESSAGE_COLUMNS, calls_json, decode_message, dumps
+from app.core.store.schema import (
+    INSERT_MESSAGE,
+    MESSAGE_COLUMNS,
+    calls_json,
+    decode_message,
+    dumps,
+    message_updates,
+    set_clause,
+)
 
 
 class MessagesMixin(ConversationsMixin):
@@ -117,18 +125,9 @@ class MessagesMixin(ConversationsMixin):
         extra: Mapping[str, Any] | None = None,
     ) -> MessageRow:
         """Change a message in place (no branch). Use ``edit_user_message`` for edit-and-resend."""
-        sets, params = ["updated = ?"], [time.time()]
-        for col, value in (("content", content), ("thinking", thinking)):
-            if value is not None:
-                sets.append(f"{col} = ?")
-                params.append(value)
-        if stats is not None:
-            sets.append("stats = ?")
-            params.append(dumps(stats_to_dict(stats)))
-        if extra is not None:
-            sets.append("extra = ?")
-            params.append(dumps(dict(extra)))
-        cur = self.db.execute(f"UPDATE messages SET {', '.join(sets)} WHERE id = ?", (*params, message_id))
+        cols = {"updated": time.time(), **message_updates(content=content, thinking=thinking, stats=stats, extra=extra)}
+        sets, params = set_clause(cols)
+        cur = self.db.execute(f"UPDATE messages SET {sets} WHERE id = ?", (*params, message_id))
         if cur.rowcount == 0:
             raise StoreError(f"Message {message_id} does not exist.")
         return self.get_message(message_id)

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from app.core.errors import HarmonicaError
+
 if TYPE_CHECKING:
     pass
 
@@ -25,7 +27,7 @@ TITLE_MAX_CHARS: Final = 60
 # --- errors ---------------------------------------------------------------------------------------
 
 
-class StoreError(Exception):
+class StoreError(HarmonicaError):
     """A store failure the user can act on; the message is written for people."""
 
 

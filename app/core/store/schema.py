@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from app.core.store.convert import tool_call_to_dict
+from app.core.store.convert import stats_to_dict, tool_call_to_dict
 from app.core.store.rows import ConversationRow, ConversationSettings, MessageRow, StoreCorruptError, StoreError
 
 # Below this size a full quick_check on open costs a few tens of ms; above it only the cheap
@@ -162,6 +162,34 @@ def dumps(value: Any) -> str:
 
 def calls_json(calls: Iterable[Any]) -> str:
     return dumps([tool_call_to_dict(c) for c in calls])
+
+
+def message_updates(
+    *,
+    content: str | None = None,
+    thinking: str | None = None,
+    tool_calls: Iterable[Any] | None = None,
+    stats: Any = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Column → stored value for the message fields given; None leaves a column as it is."""
+    cols: dict[str, Any] = {}
+    if content is not None:
+        cols["content"] = content
+    if thinking is not None:
+        cols["thinking"] = thinking
+    if tool_calls is not None:
+        cols["tool_calls"] = calls_json(tool_calls)
+    if stats is not None:
+        cols["stats"] = dumps(stats_to_dict(stats))
+    if extra is not None:
+        cols["extra"] = dumps(dict(extra))
+    return cols
+
+
+def set_clause(cols: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    """The "a = ?, b = ?" of an UPDATE of these columns, and its parameters (column names are ours, never input)."""
+    return ", ".join(f"{c} = ?" for c in cols), list(cols.values())
 
 
 def decode_message(r: Sequence[Any]) -> MessageRow:

@@ -7,10 +7,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from app.core.store.base import guarded
-from app.core.store.convert import message_fields, stats_to_dict
+from app.core.store.convert import message_fields
 from app.core.store.messages import MessagesMixin
 from app.core.store.rows import ACTIVE, MessageRow, StoreError, _Active
-from app.core.store.schema import MESSAGE_COLUMNS, calls_json, decode_message, dumps
+from app.core.store.schema import MESSAGE_COLUMNS, decode_message, message_updates, set_clause
 
 
 class StreamingMixin(MessagesMixin):
@@ -57,24 +57,11 @@ class StreamingMixin(MessagesMixin):
         if status not in ("complete", "interrupted", "error"):
             raise StoreError(f"A finished message cannot have status {status!r}.")
         now = time.time()
-        sets, params = ["status = ?", "updated = ?"], [status, now]
-        if content is not None:
-            sets.append("content = ?")
-            params.append(content)
-        if thinking is not None:
-            sets.append("thinking = ?")
-            params.append(thinking)
-        if tool_calls is not None:
-            sets.append("tool_calls = ?")
-            params.append(calls_json(tool_calls))
-        if stats is not None:
-            sets.append("stats = ?")
-            params.append(dumps(stats_to_dict(stats)))
-        if extra is not None:
-            sets.append("extra = ?")
-            params.append(dumps(dict(extra)))
+        cols: dict[str, Any] = {"status": status, "updated": now}
+        cols |= message_updates(content=content, thinking=thinking, tool_calls=tool_calls, stats=stats, extra=extra)
+        sets, params = set_clause(cols)
         with self.transaction():
-            cur = self.db.execute(f"UPDATE messages SET {', '.join(sets)} WHERE id = ?", (*params, message_id))
+            cur = self.db.execute(f"UPDATE messages SET {sets} WHERE id = ?", (*params, message_id))
             if cur.rowcount == 0:
                 raise StoreError(f"Message {message_id} does not exist.")
             self.db.execute(

@@ -19,6 +19,7 @@ from urllib.parse import quote, unquote, urljoin, urlparse
 
 import httpx
 
+from app.core.errors import HarmonicaError
 from app.core.tools.base import ToolOutcome
 
 USER_AGENT = "Mozilla/5.0 (compatible; Harmonica/0.1; +local gpt-oss browser tool)"
@@ -30,7 +31,7 @@ FIND_SHOW_LINES = 4
 BROWSER_FUNCTIONS = ("search", "open", "find")
 
 
-class BrowserError(Exception):
+class BrowserError(HarmonicaError):
     """A browsing step failed; the message is for the model."""
 
 

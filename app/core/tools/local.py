@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from app.core.errors import HarmonicaError
+from app.core.fsutil import read_bounded
 from app.core.tools.base import Approval, ToolInfo, ToolKind
 from app.core.tools.schema import describe_function
 
 
-class ToolError(Exception):
+class ToolError(HarmonicaError):
     """A tool refused its input; the message is for the model."""
 
 
@@ -221,9 +223,8 @@ def read_picked_file(path: str | Path, max_chars: int = MAX_FILE_CHARS) -> str:
     """The text of a file the user picked, with a short header; refuses binary files in plain words."""
     p = Path(path)
     try:
-        size = p.stat().st_size
-        with p.open("rb") as f:
-            raw = f.read(max_chars * 4 + 4)
+        got = read_bounded(p, max_chars * 4 + 4, truncate=True)  # a character is at most 4 UTF-8 bytes
+        raw, size = got.data, got.size
     except FileNotFoundError:
         raise ToolError(f"the file {p.name!r} does not exist") from None
     except IsADirectoryError:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from app.core.child import get_until, python_command
+from app.core.errors import HarmonicaError
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +322,7 @@ def _world_readable(path: str | Path) -> bool:
         return False
 
 
-class KernelError(Exception):
+class KernelError(HarmonicaError):
     """The kernel could not be started; the message is for people."""
 
 

@@ -17,13 +17,15 @@ from typing import Any, Literal, Union
 
 import docstring_parser
 
+from app.core.errors import HarmonicaError
+
 # The TypeScript namespace the model reads needs plain identifiers (harmony.md pitfall 11).
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 # The model reads descriptions as one `// ...` comment line; longer ones are cut here.
 MAX_DESCRIPTION = 1000
 
 
-class ArgumentError(ValueError):
+class ArgumentError(HarmonicaError, ValueError):
     """The model's arguments do not fit the function; the message is written for the model."""
 
 

@@ -6,12 +6,12 @@ import dataclasses
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from app.core import paths
+from app.core.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -114,21 +114,7 @@ def load_settings(path: Path | None = None) -> ToolSettings:
 
 def save_settings(settings: ToolSettings, path: Path | None = None) -> None:
     """Write atomically (a crash mid-write leaves the old file, never half a file)."""
-    p = path or settings_path()
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tools-", suffix=".json", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(settings.to_dict(), f, indent=2, ensure_ascii=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path or settings_path(), json.dumps(settings.to_dict(), indent=2, ensure_ascii=False))
 
 
 __all__ = ["DEFAULT_SEARCH_ENDPOINT", "ToolSettings", "load_settings", "save_settings", "settings_path"]
