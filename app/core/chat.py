@@ -8,7 +8,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from datetime import date as Date
 from typing import Any
@@ -258,7 +258,7 @@ def run_turn(
     date: Date | None = None,
     grammar: str | None = None,
     resume: Message | None = None,
-) -> Iterator[TurnEvent]:
+) -> Generator[TurnEvent, None, None]:
     """Generate one assistant message for `conversation`, yielding events as they stream.
 
     Raises ChatError (ContextOverflowError when the prompt does not fit) or EngineError before

@@ -63,9 +63,9 @@ def run_child_python(argv: Sequence[str]) -> int:
     args = list(argv)
     for stream in (sys.stdin, sys.stdout, sys.stderr):
         try:
-            stream.reconfigure(
+            stream.reconfigure(  # type: ignore[union-attr]
                 encoding="utf-8", errors="surrogateescape" if stream is sys.stdin else "backslashreplace"
-            )  # type: ignore[union-attr]
+            )
         except (AttributeError, ValueError):
             pass  # not a text stream (closed, or replaced): nothing to set
     try:

@@ -862,7 +862,7 @@ class DownloadJob:
             try:
                 from huggingface_hub.utils._xet import abort_xet_session
 
-                abort_xet_session()
+                abort_xet_session()  # type: ignore[no-untyped-call]
             except Exception:  # noqa: BLE001 - best effort; the progress hook also stops it
                 pass
 
@@ -984,7 +984,7 @@ class DownloadJob:
 
     def _backoff_delay(self, attempt: int) -> float:
         m = self.manager
-        delay = min(m.backoff_max, m.backoff_base * (2 ** (attempt - 1)))
+        delay = min(m.backoff_max, m.backoff_base * (2.0 ** (attempt - 1)))
         return delay * (0.75 + 0.5 * random.random())  # jitter so many clients don't retry in lockstep
 
     def _sleep_backoff(self, attempt: int, delay: float | None = None) -> None:
@@ -1338,7 +1338,7 @@ class DownloadJob:
 
         job = self
 
-        class _Hook(tqdm):  # type: ignore[misc, valid-type]
+        class _Hook(tqdm):  # type: ignore[misc]
             """Receives huggingface_hub's progress; forwards file bytes, stops on pause/cancel."""
 
             def __init__(self, *args: Any, **kwargs: Any) -> None:

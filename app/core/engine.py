@@ -498,7 +498,7 @@ class Engine:
         cp.type_v = kv
         cp.swa_full = bool(s.swa_full)
         cp.no_perf = True
-        ctx = llama_cpp.llama_init_from_model(model, cp)
+        ctx: ctypes.c_void_p | None = llama_cpp.llama_init_from_model(model, cp)
         if ctx:
             self._abort_cb = llama_cpp.ggml_abort_callback(self._should_abort)
         return ctx
@@ -664,7 +664,7 @@ class Engine:
         from app.core import llama_ext
 
         with llama_ext.capture_llama_log() as lines:
-            g = llama_cpp.llama_sampler_init_grammar(self._vocab, grammar.encode("utf-8"), b"root")
+            g: ctypes.c_void_p = llama_cpp.llama_sampler_init_grammar(self._vocab, grammar.encode("utf-8"), b"root")
         if not g:
             raise EngineError(f"The grammar is invalid{_log_tail(lines)}")
         return g
@@ -679,7 +679,7 @@ class Engine:
     def _sampler_chain(self, s: Sampling, grammar: str | None) -> ctypes.c_void_p:
         import llama_cpp
 
-        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        chain: ctypes.c_void_p = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         add = llama_cpp.llama_sampler_chain_add
         try:
             if s.repeat_penalty and s.repeat_penalty != 1.0:
@@ -759,7 +759,7 @@ class Engine:
     def _swa_covers(self, n: int) -> bool:
         import llama_cpp
 
-        pos_min = llama_cpp.llama_memory_seq_pos_min(llama_cpp.llama_get_memory(self._ctx), 0)
+        pos_min: int = llama_cpp.llama_memory_seq_pos_min(llama_cpp.llama_get_memory(self._ctx), 0)
         return 0 <= pos_min <= max(0, n - self._n_swa)
 
     def _save_checkpoint(self) -> None:

@@ -169,7 +169,7 @@ def _compile_template(source: str) -> Any:
 
     class _GenerationTag(jinja2.ext.Extension):
         # transformers' AssistantTracker adds `{% generation %}`; rendering-wise it only outputs its body.
-        tags: ClassVar[set[str]] = {"generation"}
+        tags: ClassVar[set[str]] = {"generation"}  # type: ignore[misc]  # jinja2 declares it on instances
 
         def parse(self, parser: Any) -> Any:
             lineno = next(parser.stream).lineno
@@ -177,7 +177,7 @@ def _compile_template(source: str) -> Any:
             return jinja2.nodes.CallBlock(self.call_method("_body"), [], [], body).set_lineno(lineno)
 
         def _body(self, caller: Any) -> str:
-            return caller()
+            return str(caller())
 
     def raise_exception(message: str) -> None:
         raise jinja2.exceptions.TemplateError(message)
@@ -188,10 +188,10 @@ def _compile_template(source: str) -> Any:
         return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
     class _TemplateDict:
-        def __call__(self, *args: Any, **kwargs: Any) -> dict:
+        def __call__(self, *args: Any, **kwargs: Any) -> dict[Any, Any]:
             return dict(*args, **kwargs)
 
-        def fromkeys(self, *args: Any, **kwargs: Any) -> dict:
+        def fromkeys(self, *args: Any, **kwargs: Any) -> dict[Any, Any]:
             return dict.fromkeys(*args, **kwargs)
 
     class _Namespace(jinja2.utils.Namespace):
@@ -273,7 +273,8 @@ def _normalise_tool_call(raw: Any, index: int) -> dict[str, Any]:
         raw = _tool_call_from_event(raw)
     if not isinstance(raw, Mapping):
         raise HarmonyError(f"message #{index}: a tool call must be a dict, got {type(raw).__name__}")
-    fn = raw.get("function") if isinstance(raw.get("function"), Mapping) else raw
+    inner = raw.get("function")
+    fn: Mapping[str, Any] = inner if isinstance(inner, Mapping) else raw
     name = fn.get("name")
     if not isinstance(name, str) or not name.strip():
         raise HarmonyError(f"message #{index}: a tool call has no function name")
@@ -309,7 +310,8 @@ def _normalise_tools(tools: Any) -> list[dict[str, Any]] | None:
     for i, tool in enumerate(tools):
         if not isinstance(tool, Mapping):
             raise HarmonyError(f"tool #{i} must be a dict, got {type(tool).__name__}")
-        fn = tool.get("function") if isinstance(tool.get("function"), Mapping) else tool
+        inner = tool.get("function")
+        fn: Mapping[str, Any] = inner if isinstance(inner, Mapping) else tool
         name = fn.get("name")
         if not isinstance(name, str) or not name.strip():
             raise HarmonyError(f"tool #{i} has no name")
@@ -432,12 +434,12 @@ def _normalise_messages(messages: Any, declared: frozenset[str] = frozenset()) -
         buckets: list[list[dict[str, Any]]] = [[] for _ in calls]
         leftovers: list[dict[str, Any]] = []
         ids = [c.get("id") for c in calls]
-        for r in results:
-            rid = r.get("tool_call_id")
+        for res in results:
+            rid = res.get("tool_call_id")
             if rid is not None and rid in ids:
-                buckets[ids.index(rid)].append(r)
+                buckets[ids.index(rid)].append(res)
             else:
-                leftovers.append(r)
+                leftovers.append(res)
         for k in range(len(calls)):
             if not buckets[k] and leftovers:
                 buckets[k].append(leftovers.pop(0))
@@ -724,7 +726,7 @@ def _render_with_template(
     if identity is not None:
         extra["model_identity"] = identity
     try:
-        text = template.render(
+        text: str = template.render(
             messages=shown,
             tools=tools,
             documents=None,
@@ -970,12 +972,12 @@ class StreamParser:
                 self._marker(_ID_TO_MARKER[token_id], out)
                 return out
             cls = piece.__class__
-            if cls is bytes and not self._bpend and piece.isascii():  # type: ignore[union-attr]
+            if cls is bytes and not self._bpend and piece.isascii():
                 text = piece.decode("ascii")  # type: ignore[union-attr]
             elif cls is str:
                 if self._bpend:
                     self._flush_partial(out)  # a text piece ends any dangling UTF-8 sequence
-                text = piece  # type: ignore[assignment]
+                text = piece
             elif isinstance(piece, (bytes, bytearray, memoryview)):
                 data = self._bpend + bytes(piece)
                 text, used = _utf8_decode(data, "replace", False)

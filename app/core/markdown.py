@@ -223,7 +223,7 @@ class MarkdownRenderer:
         tok.attrSet("style", f"color:{self.theme.link};")
         if "title" in tok.attrs:
             tok.attrs.pop("title")
-        return str(self._md.renderer.renderToken(tokens, idx, options, env))
+        return str(self._md.renderer.renderToken(tokens, idx, options, env))  # type: ignore[attr-defined]
 
     def _render_paragraph_open(self, tokens: Sequence[Token], idx: int, _o: Any, _e: Any) -> str:
         if tokens[idx].hidden:  # tight list items have hidden paragraphs: no tag at all

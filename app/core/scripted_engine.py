@@ -95,7 +95,7 @@ class ScriptedEngine:
         elif isinstance(scripts, str) or callable(scripts):
             self._scripts = [scripts]
         else:
-            self._scripts = list(scripts)  # type: ignore[arg-type]
+            self._scripts = list(scripts)
         self.delay_s = delay_s
         self.prompt_delay_s = prompt_delay_s
         self.load_delay_s = load_delay_s

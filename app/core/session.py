@@ -198,6 +198,8 @@ class ChatSession:
         if tool_session is not None and partial is None:
             from app.core.tools.loop import ToolFinished, run_tool_loop
 
+            tool_finished: type[ToolFinished] | None = ToolFinished
+
             turn: Iterator[Any] = run_tool_loop(
                 engine,
                 conv,
@@ -212,7 +214,7 @@ class ChatSession:
                 round_limit=round_limit,
             )
         else:
-            ToolFinished = None
+            tool_finished = None
             if tool_session is not None:
                 tools, builtin_tools = tool_session.prompt_tools()  # the same prompt the loop renders
             turn = run_turn(
@@ -263,7 +265,7 @@ class ChatSession:
                     yield ev
                     yield MessageSaved(row, ev.message)
                     continue
-                elif ToolFinished is not None and isinstance(ev, ToolFinished):
+                elif tool_finished is not None and isinstance(ev, tool_finished):
                     row = self.store.add_message(
                         cid,
                         "tool",

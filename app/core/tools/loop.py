@@ -13,7 +13,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date as Date
 from pathlib import Path
@@ -168,7 +168,7 @@ def python_code(arguments: str) -> str:
         except ValueError:
             return text
         if isinstance(value, dict) and isinstance(value.get("code"), str):
-            return value["code"]
+            return str(value["code"])
     return text
 
 
@@ -197,7 +197,7 @@ def _parse_json_arguments(raw: str) -> tuple[Any, str | None]:
         return {}, None
     try:
         return json.loads(text), None
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         return None, f"the arguments are not valid JSON ({exc.msg} at position {exc.pos}); send a JSON object"
 
 
@@ -306,7 +306,7 @@ def _run_call(
     session: ToolSession,
     cancel: threading.Event,
     max_result_chars: int,
-) -> Iterator[LoopEvent]:
+) -> Generator[LoopEvent, None, ToolRun]:
     """Resolve, approve, run and record one call; returns its ToolRun (through StopIteration)."""
     registry = session.registry
     recipient = call.recipient.strip()

@@ -403,7 +403,8 @@ class PythonKernel:
         # Running as root: the kernel drops to "nobody", unless nobody could not even import the
         # standard library (Python installed under /root). The scratch folder must belong to
         # whoever the kernel runs as (namespaced root cannot override the owner of other users' files).
-        drop = all(_world_readable(p) for p in [KERNEL_SCRIPT.parent, *_site_paths(), sys.base_prefix])
+        roots: list[str | Path] = [KERNEL_SCRIPT.parent, *_site_paths(), sys.base_prefix]
+        drop = all(_world_readable(p) for p in roots)
         owner = NOBODY if drop else (0, 0)
         try:
             for root, _dirs, files in os.walk(self.scratch):

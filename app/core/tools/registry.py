@@ -182,8 +182,8 @@ class ToolRegistry:
         if worker.is_alive():
             return ToolOutcome(f"Error: {info.name} did not finish within {limit:g} s.", is_error=True)
         if "error" in box:
-            exc = box["error"]
-            text = str(exc) if isinstance(exc, ToolError) else f"{type(exc).__name__}: {exc}"
+            err = box["error"]
+            text = str(err) if isinstance(err, ToolError) else f"{type(err).__name__}: {err}"
             return ToolOutcome(f"Error: {text}", is_error=True)
         from app.core.tools.userhost import result_text
 

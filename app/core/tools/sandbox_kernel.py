@@ -482,7 +482,7 @@ class _InlineBackend:
             return None
         import importlib.util
 
-        return importlib.util.spec_from_loader(name, self)
+        return importlib.util.spec_from_loader(name, self)  # type: ignore[arg-type]  # a meta-path loader
 
     def create_module(self, spec: Any) -> Any:
         return None
@@ -543,7 +543,7 @@ def run_cell(ns: dict[str, Any], msg: dict[str, Any], counter: int) -> dict[str,
         tree = ast.parse(code, filename, "exec")
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Expression(tree.body.pop().value)
+            last = ast.Expression(tree.body.pop().value)  # type: ignore[attr-defined]  # an ast.Expr, checked above
         exec(compile(tree, filename, "exec"), ns)
         if last is not None:
             value = eval(compile(last, filename, "eval"), ns)

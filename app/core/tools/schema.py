@@ -254,7 +254,7 @@ def describe_function(fn: Callable[..., Any], name: str | None = None) -> Functi
     """Describe `fn` for the model: summary and parameter docs from its docstring (Google, NumPy or
     reST style), types and defaults from its signature. Raises ValueError for a name the model
     cannot call or a signature that cannot be described."""
-    tool_name = name or getattr(fn, "__name__", "")
+    tool_name = name or str(getattr(fn, "__name__", ""))
     if not valid_tool_name(tool_name):
         raise ValueError(
             f"{tool_name!r} cannot be a tool name: use letters, digits and underscores only, "
@@ -408,7 +408,7 @@ def convert_value(annotation: Any, value: Any) -> Any:
         if not isinstance(value, str):
             raise _Mismatch
         try:
-            return annotation.fromisoformat(value)  # type: ignore[attr-defined]
+            return annotation.fromisoformat(value)
         except ValueError:
             raise _Mismatch from None
     if annotation is type(None):
