@@ -303,47 +303,25 @@ def run_turn(
     parser = harmony.StreamParser()
     if prefix:
         parser.feed(prefix)  # the text is already in `message`; its events are not repeated
-    t_think: float | None = None
+    builder = _MessageBuilder(message)
     stop_reason = "error"
     failure: BaseException | None = None
-
-    def apply(ev: Event) -> None:
-        nonlocal t_think
-        now = time.perf_counter()
-        if isinstance(ev, ReasoningDelta):
-            if t_think is None:
-                t_think = now
-            message.thinking += ev.text
-            return
-        if t_think is not None and message.thinking_s is None:
-            message.thinking_s = now - t_think
-        if isinstance(ev, FinalDelta):
-            message.content += ev.text
-        elif isinstance(ev, PreambleDelta):
-            message.preamble += ev.text
-        elif isinstance(ev, ToolCall):
-            message.tool_calls.append(ToolCallRecord(ev.recipient, ev.arguments, ev.content_type, ev.channel))
-
     try:
-        stream = engine.stream(tokens, sampling, cancel=cancel, grammar=grammar)
-        for token_id, piece in stream:
+        for token_id, piece in engine.stream(tokens, sampling, cancel=cancel, grammar=grammar):
             for ev in parser.feed(piece, token_id):
-                apply(ev)
+                builder.apply(ev)
                 yield ev
         last = engine.last_stats
         stop_reason = (last.stop_reason if last is not None else "") or "eos"
         if cancel is not None and cancel.is_set():
             stop_reason = "cancelled"
     except GeneratorExit:
-        stop_reason = "cancelled"
-        failure = None
-        _finish(conversation, message, engine, parser, stop_reason, t_think, apply)
+        _finish(conversation, builder, engine, parser, "cancelled")
         raise
     except Exception as exc:  # noqa: BLE001 -- any failure keeps the partial message, then is re-raised typed
         failure = exc
         stop_reason = "error"
-    tail = _finish(conversation, message, engine, parser, stop_reason, t_think, apply)
-    yield from tail
+    yield from _finish(conversation, builder, engine, parser, stop_reason)
     if failure is not None:
         if isinstance(failure, (EngineError, ChatError)):
             raise failure
@@ -351,16 +329,43 @@ def run_turn(
     yield TurnFinished(message)
 
 
+class _MessageBuilder:
+    """Fills in the assistant message from parser events, and times how long it reasoned."""
+
+    def __init__(self, message: Message) -> None:
+        self.message = message
+        self._t_think: float | None = None
+
+    def apply(self, ev: Event) -> None:
+        message = self.message
+        if isinstance(ev, ReasoningDelta):
+            if self._t_think is None:
+                self._t_think = time.perf_counter()
+            message.thinking += ev.text
+            return
+        self.end_thinking()
+        if isinstance(ev, FinalDelta):
+            message.content += ev.text
+        elif isinstance(ev, PreambleDelta):
+            message.preamble += ev.text
+        elif isinstance(ev, ToolCall):
+            message.tool_calls.append(ToolCallRecord(ev.recipient, ev.arguments, ev.content_type, ev.channel))
+
+    def end_thinking(self) -> None:
+        """The reasoning is over (something else came, or the turn ended): note how long it took."""
+        if self._t_think is not None and self.message.thinking_s is None:
+            self.message.thinking_s = time.perf_counter() - self._t_think
+
+
 def _finish(
     conversation: Conversation,
-    message: Message,
+    builder: _MessageBuilder,
     engine: EngineLike,
-    parser: Any,
+    parser: harmony.StreamParser,
     stop_reason: str,
-    t_think: float | None,
-    apply: Any,
 ) -> list[Event]:
     """Flush the parser, fill in stats and append the message (once)."""
+    message = builder.message
     if message.finished is not None:
         return []
     try:
@@ -368,9 +373,8 @@ def _finish(
     except Exception:  # noqa: BLE001 -- the parser is lenient by contract; never lose the message over it
         events = [Done(stop_reason)]
     for ev in events:
-        apply(ev)
-    if t_think is not None and message.thinking_s is None:
-        message.thinking_s = time.perf_counter() - t_think
+        builder.apply(ev)
+    builder.end_thinking()
     last = engine.last_stats
     message.stats = dataclasses.replace(last) if last is not None else GenerationStats()
     message.stats.stop_reason = stop_reason

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from app.core.errors import HarmonicaError
 from app.core.gguf_info import GgufError, PartHeader, read_part
@@ -379,27 +379,7 @@ class Engine:
         with self._lock:
             self.unload()
             n_layer = _int(head.metadata.get(f"{SUPPORTED_ARCH}.block_count"))
-            mp = llama_cpp.llama_model_default_params()
-            mp.n_gpu_layers = int(settings.n_gpu_layers)
-            mp.use_extra_bufts = bool(settings.cpu_extra_buffers)
-            if settings.use_mmap:
-                mp.load_mode = 3 if settings.use_mlock else 1  # MMAP_MLOCK / MMAP
-            else:
-                mp.load_mode = 2 if settings.use_mlock else 0  # MLOCK / NONE
-            keep_alive: list[object] = []
-            if settings.devices is not None:
-                try:
-                    devices = llama_ext.DeviceList(settings.devices)
-                except llama_ext.LlamaExtError as e:
-                    raise EngineError(f"Cannot use the chosen GPU: {e}.") from None
-                mp.devices = devices.address
-                keep_alive.append(devices)
-            overrides = None
-            if settings.n_cpu_moe > 0:
-                overrides = llama_ext.TensorBuftOverrides.experts_on_cpu(settings.n_cpu_moe, n_layer)
-                if overrides is not None:
-                    mp.tensor_buft_overrides = overrides.address
-                    keep_alive.append(overrides)
+            mp, keep_alive, overrides = _model_params(settings, n_layer)
             cancelled = False
 
             @llama_cpp.llama_progress_callback
@@ -894,6 +874,37 @@ class Engine:
             if chain:
                 llama_cpp.llama_sampler_free(chain)
             self._gen_lock.release()
+
+
+def _model_params(settings: LoadSettings, n_layer: int) -> tuple[Any, list[object], Any]:
+    """llama.cpp's model parameters for `settings`: (params, what must outlive the load, the
+    experts-on-CPU overrides or None). The params point into the objects kept alive."""
+    import llama_cpp
+
+    from app.core import llama_ext
+
+    mp = llama_cpp.llama_model_default_params()
+    mp.n_gpu_layers = int(settings.n_gpu_layers)
+    mp.use_extra_bufts = bool(settings.cpu_extra_buffers)
+    if settings.use_mmap:
+        mp.load_mode = 3 if settings.use_mlock else 1  # MMAP_MLOCK / MMAP
+    else:
+        mp.load_mode = 2 if settings.use_mlock else 0  # MLOCK / NONE
+    keep_alive: list[object] = []
+    if settings.devices is not None:
+        try:
+            devices = llama_ext.DeviceList(settings.devices)
+        except llama_ext.LlamaExtError as e:
+            raise EngineError(f"Cannot use the chosen GPU: {e}.") from None
+        mp.devices = devices.address
+        keep_alive.append(devices)
+    overrides = None
+    if settings.n_cpu_moe > 0:
+        overrides = llama_ext.TensorBuftOverrides.experts_on_cpu(settings.n_cpu_moe, n_layer)
+        if overrides is not None:
+            mp.tensor_buft_overrides = overrides.address
+            keep_alive.append(overrides)
+    return mp, keep_alive, overrides
 
 
 def split_grammar_stops(grammar: str, stop_texts: Sequence[str]) -> tuple[str, set[str]]:

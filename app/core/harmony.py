@@ -345,79 +345,99 @@ def _normalise_messages(messages: Any, declared: frozenset[str] = frozenset()) -
     """Messages in the exact shape the official template accepts (see render_prompt)."""
     if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Iterable):
         raise HarmonyError("messages must be a list of {'role': ..., 'content': ...} dicts")
-    staged: list[dict[str, Any]] = []
-    for i, raw in enumerate(messages):
-        if not isinstance(raw, Mapping):
-            raise HarmonyError(f"message #{i} must be a dict, got {type(raw).__name__}")
-        role = raw.get("role")
-        if not isinstance(role, str) or not role:
-            raise HarmonyError(f"message #{i} has no role")
-        msg: dict[str, Any] = {k: v for k, v in raw.items() if v is not None}
-        role = role.strip().lower()
-        msg["role"] = role = "tool" if role == "function" else role  # the old OpenAI name for tool results
-        if role == "assistant":
-            if "thinking" not in msg:
-                for alias in ("reasoning_content", "reasoning"):
-                    if isinstance(msg.get(alias), str):
-                        msg["thinking"] = msg[alias]
-                        break
-            for alias in ("reasoning_content", "reasoning"):
-                msg.pop(alias, None)
-            content = _text_of(msg.get("content"))
-            thinking = _text_of(msg["thinking"]) if "thinking" in msg else None
-            calls = [_normalise_tool_call(c, i) for c in (msg.get("tool_calls") or [])]
-            # Raw harmony output pasted into history: split it the way the model meant it.
-            found: list[dict[str, Any]] = []
-            if thinking is not None and _looks_like_harmony(thinking):
-                r, v, found_t = _split_harmony_text(thinking)
-                thinking = r
-                content = content or v
-                found += found_t
-            if _looks_like_harmony(content):
-                r, v, found_c = _split_harmony_text(content)
-                if r:
-                    thinking = (thinking or "") + r
-                content = v
-                found += found_c
-            if not calls and found:
-                calls = [_normalise_tool_call(c, i) for c in found]
-            msg.pop("tool_calls", None)
-            msg["content"] = content
-            if thinking is not None:
-                msg["thinking"] = thinking
-            if calls:
-                msg["tool_calls"] = calls
-                # The template rejects content+thinking on a call; the thinking is the real analysis
-                # (llama.cpp does the same). Content alone is rendered as analysis, like the template.
-                if msg.get("thinking") and msg.get("content"):
-                    msg["content"] = ""
-                if not msg["content"]:
-                    del msg["content"]
-            elif not content and not thinking:
-                continue  # an empty assistant message says nothing; the template would render an empty answer
-        elif role == "tool":
-            content = msg.get("content", "")
-            if isinstance(content, list) and all(isinstance(p, (str, Mapping)) for p in content):
-                msg["content"] = _text_of(content)  # OpenAI content parts
-            elif not isinstance(content, str):
-                try:
-                    json.dumps(content, ensure_ascii=False)
-                except (TypeError, ValueError):
-                    msg["content"] = str(content)  # the template would fail on it in tojson
-        else:
-            msg["content"] = _text_of(msg.get("content"))
-        staged.append(msg)
+    staged = [msg for i, raw in enumerate(messages) if (msg := _normalise_message(raw, i)) is not None]
+    out = _one_call_per_message(_merge_instructions(staged))
+    _settle_calls_and_results(out, declared)
+    return out
 
-    # Leading system/developer messages merge into the one instructions block the template reads.
+
+def _normalise_message(raw: Any, i: int) -> dict[str, Any] | None:
+    """One message in the template's shape; None for one that says nothing (an empty assistant turn)."""
+    if not isinstance(raw, Mapping):
+        raise HarmonyError(f"message #{i} must be a dict, got {type(raw).__name__}")
+    role = raw.get("role")
+    if not isinstance(role, str) or not role:
+        raise HarmonyError(f"message #{i} has no role")
+    msg: dict[str, Any] = {k: v for k, v in raw.items() if v is not None}
+    role = role.strip().lower()
+    msg["role"] = role = "tool" if role == "function" else role  # the old OpenAI name for tool results
+    if role == "assistant":
+        return _normalise_assistant(msg, i)
+    if role == "tool":
+        _normalise_tool_result(msg)
+    else:
+        msg["content"] = _text_of(msg.get("content"))
+    return msg
+
+
+def _normalise_assistant(msg: dict[str, Any], i: int) -> dict[str, Any] | None:
+    if "thinking" not in msg:
+        for alias in ("reasoning_content", "reasoning"):
+            if isinstance(msg.get(alias), str):
+                msg["thinking"] = msg[alias]
+                break
+    for alias in ("reasoning_content", "reasoning"):
+        msg.pop(alias, None)
+    thinking = _text_of(msg["thinking"]) if "thinking" in msg else None
+    content, thinking, found = _unpack_pasted_harmony(_text_of(msg.get("content")), thinking)
+    calls = [_normalise_tool_call(c, i) for c in (msg.pop("tool_calls", None) or found)]
+    msg["content"] = content
+    if thinking is not None:
+        msg["thinking"] = thinking
+    if calls:
+        msg["tool_calls"] = calls
+        # The template rejects content+thinking on a call; the thinking is the real analysis
+        # (llama.cpp does the same). Content alone is rendered as analysis, like the template.
+        if msg.get("thinking") and msg.get("content"):
+            msg["content"] = ""
+        if not msg["content"]:
+            del msg["content"]
+    elif not content and not thinking:
+        return None  # an empty assistant message says nothing; the template would render an empty answer
+    return msg
+
+
+def _unpack_pasted_harmony(content: str, thinking: str | None) -> tuple[str, str | None, list[dict[str, Any]]]:
+    """Raw harmony output pasted into history, split the way the model meant it: (content, thinking, calls)."""
+    found: list[dict[str, Any]] = []
+    if thinking is not None and _looks_like_harmony(thinking):
+        reasoning, visible, calls = _split_harmony_text(thinking)
+        thinking = reasoning
+        content = content or visible
+        found += calls
+    if _looks_like_harmony(content):
+        reasoning, visible, calls = _split_harmony_text(content)
+        if reasoning:
+            thinking = (thinking or "") + reasoning
+        content = visible
+        found += calls
+    return content, thinking, found
+
+
+def _normalise_tool_result(msg: dict[str, Any]) -> None:
+    content = msg.get("content", "")
+    if isinstance(content, list) and all(isinstance(p, (str, Mapping)) for p in content):
+        msg["content"] = _text_of(content)  # OpenAI content parts
+    elif not isinstance(content, str):
+        try:
+            json.dumps(content, ensure_ascii=False)
+        except (TypeError, ValueError):
+            msg["content"] = str(content)  # the template would fail on it in tojson
+
+
+def _merge_instructions(staged: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Leading system/developer messages merge into the one instructions block the template reads."""
     lead = 0
     while lead < len(staged) and staged[lead]["role"] in ("system", "developer"):
         lead += 1
-    if lead > 1:
-        merged = "\n\n".join(m["content"] for m in staged[:lead] if m["content"])
-        staged = [{"role": staged[0]["role"], "content": merged}] + staged[lead:]
+    if lead <= 1:
+        return staged
+    merged = "\n\n".join(m["content"] for m in staged[:lead] if m["content"])
+    return [{"role": staged[0]["role"], "content": merged}] + staged[lead:]
 
-    # One call per assistant message (the template renders only tool_calls[0]): split parallel calls
-    # and put each result right after its call, matched by tool_call_id, else by order.
+
+def _one_call_per_message(staged: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The template renders only tool_calls[0]: split parallel calls, each followed by its results."""
     out: list[dict[str, Any]] = []
     i = 0
     while i < len(staged):
@@ -430,46 +450,49 @@ def _normalise_messages(messages: Any, declared: frozenset[str] = frozenset()) -
         j = i + 1
         while j < len(staged) and staged[j]["role"] == "tool":
             j += 1
-        results = staged[i + 1 : j]
-        buckets: list[list[dict[str, Any]]] = [[] for _ in calls]
-        leftovers: list[dict[str, Any]] = []
-        ids = [c.get("id") for c in calls]
-        for res in results:
-            rid = res.get("tool_call_id")
-            if rid is not None and rid in ids:
-                buckets[ids.index(rid)].append(res)
-            else:
-                leftovers.append(res)
-        for k in range(len(calls)):
-            if not buckets[k] and leftovers:
-                buckets[k].append(leftovers.pop(0))
-        if leftovers:
-            buckets[-1].extend(leftovers)
+        buckets = _results_by_call(calls, staged[i + 1 : j])
         for k, call in enumerate(calls):
             part = {key: v for key, v in msg.items() if key not in ("tool_calls", "thinking", "content")}
             if k == 0:
-                for key in ("thinking", "content"):
-                    if key in msg:
-                        part[key] = msg[key]
+                part.update({key: msg[key] for key in ("thinking", "content") if key in msg})
             part["tool_calls"] = [call]
             out.append(part)
             out.extend(buckets[k])
         i = j
+    return out
 
-    # Final fix-ups that need the whole conversation: arguments as JSON values, orphan tool results.
+
+def _results_by_call(calls: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Each call's results, matched by tool_call_id, else by order; the unmatched rest go to the last."""
+    buckets: list[list[dict[str, Any]]] = [[] for _ in calls]
+    leftovers: list[dict[str, Any]] = []
+    ids = [c.get("id") for c in calls]
+    for res in results:
+        rid = res.get("tool_call_id")
+        if rid is not None and rid in ids:
+            buckets[ids.index(rid)].append(res)
+        else:
+            leftovers.append(res)
+    for bucket in buckets:
+        if not bucket and leftovers:
+            bucket.append(leftovers.pop(0))
+    buckets[-1].extend(leftovers)
+    return buckets
+
+
+def _settle_calls_and_results(out: list[dict[str, Any]], declared: frozenset[str]) -> None:
+    """Fix-ups that need the whole conversation: arguments as JSON values, orphan tool results."""
     pending_call = False
     for msg in out:
         role = msg["role"]
         if role == "assistant":
-            if "tool_calls" in msg:
-                pending_call = True
+            pending_call = "tool_calls" in msg
+            if pending_call:
                 fn = msg["tool_calls"][0]["function"]
                 if not _is_builtin(fn["name"], declared):
                     fn["arguments"] = _parse_arguments(fn["arguments"])
                 elif fn["arguments"] is None:
                     fn["arguments"] = {}
-            else:
-                pending_call = False
         elif role == "tool" and not pending_call:
             # The template raises here. We keep what the tool said, as a note in a user turn, so the
             # model still sees it and nothing is silently lost.
@@ -478,7 +501,6 @@ def _normalise_messages(messages: Any, declared: frozenset[str] = frozenset()) -
             text = _text_of(msg.get("content"))
             msg.clear()
             msg.update({"role": "user", "content": f"[{label}]\n{text}"})
-    return out
 
 
 def _is_builtin(name: str, declared: frozenset[str]) -> bool:
@@ -516,37 +538,12 @@ def _ts_type(spec: Any) -> str:
     """JSON schema → TypeScript, following the template macro exactly (quirks included)."""
     kind = _get(spec, "type")
     if kind == "array":
-        items = _get(spec, "items")
-        if items:
-            item_kind = _get(items, "type")
-            if item_kind in ("string", "number", "boolean"):
-                text = f"{item_kind}[]"
-            elif item_kind == "integer":
-                text = "number[]"
-            else:
-                inner = _ts_type(items)
-                text = "any[]" if inner == "object | object" or len(inner) > 50 else inner + "[]"
-        else:
-            text = "any[]"
-        return text + " | null" if _get(spec, "nullable") else text
+        return _ts_array(spec)
     if isinstance(kind, (list, tuple)) and kind:
         return " | ".join(str(k) for k in kind)
     one_of = _get(spec, "oneOf")
     if one_of:
-        # The template means to write `any` for unions of objects, but that flag never leaves its
-        # loop, so it always writes the union, with its odd spacing.
-        pieces: list[str] = []
-        variants = list(one_of)
-        for n, variant in enumerate(variants):
-            piece = _ts_type(variant)
-            if _get(variant, "description"):
-                piece += "// " + str(variant["description"])
-            if isinstance(variant, Mapping) and "default" in variant:
-                piece += "                    // default: " + _tojson(variant["default"])
-            if n < len(variants) - 1:
-                piece += " | \n"
-            pieces.append(piece)
-        return "".join(pieces)
+        return _ts_one_of(list(one_of))
     if kind == "string":
         enum = _get(spec, "enum")
         if enum:
@@ -557,15 +554,49 @@ def _ts_type(spec: Any) -> str:
     if kind == "boolean":
         return "boolean"
     if kind == "object":
-        props = _get(spec, "properties")
-        if not props or not isinstance(props, Mapping):
-            return "object"
-        required = _get(spec, "required") or []
-        members = [
-            f"{key}{'' if key in required else '?'}: \n                {_ts_type(sub)}" for key, sub in props.items()
-        ]
-        return "{\n" + ", ".join(members) + "}"
+        return _ts_object(spec)
     return "any"
+
+
+def _ts_array(spec: Any) -> str:
+    items = _get(spec, "items")
+    if not items:
+        text = "any[]"
+    elif _get(items, "type") in ("string", "number", "boolean"):
+        text = f"{_get(items, 'type')}[]"
+    elif _get(items, "type") == "integer":
+        text = "number[]"
+    else:
+        inner = _ts_type(items)
+        text = "any[]" if inner == "object | object" or len(inner) > 50 else inner + "[]"
+    return text + " | null" if _get(spec, "nullable") else text
+
+
+def _ts_one_of(variants: list[Any]) -> str:
+    # The template means to write `any` for unions of objects, but that flag never leaves its
+    # loop, so it always writes the union, with its odd spacing.
+    pieces: list[str] = []
+    for n, variant in enumerate(variants):
+        piece = _ts_type(variant)
+        if _get(variant, "description"):
+            piece += "// " + str(variant["description"])
+        if isinstance(variant, Mapping) and "default" in variant:
+            piece += "                    // default: " + _tojson(variant["default"])
+        if n < len(variants) - 1:
+            piece += " | \n"
+        pieces.append(piece)
+    return "".join(pieces)
+
+
+def _ts_object(spec: Any) -> str:
+    props = _get(spec, "properties")
+    if not props or not isinstance(props, Mapping):
+        return "object"
+    required = _get(spec, "required") or []
+    members = [
+        f"{key}{'' if key in required else '?'}: \n                {_ts_type(sub)}" for key, sub in props.items()
+    ]
+    return "{\n" + ", ".join(members) + "}"
 
 
 def _functions_namespace(tools: list[dict[str, Any]]) -> str:
@@ -607,6 +638,27 @@ def _render_in_python(
     today: str,
     declared: frozenset[str],
 ) -> str:
+    out = [_system_message(tools, builtin, effort, identity, today)]
+    if msgs[0]["role"] in ("developer", "system"):
+        instructions, rest = msgs[0]["content"], msgs[1:]
+    else:
+        instructions, rest = "", msgs
+    if instructions or tools:
+        out.append(f"{START}developer{MESSAGE}")
+        if instructions:
+            out.append(f"# Instructions\n\n{instructions}\n\n")
+        if tools:
+            out.append("# Tools\n\n" + _functions_namespace(tools))
+        out.append(END)
+    out += _history(rest, add_generation_prompt, declared)
+    if add_generation_prompt:
+        out.append(f"{START}assistant")
+    return "".join(out)
+
+
+def _system_message(
+    tools: list[dict[str, Any]] | None, builtin: list[str] | None, effort: str | None, identity: str | None, today: str
+) -> str:
     out = [
         f"{START}system{MESSAGE}{DEFAULT_IDENTITY if identity is None else identity}\n",
         f"Knowledge cutoff: 2024-06\nCurrent date: {today}\n\n",
@@ -622,56 +674,51 @@ def _render_in_python(
     if tools:
         out.append("\nCalls to these tools must go to the commentary channel: 'functions'.")
     out.append(END)
+    return "".join(out)
 
-    if msgs[0]["role"] in ("developer", "system"):
-        instructions, rest = msgs[0]["content"], msgs[1:]
-    else:
-        instructions, rest = "", msgs
-    if instructions or tools:
-        out.append(f"{START}developer{MESSAGE}")
-        if instructions:
-            out.append(f"# Instructions\n\n{instructions}\n\n")
-        if tools:
-            out.append("# Tools\n\n" + _functions_namespace(tools))
-        out.append(END)
 
+def _history(rest: list[dict[str, Any]], add_generation_prompt: bool, declared: frozenset[str]) -> list[str]:
+    """The conversation after the instructions, message by message."""
+    out: list[str] = []
     last_call: str | None = None
     for n, msg in enumerate(rest):
         role = msg["role"]
-        if role == "assistant":
-            if "tool_calls" in msg:
-                answered_later = any(m["role"] == "assistant" and "tool_calls" not in m for m in rest[n + 1 :])
-                fn = msg["tool_calls"][0]["function"]
-                analysis = msg.get("content") or msg.get("thinking")
-                if analysis and not answered_later:
-                    out.append(f"{START}assistant{CHANNEL}analysis{MESSAGE}{analysis}{END}")
-                if _is_builtin(fn["name"], declared):
-                    out.append(_builtin_call_text(fn))
-                else:
-                    ctype = fn.get("content_type", "json")
-                    out.append(f"{START}assistant to=functions.{fn['name']}{CHANNEL}commentary {ctype}{MESSAGE}")
-                    out.append(_tojson(fn["arguments"]) + CALL)
-                last_call = fn["name"]
-            elif n == len(rest) - 1 and not add_generation_prompt:
-                if "thinking" in msg:
-                    out.append(f"{START}assistant{CHANNEL}analysis{MESSAGE}{msg['thinking']}{END}")
-                out.append(f"{START}assistant{CHANNEL}final{MESSAGE}{msg['content']}{RETURN}")
-            else:
-                out.append(f"{START}assistant{CHANNEL}final{MESSAGE}{msg['content']}{END}")
-                last_call = None
+        if role == "assistant" and "tool_calls" in msg:
+            answered_later = any(m["role"] == "assistant" and "tool_calls" not in m for m in rest[n + 1 :])
+            out.append(_assistant_call(msg, answered_later, declared))
+            last_call = msg["tool_calls"][0]["function"]["name"]
+        elif role == "assistant" and n == len(rest) - 1 and not add_generation_prompt:
+            if "thinking" in msg:
+                out.append(f"{START}assistant{CHANNEL}analysis{MESSAGE}{msg['thinking']}{END}")
+            out.append(f"{START}assistant{CHANNEL}final{MESSAGE}{msg['content']}{RETURN}")
+        elif role == "assistant":
+            out.append(f"{START}assistant{CHANNEL}final{MESSAGE}{msg['content']}{END}")
+            last_call = None
         elif role == "tool":
-            if last_call is None:  # normalisation removes these; kept as a guard
-                raise HarmonyError("a tool result has no tool call before it")
-            if _is_builtin(last_call, declared):
-                out.append(_builtin_result_text(last_call, msg))
-            else:
-                out.append(f"{START}functions.{last_call} to=assistant{CHANNEL}commentary{MESSAGE}")
-                out.append(_tojson(msg["content"]) + END)
+            out.append(_tool_result(msg, last_call, declared))
         elif role == "user":
             out.append(f"{START}user{MESSAGE}{msg['content']}{END}")
-    if add_generation_prompt:
-        out.append(f"{START}assistant")
-    return "".join(out)
+    return out
+
+
+def _assistant_call(msg: dict[str, Any], answered_later: bool, declared: frozenset[str]) -> str:
+    """A tool call, after its analysis while the tool loop still runs (harmony.md §4.4)."""
+    fn = msg["tool_calls"][0]["function"]
+    analysis = msg.get("content") or msg.get("thinking")
+    text = f"{START}assistant{CHANNEL}analysis{MESSAGE}{analysis}{END}" if analysis and not answered_later else ""
+    if _is_builtin(fn["name"], declared):
+        return text + _builtin_call_text(fn)
+    ctype = fn.get("content_type", "json")
+    head = f"{START}assistant to=functions.{fn['name']}{CHANNEL}commentary {ctype}{MESSAGE}"
+    return text + head + _tojson(fn["arguments"]) + CALL
+
+
+def _tool_result(msg: dict[str, Any], last_call: str | None, declared: frozenset[str]) -> str:
+    if last_call is None:  # normalisation removes these; kept as a guard
+        raise HarmonyError("a tool result has no tool call before it")
+    if _is_builtin(last_call, declared):
+        return _builtin_result_text(last_call, msg)
+    return f"{START}functions.{last_call} to=assistant{CHANNEL}commentary{MESSAGE}" + _tojson(msg["content"]) + END
 
 
 def _render_with_template(

@@ -21,8 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from app.core import paths
-from app.core.chat import EFFORTS, ChatError, Conversation, TurnFinished, TurnStarted, run_turn
-from app.core.engine import EngineError, EngineLike, EngineWrapper, ModelInfo, Sampling, close_stream
+from app.core.chat import EFFORTS, ChatError, Conversation, Message, TurnEvent, TurnFinished, TurnStarted, run_turn
+from app.core.engine import (
+    EngineError,
+    EngineLike,
+    EngineWrapper,
+    GenerationStats,
+    ModelInfo,
+    Sampling,
+    close_stream,
+)
 from app.core.errors import HarmonicaError
 from app.core.fsutil import atomic_write
 from app.core.harmony import SPECIAL_TOKEN_IDS, FinalDelta, PreambleDelta, ReasoningDelta
@@ -965,12 +973,7 @@ def run_one(
         started=time.time(),
         model_file=ModelRef.from_info(info).file if info is not None else "",
     )
-    pending_r: list[str] = []
-    pending_f: list[str] = []
-    last_flush = clock()
-    message = None
-    started = False
-    t0 = clock()
+    run = _RunWatch(key, rec, result, clock, delta_interval_s)
     try:
         for ev in run_turn(
             rec,
@@ -982,51 +985,99 @@ def run_one(
             date=spec.date_value,
             grammar=spec.grammar,
         ):
-            if isinstance(ev, ReasoningDelta):
-                rec.mark(REASONING)
-                pending_r.append(ev.text)
-            elif isinstance(ev, FinalDelta):
-                rec.mark(FINAL)
-                if result.first_final_s is None:
-                    result.first_final_s = clock() - t0
-                pending_f.append(ev.text)
-            elif isinstance(ev, PreambleDelta):
-                rec.mark(PREAMBLE)
-            elif isinstance(ev, TurnStarted):
-                started = True
-                result.prompt_tokens = ev.prompt_tokens
-            elif isinstance(ev, TurnFinished):
-                message = ev.message
-            if (pending_r or pending_f) and clock() - last_flush >= delta_interval_s:
-                yield RunDelta(key, "".join(pending_r), "".join(pending_f))
-                pending_r.clear()
-                pending_f.clear()
-                last_flush = clock()
+            delta = run.on_event(ev)
+            if delta is not None:
+                yield delta
     except (ChatError, EngineError) as e:
         result.error = str(e) or e.__class__.__name__
         # A ChatError before generation (prompt too long, template refused it) is about this
         # problem; anything else means the engine is in trouble and the experiment should stop.
-        about_prompt = isinstance(e, ChatError) and not started and engine.info is not None
+        about_prompt = isinstance(e, ChatError) and not run.started and engine.info is not None
         result.error_kind = "prompt" if about_prompt else "engine"
-    result.total_s = clock() - t0
-    if pending_r or pending_f:
-        yield RunDelta(key, "".join(pending_r), "".join(pending_f))
+    result.total_s = clock() - run.t0
+    delta = run.flush()
+    if delta is not None:
+        yield delta
+    message = run.message
     if message is None and result.error is None:
         result.error = "The generation ended without a message."
     if message is not None:
         if message.stop_reason == "cancelled":
             return
-        result.reasoning = message.thinking
-        result.final = message.content
-        result.preamble = message.preamble
-        result.stop_reason = message.stop_reason or ""
-        st = message.stats
-        if st is not None:
-            result.cached_tokens = st.cached_tokens
-            result.prompt_tokens = st.prompt_tokens or result.prompt_tokens
-            result.tokens_per_s = st.tokens_per_s
+        _take_message(result, message)
     if cancel is not None and cancel.is_set() and result.error is None:
         return
+    _take_tokens(result, rec)
+    _discount_waiting(result, rec, message.stats if message is not None else None, run.t0)
+    if result.ok:
+        grade = problem.grade(result.final)
+        if grade is not None:
+            result.correct = grade.correct
+            result.extracted = grade.extracted
+    yield result
+
+
+class _RunWatch:
+    """Follows one run's events: marks each token's channel, times the answer, batches the deltas."""
+
+    def __init__(
+        self, key: RunKey, rec: _Recorder, result: RunResult, clock: Callable[[], float], interval_s: float
+    ) -> None:
+        self.key, self.rec, self.result = key, rec, result
+        self._clock = clock
+        self._interval_s = interval_s
+        self._reasoning: list[str] = []
+        self._final: list[str] = []
+        self._last_flush = clock()
+        self.t0 = clock()
+        self.started = False
+        self.message: Message | None = None
+
+    def on_event(self, ev: TurnEvent) -> RunDelta | None:
+        """Take in one event; a RunDelta when it is time to show the text that came."""
+        if isinstance(ev, ReasoningDelta):
+            self.rec.mark(REASONING)
+            self._reasoning.append(ev.text)
+        elif isinstance(ev, FinalDelta):
+            self.rec.mark(FINAL)
+            if self.result.first_final_s is None:
+                self.result.first_final_s = self._clock() - self.t0
+            self._final.append(ev.text)
+        elif isinstance(ev, PreambleDelta):
+            self.rec.mark(PREAMBLE)
+        elif isinstance(ev, TurnStarted):
+            self.started = True
+            self.result.prompt_tokens = ev.prompt_tokens
+        elif isinstance(ev, TurnFinished):
+            self.message = ev.message
+        if (self._reasoning or self._final) and self._clock() - self._last_flush >= self._interval_s:
+            return self.flush()
+        return None
+
+    def flush(self) -> RunDelta | None:
+        """The text not shown yet, if any."""
+        if not (self._reasoning or self._final):
+            return None
+        delta = RunDelta(self.key, "".join(self._reasoning), "".join(self._final))
+        self._reasoning.clear()
+        self._final.clear()
+        self._last_flush = self._clock()
+        return delta
+
+
+def _take_message(result: RunResult, message: Message) -> None:
+    result.reasoning = message.thinking
+    result.final = message.content
+    result.preamble = message.preamble
+    result.stop_reason = message.stop_reason or ""
+    st = message.stats
+    if st is not None:
+        result.cached_tokens = st.cached_tokens
+        result.prompt_tokens = st.prompt_tokens or result.prompt_tokens
+        result.tokens_per_s = st.tokens_per_s
+
+
+def _take_tokens(result: RunResult, rec: _Recorder) -> None:
     result.rendered_prompt = rec.rendered_prompt()
     result.token_ids = list(rec.ids)
     result.channels = rec.channels()
@@ -1035,10 +1086,15 @@ def run_one(
     result.reasoning_tokens = result.channels.count(REASONING)
     result.final_tokens = result.channels.count(FINAL)
     result.other_tokens = result.generated_tokens - result.reasoning_tokens - result.final_tokens
-    # A shared engine (the app's scheduler) may make the run wait for its turn before the engine
-    # starts; that wait is someone else's generation, not this run's. The engine's own time to
-    # first token dates its start: whatever came before it, after stream() was called, was waiting.
-    st = message.stats if message is not None else None
+
+
+def _discount_waiting(result: RunResult, rec: _Recorder, st: GenerationStats | None, t0: float) -> None:
+    """Take the wait for a turn out of the run's times.
+
+    A shared engine (the app's scheduler) may make the run wait for its turn before the engine
+    starts; that wait is someone else's generation, not this run's. The engine's own time to
+    first token dates its start: whatever came before it, after stream() was called, was waiting.
+    """
     if rec.first_token_t is not None and rec.stream_called_t is not None and st is not None and st.ttft_s > 0:
         result.wait_s = max(0.0, (rec.first_token_t - st.ttft_s) - rec.stream_called_t)
     result.total_s = max(0.0, result.total_s - result.wait_s)
@@ -1046,12 +1102,23 @@ def run_one(
         result.first_final_s = max(0.0, result.first_final_s - result.wait_s)
     if rec.first_token_t is not None:
         result.first_token_s = max(0.0, rec.first_token_t - t0 - result.wait_s)
-    if result.ok:
-        grade = problem.grade(result.final)
-        if grade is not None:
-            result.correct = grade.correct
-            result.extracted = grade.extracted
-    yield result
+
+
+def _bind_model(experiment: Experiment, info: ModelInfo) -> None:
+    """Record the loaded model as the experiment's (until it has runs), and start or extend its file."""
+    model_changed = False
+    if experiment.spec.model is None or not experiment.results():
+        keep = experiment.spec.model.sha256 if experiment.spec.model is not None else None
+        experiment.spec.model = ModelRef.from_info(info)
+        if keep and experiment.spec.model.same_model(ModelRef.from_info(info)):
+            experiment.spec.model.sha256 = keep
+        model_changed = True
+    if experiment.path is None:
+        return
+    if not experiment.path.exists() or experiment.path.stat().st_size == 0:
+        experiment.save(experiment.path)  # a new file (or a reopened export): header and runs so far
+    elif model_changed and experiment.spec.model is not None:
+        ExperimentFile(experiment.path).append({"type": "model_ref", "model": experiment.spec.model.to_dict()})
 
 
 def run_experiment(
@@ -1075,18 +1142,7 @@ def run_experiment(
     if problem is not None:
         raise LabError(problem)
     assert engine is not None and info is not None  # check_model refuses a missing model
-    model_changed = False
-    if experiment.spec.model is None or not experiment.results():
-        keep = experiment.spec.model.sha256 if experiment.spec.model is not None else None
-        experiment.spec.model = ModelRef.from_info(info)
-        if keep and experiment.spec.model.same_model(ModelRef.from_info(info)):
-            experiment.spec.model.sha256 = keep
-        model_changed = True
-    if experiment.path is not None:
-        if not experiment.path.exists() or experiment.path.stat().st_size == 0:
-            experiment.save(experiment.path)  # a new file (or a reopened export): header and runs so far
-        elif model_changed:
-            ExperimentFile(experiment.path).append({"type": "model_ref", "model": experiment.spec.model.to_dict()})
+    _bind_model(experiment, info)
     todo = experiment.pending()
     total = experiment.total
     eta = EtaEstimator(experiment.results())

@@ -163,18 +163,7 @@ class ChatSession:
         """
         cid = self.ensure()
         settings = self.settings
-        partial: Message | None = None
-        if resume_id is not None:
-            row = self.store.get_message(resume_id)
-            if row.role != "assistant" or row.status not in ("interrupted", "error"):
-                raise StoreError("Only an answer that was cut short can be continued.")
-            partial = message_from_row(row)
-            parent = row.parent_id
-            effort = effort or row.effort
-        elif parent_id is ACTIVE:
-            parent = self.store.get_conversation(cid).active_leaf_id
-        else:
-            parent = parent_id
+        parent, partial, effort = self._answer_place(cid, parent_id, resume_id, effort)
         effort = effort or settings.reasoning_effort
         sampling = sampling or settings.to_sampling()
         developer = settings.developer_instructions or None
@@ -195,11 +184,11 @@ class ChatSession:
             if dropped:
                 yield ContextTrimmed(dropped, n)
 
+        tool_finished: type[Any] | None = None
         if tool_session is not None and partial is None:
             from app.core.tools.loop import ToolFinished, run_tool_loop
 
-            tool_finished: type[ToolFinished] | None = ToolFinished
-
+            tool_finished = ToolFinished
             turn: Iterator[Any] = run_tool_loop(
                 engine,
                 conv,
@@ -214,7 +203,6 @@ class ChatSession:
                 round_limit=round_limit,
             )
         else:
-            tool_finished = None
             if tool_session is not None:
                 tools, builtin_tools = tool_session.prompt_tools()  # the same prompt the loop renders
             turn = run_turn(
@@ -231,59 +219,26 @@ class ChatSession:
                 grammar=grammar,
                 resume=partial,
             )
-        mid: int | None = None  # the answer row being streamed
-        last_row: int | None = parent  # where the next row goes
-        live: Message | None = None
-        saver: StreamSaver | None = None
-
-        def save(message: Message, status: str) -> MessageRow:
-            nonlocal mid, last_row
-            assert mid is not None
-            row = self.store.finish_stream_from(mid, message, status=status)
-            last_row, mid = row.id, None
-            return row
-
+        rows = _AnswerRows(self.store, cid, parent, resume_id, effort, tool_finished)
         try:
             for ev in turn:
-                if isinstance(ev, TurnStarted):
-                    live = ev.message
-                    if resume_id is not None:
-                        self.store.resume_stream(resume_id)
-                        mid = resume_id
-                    else:
-                        mid = self.store.begin_stream(cid, parent_id=last_row, effort=effort, model=live.model)
-                    saver = StreamSaver(self.store, mid, TAIL_SAVE_INTERVAL_S)
-                elif (
-                    isinstance(ev, (ReasoningDelta, FinalDelta, PreambleDelta))
-                    and saver is not None
-                    and live is not None
-                ):
-                    saver.feed(live.content, live.thinking)
-                elif isinstance(ev, TurnFinished):
-                    status = "interrupted" if ev.message.stop_reason in CUT_SHORT else "complete"
-                    row = save(ev.message, status)
-                    yield ev
-                    yield MessageSaved(row, ev.message)
-                    continue
-                elif tool_finished is not None and isinstance(ev, tool_finished):
-                    row = self.store.add_message(
-                        cid,
-                        "tool",
-                        ev.message.content,
-                        parent_id=last_row,
-                        tool_name=ev.message.name,
-                        extra={"tool_run": ev.run.to_dict()},
-                    )
-                    last_row = row.id
-                    yield ev
-                    yield MessageSaved(row, ev.message)
-                    continue
-                yield ev
+                yield from rows.on_event(ev)
         except BaseException:
-            # run_turn has already filled in the message (stop reason "error" or "cancelled").
-            if mid is not None and live is not None:
-                save(live, "interrupted")
+            rows.interrupted()  # run_turn has already filled in the message (stop reason "error" or "cancelled")
             raise
+
+    def _answer_place(
+        self, cid: int, parent_id: int | Any | None, resume_id: int | None, effort: str | None
+    ) -> tuple[int | None, Message | None, str | None]:
+        """(parent row, partial message to continue, effort) of a new or continued answer."""
+        if resume_id is not None:
+            row = self.store.get_message(resume_id)
+            if row.role != "assistant" or row.status not in ("interrupted", "error"):
+                raise StoreError("Only an answer that was cut short can be continued.")
+            return row.parent_id, message_from_row(row), effort or row.effort
+        if parent_id is ACTIVE:
+            return self.store.get_conversation(cid).active_leaf_id, None, effort
+        return parent_id, None, effort
 
     def title_request(self) -> Conversation | None:
         """The conversation so far plus a request for a title; None unless a model title is wanted.
@@ -331,6 +286,73 @@ class ChatSession:
             return
         if self.store.set_generated_title(self.conversation_id, message.content):
             yield self.store.get_conversation(self.conversation_id).title
+
+
+class _AnswerRows:
+    """Stores what one generate() call produces as it streams: answer rows (tail saved as it grows,
+    committed when done) and, in the tool loop, a tool row under each call."""
+
+    def __init__(
+        self,
+        store: Store,
+        cid: int,
+        parent: int | None,
+        resume_id: int | None,
+        effort: str | None,
+        tool_finished: type[Any] | None,
+    ) -> None:
+        self.store = store
+        self.cid = cid
+        self.resume_id = resume_id
+        self.effort = effort
+        self.tool_finished = tool_finished
+        self.mid: int | None = None  # the answer row being streamed
+        self.last_row: int | None = parent  # where the next row goes
+        self.live: Message | None = None
+        self.saver: StreamSaver | None = None
+
+    def on_event(self, ev: Any) -> list[Any]:
+        """Store what `ev` brings; returns the events to pass on (it, and a MessageSaved after a row)."""
+        if isinstance(ev, TurnStarted):
+            self._begin(ev.message)
+        elif isinstance(ev, (ReasoningDelta, FinalDelta, PreambleDelta)):
+            if self.saver is not None and self.live is not None:
+                self.saver.feed(self.live.content, self.live.thinking)
+        elif isinstance(ev, TurnFinished):
+            status = "interrupted" if ev.message.stop_reason in CUT_SHORT else "complete"
+            return [ev, MessageSaved(self._save(ev.message, status), ev.message)]
+        elif self.tool_finished is not None and isinstance(ev, self.tool_finished):
+            row = self.store.add_message(
+                self.cid,
+                "tool",
+                ev.message.content,
+                parent_id=self.last_row,
+                tool_name=ev.message.name,
+                extra={"tool_run": ev.run.to_dict()},
+            )
+            self.last_row = row.id
+            return [ev, MessageSaved(row, ev.message)]
+        return [ev]
+
+    def _begin(self, live: Message) -> None:
+        self.live = live
+        if self.resume_id is not None:
+            self.store.resume_stream(self.resume_id)
+            self.mid = self.resume_id
+        else:
+            self.mid = self.store.begin_stream(self.cid, parent_id=self.last_row, effort=self.effort, model=live.model)
+        self.saver = StreamSaver(self.store, self.mid, TAIL_SAVE_INTERVAL_S)
+
+    def _save(self, message: Message, status: str) -> MessageRow:
+        assert self.mid is not None
+        row = self.store.finish_stream_from(self.mid, message, status=status)
+        self.last_row, self.mid = row.id, None
+        return row
+
+    def interrupted(self) -> None:
+        """The generation failed or was stopped: commit the answer in progress as interrupted."""
+        if self.mid is not None and self.live is not None:
+            self._save(self.live, "interrupted")
 
 
 def trim_to_fit(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Final
 from app.core.store.rows import STATUSES, TITLE_MAX_CHARS, MessageRow
 
 if TYPE_CHECKING:
-    pass
+    from app.core.chat import Message
 
 
 def tool_call_to_dict(call: Any) -> dict[str, Any]:
@@ -150,7 +150,7 @@ def clean_generated_title(text: str, max_chars: int = TITLE_MAX_CHARS) -> str:
     return auto_title(line, max_chars)
 
 
-def message_from_row(row: MessageRow) -> Any:
+def message_from_row(row: MessageRow) -> Message:
     """A stored message as a chat.Message (its id is the row id, as text)."""
     from app.core.chat import Message
 

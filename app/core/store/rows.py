@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 from app.core.errors import HarmonicaError
 
 if TYPE_CHECKING:
-    pass
+    from app.core.engine import Sampling
 
 
 DB_FILENAME: Final = "conversations.sqlite3"
@@ -45,12 +45,74 @@ class StoreCorruptError(StoreError):
 
 # --- settings -------------------------------------------------------------------------------------
 
-# Accepted ranges; out-of-range values are clamped rather than rejected.
-_FLOAT_RANGES: Final[dict[str, tuple[float, float]]] = {
-    "temperature": (0.0, 5.0),
-    "top_p": (0.0, 1.0),
-    "min_p": (0.0, 1.0),
-    "repeat_penalty": (0.5, 2.5),
+# How a stored or imported value of each setting is read: a bad one raises TypeError or ValueError
+# (and the default stays); numbers out of range are clamped rather than rejected.
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("not text")
+    return value
+
+
+def _identity(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and value.strip()):
+        return value
+    raise TypeError("not a name")
+
+
+def _effort(value: Any) -> str:
+    if isinstance(value, str) and value.lower() in EFFORTS:
+        return value.lower()
+    raise ValueError("not an effort")
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError("not true or false")
+    return value
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("not an integer")
+    return value
+
+
+def _clamped(lo: float, hi: float) -> Callable[[Any], float]:
+    def read(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise TypeError("not a number")
+        return float(min(max(value, lo), hi))
+
+    return read
+
+
+def _optional_int(least: int) -> Callable[[Any], int | None]:
+    """An integer, or None; below `least` means None too (the default: off, or the app's choice)."""
+
+    def read(value: Any) -> int | None:
+        if value is None:
+            return None
+        n = _integer(value)
+        return n if n >= least else None
+
+    return read
+
+
+_SETTING_READERS: Final[dict[str, Callable[[Any], Any]]] = {
+    "developer_instructions": _text,
+    "model_identity": _identity,
+    "reasoning_effort": _effort,
+    "temperature": _clamped(0.0, 5.0),
+    "top_p": _clamped(0.0, 1.0),
+    "min_p": _clamped(0.0, 1.0),
+    "repeat_penalty": _clamped(0.5, 2.5),
+    "top_k": lambda value: max(0, _integer(value)),
+    "trim_oldest": _flag,
+    "seed": lambda value: None if value is None else _integer(value),
+    "max_tokens": _optional_int(1),
+    "context_size": _optional_int(256),
 }
 
 
@@ -99,44 +161,9 @@ class ConversationSettings:
 
     @classmethod
     def _coerce(cls, key: str, value: Any) -> Any:
-        if key in ("developer_instructions",):
-            if not isinstance(value, str):
-                raise TypeError(key)
-            return value
-        if key == "model_identity":
-            if value is None or (isinstance(value, str) and value.strip()):
-                return value
-            raise TypeError(key)
-        if key == "reasoning_effort":
-            if isinstance(value, str) and value.lower() in EFFORTS:
-                return value.lower()
-            raise ValueError(key)
-        if key in _FLOAT_RANGES:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise TypeError(key)
-            lo, hi = _FLOAT_RANGES[key]
-            return float(min(max(value, lo), hi))
-        if key == "top_k":
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(key)
-            return max(0, value)
-        if key == "trim_oldest":
-            if not isinstance(value, bool):
-                raise TypeError(key)
-            return value
-        if key in ("seed", "max_tokens", "context_size"):
-            if value is None:
-                return None
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(key)
-            if key == "seed":
-                return value
-            if key == "context_size":
-                return value if value >= 256 else None
-            return value if value > 0 else None
-        raise KeyError(key)
+        return _SETTING_READERS[key](value)
 
-    def to_sampling(self) -> Any:
+    def to_sampling(self) -> Sampling:
         """The engine's ``Sampling`` for these settings (imported lazily to keep the store light)."""
         from app.core.engine import Sampling
 
