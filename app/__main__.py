@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import threading
 import traceback
@@ -46,6 +47,7 @@ def install_exception_hooks(window: Any) -> None:
 
             QApplication.quit()
             return
+        logging.getLogger("app").critical("Uncaught exception", exc_info=(exc_type, exc, tb))
         relay.raised.emit(exc, text)  # queued to the UI thread when raised elsewhere
 
     def thread_hook(args: threading.ExceptHookArgs) -> None:
@@ -68,6 +70,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from app.core import selftest
 
         return selftest.main(args.self_test, n_batch=args.self_test_batch)
+    from app.core import logs
+
+    logs.configure()  # first: whatever goes wrong from here on is written down
+    try:
+        return _run_window(args)
+    finally:
+        logs.shutdown()
+
+
+def _run_window(args: argparse.Namespace) -> int:
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 

@@ -50,7 +50,7 @@ def test_demo_mode_renders_and_saves_screenshot(qtbot, tmp_path: Path, monkeypat
     assert img.pixelColor(5, img.height() // 2).lightness() < 60
 
 
-def test_unhandled_exceptions_become_a_dialog(qtbot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_unhandled_exceptions_become_a_dialog_and_are_logged(qtbot, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)
     monkeypatch.setattr(threading, "excepthook", threading.excepthook)
     w = MainWindow(lambda: None)  # type: ignore[arg-type, return-value]
@@ -68,6 +68,8 @@ def test_unhandled_exceptions_become_a_dialog(qtbot, monkeypatch) -> None:  # ty
     qtbot.waitUntil(lambda: len(shown) == 2, timeout=2000)
     assert isinstance(shown[0][0], ValueError) and "from the UI thread" in shown[0][1]
     assert isinstance(shown[1][0], KeyError) and "Traceback" in shown[1][1]
+    logged = [r for r in caplog.records if r.getMessage() == "Uncaught exception"]
+    assert len(logged) == 2 and logged[0].exc_info is not None and logged[1].exc_info[0] is KeyError
 
 
 def test_show_exception_dialog_does_not_stack(qtbot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
