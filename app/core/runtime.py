@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from app.core.chat import EngineLike
 from app.core.engine import EngineError, LoadSettings
@@ -101,8 +101,7 @@ def offline_from_env() -> bool:
 def default_engine_factory() -> EngineLike:
     from app.core.engine import Engine  # imported late: llama_cpp is heavy and may be missing
 
-    engine: Any = Engine()  # Any: the engine protocol's final form is house-core's (engine.py)
-    return engine
+    return cast("EngineLike", Engine())
 
 
 def open_store(store: Store | None = None) -> tuple[Store, str]:
