@@ -102,7 +102,7 @@ class ChatView(QScrollArea):
             self._append(w)
         self._first_shown = first
         self.earlier.setVisible(first > 0)
-        self._pin_latest()
+        self.pin_latest()
         self._generation += 1
         if first > self._fill_to:
             gen = self._generation
@@ -200,7 +200,7 @@ class ChatView(QScrollArea):
     def _wire_assistant(self, w: AssistantMessageWidget) -> None:
         w.action.connect(lambda name, w=w: w.row_id is not None and self.message_action.emit(name, w.row_id))
 
-    def _pin_latest(self) -> None:
+    def pin_latest(self) -> None:
         """Only the latest answer shows its actions without hovering."""
         last = next((w for w in reversed(self.widgets) if isinstance(w, AssistantMessageWidget)), None)
         for w in self.widgets:
@@ -233,7 +233,7 @@ class ChatView(QScrollArea):
         w = AssistantMessageWidget(model=model, effort=effort, continuation=continuation)
         self._wire_assistant(w)
         self._append(w)
-        self._pin_latest()
+        self.pin_latest()
         return w
 
     def remove_widget(self, w: QWidget) -> None:

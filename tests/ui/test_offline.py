@@ -109,12 +109,12 @@ def test_app_starts_finds_a_model_and_chats_without_network(
         qtbot.addWidget(w)
         [found] = ModelLibrary().discover().models  # discovery: the HF cache and LM Studio's folder
         assert found.source == Source.LMSTUDIO
-        w.load_settings = LoadSettings(n_ctx=4096, n_threads=1)  # a token per byte of the tool definitions
-        w.sampling = Sampling(seed=3, max_tokens=60)
-        w.grammar = GRAMMAR
+        w.runtime.load_settings = LoadSettings(n_ctx=4096, n_threads=1)  # a token per byte of the tool definitions
+        w.answers.sampling = Sampling(seed=3, max_tokens=60)
+        w.answers.grammar = GRAMMAR
         assert w.open_model(str(found.path))
         qtbot.waitUntil(lambda: not w.loading, timeout=30000)
-        assert w.engine is not None and w.engine.loaded
+        assert w.runtime.engine is not None and w.runtime.engine.loaded
         w.composer.edit.setPlainText("hello world")
         qtbot.keyClick(w.composer.edit, Qt.Key.Key_Return)
         qtbot.waitUntil(lambda: not w.generating, timeout=30000)
