@@ -16,8 +16,6 @@ from PySide6.QtWidgets import (
     QButtonGroup,
     QCheckBox,
     QComboBox,
-    QDialog,
-    QDialogButtonBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
@@ -39,7 +37,6 @@ from PySide6.QtWidgets import (
     QTableWidget,
     QTableWidgetItem,
     QTabWidget,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -67,6 +64,7 @@ from app.ui import style
 from app.ui.charts import Bar, BarChart
 from app.ui.markdown_view import Throttle
 from app.ui.message_widget import AssistantMessageWidget
+from app.ui.notice import NoticeBar
 from app.ui.workers import GeneratorWorker, start_worker
 
 EngineProvider = Callable[[], Any]
@@ -129,60 +127,6 @@ def _pm_secs(s: Spread | None) -> str:
 # =================================================================================================
 # Small widgets
 # =================================================================================================
-class Notice(QFrame):
-    """An inline message in the setup panel (errors, results of imports and exports)."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent, objectName="LabNotice")
-        lay = QHBoxLayout(self)
-        lay.setContentsMargins(10, 8, 6, 8)
-        lay.setSpacing(6)
-        self.text = QLabel("", objectName="LabNoticeText")
-        self.text.setWordWrap(True)
-        self.text.setTextFormat(Qt.TextFormat.PlainText)
-        self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        lay.addWidget(self.text, 1)
-        self.details = QToolButton(objectName="LinkButton")
-        self.details.setText("Details")
-        self.details.setCursor(Qt.CursorShape.PointingHandCursor)
-        self.details.clicked.connect(self._show_details)
-        lay.addWidget(self.details, 0, Qt.AlignmentFlag.AlignTop)
-        close = QToolButton(objectName="BannerClose")
-        close.setIcon(style.icon("close"))
-        close.setToolTip("Dismiss")
-        close.clicked.connect(self.hide)
-        lay.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
-        self._detail_lines: list[str] = []
-        self._dialog: QDialog | None = None
-        self.kind = ""
-        self.hide()
-
-    def show_message(self, text: str, kind: str = "info", details: list[str] | None = None) -> None:
-        self.kind = kind
-        self.setProperty("kind", kind)
-        self.style().unpolish(self)
-        self.style().polish(self)
-        self.text.setText(text)
-        self._detail_lines = list(details or [])
-        self.details.setVisible(bool(self._detail_lines))
-        self.show()
-
-    def _show_details(self) -> None:
-        dlg = QDialog(self.window())
-        dlg.setWindowTitle("Details")
-        dlg.resize(560, 360)
-        lay = QVBoxLayout(dlg)
-        view = QPlainTextEdit()
-        view.setReadOnly(True)
-        view.setPlainText("\n".join(self._detail_lines))
-        lay.addWidget(view)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
-        buttons.rejected.connect(dlg.close)
-        lay.addWidget(buttons)
-        self._dialog = dlg
-        dlg.show()
-
-
 FIGURES = ("reasoning", "final", "TTFT", "total", "tok/s")
 FIGURES_TIP = (
     "reasoning: tokens on the analysis channel · final: tokens of the answer\n"
@@ -636,7 +580,7 @@ class CompareWindow(QWidget):
         self.progress_label = QLabel("", objectName="MessageMeta")
         self.progress_label.setWordWrap(True)
         lay.addWidget(self.progress_label)
-        self.notice = Notice()
+        self.notice = NoticeBar()
         lay.addWidget(self.notice)
         lay.addStretch(1)
 
@@ -801,11 +745,11 @@ class CompareWindow(QWidget):
         self.last_import = result
         details = [str(i) for i in result.issues]
         if not result.problem_set.problems:
-            self.notice.show_message(f"{Path(path).name} holds no usable problems.", "error", details)
+            self.notice.show_message(f"{Path(path).name} holds no usable problems.", "error", details=details)
             return result
         self._add_set(result.problem_set)
         self.mode_set.setChecked(True)
-        self.notice.show_message(result.summary(), "warning" if result.skipped else "info", details)
+        self.notice.show_message(result.summary(), "warning" if result.skipped else "info", details=details)
         return result
 
     # --- engine and model -----------------------------------------------------------------------
@@ -1108,7 +1052,9 @@ class CompareWindow(QWidget):
 
     def _on_error(self, exc: BaseException) -> None:
         self._stop_reason = "error"
-        self.notice.show_message(str(exc) if isinstance(exc, LabError) else f"The experiment failed: {exc}", "error")
+        self.notice.show_message(
+            str(exc) if isinstance(exc, LabError) else f"The experiment failed: {exc}", "error", exc=exc
+        )
 
     def _on_worker_finished(self, w: GeneratorWorker) -> None:
         if self._worker is not w:
@@ -1420,7 +1366,7 @@ class CompareWindow(QWidget):
         msg = f"Opened {Path(path).name}: {exp.done} of {exp.total} runs finished."
         if not exp.complete:
             msg += " Resume runs the rest."
-        self.notice.show_message(msg, "warning" if exp.warnings else "info", exp.warnings)
+        self.notice.show_message(msg, "warning" if exp.warnings else "info", details=exp.warnings)
         return True
 
     def _fill_form(self, exp: Experiment) -> None:

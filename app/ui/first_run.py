@@ -25,7 +25,8 @@ from app.core.hardware import HardwareProfile
 from app.core.models import CatalogEntry, LocalModel, ModelLibrary, RefusedFile, assess_fit, catalog, recommend
 from app.ui import style
 from app.ui.downloads import DownloadController, DownloadPanel
-from app.ui.model_manager import Notice, import_job
+from app.ui.model_manager import import_job
+from app.ui.notice import NoticeBar
 from app.ui.workers import GeneratorWorker, start_worker
 
 
@@ -174,7 +175,7 @@ class FirstRunPage(QWidget):
         self.model_fit = QLabel("", objectName="FitLine")
         self.model_fit.setWordWrap(True)
         mo.addWidget(self.model_fit)
-        self.offline_notice = Notice(closable=False)
+        self.offline_notice = NoticeBar(closable=False)
         mo.addWidget(self.offline_notice)
         mo.addSpacing(6)
         self.panels = QStackedWidget()
@@ -211,7 +212,7 @@ class FirstRunPage(QWidget):
         have.addWidget(self.manage_button)
         have.addStretch(1)
         lay.addLayout(have)
-        self.file_notice = Notice()
+        self.file_notice = NoticeBar()
         lay.addWidget(self.file_notice)
         self.footnote = QLabel("", objectName="FooterHint")
         self.footnote.setWordWrap(True)

@@ -256,8 +256,8 @@ def test_import_reports_malformed_lines(make_lab, tmp_path: Path) -> None:  # ty
     assert result is not None and len(result.problem_set) == 1
     assert w.notice.text.text() == "Imported 1 problem from mine. 2 lines were skipped."
     assert (
-        w.notice._detail_lines[0].startswith("Line 2: not valid JSON")
-        and w.notice._detail_lines[1] == 'Line 3: missing "prompt"'
+        w.notice.detail_lines[0].startswith("Line 2: not valid JSON")
+        and w.notice.detail_lines[1] == 'Line 3: missing "prompt"'
     )
     assert w.notice.details.isVisibleTo(w) and w.mode_set.isChecked() and w.current_set().name == "mine"
     bad = tmp_path / "bad.jsonl"

@@ -171,7 +171,7 @@ def test_manager_and_first_run_stay_offline_until_download_is_pressed(
         assert no_network, "pressing Download must reach for the network (else the guard is blind)"
         box = dialog.cards["gpt-oss-20b"].panel.error_box
         assert box.isVisible() and box.headline.text() == "Connection problem", box.headline.text()
-        assert "blocked by the test" in box.message.text(), box.message.text()
+        assert "blocked by the test" in box.text.text(), box.text.text()
     finally:
         controller.shutdown()
         workers.stop_all()
