@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtCore import QObject, QSize, Qt, Signal
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (
     QMenu,
     QProgressBar,
     QPushButton,
+    QStatusBar,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -169,3 +170,46 @@ class EmptyState(QWidget):
             self.title.setText("No model loaded")
             self.hint.setText("Open a gpt-oss model file (.gguf) to start — or drop one onto this window.")
             self.button.show()
+
+
+class StatusLine(QObject):
+    """The status bar's labels: the model (and how it runs), the server, speed and context use."""
+
+    def __init__(self, bar: QStatusBar) -> None:
+        super().__init__(bar)
+        bar.setSizeGripEnabled(False)
+        self.model = QLabel("No model")
+        self.speed = QLabel("")
+        self.context = QLabel("")
+        self.server = QLabel("", objectName="StatusServer")
+        self.server.hide()
+        bar.addWidget(self.model, 1)
+        bar.addPermanentWidget(self.server)
+        bar.addPermanentWidget(self.speed)
+        bar.addPermanentWidget(self.context)
+
+    def set_loading(self, name: str) -> None:
+        self.model.setText(f"Loading {name}…")
+
+    def set_no_model(self) -> None:
+        self.model.setText("No model")
+
+    def set_model(self, info: Any, plan: Any) -> None:
+        """A model is loaded: its name and backend; the tooltip says where it runs and why."""
+        self.context.setText(f"Context 0 / {info.n_ctx:,}")
+        self.speed.setText("")
+        where = plan.summary().split(";")[0] if plan is not None else "your settings"
+        backend = f"{plan.backend} · " if plan is not None else ""
+        self.model.setToolTip(
+            f"{info.path}\n{backend}{where}" + ("\n\n" + "\n".join(plan.reasons) if plan is not None else "")
+        )
+        self.model.setText(f"{info.name} · {plan.backend}" if plan is not None else f"{info.name}")
+
+    def set_server(self, base_url: str | None, exposed: bool = False) -> None:
+        """The API server's address while it runs (None: it is off)."""
+        if base_url is None:
+            self.server.hide()
+            return
+        self.server.setText(f"API {base_url}" + (" · network" if exposed else ""))
+        self.server.setToolTip("The local OpenAI-compatible server is on (Tools → Local API server…)")
+        self.server.show()

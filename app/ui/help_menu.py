@@ -1,8 +1,9 @@
-"""The Help menu's commands: the log folder, diagnostics for a bug report, About."""
+"""The Help menu's commands (the log folder, diagnostics for a bug report, About) and the unexpected-error dialog."""
 
 from __future__ import annotations
 
 import sys
+import traceback
 
 from PySide6 import __version__ as PYSIDE_VERSION
 from PySide6.QtCore import QUrl, qVersion
@@ -52,6 +53,19 @@ def copy_diagnostics(runtime: Runtime) -> str:
     text = logs.diagnostics(diagnostic_facts(runtime))
     QGuiApplication.clipboard().setText(text)
     return text
+
+
+def error_dialog(parent: QWidget, exc: BaseException, tb_text: str | None = None) -> None:
+    """Tell the user about an unexpected error, with the traceback under Details."""
+    text = tb_text or getattr(exc, "__traceback_text__", None) or "".join(traceback.format_exception(exc))
+    box = QMessageBox(
+        QMessageBox.Icon.Critical,
+        "Something went wrong",
+        f"Harmonica hit an unexpected error and recovered:\n\n{type(exc).__name__}: {exc}",
+        parent=parent,
+    )
+    box.setDetailedText(text)
+    box.exec()
 
 
 def about(parent: QWidget) -> None:

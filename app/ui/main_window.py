@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,9 +12,7 @@ from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
-    QLabel,
     QMainWindow,
-    QMessageBox,
     QSplitter,
     QStackedWidget,
     QVBoxLayout,
@@ -30,7 +27,7 @@ from app.core.store import DEFAULT_TITLE, message_from_row
 from app.ui import help_menu, style
 from app.ui.actions import build_actions, update_actions
 from app.ui.chat_controller import ChatController
-from app.ui.chat_page import ChatHeader, EmptyState, LoadPanel
+from app.ui.chat_page import ChatHeader, EmptyState, LoadPanel, StatusLine
 from app.ui.chat_view import ChatView
 from app.ui.composer import Composer
 from app.ui.conversations import ConversationActions
@@ -107,17 +104,9 @@ class MainWindow(QMainWindow):
         self.splitter.setSizes([260, 980])
         self.setCentralWidget(self.splitter)
         self.sidebar.setVisible(rt.settings.window.sidebar_visible)
-        sb = self.statusBar()
-        sb.setSizeGripEnabled(False)
-        self.status_model = QLabel("No model")
-        self.status_speed = QLabel("")
-        self.status_context = QLabel("")
-        self.status_server = QLabel("", objectName="StatusServer")
-        self.status_server.hide()
-        sb.addWidget(self.status_model, 1)
-        sb.addPermanentWidget(self.status_server)
-        sb.addPermanentWidget(self.status_speed)
-        sb.addPermanentWidget(self.status_context)
+        self.status = StatusLine(self.statusBar())
+        self.status_model, self.status_speed = self.status.model, self.status.speed
+        self.status_context, self.status_server = self.status.context, self.status.server
 
         self.answers = ChatController(rt, self.chat, self.composer, self.notices, self.events, self)
         self.conversations = ConversationActions(
@@ -125,7 +114,8 @@ class MainWindow(QMainWindow):
         )
         self.loader = ModelLoader(rt, self.notices, self)
         self.panels = Panels(rt, self)
-        self.actions = build_actions(self)
+        self.menu_actions = build_actions(self)
+        self._error_dialog_open = False
         self._wire()
 
         start_worker(GeneratorWorker(warm_up_job, style.current().markdown))
@@ -229,7 +219,7 @@ class MainWindow(QMainWindow):
         self.header.set_state(
             self.session.title if cid else DEFAULT_TITLE, self.session.settings, cid is not None, extra
         )
-        update_actions(self, self.actions)
+        update_actions(self, self.menu_actions)
 
     def _show_session(self) -> None:
         """Rebuild the chat from the store (ConversationEvents.session_changed)."""
@@ -255,24 +245,15 @@ class MainWindow(QMainWindow):
         self.notices.info(text, actions, timeout_ms)
 
     def show_exception(self, exc: BaseException, tb_text: str | None = None) -> None:
-        """An unexpected error: logged, and a dialog with details; the app keeps running."""
+        """An unexpected error: logged, and a dialog with details (one at a time); the app keeps running."""
         if not getattr(exc, "__harmonica_logged__", False):
             log_notice(Notice(f"Unexpected error: {type(exc).__name__}: {exc}", "error", exc=exc))
-        if getattr(self, "_error_dialog_open", False):
-            return
-        self._error_dialog_open = True
-        try:
-            text = tb_text or getattr(exc, "__traceback_text__", None) or "".join(traceback.format_exception(exc))
-            box = QMessageBox(
-                QMessageBox.Icon.Critical,
-                "Something went wrong",
-                f"Harmonica hit an unexpected error and recovered:\n\n{type(exc).__name__}: {exc}",
-                parent=self,
-            )
-            box.setDetailedText(text)
-            box.exec()
-        finally:
-            self._error_dialog_open = False
+        if not self._error_dialog_open:
+            self._error_dialog_open = True
+            try:
+                help_menu.error_dialog(self, exc, tb_text)
+            finally:
+                self._error_dialog_open = False
 
     # --- loading ------------------------------------------------------------------------------------
     def choose_model(self) -> None:
@@ -309,26 +290,18 @@ class MainWindow(QMainWindow):
         self.answers.cancel_title()
         self.notices.clear()
         self.load_panel.start(name)
-        self.status_model.setText(f"Loading {name}…")
+        self.status.set_loading(name)
         self.composer.set_can_send(False, "Loading the model…")
-        update_actions(self, self.actions)
+        update_actions(self, self.menu_actions)
 
     def _on_loaded(self, info: Any) -> None:
-        self.status_context.setText(f"Context 0 / {info.n_ctx:,}")
-        self.status_speed.setText("")
+        self.status.set_model(info, self.runtime.active_plan)
         self.setWindowTitle(f"{info.name} — Harmonica")
-        plan = self.runtime.active_plan
-        where = plan.summary().split(";")[0] if plan is not None else "your settings"
-        backend = f"{plan.backend} · " if plan is not None else ""
-        self.status_model.setToolTip(
-            f"{info.path}\n{backend}{where}" + ("\n\n" + "\n".join(plan.reasons) if plan is not None else "")
-        )
-        self.status_model.setText(f"{info.name} · {plan.backend}" if plan is not None else f"{info.name}")
         self.panels.model_changed()
         self.model_loaded.emit(info)
 
     def _on_load_failed(self) -> None:
-        self.status_model.setText("No model")
+        self.status.set_no_model()
         self.setWindowTitle("Harmonica")
 
     def _on_load_finished(self) -> None:
@@ -337,13 +310,8 @@ class MainWindow(QMainWindow):
 
     def _on_server_running(self, running: bool) -> None:
         panel = self.panels.server_panel
-        if running and panel is not None:
-            exposed = getattr(panel.server, "exposed", False)
-            self.status_server.setText(f"API {panel.base_url}" + (" · network" if exposed else ""))
-            self.status_server.setToolTip("The local OpenAI-compatible server is on (Tools → Local API server…)")
-            self.status_server.show()
-        else:
-            self.status_server.hide()
+        on = running and panel is not None
+        self.status.set_server(panel.base_url if on else None, on and bool(getattr(panel.server, "exposed", False)))
 
     # --- view and help menu commands ----------------------------------------------------------------
     @property
@@ -354,7 +322,7 @@ class MainWindow(QMainWindow):
         self.sidebar.setVisible(on)
         self.runtime.settings.window.sidebar_visible = on
         self.runtime.settings.save("window")
-        update_actions(self, self.actions)
+        update_actions(self, self.menu_actions)
 
     def toggle_sidebar(self) -> None:
         self.set_sidebar_visible(not self.sidebar.isVisible())
@@ -371,7 +339,7 @@ class MainWindow(QMainWindow):
     def set_theme(self, name: str) -> None:
         self.runtime.settings.window.theme = name
         self.runtime.settings.save("window")
-        update_actions(self, self.actions)
+        update_actions(self, self.menu_actions)
         self.notices.info("The new theme is used from the next start of Harmonica.", timeout_ms=8000)
 
     @property

@@ -47,12 +47,12 @@ class ModelLoader(QObject):
         except HarmonicaError as exc:
             self.notices.error(str(exc))
             return False
-        self.started.emit(request.name)
         w = GeneratorWorker(self.runtime.load_job, request)
         w.yielded.connect(self._on_event)
         w.errored.connect(self._on_error)
         w.finished.connect(self._on_finished)
         self._worker = w
+        self.started.emit(request.name)  # `loading` is already true for whoever listens
         start_worker(w)
         return True
 
