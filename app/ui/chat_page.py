@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from PySide6.QtCore import QObject, QSize, Qt, Signal
@@ -56,7 +57,7 @@ class ChatHeader(QFrame):
             ("Markdown with reasoning…", "md-reasoning"),
             ("JSON (complete)…", "json"),
         ):
-            menu.addAction(label, lambda fmt=fmt: self.export_requested.emit(fmt))
+            menu.addAction(label, partial(self.export_requested.emit, fmt))
         self.export_button.setMenu(menu)
         lay.addWidget(self.export_button)
         self.settings_button = QToolButton(objectName="HeaderButton")

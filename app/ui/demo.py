@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 from app.core.chat import Conversation, Message
 from app.core.engine import GenerationStats
@@ -104,6 +105,7 @@ def _add_history(store: object) -> None:
 def start_demo() -> object:
     import tempfile
 
+    from app.core.chat import EngineLike
     from app.core.runtime import Runtime
     from app.core.store import Store
     from app.ui.main_window import MainWindow
@@ -113,8 +115,9 @@ def start_demo() -> object:
     # A throwaway store: the demo must not add its sample chat to the user's history.
     store = Store.open(Path(tempfile.mkdtemp(prefix="harmonica-demo-")) / "demo.sqlite3")
     _add_history(store)
-    window = MainWindow(Runtime(store=store, engine_factory=lambda: engine))
-    window.adopt_engine(engine)
+    model = cast("EngineLike", engine)  # the scripted engine stands in for llama.cpp's
+    window = MainWindow(Runtime(store=store, engine_factory=lambda: model))
+    window.adopt_engine(model)
     window.set_conversation(demo_conversation())
     window.status_speed.setText("64.3 tok/s")
     window.status_context.setText(f"Context 454 / {engine.n_ctx:,}")

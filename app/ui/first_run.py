@@ -328,10 +328,7 @@ class FirstRunPage(QWidget):
         if not isinstance(facts, MachineFacts):
             return
         self.facts = facts
-        while self.machine_grid.count():
-            item = self.machine_grid.takeAt(0)
-            if item.widget() is not None:
-                item.widget().deleteLater()
+        style.clear_layout(self.machine_grid)
         rows = describe_machine(facts.profile) if facts.profile is not None else []
         if facts.disk_free is not None:
             rows.append(("Disk", f"{human_bytes(facts.disk_free)} free for downloads ({_short(facts.cache_dir)})"))

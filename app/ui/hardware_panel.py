@@ -514,10 +514,7 @@ class HardwarePanel(QDialog):
 
     def _render_hardware(self) -> None:
         prof = self._profile
-        while self.hw_grid.count():
-            item = self.hw_grid.takeAt(0)
-            if item is not None and item.widget() is not None:
-                item.widget().deleteLater()  # type: ignore[union-attr]
+        style.clear_layout(self.hw_grid)
         if prof is None:
             return
         for r, (key, value) in enumerate(machine_rows(prof)):

@@ -34,7 +34,7 @@ def diagnostic_facts(runtime: Runtime) -> list[tuple[str, str]]:
             facts.append(("llama.cpp", f"system info unavailable ({exc})"))
     profile = runtime.profile
     if profile is not None:
-        facts.append(("Backends found", ", ".join(profile.backends) or "none"))
+        facts.append(("Backends found", ", ".join(profile.backends or []) or "none"))
     info = runtime.model_info
     facts.append(("Model", f"{info.name} ({info.path})" if info is not None else "none loaded"))
     plan = runtime.active_plan

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 
 from app.core import lab
 from app.core.lab import EffortSummary, Experiment, RunDelta, RunResult
+from app.ui import style
 from app.ui.charts import Bar, BarChart
 from app.ui.lab_cards import MARKS_ROLE, EffortColumn, MarksDelegate, RunCard, decimals_for, effort_color, fmt_tokens
 
@@ -154,11 +155,7 @@ class LabResultsView(QWidget):
 
     def rebuild_grid(self) -> None:
         exp = self.experiment
-        while self.grid.count():
-            item = self.grid.takeAt(0)
-            old = item.widget() if item is not None else None
-            if old is not None:
-                old.deleteLater()
+        style.clear_layout(self.grid)
         self.cards.clear()
         self.columns.clear()
         if exp is None:

@@ -310,8 +310,10 @@ class MainWindow(QMainWindow):
 
     def _on_server_running(self, running: bool) -> None:
         panel = self.panels.server_panel
-        on = running and panel is not None
-        self.status.set_server(panel.base_url if on else None, on and bool(getattr(panel.server, "exposed", False)))
+        if running and panel is not None:
+            self.status.set_server(panel.base_url, bool(getattr(panel.server, "exposed", False)))
+        else:
+            self.status.set_server(None)
 
     # --- view and help menu commands ----------------------------------------------------------------
     @property

@@ -254,6 +254,8 @@ class LocalModelRow(QFrame):
 class RefusedList(QWidget):
     """Files that were found or dropped but not offered, each with the reason; folded by default."""
 
+    body: QWidget  # made after the toggle that shows it
+
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         lay = QVBoxLayout(self)
@@ -275,10 +277,7 @@ class RefusedList(QWidget):
 
     def set_files(self, files: Sequence[RefusedFile]) -> None:
         self.items = list(files)
-        while self.body_layout.count():
-            item = self.body_layout.takeAt(0)
-            if item.widget() is not None:
-                item.widget().deleteLater()
+        style.clear_layout(self.body_layout)
         for f in self.items:
             row = QVBoxLayout()
             w = QWidget(objectName="RefusedRow")

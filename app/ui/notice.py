@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
@@ -119,7 +120,7 @@ class NoticeBar(QFrame):
         self.buttons = []
         for label, fn in notice.actions:
             b = QPushButton(label, objectName="BannerButton")
-            b.clicked.connect(lambda _=False, fn=fn: (self.hide(), fn()))
+            b.clicked.connect(partial(self._run_action, fn))
             self._actions.addWidget(b, 0, Qt.AlignmentFlag.AlignVCenter)
             self.buttons.append(b)
         self.detail_lines = list(notice.details)
@@ -142,6 +143,10 @@ class NoticeBar(QFrame):
         log_text: str | None = None,
     ) -> None:
         self.show_notice(Notice(text, kind, tuple(actions), timeout_ms, tuple(details), headline, exc, log_text))
+
+    def _run_action(self, fn: Callable[[], None]) -> None:
+        self.hide()  # the action answers the notice
+        fn()
 
     def button(self, label: str) -> QPushButton | None:
         return next((b for b in self.buttons if b.text() == label), None)
