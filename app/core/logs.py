@@ -143,8 +143,14 @@ def configure(*, debug: bool = False, folder: Path | None = None) -> Path:
         logging.captureWarnings(True)
         _listener, _queue_handler, _privacy, _fan_out = listener, qh, privacy, fan_out
         atexit.register(shutdown)
+        # platform.platform() reads the interpreter's binary (milliseconds): the cheap parts will do here.
         logging.getLogger("app").info(
-            "Harmonica %s starting (Python %s, %s)", _app_version(), platform.python_version(), platform.platform()
+            "Harmonica %s starting (Python %s, %s %s %s)",
+            _app_version(),
+            platform.python_version(),
+            platform.system(),
+            platform.release(),
+            platform.machine(),
         )
         return log_path()
 

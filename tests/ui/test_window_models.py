@@ -101,7 +101,7 @@ def test_models_hardware_and_lab_open_from_the_window(qtbot, tiny_model_path: Pa
     qtbot.waitUntil(lambda: panel.plan is not None, timeout=10000)
     lab = w.panels.show_lab()
     assert lab.isVisible()
-    client = lab._engine_provider()
+    client = lab.engine()  # the lab generates through the scheduler, as "lab"
     assert client is not None and client.name == "lab" and client.info.path == tiny_model_path
     w.close()
     assert not lab.isVisible()
