@@ -490,7 +490,7 @@ class DownloadPanel(QWidget):
         self.status_line = QLabel("", objectName="DownloadStatus")
         self.status_line.setTextFormat(Qt.TextFormat.PlainText)
         self.status_line.setWordWrap(True)
-        self.error_box = NoticeBar(closable=False)
+        self.error_box = NoticeBar(closable=False, button_style="SecondaryButton")
         self._shown_error: ErrorView | None = None
         row = QHBoxLayout()
         row.setSpacing(8)

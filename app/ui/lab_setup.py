@@ -198,7 +198,7 @@ class LabSetupPanel(QFrame):
         self.progress_label = QLabel("", objectName="MessageMeta")
         self.progress_label.setWordWrap(True)
         lay.addWidget(self.progress_label)
-        self.notice = NoticeBar()
+        self.notice = NoticeBar(compact=True)
         lay.addWidget(self.notice)
         lay.addStretch(1)
 

@@ -65,10 +65,21 @@ class NoticeBar(QFrame):
     button for long lists, a close button and an optional timeout. Used by the window, the model
     manager, the first-run page, downloads and the effort lab alike."""
 
-    def __init__(self, parent: QWidget | None = None, *, closable: bool = True) -> None:
+    def __init__(
+        self,
+        parent: QWidget | None = None,
+        *,
+        closable: bool = True,
+        compact: bool = False,
+        button_style: str = "BannerButton",
+    ) -> None:
         super().__init__(parent, objectName="Banner")
+        self.setProperty("compact", compact)  # narrow places (the lab's setup column): tighter margins
+        self._button_style = button_style  # a card's own button look where the bar sits in a card
         lay = QHBoxLayout(self)
-        lay.setContentsMargins(14, 10, 8, 10)
+        lay.setContentsMargins(*((10, 8, 6, 8) if compact else (14, 10, 8, 10)))
+        if compact:
+            lay.setSpacing(6)
         column = QVBoxLayout()
         column.setSpacing(2)
         self.headline = QLabel("", objectName="BannerHeadline")
@@ -119,7 +130,7 @@ class NoticeBar(QFrame):
             b.deleteLater()
         self.buttons = []
         for label, fn in notice.actions:
-            b = QPushButton(label, objectName="BannerButton")
+            b = QPushButton(label, objectName=self._button_style)
             b.clicked.connect(partial(self._run_action, fn))
             self._actions.addWidget(b, 0, Qt.AlignmentFlag.AlignVCenter)
             self.buttons.append(b)

@@ -182,6 +182,7 @@ def clear_layout(layout: QLayout) -> None:
         item = layout.takeAt(0)
         widget = item.widget() if item is not None else None
         if widget is not None:
+            widget.hide()  # at once: a deferred delete waits for the event loop, which may not be running yet
             widget.deleteLater()
 
 
