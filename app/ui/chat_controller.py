@@ -15,7 +15,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from app.core.chat import ChatError, Message, ToolCallRecord, TurnFinished, TurnStarted
 from app.core.engine import EngineError, Sampling
 from app.core.harmony import FinalDelta, PreambleDelta, ReasoningDelta, ToolCall
-from app.core.runtime import Runtime
+from app.core.runtime import Runtime, is_model_file
 from app.core.scheduler import QueueState
 from app.core.session import CONTEXT_WARN_FRACTION, ChatSession, ContextTrimmed, MessageSaved
 from app.core.store import ACTIVE, ConversationSettings, MessageRow, StoreError, message_from_row
@@ -202,8 +202,8 @@ class ChatController(QObject):
             and settings.context_size != n_ctx
             and settings.context_size != old.context_size
         ):
-            path = self.runtime.model_file() if self.runtime.model_info is not None else None
-            actions = [("Reload model", lambda: self.reload_requested.emit(path))] if path else []
+            path = getattr(self.runtime.model_info, "path", None)
+            actions = [("Reload model", lambda: self.reload_requested.emit(str(path)))] if is_model_file(path) else []
             self.notices.info(
                 f"This chat asks for a {settings.context_size:,}-token context; the model is loaded with {n_ctx:,}. "
                 "Reload the model to use it.",

@@ -125,3 +125,25 @@ def test_help_menu_log_folder_diagnostics_and_debug_logging(
     assert w.runtime.settings.logging.debug and logs.debug_enabled()
     w.menu_actions["debug_logging"].trigger()
     assert not w.runtime.settings.logging.debug and not logs.debug_enabled()
+
+
+def test_a_new_context_size_offers_to_reload_the_model_file(make_window, qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    w, engine = make_window(loaded=False)
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    assert w.open_model(model)
+    qtbot.waitUntil(lambda: not w.loading and engine.loaded, timeout=5000)
+    w.answers.apply_settings(dataclasses.replace(w.session.settings, context_size=4096))
+    assert "4,096-token context" in w.banner.text.text()
+    reload = w.banner.button("Reload model")
+    assert reload is not None
+    reload.click()
+    assert w.loading  # the same file, now with the chat's context size
+    qtbot.waitUntil(lambda: not w.loading, timeout=5000)
+    assert engine.n_ctx == 4096
+
+    w2, _ = make_window()  # a scripted model has no file to reload
+    w2.answers.apply_settings(dataclasses.replace(w2.session.settings, context_size=4096))
+    assert "4,096-token context" in w2.banner.text.text() and w2.banner.button("Reload model") is None
