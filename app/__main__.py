@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import threading
 import traceback
@@ -15,7 +16,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="harmonica", description="Private, offline chat with gpt-oss models.")
     p.add_argument("--model", metavar="PATH", help="load this GGUF model file at start")
     p.add_argument("--demo", action="store_true", help=argparse.SUPPRESS)  # scripted model + sample chat (screenshots)
-    p.add_argument("--theme", choices=("light", "dark", "system"), default="system", help="colour theme")
+    p.add_argument("--theme", choices=("light", "dark", "system"), help="colour theme (default: the one last chosen)")
     p.add_argument("--screenshot", metavar="PNG", help=argparse.SUPPRESS)  # with --demo: save the window and quit
     p.add_argument("--demo-scene", default="chat", help=argparse.SUPPRESS)  # with --demo: chat | search
     # Installed-app check (packaging/linux/check_bundle.sh): load MODEL, answer one grammar-forced
@@ -46,6 +47,11 @@ def install_exception_hooks(window: Any) -> None:
 
             QApplication.quit()
             return
+        logging.getLogger("app").critical("Uncaught exception", exc_info=(exc_type, exc, tb))
+        try:
+            exc.__harmonica_logged__ = True  # type: ignore[attr-defined]  # show_exception need not log it again
+        except AttributeError:
+            pass
         relay.raised.emit(exc, text)  # queued to the UI thread when raised elsewhere
 
     def thread_hook(args: threading.ExceptHookArgs) -> None:
@@ -68,9 +74,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         from app.core import selftest
 
         return selftest.main(args.self_test, n_batch=args.self_test_batch)
+    from app.core import logs
+
+    logs.configure()  # first: whatever goes wrong from here on is written down
+    try:
+        return _run_window(args)
+    finally:
+        logs.shutdown()
+
+
+def _run_window(args: argparse.Namespace) -> int:
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
+    from app.core import logs
+    from app.core.runtime import Runtime
     from app.ui import style
     from app.ui.main_window import MainWindow
 
@@ -78,7 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     QApplication.setOrganizationName("Harmonica")
     QApplication.setDesktopFileName("harmonica")
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    style.apply(app, None if args.theme == "system" else args.theme == "dark")  # type: ignore[arg-type]
+    runtime = None if args.demo else Runtime()  # the demo makes its own, over a throwaway store
+    if runtime is not None:
+        logs.set_debug(runtime.settings.logging.debug)
+    theme = args.theme or (runtime.settings.window.theme if runtime is not None else "system")
+    style.apply(app, None if theme == "system" else theme == "dark")  # type: ignore[arg-type]
 
     if args.demo:
         from app.ui.demo import demo_scene, start_demo
@@ -86,11 +108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         window = start_demo()
         demo_scene(window, args.demo_scene)
     else:
-        window = MainWindow()
+        window = MainWindow(runtime)
         if args.test_grammar:
             from app.core.selftest import GRAMMAR
 
-            window.grammar = GRAMMAR
+            window.answers.grammar = GRAMMAR
     install_exception_hooks(window)
     window.show()
     if args.model and not args.demo:
@@ -98,7 +120,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.screenshot:
         from app.ui.demo import save_screenshot
 
-        QTimer.singleShot(1500, lambda: (save_screenshot(window, args.screenshot), app.quit()))
+        def shoot() -> None:
+            save_screenshot(window, args.screenshot)
+            app.quit()
+
+        QTimer.singleShot(1500, shoot)
     code = int(app.exec())
     from app.ui.workers import stop_all
 

@@ -111,7 +111,7 @@ def ui(reps: int) -> dict[str, float]:
     list(run_experiment(engine, exp))
     w = CompareWindow(lambda: engine)
     w.show()
-    w._set_experiment(exp)
+    w.set_experiment(exp)
     app.processEvents()
     refresh, grid = [], []
     for _ in range(reps):
@@ -120,7 +120,7 @@ def ui(reps: int) -> dict[str, float]:
         app.processEvents()
         refresh.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        w._rebuild_grid()
+        w.results.rebuild_grid()
         app.processEvents()
         grid.append(time.perf_counter() - t0)
     w.close()

@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from PySide6.QtWidgets import QApplication
 
+    from app.core.runtime import Runtime
     from app.core.scripted_engine import ScriptedEngine
     from app.core.store import Store
     from app.ui import chat_view, style
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     other = store.list_conversations(limit=2)[-1].id
     engine = ScriptedEngine("<|channel|>final<|message|>ok<|return|>")
     engine.load("scripted:gpt-oss-20b")
-    w = MainWindow(lambda: engine, store=store)
+    w = MainWindow(Runtime(store=store, engine_factory=lambda: engine))
     w.resize(1240, 800)
     w.show()
     app.processEvents()

@@ -1037,7 +1037,7 @@ class StreamParser:
                 else:
                     self._body_text(text, out)  # the common case: plain text inside a message
         except Exception:  # pragma: no cover - a parser bug must not kill a generation
-            log.exception("harmony parser failed on %r", piece)
+            log.exception("harmony parser failed on %r", piece, extra={"private": True})  # model text: see core/logs.py
         return out
 
     def finish(self, stop_reason: str | None = None) -> list[Event]:

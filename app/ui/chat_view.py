@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QResizeEvent
 from PySide6.QtWidgets import QPushButton, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
 from app.core.chat import Conversation, Message
@@ -37,9 +39,9 @@ class _Column(QWidget):
         outer.addWidget(self.column, 0, Qt.AlignmentFlag.AlignHCenter)
         self.column.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
 
-    def resizeEvent(self, e: object) -> None:  # type: ignore[override]
+    def resizeEvent(self, e: QResizeEvent) -> None:
         self.column.setFixedWidth(min(MAX_CONTENT_WIDTH, max(200, self.width() - 48)))
-        super().resizeEvent(e)  # type: ignore[arg-type]
+        super().resizeEvent(e)
 
 
 class ChatView(QScrollArea):
@@ -102,7 +104,7 @@ class ChatView(QScrollArea):
             self._append(w)
         self._first_shown = first
         self.earlier.setVisible(first > 0)
-        self._pin_latest()
+        self.pin_latest()
         self._generation += 1
         if first > self._fill_to:
             gen = self._generation
@@ -194,13 +196,24 @@ class ChatView(QScrollArea):
         return out
 
     def _wire_user(self, w: UserMessageWidget) -> None:
-        w.action.connect(lambda name, w=w: w.row_id is not None and self.message_action.emit(name, w.row_id))
-        w.edit_submitted.connect(lambda text, w=w: w.row_id is not None and self.edit_submitted.emit(w.row_id, text))
+        self._wire_actions(w)
+        w.edit_submitted.connect(partial(self._on_edit_submitted, w))
 
     def _wire_assistant(self, w: AssistantMessageWidget) -> None:
-        w.action.connect(lambda name, w=w: w.row_id is not None and self.message_action.emit(name, w.row_id))
+        self._wire_actions(w)
 
-    def _pin_latest(self) -> None:
+    def _wire_actions(self, w: UserMessageWidget | AssistantMessageWidget) -> None:
+        w.action.connect(partial(self._on_action, w))
+
+    def _on_action(self, w: UserMessageWidget | AssistantMessageWidget, name: str) -> None:
+        if w.row_id is not None:  # a message not stored yet has nothing to act on
+            self.message_action.emit(name, w.row_id)
+
+    def _on_edit_submitted(self, w: UserMessageWidget, text: str) -> None:
+        if w.row_id is not None:
+            self.edit_submitted.emit(w.row_id, text)
+
+    def pin_latest(self) -> None:
         """Only the latest answer shows its actions without hovering."""
         last = next((w for w in reversed(self.widgets) if isinstance(w, AssistantMessageWidget)), None)
         for w in self.widgets:
@@ -233,7 +246,7 @@ class ChatView(QScrollArea):
         w = AssistantMessageWidget(model=model, effort=effort, continuation=continuation)
         self._wire_assistant(w)
         self._append(w)
-        self._pin_latest()
+        self.pin_latest()
         return w
 
     def remove_widget(self, w: QWidget) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QEvent, QObject, QPointF, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QKeyEvent, QMouseEvent, QPainter, QPaintEvent, QPen
+from PySide6.QtGui import QColor, QKeyEvent, QMouseEvent, QPainter, QPaintEvent, QPen, QResizeEvent
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -206,8 +206,8 @@ class ComposerEdit(QPlainTextEdit):
         h = int(lines * line + 2 * self.document().documentMargin() + 6)
         self.setFixedHeight(h)
 
-    def resizeEvent(self, e: object) -> None:  # type: ignore[override]
-        super().resizeEvent(e)  # type: ignore[arg-type]
+    def resizeEvent(self, e: QResizeEvent) -> None:
+        super().resizeEvent(e)
         self._fit()
 
 

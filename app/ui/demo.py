@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.core.chat import Conversation, Message
 from app.core.engine import GenerationStats
 from app.core.scripted_engine import ScriptedEngine
+
+if TYPE_CHECKING:
+    from app.ui.main_window import MainWindow
 
 DEMO_QUESTION = "How do I read a large CSV file in Python without running out of memory?"
 
@@ -101,9 +105,10 @@ def _add_history(store: object) -> None:
         store.db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (when + 5, row.id))  # type: ignore[attr-defined]
 
 
-def start_demo() -> object:
+def start_demo() -> MainWindow:
     import tempfile
 
+    from app.core.runtime import Runtime
     from app.core.store import Store
     from app.ui.main_window import MainWindow
 
@@ -112,7 +117,7 @@ def start_demo() -> object:
     # A throwaway store: the demo must not add its sample chat to the user's history.
     store = Store.open(Path(tempfile.mkdtemp(prefix="harmonica-demo-")) / "demo.sqlite3")
     _add_history(store)
-    window = MainWindow(lambda: engine, store=store)
+    window = MainWindow(Runtime(store=store, engine_factory=lambda: engine))
     window.adopt_engine(engine)
     window.set_conversation(demo_conversation())
     window.status_speed.setText("64.3 tok/s")
@@ -143,7 +148,7 @@ def demo_scene(window: object, scene: str) -> None:
     if scene != "search":
         return
     w = window  # a MainWindow
-    store = w.store  # type: ignore[attr-defined]
+    store = w.runtime.store  # type: ignore[attr-defined]
     path = w.session.view()  # type: ignore[attr-defined]
     answer = path[-1][0]
     store.add_message(
@@ -157,7 +162,7 @@ def demo_scene(window: object, scene: str) -> None:
         stats={"prompt_tokens": 142, "generated_tokens": 171, "tokens_per_s": 66.0},
         extra={"stop_reason": "return", "thinking_s": 0.8},
     )
-    w._show_session()  # type: ignore[attr-defined]
+    w.events.session_changed.emit()  # type: ignore[attr-defined]
     w.sidebar.search.setText("csv")  # type: ignore[attr-defined]
     w.sidebar.run_search()  # type: ignore[attr-defined]
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal, Slot
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QMessageBox, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from app.core.download import (
     DownloadError,
@@ -27,6 +27,7 @@ from app.core.download import (
     verify_events,
 )
 from app.core.models import ModelLibrary
+from app.ui.notice import NoticeBar
 from app.ui.workers import GeneratorWorker, start_worker
 
 UPDATE_INTERVAL_S = 0.1  # the issue's "UI updates at most 10 times a second"
@@ -418,39 +419,6 @@ class _Binding(QObject):
 # -- widgets ------------------------------------------------------------------------------------
 
 
-class ErrorBox(QFrame):
-    """A download error: headline, message and its action button."""
-
-    action = Signal()
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent, objectName="DownloadError")
-        lay = QHBoxLayout(self)
-        lay.setContentsMargins(12, 10, 10, 10)
-        lay.setSpacing(10)
-        text = QVBoxLayout()
-        text.setSpacing(2)
-        self.headline = QLabel("", objectName="DownloadErrorTitle")
-        self.message = QLabel("", objectName="DownloadErrorText")
-        self.message.setWordWrap(True)
-        self.message.setTextFormat(Qt.TextFormat.PlainText)
-        self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        text.addWidget(self.headline)
-        text.addWidget(self.message)
-        lay.addLayout(text, 1)
-        self.button = QPushButton("", objectName="SecondaryButton")
-        self.button.clicked.connect(self.action)
-        lay.addWidget(self.button, 0, Qt.AlignmentFlag.AlignVCenter)
-        self.hide()
-
-    def show_error(self, view: ErrorView) -> None:
-        self.headline.setText(view.headline)
-        self.message.setText(view.message)
-        self.button.setVisible(view.action is not None)
-        self.button.setText(view.action or "")
-        self.show()
-
-
 def _button(text: str, primary: bool = False, large: bool = False) -> QPushButton:
     b = QPushButton(text, objectName="PrimaryButton" if primary else "SecondaryButton")
     b.setCursor(Qt.CursorShape.PointingHandCursor)
@@ -522,8 +490,8 @@ class DownloadPanel(QWidget):
         self.status_line = QLabel("", objectName="DownloadStatus")
         self.status_line.setTextFormat(Qt.TextFormat.PlainText)
         self.status_line.setWordWrap(True)
-        self.error_box = ErrorBox()
-        self.error_box.action.connect(self._error_action)
+        self.error_box = NoticeBar(closable=False, button_style="SecondaryButton")
+        self._shown_error: ErrorView | None = None
         row = QHBoxLayout()
         row.setSpacing(8)
         if large:
@@ -605,6 +573,15 @@ class DownloadPanel(QWidget):
             self.refresh()
 
     # -- view ----------------------------------------------------------------------------------
+    def _show_error(self, view: ErrorView | None, exc: BaseException | None = None) -> None:
+        """Show (and log) a download error once, not at every refresh."""
+        if view is None:
+            self.error_box.hide()
+        elif view != self._shown_error or self.error_box.isHidden():
+            actions = [(view.action, self._error_action)] if view.action is not None else []
+            self.error_box.show_message(view.message, "error", actions, headline=view.headline, exc=exc)
+        self._shown_error = view
+
     def refresh(self) -> None:
         st = self.controller.status(self.request)
         offline = self.controller.offline
@@ -633,7 +610,8 @@ class DownloadPanel(QWidget):
         )
         status = ""
         have_local = bool(self._local) or st.state in (State.DONE, State.VERIFIED)
-        self.error_box.hide()
+        if st.state != State.FAILED:
+            self._show_error(None)
         if st.state in (State.RUNNING, State.PAUSING, State.CANCELLING):
             status = describe_progress(p) if p is not None else "Starting…"
             if st.state == State.PAUSING:
@@ -658,7 +636,7 @@ class DownloadPanel(QWidget):
             view = error_view(st.error)
             if offline and view.action is not None:
                 view = ErrorView(view.headline, view.message, None)
-            self.error_box.show_error(view)
+            self._show_error(view, st.error)
             if st.resumable:
                 status = describe_progress(p) if p is not None else ""
                 buttons[self.cancel_button] = True

@@ -25,7 +25,8 @@ from app.core.hardware import HardwareProfile
 from app.core.models import CatalogEntry, LocalModel, ModelLibrary, RefusedFile, assess_fit, catalog, recommend
 from app.ui import style
 from app.ui.downloads import DownloadController, DownloadPanel
-from app.ui.model_manager import Notice, import_job
+from app.ui.model_manager import import_job
+from app.ui.notice import NoticeBar
 from app.ui.workers import GeneratorWorker, start_worker
 
 
@@ -174,7 +175,7 @@ class FirstRunPage(QWidget):
         self.model_fit = QLabel("", objectName="FitLine")
         self.model_fit.setWordWrap(True)
         mo.addWidget(self.model_fit)
-        self.offline_notice = Notice(closable=False)
+        self.offline_notice = NoticeBar(closable=False)
         mo.addWidget(self.offline_notice)
         mo.addSpacing(6)
         self.panels = QStackedWidget()
@@ -211,7 +212,7 @@ class FirstRunPage(QWidget):
         have.addWidget(self.manage_button)
         have.addStretch(1)
         lay.addLayout(have)
-        self.file_notice = Notice()
+        self.file_notice = NoticeBar()
         lay.addWidget(self.file_notice)
         self.footnote = QLabel("", objectName="FooterHint")
         self.footnote.setWordWrap(True)
@@ -327,10 +328,7 @@ class FirstRunPage(QWidget):
         if not isinstance(facts, MachineFacts):
             return
         self.facts = facts
-        while self.machine_grid.count():
-            item = self.machine_grid.takeAt(0)
-            if item.widget() is not None:
-                item.widget().deleteLater()
+        style.clear_layout(self.machine_grid)
         rows = describe_machine(facts.profile) if facts.profile is not None else []
         if facts.disk_free is not None:
             rows.append(("Disk", f"{human_bytes(facts.disk_free)} free for downloads ({_short(facts.cache_dir)})"))

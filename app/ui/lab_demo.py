@@ -84,8 +84,8 @@ def start_lab_demo(n_problems: int = 9, runs: int = 2) -> object:
     engine = ScriptedEngine(DemoModel(picked), delay_s=1 / TOKENS_PER_S, prompt_delay_s=0.05, name="gpt-oss-20b")
     engine.load("scripted:gpt-oss-20b")
     window = CompareWindow(lambda: engine)
-    window.mode_set.setChecked(True)
-    window.runs_spin.setValue(runs)
+    window.setup.mode_set.setChecked(True)
+    window.setup.runs_spin.setValue(runs)
     exp = Experiment.create(picked, runs=runs, problem_set=f"{ps.name} ({len(picked)})")
     window.start(exp)
     return window
@@ -119,9 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 p.id for p in exp.spec.problems if False in exp.marks(p.id, "low") and all(exp.marks(p.id, "high"))
             ]
             if telling:
-                window._show_problem(telling[0])
+                window.results.show_problem(telling[0])
         if args.tab == "problems":
-            window.tabs.setCurrentIndex(1)
+            window.results.tabs.setCurrentIndex(1)
         if args.screenshot:
             from PySide6.QtCore import QTimer
 

@@ -86,7 +86,7 @@ class AutoHeightBrowser(QTextBrowser):
     def wheelEvent(self, e: QWheelEvent) -> None:
         e.ignore()  # nothing to scroll here: let the chat's scroll area have it
 
-    def loadResource(self, type_: int, name: QUrl) -> Any:
+    def loadResource(self, type_: int, name: QUrl) -> Any:  # type: ignore[override]  # Qt passes a QUrl here
         return None  # never load images or other resources named by model output
 
     def resizeEvent(self, e: Any) -> None:

@@ -62,7 +62,7 @@ class _Hoverable:
         super().leaveEvent(e)  # type: ignore[misc]
 
 
-class UserMessageWidget(_Hoverable, QWidget):
+class UserMessageWidget(_Hoverable, QWidget):  # type: ignore[misc]  # `actions` shadows QWidget.actions()
     """The user's message: a right-aligned bubble of plain, selectable text, editable in place."""
 
     action = Signal(str)  # MessageActions names
@@ -173,7 +173,7 @@ def pretty_json(text: str) -> str:
         return text
 
 
-class AssistantMessageWidget(_Hoverable, QFrame):
+class AssistantMessageWidget(_Hoverable, QFrame):  # type: ignore[misc]  # as above
     """An assistant message that can be filled in live from stream events.
 
     Reasoning streams into an expanded section; when visible output starts it collapses to

@@ -39,6 +39,7 @@ from app.core.models import (
 )
 from app.ui import style
 from app.ui.downloads import DownloadController, DownloadPanel, State
+from app.ui.notice import NoticeBar
 from app.ui.workers import GeneratorWorker, start_worker
 
 _SOURCE_NAMES = {
@@ -119,34 +120,6 @@ def ask_remove(parent: QWidget | None, model: LocalModel) -> bool | None:
 
 
 # -- pieces -------------------------------------------------------------------------------------------
-
-
-class Notice(QFrame):
-    """An inline message at the top of the dialog (errors, refusals, offline mode)."""
-
-    def __init__(self, parent: QWidget | None = None, *, closable: bool = True) -> None:
-        super().__init__(parent, objectName="Banner")
-        lay = QHBoxLayout(self)
-        lay.setContentsMargins(14, 10, 8, 10)
-        self.text = QLabel("", objectName="BannerText")
-        self.text.setWordWrap(True)
-        self.text.setTextFormat(Qt.TextFormat.PlainText)
-        self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        lay.addWidget(self.text, 1)
-        if closable:
-            close = QToolButton(objectName="BannerClose")
-            close.setIcon(style.icon("close"))
-            close.setToolTip("Dismiss")
-            close.clicked.connect(self.hide)
-            lay.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
-        self.hide()
-
-    def show_message(self, text: str, kind: str = "error") -> None:
-        self.setProperty("kind", kind)
-        self.style().unpolish(self)
-        self.style().polish(self)
-        self.text.setText(text)
-        self.show()
 
 
 def _label(text: str, name: str, *, wrap: bool = False, selectable: bool = False) -> QLabel:
@@ -281,6 +254,8 @@ class LocalModelRow(QFrame):
 class RefusedList(QWidget):
     """Files that were found or dropped but not offered, each with the reason; folded by default."""
 
+    body: QWidget  # made after the toggle that shows it
+
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         lay = QVBoxLayout(self)
@@ -302,10 +277,7 @@ class RefusedList(QWidget):
 
     def set_files(self, files: Sequence[RefusedFile]) -> None:
         self.items = list(files)
-        while self.body_layout.count():
-            item = self.body_layout.takeAt(0)
-            if item.widget() is not None:
-                item.widget().deleteLater()
+        style.clear_layout(self.body_layout)
         for f in self.items:
             row = QVBoxLayout()
             w = QWidget(objectName="RefusedRow")
@@ -392,9 +364,9 @@ class ModelManagerDialog(QDialog):
                 wrap=True,
             )
         )
-        self.offline_notice = Notice(closable=False)
+        self.offline_notice = NoticeBar(closable=False)
         lay.addWidget(self.offline_notice)
-        self.notice = Notice()
+        self.notice = NoticeBar()
         lay.addWidget(self.notice)
 
         lay.addSpacing(6)
@@ -527,7 +499,7 @@ class ModelManagerDialog(QDialog):
         start_worker(worker)
 
     def _work_failed(self, exc: BaseException) -> None:
-        self.notice.show_message(f"Something went wrong: {exc}")
+        self.notice.show_message(f"Something went wrong: {exc}", exc=exc)
 
     def _download_ended(self, request: object, outcome: object) -> None:
         self.refresh_models()

@@ -63,6 +63,9 @@ class ServerPanel(QWidget):
     owner persists it); request_logged(RequestRecord) on the UI thread.
     """
 
+    code: QPlainTextEdit  # the example code and the request log are made after the buttons that use them
+    log: QTreeWidget
+
     state_changed = Signal(str)
     running_changed = Signal(bool)
     error = Signal(str)

@@ -6,7 +6,7 @@ import math
 import time
 from datetime import datetime, timedelta
 
-from PySide6.QtCore import QModelIndex, QPoint, QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QPoint, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QFont, QFontMetrics, QKeySequence, QPainter, QTextDocument
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -83,13 +83,15 @@ class _HitDelegate(QStyledItemDelegate):
             self._docs[key] = doc
         return doc
 
-    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:
+    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> QSize:
         width = max(60, option.rect.width() or self.parent().viewport().width()) - 2 * _PAD  # type: ignore[union-attr]
         fm = QFontMetrics(option.font)
         doc = self._doc(str(index.data(_SNIPPET)), width, option.font)
         return QSize(width, _PAD + fm.height() + 3 + math.ceil(doc.size().height()) + _PAD)
 
-    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
+    def paint(
+        self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
+    ) -> None:
         opt = QStyleOptionViewItem(option)
         self.initStyleOption(opt, index)
         opt.text = ""

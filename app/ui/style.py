@@ -9,7 +9,7 @@ from functools import lru_cache
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QFont, QGuiApplication, QIcon, QPalette
-from PySide6.QtWidgets import QApplication, QFrame, QScrollArea, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QApplication, QFrame, QLayout, QScrollArea, QVBoxLayout, QWidget
 
 from app.core.markdown import DARK, LIGHT, Theme
 from app.core.paths import resources_dir
@@ -165,6 +165,16 @@ def style_sheet(pal: Palette) -> str:
     values = {k: v for k, v in pal.__dict__.items() if isinstance(v, str)}
     values["icons"] = (resources_dir() / "icons").as_posix()
     return string.Template(text).safe_substitute(values)
+
+
+def clear_layout(layout: QLayout) -> None:
+    """Remove every item of `layout`, deleting its widgets (a page rebuilt from new data)."""
+    while layout.count():
+        item = layout.takeAt(0)
+        widget = item.widget() if item is not None else None
+        if widget is not None:
+            widget.hide()  # at once: a deferred delete waits for the event loop, which may not be running yet
+            widget.deleteLater()
 
 
 def scroll_page(owner: QWidget, name: str) -> tuple[QVBoxLayout, QScrollArea, QWidget]:

@@ -276,10 +276,7 @@ class ToolsPage(QWidget):
     def refresh(self) -> None:
         """Rebuild the rows from the registry (after a reload)."""
         for box in (self.functions_box, self.python_box, self.browser_box, self.errors_box):
-            while box.count():
-                item = box.takeAt(0)
-                if item.widget() is not None:
-                    item.widget().deleteLater()
+            style.clear_layout(box)
         self.rows = {}
         reg = self.registry
         for info in reg.tools():
@@ -335,10 +332,7 @@ class ToolsPage(QWidget):
 
     def set_sandbox_report(self, report: SandboxReport) -> None:
         self.report = report
-        while self.guarantees_grid.count():
-            item = self.guarantees_grid.takeAt(0)
-            if item.widget() is not None:
-                item.widget().deleteLater()
+        style.clear_layout(self.guarantees_grid)
         marks = {"yes": ("✓", "GuaranteeYes"), "partial": ("~", "GuaranteePartial"), "no": ("✗", "GuaranteeNo")}
         for i, g in enumerate(report.guarantees):
             mark, name = marks.get(g.holds, ("?", "GuaranteeNo"))

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from app.core.engine import LoadSettings
+from app.core.runtime import Runtime
 from app.core.scripted_engine import ScriptedEngine
 from app.ui import workers
 from app.ui.main_window import MainWindow
@@ -26,9 +27,9 @@ def make_window(qtbot: object) -> Iterator[Callable[..., tuple[MainWindow, Scrip
         *scripts: object, loaded: bool = True, auto_title: bool = False, **engine_kw: object
     ) -> tuple[MainWindow, ScriptedEngine]:
         engine = ScriptedEngine(list(scripts) or [SCRIPT], **engine_kw)  # type: ignore[arg-type]
-        w = MainWindow(lambda: engine)
-        w.auto_title = auto_title  # a model-written title would take a script from the queue
-        w.load_settings = LoadSettings()  # scripted "models" are not GGUF files the planner could read
+        w = MainWindow(Runtime(engine_factory=lambda: engine))
+        w.runtime.settings.chat.auto_title = auto_title  # a model-written title would take a script from the queue
+        w.runtime.load_settings = LoadSettings()  # scripted "models" are not GGUF files the planner could read
         qtbot.addWidget(w)  # type: ignore[attr-defined]
         if loaded:
             engine.load("scripted:gpt-oss-20b")
@@ -39,9 +40,4 @@ def make_window(qtbot: object) -> Iterator[Callable[..., tuple[MainWindow, Scrip
         return w, engine
 
     yield make
-    for w in made:
-        for worker in (w._gen_worker, w._load_worker, w._title_worker):
-            if worker is not None:
-                worker.quit()
-                worker.wait(5)
-    workers.stop_all()
+    workers.stop_all()  # the answer, load and title workers of every window made

@@ -10,6 +10,7 @@ from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QApplication
 
 from app.__main__ import _parse, install_exception_hooks, main
+from app.core.runtime import Runtime
 from app.ui import style
 from app.ui.main_window import MainWindow
 
@@ -17,7 +18,7 @@ from app.ui.main_window import MainWindow
 def test_parse_arguments() -> None:
     a = _parse(["--model", "/m/x.gguf", "--theme", "dark"])
     assert a.model == "/m/x.gguf" and a.theme == "dark" and not a.demo
-    assert _parse([]).theme == "system"
+    assert _parse([]).theme is None  # the theme last chosen (View → Theme), "system" at first
 
 
 def test_demo_mode_renders_and_saves_screenshot(qtbot, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -50,10 +51,10 @@ def test_demo_mode_renders_and_saves_screenshot(qtbot, tmp_path: Path, monkeypat
     assert img.pixelColor(5, img.height() // 2).lightness() < 60
 
 
-def test_unhandled_exceptions_become_a_dialog(qtbot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_unhandled_exceptions_become_a_dialog_and_are_logged(qtbot, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)
     monkeypatch.setattr(threading, "excepthook", threading.excepthook)
-    w = MainWindow(lambda: None)  # type: ignore[arg-type, return-value]
+    w = MainWindow(Runtime(engine_factory=lambda: None))  # type: ignore[arg-type, return-value]
     qtbot.addWidget(w)
     shown: list[tuple[BaseException, str]] = []
     monkeypatch.setattr(w, "show_exception", lambda exc, text=None: shown.append((exc, text or "")))
@@ -68,12 +69,14 @@ def test_unhandled_exceptions_become_a_dialog(qtbot, monkeypatch) -> None:  # ty
     qtbot.waitUntil(lambda: len(shown) == 2, timeout=2000)
     assert isinstance(shown[0][0], ValueError) and "from the UI thread" in shown[0][1]
     assert isinstance(shown[1][0], KeyError) and "Traceback" in shown[1][1]
+    logged = [r for r in caplog.records if r.getMessage() == "Uncaught exception"]
+    assert len(logged) == 2 and logged[0].exc_info is not None and logged[1].exc_info[0] is KeyError
 
 
 def test_show_exception_dialog_does_not_stack(qtbot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from PySide6.QtWidgets import QMessageBox
 
-    w = MainWindow(lambda: None)  # type: ignore[arg-type, return-value]
+    w = MainWindow(Runtime(engine_factory=lambda: None))  # type: ignore[arg-type, return-value]
     qtbot.addWidget(w)
     opened: list[str] = []
 

@@ -54,27 +54,27 @@ def make_lab(qtbot) -> Iterator[Callable[..., tuple[CompareWindow, ScriptedEngin
 
 
 def cards(w: CompareWindow) -> dict[lab.RunKey, RunCard]:
-    return dict(w._cards)
+    return dict(w.results.cards)
 
 
 def test_single_prompt_runs_side_by_side_with_figures(make_lab, qtbot) -> None:  # type: ignore[no-untyped-def]
     w, engine = make_lab()
-    assert not w.start_button.isEnabled()  # no prompt yet
-    w.prompt_edit.setPlainText("Why is the sky blue?")
-    w.effort_boxes["medium"].setChecked(False)
-    w.runs_spin.setValue(2)
-    assert w.plan_label.text() == "4 runs: 1 question × 2 efforts × 2"
+    assert not w.setup.start_button.isEnabled()  # no prompt yet
+    w.setup.prompt_edit.setPlainText("Why is the sky blue?")
+    w.setup.effort_boxes["medium"].setChecked(False)
+    w.setup.runs_spin.setValue(2)
+    assert w.setup.plan_label.text() == "4 runs: 1 question × 2 efforts × 2"
     busy: list[bool] = []
     w.busy_changed.connect(busy.append)
-    qtbot.mouseClick(w.start_button, Qt.MouseButton.LeftButton)
-    assert w.running and not w.start_button.isEnabled() and w.cancel_button.isEnabled()
+    qtbot.mouseClick(w.setup.start_button, Qt.MouseButton.LeftButton)
+    assert w.running and not w.setup.start_button.isEnabled() and w.setup.cancel_button.isEnabled()
     qtbot.waitUntil(lambda: not w.running, timeout=10000)
     exp = w.experiment
     assert exp is not None and exp.complete and busy == [True, False]
     assert exp.spec.efforts == ["low", "high"] and len(exp.results()) == 4
     assert exp.path is not None and exp.path.exists()  # recorded as it ran
     # columns: one per effort, one card per run, figures from the results
-    assert set(w._columns) == {"low", "high"}
+    assert set(w.results.columns) == {"low", "high"}
     for key, card in cards(w).items():
         r = exp.result(key)
         assert r is not None and card.result is r
@@ -97,8 +97,8 @@ def test_single_prompt_runs_side_by_side_with_figures(make_lab, qtbot) -> None: 
     assert card.message.reasoning_expanded and card.message.reasoning_view.toPlainText() == card.result.reasoning
     low0 = exp.result(("prompt", "low", 0))
     assert low0 is not None and low0.reasoning_tokens == len(split_pieces(EffortScript(WORDS).reasoning_for("low", 0)))
-    assert w.charts["accuracy"].isHidden() and not w.tabs.isTabVisible(1)
-    assert w.progress.value() == 1000 and "Finished" in w.progress_label.text()
+    assert w.results.charts["accuracy"].isHidden() and not w.results.tabs.isTabVisible(1)
+    assert w.setup.progress.value() == 1000 and "Finished" in w.setup.progress_label.text()
     assert engine.prompts and all("Why is the sky blue?" in p for p in engine.prompts)
 
 
@@ -110,17 +110,17 @@ def test_chart_bars_equal_the_computed_statistics(make_lab, qtbot) -> None:  # t
     qtbot.waitUntil(lambda: not w.running, timeout=10000)
     summary = exp.summary()
     for name, attr in (("reasoning", "reasoning_tokens"), ("time", "total_s")):
-        bars = w.charts[name].bars()
+        bars = w.results.charts[name].bars()
         assert [b.label for b in bars] == ["Low", "Medium", "High"]
         for b, effort in zip(bars, ["low", "medium", "high"], strict=False):
             s = getattr(summary[effort], attr)
             assert b.value == s.mean and b.error == s.stdev and (b.low, b.high) == (s.min, s.max)
             assert b.note == "n = 3"
-    means = [b.value for b in w.charts["reasoning"].bars()]
+    means = [b.value for b in w.results.charts["reasoning"].bars()]
     assert means[0] < means[1] < means[2]  # longer reasoning at higher effort, as scripted
-    acc = w.charts["accuracy"].bars()
+    acc = w.results.charts["accuracy"].bars()
     assert [b.value for b in acc] == [0.0, 0.0, 100.0] and [b.note for b in acc] == ["0/3", "0/3", "3/3"]
-    assert w._columns["high"].accuracy.text() == "3/3 ✓"
+    assert w.results.columns["high"].accuracy.text() == "3/3 ✓"
     high_card = cards(w)[(ps.problems[0].id, "high", 0)]
     assert high_card.mark.text() == "✓ 25" and not high_card.mark.isHidden()
     assert cards(w)[(ps.problems[0].id, "low", 0)].mark.text() == "✗ 24"
@@ -129,40 +129,45 @@ def test_chart_bars_equal_the_computed_statistics(make_lab, qtbot) -> None:  # t
 def test_problem_set_table_marks_each_item_per_effort(make_lab, qtbot) -> None:  # type: ignore[no-untyped-def]
     w, _ = make_lab(EffortScript(WORDS, answer=right_at_high))
     ps = builtin_problem_set()
-    w.mode_set.setChecked(True)
-    assert w.current_set() is not None and w.current_set().name == ps.name
-    assert "27 problems" in w.set_info.text() and "all checked" in w.set_info.text()
+    w.setup.mode_set.setChecked(True)
+    assert w.setup.current_set() is not None and w.setup.current_set().name == ps.name
+    assert "27 problems" in w.setup.set_info.text() and "all checked" in w.setup.set_info.text()
     exp = Experiment.create(ps.problems[:3], runs=2, problem_set="three", date=DAY)
     assert w.start(exp)
     qtbot.waitUntil(lambda: not w.running, timeout=10000)
-    assert w.tabs.isTabVisible(1) and w.table.rowCount() == 3
-    headers = [w.table.horizontalHeaderItem(c).text() for c in range(w.table.columnCount())]
+    assert w.results.tabs.isTabVisible(1) and w.results.table.rowCount() == 3
+    headers = [w.results.table.horizontalHeaderItem(c).text() for c in range(w.results.table.columnCount())]
     assert headers[:3] == ["#", "Question", "Expected"] and headers[3:] == ["Low  0%", "Medium  0%", "High  33%"]
     assert (
-        w.table.item(0, 2).text() == "25" and w.table.item(0, 5).text() == "✓ ✓" and w.table.item(0, 3).text() == "✗ ✗"
+        w.results.table.item(0, 2).text() == "25"
+        and w.results.table.item(0, 5).text() == "✓ ✓"
+        and w.results.table.item(0, 3).text() == "✗ ✗"
     )
-    assert w.table.item(1, 5).text() == "✗ ✗"  # "**25**" is wrong for the train question
+    assert w.results.table.item(1, 5).text() == "✗ ✗"  # "**25**" is wrong for the train question
     # double-click a row: the Runs tab shows that problem's runs
-    w.table.cellDoubleClicked.emit(2, 1)
-    assert w.tabs.currentIndex() == 0 and w.problem_picker.currentData() == ps.problems[2].id
+    w.results.table.cellDoubleClicked.emit(2, 1)
+    assert w.results.tabs.currentIndex() == 0 and w.results.problem_picker.currentData() == ps.problems[2].id
     assert {k[0] for k in cards(w)} == {ps.problems[2].id} and len(cards(w)) == 6
-    assert w.prompt_label.text() == ps.problems[2].prompt and w.expected_label.text() == "Expected: the number 9"
+    assert (
+        w.results.prompt_label.text() == ps.problems[2].prompt
+        and w.results.expected_label.text() == "Expected: the number 9"
+    )
 
 
 def test_live_run_streams_into_its_card(make_lab, qtbot) -> None:  # type: ignore[no-untyped-def]
     w, _ = make_lab(EffortScript({"low": 400, "medium": 400, "high": 400}), delay_s=0.002)
-    w.prompt_edit.setPlainText("Think a lot")
-    w.effort_boxes["low"].setChecked(False)
-    w.effort_boxes["medium"].setChecked(False)
-    w.runs_spin.setValue(1)
+    w.setup.prompt_edit.setPlainText("Think a lot")
+    w.setup.effort_boxes["low"].setChecked(False)
+    w.setup.effort_boxes["medium"].setChecked(False)
+    w.setup.runs_spin.setValue(1)
     assert w.start()
     card = cards(w)[("prompt", "high", 0)]
     qtbot.waitUntil(lambda: card.message is not None and len(card.message.reasoning_text) > 20, timeout=5000)
     assert w.running and card.result is None and card.message.reasoning_expanded
-    assert "Run 1 of 1" in w.progress_label.text() or w.progress_label.text() == "Starting…"
+    assert "Run 1 of 1" in w.setup.progress_label.text() or w.setup.progress_label.text() == "Starting…"
     w.cancel()
     qtbot.waitUntil(lambda: not w.running, timeout=5000)
-    assert "Cancelled after 0 of 1" in w.progress_label.text() and w.resume_button.isEnabled()
+    assert "Cancelled after 0 of 1" in w.setup.progress_label.text() and w.setup.resume_button.isEnabled()
     assert w.experiment is not None and w.experiment.results() == []
     fresh = cards(w)[("prompt", "high", 0)]
     assert fresh.message is None and fresh.result is None  # the cancelled run's partial text is not kept
@@ -170,47 +175,47 @@ def test_live_run_streams_into_its_card(make_lab, qtbot) -> None:  # type: ignor
 
 def test_cancel_then_resume_skips_finished_runs(make_lab, qtbot) -> None:  # type: ignore[no-untyped-def]
     w, engine = make_lab(EffortScript(WORDS), delay_s=0.003)
-    w.prompt_edit.setPlainText("Count to ten")
-    w.runs_spin.setValue(2)
+    w.setup.prompt_edit.setPlainText("Count to ten")
+    w.setup.runs_spin.setValue(2)
     finished: list[RunResult] = []
     w.run_finished.connect(finished.append)
     assert w.start()
     qtbot.waitUntil(lambda: len(finished) >= 2, timeout=10000)
     # measured runs give an ETA: "Run 3 of 6 · medium · about 2 s left" (or "almost done" when short)
-    assert re.fullmatch(r"Run \d of 6( · \w+)? · (about .+ left|almost done)", w.progress_label.text()), (
-        w.progress_label.text()
+    assert re.fullmatch(r"Run \d of 6( · \w+)? · (about .+ left|almost done)", w.setup.progress_label.text()), (
+        w.setup.progress_label.text()
     )
     w.cancel()
     qtbot.waitUntil(lambda: not w.running, timeout=5000)
     exp = w.experiment
     assert exp is not None and not exp.complete
     done_before = {r.key for r in exp.results()}
-    assert len(done_before) >= 2 and w.resume_button.isEnabled()
+    assert len(done_before) >= 2 and w.setup.resume_button.isEnabled()
     n_prompts = len(engine.prompts)
-    qtbot.mouseClick(w.resume_button, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(w.setup.resume_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not w.running, timeout=15000)
     assert exp.complete and len(exp.results()) == 6
     rerun = engine.prompts[n_prompts:]
     assert len(rerun) == 6 - len(done_before)  # finished runs were not run again
     assert [r.key for r in finished].count(next(iter(done_before))) == 1
     assert len(lab.open_experiment(exp.path).results()) == 6  # type: ignore[arg-type]
-    assert not w.resume_button.isEnabled()
+    assert not w.setup.resume_button.isEnabled()
 
 
 def test_export_and_reopen_round_trip(make_lab, qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     w, _ = make_lab()
-    w.prompt_edit.setPlainText("Name a colour")
-    w.instructions_edit.setPlainText("One word.")
-    w.runs_spin.setValue(2)
-    w.seed_spin.setValue(40)
-    w.temp_spin.setValue(0.8)
-    w.max_tokens_spin.setValue(512)
+    w.setup.prompt_edit.setPlainText("Name a colour")
+    w.setup.instructions_edit.setPlainText("One word.")
+    w.setup.runs_spin.setValue(2)
+    w.setup.seed_spin.setValue(40)
+    w.setup.temp_spin.setValue(0.8)
+    w.setup.max_tokens_spin.setValue(512)
     assert w.start()
     qtbot.waitUntil(lambda: not w.running, timeout=10000)
     exp = w.experiment
     assert exp is not None and exp.spec.sampling == Sampling(temperature=0.8, max_tokens=512)
     assert w.export_json(tmp_path / "e.json") and w.export_csv(tmp_path / "e.csv")
-    assert "Exported" in w.notice.text.text()
+    assert "Exported" in w.setup.notice.text.text()
     data = json.loads((tmp_path / "e.json").read_text(encoding="utf-8"))
     assert len(data["runs"]) == 6 and data["experiment"]["seed"] == 40
     rows = list(csv.DictReader(io.StringIO((tmp_path / "e.csv").read_text(encoding="utf-8-sig"))))
@@ -226,13 +231,18 @@ def test_export_and_reopen_round_trip(make_lab, qtbot, tmp_path: Path) -> None: 
     back = w2.experiment
     assert back is not None and back.spec.to_dict() == exp.spec.to_dict()
     assert [r.to_dict() for r in back.results()] == [r.to_dict() for r in exp.results()]
-    assert w2.prompt_edit.toPlainText() == "Name a colour" and w2.instructions_edit.toPlainText() == "One word."
-    assert (w2.runs_spin.value(), w2.seed_spin.value(), w2.max_tokens_spin.value()) == (2, 40, 512)
-    assert w2.temp_spin.value() == pytest.approx(0.8)
+    assert (
+        w2.setup.prompt_edit.toPlainText() == "Name a colour"
+        and w2.setup.instructions_edit.toPlainText() == "One word."
+    )
+    assert (w2.setup.runs_spin.value(), w2.setup.seed_spin.value(), w2.setup.max_tokens_spin.value()) == (2, 40, 512)
+    assert w2.setup.temp_spin.value() == pytest.approx(0.8)
     assert len(cards(w2)) == 6 and all(c.result is not None for c in cards(w2).values())
-    assert [b.value for b in w2.charts["reasoning"].bars()] == [b.value for b in w.charts["reasoning"].bars()]
-    assert "6 of 6 runs finished" in w2.notice.text.text()
-    assert not w2.open_experiment(tmp_path / "e.csv") and w2.notice.kind == "error"
+    assert [b.value for b in w2.results.charts["reasoning"].bars()] == [
+        b.value for b in w.results.charts["reasoning"].bars()
+    ]
+    assert "6 of 6 runs finished" in w2.setup.notice.text.text()
+    assert not w2.open_experiment(tmp_path / "e.csv") and w2.setup.notice.kind == "error"
 
 
 def test_charts_export_as_png(make_lab, qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -244,7 +254,7 @@ def test_charts_export_as_png(make_lab, qtbot, tmp_path: Path) -> None:  # type:
     assert sorted(p.name.rsplit("-", 1)[1] for p in files) == ["accuracy.png", "reasoning.png", "time.png"]
     for p in files:
         img = QImage(str(p))
-        chart = w.charts[p.stem.rsplit("-", 1)[1]]
+        chart = w.results.charts[p.stem.rsplit("-", 1)[1]]
         assert img.width() == 2 * max(chart.width(), 300)
 
 
@@ -254,31 +264,37 @@ def test_import_reports_malformed_lines(make_lab, tmp_path: Path) -> None:  # ty
     f.write_text('{"prompt": "2+2?", "answer": 4}\n{"prompt": oops}\n{"answer": 3}\n', encoding="utf-8")
     result = w.import_problem_set(f)
     assert result is not None and len(result.problem_set) == 1
-    assert w.notice.text.text() == "Imported 1 problem from mine. 2 lines were skipped."
+    assert w.setup.notice.text.text() == "Imported 1 problem from mine. 2 lines were skipped."
     assert (
-        w.notice._detail_lines[0].startswith("Line 2: not valid JSON")
-        and w.notice._detail_lines[1] == 'Line 3: missing "prompt"'
+        w.setup.notice.detail_lines[0].startswith("Line 2: not valid JSON")
+        and w.setup.notice.detail_lines[1] == 'Line 3: missing "prompt"'
     )
-    assert w.notice.details.isVisibleTo(w) and w.mode_set.isChecked() and w.current_set().name == "mine"
+    assert (
+        w.setup.notice.details.isVisibleTo(w) and w.setup.mode_set.isChecked() and w.setup.current_set().name == "mine"
+    )
     bad = tmp_path / "bad.jsonl"
     bad.write_text("nope\n", encoding="utf-8")
     w.import_problem_set(bad)
-    assert w.notice.kind == "error" and "no usable problems" in w.notice.text.text() and w.current_set().name == "mine"
+    assert (
+        w.setup.notice.kind == "error"
+        and "no usable problems" in w.setup.notice.text.text()
+        and w.setup.current_set().name == "mine"
+    )
 
 
 def test_no_model_or_busy_engine_blocks_start(make_lab, qtbot) -> None:  # type: ignore[no-untyped-def]
     w, engine = make_lab(loaded=False)
-    w.prompt_edit.setPlainText("hi")
-    assert not w.start_button.isEnabled() and "Load a model" in w.start_button.toolTip()
-    assert not w.start() and "Load a model" in w.notice.text.text()
-    assert w.model_label.text() == "No model loaded"
+    w.setup.prompt_edit.setPlainText("hi")
+    assert not w.setup.start_button.isEnabled() and "Load a model" in w.setup.start_button.toolTip()
+    assert not w.start() and "Load a model" in w.setup.notice.text.text()
+    assert w.setup.model_label.text() == "No model loaded"
     engine.load("scripted:gpt-oss-20b")
     w.refresh_model()
-    assert w.start_button.isEnabled() and w.model_label.text() == "Model: gpt-oss-20b (scripted)"
+    assert w.setup.start_button.isEnabled() and w.setup.model_label.text() == "Model: gpt-oss-20b (scripted)"
     w.set_engine_busy(True)
-    assert not w.start_button.isEnabled() and "chat is generating" in w.start_button.toolTip()
+    assert not w.setup.start_button.isEnabled() and "chat is generating" in w.setup.start_button.toolTip()
     w.set_engine_busy(False)
-    assert w.start_button.isEnabled()
+    assert w.setup.start_button.isEnabled()
 
 
 def test_model_file_hash_is_computed_and_recorded(make_lab, qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -291,9 +307,9 @@ def test_model_file_hash_is_computed_and_recorded(make_lab, qtbot, tmp_path: Pat
     w.refresh_model()
     digest = hashlib.sha256(model.read_bytes()).hexdigest()
     qtbot.waitUntil(lambda: w.model_sha256(str(model)) == digest, timeout=10000)
-    assert f"SHA-256 {digest[:12]}" in w.model_label.text()
-    w.prompt_edit.setPlainText("hi")
-    w.runs_spin.setValue(1)
+    assert f"SHA-256 {digest[:12]}" in w.setup.model_label.text()
+    w.setup.prompt_edit.setPlainText("hi")
+    w.setup.runs_spin.setValue(1)
     assert w.start()
     qtbot.waitUntil(lambda: not w.running, timeout=10000)
     exp = w.experiment
@@ -320,13 +336,13 @@ def test_real_engine_experiment_in_the_view(qtbot, tiny_model_path: Path) -> Non
         )
         assert w.start(exp)
         qtbot.waitUntil(lambda: not w.running, timeout=30000)
-        assert exp.complete, w.notice.text.text()
+        assert exp.complete, w.setup.notice.text.text()
         for r in exp.results():
             assert r.stop_reason == "return" and r.reasoning_tokens > 0 and r.final_tokens > 0
             assert f"Reasoning: {r.effort}" in (r.rendered_prompt or "")
             card = cards(w)[r.key]
             assert card.figures()["reasoning"] == str(r.reasoning_tokens)
-        assert [b.value for b in w.charts["reasoning"].bars()] == [
+        assert [b.value for b in w.results.charts["reasoning"].bars()] == [
             exp.summary()[e].reasoning_tokens.mean for e in ("low", "high")
         ]
         assert exp.spec.model is not None and exp.spec.model.file == tiny_model_path.name

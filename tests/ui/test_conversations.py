@@ -10,6 +10,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
 
 from app.core import export
+from app.core.runtime import Runtime
 from app.core.store import ConversationSettings, Store, default_store_path
 from app.ui import chat_view
 from app.ui.main_window import MainWindow
@@ -51,7 +52,7 @@ def test_conversations_persist_and_reopen(make_window, qtbot) -> None:  # type: 
 
     # A new window over the same database (an app restart) lists both, newest first.
     w.close()
-    w2 = MainWindow(lambda: engine)
+    w2 = MainWindow(Runtime(engine_factory=lambda: engine))
     qtbot.addWidget(w2)
     assert len(w2.sidebar.conversation_ids()) == 2
     item = w2.sidebar.item_for(cid)
@@ -99,7 +100,7 @@ def test_regenerate_creates_a_branch_of_the_answer(make_window, qtbot) -> None: 
     assert "Answer one." not in engine.prompts[-1]
     qtbot.mouseClick(b.actions.branch.prev, Qt.MouseButton.LeftButton)
     assert _assistants(w)[-1].answer_text == "Answer one."
-    assert len(w.store.conversation_messages(w.session.conversation_id)) == 3
+    assert len(w.runtime.store.conversation_messages(w.session.conversation_id)) == 3
 
 
 def test_stop_then_continue_completes_the_answer(make_window, qtbot) -> None:  # type: ignore[no-untyped-def]
@@ -109,7 +110,7 @@ def test_stop_then_continue_completes_the_answer(make_window, qtbot) -> None:  #
     qtbot.keyClick(w.composer.edit, Qt.Key.Key_Return)
     a = _assistants(w)[-1]
     qtbot.waitUntil(lambda: len(a.answer_text) > 30, timeout=3000)
-    w.stop()
+    w.answers.stop()
     qtbot.waitUntil(lambda: not w.generating, timeout=3000)
     a = _assistants(w)[-1]
     assert a.status == "interrupted" and a.actions.continue_button.isVisibleTo(a)
@@ -150,11 +151,11 @@ def test_search_hit_on_another_branch_switches_to_it(make_window, qtbot) -> None
     w, _engine = make_window(_final("Quokkas are marsupials."), _final("Otters are mustelids."))
     _send(w, qtbot, "Tell me about quokkas")
     a = _assistants(w)[-1]
-    w.regenerate(a.row_id)
+    w.answers.regenerate(a.row_id)
     qtbot.waitUntil(lambda: not w.generating, timeout=5000)
     assert _assistants(w)[-1].answer_text == "Otters are mustelids."
-    hits = w.store.search("quokkas marsupials")
-    w.open_hit(hits[0].conversation_id, hits[0].message_id)
+    hits = w.runtime.store.search("quokkas marsupials")
+    w.conversations.open_hit(hits[0].conversation_id, hits[0].message_id)
     assert _assistants(w)[-1].answer_text == "Quokkas are marsupials."
 
 
@@ -165,9 +166,9 @@ def test_rename_and_delete_with_undo(make_window, qtbot) -> None:  # type: ignor
     w.sidebar.start_rename(cid)
     item = w.sidebar.item_for(cid)
     item.setText("My renamed chat")  # what the inline editor commits
-    assert w.store.get_conversation(cid).title == "My renamed chat"
+    assert w.runtime.store.get_conversation(cid).title == "My renamed chat"
     assert w.header.title.text() == "My renamed chat"
-    w.delete_conversation(cid)
+    w.conversations.delete_conversation(cid)
     assert w.sidebar.conversation_ids() == [] and w.session.conversation_id is None
     assert "Deleted" in w.banner.text.text()
     qtbot.mouseClick(w.banner.button("Undo"), Qt.MouseButton.LeftButton)
@@ -179,10 +180,10 @@ def test_delete_message_after_confirmation(make_window, qtbot, monkeypatch) -> N
     w, _ = make_window()
     _send(w, qtbot, "one")
     a = _assistants(w)[-1]
-    monkeypatch.setattr(w, "confirm", lambda *a: False)
-    w.delete_message(a.row_id)
+    monkeypatch.setattr(w.conversations, "confirm", lambda *a: False)
+    w.conversations.delete_message(a.row_id)
     assert len(w.conversation.messages) == 2
-    monkeypatch.setattr(w, "confirm", lambda *a: True)
+    monkeypatch.setattr(w.conversations, "confirm", lambda *a: True)
     qtbot.mouseClick(a.actions.buttons["delete"], Qt.MouseButton.LeftButton)
     assert [m.role for m in w.conversation.messages] == ["user"]
 
@@ -191,9 +192,9 @@ def test_copy_as_markdown_and_text(make_window, qtbot) -> None:  # type: ignore[
     w, _ = make_window()
     _send(w, qtbot)
     a = _assistants(w)[-1]
-    w.copy_message(a.row_id)
+    w.conversations.copy_message(a.row_id)
     assert QGuiApplication.clipboard().text() == ANSWER
-    text = w.copy_message(a.row_id, plain=True)
+    text = w.conversations.copy_message(a.row_id, plain=True)
     assert "```" not in text and "print('hi')" in text and QGuiApplication.clipboard().text() == text
 
 
@@ -201,7 +202,7 @@ def test_settings_dialog_presets_and_prompt(make_window, qtbot) -> None:  # type
     from app.ui.conversation_settings import ConversationSettingsDialog
 
     w, engine = make_window()
-    dlg = ConversationSettingsDialog(w.session.settings, w.store)
+    dlg = ConversationSettingsDialog(w.session.settings, w.runtime.store)
     qtbot.addWidget(dlg)
     dlg.instructions.setPlainText("Always answer like a pirate.")
     dlg.temperature.setValue(0.7)
@@ -215,26 +216,26 @@ def test_settings_dialog_presets_and_prompt(make_window, qtbot) -> None:  # type
         "high",
         42,
     )
-    w.apply_settings(s)
+    w.answers.apply_settings(s)
     assert w.composer.current_effort() == "high" and "instructions" in w.header.badges.text()
     _send(w, qtbot, "Hi")
     prompt = engine.prompts[-1]
     assert "# Instructions\n\nAlways answer like a pirate." in prompt and "Reasoning: high" in prompt
-    assert w.store.conversation_settings(w.session.conversation_id).seed == 42
+    assert w.runtime.store.conversation_settings(w.session.conversation_id).seed == 42
     # The preset applies to another chat.
     w.new_chat()
-    dlg2 = ConversationSettingsDialog(w.session.settings, w.store)
+    dlg2 = ConversationSettingsDialog(w.session.settings, w.runtime.store)
     qtbot.addWidget(dlg2)
     assert dlg2.preset_box.currentText() == "Pirate"
     dlg2._apply_preset()
     assert dlg2.settings().developer_instructions == "Always answer like a pirate."
     dlg2._delete_preset()
-    assert w.store.list_presets() == []
+    assert w.runtime.store.list_presets() == []
 
 
 def test_context_warning_offers_new_chat_and_trimming(make_window, qtbot) -> None:  # type: ignore[no-untyped-def]
     w, engine = make_window(_final("a long answer " * 20), _final("short"), n_ctx=240)
-    w.tools_enabled = False  # this test counts tokens; tool definitions would fill the tiny window
+    w.runtime.settings.tools.enabled = False  # this test counts tokens; tool definitions would fill the tiny window
     _send(w, qtbot, "tell me " * 30)  # ~156 prompt tokens + ~65 generated of 240: over 85%
     assert w.context_banner.isVisibleTo(w) and "context window" in w.context_banner.text.text()
     qtbot.mouseClick(w.context_banner.button("Trim oldest turns"), Qt.MouseButton.LeftButton)
@@ -248,20 +249,20 @@ def test_export_markdown_json_and_import(make_window, qtbot, tmp_path: Path) -> 
     w, _ = make_window()
     _send(w, qtbot, "Export me")
     md = tmp_path / "chat.md"
-    assert w.export_conversation(md, "md-reasoning")
+    assert w.conversations.export_conversation(md, "md-reasoning")
     text = md.read_text(encoding="utf-8")
     assert text.startswith("# Export me") and "<summary>Reasoning</summary>" in text and "print('hi')" in text
     js = tmp_path / "chat.json"
-    assert w.export_conversation(js, "json")
+    assert w.conversations.export_conversation(js, "json")
     data = json.loads(js.read_text(encoding="utf-8"))
     assert data["format"] == export.EXPORT_FORMAT and len(data["conversations"]) == 1
-    ids = w.import_conversations(js)
+    ids = w.conversations.import_conversations(js)
     assert len(ids) == 1 and w.session.conversation_id == ids[0]
     assert [m.content for m in w.conversation.messages] == ["Export me", ANSWER]
     assert len(w.sidebar.conversation_ids()) == 2
     bad = tmp_path / "bad.json"
     bad.write_text('{"format": "something else"}', encoding="utf-8")
-    assert w.import_conversations(bad) == [] and "Nothing was imported" in w.banner.text.text()
+    assert w.conversations.import_conversations(bad) == [] and "Nothing was imported" in w.banner.text.text()
     assert len(w.sidebar.conversation_ids()) == 2
 
 
@@ -278,7 +279,7 @@ def test_crash_mid_answer_is_offered_for_continue(qtbot) -> None:  # type: ignor
 
     engine = ScriptedEngine([" the moon's gravity.<|return|>"])
     engine.load("scripted:gpt-oss-20b")
-    w = MainWindow(lambda: engine)
+    w = MainWindow(Runtime(engine_factory=lambda: engine))
     qtbot.addWidget(w)
     w.adopt_engine(engine)
     assert w.session.conversation_id == cid and "interrupted" in w.banner.text.text()
@@ -306,7 +307,7 @@ def test_corrupt_database_is_set_aside_and_the_app_starts(qtbot) -> None:  # typ
 
 def test_long_conversation_builds_widgets_a_page_at_a_time(make_window, qtbot) -> None:  # type: ignore[no-untyped-def]
     w, _ = make_window()
-    store = w.store
+    store = w.runtime.store
     cid = store.create_conversation("long").id
     for i in range(120):
         store.add_message(cid, "user", f"question {i}")
@@ -327,10 +328,8 @@ def test_model_writes_the_title_after_the_first_answer(make_window, qtbot) -> No
     w, engine = make_window(_final("It rains a lot."), _final("Rainy Seattle weather"), auto_title=True)
     _send(w, qtbot, "why does it rain so much in seattle")
     cid = w.session.conversation_id
-    # The title is asked for on the next turn of the event loop after the answer, so wait for it
-    # to be written rather than for a title worker that may not have started yet.
-    qtbot.waitUntil(lambda: w.store.get_conversation(cid).title == "Rainy Seattle weather", timeout=5000)
-    qtbot.waitUntil(lambda: w._title_worker is None, timeout=5000)
+    qtbot.waitUntil(lambda: w.runtime.store.get_conversation(cid).title == "Rainy Seattle weather", timeout=5000)
+    qtbot.waitUntil(lambda: not w.answers.title_pending, timeout=5000)
     assert w.sidebar.item_for(cid).text() == "Rainy Seattle weather"
     assert "title" in engine.prompts[-1] and "Reasoning: low" in engine.prompts[-1]
 

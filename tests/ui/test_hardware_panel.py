@@ -20,7 +20,7 @@ from app.core.hardware import (
     apple_gpu_budget,
 )
 from app.core.planner import Wishes, model_info_for_file
-from app.ui import workers
+from app.ui import hardware_panel, workers
 from app.ui.hardware_panel import HardwarePanel
 
 M20 = info_for_shape("gpt-oss-20b")
@@ -162,11 +162,11 @@ def test_override_that_does_not_fit_shows_the_guardrail(
     # Load anyway asks first; cancelling loads nothing.
     emitted: list[LoadSettings] = []
     panel.load_requested.connect(emitted.append)
-    monkeypatch.setattr(panel, "_confirm_unfit", lambda plan: "cancel")
+    monkeypatch.setattr(hardware_panel, "confirm_unfit", lambda parent, plan, fix: "cancel")
     panel.load_button.click()
     assert emitted == []
     # Choosing the suggestion loads the planner's fix.
-    monkeypatch.setattr(panel, "_confirm_unfit", lambda plan: "fix")
+    monkeypatch.setattr(hardware_panel, "confirm_unfit", lambda parent, plan, fix: "fix")
     panel.load_button.click()
     assert len(emitted) == 1 and emitted[0].n_cpu_moe > 0
     assert panel.plan is not None and panel.plan.fits and panel.cpu_moe.value() == -1
@@ -180,7 +180,7 @@ def test_override_that_does_not_fit_shows_the_guardrail(
     assert not panel.guard.isVisible() and panel.plan is not None and panel.plan.fits
     panel.cpu_moe.setValue(0)
     qtbot.waitUntil(lambda: panel.guard.isVisible(), timeout=2000)
-    monkeypatch.setattr(panel, "_confirm_unfit", lambda plan: "load")
+    monkeypatch.setattr(hardware_panel, "confirm_unfit", lambda parent, plan, fix: "load")
     panel.load_button.click()
     assert emitted[-1].n_cpu_moe == 0 and emitted[-1].n_gpu_layers == 25
 

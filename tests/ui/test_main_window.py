@@ -9,6 +9,7 @@ from PySide6.QtGui import QDropEvent
 
 from app.core.chat import Message
 from app.core.engine import EngineError, LoadSettings
+from app.core.runtime import Runtime
 from app.core.scripted_engine import ScriptedEngine
 from app.ui.main_window import MainWindow
 from app.ui.message_widget import AssistantMessageWidget
@@ -30,7 +31,7 @@ def _assistant(w: MainWindow) -> AssistantMessageWidget:
 
 def test_first_run_page_without_model(make_window) -> None:  # type: ignore[no-untyped-def]
     w, _ = make_window(loaded=False)
-    assert w.first_run is not None and w.stack.currentWidget() is w.first_run  # help to get a model
+    assert w.panels.first_run is not None and w.stack.currentWidget() is w.panels.first_run  # help to get a model
     assert not w.composer.button.isEnabled()
     assert not w.send("hi", "medium")
     assert "Open a model first" in w.banner.text.text()
@@ -150,15 +151,17 @@ def test_open_model_errors_are_shown_not_raised(make_window, qtbot, tmp_path: Pa
 
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"nope")
-    w3 = MainWindow(lambda: ScriptedEngine("x"))  # automatic settings: the file is checked before planning
+    w3 = MainWindow(
+        Runtime(engine_factory=lambda: ScriptedEngine("x"))
+    )  # automatic settings: the file is checked before planning
     qtbot.addWidget(w3)
     assert w3.open_model(bad)
     qtbot.waitUntil(lambda: not w3.loading, timeout=5000)
     assert "bad.gguf is too small to be a GGUF model" in w3.banner.text.text()
 
-    w2 = MainWindow(lambda: Broken())
+    w2 = MainWindow(Runtime(engine_factory=lambda: Broken()))
     qtbot.addWidget(w2)
-    w2.load_settings = LoadSettings()
+    w2.runtime.load_settings = LoadSettings()
     assert w2.open_model(bad)
     qtbot.waitUntil(lambda: not w2.loading, timeout=3000)
     assert "damaged" in w2.banner.text.text() and w2.banner.isVisibleTo(w2)
@@ -169,7 +172,7 @@ def test_engine_that_cannot_start_is_reported(qtbot, tmp_path: Path) -> None:  #
     def factory() -> ScriptedEngine:
         raise ImportError("No module named 'llama_cpp'")
 
-    w = MainWindow(factory)
+    w = MainWindow(Runtime(engine_factory=factory))
     qtbot.addWidget(w)
     f = tmp_path / "m.gguf"
     f.write_bytes(b"GGUF")

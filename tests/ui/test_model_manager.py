@@ -232,7 +232,7 @@ def test_stall_is_retried(qtbot, hub: FakeHub, tmp_path: Path, open_dialog) -> N
 def error_shown(d: ModelManagerDialog, entry_id: str = "gpt-oss-20b") -> tuple[str, str, str | None]:
     box = card(d, entry_id).panel.error_box
     assert box.isVisible()
-    return box.headline.text(), box.message.text(), box.button.text() if box.button.isVisible() else None
+    return box.headline.text(), box.text.text(), box.buttons[0].text() if box.buttons else None
 
 
 def test_404_has_a_clear_message(qtbot, hub: FakeHub, open_dialog) -> None:  # type: ignore[no-untyped-def]
@@ -256,7 +256,7 @@ def test_500_has_a_clear_message_and_try_again_works(qtbot, hub: FakeHub, tmp_pa
     assert headline == "The server has a problem" and "HTTP 500" in message and "try again later" in message
     assert action == "Try again"
     hub.clear_faults()
-    click(qtbot, card(d).panel.error_box.button)
+    click(qtbot, card(d).panel.error_box.buttons[0])
     wait_state(qtbot, controller, State.DONE)
     assert not card(d).panel.error_box.isVisible()
     result = controller.status(REQUEST).result
@@ -274,7 +274,7 @@ def test_wrong_bytes_are_refused_and_download_again_fixes_it(qtbot, hub: FakeHub
     assert headline == "The file was damaged" and "SHA-256" in message and action == "Download again"
     assert not card(d).panel.bar.isVisible()  # nothing partial is kept
     assert not list(controller.manager.repo_dir(SMALL.repo_id).glob("blobs/*"))
-    click(qtbot, card(d).panel.error_box.button)
+    click(qtbot, card(d).panel.error_box.buttons[0])
     wait_state(qtbot, controller, State.DONE)
     result = controller.status(REQUEST).result
     assert result is not None and result.path is not None and result.path.read_bytes() == data
@@ -291,7 +291,7 @@ def test_too_little_disk_space_is_refused_before_any_byte(qtbot, hub: FakeHub, t
     assert "only 200 MB is free" in message and "Free up" in message and action == "Try again"
     assert gets(hub) == []
     controller.manager.disk_free = lambda path: 10**12  # the user freed space
-    click(qtbot, card(d).panel.error_box.button)
+    click(qtbot, card(d).panel.error_box.buttons[0])
     wait_state(qtbot, controller, State.DONE)
 
 
@@ -450,7 +450,7 @@ def test_verify_then_damage_then_download_again(qtbot, hub: FakeHub, tmp_path: P
     assert headline == "The file was damaged" and action == "Download again" and "deleted" in message
     assert len(gets(hub)) == before  # verifying never touches the network
     qtbot.waitUntil(lambda: not d.rows, timeout=5000)  # the damaged file is gone from the list
-    click(qtbot, panel.error_box.button)
+    click(qtbot, panel.error_box.buttons[0])
     wait_state(qtbot, controller, State.DONE)
     assert panel.local_paths == () or panel.local_paths[0].read_bytes() == data
     result = controller.status(REQUEST).result

@@ -109,12 +109,12 @@ def test_app_starts_finds_a_model_and_chats_without_network(
         qtbot.addWidget(w)
         [found] = ModelLibrary().discover().models  # discovery: the HF cache and LM Studio's folder
         assert found.source == Source.LMSTUDIO
-        w.load_settings = LoadSettings(n_ctx=4096, n_threads=1)  # a token per byte of the tool definitions
-        w.sampling = Sampling(seed=3, max_tokens=60)
-        w.grammar = GRAMMAR
+        w.runtime.load_settings = LoadSettings(n_ctx=4096, n_threads=1)  # a token per byte of the tool definitions
+        w.answers.sampling = Sampling(seed=3, max_tokens=60)
+        w.answers.grammar = GRAMMAR
         assert w.open_model(str(found.path))
         qtbot.waitUntil(lambda: not w.loading, timeout=30000)
-        assert w.engine is not None and w.engine.loaded
+        assert w.runtime.engine is not None and w.runtime.engine.loaded
         w.composer.edit.setPlainText("hello world")
         qtbot.keyClick(w.composer.edit, Qt.Key.Key_Return)
         qtbot.waitUntil(lambda: not w.generating, timeout=30000)
@@ -171,7 +171,7 @@ def test_manager_and_first_run_stay_offline_until_download_is_pressed(
         assert no_network, "pressing Download must reach for the network (else the guard is blind)"
         box = dialog.cards["gpt-oss-20b"].panel.error_box
         assert box.isVisible() and box.headline.text() == "Connection problem", box.headline.text()
-        assert "blocked by the test" in box.message.text(), box.message.text()
+        assert "blocked by the test" in box.text.text(), box.text.text()
     finally:
         controller.shutdown()
         workers.stop_all()

@@ -24,16 +24,16 @@ GRAMMAR = (
 def test_open_model_and_chat_with_real_engine(qtbot, tiny_model_path: Path) -> None:  # type: ignore[no-untyped-def]
     w = MainWindow()
     qtbot.addWidget(w)
-    w.load_settings = LoadSettings(
+    w.runtime.load_settings = LoadSettings(
         n_ctx=4096, n_threads=1
     )  # the tiny vocabulary spends a token per byte of the tool definitions
-    w.sampling = Sampling(seed=5, max_tokens=80)
-    w.grammar = GRAMMAR
+    w.answers.sampling = Sampling(seed=5, max_tokens=80)
+    w.answers.grammar = GRAMMAR
     w.show()
     assert w.open_model(tiny_model_path)
     qtbot.waitUntil(lambda: not w.loading, timeout=20000)
-    assert w.engine.loaded, w.banner.text.text()
-    assert w.status_model.text() == w.engine.info.name
+    assert w.runtime.engine.loaded, w.banner.text.text()
+    assert w.status_model.text() == w.runtime.engine.info.name
     w.composer.set_effort("high")
     w.composer.edit.setPlainText("hello world")
     qtbot.keyClick(w.composer.edit, Qt.Key.Key_Return)

@@ -35,15 +35,15 @@ def _cpu_profile() -> HardwareProfile:
 def test_planned_load_then_the_last_model_loads_at_start(qtbot, tiny_model_path: Path) -> None:  # type: ignore[no-untyped-def]
     w = MainWindow()
     qtbot.addWidget(w)
-    w._profile = _cpu_profile()  # no probing: a known machine
-    assert w.load_settings is None  # the planner decides
+    w.runtime.profile = _cpu_profile()  # no probing: a known machine
+    assert w.runtime.load_settings is None  # the planner decides
     assert w.open_model(tiny_model_path)
     qtbot.waitUntil(lambda: not w.loading, timeout=20000)
-    assert w.engine.loaded, w.banner.text.text()
-    assert w.plan is not None and w.plan.fits and w.plan.mode == "cpu"
+    assert w.runtime.engine.loaded, w.banner.text.text()
+    assert w.runtime.plan is not None and w.runtime.plan.fits and w.runtime.plan.mode == "cpu"
     assert w.status_model.text().endswith("· CPU") and "CPU only" in w.status_model.toolTip()
-    assert w.engine.info.n_ctx == w.plan.n_ctx
-    w.grammar = GRAMMAR
+    assert w.runtime.engine.info.n_ctx == w.runtime.plan.n_ctx
+    w.answers.grammar = GRAMMAR
     w.composer.edit.setPlainText("hello")
     qtbot.keyClick(w.composer.edit, Qt.Key.Key_Return)
     qtbot.waitUntil(lambda: not w.generating, timeout=20000)
@@ -53,10 +53,12 @@ def test_planned_load_then_the_last_model_loads_at_start(qtbot, tiny_model_path:
     # Next start: the same model loads by itself, and the chat is where the user left it.
     w2 = MainWindow()
     qtbot.addWidget(w2)
-    w2._profile = _cpu_profile()
+    w2.runtime.profile = _cpu_profile()
     assert w2.stack.currentWidget() is w2.empty  # not the first-run page while the model loads
-    qtbot.waitUntil(lambda: w2.engine is not None and w2.engine.loaded and not w2.loading, timeout=20000)
-    assert w2.engine.info.path == tiny_model_path
+    qtbot.waitUntil(
+        lambda: w2.runtime.engine is not None and w2.runtime.engine.loaded and not w2.loading, timeout=20000
+    )
+    assert w2.runtime.engine.info.path == tiny_model_path
     assert w2.sidebar.conversation_ids()
     w2.close()
 
@@ -64,7 +66,7 @@ def test_planned_load_then_the_last_model_loads_at_start(qtbot, tiny_model_path:
 def test_a_model_that_cannot_fit_is_refused_before_loading(qtbot, tiny_model_path: Path) -> None:  # type: ignore[no-untyped-def]
     w = MainWindow()
     qtbot.addWidget(w)
-    w._profile = HardwareProfile(
+    w.runtime.profile = HardwareProfile(
         ram_total=64 * 2**20,
         ram_available=8 * 2**20,
         cores_physical=1,
@@ -76,7 +78,7 @@ def test_a_model_that_cannot_fit_is_refused_before_loading(qtbot, tiny_model_pat
     )
     assert w.open_model(tiny_model_path)
     qtbot.waitUntil(lambda: not w.loading, timeout=20000)
-    assert not getattr(w.engine, "loaded", False)
+    assert not getattr(w.runtime.engine, "loaded", False)
     text = w.banner.text.text()
     assert "could not be loaded" in text and "What would help" in text
 
@@ -84,11 +86,11 @@ def test_a_model_that_cannot_fit_is_refused_before_loading(qtbot, tiny_model_pat
 def test_models_hardware_and_lab_open_from_the_window(qtbot, tiny_model_path: Path) -> None:  # type: ignore[no-untyped-def]
     w = MainWindow()
     qtbot.addWidget(w)
-    w._profile = _cpu_profile()
-    w.load_settings = LoadSettings(n_ctx=2048, n_threads=1)
+    w.runtime.profile = _cpu_profile()
+    w.runtime.load_settings = LoadSettings(n_ctx=2048, n_threads=1)
     w.open_model(tiny_model_path)
     qtbot.waitUntil(lambda: not w.loading, timeout=20000)
-    dlg = w.show_models()
+    dlg = w.panels.show_models()
     assert dlg.isVisible()
     chosen: list[str] = []
     w.open_model = lambda p: chosen.append(str(p)) or True  # type: ignore[method-assign]
@@ -97,9 +99,9 @@ def test_models_hardware_and_lab_open_from_the_window(qtbot, tiny_model_path: Pa
     panel = w.show_hardware()
     assert panel.isVisible()
     qtbot.waitUntil(lambda: panel.plan is not None, timeout=10000)
-    lab = w.show_lab()
+    lab = w.panels.show_lab()
     assert lab.isVisible()
-    client = lab._engine_provider()
+    client = lab.engine()  # the lab generates through the scheduler, as "lab"
     assert client is not None and client.name == "lab" and client.info.path == tiny_model_path
     w.close()
     assert not lab.isVisible()

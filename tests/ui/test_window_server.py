@@ -6,6 +6,7 @@ import threading
 
 from PySide6.QtCore import Qt
 
+from app.core.runtime import Runtime
 from app.ui.main_window import MainWindow
 
 
@@ -13,15 +14,15 @@ def test_api_server_shares_the_chat_engine_and_remembers_it_was_on(make_window, 
     openai = __import__("pytest").importorskip("openai")
     long = "<|channel|>final<|message|>" + "word " * 300 + "<|return|>"
     w, engine = make_window(long, "<|channel|>final<|message|>From the API.<|return|>", delay_s=0.003)
-    panel = w.server(start=False)
-    w._server_dialog.hide()
+    panel = w.panels.server()
+    w.panels.server_dialog.hide()
     from app.core.server import ServerSettings
 
     panel.set_settings(ServerSettings(port=0))
     panel.start()
     qtbot.waitUntil(lambda: panel.is_running, timeout=10000)
     assert w.status_server.isVisibleTo(w) and panel.base_url in w.status_server.text()
-    assert w.store.get_setting("api_server")["enabled"] is True
+    assert w.runtime.settings.server.enabled is True
 
     # The chat starts a long answer; an API request sent meanwhile waits for it, then runs.
     w.composer.edit.setPlainText("a long one please")
@@ -36,8 +37,8 @@ def test_api_server_shares_the_chat_engine_and_remembers_it_was_on(make_window, 
 
     t = threading.Thread(target=call)
     t.start()
-    qtbot.waitUntil(lambda: w.scheduler.state.waiting.get("api", 0) == 1, timeout=5000)
-    assert w.scheduler.state.running == "chat"
+    qtbot.waitUntil(lambda: w.runtime.scheduler.state.waiting.get("api", 0) == 1, timeout=5000)
+    assert w.runtime.scheduler.state.running == "chat"
     qtbot.waitUntil(lambda: not w.generating, timeout=10000)
     t.join(10)
     assert result["content"] == "From the API."
@@ -46,8 +47,8 @@ def test_api_server_shares_the_chat_engine_and_remembers_it_was_on(make_window, 
     # Quitting stops the server but keeps it switched on for the next start.
     w.close()
     assert not panel.is_running
-    w2 = MainWindow(lambda: engine)
+    w2 = MainWindow(Runtime(engine_factory=lambda: engine))
     qtbot.addWidget(w2)
-    assert w2.store.get_setting("api_server")["enabled"] is True
-    qtbot.waitUntil(lambda: w2.server_panel is not None and w2.server_panel.is_running, timeout=10000)
+    assert w2.runtime.settings.server.enabled is True
+    qtbot.waitUntil(lambda: w2.panels.server_panel is not None and w2.panels.server_panel.is_running, timeout=10000)
     w2.close()

@@ -77,11 +77,11 @@ def test_function_tool_runs_without_asking_and_deny_is_read_by_the_model(make_wi
 
 def test_the_header_says_when_web_browsing_is_on(make_window, qtbot) -> None:  # type: ignore[no-untyped-def]
     w, _ = make_window()
-    reg = w.tool_registry
+    reg = w.runtime.tool_registry
     assert "web browsing" not in w.header.badges.text()  # off by default
     reg.set_enabled("browser", True)
-    w._refresh_view()
+    w.refresh()
     assert "web browsing on" in w.header.badges.text()
-    w.offline = True  # offline mode hides the browser altogether
-    w._refresh_view()
+    w.runtime.offline = True  # offline mode hides the browser altogether
+    w.refresh()
     assert "web browsing" not in w.header.badges.text()

@@ -1,0 +1,91 @@
+"""Loading a model from the window: checks at once, the load itself in a worker (runtime.load_job), its progress as signals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from app.core.engine import EngineError, LoadableEngine
+from app.core.errors import HarmonicaError
+from app.core.runtime import LoadDone, LoadPlanned, LoadProgress, Runtime
+from app.ui.notice import NoticeChannel
+from app.ui.workers import GeneratorWorker, start_worker
+
+
+class ModelLoader(QObject):
+    """One load at a time. Signals, in order: started(name) before the worker starts, planned(Plan)
+    when the planner chose the settings, progress(fraction), loaded(ModelInfo) on success, and
+    finished() in every case; failures are posted as notices."""
+
+    started = Signal(str)
+    planned = Signal(object)
+    progress = Signal(float)
+    loaded = Signal(object)
+    failed = Signal()
+    finished = Signal()
+
+    def __init__(self, runtime: Runtime, notices: NoticeChannel, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.runtime = runtime
+        self.notices = notices
+        self._worker: GeneratorWorker | None = None
+
+    @property
+    def loading(self) -> bool:
+        return self._worker is not None
+
+    def open(self, path: str | Path, *, context_size: int | None = None) -> bool:
+        """Start loading `path` in the background; False (with a message) if that can't start."""
+        if self.loading:
+            self.notices.error("A model is already loading. Cancel it first to open another one.")
+            return False
+        try:
+            request = self.runtime.prepare_load(path, context_size=context_size)
+        except HarmonicaError as exc:
+            self.notices.error(str(exc))
+            return False
+        w = GeneratorWorker(self.runtime.load_job, request)
+        w.yielded.connect(self._on_event)
+        w.errored.connect(self._on_error)
+        w.finished.connect(self._on_finished)
+        self._worker = w
+        self.started.emit(request.name)  # `loading` is already true for whoever listens
+        start_worker(w)
+        return True
+
+    def cancel(self) -> None:
+        if self._worker is not None:
+            self._worker.quit()
+
+    def adopt(self, engine: LoadableEngine) -> None:
+        """Use an engine that is already loaded (demo mode, tests)."""
+        self.runtime.adopt_engine(engine)
+        if getattr(engine, "info", None) is not None:
+            self.loaded.emit(engine.info)
+
+    def shutdown(self) -> None:
+        w = self._worker
+        if w is not None:
+            w.quit()
+            w.wait(10.0)
+
+    def _on_event(self, ev: Any) -> None:
+        if isinstance(ev, LoadPlanned):
+            self.planned.emit(ev.plan)
+        elif isinstance(ev, LoadProgress):
+            self.progress.emit(ev.fraction)
+        elif isinstance(ev, LoadDone):
+            self.loaded.emit(ev.info)
+
+    def _on_error(self, exc: BaseException) -> None:
+        self.failed.emit()
+        if isinstance(exc, EngineError):
+            self.notices.error(f"The model could not be loaded. {exc}", exc)
+        else:
+            self.notices.error(f"The model could not be loaded: {exc}", exc)
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self.finished.emit()

@@ -1,0 +1,174 @@
+"""The runtime without a window: one engine owner, loading (checked, planned, remembered), settings, sessions, tools."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.core.chat import TurnFinished
+from app.core.engine import EngineError, LoadSettings
+from app.core.hardware import HardwareProfile
+from app.core.runtime import (
+    EngineStartError,
+    LoadDone,
+    LoadPlanned,
+    LoadProgress,
+    ModelPathError,
+    Runtime,
+    is_model_file,
+)
+from app.core.scripted_engine import ScriptedEngine
+from app.core.store import Store
+
+ANSWER = "<|channel|>analysis<|message|>Hm.<|end|><|start|>assistant<|channel|>final<|message|>Hello!<|return|>"
+
+
+def _cpu() -> HardwareProfile:
+    return HardwareProfile(
+        ram_total=16 * 2**30,
+        ram_available=12 * 2**30,
+        cores_physical=2,
+        cores_logical=2,
+        os="Linux",
+        machine="x86_64",
+        cpu_name="test CPU",
+        backends=["CPU"],
+    )
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> Iterator[Runtime]:
+    engine = ScriptedEngine([ANSWER])
+    rt = Runtime(store=Store.open(tmp_path / "c.sqlite3"), engine_factory=lambda: engine, offline=True)
+    yield rt
+    rt.close()
+    rt.store.close()
+
+
+def _run(rt: Runtime, path: str | Path, **kw: object) -> list[object]:
+    request = rt.prepare_load(path, **kw)  # type: ignore[arg-type]
+    return list(rt.load_job(request, cancel=threading.Event()))
+
+
+def test_bad_paths_and_a_broken_engine_are_refused_at_once(tmp_path: Path) -> None:
+    def broken() -> ScriptedEngine:
+        raise ImportError("No module named 'llama_cpp'")
+
+    rt = Runtime(store=Store.open(tmp_path / "c.sqlite3"), engine_factory=broken)
+    txt = tmp_path / "notes.txt"
+    txt.write_text("x")
+    with pytest.raises(ModelPathError, match="not a GGUF"):
+        rt.prepare_load(txt)
+    with pytest.raises(ModelPathError, match="does not exist"):
+        rt.prepare_load(tmp_path / "missing.gguf")
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    with pytest.raises(EngineStartError, match="llama_cpp"):
+        rt.prepare_load(model)
+    assert rt.engine is None
+
+
+def test_a_load_hands_the_engine_to_the_scheduler_and_remembers_the_file(runtime: Runtime, tmp_path: Path) -> None:
+    model = tmp_path / "my-model.gguf"
+    model.write_bytes(b"GGUF")
+    runtime.load_settings = LoadSettings(n_ctx=4096)
+    assert runtime.engine is None and not runtime.model_loaded
+    events = _run(runtime, model, context_size=2048)
+    assert isinstance(events[-1], LoadDone) and any(isinstance(e, LoadProgress) for e in events)
+    assert runtime.engine is runtime.scheduler.engine and runtime.model_loaded
+    assert runtime.model_name == "my-model" and runtime.n_ctx == 2048  # the chat's context size wins
+    assert runtime.settings.load.last_model == str(model) and runtime.model_file() == str(model)
+    again = Runtime(store=runtime.store)  # the next start
+    assert again.settings.load.last_model == str(model)
+    assert runtime.active_plan is None  # explicit settings: no plan
+
+
+def test_a_scripted_model_is_not_remembered(runtime: Runtime) -> None:
+    runtime.load_settings = LoadSettings()
+    _run(runtime, "scripted:gpt-oss-20b")
+    assert runtime.model_loaded and runtime.settings.load.last_model is None
+    assert not is_model_file("scripted:x") and is_model_file("/m/x.gguf")
+
+
+def test_the_planner_decides_and_refuses_what_cannot_fit(runtime: Runtime, tiny_model_path: Path) -> None:
+    runtime.profile = _cpu()
+    events = _run(runtime, tiny_model_path)
+    planned = [e for e in events if isinstance(e, LoadPlanned)]
+    assert planned and runtime.plan is planned[0].plan and runtime.active_plan is runtime.plan
+    assert runtime.plan.fits and runtime.plan.mode == "cpu"
+    runtime.profile = HardwareProfile(
+        ram_total=64 * 2**20,
+        ram_available=8 * 2**20,
+        cores_physical=1,
+        cores_logical=1,
+        os="Linux",
+        machine="x86_64",
+        cpu_name="tiny",
+        backends=["CPU"],
+    )
+    with pytest.raises(EngineError, match="What would help"):
+        _run(runtime, tiny_model_path)
+
+
+def test_load_overrides_are_kept_and_read_back(runtime: Runtime) -> None:
+    from app.core.planner import Wishes
+
+    assert not runtime.save_wishes(Wishes(n_ctx=8192))  # only a context size: the planner still decides
+    assert runtime.save_wishes(Wishes(n_gpu_layers=4, flash_attn=False))
+    w = runtime.wishes(16384)
+    assert (w.n_gpu_layers, w.flash_attn, w.n_ctx) == (4, False, 16384)
+    runtime.settings.load.overrides = {"n_gpu_layers": 2, "from_the_future": 1}
+    assert runtime.wishes().n_gpu_layers == 2  # the unknown key is left out, with a note in the log
+
+
+def test_the_effort_has_one_source_of_truth(runtime: Runtime) -> None:
+    session = runtime.new_session()
+    assert session.settings.reasoning_effort == "medium"
+    runtime.set_effort(session, "high")  # the composer's slider
+    assert session.settings.reasoning_effort == "high" and runtime.settings.chat.reasoning_effort == "high"
+    assert runtime.new_session().settings.reasoning_effort == "high"  # new chats start with it
+    cid = session.ensure()
+    assert runtime.new_session(cid).settings.reasoning_effort == "high"  # stored with the chat
+    assert Runtime(store=runtime.store).settings.chat.reasoning_effort == "high"
+
+
+def test_answers_go_through_the_scheduler_without_tools_when_off(runtime: Runtime) -> None:
+    runtime.load_settings = LoadSettings()
+    _run(runtime, "scripted:gpt-oss-20b")
+    runtime.settings.tools.enabled = False
+    session = runtime.new_session()
+    session.add_user("hi")
+    events = list(runtime.answer_job(session, cancel=threading.Event()))
+    assert isinstance([e for e in events if isinstance(e, TurnFinished)][-1], TurnFinished)
+    assert session.view()[-1][0].content == "Hello!"
+    assert not runtime.tools_built  # no tool registry was needed
+    assert runtime.lab_client() is not None and runtime.lab_client().name == "lab"  # type: ignore[union-attr]
+
+
+def test_server_settings_round_trip(runtime: Runtime) -> None:
+    from app.core.server import ServerSettings
+
+    assert runtime.server_settings() == ServerSettings()
+    runtime.save_server_settings(ServerSettings(port=0, api_key="sk-x", allow_network=True))
+    runtime.set_server_enabled(True)
+    back = Runtime(store=runtime.store)
+    assert back.server_settings() == ServerSettings(port=0, api_key="sk-x", allow_network=True)
+    assert back.settings.server.enabled
+
+
+def test_an_unusable_store_gives_a_temporary_one_and_a_note(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.core.store import StoreError
+
+    def refuse(*_a: object, **_k: object) -> object:
+        raise StoreError("The conversation database cannot be opened.")
+
+    monkeypatch.setattr(Store, "open_or_recover", refuse)
+    rt = Runtime()
+    try:
+        assert "kept only until Harmonica closes" in rt.startup_note
+        assert rt.store.create_conversation().id  # usable
+    finally:
+        rt.close()
