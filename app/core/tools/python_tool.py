@@ -482,6 +482,7 @@ class PythonKernel:
         self._lock = threading.RLock()
         self._answers: queue.Queue[Any] = queue.Queue()
         self._out_r: int | None = None
+        self._out_gen = 0  # which kernel's output pipe is read into the cells
         self._out_lock = threading.Lock()
         self._buf = bytearray()
         self._hold = b""
@@ -491,6 +492,7 @@ class PythonKernel:
         self._marker_seen = threading.Event()
         self._report: SandboxReport | None = None
         self._count = 0
+        self._started = False  # the supervisor took the current cell (it said "started")
         self.starts = 0
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -619,7 +621,12 @@ class PythonKernel:
             answers.put(_EOF)
 
         threading.Thread(target=read_answers, name="py-kernel-answers", daemon=True).start()
-        threading.Thread(target=self._pump_output, args=(out_r,), name="py-kernel-output", daemon=True).start()
+        with self._out_lock:
+            self._out_gen += 1
+            self._buf = bytearray()
+        threading.Thread(
+            target=self._pump_output, args=(out_r, self._out_gen), name="py-kernel-output", daemon=True
+        ).start()
         init = {
             "scratch": str(self.scratch),
             "sys_path": _site_paths(),
@@ -683,7 +690,7 @@ class PythonKernel:
         return get_until(self._answers, deadline, cancel)
 
     # --- output pipe ---------------------------------------------------------------------------
-    def _pump_output(self, fd: int) -> None:
+    def _pump_output(self, fd: int, gen: int) -> None:
         while True:
             try:
                 data = os.read(fd, 1 << 16)
@@ -691,14 +698,16 @@ class PythonKernel:
                 break
             if not data:
                 break
-            self._feed(data)
+            self._feed(data, gen)
         try:
             os.close(fd)
         except OSError:
             pass
 
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, data: bytes, gen: int | None = None) -> None:
         with self._out_lock:
+            if gen is not None and gen != self._out_gen:
+                return  # a dead kernel's leftovers never reach a newer kernel's cells
             pending = self._hold + data
             marker = self._marker
             if marker:
@@ -747,67 +756,97 @@ class PythonKernel:
         """Run `code` in the session; never raises for what the code does."""
         with self._lock:
             t0 = time.monotonic()
-            fresh = not self.alive
-            try:
-                self.start()
-            except KernelError as exc:
-                return ExecResult(error=str(exc), restarted=True, duration_s=time.monotonic() - t0)
-            self._count += 1
-            marker = f"\x00HARMONICA-END-{secrets.token_hex(8)}\x00".encode()
-            self._begin_cell(marker)
-            limit = self.limits.timeout_s if timeout_s is None else timeout_s
-            sent = self._send(
-                {
-                    "op": "exec",
-                    "id": self._count,
-                    "code": code,
-                    "marker": marker.decode(),
-                    "cpu_s": self.limits.cpu_s,
-                    "max_output": self.limits.max_output_bytes,
-                }
-            )
-            result = ExecResult()
-            msg = self._next_answer(time.monotonic() + limit, cancel) if sent else _EOF
-            cancelled = cancel is not None and cancel.is_set()
-            if msg is None:  # timed out or cancelled: interrupt, then kill if it does not stop
-                result.timed_out = not cancelled
-                self.interrupt()
-                msg = self._next_answer(time.monotonic() + 3.0)
-                if msg is None or msg is _EOF:
-                    self._kill()
-                    result.restarted = True
-                    msg = None
-            elif msg is _EOF:
-                result.restarted = True
-                result.note = self._death_note()
-                self._kill()
-                msg = None
-            output, dropped = self._end_cell(2.0 if msg is not None else 0.5)
-            result.output = output
-            result.truncated_bytes = dropped
-            if isinstance(msg, dict):
-                self._take_result(result, msg)
-            if result.timed_out:
-                how = (
-                    "the interpreter was restarted, so all variables were lost"
-                    if result.restarted
-                    else "it was interrupted; variables are kept"
-                )
-                result.note = f"Execution timed out after {limit:g} seconds: {how}."
-                if result.error and result.error.startswith("KeyboardInterrupt"):
-                    result.error = None
-            elif cancelled:
-                result.note = "Execution was stopped by the user" + (
-                    "; the interpreter was restarted, so all variables were lost." if result.restarted else "."
-                )
-                if result.error and result.error.startswith("KeyboardInterrupt"):
-                    result.error = None
-            elif result.restarted and not result.note:
-                result.note = "The Python process ended unexpectedly; it was restarted and all variables were lost."
-            if fresh and self.starts > 1 and not result.note:
-                result.note = None
+            result, ran = self._execute_once(code, timeout_s, cancel)
+            if not ran:
+                # The kernel had died after the previous run (its supervisor never took this cell):
+                # the code did not run, so run it once in a fresh kernel.
+                result, _ = self._execute_once(code, timeout_s, cancel)
+                lost = "The Python process had stopped after the previous run; it was restarted, so all variables were lost."
+                result.note = f"{lost}\n{result.note}" if result.note else lost
             result.duration_s = time.monotonic() - t0
             return result
+
+    def _await_answer(self, cell: int, deadline: float, cancel: threading.Event | None = None) -> Any:
+        """The answer to `cell` (a dict), _EOF, or None on timeout/cancel; notes "started" on the way."""
+        while True:
+            msg = self._next_answer(deadline, cancel)
+            if msg is None or msg is _EOF:
+                return msg
+            if msg.get("event") == "started":
+                if msg.get("id") == cell:
+                    self._started = True
+                continue
+            if msg.get("event") is None and msg.get("id") == cell:
+                return msg
+
+    def _execute_once(
+        self, code: str, timeout_s: float | None, cancel: threading.Event | None
+    ) -> tuple[ExecResult, bool]:
+        """One attempt; the flag is False when the kernel was found dead before it took the cell."""
+        try:
+            self.start()
+        except KernelError as exc:
+            return ExecResult(error=str(exc), restarted=True), True
+        separate = self._report is not None and self._report.layers.get("channel") == "separate"
+        self._count += 1
+        cell = self._count
+        self._started = False
+        marker = f"\x00HARMONICA-END-{secrets.token_hex(16)}\x00".encode()
+        self._begin_cell(marker)
+        limit = self.limits.timeout_s if timeout_s is None else timeout_s
+        sent = self._send(
+            {
+                "op": "exec",
+                "id": cell,
+                "code": code,
+                "marker": marker.decode(),
+                "cpu_s": self.limits.cpu_s,
+                "max_output": self.limits.max_output_bytes,
+            }
+        )
+        result = ExecResult()
+        msg = self._await_answer(cell, time.monotonic() + limit, cancel) if sent else _EOF
+        if msg is _EOF and separate and not self._started:
+            self._end_cell(0.0)
+            self._kill()
+            return result, False
+        cancelled = cancel is not None and cancel.is_set()
+        if msg is None:  # timed out or cancelled: interrupt, then kill if it does not stop
+            result.timed_out = not cancelled
+            self.interrupt()
+            msg = self._await_answer(cell, time.monotonic() + 3.0)
+            if msg is None or msg is _EOF:
+                self._kill()
+                result.restarted = True
+                msg = None
+        elif msg is _EOF:
+            result.restarted = True
+            result.note = self._death_note()
+            self._kill()
+            msg = None
+        output, dropped = self._end_cell(2.0 if msg is not None else 0.5)
+        result.output = output
+        result.truncated_bytes = dropped
+        if isinstance(msg, dict):
+            self._take_result(result, msg)
+        if result.timed_out:
+            how = (
+                "the interpreter was restarted, so all variables were lost"
+                if result.restarted
+                else "it was interrupted; variables are kept"
+            )
+            result.note = f"Execution timed out after {limit:g} seconds: {how}."
+            if result.error and result.error.startswith("KeyboardInterrupt"):
+                result.error = None
+        elif cancelled:
+            result.note = "Execution was stopped by the user" + (
+                "; the interpreter was restarted, so all variables were lost." if result.restarted else "."
+            )
+            if result.error and result.error.startswith("KeyboardInterrupt"):
+                result.error = None
+        elif result.restarted and not result.note:
+            result.note = "The Python process ended unexpectedly; it was restarted and all variables were lost."
+        return result, True
 
     @staticmethod
     def _take_result(result: ExecResult, msg: dict[str, Any]) -> None:

@@ -36,7 +36,7 @@ class UnsafeFileError(HarmonicaError):
     """A file was refused: it is not a regular file inside the expected folder, or it is too large."""
 
 
-def _check_regular(st: os.stat_result, name: str, limit: int) -> None:
+def _check_regular(st: os.stat_result, name: str, limit: int, strict: bool = True) -> None:
     mode = st.st_mode
     if stat.S_ISLNK(mode):
         raise UnsafeFileError(f"{name} is a symbolic link; only regular files are read.")
@@ -53,7 +53,7 @@ def _check_regular(st: os.stat_result, name: str, limit: int) -> None:
             else "not a regular file"
         )
         raise UnsafeFileError(f"{name} is {kind}; only regular files are read.")
-    if st.st_nlink > 1:
+    if strict and st.st_nlink > 1:
         raise UnsafeFileError(f"{name} is a hard link to another file; it is not read.")
     if st.st_size > limit:
         raise UnsafeFileError(f"{name} is larger than {limit / 1024**2:.0f} MiB; it is not read.")
@@ -78,13 +78,19 @@ def _open_beneath(root: Path, relative: str) -> tuple[int, str]:
     return fd, parts[-1]
 
 
-def read_regular_file(path: str | Path, *, limit: int, inside: str | Path | None = None) -> bytes:
-    """The bytes of a regular file, never blocking and never following a symlink.
+def open_regular_file(
+    path: str | Path, *, inside: str | Path | None = None, strict: bool = True, limit: int | None = None
+) -> tuple[int, os.stat_result]:
+    """Open a regular file for reading without ever blocking; returns (fd, its fstat).
 
-    With `inside`, `path` (absolute or relative to it) must lie beneath that folder, reached without
-    symlinks. Raises UnsafeFileError for what is refused, OSError (FileNotFoundError…) otherwise.
+    `strict` refuses symlinks (every component when `inside` is given, else the last one) and hard
+    links; without it (a file the user picked elsewhere) links are followed, but FIFOs, sockets and
+    devices are still refused before they are opened. With `inside`, `path` (absolute or relative to
+    it) must lie beneath that folder. `limit` refuses larger files. Raises UnsafeFileError for what
+    is refused, OSError (FileNotFoundError…) otherwise.
     """
     p = Path(path)
+    cap = limit if limit is not None else 1 << 62
     if inside is not None:
         root = Path(inside)
         if p.is_absolute():
@@ -101,10 +107,12 @@ def read_regular_file(path: str | Path, *, limit: int, inside: str | Path | None
     else:
         dir_fd = os.open(p.parent if str(p.parent) else ".", os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
         name = p.name
+    nofollow = _O_NOFOLLOW if strict else 0
     try:
-        _check_regular(os.stat(name, dir_fd=dir_fd, follow_symlinks=False), p.name, limit)
+        before = os.stat(name, dir_fd=dir_fd, follow_symlinks=not strict)
+        _check_regular(before, p.name, cap, strict)
         try:
-            fd = os.open(name, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC, dir_fd=dir_fd)
+            fd = os.open(name, os.O_RDONLY | nofollow | _O_NONBLOCK | _O_CLOEXEC, dir_fd=dir_fd)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise UnsafeFileError(f"{p.name} is a symbolic link; only regular files are read.") from None
@@ -112,23 +120,44 @@ def read_regular_file(path: str | Path, *, limit: int, inside: str | Path | None
     finally:
         os.close(dir_fd)
     try:
-        _check_regular(os.fstat(fd), p.name, limit)  # it may have been swapped since the check above
-        chunks: list[bytes] = []
-        total = 0
-        while True:
-            try:
-                chunk = os.read(fd, min(1 << 20, limit + 1 - total))
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > limit:
-                raise UnsafeFileError(f"{p.name} is larger than {limit / 1024**2:.0f} MiB; it is not read.")
-        return b"".join(chunks)
+        st = os.fstat(fd)
+        _check_regular(st, p.name, cap, strict)  # it may have been swapped since the check above
+        if (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
+            raise UnsafeFileError(f"{p.name} changed while it was being opened; it is not read.")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def read_regular_file(path: str | Path, *, limit: int, inside: str | Path | None = None) -> bytes:
+    """The bytes of a regular file (see open_regular_file, strict), at most `limit` of them."""
+    fd, _st = open_regular_file(path, inside=inside, strict=True, limit=limit)
+    try:
+        return read_at_most(fd, limit, Path(path).name, refuse_more=True)
     finally:
         os.close(fd)
+
+
+def read_at_most(fd: int, limit: int, name: str = "the file", *, refuse_more: bool = False) -> bytes:
+    """Up to `limit` bytes of an open file; with `refuse_more`, a file that is longer is refused."""
+    chunks: list[bytes] = []
+    total = 0
+    while total <= limit:
+        try:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - total))
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    data = b"".join(chunks)
+    if len(data) > limit:
+        if refuse_more:
+            raise UnsafeFileError(f"{name} is larger than {limit / 1024**2:.0f} MiB; it is not read.")
+        data = data[:limit]
+    return data
 
 
 def image_data_uri(data: bytes) -> str | None:
@@ -187,6 +216,8 @@ __all__ = [
     "clean_image_entries",
     "image_data_uri",
     "load_image",
+    "open_regular_file",
     "parse_image_data_uri",
+    "read_at_most",
     "read_regular_file",
 ]

@@ -1463,6 +1463,7 @@ class Supervisor:
                     "max_output": msg.get("max_output"),
                 }
             )
+            self.to_app({"event": "started", "id": msg.get("id")})
         elif op == "selfcheck":
             if self.executed:  # after user code ran, the worker's answer would prove nothing
                 self.to_app({"event": "selfcheck", "id": msg.get("id"), "checks": [], "error": "not a fresh kernel"})
