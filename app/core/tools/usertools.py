@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from app.core.child import get_until, python_command
-from app.core.tools.base import Approval, LoadError, ToolInfo, ToolKind, ToolOutcome
+from app.core.tools.base import Approval, LoadError, ToolInfo, ToolKind, ToolOutcome, builtin_name_clash
 from app.core.tools.userhost import tool_files
 
 log = logging.getLogger(__name__)
@@ -173,11 +173,19 @@ class UserToolHost:
                     current = str(msg.get("file"))
                     deadline = time.monotonic() + self.load_timeout_s  # each file gets the full time
                 elif msg.get("event") == "loaded":
-                    self.tools = [self._info(t) for t in msg.get("tools", [])]
+                    self.tools, clashes = [], []
+                    for t in msg.get("tools", []):
+                        info = self._info(t)
+                        why = builtin_name_clash(info.name)
+                        if why is not None:
+                            clashes.append(LoadError(info.source or "", why))
+                        else:
+                            self.tools.append(info)
                     self.errors = [*self._skip.values()] + [
                         LoadError(str(e.get("file", "")), str(e.get("error", "")), str(e.get("detail", "")))
                         for e in msg.get("errors", [])
                     ]
+                    self.errors += clashes
                     self._loaded = True
                     return self.tools, self.errors
             # The process hung or died: blame the file it was importing and try again without it.
@@ -207,7 +215,8 @@ class UserToolHost:
             source=str(t.get("file", "")),
             warnings=tuple(t.get("warnings", ())),
             default_enabled=True,
-            default_approval=Approval.AUTO,
+            default_approval=Approval.ASK,  # the user's own code, but driven by the model: ask unless trusted
+            fingerprint=str(t["fingerprint"]) if isinstance(t.get("fingerprint"), str) else None,
         )
 
     # --- calls ---------------------------------------------------------------------------------
