@@ -47,6 +47,7 @@ from app.core.store import (
     StoreError,
     message_from_row,
 )
+from app.core.tools.chat_files import ChatToolFiles  # tool-files hook (issue 13 item 8)
 from app.ui import style
 from app.ui.chat_view import ChatView
 from app.ui.composer import Composer
@@ -444,6 +445,9 @@ class MainWindow(QMainWindow):
         self._owns_store = store is None
         self.store, startup_note = self._open_store(store)
         self.session = ChatSession(self.store)
+        # tool-files hook (issue 13 item 8): scratch folders by chat uid; a crash's leftovers go now.
+        self.tool_files = ChatToolFiles(self.store)
+        self.tool_files.sweep()
 
         self.setWindowTitle("Harmonica")
         self.setWindowIcon(style.icon("harmonica"))
@@ -900,10 +904,17 @@ class MainWindow(QMainWindow):
         if conversation_id == self.session.conversation_id:
             self.session = ChatSession(self.store)
             self._show_session()
+        with self._tools_lock:  # tool-files hook: files go when the deletion is final (Undo gone)
+            self.tool_files.deleted(conversation_id, self._tool_sessions.pop(conversation_id, None))
+        QTimer.singleShot(self.tool_files.grace_ms, self.tool_files.finalize)
         self.sidebar.refresh()
         self.show_notice(f"Deleted “{title}”.", [("Undo", lambda: self.undo_delete(conversation_id))], timeout_ms=12000)
 
     def undo_delete(self, conversation_id: int) -> None:
+        restored = self.tool_files.restored(conversation_id)  # tool-files hook
+        if restored is not None:
+            with self._tools_lock:
+                self._tool_sessions[conversation_id] = restored
         self.store.restore_conversation(conversation_id)
         self.sidebar.refresh()
         self.open_conversation(conversation_id)
@@ -1511,7 +1522,10 @@ class MainWindow(QMainWindow):
                 from app.core.tools.registry import ToolSession
 
                 ts = self._tool_sessions[conversation_id] = ToolSession(
-                    registry, str(conversation_id), offline=self.offline
+                    registry,
+                    str(conversation_id),
+                    offline=self.offline,
+                    scratch=self.tool_files.scratch(conversation_id),  # tool-files hook
                 )
             return ts
 
@@ -1652,6 +1666,7 @@ class MainWindow(QMainWindow):
         self.scheduler.close()
         for ts in self._tool_sessions.values():
             ts.close()
+        self.tool_files.finalize(everything=True)  # tool-files hook: no Undo after closing
         if self._tool_registry is not None:
             self._tool_registry.close()
         if self._owns_store:
