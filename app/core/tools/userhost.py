@@ -25,6 +25,8 @@ from typing import Any
 from app.core.tools.schema import ArgumentError, FunctionSpec, bind_arguments, describe_function
 
 _functions: dict[str, tuple[FunctionSpec, Any]] = {}
+# What one call may return (the model reads at most 16,000 characters of it; the card shows more).
+MAX_RESULT_CHARS = 1_000_000
 
 
 def _send(out: Any, obj: dict[str, Any]) -> None:
@@ -152,7 +154,11 @@ def _call(out: Any, name: str, arguments: Any) -> None:
         path = getattr(inspect.getmodule(fn), "__file__", "") or ""
         _send(out, {"ok": False, "error": _short_error(exc), "detail": _user_traceback(exc, {path})})
         return
-    _send(out, {"ok": True, "result": result_text(value)})
+    text = result_text(value)
+    if len(text) > MAX_RESULT_CHARS:
+        dropped = len(text) - MAX_RESULT_CHARS
+        text = text[:MAX_RESULT_CHARS] + f"\n[… the tool returned {dropped:,} more characters; they were left out]"
+    _send(out, {"ok": True, "result": text})
 
 
 def main() -> None:

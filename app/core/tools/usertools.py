@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 _BOOT = "import sys, json; sys.path[:0] = json.loads(sys.argv[1]); from app.core.tools.userhost import main; main()"
 _EOF = object()
+# The longest protocol line read from the tool process (userhost caps a result at 1,000,000 characters,
+# which JSON escaping can make up to six times longer).
+MAX_LINE_CHARS = 8 * 1024 * 1024
 
 
 def _host_sys_path() -> list[str]:
@@ -80,13 +83,16 @@ class UserToolHost:
 
         def pump_out() -> None:
             assert proc.stdout is not None
-            for line in proc.stdout:
+            while line := proc.stdout.readline(MAX_LINE_CHARS + 1):
+                if len(line) > MAX_LINE_CHARS:
+                    log.warning("the user-tool process sent a line over %d characters; it is stopped", MAX_LINE_CHARS)
+                    break  # the caller sees the process end; memory stays bounded
                 lines.put(line)
             lines.put(_EOF)
 
         def pump_err() -> None:
             assert proc.stderr is not None
-            for line in proc.stderr:
+            while line := proc.stderr.readline(8192):  # a tool's prints: the last lines, each cut short
                 self._stderr.append(line.rstrip("\n"))
 
         threading.Thread(target=pump_out, name="user-tools-out", daemon=True).start()

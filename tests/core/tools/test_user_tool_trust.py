@@ -9,6 +9,8 @@ belongs to the file as it was, so a changed file, or another file defining the s
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +166,37 @@ def test_builtin_python_approval_is_unchanged(registry: Any, tmp_path: Path) -> 
     assert reg.approval_for("python") is Approval.ASK
     events = _run(reg, tmp_path, PY, FINAL.format("ok"))
     assert [e for e in events if isinstance(e, ApprovalRequest)]
+
+
+def test_a_user_tool_returning_300_mb_does_not_grow_the_app(registry: Any, tmp_path: Path) -> None:
+    """User tools run unsandboxed (they are the user's code), but what they return is driven by the model."""
+    import psutil
+
+    tools = tmp_path / "tools"
+    tools.mkdir(parents=True, exist_ok=True)
+    (tools / "flood.py").write_text(
+        'def flood(n: int) -> str:\n    """Return n characters.\n\n    Args:\n        n: how many\n    """\n'
+        '    print("z" * n)\n    return "y" * n\n'
+    )
+    reg = registry()
+    info = reg.info("flood")
+    me = psutil.Process()
+    base = me.memory_info().rss
+    peak = [base]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], me.memory_info().rss)
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        out = reg.call_function(info, {"n": 300_000_000}, timeout_s=120)
+    finally:
+        stop.set()
+        sampler.join()
+    grown = peak[0] - base
+    assert not out.is_error and len(out.content) < 1_100_000 and "left out" in out.content
+    assert grown < 96 * 1024**2, f"the app grew by {grown / 1024**2:.0f} MiB"
