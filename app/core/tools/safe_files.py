@@ -30,6 +30,7 @@ _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_DIR_FD = os.open in os.supports_dir_fd and os.stat in os.supports_dir_fd  # POSIX; not Windows
 
 
 class UnsafeFileError(HarmonicaError):
@@ -91,6 +92,8 @@ def open_regular_file(
     """
     p = Path(path)
     cap = limit if limit is not None else 1 << 62
+    if not _DIR_FD:
+        return _open_regular_by_path(p, inside, strict, cap)
     if inside is not None:
         root = Path(inside)
         if p.is_absolute():
@@ -124,6 +127,27 @@ def open_regular_file(
         _check_regular(st, p.name, cap, strict)  # it may have been swapped since the check above
         if (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
             raise UnsafeFileError(f"{p.name} changed while it was being opened; it is not read.")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def _open_regular_by_path(p: Path, inside: str | Path | None, strict: bool, cap: int) -> tuple[int, os.stat_result]:
+    """Windows (no dir_fd, no FIFOs in the file system): the same checks by path, then fstat."""
+    if inside is not None:
+        root = os.path.realpath(inside)
+        full = p if p.is_absolute() else Path(inside) / p
+        real = os.path.realpath(full)
+        if os.path.commonpath([real, root]) != root or (strict and real != os.path.abspath(full)):
+            raise UnsafeFileError(f"{p} is not a file inside {inside} (or goes through a link); it is not read.")
+        p = full
+    before = os.lstat(p) if strict else os.stat(p)
+    _check_regular(before, p.name, cap, strict)
+    fd = os.open(p, os.O_RDONLY | getattr(os, "O_BINARY", 0) | (_O_NOFOLLOW if strict else 0) | _O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        _check_regular(st, p.name, cap, strict)
     except BaseException:
         os.close(fd)
         raise

@@ -1612,9 +1612,10 @@ def main() -> None:
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # the worker: keeps cmd_r, res_w and the output pipe on fds 1/2, nothing else
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent and not flags & CLONE_NEWPID:
-            os._exit(1)
+        if IS_LINUX:  # elsewhere the app ends the whole process group
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != parent and not flags & CLONE_NEWPID:
+                os._exit(1)
         for fd in (ctl_fd, resp_fd, cmd_w, res_r):
             os.close(fd)
         for fd in (cmd_r, res_w):
