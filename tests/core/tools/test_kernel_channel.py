@@ -16,8 +16,9 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -156,7 +157,7 @@ def test_the_end_marker_cannot_be_found_to_hide_output(kernel: PythonKernel) -> 
     assert "before" in r.output and "hidden part" in r.output
 
 
-def _peak_rss_during(fn: object) -> tuple[int, object]:
+def _peak_rss_during(fn: Callable[[], Any]) -> tuple[int, Any]:
     me = psutil.Process()
     base = me.memory_info().rss
     peak = [base]
@@ -170,7 +171,7 @@ def _peak_rss_during(fn: object) -> tuple[int, object]:
     t = threading.Thread(target=sample, daemon=True)
     t.start()
     try:
-        result = fn()  # type: ignore[operator]
+        result = fn()
     finally:
         stop.set()
         t.join()
@@ -201,9 +202,9 @@ def test_a_300_mb_flood_does_not_grow_the_app(tmp_path: Path, flood: str) -> Non
         grown, r = _peak_rss_during(lambda: k.execute(FLOODS[flood]))
         assert time.monotonic() - t0 < 60
         assert grown < RSS_CAP, f"the app grew by {grown / 1024**2:.0f} MiB"
-        assert len(r.output.encode()) <= LIMITS.max_output_bytes + 4096  # type: ignore[attr-defined]
-        assert len(r.error or "") <= 70 * 1024  # type: ignore[attr-defined]
-        assert sum(len(i) for i in r.images) <= 17 * 1024**2  # type: ignore[attr-defined]
+        assert len(r.output.encode()) <= LIMITS.max_output_bytes + 4096
+        assert len(r.error or "") <= 70 * 1024
+        assert sum(len(i) for i in r.images) <= 17 * 1024**2
         assert k.execute("'alive'").output == "'alive'\n"
     finally:
         k.close()

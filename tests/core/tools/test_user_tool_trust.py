@@ -99,7 +99,7 @@ def _run(reg: ToolRegistry, tmp_path: Path, *scripts: str, answer: Decision | No
     session = ToolSession(reg, "c", scratch=tmp_path / "scratch")
     events = []
     try:
-        for ev in run_tool_loop(engine, conv, session):
+        for ev in run_tool_loop(engine, conv, session):  # type: ignore[arg-type]
             events.append(ev)
             if isinstance(ev, ApprovalRequest):
                 ev.reply.answer(answer or Decision.DENY)
