@@ -68,9 +68,9 @@ def test_typing_space_and_enter_while_the_card_appears_never_answers_it(make_win
     assert appeared is not None and card is not None, "the approval card never appeared"
     assert card.waiting_for_user, f"typing answered the card: it is {card.run.status!r}"
     edit: Any = w.composer.edit
+    assert "ok ok ok" in edit.toPlainText()  # what was typed landed in the composer
     assert QApplication.focusWidget() is edit  # the composer kept the keyboard
     assert w.generating
-    assert "ok ok ok" in edit.toPlainText()  # what was typed landed in the composer
     for b in card.ask_buttons:
         assert b.focusPolicy() == Qt.FocusPolicy.TabFocus and not b.hasFocus() and not b.autoDefault()
     # A deliberate click (after the delay) still works.
