@@ -21,6 +21,7 @@ from app.core.store import (
     MessageRow,
     Store,
 )
+from app.core.tools.safe_files import clean_image_entries
 
 EXPORT_FORMAT: Final = "harmonica.conversations"
 EXPORT_VERSION: Final = 1
@@ -226,6 +227,12 @@ def _validate_message(m: Any, where: str, conv_created: float) -> MessageRow:
     for key, value in (("stats", stats), ("extra", extra)):
         if not isinstance(value, Mapping):
             raise ImportFormatError(f"{where}.{key}: expected an object.")
+    extra = dict(extra)
+    run = extra.get("tool_run")
+    if isinstance(run, Mapping):
+        # A tool card's images: only embedded image bytes survive an import. A path would point at
+        # the importing user's own files (the card would open them, the desktop would launch them).
+        extra["tool_run"] = {**run, "images": clean_image_entries(run.get("images"))}
     created = _time(m, "created", where, default=conv_created)
     return MessageRow(
         id=mid,
@@ -244,7 +251,7 @@ def _validate_message(m: Any, where: str, conv_created: float) -> MessageRow:
         created=created,
         updated=_time(m, "updated", where, default=created),
         visited=_time(m, "visited", where, default=created),
-        extra=dict(extra),
+        extra=extra,
     )
 
 

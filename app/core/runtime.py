@@ -29,6 +29,7 @@ from app.core.scripted_engine import is_scripted_path
 from app.core.session import ChatSession
 from app.core.settings import Settings
 from app.core.store import ConversationSettings, Store, StoreError
+from app.core.tools.chat_files import ChatToolFiles
 
 if TYPE_CHECKING:
     from app.core.hardware import HardwareProfile
@@ -222,6 +223,10 @@ class Runtime:
         self._tool_registry: ToolRegistry | None = None
         self._tool_sessions: dict[int, ToolSession] = {}
         self._tools_lock = threading.Lock()
+        # Each chat's tool files live in a scratch folder named by its uid (row ids are reused);
+        # folders of chats deleted before a crash go now.
+        self.tool_files = ChatToolFiles(self.store)
+        self.tool_files.sweep()
         self.closed = False
 
     # --- the engine (held by the scheduler only) ------------------------------------------------
@@ -411,9 +416,25 @@ class Runtime:
                 from app.core.tools.registry import ToolSession
 
                 ts = self._tool_sessions[conversation_id] = ToolSession(
-                    registry, str(conversation_id), offline=self.offline
+                    registry,
+                    str(conversation_id),
+                    offline=self.offline,
+                    scratch=self.tool_files.scratch(conversation_id),
                 )
             return ts
+
+    def conversation_deleted(self, conversation_id: int) -> None:
+        """A chat was deleted (Undo still possible): its kernel and files are set aside, and go
+        when `tool_files.finalize()` runs after the Undo grace period."""
+        with self._tools_lock:
+            self.tool_files.deleted(conversation_id, self._tool_sessions.pop(conversation_id, None))
+
+    def conversation_restored(self, conversation_id: int) -> None:
+        """Undo of a deletion: the chat gets its kernel and files back."""
+        restored = self.tool_files.restored(conversation_id)
+        if restored is not None:
+            with self._tools_lock:
+                self._tool_sessions[conversation_id] = restored
 
     def restart_kernel(self, conversation_id: int) -> bool:
         """Restart the python kernel of one chat; False when it had none."""
@@ -454,6 +475,7 @@ class Runtime:
         self.scheduler.close()
         for ts in list(self._tool_sessions.values()):
             ts.close()
+        self.tool_files.finalize(everything=True)  # no Undo after closing
         if self._tool_registry is not None:
             self._tool_registry.close()
         if self._owns_store:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QDialog, QFileDialog, QMessageBox, QWidget
 
@@ -145,6 +145,9 @@ class ConversationActions(QObject):
             return
         if conversation_id == self.session_id:
             self.answers.set_session(self.runtime.new_session())
+        # The chat's tool files go when the deletion is final, once Undo is no longer offered.
+        self.runtime.conversation_deleted(conversation_id)
+        QTimer.singleShot(self.runtime.tool_files.grace_ms, self.runtime.tool_files.finalize)
         self.events.list_changed.emit()
         self.notices.info(
             f"Deleted “{title}”.",
@@ -154,6 +157,7 @@ class ConversationActions(QObject):
         )
 
     def undo_delete(self, conversation_id: int) -> None:
+        self.runtime.conversation_restored(conversation_id)
         self.store.restore_conversation(conversation_id)
         self.events.list_changed.emit()
         self.open_conversation(conversation_id)

@@ -210,7 +210,9 @@ class AssistantMessageWidget(_Hoverable, QFrame):  # type: ignore[misc]  # as ab
         head.setSpacing(8)
         self.model_label = QLabel(model or "Assistant", objectName="ModelName")
         head.addWidget(self.model_label)
-        self.effort_chip = QLabel(f"{effort} effort" if effort else "", objectName="EffortChip")
+        # Parented at once: shown while still parentless it would flash as its own window and take
+        # the keyboard from the composer (issue 13: nothing may steal focus while the user types).
+        self.effort_chip = QLabel(f"{effort} effort" if effort else "", self, objectName="EffortChip")
         self.effort_chip.setVisible(bool(effort))
         head.addWidget(self.effort_chip)
         head.addStretch(1)

@@ -1,14 +1,26 @@
-"""A collapsible card for one tool call: arguments, status, duration, output, images, approval buttons."""
+"""A collapsible card for one tool call: arguments, status, duration, output, images, approval buttons.
+
+Approval buttons cannot be pressed by accident or by a trick: they never take the keyboard focus
+(the composer keeps it, so typing Enter or Space there never answers the card), they reach focus
+only by a deliberate Tab, and they ignore every click and key for ARM_DELAY_MS after the question
+appears, the card is shown again, or the window becomes active again (as browsers do for permission
+prompts: a click aimed at what was there before must not land on Allow).
+Images are shown from checked bytes (data: URIs), or from files inside the scratch folders read
+without following links or opening FIFOs; double-click opens a copy the app wrote, never a path a
+chat named.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import html
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import QEvent, QObject, QSize, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QPixmap
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -22,12 +34,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core import paths
 from app.core.markdown import MONO
 from app.core.tools.base import Decision
 from app.core.tools.loop import ApprovalRequest, FileRequest, ToolRun
+from app.core.tools.safe_files import EXTENSION, load_image
 from app.ui import style
 from app.ui.markdown_view import AutoHeightBrowser
 
+ARM_DELAY_MS = 500  # approval buttons ignore input this long after they appear
 FOLD_LINES = 14  # longer output is folded behind "Show more"
 FOLD_CHARS = 2000
 IMAGE_WIDTH = 460
@@ -170,9 +185,18 @@ class ToolCard(QFrame):
         self.allow_always_button = QPushButton("Always for this chat", objectName="SecondaryButton")
         self.choose_file_button = QPushButton("Choose file…", objectName="PrimaryButton")
         self.deny_button = QPushButton("Deny", objectName="SecondaryButton")
-        for b in (self.allow_once_button, self.allow_always_button, self.choose_file_button, self.deny_button):
+        self.ask_buttons = (self.allow_once_button, self.allow_always_button, self.choose_file_button, self.deny_button)
+        for b in self.ask_buttons:
             b.setCursor(Qt.CursorShape.PointingHandCursor)
+            b.setFocusPolicy(Qt.FocusPolicy.TabFocus)  # never by a click or by appearing: only a deliberate Tab
+            b.setAutoDefault(False)
+            b.setDefault(False)
             ask.addWidget(b)
+        self._arm_timer = QTimer(self, singleShot=True)
+        self._arm_timer.setInterval(ARM_DELAY_MS)
+        self._arm_timer.timeout.connect(self._armed)
+        self.armed_at: float | None = None  # time.monotonic() when the buttons started taking input
+        self._watched: QWidget | None = None  # the window whose activation restarts the delay
         self.allow_once_button.clicked.connect(lambda: self._decide(Decision.ALLOW_ONCE))
         self.allow_always_button.clicked.connect(lambda: self._decide(Decision.ALLOW_ALWAYS))
         self.deny_button.clicked.connect(self._deny)
@@ -273,21 +297,42 @@ class ToolCard(QFrame):
         for label in self.image_labels:
             label.deleteLater()
         self.image_labels = []
-        for path in self.run.images:
+        scratch_root = paths.scratch_root(ensure=False)
+        for n, entry in enumerate(self.run.images, 1):
             label = QLabel(objectName="ToolImage")
-            label.setCursor(Qt.CursorShape.PointingHandCursor)
-            pix = QPixmap(path)
-            if pix.isNull():
-                label.setText(f"[image not available: {Path(path).name}]")
+            loaded = load_image(entry, scratch_root)
+            pix = QPixmap()
+            if loaded is not None:
+                pix.loadFromData(loaded[0])
+            if loaded is None or pix.isNull():
+                label.setText(f"[image {n} is not available]")
             else:
                 if pix.width() > IMAGE_WIDTH:
                     pix = pix.scaledToWidth(IMAGE_WIDTH, Qt.TransformationMode.SmoothTransformation)
                 label.setPixmap(pix)
-            label.setToolTip(f"{path}\nDouble-click to open")
-            label.mouseDoubleClickEvent = lambda _e, p=path: QDesktopServices.openUrl(QUrl.fromLocalFile(p))  # type: ignore[method-assign]
+                label.setCursor(Qt.CursorShape.PointingHandCursor)
+                label.setToolTip(f"Image {n} — double-click to open it in your image viewer")
+                data, mime = loaded
+                label.mouseDoubleClickEvent = lambda _e, d=data, m=mime: self.open_image(d, m)  # type: ignore[method-assign]
             self.images_box.addWidget(label, 0, Qt.AlignmentFlag.AlignLeft)
             self.image_labels.append(label)
         self._shown_images = list(self.run.images)
+
+    @staticmethod
+    def image_copy(data: bytes, mime: str) -> Path:
+        """A copy of checked image bytes that the app wrote itself, named by their hash, with the
+        extension of their real type (so the desktop opens it with an image viewer, nothing else)."""
+        folder = paths.cache_dir() / "figures"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / (hashlib.sha256(data).hexdigest()[:24] + EXTENSION[mime])
+        if not path.is_file() or path.is_symlink():
+            tmp = folder / f".{path.name}.{os.getpid()}.tmp"
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        return path
+
+    def open_image(self, data: bytes, mime: str) -> bool:
+        return bool(QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.image_copy(data, mime)))))
 
     # --- folding -------------------------------------------------------------------------------
     def toggle(self) -> None:
@@ -313,7 +358,7 @@ class ToolCard(QFrame):
         self.choose_file_button.hide()
         self.ask_bar.show()
         self.set_expanded(True)
-        self.allow_once_button.setFocus()
+        self._arm()
 
     def attach_file_request(self, request: FileRequest) -> None:
         self._request = request
@@ -325,10 +370,52 @@ class ToolCard(QFrame):
         self.deny_button.show()
         self.ask_bar.show()
         self.set_expanded(True)
+        self._arm()
+
+    # --- the input delay ---------------------------------------------------------------------------
+    @property
+    def armed(self) -> bool:
+        """Whether the approval buttons take input now."""
+        return self.armed_at is not None
+
+    def _arm(self) -> None:
+        """(Re)start the delay: the buttons are disabled, so clicks and keys fall on nothing."""
+        self._watch_window()
+        self.armed_at = None
+        for b in self.ask_buttons:
+            b.setEnabled(False)
+        self._arm_timer.start()
+
+    def _armed(self) -> None:
+        if self._request is None:
+            return
+        for b in self.ask_buttons:
+            b.setEnabled(True)
+        self.armed_at = time.monotonic()
+
+    def _watch_window(self) -> None:
+        win = self.window()
+        if win is not self and win is not self._watched:
+            if self._watched is not None:
+                self._watched.removeEventFilter(self)
+            win.installEventFilter(self)
+            self._watched = win
+
+    def eventFilter(self, obj: QObject, e: QEvent) -> bool:
+        # Back from another window (or a dialog), the user may be clicking at what they saw there.
+        if obj is self._watched and e.type() == QEvent.Type.WindowActivate and self.waiting_for_user:
+            self._arm()
+        return False
+
+    def showEvent(self, e: Any) -> None:
+        super().showEvent(e)
+        if self.waiting_for_user:
+            self._watch_window()
+            self._arm()
 
     def _decide(self, decision: Decision) -> None:
         req = self._request
-        if not isinstance(req, ApprovalRequest):
+        if not isinstance(req, ApprovalRequest) or not self.armed:
             return
         req.reply.answer(decision)
         self._after_answer()
@@ -336,6 +423,8 @@ class ToolCard(QFrame):
 
     def _deny(self) -> None:
         req = self._request
+        if not self.armed:
+            return
         if isinstance(req, FileRequest):
             req.reply.answer(None)
             self._after_answer()
@@ -345,7 +434,7 @@ class ToolCard(QFrame):
 
     def _choose_file(self) -> None:
         req = self._request
-        if not isinstance(req, FileRequest):
+        if not isinstance(req, FileRequest) or not self.armed:
             return
         path = type(self).pick_file(self, req.purpose, req.suggested_path)
         if not path:
@@ -357,6 +446,8 @@ class ToolCard(QFrame):
     def _after_answer(self) -> None:
         self.ask_bar.hide()
         self._request = None
+        self._arm_timer.stop()
+        self.armed_at = None
 
 
-__all__ = ["STATUS_TEXT", "ToolCard", "format_duration", "highlight_html"]
+__all__ = ["ARM_DELAY_MS", "STATUS_TEXT", "ToolCard", "format_duration", "highlight_html"]

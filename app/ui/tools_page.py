@@ -1,14 +1,22 @@
-"""The Tools settings page: every tool with its switch and approval, broken tool files, the sandbox, the browser."""
+"""The Tools settings page: every tool with its switch and approval, broken tool files, the sandbox, the browser.
+
+User function tools ask before each call unless the user ticks "Trusted" on their row; the trust
+belongs to the file as it is, so a changed file says so and asks again. The sandbox section shows
+only what the live self-check verified on this computer when the page opened: a fresh sandbox is
+made to attempt each escape (see python_tool.probe_sandbox), never a fixed list of ticks.
+"""
 
 from __future__ import annotations
 
 import html
+import time
 from typing import Any
 
 from PySide6.QtCore import QRectF, QSize, Qt, QUrl, Signal
 from PySide6.QtGui import QColor, QDesktopServices, QPainter, QPaintEvent
 from PySide6.QtWidgets import (
     QAbstractButton,
+    QCheckBox,
     QComboBox,
     QFrame,
     QGridLayout,
@@ -100,7 +108,15 @@ class ToolRow(QFrame):
     enabled_changed = Signal(str, bool)
     approval_changed = Signal(str, str)
 
-    def __init__(self, info: ToolInfo, enabled: bool, approval: Approval, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        info: ToolInfo,
+        enabled: bool,
+        approval: Approval,
+        parent: QWidget | None = None,
+        *,
+        trust_changed: bool = False,
+    ) -> None:
         super().__init__(parent, objectName="ToolRow")
         self.info = info
         grid = QGridLayout(self)
@@ -121,9 +137,25 @@ class ToolRow(QFrame):
         head.addWidget(self.origin_label)
         head.addStretch(1)
         self.approval_box: QComboBox | None = None
+        self.trusted_box: QCheckBox | None = None
         if approval is Approval.PICK_FILE:
             note = QLabel("Asks you to choose the file", objectName="ToolsHint")
             head.addWidget(note)
+        elif info.origin == "user":
+            # The user's own code, but the model decides when it runs and with what: it asks first
+            # unless the user trusts this file.
+            box = QCheckBox("Trusted: run without asking", objectName="TrustedBox")
+            box.setChecked(approval is Approval.AUTO)
+            box.setToolTip(
+                "Run this tool whenever the model calls it, without asking. The trust is for the file as it "
+                "is now: if the file changes, Harmonica asks again."
+            )
+            box.setAccessibleName(f"Trust {info.name}")
+            box.toggled.connect(
+                lambda on: self.approval_changed.emit(info.name, (Approval.AUTO if on else Approval.ASK).value)
+            )
+            head.addWidget(box)
+            self.trusted_box = box
         else:
             box = QComboBox(objectName="ApprovalBox")
             box.addItem("Ask before each call", Approval.ASK.value)
@@ -153,7 +185,10 @@ class ToolRow(QFrame):
             grid.addWidget(self.params_toggle, row, 1, Qt.AlignmentFlag.AlignLeft)
             grid.addWidget(self.params_label, row + 1, 1)
             row += 2
-        for w in info.warnings:
+        notes = list(info.warnings)
+        if trust_changed:
+            notes.insert(0, "Its file changed since you trusted it, so it asks before each call again.")
+        for w in notes:
             warn = QLabel(w, objectName="ToolWarning")
             warn.setWordWrap(True)
             grid.addWidget(warn, row, 1)
@@ -232,7 +267,20 @@ class ToolsPage(QWidget):
         self.guarantees_grid.setVerticalSpacing(4)
         self._lay.addLayout(self.guarantees_grid)
         self.guarantees_status = QLabel("Checking the sandbox…", objectName="ToolsHint")
+        self.guarantees_status.setWordWrap(True)
         self._lay.addWidget(self.guarantees_status)
+        self.checks_toggle = QToolButton(objectName="ToolShowMore")
+        self.checks_toggle.setText("Show the escapes that were tried")
+        self.checks_toggle.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.checks_toggle.clicked.connect(self._toggle_checks)
+        self.checks_toggle.hide()
+        self._lay.addWidget(self.checks_toggle, 0, Qt.AlignmentFlag.AlignLeft)
+        self.checks_label = QLabel("", objectName="ToolParams")
+        self.checks_label.setWordWrap(True)
+        self.checks_label.setTextFormat(Qt.TextFormat.RichText)
+        self.checks_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.checks_label.hide()
+        self._lay.addWidget(self.checks_label)
 
         # Browser
         self._lay.addSpacing(8)
@@ -280,7 +328,9 @@ class ToolsPage(QWidget):
         self.rows = {}
         reg = self.registry
         for info in reg.tools():
-            row = ToolRow(info, reg.is_enabled(info.name), reg.approval_for(info.name))
+            row = ToolRow(
+                info, reg.is_enabled(info.name), reg.approval_for(info.name), trust_changed=reg.trust_changed(info.name)
+            )
             row.enabled_changed.connect(self._enabled_changed)
             row.approval_changed.connect(self._approval_changed)
             self.rows[info.name] = row
@@ -320,9 +370,9 @@ class ToolsPage(QWidget):
         )
 
         def job(cancel: Any) -> Any:
-            yield probe_sandbox(limits)
+            yield probe_sandbox(limits)  # a fresh sandbox attempts each escape now
 
-        self.guarantees_status.setText("Checking the sandbox…")
+        self.guarantees_status.setText("Checking the sandbox: a fresh one is trying to break out…")
         self.guarantees_status.show()
         worker = GeneratorWorker(job)
         worker.yielded.connect(self.set_sandbox_report)
@@ -344,7 +394,32 @@ class ToolsPage(QWidget):
             t.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
             self.guarantees_grid.addWidget(t, i, 1)
         self.guarantees_grid.setColumnStretch(1, 1)
-        self.guarantees_status.hide()
+        if report.checks and report.checked_at is not None:
+            blocked = sum(c.blocked for c in report.checks)
+            when = time.strftime("%H:%M:%S", time.localtime(report.checked_at))
+            self.guarantees_status.setText(
+                f"Verified on this computer at {when}: a fresh sandbox attempted {len(report.checks)} escapes "
+                f"and {blocked} were blocked. Other lines are what the sandbox's layers reported at start."
+            )
+            rows = []
+            for c in report.checks:
+                mark = "✓ blocked" if c.blocked else "✗ got through"
+                rows.append(f"{mark} — {html.escape(c.label)} <i>({html.escape(c.how)})</i>")
+            self.checks_label.setText("<br>".join(rows))
+            self.checks_toggle.show()
+        else:
+            self.guarantees_status.setText(
+                "Reported by the sandbox's layers at start; no escape attempts were made (they run when this "
+                "page opens)."
+            )
+            self.checks_toggle.hide()
+            self.checks_label.hide()
+        self.guarantees_status.show()
+
+    def _toggle_checks(self) -> None:
+        show = self.checks_label.isHidden()
+        self.checks_label.setVisible(show)
+        self.checks_toggle.setText("Hide the escapes that were tried" if show else "Show the escapes that were tried")
 
     # --- user actions --------------------------------------------------------------------------
     def reload(self) -> None:

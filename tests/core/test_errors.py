@@ -9,9 +9,12 @@ import pkgutil
 import app.core
 from app.core.errors import HarmonicaError
 
-# The sandbox kernel runs in the locked-down child and never imports the app, so its one
-# exception cannot share the base. Underscored classes are private control flow, not errors.
-OUTSIDE_THE_APP = {"app.core.tools.sandbox_kernel.CpuLimitExceeded"}
+# The sandbox kernel runs in the locked-down child and never imports the app, so its exceptions
+# cannot share the base. Underscored classes are private control flow, not errors.
+OUTSIDE_THE_APP = {
+    "app.core.tools.sandbox_kernel.CpuLimitExceeded",
+    "app.core.tools.sandbox_kernel.ProtocolError",
+}
 
 
 def _error_classes() -> list[type[BaseException]]:

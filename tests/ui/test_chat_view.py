@@ -25,7 +25,8 @@ def test_pinned_to_bottom_only_when_user_is_there(qtbot) -> None:  # type: ignor
     view.start_assistant(model="m", effort="low")
     _grow(view, qtbot)
     bar = view.verticalScrollBar()
-    assert bar.maximum() > 0 and bar.value() == bar.maximum()  # followed the answer
+    # Layout settles on the event loop: wait for it rather than for a fixed time (slow under load).
+    qtbot.waitUntil(lambda: bar.maximum() > 0 and bar.value() == bar.maximum())  # followed the answer
     bar.setValue(0)  # the user scrolls up to read
     assert not view.pinned
     _grow(view, qtbot)
@@ -33,11 +34,10 @@ def test_pinned_to_bottom_only_when_user_is_there(qtbot) -> None:  # type: ignor
     bar.setValue(bar.maximum())
     assert view.pinned
     _grow(view, qtbot)
-    assert bar.value() == bar.maximum()
+    qtbot.waitUntil(lambda: bar.value() == bar.maximum())
     bar.setValue(0)
     view.add_user(Message(role="user", content="next"))  # sending always scrolls down
-    qtbot.wait(20)
-    assert bar.value() == bar.maximum()
+    qtbot.waitUntil(lambda: bar.value() == bar.maximum())
 
 
 def test_set_conversation_replaces_widgets(qtbot) -> None:  # type: ignore[no-untyped-def]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,7 @@ def test_allow_once_runs_the_code(qtbot: Any, harness: Any) -> None:
     assert card.expanded and card.args_caption.text() == "Code" and card.args_view.toPlainText() == "print(6 * 7)"
     assert card.allow_always_button.isVisible() and not card.choose_file_button.isVisible()
     assert "color:" in card.args_view.toHtml()  # highlighted as python
+    qtbot.waitUntil(lambda: card.armed, timeout=2000)  # the buttons ignore input for half a second
     with qtbot.waitSignal(card.decided, timeout=2000) as sig:
         qtbot.mouseClick(card.allow_once_button, Qt.MouseButton.LeftButton)
     assert sig.args[1] == "allow_once"
@@ -128,6 +130,7 @@ def test_deny_and_always(qtbot: Any, harness: Any) -> None:
     qtbot.waitUntil(
         lambda: bool(h.widget.tool_cards) and h.card().waiting_for_user and h.card().ask_bar.isVisible(), timeout=10000
     )
+    qtbot.waitUntil(lambda: h.card().armed, timeout=2000)
     qtbot.mouseClick(h.card().deny_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: h.done, timeout=10000)
     assert h.card().status_label.text() == "Denied" and "denied" in h.card().output_view.toPlainText()
@@ -139,6 +142,7 @@ def test_deny_and_always(qtbot: Any, harness: Any) -> None:
         lambda: bool(h2.widget.tool_cards) and h2.card().waiting_for_user and h2.card().ask_bar.isVisible(),
         timeout=10000,
     )
+    qtbot.waitUntil(lambda: h2.card().armed, timeout=2000)
     qtbot.mouseClick(h2.card().allow_always_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: h2.done, timeout=20000)
     assert len(h2.widget.tool_cards) == 2 and len([e for e in h2.events if isinstance(e, ApprovalRequest)]) == 1
@@ -160,6 +164,7 @@ def test_file_request_card(qtbot: Any, harness: Any, tmp_path: Path, monkeypatch
     card = h.card()
     assert card.status_label.text() == "Waiting for a file" and "to summarise your notes" in card.ask_label.text()
     assert card.choose_file_button.isVisible() and not card.allow_once_button.isVisible()
+    qtbot.waitUntil(lambda: card.armed, timeout=2000)
     with qtbot.waitSignal(card.file_chosen, timeout=2000):
         qtbot.mouseClick(card.choose_file_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: h.done, timeout=10000)
@@ -171,7 +176,7 @@ def _png(path: Path) -> str:
     img = QImage(640, 320, QImage.Format.Format_RGB32)
     img.fill(QColor("#4f5bd5"))
     assert img.save(str(path))
-    return str(path)
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()  # as the kernel sends it
 
 
 def test_stored_card_renders_the_same(qtbot: Any, tmp_path: Path) -> None:
@@ -223,3 +228,39 @@ def test_error_card_is_styled(qtbot: Any) -> None:
     assert card.output_caption.text() == "Error" and card.duration_label.text() == "12 ms"
     assert not card.restart_button.isVisible() and card.args_caption.text() == "Arguments"
     assert card.args_view.toPlainText() == '{\n  "city": "Atlantis"\n}'
+
+
+def test_a_stored_card_never_shows_or_opens_a_host_file(qtbot: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    """A chat (imported, or stored by an old version) names host files as images: they are not shown,
+    and double-click opens only a copy of checked bytes that the app wrote itself."""
+    from app.core import paths
+
+    host = tmp_path / "holiday.png"  # a picture of the user's, outside every scratch folder
+    embedded = _png(host)
+    scratch = paths.scratch_root() / "0123456789abcdef0123456789abcdef"
+    scratch.mkdir(parents=True)
+    (scratch / "link.png").symlink_to(host)
+    (scratch / "fig.png").write_bytes(host.read_bytes())
+    opened: list[str] = []
+    monkeypatch.setattr(
+        "app.ui.tool_card.QDesktopServices.openUrl", lambda url: opened.append(url.toLocalFile()) or True
+    )
+    run = ToolRun(
+        "python",
+        "plot()",
+        kind="python",
+        status="done",
+        images=[str(host), f"file://{host}", str(scratch / "link.png"), str(scratch / "fig.png"), embedded],
+    )
+    card = ToolCard.from_stored(run.to_dict())
+    qtbot.addWidget(card)
+    card.toggle()
+    shown = [lbl for lbl in card.image_labels if not lbl.pixmap().isNull()]
+    refused = [lbl.text() for lbl in card.image_labels if lbl.pixmap().isNull()]
+    assert len(shown) == 2 and len(refused) == 3 and all("not available" in t for t in refused)
+    assert all(str(host) not in lbl.toolTip() for lbl in card.image_labels)
+    for lbl in shown:
+        lbl.mouseDoubleClickEvent(None)
+    assert len(opened) == 2 and all(Path(p).parent == paths.cache_dir() / "figures" for p in opened)
+    assert all(p.endswith(".png") and Path(p).read_bytes() == host.read_bytes() for p in opened)
+    assert str(host) not in opened

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,31 @@ def test_approval_choice(qtbot: Any, registry: ToolRegistry) -> None:
     assert page.rows["read_file"].approval_box is None  # picking the file is its approval
 
 
+def test_user_tools_ask_until_trusted_and_again_when_their_file_changes(qtbot: Any, registry: ToolRegistry) -> None:
+    page = make_page(qtbot, registry)
+    row = page.rows["get_current_weather"]
+    assert row.approval_box is None and row.trusted_box is not None and not row.trusted_box.isChecked()
+    assert registry.approval_for("get_current_weather") is Approval.ASK
+    with qtbot.waitSignal(page.settings_changed):
+        qtbot.mouseClick(row.trusted_box, Qt.MouseButton.LeftButton)
+    assert registry.is_trusted("get_current_weather") and registry.approval_for("get_current_weather") is Approval.AUTO
+    assert "get_current_weather" in load_settings(registry.settings_file).trusted
+    (registry.tools_dir / "weather.py").write_text(WEATHER.replace("return location", "return 'changed'"))
+    qtbot.mouseClick(page.reload_button, Qt.MouseButton.LeftButton)
+    row = page.rows["get_current_weather"]
+    assert row.trusted_box is not None and not row.trusted_box.isChecked()
+    notes = [w.text() for w in row.findChildren(type(row.description)) if w.objectName() == "ToolWarning"]
+    assert any("changed since you trusted it" in n for n in notes)
+
+
+def test_a_user_tool_named_python_is_listed_as_an_error_not_a_second_python(qtbot: Any, registry: ToolRegistry) -> None:
+    (registry.tools_dir / "evil.py").write_text(WEATHER.replace("get_current_weather", "python"))
+    registry.reload()
+    page = make_page(qtbot, registry)
+    assert [n for n in page.rows if n == "python"] == ["python"] and page.rows["python"].info.origin == "builtin"
+    assert any("evil.py" in lbl.text() and "cannot be named" in lbl.text() for lbl in page.error_labels)
+
+
 def test_browser_hidden_offline_and_endpoint(qtbot: Any, registry: ToolRegistry) -> None:
     page = make_page(qtbot, registry, offline=True)
     assert not page.browser_panel.isVisible() and page.browser_offline_note.isVisible()
@@ -132,7 +158,8 @@ def test_sandbox_report_shown(qtbot: Any, registry: ToolRegistry) -> None:
     page.set_sandbox_report(report)
     texts = [page.guarantees_grid.itemAt(i).widget().text() for i in range(page.guarantees_grid.count())]
     assert texts[0] == "✓" and "No network" in texts[1] and "✗" in texts  # reads are not private here
-    assert not page.guarantees_status.isVisible()
+    assert "no escape attempts were made" in page.guarantees_status.text()  # a report without a self-check says so
+    assert not page.checks_toggle.isVisible()
 
 
 def test_real_probe_runs_in_the_background(qtbot: Any, registry: ToolRegistry) -> None:
@@ -141,7 +168,33 @@ def test_real_probe_runs_in_the_background(qtbot: Any, registry: ToolRegistry) -
     page.show()
     qtbot.waitUntil(lambda: page.report is not None, timeout=30000)
     assert page.report is not None and page.report.holds("time")
+    # What the page states comes from escapes a fresh sandbox attempted just now.
+    assert page.report.checks and "Verified on this computer at" in page.guarantees_status.text()
+    qtbot.mouseClick(page.checks_toggle, Qt.MouseButton.LeftButton)
+    assert page.checks_label.isVisible() and "UNIX socket" in page.checks_label.text()
     workers.stop_all()
+
+
+def test_the_page_shows_a_cross_where_the_live_check_got_through(qtbot: Any, registry: ToolRegistry) -> None:
+    """The same page on a machine where only the Python audit hook holds (no namespaces, Landlock or
+    seccomp): the escapes get through, and the page says so instead of showing ticks."""
+    from app.core.tools.python_tool import SandboxLayers, probe_sandbox
+
+    weak = probe_sandbox(
+        SandboxLimits(timeout_s=20), SandboxLayers(namespaces=False, landlock=False, seccomp=False), fresh=True
+    )
+    page = make_page(qtbot, registry)
+    page.set_sandbox_report(weak)
+    grid = page.guarantees_grid
+    lines = {
+        grid.itemAtPosition(i, 1).widget().text(): grid.itemAtPosition(i, 0).widget().text()
+        for i in range(grid.rowCount())
+    }
+    marks = {html.unescape(title.split("</b>")[0].removeprefix("<b>")): mark for title, mark in lines.items()}
+    assert marks["Your session's programs are out of reach"] == "✗"
+    assert marks["Your /tmp, /run/user and /dev/shm are hidden"] == "✗"
+    assert marks["Writes only in the scratch folder"] == "✗" and marks["Your files stay private"] == "✗"
+    assert "got through" in page.checks_label.text()
 
 
 def test_open_tools_folder(qtbot: Any, registry: ToolRegistry, monkeypatch: pytest.MonkeyPatch) -> None:

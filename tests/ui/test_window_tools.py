@@ -34,6 +34,7 @@ def test_python_call_asks_first_then_runs_and_is_stored(make_window, qtbot) -> N
     card = _assistants(w)[0].tool_cards[0]
     assert "approval" in w.status_speed.text()
     assert w.generating  # the loop waits for the user, the UI does not
+    qtbot.waitUntil(lambda: card.armed, timeout=2000)  # the buttons ignore input for half a second
     qtbot.mouseClick(card.allow_once_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not w.generating, timeout=30000)
     answers = _assistants(w)
@@ -69,6 +70,7 @@ def test_function_tool_runs_without_asking_and_deny_is_read_by_the_model(make_wi
     py_card = _assistants(w)[-1].tool_cards[0]
     qtbot.wait(50)  # the window scrolls the question into view
     assert py_card.deny_button.visibleRegion().boundingRect().height() == py_card.deny_button.height()
+    qtbot.waitUntil(lambda: py_card.armed, timeout=2000)
     qtbot.mouseClick(py_card.deny_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not w.generating, timeout=20000)
     assert py_card.run.status == "denied"

@@ -47,11 +47,33 @@ class ToolInfo:
     default_approval: Approval = Approval.AUTO
     timeout_s: float = 30.0
     func: Callable[..., Any] | None = field(default=None, compare=False, repr=False)  # builtin functions run in the app
+    fingerprint: str | None = None  # user tools: sha256 of the source the tool process ran (what trust is bound to)
 
     @property
     def parameters(self) -> dict[str, Any]:
         fn = (self.definition or {}).get("function", {})
         return dict(fn.get("parameters") or {"type": "object", "properties": {}, "required": []})
+
+
+# Names the model uses for the built-in tools (harmony recipients "python", "browser.search",
+# "functions.NAME", and "container.*" in OpenAI's own builds). A user function named like one of them
+# would be offered next to the real one, take over its settings row and approval (a user tool named
+# "python" made the sandboxed python tool run without asking), or catch a call the model meant for
+# the built-in ("functions.browser.search" normalises to "browser_search").
+_RESERVED_EXACT = {"python": "python", "browser": "browser", "functions": "function-tool", "container": "container"}
+_RESERVED_PREFIX = {"browser_": "browser", "functions_": "function-tool", "container_": "container"}
+
+
+def builtin_name_clash(name: str) -> str | None:
+    """Why a user tool may not be called `name` (a sentence for the Tools page), or None."""
+    low = name.lower()
+    what = _RESERVED_EXACT.get(low) or next((w for p, w in _RESERVED_PREFIX.items() if low.startswith(p)), None)
+    if what is None:
+        return None
+    return (
+        f"A user tool cannot be named {name!r}: the name belongs to Harmonica's built-in {what} tool, and the "
+        f"model could call one when it means the other. Rename the function (for example to 'my_{low}')."
+    )
 
 
 @dataclass(frozen=True)
@@ -119,4 +141,13 @@ class Reply:
         return self._value
 
 
-__all__ = ["Approval", "Decision", "LoadError", "Reply", "ToolInfo", "ToolKind", "ToolOutcome"]
+__all__ = [
+    "Approval",
+    "Decision",
+    "LoadError",
+    "Reply",
+    "ToolInfo",
+    "ToolKind",
+    "ToolOutcome",
+    "builtin_name_clash",
+]

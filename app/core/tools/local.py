@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import os
 from datetime import datetime
 from datetime import timezone as dt_timezone
 from pathlib import Path
@@ -12,7 +13,6 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from app.core.errors import HarmonicaError
-from app.core.fsutil import read_bounded
 from app.core.tools.base import Approval, ToolInfo, ToolKind
 from app.core.tools.schema import describe_function
 
@@ -220,17 +220,33 @@ def read_file(purpose: str, suggested_path: str | None = None) -> str:
 
 
 def read_picked_file(path: str | Path, max_chars: int = MAX_FILE_CHARS) -> str:
-    """The text of a file the user picked, with a short header; refuses binary files in plain words."""
+    """The text of a file the user picked, with a short header; refuses binary files in plain words.
+
+    Never blocks: a FIFO, socket or device is refused before it is opened. A file inside the python
+    tool's scratch folders (which sandboxed code controls) must also be no symlink or hard link, so
+    code cannot pass a host file off as its own output.
+    """
+    from app.core import paths
+    from app.core.tools.safe_files import UnsafeFileError, open_regular_file, read_at_most
+
     p = Path(path)
+    scratch = paths.scratch_root(ensure=False)
+    in_scratch = _is_inside(p, scratch)
     try:
-        got = read_bounded(p, max_chars * 4 + 4, truncate=True)  # a character is at most 4 UTF-8 bytes
-        raw, size = got.data, got.size
+        fd, st = open_regular_file(p, inside=scratch if in_scratch else None, strict=in_scratch)
+        try:
+            raw = read_at_most(fd, max_chars * 4 + 4)
+        finally:
+            os.close(fd)
+    except UnsafeFileError as exc:
+        raise ToolError(str(exc).rstrip(".")) from None
     except FileNotFoundError:
         raise ToolError(f"the file {p.name!r} does not exist") from None
     except IsADirectoryError:
         raise ToolError(f"{p.name!r} is a folder, not a file") from None
     except OSError as exc:
         raise ToolError(f"the file {p.name!r} could not be read: {exc.strerror or exc}") from None
+    size = st.st_size
     if b"\x00" in raw[:8192]:
         raise ToolError(f"{p.name!r} is a binary file ({size:,} bytes) and cannot be read as text")
     text = raw.decode("utf-8", errors="replace")
@@ -241,6 +257,14 @@ def read_picked_file(path: str | Path, max_chars: int = MAX_FILE_CHARS) -> str:
         text = text[:max_chars]
         note = f"\n\n[… truncated: only the first {max_chars:,} characters of {size:,} bytes are shown]"
     return f"File: {p.name} ({size:,} bytes)\n\n{text}{note}"
+
+
+def _is_inside(path: Path, folder: Path) -> bool:
+    for candidate in (os.path.abspath(path), os.path.realpath(path)):
+        for base in (os.path.abspath(folder), os.path.realpath(folder)):
+            if candidate == base or candidate.startswith(base.rstrip(os.sep) + os.sep):
+                return True
+    return False
 
 
 def builtin_function_tools() -> list[ToolInfo]:

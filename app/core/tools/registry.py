@@ -117,11 +117,42 @@ class ToolRegistry:
             return Approval.ASK
         if info.default_approval is Approval.PICK_FILE:
             return Approval.PICK_FILE  # picking the file is the approval; it cannot be switched off
+        if info.origin == "user":
+            return Approval.AUTO if self.is_trusted(name) else Approval.ASK
         chosen = self.settings.approval.get(name)
         return Approval(chosen) if chosen in ("ask", "auto") else info.default_approval
 
     def set_approval(self, name: str, approval: Approval) -> None:
+        info = self.info(name)
+        if info is not None and info.origin == "user":
+            self.set_trusted(name, approval is Approval.AUTO)
+            return
         self.settings.approval[name] = approval.value
+        self.save()
+
+    # --- trust in user tools ----------------------------------------------------------------------
+    def is_trusted(self, name: str) -> bool:
+        """Whether the user marked this user tool trusted, and its file is still what they trusted."""
+        info = self.info(name)
+        if info is None or info.origin != "user" or not info.fingerprint:
+            return False
+        return self.settings.trusted.get(name) == info.fingerprint
+
+    def trust_changed(self, name: str) -> bool:
+        """The tool was trusted, but its file changed since (so it asks again)."""
+        info = self.info(name)
+        marked = self.settings.trusted.get(name)
+        return info is not None and info.origin == "user" and marked is not None and marked != info.fingerprint
+
+    def set_trusted(self, name: str, on: bool) -> None:
+        """Run this user tool without asking (bound to the file as it is now), or ask again."""
+        info = self.info(name)
+        if on and (info is None or info.origin != "user" or not info.fingerprint):
+            return
+        if on and info is not None and info.fingerprint:
+            self.settings.trusted[name] = info.fingerprint
+        else:
+            self.settings.trusted.pop(name, None)
         self.save()
 
     def save(self) -> None:

@@ -26,6 +26,9 @@ class ToolSettings:
 
     enabled: dict[str, bool] = field(default_factory=dict)  # tool name → on/off (absent: the tool's default)
     approval: dict[str, str] = field(default_factory=dict)  # tool name → "ask" | "auto" (absent: the default)
+    # User tools the user trusts to run without asking: name → sha256 of the file they trusted. A
+    # changed file (or another file defining the same name) is not trusted: it asks again.
+    trusted: dict[str, str] = field(default_factory=dict)
     python_enabled: bool = True
     browser_enabled: bool = False  # off by default: it reaches the internet
     search_endpoint: str = DEFAULT_SEARCH_ENDPOINT  # a SearXNG instance's /search (JSON format)
@@ -66,7 +69,9 @@ class ToolSettings:
             value = data[f.name]
             default = getattr(out, f.name)
             if isinstance(default, dict):
-                if isinstance(value, dict):
+                if isinstance(value, dict) and f.name == "trusted":
+                    setattr(out, f.name, {str(k): v for k, v in value.items() if _is_sha256(v)})
+                elif isinstance(value, dict):
                     setattr(
                         out,
                         f.name,
@@ -85,6 +90,10 @@ class ToolSettings:
             elif isinstance(default, str) and isinstance(value, str):
                 setattr(out, f.name, value)
         return out
+
+
+def _is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 def settings_path() -> Path:

@@ -12,6 +12,7 @@ call {"ok": true, "result": ...} or {"ok": false, "error": ..., "detail": ...}.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import inspect
 import json
@@ -24,6 +25,8 @@ from typing import Any
 from app.core.tools.schema import ArgumentError, FunctionSpec, bind_arguments, describe_function
 
 _functions: dict[str, tuple[FunctionSpec, Any]] = {}
+# What one call may return (the model reads at most 16,000 characters of it; the card shows more).
+MAX_RESULT_CHARS = 1_000_000
 
 
 def _send(out: Any, obj: dict[str, Any]) -> None:
@@ -74,12 +77,15 @@ def _load(out: Any, folder: Path, skip: set[str], taken: set[str]) -> None:
         _send(out, {"event": "loading", "file": str(path)})
         name = f"harmonica_user_tools.{path.stem}"
         try:
+            # Run the very bytes that are hashed: the user's trust in a tool is bound to this hash.
+            source = path.read_bytes()
+            fingerprint = hashlib.sha256(source).hexdigest()
             spec = importlib.util.spec_from_file_location(name, path)
             if spec is None or spec.loader is None:
                 raise ImportError("not a Python module")
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
-            spec.loader.exec_module(module)
+            exec(compile(source, str(path), "exec"), module.__dict__)
         except BaseException as exc:  # noqa: BLE001 - SystemExit/KeyboardInterrupt in a file are its errors too
             sys.modules.pop(name, None)
             errors.append({"file": str(path), "error": _short_error(exc), "detail": _user_traceback(exc, {str(path)})})
@@ -109,6 +115,7 @@ def _load(out: Any, folder: Path, skip: set[str], taken: set[str]) -> None:
                     "definition": fspec.definition(),
                     "description": fspec.description,
                     "warnings": list(fspec.warnings),
+                    "fingerprint": fingerprint,
                 }
             )
         if not found and not any(e["file"] == str(path) for e in errors):
@@ -147,7 +154,11 @@ def _call(out: Any, name: str, arguments: Any) -> None:
         path = getattr(inspect.getmodule(fn), "__file__", "") or ""
         _send(out, {"ok": False, "error": _short_error(exc), "detail": _user_traceback(exc, {path})})
         return
-    _send(out, {"ok": True, "result": result_text(value)})
+    text = result_text(value)
+    if len(text) > MAX_RESULT_CHARS:
+        dropped = len(text) - MAX_RESULT_CHARS
+        text = text[:MAX_RESULT_CHARS] + f"\n[… the tool returned {dropped:,} more characters; they were left out]"
+    _send(out, {"ok": True, "result": text})
 
 
 def main() -> None:

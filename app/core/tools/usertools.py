@@ -16,13 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from app.core.child import get_until, python_command
-from app.core.tools.base import Approval, LoadError, ToolInfo, ToolKind, ToolOutcome
+from app.core.tools.base import Approval, LoadError, ToolInfo, ToolKind, ToolOutcome, builtin_name_clash
 from app.core.tools.userhost import tool_files
 
 log = logging.getLogger(__name__)
 
 _BOOT = "import sys, json; sys.path[:0] = json.loads(sys.argv[1]); from app.core.tools.userhost import main; main()"
 _EOF = object()
+# The longest protocol line read from the tool process (userhost caps a result at 1,000,000 characters,
+# which JSON escaping can make up to six times longer).
+MAX_LINE_CHARS = 8 * 1024 * 1024
 
 
 def _host_sys_path() -> list[str]:
@@ -80,13 +83,16 @@ class UserToolHost:
 
         def pump_out() -> None:
             assert proc.stdout is not None
-            for line in proc.stdout:
+            while line := proc.stdout.readline(MAX_LINE_CHARS + 1):
+                if len(line) > MAX_LINE_CHARS:
+                    log.warning("the user-tool process sent a line over %d characters; it is stopped", MAX_LINE_CHARS)
+                    break  # the caller sees the process end; memory stays bounded
                 lines.put(line)
             lines.put(_EOF)
 
         def pump_err() -> None:
             assert proc.stderr is not None
-            for line in proc.stderr:
+            while line := proc.stderr.readline(8192):  # a tool's prints: the last lines, each cut short
                 self._stderr.append(line.rstrip("\n"))
 
         threading.Thread(target=pump_out, name="user-tools-out", daemon=True).start()
@@ -173,11 +179,19 @@ class UserToolHost:
                     current = str(msg.get("file"))
                     deadline = time.monotonic() + self.load_timeout_s  # each file gets the full time
                 elif msg.get("event") == "loaded":
-                    self.tools = [self._info(t) for t in msg.get("tools", [])]
+                    self.tools, clashes = [], []
+                    for t in msg.get("tools", []):
+                        info = self._info(t)
+                        why = builtin_name_clash(info.name)
+                        if why is not None:
+                            clashes.append(LoadError(info.source or "", why))
+                        else:
+                            self.tools.append(info)
                     self.errors = [*self._skip.values()] + [
                         LoadError(str(e.get("file", "")), str(e.get("error", "")), str(e.get("detail", "")))
                         for e in msg.get("errors", [])
                     ]
+                    self.errors += clashes
                     self._loaded = True
                     return self.tools, self.errors
             # The process hung or died: blame the file it was importing and try again without it.
@@ -207,7 +221,8 @@ class UserToolHost:
             source=str(t.get("file", "")),
             warnings=tuple(t.get("warnings", ())),
             default_enabled=True,
-            default_approval=Approval.AUTO,
+            default_approval=Approval.ASK,  # the user's own code, but driven by the model: ask unless trusted
+            fingerprint=str(t["fingerprint"]) if isinstance(t.get("fingerprint"), str) else None,
         )
 
     # --- calls ---------------------------------------------------------------------------------
