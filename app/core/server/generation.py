@@ -9,19 +9,34 @@ the generation produced in the end, for the non-streamed reply and the request l
 from __future__ import annotations
 
 import asyncio
+import codecs
+import json
+import logging
 import secrets
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from app.core import chat
 from app.core.chat import Conversation, EngineLike, Message, TurnEvent, TurnFinished, TurnStarted
 from app.core.engine import GenerationStats, Sampling
 from app.core.harmony import FinalDelta, PreambleDelta, ReasoningDelta, ToolCall
+from app.core.server import structured
 from app.core.server.errors import ApiError, api_error_for
 from app.core.server.parsing import ReasoningMemory
+from app.core.server.settings import ServerTesting
 from app.core.server.types import GenerationRequest
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+log = logging.getLogger(__name__)
+# Rounds one request may take when the server itself answers a call (a browser call it serves, or
+# an error result for a call the client cannot run) before the model must answer.
+MAX_ROUNDS: Final = 4
+# The stop tokens a raw completion ends with, written back so harmony-reading tools see them.
+_STOP_TEXT: Final = {"return": "<|return|>", "call": "<|call|>"}
 
 # What the queue carries: (kind, value). Kinds: "reasoning", "preamble", "final" (text deltas),
 # "call" (a Call), "started" (prompt tokens), "error" (an ApiError), and END last.
@@ -48,9 +63,12 @@ class RequestConversation(Conversation):
 class CountingEngine:
     """The scheduler client seen by run_turn, counting generated tokens (and noting the prompt)."""
 
-    def __init__(self, inner: EngineLike, prompts: list[str] | None) -> None:
+    def __init__(
+        self, inner: EngineLike, prompts: list[str] | None, rewrite: Callable[[str], str] | None = None
+    ) -> None:
         self._inner = inner
         self._prompts = prompts
+        self._rewrite = rewrite  # run_turn tokenizes the rendered prompt once: the place to amend it
         self.tokens = 0
 
     @property
@@ -66,6 +84,8 @@ class CountingEngine:
         return self._inner.last_stats
 
     def tokenize(self, text: str, special: bool = True) -> list[int]:
+        if self._rewrite is not None:
+            text = self._rewrite(text)
         if self._prompts is not None:
             self._prompts.append(text)
         return self._inner.tokenize(text, special=special)
@@ -130,10 +150,16 @@ class Call:
     item_id: str  # fc_…: the responses API's output item id
     name: str
     arguments: str
+    namespace: str | None = None  # responses: the namespace tool the function came from
 
     def chat_shape(self) -> dict[str, Any]:
         """The call as a chat-completions tool_calls entry (also how a stored conversation keeps it)."""
         return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+
+def argument_pieces(arguments: str, size: int = 32) -> list[str]:
+    """A call's arguments cut into pieces for streaming (clients join them; some show them live)."""
+    return [arguments[i : i + size] for i in range(0, len(arguments), size)] or [""]
 
 
 @dataclass
@@ -186,7 +212,8 @@ class Generation:
         *,
         memory: ReasoningMemory,
         grammar: str | None = None,
-        prompts: list[str] | None = None,
+        testing: ServerTesting | None = None,
+        browser: Callable[[], Any] | None = None,
     ) -> None:
         self.job = request
         self.loop = loop
@@ -195,14 +222,33 @@ class Generation:
         self.outcome = Outcome()
         self.done = threading.Event()
         self.disconnected = False
-        self._engine = CountingEngine(engine, prompts)
+        fmt = request.output_format
+        rewrite = None
+        if fmt is not None:
+            section = structured.response_format_section(fmt)
+            rewrite = lambda prompt: structured.with_response_format(prompt, section)  # noqa: E731
+        self._engine = CountingEngine(engine, testing.prompts if testing is not None else None, rewrite)
         self._memory = memory
+        if grammar is None and request.raw_prompt is None:
+            grammar = structured.build_grammar(
+                fmt=fmt,
+                tools=request.tools,
+                plan=request.tool_plan,
+                free_text=testing.free_text if testing is not None else None,
+            )
+        if grammar is not None and testing is not None:
+            testing.grammars.append(grammar)
         self._grammar = grammar
+        self._browser_factory = browser if "browser" in request.builtin_tools else None
+        self._browser: Any = None
         self._matcher = StopMatcher(request.stop)
         self._stop_hit = False
-        self._declared = {t["function"]["name"] for t in request.tools or []}
+        self._declared = {t["function"]["name"]: t["function"] for t in request.tools or []}
         self._last_reasoning_token = -1
         self._message: Message | None = None
+        self._round_reasoning = ""
+        self._feedback: list[dict[str, Any]] = []  # what the server answered this round, for the next
+        self._watch: asyncio.Future[None] | None = None
         self._thread = threading.Thread(target=self._run, name="harmonica-api-generation", daemon=True)
 
     def start(self) -> None:
@@ -210,6 +256,28 @@ class Generation:
 
     def stop(self) -> None:
         self.cancel.set()
+
+    def watch(self, request: Request) -> None:
+        """Notice the client leaving from now on, also while the request waits in the queue.
+
+        The body has been read, so the next message on the connection can only be its end.
+        """
+
+        async def disconnected() -> None:
+            while True:
+                message = await request.receive()
+                if message["type"] == "http.disconnect":
+                    if not self.done.is_set():
+                        self.disconnected = True
+                        self.stop()
+                    return
+
+        self._watch = asyncio.ensure_future(disconnected())
+
+    def unwatch(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
 
     def _put(self, item: Item) -> None:
         try:
@@ -221,13 +289,42 @@ class Generation:
     def _run(self) -> None:
         job = self.job
         try:
+            if job.raw_prompt is not None:
+                self._run_raw(job.raw_prompt)
+            else:
+                self._run_turns()
+            self._check_output()
+        except BaseException as exc:  # noqa: BLE001 - every failure is reported to the client
+            self.outcome.error = api_error_for(exc)
+            self._put(("error", self.outcome.error))
+        finally:
+            if self._browser is not None:
+                try:
+                    self._browser.close()
+                except Exception:
+                    log.exception("closing the API request's browser failed")
+            self._finish()
+            self.done.set()
+            self._put(END)
+
+    def _run_turns(self) -> None:
+        """run_turn until the model answers or calls a tool the client runs; calls the server answers
+        itself (a served browser, or an error result) go back to the model for another round."""
+        job = self.job
+        messages = [dict(m) for m in job.messages]
+        for _round in range(MAX_ROUNDS):
+            if self.cancel.is_set():
+                break
+            self._feedback = []
+            self._round_reasoning = ""
             turn = chat.run_turn(
                 self._engine,
-                RequestConversation(job.messages),
+                RequestConversation(messages),
                 effort=job.effort,
                 sampling=job.sampling,
                 cancel=self.cancel,
                 tools=job.tools,
+                builtin_tools=job.builtin_tools or None,
                 grammar=self._grammar,
             )
             try:
@@ -235,20 +332,62 @@ class Generation:
                     self._on_event(ev)
             finally:
                 turn.close()
-            if not self._stop_hit:
-                self._emit_final(self._matcher.flush())
-        except BaseException as exc:  # noqa: BLE001 - every failure is reported to the client
-            self.outcome.error = api_error_for(exc)
-            self._put(("error", self.outcome.error))
+            if not self._feedback or self.outcome.calls or self.outcome.final or self._stop_hit:
+                break
+            messages += self._feedback
+        if not self._stop_hit:
+            self._emit_final(self._matcher.flush())
+
+    def _run_raw(self, prompt: str) -> None:
+        """/v1/completions: the prompt as given (special tokens kept), the output as raw text."""
+        engine = self._engine
+        tokens = engine.tokenize(prompt, special=True)
+        n_ctx = engine.n_ctx
+        if n_ctx and len(tokens) >= n_ctx:
+            raise chat.ContextOverflowError(len(tokens), n_ctx)
+        self.outcome.prompt_tokens = len(tokens)
+        self._put(("started", len(tokens)))
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        stream = engine.stream(tokens, self.job.sampling, cancel=self.cancel)
+        try:
+            for _tok, piece in stream:
+                self._on_final(decoder.decode(piece))
+                if self._stop_hit:
+                    break
         finally:
-            self._finish()
-            self.done.set()
-            self._put(END)
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+        if not self._stop_hit:
+            stats = engine.last_stats
+            tail = decoder.decode(b"", final=True) + _STOP_TEXT.get(stats.stop_reason if stats else "", "")
+            self._on_final(tail)
+            self._emit_final(self._matcher.flush())
+        self.outcome.stop_reason = engine.last_stats.stop_reason if engine.last_stats is not None else ""
+
+    def _check_output(self) -> None:
+        """Structured output must match its format; a cut-short answer is reported as such instead."""
+        fmt, out = self.job.output_format, self.outcome
+        if fmt is None or out.calls or self.cancel.is_set():  # cut short: by a stop sequence or the client
+            return
+        stats = self._message.stats if self._message is not None else None
+        if stats is not None and stats.stop_reason == "length":
+            return  # finish_reason "length": clients know the JSON is incomplete
+        problem = structured.output_problem(fmt, out.final.strip())
+        if problem is not None:
+            raise ApiError(
+                500,
+                f"The model's answer does not match the requested {fmt.kind.replace('_', ' ')}: {problem}. "
+                "Try again, or simplify the schema.",
+                type="server_error",
+                code="invalid_model_output",
+            )
 
     def _on_event(self, ev: TurnEvent) -> None:
         out = self.outcome
         if isinstance(ev, ReasoningDelta):
             out.reasoning += ev.text
+            self._round_reasoning += ev.text
             if self._engine.tokens != self._last_reasoning_token:  # several deltas may share a token
                 out.reasoning_tokens += 1
                 self._last_reasoning_token = self._engine.tokens
@@ -261,8 +400,9 @@ class Generation:
         elif isinstance(ev, ToolCall):
             self._on_call(ev)
         elif isinstance(ev, TurnStarted):
-            out.prompt_tokens = ev.prompt_tokens
-            self._put(("started", ev.prompt_tokens))
+            if not out.prompt_tokens:  # later rounds extend the first prompt
+                out.prompt_tokens = ev.prompt_tokens
+                self._put(("started", ev.prompt_tokens))
         elif isinstance(ev, TurnFinished):
             self._message = ev.message
 
@@ -281,13 +421,60 @@ class Generation:
             self._put(("final", text))
 
     def _on_call(self, ev: ToolCall) -> None:
-        if not ev.recipient.startswith("functions.") or not self._declared:
-            return  # a builtin tool or an unsolicited call: nothing the client can run
+        """A call the client runs becomes a tool call; any other is answered here and the model goes on."""
+        name = ev.recipient.removeprefix("functions.") if ev.recipient.startswith("functions.") else None
+        fn = self._declared.get(name) if name is not None else None
+        if fn is not None:
+            assert name is not None
+            arguments = structured.repair_arguments(ev.arguments)
+            problem = None if arguments is not None else "they are not a JSON object"
+            if arguments is not None and name in self.job.tool_plan.strict:
+                found = structured.schema_problem(fn.get("parameters") or {}, json.loads(arguments))
+                problem = f"they do not match its parameters: {found}" if found else None
+            if problem is None:
+                assert arguments is not None
+                call = Call(
+                    "call_" + secrets.token_hex(12),
+                    "fc_" + secrets.token_hex(12),
+                    name,
+                    arguments,
+                    self.job.namespaces.get(name),
+                )
+                self.outcome.calls.append(call)
+                self._memory.put(call.id, self.outcome.reasoning)
+                self._put(("call", call))
+                return
+            self._answer(ev, f"Error: the arguments of {name} were refused: {problem}. Call it again with valid JSON.")
+            return
+        if ev.recipient.startswith("browser.") and self._browser_factory is not None:
+            self._answer(ev, self._browse(ev))
+            return
+        available = ", ".join(sorted(self._declared)) or "none"
+        what = f"There is no function {name}" if name is not None else f"The tool {ev.recipient} is not available here"
+        log.info("API: the model called %s, which the client did not declare", ev.recipient or "(nothing)")
+        self._answer(ev, f"Error: {what}. Functions you can call: {available}. Otherwise answer the user directly.")
+
+    def _browse(self, ev: ToolCall) -> str:
+        if self._browser is None:
+            assert self._browser_factory is not None
+            self._browser = self._browser_factory()
+        try:
+            args = json.loads(ev.arguments) if ev.arguments.strip() else {}
+        except ValueError:
+            return "Error: the arguments must be a JSON object."
+        outcome = self._browser.call(ev.recipient.removeprefix("browser."), args)
+        return str(outcome.content)
+
+    def _answer(self, ev: ToolCall, result: str) -> None:
+        """Queue the call and the server's answer to it for the model's next round."""
         name = ev.recipient.removeprefix("functions.")
-        call = Call("call_" + secrets.token_hex(12), "fc_" + secrets.token_hex(12), name, ev.arguments)
-        self.outcome.calls.append(call)
-        self._memory.put(call.id, self.outcome.reasoning)
-        self._put(("call", call))
+        call: dict[str, Any] = {
+            "role": "assistant",
+            "tool_calls": [{"type": "function", "function": {"name": name, "arguments": ev.arguments}}],
+        }
+        if self._round_reasoning:
+            call["thinking"] = self._round_reasoning
+        self._feedback += [call, {"role": "tool", "name": name, "content": result}]
 
     def _finish(self) -> None:
         """Fill in the outcome's totals and finish reason from the finished message and stats."""
@@ -300,7 +487,10 @@ class Generation:
             out.prompt_tokens = out.prompt_tokens or stats.prompt_tokens
         out.completion_tokens = self._engine.tokens
         out.reasoning_tokens = min(out.reasoning_tokens, out.completion_tokens)
-        out.stop_reason = (message.stop_reason or "") if message is not None else "error"
+        if message is not None:
+            out.stop_reason = message.stop_reason or ""
+        elif not out.stop_reason:
+            out.stop_reason = "error"
         if out.calls:
             out.finish_reason = "tool_calls"
         elif out.stop_reason == "length":
