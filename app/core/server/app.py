@@ -260,7 +260,7 @@ class ApiServer:
         card: dict[str, Any] = {
             "id": model_id,
             "object": "model",
-            "created": int(getattr(info, "loaded_at", 0) or 0),
+            "created": _created(info),
             "owned_by": "harmonica",
         }
         if info is not None:
@@ -305,6 +305,17 @@ class ApiServer:
 
 
 # --- small endpoints ---------------------------------------------------------------------------------
+
+_STARTED = int(time.time())
+
+
+def _created(info: Any) -> int:
+    """A model's `created`: when its file was written (clients sort and cache by it), else this run's start."""
+    path = getattr(info, "path", None)
+    try:
+        return int(path.stat().st_mtime) if path is not None and not str(path).startswith("scripted:") else _STARTED
+    except OSError:
+        return _STARTED
 
 
 async def _health(server: ApiServer, request: Request) -> Response:

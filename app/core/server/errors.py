@@ -68,7 +68,8 @@ def api_error_for(exc: BaseException) -> ApiError:
         message = (
             f"This model's maximum context length is {exc.n_ctx} tokens. However, your messages resulted in "
             f"{exc.prompt_tokens} tokens (and at least {MIN_ANSWER_TOKENS} more are needed for the answer). "
-            "Please reduce the length of the messages, or reload the model in Harmonica with a larger context."
+            "Please reduce the length of the messages, or reload the model in Harmonica with a larger context "
+            "(code: context_length_exceeded)."  # LangChain looks for the code in the message text
         )
         return ApiError(400, message, param="messages", code="context_length_exceeded")
     text = str(exc)

@@ -280,6 +280,8 @@ class Guard:
                 note = out.error.message
             else:
                 note = out.finish_reason
+            if gen.job.notes:  # what the server left out of the request (unusable tools and items)
+                note += "; " + "; ".join(gen.job.notes)
         if status == 0:
             status = 499 if gen is not None and gen.disconnected else 500
         client = scope.get("client")

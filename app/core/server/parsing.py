@@ -459,8 +459,15 @@ class _InputReader:
         if kind == "message":
             self._message(item, where)
         elif kind == "reasoning":
-            parts = item.get("content") or item.get("summary") or []
-            self._pending_reasoning += _text_parts(parts, f"{where}.content")
+            # The full reasoning, else what this server sent as "encrypted" reasoning (the same text),
+            # else the summary.
+            text = _text_parts(item.get("content") or [], f"{where}.content")
+            encrypted = item.get("encrypted_content")
+            if not text and isinstance(encrypted, str):
+                text = encrypted
+            if not text:
+                text = _text_parts(item.get("summary") or [], f"{where}.summary")
+            self._pending_reasoning += text
         elif kind == "function_call":
             self._function_call(item, where)
         elif kind == "function_call_output":

@@ -179,6 +179,14 @@ def reasoning_summary(text: str, mode: str | None) -> str | None:
     return first if len(first) <= SUMMARY_CHARS else first[: SUMMARY_CHARS - 1].rstrip() + "…"
 
 
+def _wants_encrypted(job: GenerationRequest) -> bool:
+    """include: ["reasoning.encrypted_content"] (Codex, store=false): the client keeps the reasoning
+    and sends it back with the tool results, as gpt-oss needs during a tool loop. Nothing here is
+    secret from the user, so the "encrypted" content is the reasoning itself."""
+    include = job.body.get("include")
+    return isinstance(include, list) and "reasoning.encrypted_content" in include
+
+
 def _reasoning_item(text: str, status: str, summary: str | None = None) -> dict[str, Any]:
     # An item opened for streaming starts empty; its text arrives as deltas and fills it when done.
     content = [] if status == "in_progress" else [{"type": "reasoning_text", "text": text}]
@@ -225,9 +233,10 @@ def output_items(out: Outcome, status: str, job: GenerationRequest) -> list[dict
     """Responses API output items for a finished generation."""
     items: list[dict[str, Any]] = []
     if out.reasoning and not job.exclude_reasoning:
-        items.append(
-            _reasoning_item(out.reasoning, "completed", reasoning_summary(out.reasoning, job.reasoning_summary))
-        )
+        item = _reasoning_item(out.reasoning, "completed", reasoning_summary(out.reasoning, job.reasoning_summary))
+        if _wants_encrypted(job):
+            item["encrypted_content"] = out.reasoning
+        items.append(item)
     if out.preamble:
         items.append(_message_item(out.preamble, "commentary", "completed"))
     items += [_call_item(c, c.arguments, "completed") for c in out.calls]
@@ -294,24 +303,22 @@ class _EventWriter:
         if item is None:
             return []
         where = {"item_id": item["id"], "output_index": len(self.output) - 1, "content_index": 0}
-        summary_events: list[bytes] = []
+        index = where["output_index"]
         if item["type"] == "reasoning":
             part: dict[str, Any] = {"type": "reasoning_text", "text": text}
-            done = self.event("response.reasoning_text.done", **where, text=text)
-            summary = reasoning_summary(text, self.response.job.reasoning_summary)
-            if summary:
-                summary_events = self._summary(item, where["output_index"], summary)
+            chunks = [self.event("response.reasoning_text.done", **where, text=text)]
         else:
             part = _output_text(text)
-            done = self.event("response.output_text.done", **where, text=text, logprobs=[])
+            chunks = [self.event("response.output_text.done", **where, text=text, logprobs=[])]
         item["content"] = [part]
         item["status"] = "completed"
-        chunks = [
-            done,
-            self.event("response.content_part.done", **where, part=part),
-            *summary_events,
-            self.event("response.output_item.done", output_index=where["output_index"], item=item),
-        ]
+        if item["type"] == "reasoning" and _wants_encrypted(self.response.job):
+            item["encrypted_content"] = text
+        chunks.append(self.event("response.content_part.done", **where, part=part))
+        summary = reasoning_summary(text, self.response.job.reasoning_summary) if item["type"] == "reasoning" else None
+        if summary:
+            chunks += self._summary(item, index, summary)
+        chunks.append(self.event("response.output_item.done", output_index=index, item=item))
         self._open, self._open_kind, self._text = None, None, ""
         return chunks
 
