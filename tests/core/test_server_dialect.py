@@ -249,3 +249,23 @@ def test_codex_style_stateless_loop_keeps_the_reasoning(scripted: Make) -> None:
         "<|channel|>analysis<|message|>Need the weather tool.<|end|><|start|>assistant to=functions.get_weather"
         in engine.prompts[-1]
     )
+
+
+def test_readme_api_examples_run(scripted: Make, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's structured-output and tools examples, run as written against a scripted model."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    blocks = [b.split("```", 1)[0] for b in readme.split("```python\n")[1:]]
+    parse_example = next(b for b in blocks if "completions.parse(" in b)
+    tools_example = next(b for b in blocks if 'tool_choice="required"' in b)
+    server, _ = scripted(
+        '<|channel|>final <|constrain|>json<|message|>{"city": "Paris", "temperature_c": 21, "sunny": true}<|return|>',
+        '<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"city": "Paris"}<|call|>',
+        "<|channel|>final<|message|>It is sunny in Paris.<|return|>",
+    )
+    for code in (parse_example, tools_example):
+        assert 'base_url="http://127.0.0.1:8321/v1"' in code
+        exec(compile(code.replace("http://127.0.0.1:8321/v1", server.base_url), "README", "exec"), {})
+    out = capsys.readouterr().out
+    assert "city='Paris' temperature_c=21 sunny=True" in out and "It is sunny in Paris." in out
