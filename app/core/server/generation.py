@@ -444,7 +444,9 @@ class Generation:
                 self._memory.put(call.id, self.outcome.reasoning)
                 self._put(("call", call))
                 return
-            self._answer(ev, f"Error: the arguments of {name} were refused: {problem}. Call it again with valid JSON.")
+            self._answer(
+                ev, f"Error: the arguments of {name} were refused: {problem}. Call it again with arguments that fit."
+            )
             return
         if ev.recipient.startswith("browser.") and self._browser_factory is not None:
             self._answer(ev, self._browse(ev))
@@ -462,7 +464,11 @@ class Generation:
             args = json.loads(ev.arguments) if ev.arguments.strip() else {}
         except ValueError:
             return "Error: the arguments must be a JSON object."
-        outcome = self._browser.call(ev.recipient.removeprefix("browser."), args)
+        try:
+            outcome = self._browser.call(ev.recipient.removeprefix("browser."), args)
+        except Exception as exc:  # noqa: BLE001 - the model reads the failure and answers without it
+            log.warning("API: browser call failed: %s", exc)
+            return f"Error: the browser failed: {exc}"
         return str(outcome.content)
 
     def _answer(self, ev: ToolCall, result: str) -> None:
