@@ -38,6 +38,13 @@ class Weather(BaseModel):
     windy: bool
 
 
+class Forecast(BaseModel):
+    """Nested models: pydantic writes $defs and $ref."""
+
+    today: Weather
+    next_days: list[Weather] = pydantic.Field(max_length=2)
+
+
 WEATHER_SCHEMA = {
     "type": "object",
     "properties": {
@@ -93,6 +100,24 @@ def test_response_format_with_the_openai_client(scripted: Make) -> None:
     chunks = list(c.chat.completions.create(model="x", messages=USER, response_format=rf(), stream=True))  # type: ignore[arg-type]
     text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
     assert json.loads(text)["temp"] == 21
+
+
+def test_nested_models_and_patterns(scripted: Make) -> None:
+    """Nested models ($defs, $ref) work; a pattern the grammar cannot take is fine when not strict."""
+    server, _ = scripted(
+        THINK
+        + '<|channel|>final<|message|>{"today": {"sky": "rainy", "temp": 3, "windy": true}, "next_days": []}<|return|>',
+        THINK + '<|channel|>final<|message|>{"code": "ABC"}<|return|>',
+    )
+    c = client(server)
+    forecast = c.chat.completions.parse(model="x", messages=USER, response_format=Forecast)
+    assert forecast.choices[0].message.parsed.today.sky == "rainy"
+    loose = {"type": "object", "properties": {"code": {"type": "string", "pattern": "[A-Z]+"}}}
+    r = c.chat.completions.create(model="x", messages=USER, response_format=rf(False, loose))  # type: ignore[arg-type]
+    assert json.loads(r.choices[0].message.content) == {"code": "ABC"}
+    with pytest.raises(openai.BadRequestError) as e:
+        c.chat.completions.create(model="x", messages=USER, response_format=rf(True, loose))  # type: ignore[arg-type]
+    assert "cannot be turned into a grammar" in e.value.body["message"]
 
 
 def test_an_answer_that_breaks_the_schema_is_never_returned(scripted: Make) -> None:
@@ -303,6 +328,8 @@ def test_real_engine_structured_output_validates(free: tuple[ApiServer, Any, Hoo
         assert isinstance(r.choices[0].message.parsed, Weather), r.choices[0].message.content
     resp = c.responses.parse(model="x", input="Weather?", text_format=Weather, max_output_tokens=400)
     assert isinstance(resp.output_parsed, Weather)
+    nested = c.chat.completions.parse(model="x", messages=USER, response_format=Forecast, seed=2, max_tokens=600)
+    assert isinstance(nested.choices[0].message.parsed, Forecast)
     r = c.chat.completions.create(
         model="x", messages=USER, response_format={"type": "json_object"}, seed=1, max_tokens=400
     )

@@ -199,6 +199,11 @@ def _tool_choice(choice: Any, tools: ToolSet, flat: bool) -> tuple[list[dict[str
         strict = frozenset(n for n in tools.strict if n in names)
         if mode == "required" and not kept:
             raise invalid('tool_choice is "required" but the request has no function tools.', "tool_choice")
+        if mode == "required":  # the grammar will be built from every kept tool's parameters
+            for t in kept:
+                fn = t["function"]
+                if fn["name"] not in strict:  # strict ones were checked already
+                    check_schema(fn.get("parameters") or {"type": "object"}, f"tools ({fn['name']})", strict=False)
         return (kept or None), ToolPlan(mode, strict)
 
     if choice is None or choice == "auto":

@@ -12,6 +12,7 @@ returned; strict schemas may use only keywords the grammar enforces, so they alw
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -150,7 +151,7 @@ def check_schema(schema: Any, param: str, *, strict: bool) -> None:
                 param,
             )
     try:
-        build_rules({"x": schema})
+        build_rules({"x": schema}, lenient=not strict)
     except ApiError:
         raise
     except Exception as exc:  # noqa: BLE001 - the converter's own refusal of a schema it cannot express
@@ -213,12 +214,27 @@ def with_response_format(prompt: str, section: str) -> str:
 # --- grammars ----------------------------------------------------------------------------------------
 
 
-def build_rules(schemas: Mapping[str, Any]) -> str:
-    """GBNF rules for each schema (rule name → schema), sharing one rule set."""
+def build_rules(schemas: Mapping[str, Any], *, lenient: bool = True) -> str:
+    """GBNF rules for each schema (rule name → schema), sharing one rule set.
+
+    The converter refuses some regular expressions (unanchored or beyond its dialect); when
+    `lenient`, those strings are then left unconstrained, and validation after generating checks
+    them. The schemas are copied: the converter rewrites `$ref`s in place.
+    """
+    try:
+        return _rules(schemas)
+    except Exception:
+        if not lenient:
+            raise
+        return _rules({name: _without_patterns(schema) for name, schema in schemas.items()})
+
+
+def _rules(schemas: Mapping[str, Any]) -> str:
     from llama_cpp.llama_grammar import SchemaConverter
 
     conv = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
     for name, schema in schemas.items():
+        schema = copy.deepcopy(dict(schema))
         conv.resolve_refs(schema, "input")
         conv.visit(schema, name)
     out = []
@@ -228,6 +244,14 @@ def build_rules(schemas: Mapping[str, Any]) -> str:
     if any(line.startswith("string ::= ") for line in out):
         out += _SAFE_RULES
     return "\n".join(out)
+
+
+def _without_patterns(node: Any) -> Any:
+    if isinstance(node, Mapping):
+        return {k: _without_patterns(v) for k, v in node.items() if k != "pattern" or not isinstance(v, str)}
+    if isinstance(node, list):
+        return [_without_patterns(v) for v in node]
+    return node
 
 
 def _literal(text: str) -> str:
