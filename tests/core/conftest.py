@@ -51,7 +51,7 @@ def scripted() -> Iterator[Callable[..., tuple[ApiServer, ScriptedEngine]]]:
     def make(*scripts: Any, settings: ServerSettings | None = None, **kw: Any) -> tuple[ApiServer, ScriptedEngine]:
         e = ScriptedEngine(list(scripts), **kw)
         e.load("scripted:gpt-oss-20b")
-        s = ApiServer(EngineScheduler(e), settings or ServerSettings(port=0), testing=ServerTesting())
+        s = ApiServer(EngineScheduler(e), settings or ServerSettings(port=0), testing=ServerTesting(lazy_grammar=False))
         s.start()
         made.append(s)
         return s, e

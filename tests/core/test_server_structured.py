@@ -398,3 +398,90 @@ def test_grammar_and_prompt_pieces() -> None:
         {"messages": USER, "response_format": rf(), "tools": [WEATHER_TOOL], "tool_choice": "required"}
     )
     assert job.output_format is not None and job.tool_plan.mode == "required"
+
+
+# --- lazy grammars: reasoning runs free, only the answer or call is constrained ----------------------
+
+
+def test_lazy_grammar_constrains_only_the_answer(scripted: Make) -> None:
+    phase_one = (
+        "<|channel|>analysis<|message|>Let me think.<|end|><|start|>assistant<|channel|>final<|message|>"
+        "unconstrained text the gate never lets through<|return|>"
+    )
+    phase_two = (
+        'assistant<|channel|>final <|constrain|>json<|message|>{"sky": "cloudy", "temp": 12, "windy": true}<|return|>'
+    )
+    server, engine = scripted(phase_one, phase_two)
+    assert server.testing is not None
+    server.testing.lazy_grammar = True
+    r = client(server).chat.completions.create(model="x", messages=USER, response_format=rf())  # type: ignore[arg-type]
+    msg = r.choices[0].message
+    assert json.loads(msg.content) == {"sky": "cloudy", "temp": 12, "windy": True}
+    assert msg.model_extra["reasoning_content"] == "Let me think." and r.choices[0].finish_reason == "stop"
+    # Phase one ran with no grammar; phase two continued from the reasoning with the answer's grammar only.
+    assert engine.grammars[0] is None
+    tail = engine.grammars[1]
+    assert tail is not None and tail.startswith('root ::= "assistant" ( h-final-json )') and "h-analysis" not in tail
+    assert engine.prompts[1] == engine.prompts[0] + "<|channel|>analysis<|message|>Let me think.<|end|><|start|>"
+
+
+def test_header_gate_holds_back_only_constrained_headers() -> None:
+    from app.core.server.generation import HeaderGate
+    from app.core.server.structured import opens_constrained
+
+    class Inner:
+        def __init__(self, pieces: list[str]) -> None:
+            self.pieces = pieces
+            self.tokens = 0
+            self.closed = False
+
+        def tokenize(self, text: str, special: bool = True) -> list[int]:
+            return [1]
+
+        def stream(self, prompt: Any, sampling: Any, *, cancel: Any = None, grammar: Any = None) -> Any:
+            def run() -> Any:
+                try:
+                    for i, p in enumerate(self.pieces):
+                        yield i, p.encode()
+                finally:
+                    self.closed = True
+
+            return run()
+
+    def gate(pieces: list[str], answer: bool = True, calls: bool = True) -> tuple[str, HeaderGate, Inner]:
+        inner = Inner(pieces)
+        g = HeaderGate(inner, lambda h: opens_constrained(h, answer=answer, calls=calls))  # type: ignore[arg-type]
+        out = b"".join(p for _, p in g.stream([0], None)).decode()  # type: ignore[arg-type]
+        return out, g, inner
+
+    a = ["<|channel|>", "analysis", "<|message|>", "hm", "<|end|>", "<|start|>", "assistant"]
+    out, g, inner = gate([*a, "<|channel|>", "final", "<|message|>", "{"])
+    assert out == "<|channel|>analysis<|message|>hm<|end|><|start|>" and g.triggered and g.after_start and inner.closed
+    out, g, _ = gate(["<|channel|>", "final", "<|message|>", "{"])
+    assert out == "" and g.triggered and not g.after_start
+    # A preamble is free; a call in the role header is constrained.
+    out, g, _ = gate(
+        [
+            "<|channel|>",
+            "commentary",
+            "<|message|>",
+            "ok",
+            "<|end|>",
+            "<|start|>",
+            "assistant",
+            " to",
+            "=functions.f",
+            "<|channel|>",
+            "commentary",
+            "<|message|>",
+            "{",
+        ]
+    )
+    assert out == "<|channel|>commentary<|message|>ok<|end|><|start|>" and g.triggered
+    # A <|channel|> inside a body (no <|end|><|start|>) opens a header too.
+    out, g, _ = gate(["<|channel|>", "analysis", "<|message|>", "x", "<|channel|>", "final", "<|message|>", "y"])
+    assert out == "<|channel|>analysis<|message|>x" and g.triggered
+    # Nothing to constrain (answers free when only calls are): everything passes.
+    pieces = ["<|channel|>", "final", "<|message|>", "plain answer"]
+    out, g, _ = gate(pieces, answer=False)
+    assert out == "".join(pieces) and not g.triggered

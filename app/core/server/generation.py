@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import dataclasses
 import json
 import logging
 import secrets
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 from app.core import chat
 from app.core.chat import Conversation, EngineLike, Message, TurnEvent, TurnFinished, TurnStarted
 from app.core.engine import GenerationStats, Sampling
-from app.core.harmony import FinalDelta, PreambleDelta, ReasoningDelta, ToolCall
+from app.core.harmony import FinalDelta, PreambleDelta, ReasoningDelta, StreamParser, ToolCall
 from app.core.server import structured
 from app.core.server.errors import ApiError, api_error_for
 from app.core.server.parsing import ReasoningMemory
@@ -111,6 +112,100 @@ class CountingEngine:
                     close()
 
         return run()
+
+
+# Special tokens the gate watches, as the engines write them (text of the token).
+_START, _CHANNEL, _MESSAGE = b"<|start|>", b"<|channel|>", b"<|message|>"
+_ENDS = (b"<|end|>", b"<|call|>", b"<|return|>")
+_MAX_HEADER_TOKENS = 64  # a header longer than this is malformed; let it through as text
+
+
+class HeaderGate:
+    """Phase one of a lazily constrained generation: run_turn's engine, passing tokens through until
+    the model opens a message the grammar must constrain, then stopping right before that header.
+
+    A grammar over every token costs a pass over the whole vocabulary per token (about 100 ms on a
+    laptop CPU with gpt-oss's 201k tokens), so reasoning under a grammar would crawl. Like
+    llama.cpp's lazy grammars, the reasoning and preambles run free; the header of the answer or
+    call is held back, and phase two (Generation._run_tail) continues from the tokens passed so far
+    with a grammar for just that message, reusing the KV cache.
+    """
+
+    def __init__(self, inner: CountingEngine, opens: Callable[[str], bool]) -> None:
+        self._inner = inner
+        self._opens = opens
+        self.prompt: list[int] = []
+        self.passed: list[int] = []
+        self.triggered = False
+        self._last_piece = b""
+
+    @property
+    def info(self) -> Any:
+        return self._inner.info
+
+    @property
+    def n_ctx(self) -> int:
+        return self._inner.n_ctx
+
+    @property
+    def last_stats(self) -> GenerationStats | None:
+        return self._inner.last_stats
+
+    def tokenize(self, text: str, special: bool = True) -> list[int]:
+        return self._inner.tokenize(text, special=special)
+
+    def stream(
+        self,
+        prompt: str | list[int],
+        sampling: Sampling,
+        *,
+        cancel: threading.Event | None = None,
+        grammar: str | None = None,
+    ) -> Iterator[tuple[int, bytes]]:
+        self.prompt = self._inner.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
+        inner = self._inner.stream(self.prompt, sampling, cancel=cancel, grammar=grammar)
+        return self._gate(inner)
+
+    def _gate(self, inner: Iterator[tuple[int, bytes]]) -> Iterator[tuple[int, bytes]]:
+        held: list[tuple[int, bytes]] | None = []  # the header being read; None inside a message body
+        try:
+            for tok, piece in inner:
+                if held is None:
+                    if piece == _CHANNEL:  # a header with no <|start|> before it (the model skipped it)
+                        held = [(tok, piece)]
+                        continue
+                    self.passed.append(tok)
+                    self._last_piece = piece
+                    yield tok, piece
+                    if piece == _START:
+                        held = []
+                    continue
+                held.append((tok, piece))
+                if piece == _MESSAGE:
+                    header = b"".join(p for _, p in held).decode("utf-8", "replace")
+                    if self._opens(header):
+                        self.triggered = True
+                        return
+                elif len(held) <= _MAX_HEADER_TOKENS and piece not in _ENDS:
+                    continue
+                for item in held:  # a free message (or a malformed header): let it through
+                    self.passed.append(item[0])
+                    self._last_piece = item[1]
+                    yield item
+                held = None
+            if held:  # the generation ended inside a header
+                for item in held:
+                    self.passed.append(item[0])
+                    yield item
+        finally:
+            close = getattr(inner, "close", None)
+            if close is not None:
+                close()
+
+    @property
+    def after_start(self) -> bool:
+        """Whether the held-back header followed a <|start|> (it must then begin with "assistant")."""
+        return bool(self.passed) and self._last_piece == _START
 
 
 class StopMatcher:
@@ -229,16 +324,28 @@ class Generation:
             rewrite = lambda prompt: structured.with_response_format(prompt, section)  # noqa: E731
         self._engine = CountingEngine(engine, testing.prompts if testing is not None else None, rewrite)
         self._memory = memory
+        # The server's own grammar constrains only the answer or call, lazily (HeaderGate); a grammar
+        # forced by a test constrains the whole generation.
+        self._tail_grammar: str | None = None
+        self._opens: Callable[[str], bool] | None = None
         if grammar is None and request.raw_prompt is None:
-            grammar = structured.build_grammar(
-                fmt=fmt,
-                tools=request.tools,
-                plan=request.tool_plan,
-                free_text=testing.free_text if testing is not None else None,
-            )
-        if grammar is not None and testing is not None:
-            testing.grammars.append(grammar)
+            free_text = testing.free_text if testing is not None else None
+            full = structured.build_grammar(fmt=fmt, tools=request.tools, plan=request.tool_plan, free_text=free_text)
+            if full is not None and (testing is None or testing.lazy_grammar):
+                self._tail_grammar = structured.build_grammar(
+                    fmt=fmt, tools=request.tools, plan=request.tool_plan, free_text=free_text, tail=True
+                )
+                answer = fmt is not None or request.tool_plan.mode == "required"
+                calls = bool(request.tools)
+                self._opens = lambda header: structured.opens_constrained(header, answer=answer, calls=calls)
+                # Tests on random weights let the whole grammar shape the free part too.
+                grammar = full if free_text is not None else None
+            else:
+                grammar = full
+        if testing is not None:
+            testing.grammars += [g for g in (grammar, self._tail_grammar) if g is not None]
         self._grammar = grammar
+        self._tail_stop: str | None = None  # why phase two ended, when there was one
         self._browser_factory = browser if "browser" in request.builtin_tools else None
         self._browser: Any = None
         self._matcher = StopMatcher(request.stop)
@@ -317,8 +424,9 @@ class Generation:
                 break
             self._feedback = []
             self._round_reasoning = ""
+            gate = HeaderGate(self._engine, self._opens) if self._opens is not None else None
             turn = chat.run_turn(
-                self._engine,
+                gate or self._engine,
                 RequestConversation(messages),
                 effort=job.effort,
                 sampling=job.sampling,
@@ -332,11 +440,46 @@ class Generation:
                     self._on_event(ev)
             finally:
                 turn.close()
+            if gate is not None and gate.triggered and not self.cancel.is_set():
+                self._run_tail(gate)
             if not self._feedback or self.outcome.calls or self.outcome.final or self._stop_hit:
                 break
             messages += self._feedback
         if not self._stop_hit:
             self._emit_final(self._matcher.flush())
+
+    def _run_tail(self, gate: HeaderGate) -> None:
+        """Phase two: from where the gate stopped, the constrained message under its grammar."""
+        assert self._tail_grammar is not None
+        grammar = self._tail_grammar
+        if gate.after_start:  # the header follows "<|start|>": it names the assistant first
+            head, rest = grammar.split("\n", 1)
+            grammar = f'root ::= "assistant" ( {head.removeprefix("root ::= ")} )\n{rest}'
+        tokens = gate.prompt + gate.passed
+        sampling = self.job.sampling
+        n_ctx = self._engine.n_ctx
+        used = self._engine.tokens
+        left = (sampling.max_tokens - used) if sampling.max_tokens is not None else None
+        if (left is not None and left <= 0) or (n_ctx and len(tokens) >= n_ctx):
+            self._tail_stop = "length"
+            return
+        parser = StreamParser()
+        stream = self._engine.stream(
+            tokens, dataclasses.replace(sampling, max_tokens=left), cancel=self.cancel, grammar=grammar
+        )
+        try:
+            for tok, piece in stream:
+                for ev in parser.feed(piece, tok):
+                    self._on_event(ev)
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+        stats = self._engine.last_stats
+        stop = "cancelled" if self.cancel.is_set() else (stats.stop_reason if stats is not None else "eos")
+        for ev in parser.finish(stop):
+            self._on_event(ev)
+        self._tail_stop = stop
 
     def _run_raw(self, prompt: str) -> None:
         """/v1/completions: the prompt as given (special tokens kept), the output as raw text."""
@@ -370,8 +513,7 @@ class Generation:
         fmt, out = self.job.output_format, self.outcome
         if fmt is None or out.calls or self.cancel.is_set():  # cut short: by a stop sequence or the client
             return
-        stats = self._message.stats if self._message is not None else None
-        if stats is not None and stats.stop_reason == "length":
+        if self._stop_reason() == "length":
             return  # finish_reason "length": clients know the JSON is incomplete
         problem = structured.output_problem(fmt, out.final.strip())
         if problem is not None:
@@ -482,6 +624,12 @@ class Generation:
             call["thinking"] = self._round_reasoning
         self._feedback += [call, {"role": "tool", "name": name, "content": result}]
 
+    def _stop_reason(self) -> str:
+        """Why the generation ended: phase two's reason when there was one, else the turn's."""
+        if self._tail_stop is not None:
+            return self._tail_stop
+        return (self._message.stop_reason or "") if self._message is not None else ""
+
     def _finish(self) -> None:
         """Fill in the outcome's totals and finish reason from the finished message and stats."""
         out, message = self.outcome, self._message
@@ -493,8 +641,8 @@ class Generation:
             out.prompt_tokens = out.prompt_tokens or stats.prompt_tokens
         out.completion_tokens = self._engine.tokens
         out.reasoning_tokens = min(out.reasoning_tokens, out.completion_tokens)
-        if message is not None:
-            out.stop_reason = message.stop_reason or ""
+        if message is not None or self._tail_stop is not None:
+            out.stop_reason = self._stop_reason()
         elif not out.stop_reason:
             out.stop_reason = "error"
         if out.calls:

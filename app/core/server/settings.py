@@ -60,3 +60,6 @@ class ServerTesting:
     prompts: list[str] = field(default_factory=list)
     free_text: str | None = None
     grammars: list[str] = field(default_factory=list)
+    # False: the server's grammar covers the whole generation in one pass (scripted engines, which
+    # replay one script per generation, cannot be resumed for a lazy grammar's second phase).
+    lazy_grammar: bool = True

@@ -254,6 +254,19 @@ def _without_patterns(node: Any) -> Any:
     return node
 
 
+_CALL_HEADER: Final = re.compile(r"to=(?!assistant\b)\S")
+_FINAL_HEADER: Final = re.compile(r"<\|channel\|>\s*final\b")
+
+
+def opens_constrained(header: str, *, answer: bool, calls: bool) -> bool:
+    """Whether a message header (its text up to <|message|>) opens a message the grammar constrains:
+    a call (when calls are constrained) or the final answer (structured output, or tool_choice
+    "required", where an answer must become a call). Reasoning and preambles stay free."""
+    if _CALL_HEADER.search(header):
+        return calls
+    return answer and bool(_FINAL_HEADER.search(header))
+
+
 def _literal(text: str) -> str:
     return json.dumps(text)
 
@@ -268,13 +281,16 @@ def build_grammar(
     tools: Sequence[Mapping[str, Any]] | None,
     plan: ToolPlan,
     free_text: str | None = None,
+    tail: bool = False,
 ) -> str | None:
     """The GBNF grammar for one request, or None when nothing needs constraining.
 
     Needed for structured output, for tool_choice "required" or a named function (tools then
     holds only that one), and for strict function tools (a plain answer stays possible with
     tool_choice "auto"). Special tokens are written bare (`<|channel|>`); the engine allows the
-    stop token a branch ends with once the grammar is complete.
+    stop token a branch ends with once the grammar is complete. `tail`: only the message that must
+    be constrained (the answer or a call), for a generation whose reasoning ran unconstrained up to
+    that message's header (see generation.HeaderGate).
     """
     tools = list(tools or [])
     calls_forced = plan.mode == "required" and bool(tools)
@@ -304,13 +320,15 @@ def build_grammar(
         ends += [line.split(" ::= ", 1)[0] for line in call_rules]
     lead = "h-analysis | h-preamble" if tools else "h-analysis"
     rules = [
-        f"root ::= ( {lead} )* ( {' | '.join(ends)} )",
-        'h-analysis ::= <|channel|> "analysis" <|message|> h-free <|end|> <|start|> "assistant"',
+        f"root ::= {' | '.join(ends)}" if tail else f"root ::= ( {lead} )* ( {' | '.join(ends)} )",
         f"h-free ::= {free_text or FREE_TEXT}",
     ]
+    if not tail:
+        rules.append('h-analysis ::= <|channel|> "analysis" <|message|> h-free <|end|> <|start|> "assistant"')
+    if tools and not tail:
+        rules.append('h-preamble ::= <|channel|> "commentary" <|message|> h-free <|end|> <|start|> "assistant"')
     if tools:
         rules += [
-            'h-preamble ::= <|channel|> "commentary" <|message|> h-free <|end|> <|start|> "assistant"',
             'h-call-channel ::= "commentary" | "analysis"',
             'h-ctype ::= ( " " <|constrain|> "json" | <|constrain|> "json" | " json" )?',
             *call_rules,
