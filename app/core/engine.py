@@ -61,6 +61,11 @@ class Sampling:
     repeat_penalty: float = 1.0
     seed: int | None = None
     max_tokens: int | None = None
+    # OpenAI's penalties (llama.cpp's penalties sampler, over the last 64 tokens) and logit_bias
+    # (token id → bias added to its logit; -inf bans it). Used by the local API server.
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[int, float] | None = None
 
 
 @dataclass
@@ -629,6 +634,9 @@ class Engine:
             )
         if sampling.max_tokens is not None and sampling.max_tokens < 0:
             raise EngineError("max_tokens cannot be negative.")
+        bad = next((t for t in sampling.logit_bias or {} if not 0 <= t < self._n_vocab), None)
+        if bad is not None:
+            raise EngineError(f"logit_bias names token {bad}, outside the vocabulary (0–{self._n_vocab - 1}).")
         if grammar is not None:
             body, _ = split_grammar_stops(grammar, list(self._stop_texts))
             self._free_sampler(self._grammar_sampler(body))  # fail now, not mid-stream
@@ -662,8 +670,19 @@ class Engine:
         chain: ctypes.c_void_p = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         add = llama_cpp.llama_sampler_chain_add
         try:
-            if s.repeat_penalty and s.repeat_penalty != 1.0:
-                add(chain, llama_cpp.llama_sampler_init_penalties(64, float(s.repeat_penalty), 0.0, 0.0))
+            # --- penalties and logit_bias (API server) ---
+            repeat = float(s.repeat_penalty or 1.0)
+            if repeat != 1.0 or s.presence_penalty or s.frequency_penalty:
+                penalties = llama_cpp.llama_sampler_init_penalties(
+                    self._n_vocab, 64, repeat, float(s.frequency_penalty), float(s.presence_penalty)
+                )
+                add(chain, penalties)
+            if s.logit_bias:
+                user = (llama_cpp.llama_logit_bias * len(s.logit_bias))()
+                for k, (tid, bias) in enumerate(s.logit_bias.items()):
+                    user[k].token, user[k].bias = int(tid), float(bias)
+                add(chain, llama_cpp.llama_sampler_init_logit_bias(self._n_vocab, len(s.logit_bias), user))
+            # --- end penalties and logit_bias ---
             if grammar is not None:
                 body, named = split_grammar_stops(grammar, [t for t in self._stop_texts if t])
                 if named:

@@ -6,8 +6,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -18,7 +17,6 @@ try:  # openai ≥ 3 ships on httpx2; older releases on httpx (same API)
 except ImportError:  # pragma: no cover
     import httpx  # type: ignore[no-redef]
 
-from app.core.engine import LoadSettings  # noqa: E402
 from app.core.scheduler import EngineScheduler  # noqa: E402
 from app.core.scripted_engine import ScriptedEngine  # noqa: E402
 from app.core.server import (  # noqa: E402
@@ -33,92 +31,17 @@ from app.core.server import (  # noqa: E402
     parse_responses_request,
 )
 from app.core.server.generation import StopMatcher  # noqa: E402
-
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
-RESPONSES_WEATHER_TOOL = {"type": "function", **WEATHER_TOOL["function"]}  # the Responses API's flat shape
-
-
-def final_grammar(answer: str, reasoning: str = "[a-z ]{3,10}") -> str:
-    return (
-        f'root ::= <|channel|> "analysis" <|message|> {reasoning} <|end|> <|start|> "assistant" '
-        f'<|channel|> "final" <|message|> "{answer}" <|return|>'
-    )
-
-
-CALL_GRAMMAR = (
-    'root ::= <|channel|> "analysis" <|message|> [a-z ]{4,12} <|end|> <|start|> "assistant" '
-    '<|channel|> "commentary to=functions.get_weather " <|constrain|> "json" <|message|> "{\\"city\\":\\"Paris\\"}" <|call|>'
+from tests.core.server_support import (  # noqa: E402
+    CALL_GRAMMAR,
+    ENDLESS,
+    RESPONSES_WEATHER_TOOL,
+    WEATHER_TOOL,
+    Hook,
+    client,
+    final_grammar,
+    last_user_text,
+    wait_for,
 )
-ENDLESS = "root ::= [a-z ] root"
-
-
-def last_user_text(body: Mapping[str, Any]) -> str:
-    msgs = body.get("messages") or body.get("input")
-    if isinstance(msgs, str):
-        return msgs
-    for m in reversed(msgs or []):
-        if isinstance(m, Mapping) and m.get("role") == "user":
-            c = m.get("content")
-            return c if isinstance(c, str) else "".join(p.get("text", "") for p in c)
-    return ""
-
-
-class Hook:
-    """The test-only grammar hook: a function of the request body, replaceable per test."""
-
-    def __init__(self) -> None:
-        self.fn: Callable[[Mapping[str, Any]], str | None] = lambda body: final_grammar("hello there")
-
-    def __call__(self, body: Mapping[str, Any]) -> str | None:
-        return self.fn(body)
-
-
-@pytest.fixture(scope="module")
-def real() -> Iterator[tuple[ApiServer, Any, Hook]]:
-    pytest.importorskip("llama_cpp")
-    import tempfile
-
-    from app.core.engine import Engine
-    from tests.fixtures.gguf_factory import write_gpt_oss_gguf
-
-    tmp = Path(tempfile.mkdtemp(prefix="harmonica-server-"))
-    engine = Engine()
-    engine.load(write_gpt_oss_gguf(tmp / "tiny-gpt-oss.gguf"), LoadSettings(n_ctx=4096, n_threads=1))
-    hook = Hook()
-    server = ApiServer(EngineScheduler(engine), ServerSettings(port=0), testing=ServerTesting(grammar=hook))
-    server.start()
-    yield server, engine, hook
-    server.stop()
-    engine.unload()
-
-
-@pytest.fixture
-def srv(real: tuple[ApiServer, Any, Hook]) -> Iterator[tuple[ApiServer, Any, Hook]]:
-    server, engine, hook = real
-    hook.fn = lambda body: final_grammar("hello there")
-    assert server.testing is not None
-    server.testing.prompts.clear()
-    yield server, engine, hook
-    assert server.scheduler.state.running is None
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
-
-
-def client(server: ApiServer, key: str = "unused") -> Any:
-    return openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0, timeout=30)
-
 
 # --- the real engine through the openai client ------------------------------------------------
 
@@ -265,12 +188,10 @@ def test_tool_call_round_trip_streaming_and_responses(srv: tuple[ApiServer, Any,
         )
     )
     calls = [tc for ch in chunks if ch.choices for tc in (ch.choices[0].delta.tool_calls or [])]
-    assert (
-        len(calls) == 1
-        and calls[0].function.name == "get_weather"
-        and calls[0].index == 0
-        and calls[0].id.startswith("call_")
-    )
+    # The call's head (id, name), then its arguments in pieces, all at index 0.
+    assert calls[0].function.name == "get_weather" and calls[0].id.startswith("call_")
+    assert {c.index for c in calls} == {0} and all(c.id is None for c in calls[1:])
+    assert json.loads("".join(c.function.arguments or "" for c in calls)) == {"city": "Paris"}
     assert [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason] == [
         "tool_calls"
     ]
@@ -506,7 +427,9 @@ def test_api_key_and_browser_guards(real: tuple[ApiServer, Any, Hook]) -> None:
             assert h.get("/models", headers=auth).status_code == 200
             # DNS rebinding (foreign Host) and cross-site pages (foreign Origin) are refused.
             assert h.get("/models", headers={**auth, "host": "evil.example"}).status_code == 403
-            assert h.get("/models", headers={**auth, "origin": "https://evil.example"}).status_code == 403
+            # With a key set, a page from any site may try, but only with the key.
+            assert h.get("/models", headers={**auth, "origin": "https://app.example"}).status_code == 200
+            assert h.get("/models", headers={"origin": "https://evil.example"}).status_code == 401
             assert h.get("/models", headers={**auth, "origin": "http://localhost:3000"}).status_code == 200
         wait_for(lambda: len(server.request_log()) >= 7)
         assert [r.status for r in server.request_log()][:2] == [401, 401]
@@ -537,23 +460,6 @@ def test_port_in_use_is_a_clear_error_and_restart_works(real: tuple[ApiServer, A
 
 
 # --- scripted engine: exact shapes ----------------------------------------------------------------
-
-
-@pytest.fixture
-def scripted() -> Iterator[Callable[..., tuple[ApiServer, ScriptedEngine]]]:
-    made: list[ApiServer] = []
-
-    def make(*scripts: Any, settings: ServerSettings | None = None, **kw: Any) -> tuple[ApiServer, ScriptedEngine]:
-        e = ScriptedEngine(list(scripts), **kw)
-        e.load("scripted:gpt-oss-20b")
-        s = ApiServer(EngineScheduler(e), settings or ServerSettings(port=0), testing=ServerTesting())
-        s.start()
-        made.append(s)
-        return s, e
-
-    yield make
-    for s in made:
-        s.stop()
 
 
 def test_preamble_and_stop_sequences(scripted: Callable[..., tuple[ApiServer, ScriptedEngine]]) -> None:
@@ -724,11 +630,10 @@ def test_parse_requests_map_parameters() -> None:
             },
             "tools[0].function.name",
         ),
-        ({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "web_search"}]}, "tools[0].type"),
-        ({"messages": [{"role": "user", "content": "x"}], "frequency_penalty": 0.5}, "frequency_penalty"),
+        ({"messages": [{"role": "user", "content": "x"}], "frequency_penalty": 2.5}, "frequency_penalty"),
         (
-            {"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}},
-            "response_format",
+            {"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "xml"}},
+            "response_format.type",
         ),
         ({"messages": [{"role": "user", "content": "x"}], "stop": [1]}, "stop"),
         ({"messages": [{"role": "user", "content": "x"}], "model": 3}, "model"),
@@ -739,8 +644,8 @@ def test_parse_requests_map_parameters() -> None:
     for bad, param in [
         ({"input": []}, "input"),
         ({"input": [{"type": "function_call", "name": "f"}]}, "input[0].call_id"),
-        ({"input": [{"type": "web_search_call"}]}, "input[0].type"),
-        ({"input": "x", "text": {"format": {"type": "json_schema"}}}, "text.format"),
+        ({"input": [{"type": "telepathy"}]}, "input[0].type"),
+        ({"input": "x", "text": {"format": {"type": "json_schema", "name": "bad name"}}}, "text.format.name"),
     ]:
         with pytest.raises(Exception) as e:
             parse_responses_request(bad)
@@ -758,7 +663,7 @@ def test_field_table_names_real_sampling_settings_and_refuses_what_it_cannot_hon
         {"messages": [{"role": "user", "content": "x"}], "top_k": 40, "min_p": 0.05, "repeat_penalty": 1.1}
     )
     assert (job.sampling.top_k, job.sampling.min_p, job.sampling.repeat_penalty) == (40, 0.05, 1.1)
-    harmless = {"presence_penalty": 0, "frequency_penalty": 0.0, "n": 1, "logprobs": False, "top_logprobs": 0}
+    harmless = {"n": 1, "logprobs": False, "top_logprobs": 0}
     parse_chat_request({"messages": [{"role": "user", "content": "x"}], **harmless})
     for u in UNSUPPORTED_FIELDS:
         with pytest.raises(Exception) as e:

@@ -6,9 +6,11 @@ Split by job, after llama-cpp-python's server:
 - ``types``: the table of request fields (types, ranges) and the parsed GenerationRequest;
 - ``parsing``: request bodies → GenerationRequest (messages, tools, tool_choice, effort, stops);
 - ``generation``: one request's run_turn on a worker thread, bridged to the event loop;
-- ``chat_completions``, ``responses``: the two generating endpoints and their wire formats;
-- ``app``: ApiServer (lifecycle, routes, request log); ``guards``: key, Host and Origin checks
-  and the request log's records; ``network``: binding and LAN addresses; ``examples``: the
+- ``structured``: structured output and forced tool calls: JSON schema → GBNF over harmony, the
+  developer message's Response Formats section, validation and argument repair;
+- ``chat_completions``, ``responses``, ``completions``: the generating endpoints and their wire formats;
+- ``app``: ApiServer (lifecycle, routes, request log); ``guards``: key, Host and Origin checks,
+  CORS, body size and request-count limits, and the request log's records; ``network``: binding and LAN addresses; ``examples``: the
   client snippet the UI shows.
 To add an endpoint, write it as ``async def endpoint(server, request)`` in its own module (or
 beside its relatives) and add one line to ``ApiServer._build_app``; raise ApiError for any

@@ -13,18 +13,21 @@ from typing import TYPE_CHECKING, Any
 
 from app.core.scheduler import EngineScheduler
 from app.core.server.chat_completions import create_chat_completion
+from app.core.server.completions import create_completion
 from app.core.server.errors import ApiError, ServerError, error_response, exception_handlers, no_model
 from app.core.server.generation import Generation
-from app.core.server.guards import Guard, RequestRecord
+from app.core.server.guards import Guard, RequestRecord, busy
 from app.core.server.network import bind, is_loopback_name, lan_addresses
 from app.core.server.parsing import ReasoningMemory
-from app.core.server.responses import ResponseStore, create_response
-from app.core.server.settings import CLIENT_NAME, LOOPBACK, MAX_IN_FLIGHT, ServerSettings, ServerTesting
+from app.core.server.responses import ResponseStore, create_response, get_response
+from app.core.server.settings import CLIENT_NAME, LOOPBACK, ServerSettings, ServerTesting
 from app.core.server.types import GenerationRequest
 
 if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
+
+    from app.core.engine import ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,11 @@ class ApiServer:
         self._log_lock = threading.Lock()
         self._log_listeners: list[Callable[[RequestRecord], None]] = []
         self._active: set[Generation] = set()
+        self.in_flight = 0  # POST requests being read, queued or generating (the Guard counts them)
+        # Where Harmonica's web browsing is on, the UI sets this to a factory of browser sessions
+        # (objects with call(function, arguments) -> ToolOutcome and close()); a request's web_search
+        # tool is then served by the browser. None: web_search tools are left out (and logged).
+        self.browser: Callable[[], Any] | None = None
         self._uvicorn: Any = None
         self._thread: threading.Thread | None = None
         self._port = 0
@@ -224,13 +232,17 @@ class ApiServer:
 
             return Route(path, handle, methods=[method])
 
-        routes = [
-            route("/v1/models", _models, "GET"),
-            route("/v1/models/{model_id:path}", _model, "GET"),
-            route("/v1/chat/completions", create_chat_completion, "POST"),
-            route("/v1/responses", create_response, "POST"),
-            route("/health", _health, "GET"),
+        api: list[tuple[str, Endpoint, str]] = [
+            ("/models", _models, "GET"),
+            ("/models/{model_id:path}", _model, "GET"),
+            ("/chat/completions", create_chat_completion, "POST"),
+            ("/responses", create_response, "POST"),
+            ("/responses/{response_id}", get_response, "GET"),
+            ("/completions", create_completion, "POST"),
         ]
+        # Every path with and without /v1: some clients are configured with the bare host as base URL.
+        routes = [route(prefix + path, fn, method) for prefix in ("/v1", "") for path, fn, method in api]
+        routes.append(route("/health", _health, "GET"))
         return Guard(self, Starlette(routes=routes, exception_handlers=exception_handlers()))
 
     # --- what the endpoints share ----------------------------------------------------------------
@@ -248,7 +260,7 @@ class ApiServer:
         card: dict[str, Any] = {
             "id": model_id,
             "object": "model",
-            "created": int(info.loaded_at) if info is not None else 0,
+            "created": _created(info),
             "owned_by": "harmonica",
         }
         if info is not None:
@@ -259,36 +271,62 @@ class ApiServer:
         """Start generating for a validated request (it queues for its turn); raises ApiError."""
         if self.scheduler.engine is None or self.scheduler.engine.info is None:
             raise no_model()
-        if len(self._active) >= MAX_IN_FLIGHT:
-            raise ApiError(
-                429, f"{MAX_IN_FLIGHT} requests are already waiting; try again later.", type="rate_limit_error"
-            )
+        if len(self._active) >= self.settings.max_in_flight:
+            raise busy(self.settings.max_in_flight)
         testing = self.testing
+        forced = testing.grammar(job.body) if testing is not None and testing.grammar is not None else None
         gen = Generation(
             job,
             asyncio.get_running_loop(),
             self.scheduler.client(self.client_name),
             memory=self.reasoning_memory,
-            grammar=testing.grammar(job.body) if testing is not None and testing.grammar is not None else None,
-            prompts=testing.prompts if testing is not None else None,
+            grammar=forced,
+            testing=testing,
+            browser=self.browser,
         )
         self._active.add(gen)
         request.scope.setdefault("state", {})["generation"] = gen
         request.scope["state"]["stream"] = job.stream
+        for note in job.notes:
+            log.info("API request: %s", note)
+        gen.watch(request)
         gen.start()
         return gen
 
     def forget(self, gen: Generation) -> None:
         """A request's generation is over and logged."""
+        gen.unwatch()
         self._active.discard(gen)
+
+    @property
+    def browsing(self) -> bool:
+        """Whether a web_search tool can be served (Harmonica's browsing is on)."""
+        return self.browser is not None
 
 
 # --- small endpoints ---------------------------------------------------------------------------------
 
+_STARTED = int(time.time())
 
-async def _health(server: ApiServer, _request: Request) -> Response:
+
+def _created(info: ModelInfo | None) -> int:
+    """A model's `created`: when its file was written (clients sort and cache by it), else this run's start."""
+    if info is None or info.source != "file":
+        return _STARTED
+    try:
+        return int(info.path.stat().st_mtime)
+    except OSError:
+        return _STARTED
+
+
+async def _health(server: ApiServer, request: Request) -> Response:
     from starlette.responses import JSONResponse
 
+    # What runs here and who is waiting is for this computer, or for clients that have the key
+    # (with a key set, the Guard let only those through); a LAN client without a key learns only "ok".
+    client = request.client.host if request.client is not None else ""
+    if not server.api_key and not is_loopback_name(client):
+        return JSONResponse({"status": "ok"})
     return JSONResponse({"status": "ok", "model": server.model_id(), "queue": server.scheduler.state.describe()})
 
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from app.core.server.generation import Generation, Outcome
+from app.core.server.generation import Generation, Outcome, argument_pieces
 from app.core.server.parsing import parse_chat_request
 from app.core.server.types import GenerationRequest
 from app.core.server.wire import SSE_HEADERS, disconnected_response, read_body, run_to_end, sse, stop_if_abandoned
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 async def create_chat_completion(server: ApiServer, request: Request) -> Response:
     from starlette.responses import JSONResponse, StreamingResponse
 
-    job = parse_chat_request(await read_body(request), server.reasoning_memory)
+    job = parse_chat_request(await read_body(request), server.reasoning_memory, browsing=server.browsing)
     gen = server.begin(job, request)
     reply = _Reply("chatcmpl-" + secrets.token_hex(12), int(time.time()), server.model_id() or "gpt-oss")
     kind, value = await gen.first_event()
@@ -36,7 +36,7 @@ async def create_chat_completion(server: ApiServer, request: Request) -> Respons
         return disconnected_response()
     if gen.outcome.error is not None:
         raise gen.outcome.error
-    return JSONResponse(reply.completion(gen.outcome))
+    return JSONResponse(reply.completion(gen.outcome, job.exclude_reasoning))
 
 
 @dataclass(frozen=True)
@@ -47,10 +47,11 @@ class _Reply:
     created: int
     model: str
 
-    def completion(self, out: Outcome) -> dict[str, Any]:
+    def completion(self, out: Outcome, exclude_reasoning: bool = False) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": out.content or None}
-        if out.reasoning:
-            message["reasoning_content"] = out.reasoning
+        if out.reasoning and not exclude_reasoning:
+            # Both names: llama.cpp/vLLM/DeepSeek clients read reasoning_content, OpenRouter-style ones reasoning.
+            message["reasoning_content"] = message["reasoning"] = out.reasoning
         if out.calls:
             message["tool_calls"] = [c.chat_shape() for c in out.calls]
         return {
@@ -93,14 +94,19 @@ async def _chunks(gen: Generation, job: GenerationRequest, reply: _Reply) -> Asy
         last = ""
         async for kind, value in gen.items():
             if kind == "reasoning":
-                yield reply.chunk({"reasoning_content": value})
+                if not job.exclude_reasoning:
+                    yield reply.chunk({"reasoning_content": value, "reasoning": value})
             elif kind in ("final", "preamble"):
                 if kind == "final" and last == "preamble":
                     value = "\n\n" + value  # as in the non-streamed content
                 last = kind
                 yield reply.chunk({"content": value})
             elif kind == "call":
-                yield reply.chunk({"tool_calls": [{"index": n_calls, **value.chat_shape()}]})
+                # The call's head first, then its arguments in pieces, as OpenAI streams them.
+                head = {"index": n_calls, "id": value.id, "type": "function"}
+                yield reply.chunk({"tool_calls": [{**head, "function": {"name": value.name, "arguments": ""}}]})
+                for piece in argument_pieces(value.arguments):
+                    yield reply.chunk({"tool_calls": [{"index": n_calls, "function": {"arguments": piece}}]})
                 n_calls += 1
             elif kind == "error":
                 yield sse(value.body())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from app.core.chat import ChatError, ContextOverflowError
+from app.core.chat import MIN_ANSWER_TOKENS, ChatError, ContextOverflowError
 from app.core.engine import EngineError
 from app.core.errors import HarmonicaError
 
@@ -31,6 +31,7 @@ class ApiError(HarmonicaError):
         type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -38,6 +39,7 @@ class ApiError(HarmonicaError):
         self.type = type
         self.param = param
         self.code = code
+        self.headers = headers or {}  # extra response headers, e.g. Retry-After on a 429
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -62,7 +64,14 @@ def api_error_for(exc: BaseException) -> ApiError:
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, ContextOverflowError):
-        return ApiError(400, str(exc), param="messages", code="context_length_exceeded")
+        # OpenAI's wording first: LiteLLM, LangChain and others recognise a context error by it.
+        message = (
+            f"This model's maximum context length is {exc.n_ctx} tokens. However, your messages resulted in "
+            f"{exc.prompt_tokens} tokens (and at least {MIN_ANSWER_TOKENS} more are needed for the answer). "
+            "Please reduce the length of the messages, or reload the model in Harmonica with a larger context "
+            "(code: context_length_exceeded)."  # LangChain looks for the code in the message text
+        )
+        return ApiError(400, message, param="messages", code="context_length_exceeded")
     text = str(exc)
     if "No model is loaded" in text:
         return no_model()
@@ -77,13 +86,13 @@ def error_response(request: Request, err: ApiError) -> JSONResponse:
     from starlette.responses import JSONResponse
 
     request.scope.setdefault("state", {})["note"] = err.message
-    return JSONResponse(err.body(), status_code=err.status)
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers or None)
 
 
 # --- Starlette exception handlers: every error leaves the app in OpenAI's shape ---------------------
 
 _HTTP_MESSAGES = {
-    404: "Unknown path. This server offers /v1/models, /v1/chat/completions and /v1/responses.",
+    404: "Unknown path. This server offers /v1/models, /v1/chat/completions, /v1/responses and /v1/completions.",
     405: "This path does not accept that HTTP method.",
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import os
 import socket
@@ -32,6 +33,30 @@ def is_loopback_name(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def is_ip_literal(host: str) -> bool:
+    """An IPv4 or IPv6 address (brackets allowed), not a name: a Host like this cannot be rebound."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=1)
+def local_names() -> frozenset[str]:
+    """This computer's own host names (as other devices may address it), lower-case."""
+    # gethostname only: getfqdn may wait on a DNS server, and the names it adds are rarely used.
+    names: set[str] = set()
+    try:
+        name = socket.gethostname().strip().lower().rstrip(".")
+    except OSError:
+        name = ""
+    if name:
+        short = name.split(".")[0]
+        names.update({name, short, short + ".local"})
+    return frozenset(names - {"localhost", ""})
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -13,10 +13,12 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from app.core import chat
 from app.core.server.errors import invalid
+from app.core.server.structured import ToolPlan, check_schema, read_output_format
 from app.core.server.types import GenerationRequest, read_bool, read_effort, read_sampling
 
 _TOOL_NAME_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -24,6 +26,9 @@ _TEXT_PARTS: Final = ("text", "input_text", "output_text", "reasoning_text", "su
 _NON_TEXT_PARTS: Final = ("image_url", "input_image", "input_audio", "input_file", "file")
 _CHAT_ROLES: Final = ("system", "developer", "user", "assistant", "tool", "function")
 _MAX_STOPS: Final = 4
+# Responses input items of hosted tools (web_search_call, custom_tool_call_output, …) that clients
+# such as Codex send back: this server has no such tool, so they are left out, not refused.
+_SKIPPED_ITEM_SUFFIXES: Final = ("_call", "_call_output", "item_reference")
 
 
 class ReasoningMemory:
@@ -100,23 +105,64 @@ def _check_model(body: Mapping[str, Any]) -> None:
         raise invalid("'model' must be a string.", "model")
 
 
-def _function_tools(tools: Any, flat: bool) -> list[dict[str, Any]] | None:
-    """Validate OpenAI function tools (chat: {"type","function":{...}}; responses: flat)."""
+# Tool types other clients send that this server cannot run itself; they are left out (and
+# noted in the log) rather than refusing the request. web_search is served by the browser when
+# Harmonica's browsing is on.
+_WEB_SEARCH_TOOLS: Final = ("web_search", "web_search_preview", "web_search_2025_08_26")
+
+
+@dataclass
+class ToolSet:
+    """A request's tools after reading: function tools (namespaces flattened), builtins, notes."""
+
+    functions: list[dict[str, Any]] = field(default_factory=list)
+    namespaces: dict[str, str] = field(default_factory=dict)  # function name → namespace
+    strict: set[str] = field(default_factory=set)
+    builtin: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _tools(tools: Any, flat: bool, browsing: bool) -> ToolSet:
+    """Validate OpenAI tools (chat: {"type","function":{...}}; responses: flat), keeping what can be used."""
+    out = ToolSet()
     if tools is None:
-        return None
+        return out
     if not isinstance(tools, list):
-        raise invalid("'tools' must be a list of function tools.", "tools")
-    out = [_function_tool(tool, f"tools[{i}]", flat) for i, tool in enumerate(tools)]
-    return out or None
+        raise invalid("'tools' must be a list of tools.", "tools")
+    for i, tool in enumerate(tools):
+        where = f"tools[{i}]"
+        if not isinstance(tool, Mapping):
+            raise invalid(f"'{where}' must be an object.", where)
+        kind = tool.get("type", "function")
+        if kind == "function":
+            _add_function(out, tool, where, flat, None)
+        elif kind == "namespace":
+            ns = tool.get("name")
+            inner = tool.get("tools")
+            if not isinstance(ns, str) or not isinstance(inner, list):
+                raise invalid(f"'{where}' must have a name and a list of tools.", where)
+            for j, sub in enumerate(inner):
+                sub_where = f"{where}.tools[{j}]"
+                if isinstance(sub, Mapping) and sub.get("type", "function") == "function":
+                    _add_function(out, sub, sub_where, True, ns)
+                else:
+                    out.notes.append(f"left out {sub_where}: only function tools of a namespace can be used")
+        elif kind in _WEB_SEARCH_TOOLS:
+            if browsing:
+                if "browser" not in out.builtin:
+                    out.builtin.append("browser")
+            else:
+                out.notes.append(f"left out {where} ({kind}): web browsing is off in Harmonica")
+        else:
+            out.notes.append(f"left out {where}: tools of type {json.dumps(kind)} are not available here")
+    names = [t["function"]["name"] for t in out.functions]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise invalid(f"Two tools share the name {json.dumps(dupes[0])}; tool names must be unique.", "tools")
+    return out
 
 
-def _function_tool(tool: Any, where: str, flat: bool) -> dict[str, Any]:
-    if not isinstance(tool, Mapping):
-        raise invalid(f"'{where}' must be an object.", where)
-    if tool.get("type", "function") != "function":
-        raise invalid(
-            f"Only function tools are supported; '{where}' is of type {json.dumps(tool.get('type'))}.", f"{where}.type"
-        )
+def _add_function(out: ToolSet, tool: Mapping[str, Any], where: str, flat: bool, namespace: str | None) -> None:
     fn = tool if flat else tool.get("function")
     prefix = where if flat else f"{where}.function"
     if not isinstance(fn, Mapping):
@@ -132,25 +178,64 @@ def _function_tool(tool: Any, where: str, flat: bool) -> dict[str, Any]:
     params = fn.get("parameters")
     if params is not None and not isinstance(params, Mapping):
         raise invalid(f"'{prefix}.parameters' must be a JSON schema object.", f"{prefix}.parameters")
+    strict = fn.get("strict") is True
+    if strict:
+        check_schema(params or {"type": "object", "properties": {}}, f"{prefix}.parameters", strict=True)
+        out.strict.add(name)
     entry: dict[str, Any] = {"name": name, "description": desc or ""}
     if params:
         entry["parameters"] = dict(params)
-    return {"type": "function", "function": entry}
+    out.functions.append({"type": "function", "function": entry})
+    if namespace is not None:
+        out.namespaces[name] = namespace
 
 
-def _tool_choice(choice: Any, tools: list[dict[str, Any]] | None, flat: bool) -> list[dict[str, Any]] | None:
-    """Apply tool_choice: "none" hides the tools; a named function keeps only that one."""
-    if choice is None or choice in ("auto", "required"):
-        return tools
+def _tool_choice(choice: Any, tools: ToolSet, flat: bool) -> tuple[list[dict[str, Any]] | None, ToolPlan]:
+    """Apply tool_choice: "none" hides the tools; "required" and a named function are enforced by grammar."""
+    functions = tools.functions
+
+    def plan(mode: str, kept: list[dict[str, Any]]) -> tuple[list[dict[str, Any]] | None, ToolPlan]:
+        names = {t["function"]["name"] for t in kept}
+        strict = frozenset(n for n in tools.strict if n in names)
+        if mode == "required" and not kept:
+            raise invalid('tool_choice is "required" but the request has no function tools.', "tool_choice")
+        if mode == "required":  # the grammar will be built from every kept tool's parameters
+            for t in kept:
+                fn = t["function"]
+                if fn["name"] not in strict:  # strict ones were checked already
+                    check_schema(fn.get("parameters") or {"type": "object"}, f"tools ({fn['name']})", strict=False)
+        return (kept or None), ToolPlan(mode, strict)
+
+    if choice is None or choice == "auto":
+        return plan("auto", functions)
+    if choice == "required":
+        return plan("required", functions)
     if choice == "none":
-        return None
-    if isinstance(choice, Mapping) and choice.get("type") == "function":
-        fn = choice if flat else choice.get("function")
-        name = fn.get("name") if isinstance(fn, Mapping) else None
-        picked = [t for t in tools or [] if t["function"]["name"] == name]
-        if not picked:
-            raise invalid(f"tool_choice names the function {json.dumps(name)}, which is not in 'tools'.", "tool_choice")
-        return picked
+        return None, ToolPlan("none")
+    if isinstance(choice, Mapping):
+        kind = choice.get("type")
+        if kind == "function":
+            fn = choice if flat or "name" in choice else choice.get("function")
+            name = fn.get("name") if isinstance(fn, Mapping) else None
+            picked = [t for t in functions if t["function"]["name"] == name]
+            if not picked:
+                raise invalid(
+                    f"tool_choice names the function {json.dumps(name)}, which is not in 'tools'.", "tool_choice"
+                )
+            return plan("required", picked)
+        if kind == "allowed_tools":
+            allowed = choice.get("tools")
+            names = {
+                (t.get("name") or (t.get("function") or {}).get("name"))
+                for t in allowed or []
+                if isinstance(t, Mapping)
+            }
+            mode = choice.get("mode", "auto")
+            if mode not in ("auto", "required"):
+                raise invalid("tool_choice.mode must be auto or required.", "tool_choice.mode")
+            return plan(str(mode), [t for t in functions if t["function"]["name"] in names])
+        if kind in _WEB_SEARCH_TOOLS or kind in ("file_search", "code_interpreter", "mcp", "custom"):
+            return plan("auto", functions)  # a hosted tool this server serves (or left out): like auto
     raise invalid('\'tool_choice\' must be "none", "auto", "required" or a function.', "tool_choice")
 
 
@@ -170,15 +255,20 @@ def _function_call(call_id: str | None, name: str, arguments: Any) -> dict[str, 
 # --- /v1/chat/completions --------------------------------------------------------------------------
 
 
-def parse_chat_request(body: Mapping[str, Any], memory: ReasoningMemory | None = None) -> GenerationRequest:
-    """Validate a /v1/chat/completions body; raises ApiError (400) naming the bad parameter."""
+def parse_chat_request(
+    body: Mapping[str, Any], memory: ReasoningMemory | None = None, *, browsing: bool = False
+) -> GenerationRequest:
+    """Validate a /v1/chat/completions body; raises ApiError (400) naming the bad parameter.
+
+    `browsing`: Harmonica's web browsing is on, so a web_search tool is served by the browser.
+    """
     _check_model(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise invalid("'messages' must be a non-empty list of messages.", "messages")
     out = [_chat_message(m, f"messages[{i}]", memory) for i, m in enumerate(messages)]
-    tools = _tool_choice(body.get("tool_choice"), _function_tools(body.get("tools"), flat=False), flat=False)
-    _response_format(body)
+    toolset = _tools(body.get("tools"), flat=False, browsing=browsing)
+    tools, plan = _tool_choice(body.get("tool_choice"), toolset, flat=False)
     opts = body.get("stream_options")
     return GenerationRequest(
         "chat",
@@ -190,6 +280,12 @@ def parse_chat_request(body: Mapping[str, Any], memory: ReasoningMemory | None =
         include_usage=bool(isinstance(opts, Mapping) and opts.get("include_usage")),
         stop=_stops(body.get("stop")),
         body=body,
+        output_format=read_output_format(body.get("response_format"), "response_format", nested=True),
+        tool_plan=plan,
+        builtin_tools=toolset.builtin if plan.mode != "none" else [],
+        namespaces=toolset.namespaces,
+        exclude_reasoning=_exclude_reasoning(body),
+        notes=toolset.notes,
     )
 
 
@@ -249,20 +345,32 @@ def _chat_tool_calls(calls: Any, where: str) -> list[dict[str, Any]]:
 
 
 def _chat_effort(body: Mapping[str, Any]) -> str:
-    """reasoning_effort, or the responses-style reasoning.effort some clients send instead."""
+    """reasoning_effort, else the fallbacks other servers' clients send, in this order:
+    reasoning.effort (responses/OpenRouter style), chat_template_kwargs.reasoning_effort
+    (vLLM/llama-server style), chat_template_kwargs.enable_thinking false (Qwen style: gpt-oss
+    always reasons, so the least: low)."""
+    if body.get("reasoning_effort") is not None:
+        return read_effort(body.get("reasoning_effort"), "reasoning_effort")
     reasoning = body.get("reasoning")
-    if body.get("reasoning_effort") is None and isinstance(reasoning, Mapping):
+    if isinstance(reasoning, Mapping) and reasoning.get("effort") is not None:
         return read_effort(reasoning.get("effort"), "reasoning.effort")
-    return read_effort(body.get("reasoning_effort"), "reasoning_effort")
+    kwargs = body.get("chat_template_kwargs")
+    if kwargs is not None and not isinstance(kwargs, Mapping):
+        raise invalid("'chat_template_kwargs' must be an object.", "chat_template_kwargs")
+    kwargs = kwargs or {}
+    if kwargs.get("reasoning_effort") is not None:
+        return read_effort(kwargs.get("reasoning_effort"), "chat_template_kwargs.reasoning_effort")
+    if kwargs.get("enable_thinking") is False or (isinstance(reasoning, Mapping) and reasoning.get("enabled") is False):
+        return "low"
+    return read_effort(None, "reasoning_effort")
 
 
-def _response_format(body: Mapping[str, Any]) -> None:
-    """Only plain text output is offered; anything else is refused rather than ignored."""
-    fmt = body.get("response_format")
-    if fmt is not None and not (isinstance(fmt, Mapping) and fmt.get("type") == "text"):
-        raise invalid(
-            "This server does not support structured output ('response_format'); leave it out.", "response_format"
-        )
+def _exclude_reasoning(body: Mapping[str, Any]) -> bool:
+    """reasoning: {"exclude": true} (OpenRouter) or include_reasoning: false: leave reasoning out of the reply."""
+    reasoning = body.get("reasoning")
+    if isinstance(reasoning, Mapping) and reasoning.get("exclude") is not None:
+        return read_bool(reasoning, "exclude", False)
+    return body.get("include_reasoning") is False
 
 
 def _stops(stop: Any) -> list[str]:
@@ -279,7 +387,11 @@ def _stops(stop: Any) -> list[str]:
 
 
 def parse_responses_request(
-    body: Mapping[str, Any], memory: ReasoningMemory | None = None, history: list[dict[str, Any]] | None = None
+    body: Mapping[str, Any],
+    memory: ReasoningMemory | None = None,
+    history: list[dict[str, Any]] | None = None,
+    *,
+    browsing: bool = False,
 ) -> GenerationRequest:
     """Validate a /v1/responses body; `history` is the stored conversation of previous_response_id."""
     _check_model(body)
@@ -296,12 +408,18 @@ def parse_responses_request(
     instructions = body.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
         raise invalid("'instructions' must be a string.", "instructions")
-    tools = _tool_choice(body.get("tool_choice"), _function_tools(body.get("tools"), flat=True), flat=True)
+    toolset = _tools(body.get("tools"), flat=True, browsing=browsing)
+    tools, plan = _tool_choice(body.get("tool_choice"), toolset, flat=True)
     reasoning = body.get("reasoning")
     if reasoning is not None and not isinstance(reasoning, Mapping):
         raise invalid('\'reasoning\' must be an object such as {"effort": "high"}.', "reasoning")
     effort = read_effort((reasoning or {}).get("effort"), "reasoning.effort")
-    _text_format(body)
+    summary = (reasoning or {}).get("summary")
+    if summary is not None and summary not in ("auto", "concise", "detailed"):
+        raise invalid("'reasoning.summary' must be auto, concise or detailed.", "reasoning.summary")
+    text_cfg = body.get("text")
+    if text_cfg is not None and not isinstance(text_cfg, Mapping):
+        raise invalid('\'text\' must be an object such as {"format": {"type": "text"}}.', "text")
     msgs = reader.messages
     full = ([{"role": "developer", "content": _defuse(instructions)}] if instructions else []) + msgs
     return GenerationRequest(
@@ -314,15 +432,15 @@ def parse_responses_request(
         body=body,
         store=read_bool(body, "store", True),
         input_messages=msgs,
+        output_format=read_output_format((text_cfg or {}).get("format"), "text.format", nested=False),
+        tool_plan=plan,
+        builtin_tools=toolset.builtin if plan.mode != "none" else [],
+        namespaces=toolset.namespaces,
+        exclude_reasoning=_exclude_reasoning(body),
+        reasoning_summary=summary,
+        echo_tools=[dict(t) for t in body.get("tools") or [] if isinstance(t, Mapping)],
+        notes=toolset.notes + reader.notes,
     )
-
-
-def _text_format(body: Mapping[str, Any]) -> None:
-    """Only plain text output is offered; anything else is refused rather than ignored."""
-    text_cfg = body.get("text")
-    fmt = text_cfg.get("format") if isinstance(text_cfg, Mapping) else None
-    if isinstance(fmt, Mapping) and fmt.get("type") != "text":
-        raise invalid("This server does not support structured output ('text.format'); leave it out.", "text.format")
 
 
 class _InputReader:
@@ -337,6 +455,7 @@ class _InputReader:
         self._memory = memory
         self._pending_reasoning = ""
         self._last_was_call = False
+        self.notes: list[str] = []
 
     def add(self, item: Any, where: str) -> None:
         if not isinstance(item, Mapping):
@@ -345,12 +464,21 @@ class _InputReader:
         if kind == "message":
             self._message(item, where)
         elif kind == "reasoning":
-            parts = item.get("content") or item.get("summary") or []
-            self._pending_reasoning += _text_parts(parts, f"{where}.content")
+            # The full reasoning, else what this server sent as "encrypted" reasoning (the same text),
+            # else the summary.
+            text = _text_parts(item.get("content") or [], f"{where}.content")
+            encrypted = item.get("encrypted_content")
+            if not text and isinstance(encrypted, str):
+                text = encrypted
+            if not text:
+                text = _text_parts(item.get("summary") or [], f"{where}.summary")
+            self._pending_reasoning += text
         elif kind == "function_call":
             self._function_call(item, where)
         elif kind == "function_call_output":
             self._function_call_output(item, where)
+        elif isinstance(kind, str) and kind.endswith(_SKIPPED_ITEM_SUFFIXES):
+            self.notes.append(f"left out {where} ({kind}): this server has no such tool")
         else:
             raise invalid(
                 f"Input items of type {json.dumps(kind)} are not supported here ('{where}').", f"{where}.type"

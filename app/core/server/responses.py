@@ -11,12 +11,12 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from app.core.server.errors import ApiError, invalid
-from app.core.server.generation import Call, Generation, Outcome
+from app.core.server.generation import Call, Generation, Outcome, argument_pieces
 from app.core.server.parsing import parse_responses_request
 from app.core.server.settings import MAX_STORED_RESPONSES
 from app.core.server.types import GenerationRequest
@@ -34,8 +34,13 @@ class ResponseStore:
 
     def __init__(self, size: int = MAX_STORED_RESPONSES) -> None:
         self._items: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+        self._objects: dict[str, dict[str, Any]] = {}  # the response objects, for GET /v1/responses/{id}
         self._size = size
         self._lock = threading.Lock()
+
+    def response(self, response_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._objects.get(response_id)
 
     def conversation(self, response_id: Any) -> list[dict[str, Any]] | None:
         if not isinstance(response_id, str):
@@ -43,8 +48,8 @@ class ResponseStore:
         with self._lock:
             return self._items.get(response_id)
 
-    def remember(self, response_id: str, job: GenerationRequest, out: Outcome) -> None:
-        """Keep a stored response's conversation for previous_response_id."""
+    def remember(self, response_id: str, job: GenerationRequest, out: Outcome, obj: dict[str, Any]) -> None:
+        """Keep a stored response (its object, and its conversation for previous_response_id)."""
         if not job.store:
             return
         convo = [dict(m) for m in job.input_messages]
@@ -58,8 +63,10 @@ class ResponseStore:
             convo.append({"role": "assistant", "content": out.content})
         with self._lock:
             self._items[response_id] = convo
+            self._objects[response_id] = obj
             while len(self._items) > self._size:
-                self._items.popitem(last=False)
+                old, _ = self._items.popitem(last=False)
+                self._objects.pop(old, None)
 
 
 async def create_response(server: ApiServer, request: Request) -> Response:
@@ -72,7 +79,7 @@ async def create_response(server: ApiServer, request: Request) -> Response:
         history = server.responses.conversation(prev)
         if history is None:
             raise invalid(f"Previous response with id {json.dumps(prev)} not found.", "previous_response_id")
-    job = parse_responses_request(body, server.reasoning_memory, history)
+    job = parse_responses_request(body, server.reasoning_memory, history, browsing=server.browsing)
     gen = server.begin(job, request)
     meta = _Response("resp_" + secrets.token_hex(16), time.time(), server.model_id() or "gpt-oss", job)
     kind, value = await gen.first_event()
@@ -88,8 +95,22 @@ async def create_response(server: ApiServer, request: Request) -> Response:
     if out.error is not None:
         raise out.error
     status = _finished_status(out)
-    server.responses.remember(meta.id, job, out)
-    return JSONResponse(meta.object(status, output_items(out, status), out.usage_responses()))
+    obj = meta.object(status, output_items(out, status, job), out.usage_responses())
+    server.responses.remember(meta.id, job, out, obj)
+    return JSONResponse(obj)
+
+
+async def get_response(server: ApiServer, request: Request) -> Response:
+    """GET /v1/responses/{id}: a stored response, as it was returned."""
+    from starlette.responses import JSONResponse
+
+    rid = request.path_params["response_id"]
+    obj = server.responses.response(rid)
+    if obj is None:
+        raise ApiError(
+            404, f"No stored response with id {json.dumps(rid)}.", type="not_found_error", param="response_id"
+        )
+    return JSONResponse(obj)
 
 
 def _finished_status(out: Outcome) -> str:
@@ -109,16 +130,10 @@ class _Response:
         self, status: str, output: list[dict[str, Any]], usage: dict[str, Any] | None, error: ApiError | None = None
     ) -> dict[str, Any]:
         job, body = self.job, self.job.body
-        tools = [
-            {
-                "type": "function",
-                "name": t["function"]["name"],
-                "description": t["function"]["description"],
-                "parameters": t["function"].get("parameters"),
-                "strict": False,
-            }
-            for t in job.tools or []
-        ]
+        text_cfg = body.get("text")
+        fmt = text_cfg.get("format") if isinstance(text_cfg, Mapping) else None
+        if not isinstance(fmt, Mapping):
+            fmt = {"type": "text"}
         return {
             "id": self.id,
             "object": "response",
@@ -133,12 +148,12 @@ class _Response:
             "metadata": body.get("metadata") or {},
             "parallel_tool_calls": False,
             "tool_choice": body.get("tool_choice") or "auto",
-            "tools": tools,
+            "tools": job.echo_tools,
             "temperature": job.sampling.temperature,
             "top_p": job.sampling.top_p,
             "max_output_tokens": job.sampling.max_tokens,
-            "reasoning": {"effort": job.effort, "summary": None},
-            "text": {"format": {"type": "text"}},
+            "reasoning": {"effort": job.effort, "summary": job.reasoning_summary},
+            "text": {"format": fmt},
             "previous_response_id": body.get("previous_response_id"),
             "store": job.store,
             "truncation": "disabled",
@@ -149,13 +164,36 @@ class _Response:
 # --- output items ----------------------------------------------------------------------------------
 
 
-def _reasoning_item(text: str, status: str) -> dict[str, Any]:
+# reasoning.summary "auto" and "concise": the reasoning's first paragraph, cut to this length.
+SUMMARY_CHARS = 400
+
+
+def reasoning_summary(text: str, mode: str | None) -> str | None:
+    """The summary a client asked for: "detailed" is the raw reasoning itself; "auto" and "concise"
+    its opening (gpt-oss writes no separate summary, and a second generation would cost a turn)."""
+    if mode is None or not text.strip():
+        return None
+    if mode == "detailed":
+        return text
+    first = text.strip().split("\n\n", 1)[0]
+    return first if len(first) <= SUMMARY_CHARS else first[: SUMMARY_CHARS - 1].rstrip() + "…"
+
+
+def _wants_encrypted(job: GenerationRequest) -> bool:
+    """include: ["reasoning.encrypted_content"] (Codex, store=false): the client keeps the reasoning
+    and sends it back with the tool results, as gpt-oss needs during a tool loop. Nothing here is
+    secret from the user, so the "encrypted" content is the reasoning itself."""
+    include = job.body.get("include")
+    return isinstance(include, list) and "reasoning.encrypted_content" in include
+
+
+def _reasoning_item(text: str, status: str, summary: str | None = None) -> dict[str, Any]:
     # An item opened for streaming starts empty; its text arrives as deltas and fills it when done.
     content = [] if status == "in_progress" else [{"type": "reasoning_text", "text": text}]
     return {
         "id": "rs_" + secrets.token_hex(12),
         "type": "reasoning",
-        "summary": [],
+        "summary": [{"type": "summary_text", "text": summary}] if summary else [],
         "content": content,
         "status": status,
     }
@@ -178,7 +216,7 @@ def _output_text(text: str) -> dict[str, Any]:
 
 
 def _call_item(c: Call, arguments: str, status: str) -> dict[str, Any]:
-    return {
+    item = {
         "id": c.item_id,
         "type": "function_call",
         "call_id": c.id,
@@ -186,13 +224,19 @@ def _call_item(c: Call, arguments: str, status: str) -> dict[str, Any]:
         "arguments": arguments,
         "status": status,
     }
+    if c.namespace is not None:
+        item["namespace"] = c.namespace
+    return item
 
 
-def output_items(out: Outcome, status: str) -> list[dict[str, Any]]:
+def output_items(out: Outcome, status: str, job: GenerationRequest) -> list[dict[str, Any]]:
     """Responses API output items for a finished generation."""
     items: list[dict[str, Any]] = []
-    if out.reasoning:
-        items.append(_reasoning_item(out.reasoning, "completed"))
+    if out.reasoning and not job.exclude_reasoning:
+        item = _reasoning_item(out.reasoning, "completed", reasoning_summary(out.reasoning, job.reasoning_summary))
+        if _wants_encrypted(job):
+            item["encrypted_content"] = out.reasoning
+        items.append(item)
     if out.preamble:
         items.append(_message_item(out.preamble, "commentary", "completed"))
     items += [_call_item(c, c.arguments, "completed") for c in out.calls]
@@ -259,21 +303,36 @@ class _EventWriter:
         if item is None:
             return []
         where = {"item_id": item["id"], "output_index": len(self.output) - 1, "content_index": 0}
+        index = where["output_index"]
         if item["type"] == "reasoning":
             part: dict[str, Any] = {"type": "reasoning_text", "text": text}
-            done = self.event("response.reasoning_text.done", **where, text=text)
+            chunks = [self.event("response.reasoning_text.done", **where, text=text)]
         else:
             part = _output_text(text)
-            done = self.event("response.output_text.done", **where, text=text, logprobs=[])
+            chunks = [self.event("response.output_text.done", **where, text=text, logprobs=[])]
         item["content"] = [part]
         item["status"] = "completed"
-        chunks = [
-            done,
-            self.event("response.content_part.done", **where, part=part),
-            self.event("response.output_item.done", output_index=where["output_index"], item=item),
-        ]
+        if item["type"] == "reasoning" and _wants_encrypted(self.response.job):
+            item["encrypted_content"] = text
+        chunks.append(self.event("response.content_part.done", **where, part=part))
+        summary = reasoning_summary(text, self.response.job.reasoning_summary) if item["type"] == "reasoning" else None
+        if summary:
+            chunks += self._summary(item, index, summary)
+        chunks.append(self.event("response.output_item.done", output_index=index, item=item))
         self._open, self._open_kind, self._text = None, None, ""
         return chunks
+
+    def _summary(self, item: dict[str, Any], index: int, summary: str) -> list[bytes]:
+        """The reasoning summary's events (Codex and others show these rather than the raw reasoning)."""
+        part = {"type": "summary_text", "text": summary}
+        item["summary"] = [part]
+        where = {"item_id": item["id"], "output_index": index, "summary_index": 0}
+        return [
+            self.event("response.reasoning_summary_part.added", **where, part={"type": "summary_text", "text": ""}),
+            self.event("response.reasoning_summary_text.delta", **where, delta=summary),
+            self.event("response.reasoning_summary_text.done", **where, text=summary),
+            self.event("response.reasoning_summary_part.done", **where, part=part),
+        ]
 
     def call(self, c: Call) -> list[bytes]:
         chunks = self.close_item()
@@ -282,8 +341,9 @@ class _EventWriter:
         idx = len(self.output) - 1
         chunks += [
             self.event("response.output_item.added", output_index=idx, item=dict(item)),
-            self.event(
-                "response.function_call_arguments.delta", item_id=c.item_id, output_index=idx, delta=c.arguments
+            *(
+                self.event("response.function_call_arguments.delta", item_id=c.item_id, output_index=idx, delta=piece)
+                for piece in argument_pieces(c.arguments)
             ),
             self.event(
                 "response.function_call_arguments.done",
@@ -306,6 +366,8 @@ async def _events(gen: Generation, meta: _Response, store: ResponseStore) -> Asy
         failure: ApiError | None = None
         async for kind, value in gen.items():
             chunks: list[bytes] = []
+            if kind == "reasoning" and meta.job.exclude_reasoning:
+                continue
             if kind in ("reasoning", "final", "preamble"):
                 chunks = w.text(kind, value)
             elif kind == "call":
@@ -323,8 +385,8 @@ async def _events(gen: Generation, meta: _Response, store: ResponseStore) -> Asy
             yield w.event("response.failed", response=w.snapshot("failed", out, err))
             return
         status = _finished_status(out)
-        store.remember(meta.id, meta.job, out)
         final = w.snapshot(status, out)
+        store.remember(meta.id, meta.job, out, final)
         yield w.event("response.completed" if status == "completed" else "response.incomplete", response=final)
     finally:
         stop_if_abandoned(gen)

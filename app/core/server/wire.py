@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from app.core.server.errors import invalid
+from app.core.server.errors import ApiError, invalid
+from app.core.server.settings import MAX_JSON_DEPTH
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -17,15 +17,59 @@ if TYPE_CHECKING:
 
 
 async def read_body(request: Request) -> Mapping[str, Any]:
-    """The request's JSON object; anything else is a 400."""
+    """The request's JSON object; anything else is a 400 (a body over the size limit was refused as it arrived)."""
     raw = await request.body()
     try:
         body = json.loads(raw)
+    except RecursionError:
+        raise too_deep() from None
     except (ValueError, UnicodeDecodeError):
         raise invalid("The request body is not valid JSON.") from None
     if not isinstance(body, Mapping):
         raise invalid("The request body must be a JSON object.")
+    check_json(body)
     return body
+
+
+def too_deep() -> ApiError:
+    return invalid(f"The request body is nested more than {MAX_JSON_DEPTH} levels deep; this server accepts no more.")
+
+
+def check_json(value: Any, limit: int = MAX_JSON_DEPTH) -> None:
+    """Refuse (400) JSON nested deeper than `limit` and strings holding lone UTF-16 surrogates.
+
+    A JSON escape such as "\\ud800" decodes to a string that cannot be encoded as UTF-8, so the
+    tokenizer (and every later step) would fail on it. Iterative: the depth check must not itself recurse.
+    """
+    stack: list[tuple[Any, int, str]] = [(value, 1, "")]
+    while stack:
+        v, depth, where = stack.pop()
+        if isinstance(v, str):
+            if not v.isascii():
+                try:
+                    v.encode("utf-8")
+                except UnicodeEncodeError:
+                    param = where.lstrip(".") or None
+                    raise invalid(
+                        f"The text in '{param or 'the request'}' holds an unpaired UTF-16 surrogate (an escape "
+                        "such as \\ud800 that is not part of a pair); send valid Unicode text.",
+                        param,
+                    ) from None
+            continue
+        if isinstance(v, Mapping):
+            items: Any = v.items()
+        elif isinstance(v, list):
+            items = enumerate(v)
+        else:
+            continue
+        if depth > limit:
+            raise too_deep()
+        for k, child in items:
+            if isinstance(k, str) and not k.isascii():
+                stack.append((k, depth, where))
+            if isinstance(child, (str, Mapping, list)):
+                part = f"[{k}]" if isinstance(k, int) else f".{k}"
+                stack.append((child, depth + 1, where + part))
 
 
 def sse(data: Mapping[str, Any], event: str | None = None) -> bytes:
@@ -44,30 +88,13 @@ def disconnected_response() -> JSONResponse:
     return JSONResponse({"error": {"message": "client disconnected"}}, status_code=499)
 
 
-async def run_to_end(gen: Generation, request: Request) -> bool:
-    """Wait for a non-streamed generation; False (generation cancelled) if the client left."""
+async def run_to_end(gen: Generation, _request: Request) -> bool:
+    """Wait for a non-streamed generation; False (generation cancelled) if the client left.
 
-    async def disconnected() -> None:
-        while True:
-            message = await request.receive()
-            if message["type"] == "http.disconnect":
-                return
-
-    watch = asyncio.ensure_future(disconnected())
-    finish = asyncio.ensure_future(gen.wait())
-    try:
-        done, _ = await asyncio.wait({watch, finish}, return_when=asyncio.FIRST_COMPLETED)
-        if finish not in done:
-            gen.disconnected = True
-            gen.stop()
-            await finish
-            return False
-        return True
-    finally:
-        watch.cancel()
-        if not finish.done():
-            gen.stop()
-            finish.cancel()
+    The generation watches the connection itself from the moment it was queued (Generation.watch).
+    """
+    await gen.wait()
+    return not gen.disconnected
 
 
 def stop_if_abandoned(gen: Generation) -> None:
