@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import configparser
 import re
 import struct
@@ -62,3 +63,35 @@ def test_recipes_point_at_files_that_exist() -> None:
     for hook in ("llama_cpp", "huggingface_hub", "gguf", "markdown_it", "mdit_py_plugins"):
         assert (ROOT / "packaging" / "hooks" / f"hook-{hook}.py").exists()
     assert (ROOT / "packaging" / "macos" / "entitlements.plist").exists()
+
+
+def _spec_excludes() -> set[str]:
+    spec = (ROOT / "packaging" / "harmonica.spec").read_text()
+    block = spec.split("excludes = [", 1)[1].split("\n]", 1)[0]
+    return set(re.findall(r'"([\w.]+)"', block))
+
+
+def _imported_modules() -> set[str]:
+    found: set[str] = set()
+    for path in (ROOT / "app").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.add(node.module)
+    return found
+
+
+def test_the_bundle_excludes_nothing_the_app_imports() -> None:
+    """An excluded package the app imports (even lazily, e.g. the API server's uvicorn) is a feature
+    that works from source and breaks only in the installed app."""
+    excluded = _spec_excludes()
+    # The sandbox kernel runs in its own interpreter and imports matplotlib only when user code
+    # does; the bundle's python tool then says it has no matplotlib.
+    allowed = {"matplotlib"}
+
+    def is_excluded(module: str) -> bool:
+        parts = module.split(".")
+        return any(".".join(parts[:n]) in excluded for n in range(1, len(parts) + 1))
+
+    assert sorted(m for m in _imported_modules() if is_excluded(m) and m.split(".")[0] not in allowed) == []
