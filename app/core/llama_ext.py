@@ -16,6 +16,8 @@ from pathlib import Path
 
 import llama_cpp
 
+from app.core.engine import PARTIAL_EXPERT_TENSORS
+
 log = logging.getLogger("harmonica.llama")
 
 # enum ggml_backend_dev_type
@@ -28,7 +30,8 @@ _DEV_KIND = {
     DEV_TYPE_META: "meta",
 }
 
-LIB_DIR = Path(llama_cpp.__file__).resolve().parent / "lib"
+# Resolved: a lib folder that is a link to a llama.cpp build dir must match the real paths in /proc/self/maps.
+LIB_DIR = (Path(llama_cpp.__file__).resolve().parent / "lib").resolve()
 
 
 class LlamaExtError(RuntimeError):
@@ -394,6 +397,11 @@ def expert_pattern(n_cpu_moe: int, n_layer: int) -> str:
     return rf"^blk\.({blocks})\.ffn_(up|down|gate)_exps"
 
 
+def partial_expert_pattern(block: int, partial: int) -> str:
+    """Regex for `partial` (1 or 2) of the three expert tensors of one block (see PARTIAL_EXPERT_TENSORS)."""
+    return rf"^blk\.{block}\.ffn_({'|'.join(PARTIAL_EXPERT_TENSORS[partial])})_exps"
+
+
 class TensorBuftOverrides:
     """A NULL-terminated llama_model_tensor_buft_override array; keep it alive as long as the model."""
 
@@ -412,10 +420,44 @@ class TensorBuftOverrides:
         return ctypes.addressof(self._array)
 
     @classmethod
-    def experts_on_cpu(cls, n_cpu_moe: int, n_layer: int) -> TensorBuftOverrides | None:
-        if n_cpu_moe <= 0 or n_layer <= 0:
+    def experts_on_cpu(cls, n_cpu_moe: int, n_layer: int, *, partial: int = 0) -> TensorBuftOverrides | None:
+        """Experts of the first n_cpu_moe blocks in host memory, plus `partial` (0-2) of the next block's."""
+        n_cpu_moe = max(0, min(n_cpu_moe, n_layer))
+        partial = partial if 0 < partial < 3 and n_cpu_moe < n_layer else 0
+        if n_layer <= 0 or (n_cpu_moe <= 0 and partial <= 0):
             return None
-        return cls([(expert_pattern(n_cpu_moe, n_layer), cpu_buffer_type())])
+        cpu = cpu_buffer_type()
+        entries = [(expert_pattern(n_cpu_moe, n_layer), cpu)] if n_cpu_moe > 0 else []
+        if partial:
+            entries.append((partial_expert_pattern(n_cpu_moe, partial), cpu))
+        return cls(entries)
+
+
+# --- typed calls llama_cpp's bindings do not offer ---------------------------------------------------
+
+_fn_cache: dict[str, object] = {}
+
+
+def _llama_fn(name: str, restype: object, *argtypes: object) -> object:
+    """A separately typed handle to a libllama function (llama_cpp's own binding keeps its types)."""
+    fn = _fn_cache.get(name)
+    if fn is None:
+        proto = ctypes.CFUNCTYPE(restype, *argtypes)  # type: ignore[arg-type]
+        fn = proto((name, llama_cpp.llama_cpp._lib))  # type: ignore[call-overload]
+        _fn_cache[name] = fn
+    return fn
+
+
+def logits_address(ctx: object, i: int) -> int:
+    """Address of the logits of output i (-1: the last), 0 if there are none; never copies them."""
+    fn = _llama_fn("llama_get_logits_ith", ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32)
+    return int(fn(ctx, i) or 0)  # type: ignore[operator]
+
+
+def sampler_apply(sampler: object, token_data_array: int) -> None:
+    """llama_sampler_apply on a llama_token_data_array given by address (e.g. numpy-backed)."""
+    fn = _llama_fn("llama_sampler_apply", None, ctypes.c_void_p, ctypes.c_void_p)
+    fn(sampler, token_data_array)  # type: ignore[operator]
 
 
 # --- llama.cpp log routing --------------------------------------------------------------------------
