@@ -171,20 +171,22 @@ def _post(url: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
         return dict(json.loads(r.read()))
 
 
+_FRACTION = {"UP": "gate+down in RAM", "GATE": "down in RAM", "ATTN": "all its FFN in RAM"}
+
+
 def _fit_choice(log: str) -> str:
-    """What llama.cpp's fit chose, from the server's log."""
-    bits = []
-    m = re.findall(r"offloaded (\d+)/(\d+) layers to GPU", log)
-    if m:
-        bits.append(f"{m[-1][0]}/{m[-1][1]} layers on GPU")
-    moved = re.findall(r"tensor (blk\.\d+\.ffn_\w+_exps\.weight) \(.*\) buffer type overridden to (\S+)", log)
-    if moved:
-        blocks = sorted({int(re.match(r"blk\.(\d+)", t).group(1)) for t, _ in moved})  # type: ignore[union-attr]
-        bits.append(f"{len(moved)} expert tensors of {len(blocks)} blocks in RAM")
-    ctx = re.findall(r"n_ctx\s*=\s*(\d+)", log)
-    if ctx:
-        bits.append(f"n_ctx {ctx[-1]}")
-    return ", ".join(bits)
+    """What llama.cpp's --fit chose, from the server's trace log (-lv 4 prints it)."""
+    if "no changes needed" in log:
+        return "all on GPU (fit: no change needed)"
+    layers = re.findall(r"(\d+) layers \(\s*(\d+) overflowing\),\s*(\d+) MiB used", log)
+    if not layers:
+        return ""
+    n, part, used = layers[-1]
+    text = f"{n} layers on GPU, experts of {part} in RAM"
+    kind = re.findall(r"overflow_type\)=\(\d+, \d+, (\w+)\)", log)
+    if kind and int(part) > 0:
+        text += f" (the first of them partly: {_FRACTION.get(kind[-1], kind[-1])})"
+    return text + f"; fit's estimate {int(used) / 1024:.1f} GiB"
 
 
 def run_server(args: argparse.Namespace, prompt: list[int], budget: str, vram: VramPeak | None) -> Side:
@@ -192,7 +194,8 @@ def run_server(args: argparse.Namespace, prompt: list[int], budget: str, vram: V
     port = _free_port()
     log_path = args.out / f"server-{budget}.log"
     cmd = [str(args.bin / "llama-server"), "-m", str(args.model), "-c", str(args.ctx), "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), *args.server_args]
+    # -lv 4: trace logging only (it prints what --fit decided); nothing else changes.
+    cmd += ["--port", str(port), "-lv", "4", *args.server_args]
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_child_env(args))
@@ -268,10 +271,11 @@ def harmonica_child(args: argparse.Namespace) -> int:
 
             fake = GpuInfo("nvidia", "pretend GPU (dry run)", 24 * GiB, 24 * GiB, backend_hint="CUDA", device="")
             prof.gpus, prof.backends = [fake], ["CUDA", "CPU"]
-        p = plan_for_file(args.model, prof, Wishes(n_ctx=args.ctx))
+        p = plan_for_file(args.model, prof, Wishes(n_ctx=args.ctx, backend="cpu" if spec.get("cpu") else None))
         out["plan"] = p.summary()
         out["est_vram"] = p.est_vram_bytes
         out["n_batch"] = p.n_batch
+        out["n_threads"] = p.n_threads
         if not p.fits:
             raise RuntimeError("the plan does not fit: " + " ".join(p.reasons[-2:]))
         settings = p.to_load_settings()
@@ -285,11 +289,15 @@ def harmonica_child(args: argparse.Namespace) -> int:
         out["load_s"] = time.perf_counter() - t0
         out["buffers"] = info.buffers
         prompt = spec["prompt"]
-        sampling = Sampling(temperature=1.0, top_p=1.0, top_k=0, min_p=0.0, seed=args.seed)
-        # Warm-up on another prompt (its first token differs, so nothing of it is reused).
-        list(engine.stream(prompt[1:33], Sampling(seed=1, max_tokens=8)))
-        out["sampling"] = "backend" if engine._bchain is not None else "cpu"
-        sampling.max_tokens = args.gen_tokens
+        sampling = Sampling(temperature=1.0, top_p=1.0, top_k=0, min_p=0.0, seed=args.seed, max_tokens=8)
+        # Warm-up on another prompt (its first token differs, so nothing of it is reused), with the
+        # same sampler settings, as the messages of a chat have: a new sampler on the GPU costs
+        # llama.cpp one re-reservation of its graphs (tens of ms) at the next prompt.
+        if spec.get("cold_sampler"):
+            sampling.seed = args.seed + 1
+        list(engine.stream(prompt[1:33], sampling))
+        sampling.seed = args.seed
+        sampling.max_tokens = int(spec.get("gen_tokens") or args.gen_tokens)
         n = sum(1 for _ in engine.stream(prompt, sampling))
         s = engine.last_stats
         assert s is not None
@@ -323,6 +331,7 @@ def run_harmonica(
     cmd += ["--gen-tokens", str(args.gen_tokens), "--seed", str(args.seed), "--harmonica-child", payload]
     if args.dry_run:
         cmd.append("--dry-run")
+    env = _child_env(args, cpu=bool(spec.get("cpu")))
     t0 = time.perf_counter()
     log_path = args.out / f"harmonica-{budget}{'-' + str(spec.get('backend_sampling')) if spec else ''}.log"
     try:
@@ -332,7 +341,7 @@ def run_harmonica(
             text=True,
             timeout=args.run_timeout + args.load_timeout,
             cwd=ROOT,
-            env=_child_env(args),
+            env=env,
         )
         log_path.write_text(done.stdout + done.stderr)
         line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -354,18 +363,42 @@ def run_harmonica(
     side.pp_tok_s = float(data.get("pp_tok_s", 0.0))
     side.tg_tok_s = float(data.get("tg_tok_s", 0.0))
     side.placement = str(data.get("plan", ""))
-    side.extra = {
-        k: data[k] for k in ("est_vram", "n_batch", "sampling_used", "stop", "load_s", "buffers") if k in data
-    }
+    keys = ("est_vram", "n_batch", "n_threads", "sampling_used", "stop", "load_s", "buffers")
+    side.extra = {k: data[k] for k in keys if k in data}
     side.wall_s = time.perf_counter() - t0
     return side
 
 
-def _child_env(args: argparse.Namespace) -> dict[str, str]:
+def _child_env(args: argparse.Namespace, cpu: bool = False) -> dict[str, str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    if args.dry_run:
+    if args.dry_run or cpu:
         env["CUDA_VISIBLE_DEVICES"] = ""
     return env
+
+
+def run_cpu(args: argparse.Namespace, prompt: list[int]) -> list[Side]:
+    """CPU only (GPU hidden from both): llama-bench tg at the prompt's depth against Engine.stream."""
+    n_prompt, n_gen = args.cpu_prompt_tokens, args.cpu_gen_tokens
+    har = run_harmonica(args, prompt[:n_prompt], "cpu", None, None, cpu=True, gen_tokens=n_gen)
+    har.who = "harmonica (CPU only)"
+    threads = int(har.extra.get("n_threads") or os.cpu_count() or 1)
+    side = Side("llama-bench (CPU only)", "cpu")
+    cmd = [str(args.bin / "llama-bench"), "-m", str(args.model), "-ngl", "0", "-fa", "1", "-p", "0", "-n", str(n_gen)]
+    cmd += ["-d", str(n_prompt), "-r", "2", "-t", str(threads), "-o", "json"]
+    t0 = time.perf_counter()
+    try:
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=args.run_timeout, env=_child_env(args, cpu=True)
+        )
+        (args.out / "llama-bench-cpu.log").write_text(done.stderr)
+        rows = json.loads(done.stdout)
+        side.tg_tok_s = float(rows[0]["avg_ts"])
+        side.gen_tokens, side.status = n_gen, "ok"
+        side.placement = f"{threads} threads, ± {float(rows[0]['stddev_ts']):.2f}"
+    except Exception as e:  # noqa: BLE001
+        side.status, side.detail = "error", f"{type(e).__name__}: {e}"[-300:]
+    side.wall_s = time.perf_counter() - t0
+    return [side, har]
 
 
 # --- llama-bench -----------------------------------------------------------------------------------
@@ -412,7 +445,8 @@ def markdown(meta: dict[str, Any], sides: list[Side], bench: list[dict[str, Any]
     ]
     by: dict[str, dict[str, Side]] = {}
     for s in sides:
-        by.setdefault(s.budget, {})[s.who] = s
+        if s.budget != "cpu":
+            by.setdefault(s.budget, {})[s.who] = s
     for budget, d in by.items():
         srv, har = d.get("llama-server"), d.get("harmonica")
 
@@ -434,6 +468,15 @@ def markdown(meta: dict[str, Any], sides: list[Side], bench: list[dict[str, Any]
         for s in others:
             res = f"{s.tg_tok_s:,.1f} / {s.pp_tok_s:,.0f}" if s.status == "ok" else s.status
             lines.append(f"| {s.who} | {s.budget} | {res} | {_gib(s.vram_peak)} | {s.extra.get('sampling_used', '')} |")
+    cpu = {s.who: s for s in sides if s.budget == "cpu"}
+    lb, hc = cpu.get("llama-bench (CPU only)"), cpu.get("harmonica (CPU only)")
+    if lb and hc and lb.tg_tok_s and hc.tg_tok_s:
+        lines += [
+            "",
+            f"CPU only (GPU hidden from both): Harmonica {hc.tg_tok_s:.2f} tok/s ({hc.extra.get('n_threads')} threads) "
+            f"against llama-bench tg{lb.gen_tokens} at the same depth {lb.tg_tok_s:.2f} tok/s ({lb.placement}): "
+            f"ratio {hc.tg_tok_s / lb.tg_tok_s:.3f}.",
+        ]
     if bench:
         lines += [
             "",
@@ -466,6 +509,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gpu", type=int, default=0, help="NVML index of the GPU")
     ap.add_argument("--variants", default="all", help="budgets that also run Harmonica with the other sampling path")
     ap.add_argument("--no-bench", action="store_true")
+    ap.add_argument("--cpu", action="store_true", help="also compare CPU only: Harmonica against llama-bench")
+    ap.add_argument("--cpu-prompt-tokens", type=int, default=64)
+    ap.add_argument("--cpu-gen-tokens", type=int, default=64)
     ap.add_argument("--only", choices=("server", "harmonica"), help="run one side only")
     ap.add_argument("--load-timeout", type=float, default=240.0)
     ap.add_argument("--run-timeout", type=float, default=240.0)
@@ -554,7 +600,13 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             save()
-    save()
+    if args.cpu:
+        for s in run_cpu(args, prompt):
+            sides.append(s)
+            print(
+                f"[{time.perf_counter() - t_all:6.1f}s]  cpu {s.who:<40} {s.status:<6} tg {s.tg_tok_s:7.2f} | {s.placement} {s.detail[:120]}"
+            )
+        save()
     print(markdown(meta, sides, bench), flush=True)
     return 0
 

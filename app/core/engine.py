@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from app.core.gguf_info import GgufError, PartHeader, read_part
 
@@ -266,6 +267,7 @@ class Engine:
         self._backend_sampling = False  # sample inside the decode (see LoadSettings.backend_sampling)
         self._bchain: ctypes.c_void_p | None = None  # the sampler chain attached to the context
         self._bchain_key: tuple[object, ...] | None = None
+        self._threadpools: list[Any] = []  # llama_ext.CpuThreadpool, freed after the context
         self.last_stats: GenerationStats | None = None
 
     # -- loading ------------------------------------------------------------------------------------
@@ -435,7 +437,27 @@ class Engine:
         ctx = llama_cpp.llama_init_from_model(model, cp)
         if ctx:
             self._abort_cb = llama_cpp.ggml_abort_callback(self._should_abort)
+            self._attach_threadpools(ctx, cp.n_threads, cp.n_threads_batch)
         return ctx
+
+    def _attach_threadpools(self, ctx: ctypes.c_void_p, n_threads: int, n_threads_batch: int) -> None:
+        """Persistent CPU threads for the context (else ggml starts n threads for every token)."""
+        from app.core import llama_ext
+
+        self._free_threadpools()
+        try:
+            gen = llama_ext.CpuThreadpool(n_threads)
+            batch = gen if n_threads_batch == n_threads else llama_ext.CpuThreadpool(n_threads_batch)
+            llama_ext.attach_threadpools(ctx, gen, batch)
+        except llama_ext.LlamaExtError as e:
+            log.warning("no persistent CPU thread pool (%s); generation may be slower", e)
+            return
+        self._threadpools = [gen] if batch is gen else [gen, batch]
+
+    def _free_threadpools(self) -> None:
+        for pool in self._threadpools:
+            pool.free()
+        self._threadpools = []
 
     def _should_abort(self, _data: ctypes.c_void_p) -> bool:
         # Called by ggml between graph nodes while a prompt chunk is computed (CPU backend).
@@ -458,6 +480,7 @@ class Engine:
                     if self._bchain:
                         llama_cpp.llama_sampler_free(self._bchain)  # after the context that used it
                     self._bchain = self._bchain_key = None
+                    self._free_threadpools()
                     if self._model:
                         llama_cpp.llama_model_free(self._model)
                     self._ctx = self._model = self._vocab = None

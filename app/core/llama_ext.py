@@ -145,6 +145,8 @@ def ggml_lib() -> ctypes.CDLL:
             "ggml_backend_dev_buffer_type": ([vp], vp),
             "ggml_backend_buft_name": ([vp], ctypes.c_char_p),
             "ggml_backend_dev_by_name": ([ctypes.c_char_p], vp),
+            "ggml_backend_reg_get_proc_address": ([vp, ctypes.c_char_p], vp),
+            "ggml_threadpool_params_init": ([vp, ctypes.c_int], None),
         }
         for name, (argtypes, restype) in sigs.items():
             try:
@@ -431,6 +433,63 @@ class TensorBuftOverrides:
         if partial:
             entries.append((partial_expert_pattern(n_cpu_moe, partial), cpu))
         return cls(entries)
+
+
+# --- a persistent CPU thread pool --------------------------------------------------------------------
+
+
+class _ThreadpoolParams(ctypes.Structure):
+    # struct ggml_threadpool_params (ggml.h; GGML_MAX_N_THREADS = 512)
+    _fields_ = [
+        ("cpumask", ctypes.c_bool * 512),
+        ("n_threads", ctypes.c_int),
+        ("prio", ctypes.c_int),
+        ("poll", ctypes.c_uint32),
+        ("strict_cpu", ctypes.c_bool),
+        ("paused", ctypes.c_bool),
+    ]
+
+
+def _cpu_proc(name: str) -> int:
+    load_dynamic_backends()
+    lib = ggml_lib()
+    dev = lib.ggml_backend_dev_by_type(DEV_TYPE_CPU)
+    reg = lib.ggml_backend_dev_backend_reg(dev) if dev else None
+    addr = lib.ggml_backend_reg_get_proc_address(reg, name.encode()) if reg else None
+    if not addr:
+        raise LlamaExtError(f"the CPU backend does not offer {name}")
+    return int(addr)
+
+
+class CpuThreadpool:
+    """A ggml CPU thread pool that lives as long as a context.
+
+    Without one, ggml starts and joins n threads for every graph it computes on the CPU, that is
+    for every generated token (even on a GPU, where the CPU still looks up the token embedding, or
+    runs the experts kept in RAM). llama-bench and llama-server attach one; so does the engine.
+    """
+
+    def __init__(self, n_threads: int) -> None:
+        lib = ggml_lib()
+        params = _ThreadpoolParams()
+        lib.ggml_threadpool_params_init(ctypes.byref(params), max(1, int(n_threads)))
+        new = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.POINTER(_ThreadpoolParams))(_cpu_proc("ggml_threadpool_new"))
+        self._free = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_cpu_proc("ggml_threadpool_free"))
+        self.n_threads = params.n_threads
+        self.handle: int | None = new(ctypes.byref(params))
+        if not self.handle:
+            raise LlamaExtError(f"could not start a pool of {n_threads} CPU threads")
+
+    def free(self) -> None:
+        """Stop the threads; detach (or free) every context that uses the pool first."""
+        if self.handle:
+            self._free(self.handle)
+            self.handle = None
+
+
+def attach_threadpools(ctx: object, generation: CpuThreadpool, batch: CpuThreadpool) -> None:
+    fn = _llama_fn("llama_attach_threadpool", None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+    fn(ctx, generation.handle, batch.handle)  # type: ignore[operator]
 
 
 # --- typed calls llama_cpp's bindings do not offer ---------------------------------------------------

@@ -42,11 +42,12 @@ KV_TYPE_BYTES: dict[str, float] = {
 }
 
 # GPU memory the backend takes besides llama.cpp's buffers: CUDA/HIP context, cuBLAS/hipBLAS
-# workspace and llama.cpp's scratch pool. NVML on the H200 (bench/gpu/offload_sweep-h200-*.json,
-# 28 loads): 697-713 MiB above the buffers llama.cpp reported, whatever the placement. Consumer
-# cards show 250-450 MiB for the context; the CUDA figure takes the measured one.
+# workspace and llama.cpp's scratch pool. NVML, above the buffers llama.cpp reported, whatever the
+# placement: 697-713 MiB on the H200 (bench/gpu/offload_sweep-h200-*.json, 28 loads), 705-722 MiB
+# on the H100 (bench/RESULTS.md, peer runs). Consumer cards show 250-450 MiB for the context; the
+# CUDA figure takes the measured one.
 GPU_RUNTIME_RESERVE: dict[str, int] = {
-    "CUDA": 712 * MiB,
+    "CUDA": 736 * MiB,
     "ROCm": 450 * MiB,
     "Vulkan": 350 * MiB,
     "Metal": 256 * MiB,
@@ -366,7 +367,9 @@ def estimate(
     output_on_gpu = use_gpu and ngl >= 1
     unified = bool(gpu and gpu.unified_memory)
     e = MemoryEstimate()
-    host_units: list[int] = []  # host-resident pieces the GPU would copy in for prompt work
+    # Host-resident tensors the GPU copies in, one at a time, for prompt work (op offload).
+    host_units: list[int] = []
+    expert_kinds = expert_tensor_bytes(model)
     any_host_block_part = False
     full_cells, swa_cells = kv_cells(model, n_ctx, n_batch)
     per_cell = kv_bytes_per_cell(model, kv_type)
@@ -380,20 +383,22 @@ def estimate(
             e.gpu_kv += kv
             if il < placement.n_cpu_moe:
                 e.host_weights += b.experts
-                host_units.append(b.experts)
+                host_units.append(max(expert_kinds[il].values()))
                 any_host_block_part = True
             elif il == partial_block:
                 moved = partial_expert_bytes(model, il, placement.n_cpu_moe_partial)
                 e.host_weights += moved
                 e.gpu_weights += b.experts - moved
-                host_units.append(moved)
+                host_units.append(max(expert_kinds[il][k] for k in PARTIAL_EXPERT_TENSORS[placement.n_cpu_moe_partial]))
                 any_host_block_part = True
             else:
                 e.gpu_weights += b.experts
         else:
             e.host_weights += b.total
             e.host_kv += kv
-            host_units.append(b.total)
+            # Its largest tensor: an expert tensor (attention matrices are smaller), or all of a
+            # dense block's weights where the split is unknown.
+            host_units.append(max(expert_kinds[il].values()) if b.experts else b.total)
             any_host_block_part = True
     e.host_weights += model.embedding_bytes + model.extra_bytes
     if output_on_gpu:
