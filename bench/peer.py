@@ -75,7 +75,7 @@ class VramPeak(threading.Thread):
 
     def __init__(self, index: int, interval: float = 0.02) -> None:
         super().__init__(daemon=True)
-        import pynvml
+        import pynvml  # type: ignore[import-untyped]
 
         self.nv = pynvml
         pynvml.nvmlInit()
@@ -551,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     prompt = [rng.randrange(300, min(150_000, info.n_vocab - 1)) for _ in range(args.prompt_tokens)]
     gpu_name, total = "none (dry run)", 0
     if not args.dry_run:
-        import pynvml
+        import pynvml  # type: ignore[import-untyped]
 
         pynvml.nvmlInit()
         h = pynvml.nvmlDeviceGetHandleByIndex(args.gpu)

@@ -230,4 +230,4 @@ class LogitSampler:
 def logits_view(address: int, n_vocab: int) -> npt.NDArray[np.float32]:
     """A numpy view (no copy) of n_vocab float32 logits at a C address."""
     buf = (ctypes.c_float * n_vocab).from_address(address)
-    return np.frombuffer(buf, dtype=np.float32, count=n_vocab)
+    return np.frombuffer(memoryview(buf).cast("B"), dtype=np.float32, count=n_vocab)
