@@ -528,7 +528,8 @@ def _cpu_topology(root: Path, cores: dict[int, tuple[int, int | None]]) -> None:
 
 def test_intel_hybrid_uses_physical_performance_cores_for_generation(tmp_path: Path) -> None:
     # Like a Core i7-12700H: 6 P-cores with hyper-threading (cpus 0-11), 8 E-cores (12-19).
-    topo = {c: (c // 2, None) for c in range(12)} | {c: (100 + c, None) for c in range(12, 20)}
+    topo: dict[int, tuple[int, int | None]] = {c: (c // 2, None) for c in range(12)}
+    topo |= {c: (100 + c, None) for c in range(12, 20)}
     _cpu_topology(tmp_path, topo)
     (tmp_path / "devices" / "cpu_core").mkdir(parents=True)
     (tmp_path / "devices" / "cpu_core" / "cpus").write_text("0-11\n")
