@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import re
@@ -23,6 +24,12 @@ class EngineError(HarmonicaError):
     """A failure the user can act on; the message is written for people, not developers."""
 
 
+# Which of a block's three expert tensors stay in host memory when only part of it does
+# (LoadSettings.n_cpu_moe_partial). Down first: gate, up and their activation then stay together
+# on the GPU, and the activations cross to the CPU and back once per token, as for a whole block.
+PARTIAL_EXPERT_TENSORS: dict[int, tuple[str, ...]] = {1: ("down",), 2: ("gate", "up")}
+
+
 @dataclass
 class LoadSettings:
     """Everything that decides how a model is loaded (the planner fills this in)."""
@@ -32,6 +39,9 @@ class LoadSettings:
     # Number of blocks (counted from the first) whose MoE expert tensors stay in host memory,
     # like llama.cpp's --n-cpu-moe. 0 = none.
     n_cpu_moe: int = 0
+    # Of the next block (number n_cpu_moe), how many of its three expert tensors also stay in host
+    # memory: 1 = down, 2 = gate and up (0-2; finer than whole blocks, as llama.cpp's --fit does).
+    n_cpu_moe_partial: int = 0
     n_threads: int | None = None
     n_threads_batch: int | None = None
     n_batch: int = 512
@@ -48,6 +58,11 @@ class LoadSettings:
     # GPU, layers spread over them); (): hide all GPUs (true CPU-only; with n_gpu_layers=0 alone a
     # visible GPU still takes compute buffers); one name: that GPU only.
     devices: tuple[str, ...] | None = None
+    # Sample on the device that holds the output layer, inside each decode (llama.cpp's backend
+    # sampling): only the token id comes back, no logits. None: when the output layer is on a GPU;
+    # True: also on the CPU backend (tests); False: never. Grammars and the repeat penalty always
+    # sample on the CPU.
+    backend_sampling: bool | None = None
 
 
 @dataclass
@@ -303,6 +318,18 @@ def _check_part(part: Path) -> PartHeader:
 
 _KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30}
 _STOP_TEXTS = {"<|return|>": "return", "<|call|>": "call", "<|endoftext|>": "eos"}
+_HARMONY_CONTROL = (
+    "<|start|>",
+    "<|end|>",
+    "<|message|>",
+    "<|channel|>",
+    "<|constrain|>",
+    "<|return|>",
+    "<|call|>",
+    "<|endoftext|>",
+    "<|startoftext|>",
+    "<|endofprompt|>",
+)
 _MAX_CHECKPOINTS = 3
 
 
@@ -347,6 +374,11 @@ class Engine:
         self._abort_event: threading.Event | None = None
         self._tok1: ctypes.Array[ctypes.c_int32] | None = None
         self._batch1: object | None = None
+        self._control_ids: set[int] = set()  # harmony control tokens: never repeat-penalised
+        self._backend_sampling = False  # sample inside the decode (see LoadSettings.backend_sampling)
+        self._bchain: ctypes.c_void_p | None = None  # the sampler chain attached to the context
+        self._bchain_key: tuple[object, ...] | None = None
+        self._threadpools: list[Any] = []  # llama_ext.CpuThreadpool, freed after the context
         self.last_stats: GenerationStats | None = None
 
     # -- loading ------------------------------------------------------------------------------------
@@ -440,6 +472,11 @@ class Engine:
                     self._stop_texts_by_id[tid] = text
             end = self._special_id("<|end|>")
             self._end_id = -1 if end is None else end
+            self._control_ids = {t for t in map(self._special_id, _HARMONY_CONTROL) if t is not None}
+            gpu_output = (
+                settings.n_gpu_layers >= 1 and settings.devices != () and report.total(kind="model", where="device") > 0
+            )
+            self._backend_sampling = gpu_output if settings.backend_sampling is None else settings.backend_sampling
             desc = ctypes.create_string_buffer(256)
             llama_cpp.llama_model_desc(model, desc, 256)
             template = head.metadata.get("tokenizer.chat_template")
@@ -475,6 +512,10 @@ class Engine:
         cp.n_batch = int(s.n_batch)
         cp.n_ubatch = int(s.n_batch)
         cp.n_seq_max = 1
+        # The engine reads one token's logits per batch (the last). Telling llama.cpp so sizes the
+        # compute buffer for one output row instead of n_ubatch rows of the 201k vocabulary:
+        # ~400 MB less per 512-token micro-batch, on the GPU where that buffer lives.
+        cp.n_outputs_max = 1
         threads = s.n_threads or _physical_cores()
         cp.n_threads = int(threads)
         cp.n_threads_batch = int(s.n_threads_batch or threads)
@@ -486,7 +527,27 @@ class Engine:
         ctx: ctypes.c_void_p | None = llama_cpp.llama_init_from_model(model, cp)
         if ctx:
             self._abort_cb = llama_cpp.ggml_abort_callback(self._should_abort)
+            self._attach_threadpools(ctx, cp.n_threads, cp.n_threads_batch)
         return ctx
+
+    def _attach_threadpools(self, ctx: ctypes.c_void_p, n_threads: int, n_threads_batch: int) -> None:
+        """Persistent CPU threads for the context (else ggml starts n threads for every token)."""
+        from app.core import llama_ext
+
+        self._free_threadpools()
+        try:
+            gen = llama_ext.CpuThreadpool(n_threads)
+            batch = gen if n_threads_batch == n_threads else llama_ext.CpuThreadpool(n_threads_batch)
+            llama_ext.attach_threadpools(ctx, gen, batch)
+        except llama_ext.LlamaExtError as e:
+            log.warning("no persistent CPU thread pool (%s); generation may be slower", e)
+            return
+        self._threadpools = [gen] if batch is gen else [gen, batch]
+
+    def _free_threadpools(self) -> None:
+        for pool in self._threadpools:
+            pool.free()
+        self._threadpools = []
 
     def _should_abort(self, _data: ctypes.c_void_p) -> bool:
         # Called by ggml between graph nodes while a prompt chunk is computed (CPU backend).
@@ -506,6 +567,10 @@ class Engine:
                 with self._lock:
                     if self._ctx:
                         llama_cpp.llama_free(self._ctx)
+                    if self._bchain:
+                        llama_cpp.llama_sampler_free(self._bchain)  # after the context that used it
+                    self._bchain = self._bchain_key = None
+                    self._free_threadpools()
                     if self._model:
                         llama_cpp.llama_model_free(self._model)
                     self._ctx = self._model = self._vocab = None
@@ -664,53 +729,137 @@ class Engine:
         if s:
             llama_cpp.llama_sampler_free(s)
 
-    def _sampler_chain(self, s: Sampling, grammar: str | None) -> ctypes.c_void_p:
+    def _sampler(
+        self, s: Sampling, grammar: str | None, tokens: list[int]
+    ) -> tuple[Callable[[], int], Callable[[], None]]:
+        """The draw of one token for this generation, and what frees its resources afterwards.
+
+        Without a grammar or repeat penalty, and with the output layer on a GPU, llama.cpp samples
+        on the GPU inside each decode and only the token id comes back (no logits copy, no CPU
+        pass over the vocabulary). Otherwise the logits are read where llama.cpp left them and
+        LogitSampler draws from them exactly; a grammar first masks them through llama.cpp's
+        grammar sampler. Both follow llama.cpp's chain: top-k, top-p, min-p, temperature, draw.
+        """
         import llama_cpp
 
+        from app.core import llama_ext
+        from app.core.sampler import LogitSampler, SamplerSettings, SamplingError, logits_view
+
+        # Penalties and logit bias change the logits from the generated history: the CPU path does them.
+        penalised = (
+            (bool(s.repeat_penalty) and s.repeat_penalty != 1.0)
+            or bool(s.presence_penalty)
+            or bool(s.frequency_penalty)
+            or bool(s.logit_bias)
+        )
+        if grammar is None and not penalised and self._backend_sampling:
+            chain = self._attach_backend_chain(s)
+            if chain is not None:
+                return functools.partial(llama_cpp.llama_sampler_sample, chain, self._ctx, -1), _nothing
+        self._detach_backend_chain()
+        settings = SamplerSettings(
+            temperature=float(s.temperature),
+            top_p=float(s.top_p),
+            top_k=int(s.top_k or 0),
+            min_p=float(s.min_p or 0.0),
+            repeat_penalty=float(s.repeat_penalty or 1.0),
+            presence_penalty=float(s.presence_penalty or 0.0),
+            frequency_penalty=float(s.frequency_penalty or 0.0),
+            logit_bias=tuple((int(t), float(b)) for t, b in (s.logit_bias or {}).items()),
+            seed=s.seed,
+        )
+        gsmpl: ctypes.c_void_p | None = None
+        banned: list[int] = []
+        mask = None
+        if grammar is not None:
+            body, named = split_grammar_stops(grammar, self._stop_texts)
+            if named:
+                banned = [tid for tid, text in self._stop_texts_by_id.items() if text not in named]
+            gsmpl = self._grammar_sampler(body)
+            mask = functools.partial(llama_ext.sampler_apply, gsmpl)
+        try:
+            sampler = LogitSampler(
+                self._n_vocab, settings, history=tokens, unpenalised=self._control_ids, banned=banned, mask=mask
+            )
+        except BaseException:
+            self._free_sampler(gsmpl)
+            raise
+        ctx, n_vocab = self._ctx, self._n_vocab
+        logits_at, accept = llama_ext.logits_address, llama_cpp.llama_sampler_accept
+        view: list[object] = [0, None]  # the logits buffer's address and a numpy view of it
+
+        def draw() -> int:
+            addr = logits_at(ctx, -1)
+            if not addr:
+                raise EngineError("llama.cpp returned no logits to sample from.")
+            if addr != view[0]:
+                view[0], view[1] = addr, logits_view(addr, n_vocab)
+            try:
+                tok = sampler.sample(view[1])  # type: ignore[arg-type]
+            except SamplingError as e:
+                raise EngineError(f"No token can be sampled: {e}.") from None
+            sampler.accept(tok)
+            if gsmpl is not None:
+                accept(gsmpl, tok)
+            return tok
+
+        return draw, functools.partial(self._free_sampler, gsmpl)
+
+    def _attach_backend_chain(self, s: Sampling) -> ctypes.c_void_p | None:
+        """The sampler chain llama.cpp runs inside each decode (reused, and reset, while unchanged)."""
+        import llama_cpp
+
+        from app.core import llama_ext
+
+        key: tuple[object, ...] = (s.temperature, s.top_k, s.top_p, s.min_p, s.seed)
+        if self._bchain is not None and self._bchain_key == key:
+            llama_cpp.llama_sampler_reset(self._bchain)  # same seed: same draws again
+            return self._bchain
+        self._detach_backend_chain()
         chain: ctypes.c_void_p = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         add = llama_cpp.llama_sampler_chain_add
-        try:
-            # --- penalties and logit_bias (API server) ---
-            repeat = float(s.repeat_penalty or 1.0)
-            if repeat != 1.0 or s.presence_penalty or s.frequency_penalty:
-                penalties = llama_cpp.llama_sampler_init_penalties(
-                    self._n_vocab, 64, repeat, float(s.frequency_penalty), float(s.presence_penalty)
-                )
-                add(chain, penalties)
-            if s.logit_bias:
-                user = (llama_cpp.llama_logit_bias * len(s.logit_bias))()
-                for k, (tid, bias) in enumerate(s.logit_bias.items()):
-                    user[k].token, user[k].bias = int(tid), float(bias)
-                add(chain, llama_cpp.llama_sampler_init_logit_bias(self._n_vocab, len(s.logit_bias), user))
-            # --- end penalties and logit_bias ---
-            if grammar is not None:
-                body, named = split_grammar_stops(grammar, [t for t in self._stop_texts if t])
-                if named:
-                    banned = [tid for tid, text in self._stop_texts_by_id.items() if text not in named]
-                    if banned:
-                        biases = (llama_cpp.llama_logit_bias * len(banned))()
-                        for k, tid in enumerate(banned):
-                            biases[k].token = tid
-                            biases[k].bias = float("-inf")
-                        add(chain, llama_cpp.llama_sampler_init_logit_bias(self._n_vocab, len(banned), biases))
-                add(chain, self._grammar_sampler(body))
-            if s.temperature <= 0:
-                add(chain, llama_cpp.llama_sampler_init_greedy())
-                return chain
-            if s.top_k and s.top_k > 0:
+        if s.temperature <= 0:
+            add(chain, llama_cpp.llama_sampler_init_greedy())
+        else:
+            if s.top_k and 0 < s.top_k < self._n_vocab:
                 add(chain, llama_cpp.llama_sampler_init_top_k(int(s.top_k)))
             if s.top_p < 1.0:
                 add(chain, llama_cpp.llama_sampler_init_top_p(float(s.top_p), 1))
-            if s.min_p > 0.0:
+            if s.min_p and s.min_p > 0.0:
                 add(chain, llama_cpp.llama_sampler_init_min_p(float(s.min_p), 1))
             if s.temperature != 1.0:
                 add(chain, llama_cpp.llama_sampler_init_temp(float(s.temperature)))
             seed = llama_cpp.LLAMA_DEFAULT_SEED if s.seed is None else int(s.seed) & 0xFFFFFFFF
             add(chain, llama_cpp.llama_sampler_init_dist(seed))
-            return chain
-        except BaseException:
+        with llama_ext.capture_llama_log() as lines:
+            ok = llama_cpp.llama_set_sampler(self._ctx, 0, chain)
+        # Each sampler now names itself "+name" when it runs on the device and "-name" when the
+        # device lacks an operation it needs; then llama.cpp would finish on the CPU with its slow
+        # full-vocabulary pass, and the engine's own CPU sampler is the better choice.
+        names = [
+            (llama_cpp.llama_sampler_name(llama_cpp.llama_sampler_chain_get(chain, i)) or b"").decode()
+            for i in range(llama_cpp.llama_sampler_chain_n(chain))
+        ]
+        if not ok or not all(n.startswith("+") for n in names):
+            if ok:
+                llama_cpp.llama_set_sampler(self._ctx, 0, None)
             llama_cpp.llama_sampler_free(chain)
-            raise
+            self._backend_sampling = False  # do not try again with this context
+            log.warning(
+                "backend sampling is not available (%s), sampling on the CPU%s", " ".join(names), _log_tail(lines)
+            )
+            return None
+        self._bchain, self._bchain_key = chain, key
+        return chain
+
+    def _detach_backend_chain(self) -> None:
+        import llama_cpp
+
+        if self._bchain is None:
+            return
+        llama_cpp.llama_set_sampler(self._ctx, 0, None)
+        llama_cpp.llama_sampler_free(self._bchain)
+        self._bchain = self._bchain_key = None
 
     def _reset_cache(self) -> None:
         import llama_cpp
@@ -817,14 +966,14 @@ class Engine:
             raise EngineError("Another answer is still being generated.")
         stats = GenerationStats(prompt_tokens=len(tokens))
         reason = "cancelled"
-        chain = None
+        release: Callable[[], None] = _nothing
         t0 = time.perf_counter()
         t_first = 0.0
         generated = 0
         try:
             if self._ctx is None:
                 raise EngineError("No model is loaded.")
-            chain = self._sampler_chain(sampling, grammar)
+            draw, release = self._sampler(sampling, grammar, tokens)
             n_keep = self._reuse_prefix(tokens)
             stats.cached_tokens = n_keep
             if not self._eval_prompt(tokens, n_keep, cancel):
@@ -836,7 +985,7 @@ class Engine:
 
             # Hot loop: locals only; per token one C call to sample, one to decode, and a dict lookup
             # that both classifies the token (it does not end generation) and gives its text.
-            ctx, decode, sample = self._ctx, llama_cpp.llama_decode, llama_cpp.llama_sampler_sample
+            ctx, decode = self._ctx, llama_cpp.llama_decode
             batch1, tok1 = self._batch1, self._tok1
             assert tok1 is not None
             plain, classify = self._plain_pieces, self._classify
@@ -850,7 +999,7 @@ class Engine:
                 reason = "length"
                 return
             while True:
-                tok = sample(chain, ctx, -1)
+                tok = draw()
                 piece = plain.get(tok)
                 if piece is None:
                     stop = classify(tok)
@@ -890,8 +1039,7 @@ class Engine:
             if generated > 1:
                 stats.tokens_per_s = (stats.generated_tokens - 1) / max(t_end - t_first, 1e-9)
             self.last_stats = stats
-            if chain:
-                llama_cpp.llama_sampler_free(chain)
+            release()
             self._gen_lock.release()
 
 
@@ -918,8 +1066,10 @@ def _model_params(settings: LoadSettings, n_layer: int) -> tuple[Any, list[objec
         mp.devices = devices.address
         keep_alive.append(devices)
     overrides = None
-    if settings.n_cpu_moe > 0:
-        overrides = llama_ext.TensorBuftOverrides.experts_on_cpu(settings.n_cpu_moe, n_layer)
+    if settings.n_cpu_moe > 0 or settings.n_cpu_moe_partial > 0:
+        overrides = llama_ext.TensorBuftOverrides.experts_on_cpu(
+            settings.n_cpu_moe, n_layer, partial=settings.n_cpu_moe_partial
+        )
         if overrides is not None:
             mp.tensor_buft_overrides = overrides.address
             keep_alive.append(overrides)
@@ -978,6 +1128,10 @@ def _physical_cores() -> int:
 
 def _never() -> bool:
     return False
+
+
+def _nothing() -> None:
+    pass
 
 
 def _int(v: object) -> int:

@@ -99,6 +99,10 @@ class HardwareProfile:
     backends: list[str] | None = None
     llama_devices: list[LlamaDevice] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Hybrid CPUs (Intel P/E cores, Arm big.LITTLE): physical performance and efficiency cores;
+    # both 0 when every core is alike or it could not be told.
+    cores_performance: int = 0
+    cores_efficiency: int = 0
 
     @property
     def unified_memory(self) -> bool:
@@ -106,9 +110,16 @@ class HardwareProfile:
 
     @property
     def threads_generation(self) -> int:
-        """Threads for token generation: performance cores on Apple, physical cores elsewhere."""
+        """Threads for token generation: one per physical performance core.
+
+        Each token ends in a barrier that waits for the slowest thread, so on a hybrid CPU a
+        thread on an efficiency core holds every other one back (llama.cpp's own default also
+        counts performance cores only). Elsewhere: one per physical core.
+        """
         if self.apple and self.apple.performance_cores:
             return self.apple.performance_cores
+        if self.cores_performance > 0:
+            return self.cores_performance
         return max(1, self.cores_physical or self.cores_logical or 1)
 
     @property
@@ -122,7 +133,12 @@ class HardwareProfile:
         """Short lines for the hardware panel."""
         lines = [f"{self.os or 'Unknown OS'} {self.machine}".strip()]
         cpu = self.cpu_name or "CPU"
-        lines.append(f"{cpu}: {self.cores_physical} cores, {self.cores_logical} threads")
+        hybrid = (
+            f" ({self.cores_performance} performance + {self.cores_efficiency} efficiency)"
+            if self.cores_performance
+            else ""
+        )
+        lines.append(f"{cpu}: {self.cores_physical} cores{hybrid}, {self.cores_logical} threads")
         lines.append(f"RAM: {self.ram_total / GiB:.1f} GB, {self.ram_available / GiB:.1f} GB available")
         if self.apple:
             lines.append(
@@ -230,6 +246,58 @@ def probe_memory_cpu(probes: Probes) -> tuple[dict[str, Any], list[str]]:
     except Exception as e:  # noqa: BLE001
         notes.append(f"CPU: core count could not be read ({e})")
     return out, notes
+
+
+def _cpu_list(text: str | None) -> set[int]:
+    """ "0-7,16,18-19" → {0..7, 16, 18, 19}; malformed parts are skipped."""
+    out: set[int] = set()
+    for part in (text or "").strip().split(","):
+        lo, _, hi = part.strip().partition("-")
+        try:
+            out.update(range(int(lo), int(hi or lo) + 1))
+        except ValueError:
+            continue
+    return out
+
+
+def probe_core_types(probes: Probes) -> tuple[int, int]:
+    """Physical (performance, efficiency) cores of a hybrid CPU on Linux; (0, 0) if not hybrid.
+
+    Intel hybrid CPUs expose a perf PMU per core type (/sys/devices/cpu_core and cpu_atom, each
+    with a `cpus` list); Arm big.LITTLE gives each CPU a relative `cpu_capacity`, the big cores the
+    highest. Hyper-threads of one core share its topology core_id, so each core counts once.
+    """
+    sys_root = probes.sysfs_root
+    cpu_dir = sys_root / "devices" / "system" / "cpu"
+
+    def physical(cpus: set[int]) -> int:
+        cores = set()
+        for c in cpus:
+            topo = cpu_dir / f"cpu{c}" / "topology"
+            core = _read(topo / "core_id")
+            pkg = _read(topo / "physical_package_id") or "0"
+            cores.add((pkg, core) if core is not None else ("cpu", str(c)))
+        return len(cores)
+
+    p_cpus = _cpu_list(_read(sys_root / "devices" / "cpu_core" / "cpus"))
+    e_cpus = _cpu_list(_read(sys_root / "devices" / "cpu_atom" / "cpus"))
+    if p_cpus and e_cpus:
+        return physical(p_cpus), physical(e_cpus)
+    capacity: dict[int, int] = {}
+    try:
+        entries = list(cpu_dir.iterdir())
+    except OSError:
+        return 0, 0
+    for d in entries:
+        if d.name.startswith("cpu") and d.name[3:].isdigit():
+            v = _read(d / "cpu_capacity")
+            if v is not None and v.isdigit():
+                capacity[int(d.name[3:])] = int(v)
+    if len(set(capacity.values())) < 2:
+        return 0, 0
+    top = max(capacity.values())
+    big = {c for c, v in capacity.items() if v == top}
+    return physical(big), physical(set(capacity) - big)
 
 
 def probe_cpu_name(probes: Probes, system: str) -> tuple[str, list[str], list[str]]:
@@ -533,6 +601,11 @@ def detect(probes: Probes | None = None) -> HardwareProfile:
         notes.append(f"OS: unknown ({e})")
     mem, n = probe_memory_cpu(probes)
     notes += n
+    perf_cores, eff_cores = probe_core_types(probes) if system == "Linux" else (0, 0)
+    if perf_cores:
+        notes.append(
+            f"CPU: hybrid, {perf_cores} performance and {eff_cores} efficiency cores; generation uses the performance cores"
+        )
     cpu_name, features, n = probe_cpu_name(probes, system)
     notes += n
     gpus: list[GpuInfo] = []
@@ -586,4 +659,6 @@ def detect(probes: Probes | None = None) -> HardwareProfile:
         backends=backends,
         llama_devices=devices,
         notes=notes,
+        cores_performance=perf_cores,
+        cores_efficiency=eff_cores,
     )

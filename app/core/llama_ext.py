@@ -16,6 +16,7 @@ from pathlib import Path
 
 import llama_cpp
 
+from app.core.engine import PARTIAL_EXPERT_TENSORS
 from app.core.errors import HarmonicaError
 
 log = logging.getLogger("harmonica.llama")
@@ -30,7 +31,8 @@ _DEV_KIND = {
     DEV_TYPE_META: "meta",
 }
 
-LIB_DIR = Path(llama_cpp.__file__).resolve().parent / "lib"
+# Resolved: a lib folder that is a link to a llama.cpp build dir must match the real paths in /proc/self/maps.
+LIB_DIR = (Path(llama_cpp.__file__).resolve().parent / "lib").resolve()
 
 
 class LlamaExtError(HarmonicaError, RuntimeError):
@@ -144,6 +146,8 @@ def ggml_lib() -> ctypes.CDLL:
             "ggml_backend_dev_buffer_type": ([vp], vp),
             "ggml_backend_buft_name": ([vp], ctypes.c_char_p),
             "ggml_backend_dev_by_name": ([ctypes.c_char_p], vp),
+            "ggml_backend_reg_get_proc_address": ([vp, ctypes.c_char_p], vp),
+            "ggml_threadpool_params_init": ([vp, ctypes.c_int], None),
         }
         for name, (argtypes, restype) in sigs.items():
             try:
@@ -396,6 +400,11 @@ def expert_pattern(n_cpu_moe: int, n_layer: int) -> str:
     return rf"^blk\.({blocks})\.ffn_(up|down|gate)_exps"
 
 
+def partial_expert_pattern(block: int, partial: int) -> str:
+    """Regex for `partial` (1 or 2) of the three expert tensors of one block (see PARTIAL_EXPERT_TENSORS)."""
+    return rf"^blk\.{block}\.ffn_({'|'.join(PARTIAL_EXPERT_TENSORS[partial])})_exps"
+
+
 class TensorBuftOverrides:
     """A NULL-terminated llama_model_tensor_buft_override array; keep it alive as long as the model."""
 
@@ -414,10 +423,101 @@ class TensorBuftOverrides:
         return ctypes.addressof(self._array)
 
     @classmethod
-    def experts_on_cpu(cls, n_cpu_moe: int, n_layer: int) -> TensorBuftOverrides | None:
-        if n_cpu_moe <= 0 or n_layer <= 0:
+    def experts_on_cpu(cls, n_cpu_moe: int, n_layer: int, *, partial: int = 0) -> TensorBuftOverrides | None:
+        """Experts of the first n_cpu_moe blocks in host memory, plus `partial` (0-2) of the next block's."""
+        n_cpu_moe = max(0, min(n_cpu_moe, n_layer))
+        partial = partial if 0 < partial < 3 and n_cpu_moe < n_layer else 0
+        if n_layer <= 0 or (n_cpu_moe <= 0 and partial <= 0):
             return None
-        return cls([(expert_pattern(n_cpu_moe, n_layer), cpu_buffer_type())])
+        cpu = cpu_buffer_type()
+        entries = [(expert_pattern(n_cpu_moe, n_layer), cpu)] if n_cpu_moe > 0 else []
+        if partial:
+            entries.append((partial_expert_pattern(n_cpu_moe, partial), cpu))
+        return cls(entries)
+
+
+# --- a persistent CPU thread pool --------------------------------------------------------------------
+
+
+class _ThreadpoolParams(ctypes.Structure):
+    # struct ggml_threadpool_params (ggml.h; GGML_MAX_N_THREADS = 512)
+    _fields_ = [
+        ("cpumask", ctypes.c_bool * 512),
+        ("n_threads", ctypes.c_int),
+        ("prio", ctypes.c_int),
+        ("poll", ctypes.c_uint32),
+        ("strict_cpu", ctypes.c_bool),
+        ("paused", ctypes.c_bool),
+    ]
+
+
+def _cpu_proc(name: str) -> int:
+    load_dynamic_backends()
+    lib = ggml_lib()
+    dev = lib.ggml_backend_dev_by_type(DEV_TYPE_CPU)
+    reg = lib.ggml_backend_dev_backend_reg(dev) if dev else None
+    addr = lib.ggml_backend_reg_get_proc_address(reg, name.encode()) if reg else None
+    if not addr:
+        raise LlamaExtError(f"the CPU backend does not offer {name}")
+    return int(addr)
+
+
+class CpuThreadpool:
+    """A ggml CPU thread pool that lives as long as a context.
+
+    Without one, ggml starts and joins n threads for every graph it computes on the CPU, that is
+    for every generated token (even on a GPU, where the CPU still looks up the token embedding, or
+    runs the experts kept in RAM). llama-bench and llama-server attach one; so does the engine.
+    """
+
+    def __init__(self, n_threads: int) -> None:
+        lib = ggml_lib()
+        params = _ThreadpoolParams()
+        lib.ggml_threadpool_params_init(ctypes.byref(params), max(1, int(n_threads)))
+        new = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.POINTER(_ThreadpoolParams))(_cpu_proc("ggml_threadpool_new"))
+        self._free = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_cpu_proc("ggml_threadpool_free"))
+        self.n_threads = params.n_threads
+        self.handle: int | None = new(ctypes.byref(params))
+        if not self.handle:
+            raise LlamaExtError(f"could not start a pool of {n_threads} CPU threads")
+
+    def free(self) -> None:
+        """Stop the threads; detach (or free) every context that uses the pool first."""
+        if self.handle:
+            self._free(self.handle)
+            self.handle = None
+
+
+def attach_threadpools(ctx: object, generation: CpuThreadpool, batch: CpuThreadpool) -> None:
+    fn = _llama_fn("llama_attach_threadpool", None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+    fn(ctx, generation.handle, batch.handle)  # type: ignore[operator]
+
+
+# --- typed calls llama_cpp's bindings do not offer ---------------------------------------------------
+
+_fn_cache: dict[str, object] = {}
+
+
+def _llama_fn(name: str, restype: object, *argtypes: object) -> object:
+    """A separately typed handle to a libllama function (llama_cpp's own binding keeps its types)."""
+    fn = _fn_cache.get(name)
+    if fn is None:
+        proto = ctypes.CFUNCTYPE(restype, *argtypes)  # type: ignore[arg-type]
+        fn = proto((name, llama_cpp.llama_cpp._lib))
+        _fn_cache[name] = fn
+    return fn
+
+
+def logits_address(ctx: object, i: int) -> int:
+    """Address of the logits of output i (-1: the last), 0 if there are none; never copies them."""
+    fn = _llama_fn("llama_get_logits_ith", ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32)
+    return int(fn(ctx, i) or 0)  # type: ignore[operator]
+
+
+def sampler_apply(sampler: object, token_data_array: int) -> None:
+    """llama_sampler_apply on a llama_token_data_array given by address (e.g. numpy-backed)."""
+    fn = _llama_fn("llama_sampler_apply", None, ctypes.c_void_p, ctypes.c_void_p)
+    fn(sampler, token_data_array)  # type: ignore[operator]
 
 
 # --- llama.cpp log routing --------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from app.core.engine import LoadSettings
+from app.core.engine import PARTIAL_EXPERT_TENSORS, LoadSettings
 from app.core.gguf_info import GgufError, GgufInfo, read_gguf_info
 from app.core.hardware import GB, VENDOR_BACKENDS, GpuInfo, HardwareProfile
 
@@ -41,19 +41,24 @@ KV_TYPE_BYTES: dict[str, float] = {
     "iq4_nl": 18 / 32,
 }
 
-# GPU memory the backend takes before any buffer: CUDA/HIP context, cuBLAS/hipBLAS workspace and
-# llama.cpp's scratch pool. Consumer cards show 250-450 MiB; the H200 figures fit 350 MiB.
+# GPU memory the backend takes besides llama.cpp's buffers: CUDA/HIP context, cuBLAS/hipBLAS
+# workspace and llama.cpp's scratch pool. NVML, above the buffers llama.cpp reported, whatever the
+# placement: 697-713 MiB on the H200 (bench/gpu/offload_sweep-h200-*.json, 28 loads), 705-722 MiB
+# on the H100 (bench/RESULTS.md, peer runs). Consumer cards show 250-450 MiB for the context; the
+# CUDA figure takes the measured one.
 GPU_RUNTIME_RESERVE: dict[str, int] = {
-    "CUDA": 350 * MiB,
+    "CUDA": 736 * MiB,
     "ROCm": 450 * MiB,
     "Vulkan": 350 * MiB,
     "Metal": 256 * MiB,
     "": 350 * MiB,
 }
-# Left free on the GPU: other programs (the desktop, a browser) grow, allocations fragment, and the
-# estimate has an error of a few hundred MB. 4% of the card, at least 256 MiB.
-GPU_MARGIN_SHARE = 0.04
-GPU_MARGIN_MIN = 256 * MiB
+# Left free on the GPU beyond the estimate: other programs (the desktop, a browser) grow and
+# allocations fragment. A fixed size, not a share of the card: what can go wrong does not grow with
+# the card (a share left 3 GB idle on an 80 GB card and starved a 6 GB one). The estimate itself is
+# checked against llama.cpp's buffers and NVML peaks (tests, bench/RESULTS.md), so this is not
+# where its error is absorbed. llama.cpp's --fit leaves 1 GiB.
+GPU_MARGIN = 384 * MiB
 # Left free in RAM (the OS file cache, other apps growing): 3% of RAM, at least 512 MiB.
 RAM_MARGIN_SHARE = 0.03
 RAM_MARGIN_MIN = 512 * MiB
@@ -63,6 +68,8 @@ HOST_RUNTIME = 200 * MiB
 HOST_GPU_DRIVER = 300 * MiB
 
 AUTO_CTX_BASE = 8192
+# Prompt micro-batches tried when Wishes.n_batch is None, largest first; the last is the fallback.
+AUTO_BATCHES = (2048, 1024, 512)
 AUTO_CTX_STEPS = (16384, 32768, 65536, 131072)
 AUTO_CTX_FALLBACK = (4096, 2048)
 AUTO_CTX_CAP_PARTIAL = 32768  # bigger automatic contexts only when everything is on the GPU
@@ -86,7 +93,10 @@ class Wishes:
     use_mlock: bool | None = None
     gpu_index: int | None = None  # position in HardwareProfile.gpus
     backend: str | None = None  # "cpu" forces CPU only; "gpu" refuses plans without the GPU
-    n_batch: int = 512
+    # Prompt micro-batch (the engine's n_batch = n_ubatch). None: the largest of AUTO_BATCHES that
+    # costs the placement nothing (bigger batches read long prompts faster, most of all with
+    # experts in RAM, whose weights cross to the GPU once per batch).
+    n_batch: int | None = None
 
 
 @dataclass
@@ -118,6 +128,9 @@ class Placement:
     n_gpu_layers: int  # llama.cpp: >= 1 puts the output layer on the GPU plus the last n-1 blocks
     n_cpu_moe: int  # the first n blocks keep their experts in host memory
     use_gpu: bool  # False: the GPU is hidden from llama.cpp (true CPU-only)
+    # Of block n_cpu_moe, how many of its 3 expert tensors also stay in host memory (1: down;
+    # 2: gate and up; engine.PARTIAL_EXPERT_TENSORS): a third of a block at a time.
+    n_cpu_moe_partial: int = 0
 
 
 @dataclass
@@ -141,6 +154,7 @@ class Plan:
     suggestions: list[str] = field(default_factory=list)
     n_batch: int = 512
     gpu_index: int | None = None  # position in HardwareProfile.gpus; None: no GPU is used
+    n_cpu_moe_partial: int = 0  # see Placement
     gpu_name: str = ""
     use_gpu: bool = False  # False with a GPU present: hide it from llama.cpp
     backend: str = "CPU"  # what computes: "CUDA", "Metal", "ROCm", "Vulkan", ... or "CPU"
@@ -154,6 +168,7 @@ class Plan:
             n_ctx=self.n_ctx,
             n_gpu_layers=self.n_gpu_layers,
             n_cpu_moe=self.n_cpu_moe,
+            n_cpu_moe_partial=self.n_cpu_moe_partial,
             n_threads=self.n_threads,
             n_threads_batch=self.n_threads_batch,
             n_batch=self.n_batch,
@@ -174,12 +189,20 @@ class Plan:
     def summary(self) -> str:
         where = {
             "gpu": "everything on the GPU",
-            "gpu+cpu-experts": f"GPU, with the experts of {self.n_cpu_moe} blocks in RAM",
+            "gpu+cpu-experts": f"GPU, with the experts of {_blocks_text(self.n_cpu_moe, self.n_cpu_moe_partial)} in RAM",
             "layer-split": f"{self.n_gpu_layers} layers on the GPU, the rest on the CPU",
             "cpu": "CPU only",
             "none": "does not fit",
         }[self.mode]
         return f"{where}; context {self.n_ctx:,} tokens; ~{self.est_vram_bytes / GiB:.1f} GB GPU, ~{self.est_ram_bytes / GiB:.1f} GB RAM"
+
+
+def _blocks_text(n_cpu_moe: int, partial: int) -> str:
+    """ "12 blocks", "12⅓ blocks", "⅔ of a block"."""
+    frac = {0: "", 1: "⅓", 2: "⅔"}[max(0, min(partial, 2))]
+    if n_cpu_moe == 0 and frac:
+        return f"{frac} of a block"
+    return f"{n_cpu_moe}{frac} block{'' if n_cpu_moe == 1 and not frac else 's'}"
 
 
 # --- estimates ------------------------------------------------------------------------------------
@@ -222,10 +245,24 @@ def _act_floats(model: GgufInfo) -> int:
     return 3 * model.n_expert_used * model.n_ff_exp + 2 * model.n_head * model.head_dim + 2 * model.n_embd
 
 
-def compute_bytes(model: GgufInfo, n_ctx: int, flash_attn: bool, n_batch: int = 512, *, output: bool = True) -> int:
+# Rows of logits one micro-batch computes: the engine asks llama.cpp for one output per batch (the
+# last token's; llama_context_params.n_outputs_max = 1), so the output phase no longer holds a
+# whole micro-batch of 201k-wide logits (~400 MB at 512 tokens).
+N_OUTPUTS = 1
+
+
+def compute_bytes(
+    model: GgufInfo,
+    n_ctx: int,
+    flash_attn: bool,
+    n_batch: int = 512,
+    *,
+    output: bool = True,
+    n_outputs: int = N_OUTPUTS,
+) -> int:
     """A backend's compute buffer: attention masks plus the larger of the block and output phases.
 
-    The output phase (logits for a whole micro-batch) dominates for a 201k vocabulary; without
+    With one output row the block phase (expert activations of the micro-batch) dominates; without
     flash attention the full-attention scores (heads × context × batch) dominate at long context.
     """
     ub = _ubatch(n_ctx, n_batch)
@@ -235,9 +272,10 @@ def compute_bytes(model: GgufInfo, n_ctx: int, flash_attn: bool, n_batch: int = 
     act = ub * 4 * _act_floats(model)
     if not flash_attn:
         act += model.n_head * full * ub * 4
-    # Logits for the micro-batch, the final norm's input and output, and (seen at n_ctx <= n_ubatch,
+    # Logits of the output rows, the final norm's input and output, and (seen at n_ctx <= n_ubatch,
     # where the allocator keeps it alive) the last block's per-expert outputs.
-    out = ub * 4 * (model.n_vocab + (2 + model.n_expert_used) * model.n_embd) if output else 0
+    rows = max(1, min(ub, n_outputs))
+    out = rows * 4 * (model.n_vocab + (2 + model.n_expert_used) * model.n_embd) if output else 0
     return masks + max(act, out)
 
 
@@ -271,6 +309,40 @@ def amx_extra_bytes(model: GgufInfo) -> tuple[list[int], int]:
     return per_block, output
 
 
+_EXPERT_KIND = re.compile(r"^blk\.(\d+)\.ffn_(gate|up|down)_exps")
+_expert_cache: dict[int, tuple[GgufInfo, list[dict[str, int]]]] = {}
+
+
+def expert_tensor_bytes(model: GgufInfo) -> list[dict[str, int]]:
+    """Per block, bytes of its gate, up and down expert tensors (weights and biases)."""
+    hit = _expert_cache.get(id(model))
+    if hit is not None and hit[0] is model:
+        return hit[1]
+    out: list[dict[str, int]] = [{"gate": 0, "up": 0, "down": 0} for _ in range(model.n_layer)]
+    for t in model.tensors:
+        m = _EXPERT_KIND.match(t.name)
+        if m and int(m.group(1)) < model.n_layer:
+            out[int(m.group(1))][m.group(2)] += t.nbytes
+    for il, b in enumerate(model.blocks[: model.n_layer]):
+        if sum(out[il].values()) != b.experts:  # no tensor list: three equal thirds
+            third = b.experts // 3
+            out[il] = {"gate": third, "up": third, "down": b.experts - 2 * third}
+    if len(_expert_cache) > 16:
+        _expert_cache.clear()
+    _expert_cache[id(model)] = (model, out)
+    return out
+
+
+def partial_expert_bytes(model: GgufInfo, block: int, partial: int) -> int:
+    """Bytes of block `block` kept in host memory when `partial` of its 3 expert tensors are."""
+    if partial <= 0 or not 0 <= block < model.n_layer:
+        return 0
+    if partial >= 3:
+        return model.blocks[block].experts
+    kinds = expert_tensor_bytes(model)[block]
+    return sum(kinds[k] for k in PARTIAL_EXPERT_TENSORS[partial])
+
+
 def estimate(
     model: GgufInfo,
     placement: Placement,
@@ -281,10 +353,12 @@ def estimate(
     n_batch: int = 512,
     gpu: GpuInfo | None = None,
     amx: bool = False,
+    n_outputs: int = N_OUTPUTS,
 ) -> MemoryEstimate:
     """Bytes on the GPU and in RAM for one placement (no margins).
 
     amx: the CPU has AMX, so a CPU-only load stores Q8_0 (and some K-quant) matrices larger.
+    n_outputs: logits rows per micro-batch (the engine's 1; llama.cpp's default is the whole batch).
     """
     L = model.n_layer
     use_gpu = placement.use_gpu and gpu is not None
@@ -293,11 +367,14 @@ def estimate(
     output_on_gpu = use_gpu and ngl >= 1
     unified = bool(gpu and gpu.unified_memory)
     e = MemoryEstimate()
-    host_units: list[int] = []  # host-resident pieces the GPU would copy in for prompt work
+    # Host-resident tensors the GPU copies in, one at a time, for prompt work (op offload).
+    host_units: list[int] = []
+    expert_kinds = expert_tensor_bytes(model)
     any_host_block_part = False
     full_cells, swa_cells = kv_cells(model, n_ctx, n_batch)
     per_cell = kv_bytes_per_cell(model, kv_type)
     n_swa = len(model.swa_layers)
+    partial_block = placement.n_cpu_moe if 0 < placement.n_cpu_moe_partial < 3 else -1
     for il, b in enumerate(model.blocks):
         on_gpu = use_gpu and il >= first_gpu_block
         kv = (swa_cells if il < n_swa and model.swa_layers[il] else full_cells) * per_cell
@@ -306,14 +383,22 @@ def estimate(
             e.gpu_kv += kv
             if il < placement.n_cpu_moe:
                 e.host_weights += b.experts
-                host_units.append(b.experts)
+                host_units.append(max(expert_kinds[il].values()))
+                any_host_block_part = True
+            elif il == partial_block:
+                moved = partial_expert_bytes(model, il, placement.n_cpu_moe_partial)
+                e.host_weights += moved
+                e.gpu_weights += b.experts - moved
+                host_units.append(max(expert_kinds[il][k] for k in PARTIAL_EXPERT_TENSORS[placement.n_cpu_moe_partial]))
                 any_host_block_part = True
             else:
                 e.gpu_weights += b.experts
         else:
             e.host_weights += b.total
             e.host_kv += kv
-            host_units.append(b.total)
+            # Its largest tensor: an expert tensor (attention matrices are smaller), or all of a
+            # dense block's weights where the split is unknown.
+            host_units.append(max(expert_kinds[il].values()) if b.experts else b.total)
             any_host_block_part = True
     e.host_weights += model.embedding_bytes + model.extra_bytes
     if output_on_gpu:
@@ -327,7 +412,7 @@ def estimate(
         e.host_weights += sum(per_block) + out_extra
     e.host_runtime = HOST_RUNTIME + model.n_vocab * 4  # + the logits output buffer
     if use_gpu:
-        e.gpu_compute = compute_bytes(model, n_ctx, flash_attn, n_batch)
+        e.gpu_compute = compute_bytes(model, n_ctx, flash_attn, n_batch, n_outputs=n_outputs)
         if not unified:
             # With weights in host memory, llama.cpp copies them to the GPU for large batches
             # (prompt processing), one piece at a time, inside the compute buffer.
@@ -338,14 +423,14 @@ def estimate(
             e.host_runtime += HOST_GPU_DRIVER
         e.gpu_runtime = GPU_RUNTIME_RESERVE.get(gpu.backend_hint if gpu else "", GPU_RUNTIME_RESERVE[""])
         if not output_on_gpu:
-            e.host_compute = compute_bytes(model, n_ctx, flash_attn, n_batch)
+            e.host_compute = compute_bytes(model, n_ctx, flash_attn, n_batch, n_outputs=n_outputs)
         elif any_host_block_part:
             ub = _ubatch(n_ctx, n_batch)
             e.host_compute = ub * 4 * _act_floats(model)
         else:
             e.host_compute = _ubatch(n_ctx, n_batch) * 4 * 2 * model.n_embd
     else:
-        e.host_compute = compute_bytes(model, n_ctx, flash_attn, n_batch)
+        e.host_compute = compute_bytes(model, n_ctx, flash_attn, n_batch, n_outputs=n_outputs)
     return e
 
 
@@ -353,7 +438,7 @@ def estimate(
 
 
 def gpu_margin(gpu: GpuInfo) -> int:
-    return max(GPU_MARGIN_MIN, int(GPU_MARGIN_SHARE * gpu.vram_total))
+    return GPU_MARGIN
 
 
 def ram_margin(profile: HardwareProfile) -> int:
@@ -415,7 +500,7 @@ def _mode(p: Placement, model: GgufInfo) -> str:
     if not p.use_gpu or p.n_gpu_layers <= 0:
         return "cpu"
     if p.n_gpu_layers >= model.n_layer + 1:
-        return "gpu" if p.n_cpu_moe <= 0 else "gpu+cpu-experts"
+        return "gpu" if p.n_cpu_moe <= 0 and p.n_cpu_moe_partial <= 0 else "gpu+cpu-experts"
     return "layer-split"
 
 
@@ -428,7 +513,7 @@ class _Planner:
         self.suggestions: list[str] = []
         self.gpu_index, self.gpu = self._choose_gpu()
         self.flash_attn, self.kv_type = self._attention_settings()
-        self.n_batch = max(1, wishes.n_batch)
+        self.n_batch = max(1, wishes.n_batch or AUTO_BATCHES[-1])
         self.amx = "amx_tile" in (profile.cpu_features or [])
         self._checks: dict[tuple[Placement, int], _Check] = {}
 
@@ -536,8 +621,8 @@ class _Planner:
         w = self.wishes
         cands: list[Placement] = []
         if self.gpu is not None:
-            cands.append(Placement(L + 1, 0, True))
-            cands += [Placement(L + 1, m, True) for m in range(1, L + 1)]
+            # Experts to RAM a third of a block at a time (one tensor of three), fastest first.
+            cands += [Placement(L + 1, m, True, part) for m in range(L + 1) for part in ((0, 1, 2) if m < L else (0,))]
             cands += [Placement(k, 0, True) for k in range(L, 0, -1)]
             cands.append(Placement(0, 0, True))  # GPU only helps with prompts
         if (w.backend or "").lower() != "gpu" or self.gpu is None:
@@ -663,11 +748,18 @@ class _Planner:
             )
         elif mode == "gpu+cpu-experts":
             moved = sum(b.experts for b in m.blocks[: p.n_cpu_moe])
+            moved += partial_expert_bytes(m, p.n_cpu_moe, p.n_cpu_moe_partial)
+            which = f"the first {p.n_cpu_moe}" if p.n_cpu_moe else ""
+            if p.n_cpu_moe_partial:
+                part = " and ".join(PARTIAL_EXPERT_TENSORS[p.n_cpu_moe_partial])
+                extra = f"the {part} expert tensor{'s' if p.n_cpu_moe_partial > 1 else ''} of block {p.n_cpu_moe + 1}"
+                which = f"{which} and {extra}" if which else extra
             self.reasons.append(
                 f"The whole model would need {full_gpu_need / GiB:.1f} GB on the GPU, but {vram_budget(self.gpu) / GiB:.1f} GB is usable "  # type: ignore[arg-type]
-                f"after a safety margin. So all {m.n_layer} blocks run on the GPU except the expert weights of the first "
-                f"{p.n_cpu_moe}, which stay in RAM ({moved / GiB:.1f} GB). Keeping attention on the GPU and moving only "
-                "experts is about 3x faster than splitting whole layers."
+                f"after a safety margin. So all {m.n_layer} blocks run on the GPU except the expert weights of {which}, "
+                f"which stay in RAM ({moved / GiB:.1f} GB). Keeping attention on the GPU and moving only "
+                "experts is about 3x faster than splitting whole layers; they move a third of a block at a time, so "
+                "the GPU stays full."
             )
         elif mode == "layer-split":
             blocks = p.n_gpu_layers - 1
@@ -797,7 +889,7 @@ class _Planner:
         n_threads = w.n_threads or self.profile.threads_generation
         n_threads_batch = w.n_threads_batch or self.profile.threads_batch
         self.reasons.append(
-            f"Threads: {n_threads} for generating (one per {'performance ' if self.profile.apple else 'physical '}core), "
+            f"Threads: {n_threads} for generating (one per {'performance ' if self.profile.apple or self.profile.cores_performance else 'physical '}core), "
             f"{n_threads_batch} for reading prompts."
         )
         use_mlock = bool(w.use_mlock)
@@ -809,6 +901,7 @@ class _Planner:
         return Plan(
             n_gpu_layers=p.n_gpu_layers if p.use_gpu else 0,
             n_cpu_moe=p.n_cpu_moe if p.use_gpu else 0,
+            n_cpu_moe_partial=p.n_cpu_moe_partial if p.use_gpu else 0,
             n_ctx=n_ctx,
             flash_attn=self.flash_attn,
             kv_type=self.kv_type,
@@ -843,7 +936,34 @@ def plan(profile: HardwareProfile, model_info: GgufInfo, wishes: Wishes | None =
     wishes = wishes or Wishes()
     if model_info.n_layer <= 0 or not model_info.blocks:
         return refusal(profile, f"{model_info.name} has no transformer blocks; the file is not a usable model.", wishes)
-    return _Planner(profile, model_info, wishes).run()
+    if wishes.n_batch is not None:
+        return _Planner(profile, model_info, wishes).run()
+    # The prompt batch: the largest that costs nothing else. A bigger batch takes more compute
+    # buffer, which must never push weights off the GPU or shrink the context: generation speed
+    # comes first. It pays most with experts in RAM, which cross to the GPU once per batch.
+    base = _Planner(profile, model_info, replace(wishes, n_batch=AUTO_BATCHES[-1])).run()
+    if not base.fits:
+        return base
+    if base.fits:
+        for nb in AUTO_BATCHES[:-1]:
+            p = _Planner(profile, model_info, replace(wishes, n_batch=nb)).run()
+            same = (p.n_gpu_layers, p.n_cpu_moe, p.n_cpu_moe_partial, p.use_gpu) == (
+                base.n_gpu_layers,
+                base.n_cpu_moe,
+                base.n_cpu_moe_partial,
+                base.use_gpu,
+            )
+            if p.fits and same and p.n_ctx >= base.n_ctx:
+                p.reasons.append(
+                    f"Prompts are read {nb:,} tokens at a time: the larger work buffer still fits without moving "
+                    "any weights off the GPU or shrinking the context, and long prompts are read faster."
+                )
+                return p
+    base.reasons.append(
+        f"Prompts are read {base.n_batch:,} tokens at a time: a larger batch would need memory that the weights "
+        "or the context use better."
+    )
+    return base
 
 
 # --- planning for a file on disk ------------------------------------------------------------------

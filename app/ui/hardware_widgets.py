@@ -249,7 +249,12 @@ def summary_text(p: Plan, m: GgufInfo) -> str:
     if p.mode == "gpu":
         s = f"All {m.n_layer} blocks and the output layer run on the GPU."
     elif p.mode == "gpu+cpu-experts":
-        s = f"All {m.n_layer} blocks run on the GPU; the expert weights of the first {p.n_cpu_moe} stay in RAM and the CPU computes them."
+        part = {1: "one", 2: "two"}.get(p.n_cpu_moe_partial)
+        which = f"the first {p.n_cpu_moe} blocks" if p.n_cpu_moe else ""
+        if part:
+            extra = f"{part} of the three expert tensors of block {p.n_cpu_moe + 1}"
+            which = f"{which} and {extra}" if which else extra
+        s = f"All {m.n_layer} blocks run on the GPU; the expert weights of {which} stay in RAM and the CPU computes them."
     elif p.mode == "layer-split":
         s = f"{max(0, p.n_gpu_layers - 1)} of {m.n_layer} blocks and the output layer run on the GPU, the rest on the CPU."
     elif p.mode == "cpu":

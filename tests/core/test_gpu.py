@@ -201,3 +201,76 @@ def test_measured_vram_stays_within_the_estimate(profile: HardwareProfile, model
     # The CUDA context may already exist from earlier tests (then it is not in `used`), so only
     # the upper bound is a fair check on a shared test process.
     assert used <= p.est_vram_bytes, (used / MiB, p.est_vram_bytes / MiB, p.estimate)
+
+
+def test_partial_expert_block_splits_at_tensor_granularity(
+    profile: HardwareProfile, model: Path, engine: Engine
+) -> None:
+    """n_cpu_moe_partial keeps 1 (down) or 2 (gate, up) of the next block's expert tensors on the host."""
+    L = int(SHAPE["n_layer"])  # type: ignore[call-overload]
+    info = model_info_for_file(model)
+    from app.core.planner import Placement, estimate
+
+    gpu = next(g for g in profile.gpus if g.vendor == "nvidia")
+    for partial, kinds in ((1, ("down",)), (2, ("gate", "up"))):
+        settings = LoadSettings(
+            n_ctx=2048,
+            n_gpu_layers=L + 1,
+            n_cpu_moe=1,
+            n_cpu_moe_partial=partial,
+            use_mmap=False,
+            devices=(gpu.device,),
+        )
+        _info, report = _loaded(engine, model, settings)
+        moved = set(report.overridden or {})
+        expected = {f"blk.0.ffn_{k}_exps.{w}" for k in ("up", "down", "gate") for w in ("weight", "bias")}
+        expected |= {f"blk.1.ffn_{k}_exps.{w}" for k in kinds for w in ("weight", "bias")}
+        assert moved == expected, moved
+        e = estimate(info, Placement(L + 1, 1, True, partial), 2048, gpu=gpu, n_batch=512)
+        assert report.total("model", "device") == pytest.approx(e.gpu_weights, abs=1 * MiB)
+        assert report.total("model", "host") == pytest.approx(e.host_weights, rel=0.02, abs=1 * MiB)
+        assert len(list(engine.stream(PROMPT, Sampling(seed=2, max_tokens=8)))) == 8
+        engine.unload()
+
+
+def test_backend_sampling_on_the_gpu_draws_from_the_softmax(tmp_path: Path, profile: HardwareProfile) -> None:
+    """With the output layer on the GPU the engine samples there; the draws follow softmax(logits)."""
+    from app.core.sampler import logits_view
+    from tests.fixtures.gguf_factory import write_gpt_oss_gguf
+    from tests.fixtures.stats import Z_LIMIT, chi_square_z, softmax
+
+    path = write_gpt_oss_gguf(tmp_path / "peaked.gguf", scale=0.2)
+    p = plan_for_file(path, profile, Wishes(n_ctx=1024))
+    assert p.mode == "gpu"
+    ref_engine, gpu_engine = Engine(), Engine()
+    try:
+        settings = p.to_load_settings()
+        settings.backend_sampling = False
+        ref_engine.load(path, settings)
+        tokens = ref_engine.tokenize(PROMPT)
+        list(ref_engine.stream(tokens, Sampling(max_tokens=0)))
+        x = logits_view(llama_ext.logits_address(ref_engine._ctx, -1), ref_engine._n_vocab).copy()
+        gpu_engine.load(path, p.to_load_settings())
+        assert gpu_engine._backend_sampling
+        # Stop tokens end the turn unseen: pool them into one outcome (index n_vocab).
+        stops = {
+            t
+            for t in range(len(x))
+            if t in gpu_engine._stop_ids
+            or (t != gpu_engine._end_id and llama_cpp.llama_vocab_is_eog(gpu_engine._vocab, t))
+        }
+        probs = list(softmax(x)) + [0.0]
+        for t in stops:
+            probs[-1] += probs[t]
+            probs[t] = 0.0
+        draws = []
+        for i in range(1500):
+            got = list(gpu_engine.stream(tokens, Sampling(seed=i, max_tokens=1)))
+            draws.append(got[0][0] if got else len(x))
+        assert gpu_engine._bchain is not None  # sampled inside the decode, on the GPU
+        assert chi_square_z(draws, probs) < Z_LIMIT
+        a = [t for t, _ in gpu_engine.stream(tokens, Sampling(seed=5, max_tokens=20))]
+        assert a == [t for t, _ in gpu_engine.stream(tokens, Sampling(seed=5, max_tokens=20))]
+    finally:
+        ref_engine.unload()
+        gpu_engine.unload()

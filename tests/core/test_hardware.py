@@ -510,3 +510,58 @@ def test_default_device_probe_asks_the_installed_library() -> None:
     devs = hw._default_devices()
     assert any(d.kind == "cpu" and d.name == "CPU" for d in devs)
     assert all(d.memory_total == 0 for d in devs)
+
+
+# --- hybrid CPUs ----------------------------------------------------------------------------------
+
+
+def _cpu_topology(root: Path, cores: dict[int, tuple[int, int | None]]) -> None:
+    """cpuN → (core_id, cpu_capacity or None) under root/devices/system/cpu."""
+    for cpu, (core, capacity) in cores.items():
+        d = root / "devices" / "system" / "cpu" / f"cpu{cpu}"
+        (d / "topology").mkdir(parents=True)
+        (d / "topology" / "core_id").write_text(f"{core}\n")
+        (d / "topology" / "physical_package_id").write_text("0\n")
+        if capacity is not None:
+            (d / "cpu_capacity").write_text(f"{capacity}\n")
+
+
+def test_intel_hybrid_uses_physical_performance_cores_for_generation(tmp_path: Path) -> None:
+    # Like a Core i7-12700H: 6 P-cores with hyper-threading (cpus 0-11), 8 E-cores (12-19).
+    topo: dict[int, tuple[int, int | None]] = {c: (c // 2, None) for c in range(12)}
+    topo |= {c: (100 + c, None) for c in range(12, 20)}
+    _cpu_topology(tmp_path, topo)
+    (tmp_path / "devices" / "cpu_core").mkdir(parents=True)
+    (tmp_path / "devices" / "cpu_core" / "cpus").write_text("0-11\n")
+    (tmp_path / "devices" / "cpu_atom").mkdir(parents=True)
+    (tmp_path / "devices" / "cpu_atom" / "cpus").write_text("12-19\n")
+    prof = detect(
+        probes(
+            sysfs_root=tmp_path, psutil=lambda: fake_psutil(total=16 * GiB, available=9 * GiB, physical=14, logical=20)
+        )
+    )
+    assert (prof.cores_performance, prof.cores_efficiency) == (6, 8)
+    assert prof.threads_generation == 6
+    assert prof.threads_batch == 20
+    assert any("hybrid, 6 performance and 8 efficiency" in n for n in prof.notes)
+    assert "(6 performance + 8 efficiency)" in "\n".join(prof.describe())
+
+
+def test_arm_big_little_by_capacity(tmp_path: Path) -> None:
+    _cpu_topology(tmp_path, {0: (0, 446), 1: (1, 446), 2: (2, 446), 3: (3, 446), 4: (4, 1024), 5: (5, 1024)})
+    prof = detect(probes(sysfs_root=tmp_path, psutil=lambda: fake_psutil(physical=6, logical=6)))
+    assert (prof.cores_performance, prof.cores_efficiency) == (2, 4)
+    assert prof.threads_generation == 2
+
+
+def test_uniform_cores_are_not_hybrid(tmp_path: Path) -> None:
+    _cpu_topology(tmp_path, {c: (c % 4, 1024) for c in range(8)})  # 4 cores, 2 threads each, equal capacity
+    prof = detect(probes(sysfs_root=tmp_path, psutil=lambda: fake_psutil(physical=4, logical=8)))
+    assert (prof.cores_performance, prof.cores_efficiency) == (0, 0)
+    assert (prof.threads_generation, prof.threads_batch) == (4, 8)
+    assert not any("hybrid" in n for n in prof.notes)
+
+
+def test_cpu_list_parsing() -> None:
+    assert hw._cpu_list("0-3,8,10-11\n") == {0, 1, 2, 3, 8, 10, 11}
+    assert hw._cpu_list("") == set() and hw._cpu_list(None) == set() and hw._cpu_list("x,2") == {2}

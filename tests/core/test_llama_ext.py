@@ -91,6 +91,53 @@ def test_n_cpu_moe_keeps_first_blocks_experts_on_cpu(tiny_model_factory: Callabl
     assert not any("overridden" in t for _, t in lines)
 
 
+@pytest.mark.parametrize(
+    ("n_cpu_moe", "partial", "kinds"), [(1, 1, ("down",)), (1, 2, ("gate", "up")), (0, 2, ("gate", "up"))]
+)
+def test_partial_block_keeps_named_expert_tensors_on_cpu(
+    tiny_model_factory: Callable[..., Path], n_cpu_moe: int, partial: int, kinds: tuple[str, ...]
+) -> None:
+    """A third of a block at a time: the whole first n_cpu_moe blocks, then 1 or 2 tensors of the next."""
+    path = tiny_model_factory("partial.gguf", n_layer=3)
+    e = Engine()
+    with llama_ext.capture_llama_log() as lines:
+        e.load(path, LoadSettings(n_ctx=128, n_cpu_moe=n_cpu_moe, n_cpu_moe_partial=partial))
+    try:
+        overridden = {
+            m.group(1) for _, t in lines if (m := re.match(r"tensor (\S+) .*buffer type overridden to CPU", t))
+        }
+        whole = {
+            f"blk.{b}.ffn_{k}_exps.{w}"
+            for b in range(n_cpu_moe)
+            for k in ("up", "down", "gate")
+            for w in ("weight", "bias")
+        }
+        part = {f"blk.{n_cpu_moe}.ffn_{k}_exps.{w}" for k in kinds for w in ("weight", "bias")}
+        assert overridden == whole | part
+        assert len(list(e.stream("<|start|>user<|message|>hi", Sampling(seed=1, max_tokens=3)))) == 3
+    finally:
+        e.unload()
+    # The last block has no next one: a partial request past it adds nothing.
+    o = llama_ext.TensorBuftOverrides.experts_on_cpu(3, 3, partial=2)
+    assert o is not None and o.patterns == [llama_ext.expert_pattern(3, 3)]
+    assert llama_ext.TensorBuftOverrides.experts_on_cpu(0, 3, partial=0) is None
+
+
+def test_engine_attaches_one_cpu_threadpool_per_thread_count(tiny_model_path: Path) -> None:
+    e = Engine()
+    e.load(tiny_model_path, LoadSettings(n_ctx=128, n_threads=2, n_threads_batch=2))
+    try:
+        assert len(e._threadpools) == 1 and e._threadpools[0].handle and e._threadpools[0].n_threads == 2
+        assert len(list(e.stream("<|start|>user<|message|>hi", Sampling(seed=1, max_tokens=3)))) == 3
+        e.load(tiny_model_path, LoadSettings(n_ctx=128, n_threads=1, n_threads_batch=2))
+        assert [p.n_threads for p in e._threadpools] == [1, 2]
+        assert len(list(e.stream("<|start|>user<|message|>hi", Sampling(seed=1, max_tokens=3)))) == 3
+    finally:
+        pools = list(e._threadpools)
+        e.unload()
+    assert e._threadpools == [] and all(p.handle is None for p in pools)
+
+
 def test_log_router_levels_and_capture(tiny_model_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="harmonica.llama")
     e = Engine()
