@@ -283,11 +283,11 @@ def limited_environment(base: type) -> type:
         concat = staticmethod(_checked_join("".join))
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            # No constant folding: Jinja's optimizer runs filters on constants while compiling,
-            # where no limit applies (`'x'|center(10**9)` would be built then).
+            # Less constant folding: Jinja's optimizer runs filters on constants while compiling
+            # (from_string below puts compiling under the same limits for what folding remains).
             kwargs["optimized"] = False
             super().__init__(*args, **kwargs)
-            self.filters = _checked_filters(dict(self.filters))
+            self.filters = _checked_filters(dict(vars(self)["filters"]))
             self.globals.update(limited_globals(self.globals))
 
         def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
