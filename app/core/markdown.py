@@ -125,6 +125,39 @@ def _pygments_style(name: str) -> str:
     return name if name in set(get_all_styles()) else ("monokai" if "dark" in name else "default")
 
 
+MAX_TABLE_DEPTH = 5  # Qt's layout time grows steeply with nested tables (quotes and code blocks are tables)
+MAX_CELLS = 400
+_TABLE_TAG_RE = re.compile(r"<(/?)table\b")
+
+
+def too_complex(html_text: str) -> bool:
+    """Whether Qt would take too long to lay out this HTML (deep table nesting, too many cells)."""
+    if html_text.count("<td") + html_text.count("<th") > MAX_CELLS:
+        return True
+    depth = deepest = 0
+    for m in _TABLE_TAG_RE.finditer(html_text):
+        depth += -1 if m.group(1) else 1
+        deepest = max(deepest, depth)
+    return deepest > MAX_TABLE_DEPTH
+
+
+def layout_cost(html_text: str) -> int:
+    """A rough measure of Qt's layout work for this HTML: its table cells and tables (text is cheap)."""
+    return (
+        html_text.count("<td")
+        + html_text.count("<th")
+        + html_text.count("<table")
+        + html_text.count("<li")
+        + len(html_text) // 4000
+    )
+
+
+def plain_html(text: str) -> str:
+    """`text` as escaped plain paragraphs: the fallback for markdown too complex to lay out."""
+    body = html.escape(text, quote=False).replace("\n", "<br>")
+    return f'<p style="line-height:135%; margin-top:0px; margin-bottom:10px; white-space:pre-wrap;">{body}</p>\n'
+
+
 class MarkdownRenderer:
     """Renders one markdown text (or block) to HTML that QTextDocument understands.
 
@@ -157,10 +190,16 @@ class MarkdownRenderer:
 
     # --- public ----------------------------------------------------------------------------------
     def render(self, text: str, code_offset: int = 0) -> tuple[str, list[str]]:
-        """HTML for `text` and the code blocks in it (their Copy links are copy:code_offset+i)."""
+        """HTML for `text` and the code blocks in it (their Copy links are copy:code_offset+i).
+
+        Markdown whose HTML would be too costly for Qt to lay out (tables nested deeper than
+        MAX_TABLE_DEPTH, more than MAX_CELLS cells) is shown as plain text instead."""
         self._code = []
         self._code_offset = code_offset
         out = self._md.render(text)
+        if too_complex(out):
+            self._code = []
+            return plain_html(text), self._code
         return out, self._code
 
     # --- render rules (bound methods: markdown-it calls them with tokens, idx, options, env) ------
@@ -262,6 +301,102 @@ class MarkdownRenderer:
             f'<td width="3" bgcolor="{t.quote_border}"></td>'
             f'<td style="padding-left:10px; color:{t.muted};">'
         )
+
+
+# --- Bounds for what is rendered rich ---------------------------------------------------------------
+# Qt lays rich text out on the UI thread, and its cost grows fast with nesting (each quote level
+# and code block is a table) and with table cells: a 1,000 × 20 table took 7.7 s and 20 nested
+# quotes 17 s. What a message shows as rich text is therefore bounded; the whole text stays one
+# click away ("Show all", a paged plain-text view) and is never lost or changed.
+DISPLAY_CHARS = 40_000  # characters of one message shown as rich text
+DISPLAY_LINE_CHARS = 5_000  # of any one line (a 1 MB single line is cut here)
+DISPLAY_TABLE_CELLS = 200  # cells of any one table (Qt: ~0.2 ms a cell on a slow machine)
+DISPLAY_QUOTE_DEPTH = 3  # `>` levels
+DISPLAY_INDENT = 24  # leading spaces (about 10 levels of nested lists)
+_QUOTES_RE = re.compile(r"^((?: {0,3}> ?){" + str(DISPLAY_QUOTE_DEPTH) + r"})(?: {0,3}> ?)+")
+_TABLE_ROW_RE = re.compile(r"^\s{0,3}(?:>\s?)*\|")
+
+
+@dataclass(frozen=True)
+class DisplayText:
+    """What of a message is rendered rich (`text`), and what was left for "Show all"."""
+
+    text: str
+    cut: bool  # some of the message is not in `text`
+    total_chars: int
+
+
+def bound_for_display(text: str) -> DisplayText:
+    """The part of `text` that renders quickly, with markers where something was left out.
+
+    Stable while a message streams: once a bound is reached, more text never changes what is
+    already shown, so incremental rendering keeps working. Costs O(shown text), not O(text).
+    """
+    out: list[str] = []
+    used = 0
+    cut = False
+    rows = columns = 0
+    skipping_rows = False
+    fence: str | None = None
+    pos = 0
+    n = len(text)
+    while pos < n:
+        nl = text.find("\n", pos, pos + DISPLAY_LINE_CHARS + 1)
+        end = nl if nl >= 0 else min(n, pos + DISPLAY_LINE_CHARS + 1)
+        line = text[pos:end]
+        if len(line) > DISPLAY_LINE_CHARS:
+            line = _cut_line(line[:DISPLAY_LINE_CHARS], fence is not None)
+            cut = True
+            nl = text.find("\n", end)  # skip the rest of that line
+            end = nl if nl >= 0 else n
+        pos = end + 1 if end < n else n
+        if fence is None:
+            m = _FENCE_RE.match(line)
+            if m and not (m.group(1)[0] == "`" and "`" in m.group(2)):
+                fence = m.group(1)
+            else:
+                quoted = _QUOTES_RE.sub(r"\1", line)
+                if quoted != line:
+                    line, cut = quoted, True
+                stripped = line.lstrip(" ")
+                if len(line) - len(stripped) > DISPLAY_INDENT:
+                    line, cut = " " * DISPLAY_INDENT + stripped, True
+                if _TABLE_ROW_RE.match(line):
+                    rows += 1
+                    if rows == 1:
+                        columns = max(1, line.count("|") - 1)
+                    # Header and delimiter rows, then as many rows as the cell budget allows.
+                    if rows > 2 + max(5, DISPLAY_TABLE_CELLS // columns):
+                        if not skipping_rows:
+                            out.append("\n*(More rows of this table are in “Show all”.)*\n")
+                            skipping_rows = cut = True
+                        continue
+                else:
+                    rows = 0
+                    skipping_rows = False
+        elif _fence_close(line, fence):
+            fence = None
+        if used + len(line) + 1 > DISPLAY_CHARS:
+            cut = True
+            break
+        out.append(line + ("\n" if nl >= 0 or end < n else ""))
+        used += len(line) + 1
+    shown = "".join(out)
+    if fence is not None and cut:
+        shown = shown.rstrip("\n") + "\n" + fence + "\n"  # close a code block that was cut
+    return DisplayText(shown, cut, n)
+
+
+def _cut_line(line: str, in_code: bool) -> str:
+    """A line cut for display: at a space if there is one near the end, with an ellipsis; an odd
+    number of backticks is closed so the cut does not turn the rest into code."""
+    space = line.rfind(" ", len(line) - 200)
+    if space > 0:
+        line = line[:space]
+    line += " …"
+    if not in_code and line.count("`") % 2:
+        line += "`"
+    return line
 
 
 # --- Streaming ------------------------------------------------------------------------------------
