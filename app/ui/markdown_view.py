@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal
@@ -34,17 +35,17 @@ from PySide6.QtWidgets import (
 from app.core.download import human_bytes
 from app.core.markdown import (
     SAFE_LINK_SCHEMES,
+    DisplayBounds,
     DisplayText,
     IncrementalMarkdown,
     Theme,
-    bound_for_display,
-    layout_cost,
     shared_renderer,
 )
 
-# Qt lays out rich text on the UI thread; one answer's layout work is kept under this many
-# units of app.core.markdown.layout_cost (about 60 ms on a slow, busy machine).
-LAYOUT_BUDGET = 300
+# Qt lays out rich text on the UI thread: a long answer is inserted a slice of blocks at a time,
+# each slice aiming at this many seconds, with the event loop running in between.
+SLICE_S = 0.03
+BATCH_CHARS = 3_000  # a batch of blocks holds at most this much text (bounds its Qt cost)
 
 _ref_doc: QTextDocument | None = None
 _first_formats: dict[str, QTextBlockFormat] = {}
@@ -156,9 +157,14 @@ class MarkdownView(AutoHeightBrowser):
         self._has_stable = False
         self._full = ""
         self._shown = DisplayText("", False, 0)
+        self._bounds = DisplayBounds()
         self._full_view: FullTextDialog | None = None
-        self._spent = 0  # layout cost of the finished blocks shown
-        self._over = False  # a block did not fit LAYOUT_BUDGET: it and all after it are in "Show all"
+        self._final = False
+        self._batch = 8  # blocks per insertion, adapted to how long insertions take
+        self._continue = QTimer(self)
+        self._continue.setSingleShot(True)
+        self._continue.setInterval(0)
+        self._continue.timeout.connect(self._next_slice)
         self.anchorClicked.connect(self._on_anchor)
         self.setTextInteractionFlags(
             Qt.TextInteractionFlag.TextSelectableByMouse
@@ -174,7 +180,12 @@ class MarkdownView(AutoHeightBrowser):
     @property
     def is_cut(self) -> bool:
         """Whether part of the text is shown only through "Show all" (too long or too complex)."""
-        return self._shown.cut or self._over
+        return self._shown.cut
+
+    @property
+    def rendering(self) -> bool:
+        """Whether blocks of the text are still waiting to be inserted (a long answer)."""
+        return self._continue.isActive()
 
     @property
     def code_blocks(self) -> list[str]:
@@ -184,39 +195,47 @@ class MarkdownView(AutoHeightBrowser):
         # Only a bounded part is laid out as rich text (app.core.markdown.bound_for_display), so
         # no answer, however long or nested, blocks the UI thread; the rest is in "Show all".
         self._full = text
-        self._shown = bound_for_display(text)
-        update = self._inc.update(self._shown.text, final=final)
+        self._final = final
+        self._shown = self._bounds.bound(text)
+        self._next_slice()
+
+    def _next_slice(self) -> None:
+        """Insert finished blocks until SLICE_S has passed, then the tail; if blocks remain, let
+        the event loop run and come back (a long answer never blocks the UI for long)."""
+        deadline = time.perf_counter() + SLICE_S
         doc = self.document()
         c = QTextCursor(doc)
         c.beginEditBlock()
-        if update.reset:
-            doc.clear()
-            self._tail_start = 0
-            self._has_stable = False
-            self._spent, self._over = 0, False
-        else:
-            c.setPosition(self._tail_start)
-            c.movePosition(QTextCursor.MoveOperation.End, QTextCursor.MoveMode.KeepAnchor)
-            c.removeSelectedText()
-        # Each block starts in a fresh, unformatted paragraph: inserting HTML into the previous
-        # block would merge with it (and inherit e.g. heading formatting).
-        for block in update.new_blocks:
-            if not self._over and self._spent + layout_cost(block) <= LAYOUT_BUDGET:
-                self._spent += layout_cost(block)
+        while True:
+            started = time.perf_counter()
+            update = self._inc.update(
+                self._shown.text, final=self._final, max_blocks=self._batch, max_chars=BATCH_CHARS
+            )
+            if update.reset:
+                doc.clear()
+                self._tail_start = 0
+                self._has_stable = False
+            else:
+                c.setPosition(self._tail_start)
+                c.movePosition(QTextCursor.MoveOperation.End, QTextCursor.MoveMode.KeepAnchor)
+                c.removeSelectedText()
+            # Each block starts in a fresh, unformatted paragraph: inserting HTML into the previous
+            # block would merge with it (and inherit e.g. heading formatting).
+            for block in update.new_blocks:
                 self._insert_block(c, block)
-            else:
-                self._over = True
-        self._tail_start = c.position()
-        tail_left_out = False
-        if update.tail and not self._over:
-            if self._spent + layout_cost(update.tail) <= LAYOUT_BUDGET:
-                self._insert_block(c, update.tail, stable=False)
-            else:
-                tail_left_out = True
-                self._over = final
-        if self._shown.cut or self._over or tail_left_out:
+            self._tail_start = c.position()
+            # Aim each batch at a third of a slice (a slice then holds about three of them).
+            took = max(time.perf_counter() - started, 1e-4)
+            self._batch = max(1, min(2 * self._batch, 256, int(self._batch * SLICE_S / 3 / took)))
+            if not update.pending or time.perf_counter() > deadline:
+                break
+        if update.tail:
+            self._insert_block(c, update.tail, stable=False)
+        if self._shown.cut and not update.pending:
             self._insert_block(c, self._show_all_html(), stable=False)
         c.endEditBlock()
+        if update.pending:
+            self._continue.start()
         if self._full_view is not None and self._full_view.isVisible():
             self._full_view.set_text(self._full)
 

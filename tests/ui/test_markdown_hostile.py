@@ -19,8 +19,8 @@ import pytest
 from PySide6.QtGui import QGuiApplication
 
 from app.core.chat import Message
-from app.core.markdown import DISPLAY_CHARS, layout_cost
-from app.ui.markdown_view import LAYOUT_BUDGET, FullTextDialog, MarkdownView
+from app.core.markdown import DISPLAY_CHARS
+from app.ui.markdown_view import FullTextDialog, MarkdownView
 from app.ui.message_widget import AssistantMessageWidget
 
 SLOW_S = 1.0  # before: 1-25 s for these inputs; after: tens of milliseconds
@@ -60,6 +60,18 @@ HOSTILE: dict[str, Callable[[], str]] = {
     "emphasis-flood": lambda: "*a **b " * 20_000,
     "links-flood": lambda: "[x](https://e.org/) " * 30_000,
     "many-code-blocks": lambda: "\n".join("```\nx\n```" for _ in range(2_000)),
+    "many-code-blocks-apart": lambda: "\n\n".join("```\nx\n```" for _ in range(2_000)),
+    "13000-tiny-paragraphs": lambda: "x\n\n" * 13_000,
+    "10000-headings-one-block": lambda: "# h\n" * 10_000,
+    "twenty-300-cell-tables": lambda: "\n\n".join(
+        "| "
+        + " | ".join("h" for _ in range(10))
+        + " |\n|"
+        + "---|" * 10
+        + "\n"
+        + ("| " + " | ".join("c" for _ in range(10)) + " |\n") * 30
+        for _ in range(20)
+    ),
 }
 
 
@@ -72,13 +84,21 @@ def widget(qtbot) -> AssistantMessageWidget:  # type: ignore[no-untyped-def]
     return w
 
 
-def shown_cost(view: MarkdownView) -> int:
-    return layout_cost(view.document().toHtml())
+def settle(view: MarkdownView) -> float:
+    """Let a sliced render finish; the longest single turn of the event loop it took."""
+    worst = 0.0
+    while True:
+        started = time.perf_counter()
+        QGuiApplication.processEvents()
+        worst = max(worst, time.perf_counter() - started)
+        if not view.rendering:
+            return worst
 
 
 @pytest.mark.parametrize("make", list(HOSTILE.values()), ids=list(HOSTILE))
 def test_hostile_answers_render_quickly_and_stay_whole(widget: AssistantMessageWidget, qtbot, make) -> None:  # type: ignore[no-untyped-def]
     text = make()
+    view = widget.answer_view
     # Streamed in 8 pieces (each flush re-renders the growing tail, as the live view does) ...
     worst = 0.0
     step = max(1, len(text) // 8)
@@ -86,17 +106,13 @@ def test_hostile_answers_render_quickly_and_stay_whole(widget: AssistantMessageW
         widget.append_answer(text[i : i + step])
         started = time.perf_counter()
         widget.flush()
-        QGuiApplication.processEvents()
-        worst = max(worst, time.perf_counter() - started)
+        worst = max(worst, time.perf_counter() - started, settle(view))
     # ... then finished, as the app does when the model stops.
     started = time.perf_counter()
     widget.finish(Message("assistant", text))
-    QGuiApplication.processEvents()
-    worst = max(worst, time.perf_counter() - started)
-    view = widget.answer_view
+    worst = max(worst, time.perf_counter() - started, settle(view))
     assert worst < SLOW_S, f"the UI thread was blocked {worst:.2f} s"
     assert view.document().characterCount() <= DISPLAY_CHARS + 2_000
-    assert shown_cost(view) <= LAYOUT_BUDGET + 40
     assert view.markdown == text  # nothing is lost: the whole answer is kept
     if view.is_cut:
         assert "Show all" in view.toPlainText()
@@ -106,6 +122,7 @@ def test_show_all_opens_the_whole_answer_in_pages(widget: AssistantMessageWidget
     text = prose_line(1_000_000)
     widget.finish(Message("assistant", text))
     view = widget.answer_view
+    settle(view)
     assert view.is_cut and "Show all" in view.toPlainText()
     started = time.perf_counter()
     view._on_anchor(__import__("PySide6.QtCore", fromlist=["QUrl"]).QUrl("showall:"))
@@ -125,6 +142,7 @@ def test_ordinary_answers_are_not_cut(widget: AssistantMessageWidget) -> None:
     text = "# Title\n\nSome **bold** text.\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n> quote\n\n```python\nprint(1)\n```\n"
     widget.finish(Message("assistant", text))
     view = widget.answer_view
+    settle(view)
     assert not view.is_cut and "Show all" not in view.toPlainText()
     assert "print(1)" in view.toPlainText() and "quote" in view.toPlainText()
 
@@ -132,6 +150,7 @@ def test_ordinary_answers_are_not_cut(widget: AssistantMessageWidget) -> None:
 def test_a_long_table_shows_its_first_rows_and_says_where_the_rest_is(widget: AssistantMessageWidget) -> None:
     text = HOSTILE["table-1000x20"]()
     widget.finish(Message("assistant", text))
+    settle(widget.answer_view)
     plain = widget.answer_view.toPlainText()
     assert "r0c0" in plain and "r5c19" in plain and "r999c0" not in plain
     assert "More rows of this table are in “Show all”" in plain
