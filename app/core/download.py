@@ -55,6 +55,16 @@ ProgressCallback = Callable[["DownloadProgress"], None]
 DiskFree = Callable[[Path], int]
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# What the Hub sends, and so the only forms that may become names in the cache: an ETag is the
+# file's sha256 (LFS) or its git blob sha1; a commit is a sha1.
+_ETAG_RE = re.compile(r"^(?:[0-9a-fA-F]{40}|[0-9a-fA-F]{64})$")
+_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+_REPO_PART_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+# Names Windows gives to devices in every folder ("nul.txt" too), whatever the extension.
+_WINDOWS_DEVICES = frozenset(
+    {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
+    | {f"{port}{n}" for port in ("COM", "LPT") for n in [*"123456789", "\u00b9", "\u00b2", "\u00b3"]}
+)
 _STATE_VERSION = 1
 # Keep this much free beyond the download itself: a full disk breaks more than the download.
 DISK_MARGIN_BYTES = 300_000_000
@@ -84,6 +94,57 @@ class DownloadError(HarmonicaError):
     def can_retry(self) -> bool:
         """Whether offering "Try again" makes sense (a checksum failure means: download again)."""
         return self.kind in (ErrorKind.SERVER, ErrorKind.NETWORK, ErrorKind.CHECKSUM, ErrorKind.BUSY)
+
+
+def _unsafe_part(part: str) -> str | None:
+    """Why `part` may not be one component of a path in the cache, or None if it may."""
+    if not part or part in (".", ".."):
+        return "an empty, '.' or '..' component"
+    if any(ord(ch) < 32 or ch in '\\/:*?"<>|' for ch in part):
+        return "a separator, drive letter, control or wildcard character"
+    if part != part.rstrip(". "):
+        return "a trailing dot or space (Windows drops them)"
+    if part.split(".", 1)[0].rstrip(" ").upper() in _WINDOWS_DEVICES:
+        return "a Windows device name"
+    if len(part.encode("utf-8", "surrogatepass")) > 255:
+        return "a component longer than 255 bytes"
+    return None
+
+
+def check_relative_name(name: str, what: str) -> str:
+    """`name` (a repo file name or a revision) as a relative path of safe components, else ValueError.
+
+    Slashes separate folders (a repo may keep files in folders, a revision may be `refs/pr/1`);
+    everything that could leave the folder it is joined to, or name a device, is refused on every OS.
+    """
+    if not isinstance(name, str) or not name or len(name) > 1000 or name.startswith("/"):
+        raise ValueError(f"{what} {name!r} is not a relative name")
+    for part in name.split("/"):
+        problem = _unsafe_part(part)
+        if problem is not None:
+            raise ValueError(f"{what} {name!r} contains {problem}")
+    return name
+
+
+def check_repo_id(repo_id: str) -> str:
+    """`owner/name` as the Hub spells repository ids, else ValueError."""
+    parts = repo_id.split("/") if isinstance(repo_id, str) else []
+    if len(parts) != 2 or not all(_REPO_PART_RE.match(p) and ".." not in p for p in parts):
+        raise ValueError(f"{repo_id!r} is not a Hugging Face repository id (owner/name)")
+    for part in parts:
+        check_relative_name(part, "The repository id")
+    return repo_id
+
+
+def _inside(path: Path, root: Path, what: str) -> Path:
+    """`path` if it stays inside `root` (compared without following links, as huggingface_hub does)."""
+    real_root = Path(os.path.abspath(root))
+    if real_root not in Path(os.path.abspath(path)).parents:
+        raise DownloadError(
+            ErrorKind.SERVER,
+            f"Refused to write {what} outside the Hugging Face cache folder {root}; nothing was written there.",
+        )
+    return path
 
 
 class Phase(str, Enum):
@@ -131,6 +192,10 @@ class DownloadRequest:
     def __post_init__(self) -> None:
         if not self.filenames:
             raise ValueError("a download needs at least one file")
+        check_repo_id(self.repo_id)
+        for name in self.filenames:
+            check_relative_name(name, "The file name")
+        check_relative_name(self.revision, "The revision")
 
     @property
     def job_id(self) -> str:
@@ -559,7 +624,7 @@ class DownloadManager:
                         request, str(state.get("status", "paused")), downloaded, total, float(state.get("updated", 0.0))
                     )
                 )
-            except (OSError, ValueError, KeyError, TypeError):
+            except (OSError, ValueError, KeyError, TypeError, DownloadError):
                 continue  # a damaged state file only loses the resume offer, never crashes
         found.sort(key=lambda p: p.updated, reverse=True)
         return found
@@ -575,13 +640,19 @@ class DownloadManager:
             for name, info in state.get("files", {}).items():
                 if not info.get("etag"):
                     continue
-                self.incomplete_path(request.repo_id, info["etag"]).unlink(missing_ok=True)
+                try:
+                    self.incomplete_path(request.repo_id, info["etag"]).unlink(missing_ok=True)
+                except DownloadError:
+                    continue  # a tampered state file names no file of ours
                 if info.get("placed") and info.get("commit"):
                     self._delete_placed(request.repo_id, info["etag"], info["commit"], name)
         self.state_path(request).unlink(missing_ok=True)
 
     def _delete_placed(self, repo_id: str, etag: str, commit: str, filename: str) -> None:
-        snapshot = self.snapshot_path(repo_id, commit, filename)
+        try:
+            snapshot = self.snapshot_path(repo_id, commit, filename)
+        except DownloadError:
+            return  # a tampered state file names no file of ours
         try:
             if snapshot.is_symlink() or snapshot.is_file():
                 snapshot.unlink()
@@ -590,21 +661,42 @@ class DownloadManager:
             while folder != self.repo_dir(repo_id) / "snapshots" and not any(folder.iterdir()):
                 folder.rmdir()  # empty snapshot folders would show up as empty revisions
                 folder = folder.parent
-        except OSError:
+        except (OSError, DownloadError):
             pass  # best effort: what is left is a finished file, not a corrupt one
 
     # -- cache layout (same as huggingface_hub) ------------------------------------------------
+    # Every name below may come from a server (an ETag, X-Repo-Commit) or from a state file: each
+    # is checked for its exact format, and the joined path must stay in its folder of the cache.
     def repo_dir(self, repo_id: str) -> Path:
-        return self.cache_dir / ("models--" + repo_id.replace("/", "--"))
+        try:
+            check_repo_id(repo_id)
+        except ValueError as exc:
+            raise DownloadError(ErrorKind.NOT_FOUND, f"{exc}.") from None
+        return _inside(self.cache_dir / ("models--" + repo_id.replace("/", "--")), self.cache_dir, repo_id)
 
     def blob_path(self, repo_id: str, etag: str) -> Path:
-        return self.repo_dir(repo_id) / "blobs" / etag
+        blobs = self.repo_dir(repo_id) / "blobs"
+        return _inside(blobs / _checked_etag(etag), blobs, "a file")
 
     def incomplete_path(self, repo_id: str, etag: str) -> Path:
-        return self.repo_dir(repo_id) / "blobs" / f"{etag}.incomplete"
+        blobs = self.repo_dir(repo_id) / "blobs"
+        return _inside(blobs / f"{_checked_etag(etag)}.incomplete", blobs, "a partial file")
 
     def snapshot_path(self, repo_id: str, commit: str, filename: str) -> Path:
-        return self.repo_dir(repo_id) / "snapshots" / commit / filename
+        snapshots = self.repo_dir(repo_id) / "snapshots"
+        try:
+            check_relative_name(filename, "The file name")
+        except ValueError as exc:
+            raise DownloadError(ErrorKind.SERVER, f"{exc}; nothing was written.") from None
+        return _inside(snapshots / _checked_commit(commit) / filename, snapshots, filename)
+
+    def refs_path(self, repo_id: str, revision: str) -> Path:
+        refs = self.repo_dir(repo_id) / "refs"
+        try:
+            check_relative_name(revision, "The revision")
+        except ValueError as exc:
+            raise DownloadError(ErrorKind.SERVER, f"{exc}; nothing was written.") from None
+        return _inside(refs / revision, refs, f"the revision {revision!r}")
 
     def _bytes_on_disk(self, repo_id: str, etag: str | None, size: int) -> int:
         if not etag:
@@ -668,7 +760,7 @@ class DownloadManager:
         info = HfApi(endpoint=endpoint, token=token).model_info(
             request.repo_id, revision=request.revision, files_metadata=True, timeout=self.connect_timeout
         )
-        commit = info.sha or request.revision
+        commit = _checked_commit(info.sha)  # becomes part of the resolve URL and, maybe, the snapshot folder
         siblings = {s.rfilename: s for s in (info.siblings or [])}
         remote: list[RemoteFile] = []
         for name in request.filenames:
@@ -688,21 +780,72 @@ class DownloadManager:
                     ErrorKind.SERVER,
                     f"{endpoint} gave no ETag for {name}; cannot place it in the Hugging Face cache safely.",
                 )
-            if sha is None and _SHA256_RE.match(meta.etag):
-                sha = meta.etag  # LFS files' ETag is their sha256
+            etag = _checked_etag(meta.etag)
+            if sha is not None and not _SHA256_RE.match(sha):
+                raise DownloadError(
+                    ErrorKind.SERVER,
+                    f"{endpoint} gave an invalid sha256 for {name} ({sha[:80]!r}); nothing was written.",
+                )
+            if sha is None and _SHA256_RE.match(etag):
+                sha = etag  # LFS files' ETag is their sha256
+            final_size = int(meta.size) if meta.size is not None else size
+            if final_size < 0:
+                raise DownloadError(ErrorKind.SERVER, f"{endpoint} gave {name} a negative size; nothing was written.")
             remote.append(
                 RemoteFile(
                     filename=name,
-                    size=int(meta.size) if meta.size is not None else size,
+                    size=final_size,
                     sha256=sha,
-                    etag=meta.etag,
-                    commit=meta.commit_hash or commit,
-                    url=meta.location,
+                    etag=etag,
+                    commit=_checked_commit(meta.commit_hash or commit),
+                    url=_checked_location(meta.location, name),
                     xet=meta.xet_file_data,
                     send_auth=_same_or_hub_host(resolve_url, meta.location),
                 )
             )
         return remote
+
+
+def _checked_etag(etag: object) -> str:
+    if not isinstance(etag, str) or not _ETAG_RE.match(etag):
+        raise DownloadError(
+            ErrorKind.SERVER,
+            f"The server gave the file an invalid ETag ({str(etag)[:80]!r}); a Hugging Face ETag is a "
+            "sha256 or sha1 in hex. Nothing was written. If you use a mirror (HF_ENDPOINT), it is "
+            "broken or hostile.",
+        )
+    return etag
+
+
+def _checked_commit(commit: object) -> str:
+    if not isinstance(commit, str) or not _COMMIT_RE.match(commit):
+        raise DownloadError(
+            ErrorKind.SERVER,
+            f"The server gave an invalid commit id ({str(commit)[:80]!r}); a Hugging Face commit is a "
+            "40-character sha1 in hex. Nothing was written. If you use a mirror (HF_ENDPOINT), it is "
+            "broken or hostile.",
+        )
+    return commit
+
+
+def _checked_location(url: object, filename: str) -> str:
+    """The download URL the server redirects to: http(s) with a host and no credentials."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.username is not None
+        or any(ord(ch) < 33 for ch in str(url))
+    ):
+        raise DownloadError(
+            ErrorKind.SERVER,
+            f"The server sent {filename} to an invalid location ({str(url)[:120]!r}); only http and https "
+            "addresses are followed. Nothing was downloaded.",
+        )
+    return str(url)
 
 
 def _same_or_hub_host(url: str, target: str) -> bool:
@@ -823,6 +966,7 @@ class DownloadJob:
         self._running = threading.Lock()
         self._runs = 0
         self._placed: set[str] = set()  # parts this download put in the cache (see DownloadResult)
+        self._oversize = False  # the server sent more bytes than it announced for the current file
 
     # -- control (any thread) ------------------------------------------------------------------
     def pause(self) -> None:
@@ -1025,7 +1169,10 @@ class DownloadJob:
         for name, info in state.get("files", {}).items():
             old = info.get("etag")
             if old and current.get(name) not in (None, old):
-                self.manager.incomplete_path(self.request.repo_id, old).unlink(missing_ok=True)
+                try:
+                    self.manager.incomplete_path(self.request.repo_id, old).unlink(missing_ok=True)
+                except DownloadError:
+                    continue  # a tampered state file names no file of ours
             elif old and info.get("placed"):
                 self._placed.add(name)  # finished by Harmonica in an earlier session
 
@@ -1104,7 +1251,7 @@ class DownloadJob:
                     # file in the snapshot folder itself; do the same.
                     os.replace(blob, snapshot)
             if self.request.revision != rf.commit:
-                refs = self.manager.repo_dir(self.request.repo_id) / "refs" / self.request.revision
+                refs = self.manager.refs_path(self.request.repo_id, self.request.revision)
                 refs.parent.mkdir(parents=True, exist_ok=True)
                 refs.write_text(rf.commit)
         except OSError as exc:
@@ -1117,6 +1264,7 @@ class DownloadJob:
     def _transfer_http(self, rf: RemoteFile, reporter: _Reporter) -> None:
         m = self.manager
         incomplete = m.incomplete_path(self.request.repo_id, rf.etag)
+        self._oversize = False
         hasher = _StreamHasher(self._hash_partial(incomplete, rf, reporter))
         try:
             self._http_loop(rf, reporter, incomplete, hasher)
@@ -1200,14 +1348,24 @@ class DownloadJob:
                         hasher.reset()
                         reporter.current = 0
                     with incomplete.open(mode) as f:
+                        # Never more than the announced size: a server that keeps sending must not
+                        # fill the disk; what it sent too much is cut off, and the hash decides.
+                        room = rf.size - have
                         for chunk in response.iter_raw():
-                            f.write(chunk)
-                            hasher.update(chunk)
-                            reporter.add(len(chunk))
+                            if len(chunk) > room:
+                                chunk = chunk[:room]
+                                self._oversize = True
+                            if chunk:
+                                f.write(chunk)
+                                hasher.update(chunk)
+                                reporter.add(len(chunk))
+                                room -= len(chunk)
                             attempt = 0  # progress resets the retry budget
                             refreshed_after_refusal = False
                             if self._stop.is_set():
                                 raise _Stopped
+                            if self._oversize:
+                                break
             except _Stopped:
                 raise
             except Exception as exc:
@@ -1252,7 +1410,8 @@ class DownloadJob:
             raise DownloadError(
                 ErrorKind.SERVER, f"{rf.filename} changed on the Hub during the download; start the download again."
             )
-        return replace(rf, url=meta.location, send_auth=_same_or_hub_host(resolve_url, meta.location))
+        location = _checked_location(meta.location, rf.filename)
+        return replace(rf, url=location, send_auth=_same_or_hub_host(resolve_url, location))
 
     def _retry_or_raise(self, exc: BaseException, attempt: int, rf: RemoteFile, reporter: _Reporter) -> int:
         attempt += 1
@@ -1319,14 +1478,27 @@ class DownloadJob:
 
     def _verify(self, actual: str, file: Path, rf: RemoteFile) -> None:
         expected = rf.sha256
+        oversize, self._oversize = self._oversize, False
         if expected is None:
+            if oversize:  # nothing to check the cut-off bytes against: refuse them
+                file.unlink(missing_ok=True)
+                raise DownloadError(
+                    ErrorKind.CHECKSUM,
+                    f"The server sent more than the {rf.size:,} bytes it announced for {rf.filename}, and no "
+                    "checksum is published to check them; the file was deleted. Download it again.",
+                )
             return  # non-LFS file: the hub publishes no sha256 (never the case for GGUF weights)
         if actual != expected:
             file.unlink(missing_ok=True)
+            why = (
+                f"the server sent more than the {rf.size:,} bytes it announced, and the first {rf.size:,} "
+                if oversize
+                else ""
+            )
             raise DownloadError(
                 ErrorKind.CHECKSUM,
                 (
-                    f"{rf.filename} is damaged: its SHA-256 ({actual[:12]}…) is not the one Hugging Face lists "
+                    f"{rf.filename} is damaged: {why}its SHA-256 ({actual[:12]}…) is not the one Hugging Face lists "
                     f"({expected[:12]}…). The damaged file was deleted. Download it again."
                 ),
             )
@@ -1391,6 +1563,10 @@ class DownloadJob:
             if isinstance(exc, _Stopped):
                 raise exc
             raise _classify(exc, self.manager.endpoint, rf.filename) from exc
+        # huggingface_hub names the blob after the ETag of its own HEAD request, which it does not
+        # check: the file must still be in this repo's folder of the cache.
+        _inside(Path(results[0]), self.manager.repo_dir(self.request.repo_id) / "snapshots", rf.filename)
+        _inside(Path(results[0]).resolve(), self.manager.repo_dir(self.request.repo_id).resolve(), rf.filename)
         # The blob, or the snapshot file itself where the cache cannot use symlinks.
         blob = Path(results[0]).resolve()
         checked = 0

@@ -42,6 +42,9 @@ _SCALAR_FORMATS: dict[int, str] = {
 # Arrays longer than this are skipped, not materialised (the vocabulary, merges, token types);
 # only their length is kept.
 _MAX_ARRAY_KEPT = 4096
+# Values materialised from all short arrays of one header together: a header that holds more is
+# built to exhaust memory (a real gpt-oss header keeps a few hundred).
+_MAX_VALUES_KEPT = 1_000_000
 
 # ggml type id -> (name, values per block, bytes per block), as in gguf-py's GGML_QUANT_SIZES
 # (tests compare them). Not imported from gguf: that imports numpy, and numpy loaded before
@@ -201,6 +204,7 @@ class _Cursor:
         self.pos = 0
         self.size = len(buf)
         self.name = name
+        self.kept = 0  # array values materialised so far (see _MAX_VALUES_KEPT)
 
     def _need(self, n: int) -> None:
         if n < 0 or self.pos + n > self.size:
@@ -248,7 +252,13 @@ class _Cursor:
         if vtype == _T_ARRAY:
             etype = self.u32()
             count = self.u64()
-            if count > _MAX_ARRAY_KEPT:
+            if etype == _T_ARRAY:
+                # llama.cpp refuses arrays of arrays, and reading them recursively is how a crafted
+                # header 50,000 levels deep would end in a RecursionError: the file is damaged.
+                raise GgufError(
+                    f"{self.name} is damaged: its metadata holds an array of arrays, which no GGUF model uses"
+                )
+            if count > _MAX_ARRAY_KEPT or self.kept + count > _MAX_VALUES_KEPT:
                 if etype in _SCALAR_FORMATS:
                     n = struct.calcsize(_SCALAR_FORMATS[etype]) * count
                     self._need(n)
@@ -256,10 +266,11 @@ class _Cursor:
                 elif etype == _T_STRING:
                     self.skip_strings(count)
                 else:
-                    raise GgufError(f"{self.name}: unsupported nested array in metadata")
+                    raise GgufError(f"{self.name} is damaged: unknown metadata array type {etype}")
                 return _SkippedArray(count)
+            self.kept += count
             return [self.value(etype) for _ in range(count)]
-        raise GgufError(f"{self.name}: unknown metadata value type {vtype}")
+        raise GgufError(f"{self.name} is damaged: unknown metadata value type {vtype}")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Any, ClassVar
 
 from app.core.errors import HarmonicaError
+from app.core.template_limits import TemplateLimitError, limited_environment, render_limited
 
 # --- Special tokens (o200k_harmony); ids from harmony.md §1 -------------------------------------
 START, END, MESSAGE, CHANNEL, CONSTRAIN = "<|start|>", "<|end|>", "<|message|>", "<|channel|>", "<|constrain|>"
@@ -212,7 +213,8 @@ def _compile_template(source: str) -> Any:
             if isinstance(name, str) and name.startswith("_"):
                 raise jinja2.exceptions.SecurityError(f"templates cannot store underscore attributes ({name!r})")
 
-    env = ImmutableSandboxedEnvironment(
+    # Bounded in time, steps and size too (a model file's template may loop or explode).
+    env = limited_environment(ImmutableSandboxedEnvironment)(
         trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, jinja2.ext.loopcontrols]
     )
     env.filters["tojson"] = tojson
@@ -772,15 +774,18 @@ def _render_with_template(
         extra["reasoning_effort"] = effort
     if identity is not None:
         extra["model_identity"] = identity
+    variables = dict(
+        messages=shown,
+        tools=tools,
+        documents=None,
+        add_generation_prompt=add_generation_prompt,
+        strftime_now=strftime_now,
+        **extra,
+    )
     try:
-        text: str = template.render(
-            messages=shown,
-            tools=tools,
-            documents=None,
-            add_generation_prompt=add_generation_prompt,
-            strftime_now=strftime_now,
-            **extra,
-        )
+        text: str = render_limited(template, variables)
+    except TemplateLimitError as exc:
+        raise HarmonyError(str(exc)) from None
     except Exception as exc:
         raise HarmonyError(f"the chat template failed: {exc}") from exc
 

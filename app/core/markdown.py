@@ -125,6 +125,28 @@ def _pygments_style(name: str) -> str:
     return name if name in set(get_all_styles()) else ("monokai" if "dark" in name else "default")
 
 
+MAX_TABLE_DEPTH = 5  # Qt's layout time grows steeply with nested tables (quotes and code blocks are tables)
+MAX_CELLS = 400
+_TABLE_TAG_RE = re.compile(r"<(/?)table\b")
+
+
+def too_complex(html_text: str) -> bool:
+    """Whether Qt would take too long to lay out this HTML (deep table nesting, too many cells)."""
+    if html_text.count("<td") + html_text.count("<th") > MAX_CELLS:
+        return True
+    depth = deepest = 0
+    for m in _TABLE_TAG_RE.finditer(html_text):
+        depth += -1 if m.group(1) else 1
+        deepest = max(deepest, depth)
+    return deepest > MAX_TABLE_DEPTH
+
+
+def plain_html(text: str) -> str:
+    """`text` as escaped plain paragraphs: the fallback for markdown too complex to lay out."""
+    body = html.escape(text, quote=False).replace("\n", "<br>")
+    return f'<p style="line-height:135%; margin-top:0px; margin-bottom:10px; white-space:pre-wrap;">{body}</p>\n'
+
+
 class MarkdownRenderer:
     """Renders one markdown text (or block) to HTML that QTextDocument understands.
 
@@ -157,10 +179,16 @@ class MarkdownRenderer:
 
     # --- public ----------------------------------------------------------------------------------
     def render(self, text: str, code_offset: int = 0) -> tuple[str, list[str]]:
-        """HTML for `text` and the code blocks in it (their Copy links are copy:code_offset+i)."""
+        """HTML for `text` and the code blocks in it (their Copy links are copy:code_offset+i).
+
+        Markdown whose HTML would be too costly for Qt to lay out (tables nested deeper than
+        MAX_TABLE_DEPTH, more than MAX_CELLS cells) is shown as plain text instead."""
         self._code = []
         self._code_offset = code_offset
         out = self._md.render(text)
+        if too_complex(out):
+            self._code = []
+            return plain_html(text), self._code
         return out, self._code
 
     # --- render rules (bound methods: markdown-it calls them with tokens, idx, options, env) ------
@@ -264,6 +292,177 @@ class MarkdownRenderer:
         )
 
 
+# --- Bounds for what is rendered rich ---------------------------------------------------------------
+# Qt lays rich text out on the UI thread, and its cost grows fast with nesting (each quote level
+# and code block is a table) and with table cells: a 1,000 × 20 table took 7.7 s and 20 nested
+# quotes 17 s. One block is laid out at once, so what a block may hold is bounded; many blocks
+# are spread over several turns of the event loop (MarkdownView). The whole text stays one click
+# away ("Show all", a paged plain-text view) and is never lost or changed.
+DISPLAY_CHARS = 60_000  # characters of one message shown as rich text
+DISPLAY_BLOCKS = 400  # blank-line separated blocks (Qt relays the whole answer out as it grows)
+DISPLAY_BLOCK_LINES = 400  # lines of one block (a block is laid out at once)
+DISPLAY_TOTAL_CELLS = 600  # table cells of the whole answer
+DISPLAY_FENCES = 80  # code blocks (each is two tables for Qt)
+DISPLAY_LINE_CHARS = 5_000  # of any one line (a 1 MB single line is cut here)
+DISPLAY_TABLE_CELLS = 200  # cells of any one table (one table is laid out at once: ~0.2 ms a cell)
+DISPLAY_QUOTE_DEPTH = 3  # `>` levels
+DISPLAY_INDENT = 24  # leading spaces (about 10 levels of nested lists)
+_QUOTES_RE = re.compile(r"^((?: {0,3}> ?){" + str(DISPLAY_QUOTE_DEPTH) + r"})(?: {0,3}> ?)+")
+_QUOTE_PREFIX_RE = re.compile(r"^(?: {0,3}> ?)*")
+_TABLE_ROW_RE = re.compile(r"^\s{0,3}(?:>\s?)*\|")
+
+
+@dataclass(frozen=True)
+class DisplayText:
+    """What of a message is rendered rich (`text`), and what was left for "Show all"."""
+
+    text: str
+    cut: bool  # some of the message is not in `text`
+    total_chars: int
+
+
+def bound_for_display(text: str) -> DisplayText:
+    """The part of `text` that renders quickly, with markers where something was left out.
+
+    Stable while a message streams: once a bound is reached, more text never changes what is
+    already shown, so incremental rendering keeps working. See DisplayBounds for streaming use.
+    """
+    return DisplayBounds().bound(text)
+
+
+class DisplayBounds:
+    """bound_for_display for a growing text: each call resumes after the last complete line it
+    saw, so streaming a long answer costs O(new text) per update, not O(answer)."""
+
+    def __init__(self) -> None:
+        self._text = ""
+        self._state: dict[str, Any] = self._fresh()
+        self._out: list[str] = []  # shown lines; only the part after the checkpoint is redone
+        self._result = DisplayText("", False, 0)
+
+    @staticmethod
+    def _fresh() -> dict[str, Any]:
+        return {
+            "pos": 0,
+            "out_len": 0,
+            "used": 0,
+            "cut": False,
+            "rows": 0,
+            "columns": 0,
+            "cells": 0,
+            "blocks": 0,
+            "block_lines": 0,
+            "fences": 0,
+            "skipping_rows": False,
+            "fence": None,
+            "done": False,
+        }
+
+    def bound(self, text: str) -> DisplayText:
+        if text == self._text:
+            return self._result
+        if not text.startswith(self._text):
+            self._state, self._out = self._fresh(), []
+        self._text = text
+        if self._state["done"]:  # a bound was reached: what is shown no longer changes
+            self._result = DisplayText(self._result.text, True, len(text))
+            return self._result
+        st = dict(self._state)
+        out = self._out
+        del out[st["out_len"] :]  # the lines after the checkpoint are read again
+        n = len(text)
+        pos = st["pos"]
+        while pos < n:
+            nl = text.find("\n", pos, pos + DISPLAY_LINE_CHARS + 1)
+            if nl >= 0:
+                # Everything before this complete line is settled: resume here next time.
+                self._state = dict(st, pos=pos, out_len=len(out))
+            end = nl if nl >= 0 else min(n, pos + DISPLAY_LINE_CHARS + 1)
+            line = text[pos:end]
+            if len(line) > DISPLAY_LINE_CHARS:
+                line = _cut_line(line[:DISPLAY_LINE_CHARS], st["fence"] is not None)
+                st["cut"] = True
+                nl = text.find("\n", end)  # skip the rest of that line
+                end = nl if nl >= 0 else n
+            pos = end + 1 if end < n else n
+            shown, more = self._line(st, line, out)
+            if not more:
+                st["cut"], st["done"] = True, True
+                break
+            if shown is not None:
+                out.append(shown + ("\n" if nl >= 0 or end < n else ""))
+                st["used"] += len(shown) + 1
+        if st["done"]:
+            self._state = dict(st, out_len=len(out))
+        shown_text = "".join(out)
+        if st["fence"] is not None and st["cut"]:
+            shown_text = shown_text.rstrip("\n") + "\n" + st["fence"] + "\n"  # close a code block that was cut
+        self._result = DisplayText(shown_text, bool(st["cut"]), n)
+        return self._result
+
+    @staticmethod
+    def _line(st: dict[str, Any], line: str, out: list[str]) -> tuple[str | None, bool]:
+        """(the line as shown, or None to leave it out; whether more lines may follow)."""
+        if st["fence"] is None:  # a code block's lines are one text for Qt, not blocks
+            if not line.strip():
+                st["block_lines"] = 0
+            else:
+                if not st["block_lines"]:
+                    # A quoted block is nested tables for Qt: it weighs more the deeper it is.
+                    match = _QUOTE_PREFIX_RE.match(line)
+                    depth = len(match.group(0).replace(" ", "")) if match else 0
+                    st["blocks"] += 1 + 3 * min(depth, DISPLAY_QUOTE_DEPTH)
+                st["block_lines"] += 1
+        if st["blocks"] > DISPLAY_BLOCKS or st["block_lines"] > DISPLAY_BLOCK_LINES or st["fences"] > DISPLAY_FENCES:
+            return None, False
+        if st["fence"] is None:
+            m = _FENCE_RE.match(line)
+            if m and not (m.group(1)[0] == "`" and "`" in m.group(2)):
+                st["fence"] = m.group(1)
+                st["fences"] += 1
+            else:
+                quoted = _QUOTES_RE.sub(r"\1", line)
+                if quoted != line:
+                    line, st["cut"] = quoted, True
+                stripped = line.lstrip(" ")
+                if len(line) - len(stripped) > DISPLAY_INDENT:
+                    line, st["cut"] = " " * DISPLAY_INDENT + stripped, True
+                if _TABLE_ROW_RE.match(line):
+                    st["rows"] += 1
+                    if st["rows"] == 1:
+                        st["columns"] = max(1, line.count("|") - 1)
+                    # Header and delimiter rows, then as many rows as the cell budgets allow.
+                    st["cells"] += st["columns"]
+                    if (
+                        st["rows"] > 2 + max(5, DISPLAY_TABLE_CELLS // st["columns"])
+                        or st["cells"] > DISPLAY_TOTAL_CELLS
+                    ):
+                        if not st["skipping_rows"]:
+                            out.append("\n*(More rows of this table are in “Show all”.)*\n")
+                            st["skipping_rows"] = st["cut"] = True
+                        return None, True
+                else:
+                    st["rows"] = 0
+                    st["skipping_rows"] = False
+        elif _fence_close(line, st["fence"]):
+            st["fence"] = None
+        if st["used"] + len(line) + 1 > DISPLAY_CHARS:
+            return None, False
+        return line, True
+
+
+def _cut_line(line: str, in_code: bool) -> str:
+    """A line cut for display: at a space if there is one near the end, with an ellipsis; an odd
+    number of backticks is closed so the cut does not turn the rest into code."""
+    space = line.rfind(" ", len(line) - 200)
+    if space > 0:
+        line = line[:space]
+    line += " …"
+    if not in_code and line.count("`") % 2:
+        line += "`"
+    return line
+
+
 # --- Streaming ------------------------------------------------------------------------------------
 _FENCE_RE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
 _LIST_RE = re.compile(r"^ {0,3}([-+*]|\d{1,9}[.)])(\s|$)")
@@ -347,6 +546,7 @@ class Update:
     new_blocks: list[str]
     tail: str
     reset: bool = False  # True: the text was not an extension; clear and show new_blocks + tail
+    pending: bool = False  # more finished blocks wait: call update again (the tail is not shown yet)
 
 
 @dataclass
@@ -359,38 +559,57 @@ class IncrementalMarkdown:
     blocks_html: list[str] = field(default_factory=list)
     stable_code: list[str] = field(default_factory=list)
     tail_code: list[str] = field(default_factory=list)
+    _queued: list[int] = field(default_factory=list)  # block ends found but not rendered yet
+    _queued_final: bool = False
 
     @property
     def code_blocks(self) -> list[str]:
         return self.stable_code + self.tail_code
 
-    def update(self, text: str, *, final: bool = False) -> Update:
-        """Advance to `text`; with final=True the whole remainder counts as finished."""
+    def update(
+        self, text: str, *, final: bool = False, max_blocks: int | None = None, max_chars: int | None = None
+    ) -> Update:
+        """Advance to `text`; with final=True the whole remainder counts as finished.
+
+        With `max_blocks` / `max_chars`, at most that many finished blocks (at least one) or
+        characters of them are rendered; `pending` then says more wait, so a caller can spread a
+        long answer over several turns of its event loop."""
         reset = not text.startswith(self.text[: self.stable]) or len(text) < self.stable
         if reset:
             self.stable = 0
             self.blocks_html = []
             self.stable_code = []
+        if not reset and self._queued and final == self._queued_final and text == self.text:
+            bounds = self._queued  # the same text as last time: the boundaries still waiting
+        else:
+            bounds = find_block_boundaries(text, self.stable)
+            if final and self.stable < len(text):
+                bounds.append(len(text))
         self.text = text
         new: list[str] = []
-        bounds = find_block_boundaries(text, self.stable)
-        if final and self.stable < len(text):
-            bounds.append(len(text))
-        for b in bounds:
+        take = bounds[:max_blocks] if max_blocks is not None else bounds
+        if max_chars is not None and take:
+            limit = self.stable + max_chars
+            take = take[: max(1, next((i for i, b in enumerate(take) if b > limit), len(take)))]
+        self._queued, self._queued_final = bounds[len(take) :], final
+        pending = bool(self._queued)
+        for b in take:
             block_html, code = self.renderer.render(text[self.stable : b], len(self.stable_code))
             self.stable_code.extend(code)
             self.blocks_html.append(block_html)
             new.append(block_html)
             self.stable = b
         tail_text = text[self.stable :]
-        if tail_text.strip():
+        if pending:
+            tail_html, self.tail_code = "", []
+        elif tail_text.strip():
             shown = tail_text if final else close_open_inline(tail_text)
             tail_html, self.tail_code = self.renderer.render(shown, len(self.stable_code))
         else:
             tail_html, self.tail_code = "", []
         if reset:
-            return Update(list(self.blocks_html), tail_html, reset=True)
-        return Update(new, tail_html)
+            return Update(list(self.blocks_html), tail_html, reset=True, pending=pending)
+        return Update(new, tail_html, pending=pending)
 
     def html(self) -> str:
         """The full HTML of the current text (finished blocks + tail)."""

@@ -8,27 +8,41 @@ numbered lines `L0: ...`; links are `【id†text】` (same site) or `【id†te
 from __future__ import annotations
 
 import functools
-import ipaddress
 import re
-import socket
 import textwrap
-from collections.abc import Iterable, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, unquote, urljoin, urlparse
 
 import httpx
 
 from app.core.errors import HarmonicaError
 from app.core.tools.base import ToolOutcome
+from app.core.tools.netguard import (
+    DECODABLE,
+    BodyRefused,
+    GuardedClient,
+    NetworkPolicy,
+    NetworkRefused,
+    Stopped,
+    read_capped,
+    refusal,
+)
+from app.core.tools.page_style import drop_hidden
 
 USER_AGENT = "Mozilla/5.0 (compatible; Harmonica/0.1; +local gpt-oss browser tool)"
-MAX_PAGE_BYTES = 5 * 1024 * 1024
+MAX_PAGE_BYTES = 5 * 1024 * 1024  # decoded: a compressed page is cut here too, after decompression
+MAX_REDIRECTS = 10
+STOP_POLL_S = 0.05  # how often a waiting tool call looks at the Stop button
 WRAP_WIDTH = 80
 VIEW_CHARS = 4000  # about 1,000 tokens, the reference tool's view
 MAX_FIND_RESULTS = 50
 FIND_SHOW_LINES = 4
 BROWSER_FUNCTIONS = ("search", "open", "find")
+_T = TypeVar("_T")
 
 
 class BrowserError(HarmonicaError):
@@ -130,13 +144,6 @@ def _text_of(el: Any) -> str:
     return " ".join(" ".join(el.itertext()).split())
 
 
-def _hidden(el: Any) -> bool:
-    if el.get("hidden") is not None or el.get("aria-hidden") == "true":
-        return True
-    style = (el.get("style") or "").replace(" ", "").lower()
-    return "display:none" in style or "visibility:hidden" in style
-
-
 def html_to_text(html: str, url: str) -> tuple[str, str, dict[str, str]]:
     """(title, text, links) of an HTML page: readable text with `【id†text】` link markers."""
     import lxml.html
@@ -148,8 +155,9 @@ def html_to_text(html: str, url: str) -> tuple[str, str, dict[str, str]]:
         return "", "", {}
     title_el = root.find(".//title")
     title = " ".join((title_el.text_content() if title_el is not None else "").split())
+    hidden = drop_hidden(root)  # reads the page's <style> sheets, so before they are dropped below
     for el in list(root.iter()):
-        if isinstance(el.tag, str) and (el.tag in _SKIP_TAGS or _hidden(el)) and el.getparent() is not None:
+        if isinstance(el.tag, str) and el.tag in _SKIP_TAGS and el.getparent() is not None:
             el.drop_tree()  # keeps the tail text
     here = domain_of(url)
     links: dict[str, str] = {}
@@ -182,7 +190,11 @@ def html_to_text(html: str, url: str) -> tuple[str, str, dict[str, str]]:
     body = root.find("body")
     out: list[str] = []
     _render(body if body is not None else root, out, False)
-    return title, _finish_text("".join(out)), links
+    text = _finish_text("".join(out))
+    if hidden:
+        what = "passage" if hidden == 1 else "passages"
+        text += f"\n\n[Harmonica left out {hidden} {what} of this page that readers cannot see.]"
+    return title, text, links
 
 
 def _replace(el: Any, text: str) -> None:
@@ -246,8 +258,26 @@ def wrap_lines(text: str, width: int = WRAP_WIDTH) -> list[str]:
         if not line:
             out.append("")
             continue
-        out.extend(textwrap.wrap(line, width=width, replace_whitespace=False, drop_whitespace=False) or [""])
+        for piece in _pieces(line, 12 * width):
+            out.extend(textwrap.wrap(piece, width=width, replace_whitespace=False, drop_whitespace=False) or [""])
     return out
+
+
+def _pieces(line: str, size: int) -> list[str]:
+    """A very long line cut into pieces of at most `size` characters, at a space where there is one:
+    textwrap slows down sharply on a megabyte-long line (a hostile page's), and a normal line is
+    never this long, so ordinary pages wrap exactly as before."""
+    if len(line) <= size:
+        return [line]
+    pieces: list[str] = []
+    start = 0
+    while len(line) - start > size:
+        cut = line.rfind(" ", start + size // 2, start + size)
+        end = cut + 1 if cut >= 0 else start + size
+        pieces.append(line[start:end])
+        start = end
+    pieces.append(line[start:])
+    return pieces
 
 
 _LINK_RE = re.compile(r"【\d+†(?P<content>[^†】]+)(?:†[^†】]+)?】")
@@ -295,31 +325,15 @@ def searxng_search(client: httpx.Client, endpoint: str, query: str, topn: int, t
     return hits
 
 
-def _private_address(host: str) -> bool:
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except (socket.gaierror, UnicodeError, OSError):
-        return False  # the request itself will report that the name does not resolve
-    for info in infos:
-        try:
-            ip = ipaddress.ip_address(info[4][0])
-        except ValueError:
-            continue
-        if (
-            ip.is_private
-            or ip.is_loopback
-            or ip.is_link_local
-            or ip.is_reserved
-            or ip.is_multicast
-            or ip.is_unspecified
-        ):
-            return True
-    return False
-
-
 # --- the session -----------------------------------------------------------------------------------
 class BrowserSession:
-    """One conversation's browser: a stack of pages (the cursor is the index), search, open, find."""
+    """One conversation's browser: a stack of pages (the cursor is the index), search, open, find.
+
+    Pages are fetched through a GuardedClient (app.core.tools.netguard): public addresses only,
+    vetted on the address actually dialled, every redirect hop included. The search endpoint is
+    the user's own setting (often a SearXNG on this computer), so it is reached with a plain
+    client (`client`); the links it returns are opened through the guard like any other.
+    """
 
     def __init__(
         self,
@@ -328,22 +342,28 @@ class BrowserSession:
         client: httpx.Client | None = None,
         timeout_s: float = 20.0,
         view_chars: int = VIEW_CHARS,
-        allow_private: bool = False,
         max_search_results: int = 20,
+        policy: NetworkPolicy | None = None,
     ) -> None:
         self.search_endpoint = search_endpoint
         self.timeout_s = timeout_s
         self.view_chars = view_chars
-        self.allow_private = allow_private
         self.max_search_results = max_search_results
+        self.policy = policy or NetworkPolicy()
         self._client = client or httpx.Client(follow_redirects=True, headers={"User-Agent": USER_AGENT})
         self._own_client = client is None
+        self._pages_client = self._new_pages_client()
+        self._cancel: threading.Event | None = None
         self.pages: list[Page] = []
         self._cache: dict[str, Page] = {}
+
+    def _new_pages_client(self) -> GuardedClient:
+        return GuardedClient(self.policy, headers={"User-Agent": USER_AGENT, "Accept-Encoding": ", ".join(DECODABLE)})
 
     def close(self) -> None:
         if self._own_client:
             self._client.close()
+        self._pages_client.close()
 
     @property
     def current_cursor(self) -> int:
@@ -372,7 +392,10 @@ class BrowserSession:
         if not isinstance(query, str) or not query.strip():
             raise BrowserError("`query` must be a non-empty string")
         n = max(1, min(int(topn) if isinstance(topn, (int, float)) else 10, self.max_search_results))
-        hits = searxng_search(self._client, self.search_endpoint, query.strip(), n, self.timeout_s)
+        client = self._client
+        hits = self._interruptible(
+            lambda: searxng_search(client, self.search_endpoint, query.strip(), n, self.timeout_s), None
+        )
         lines = ["", "URL: ", "# Search Results", ""]
         links: dict[str, str] = {}
         for i, hit in enumerate(hits):
@@ -476,40 +499,98 @@ class BrowserSession:
             header += f" ({shown if len(shown) <= 1024 else shown[:1021] + '...'})"
         return f"[{self.current_cursor}] {header}\n**viewing lines [{loc} - {end - 1}] of {total - 1}**\n\n{body}"
 
-    def _check_url(self, url: str) -> None:
+    @staticmethod
+    def _check_url(url: str) -> None:
         parsed = urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise BrowserError(f"only http and https web addresses can be opened, not {url[:200]!r}")
-        if not self.allow_private and _private_address(parsed.hostname):
-            raise BrowserError(
-                f"{parsed.hostname} is a local or private network address; the browser only opens public web pages"
-            )
+        try:
+            httpx.URL(url)
+        except (httpx.InvalidURL, ValueError):
+            raise BrowserError(f"{url[:200]!r} is not a valid web address") from None
+
+    def _interruptible(self, work: Callable[[], _T], pages: GuardedClient | None) -> _T:
+        """Run `work` on a helper thread while this one watches Stop: Stop returns at once (within
+        STOP_POLL_S) and shuts the helper's connections down, even mid-DNS-lookup or mid-read."""
+        cancel = self._cancel
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["value"] = work()
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                box["error"] = exc
+
+        helper = threading.Thread(target=target, name="browser-request", daemon=True)
+        helper.start()
+        # Backstop for a lookup that never returns (the requests themselves have httpx timeouts).
+        deadline = time.monotonic() + 2 * self.timeout_s + 5
+        while helper.is_alive():
+            helper.join(STOP_POLL_S)
+            stopped = cancel is not None and cancel.is_set()
+            if helper.is_alive() and (stopped or time.monotonic() > deadline):
+                if pages is not None:
+                    # This client's connections die now; the next request gets a fresh one.
+                    pages.stop()
+                    self._pages_client = self._new_pages_client()
+                if stopped:
+                    raise Stopped("the user stopped this request")
+                raise BrowserError(f"the request took longer than {2 * self.timeout_s + 5:.0f} s and was abandoned")
+        if "error" in box:
+            raise box["error"]
+        return box["value"]  # type: ignore[no-any-return]
 
     def _fetch(self, url: str, view_source: bool, refresh: bool) -> Page:
         key = ("view-source:" if view_source else "") + url
         if not refresh and key in self._cache:
             return self._cache[key]
         self._check_url(url)
+        pages = self._pages_client
+        page = self._interruptible(lambda: self._download(pages, url, view_source), pages)
+        self._cache[key] = page
+        return page
+
+    def _download(self, pages: GuardedClient, url: str, view_source: bool) -> Page:
+        """GET `url` following redirects one hop at a time; each hop's connection is vetted by the guard."""
+        current = url
+        for _hop in range(MAX_REDIRECTS + 1):
+            self._check_url(current)
+            try:
+                with pages.client.stream("GET", current, timeout=self.timeout_s) as resp:
+                    if resp.is_redirect:
+                        location = resp.headers.get("location", "").strip()
+                        if not location:
+                            raise BrowserError(f"`{current[:300]}` redirects nowhere (HTTP {resp.status_code})")
+                        current = urljoin(current, location)
+                        continue
+                    if resp.status_code >= 400:
+                        raise BrowserError(f"error fetching `{url[:300]}`: HTTP {resp.status_code}")
+                    ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
+                    raw, truncated = read_capped(
+                        resp.iter_raw(), resp.headers.get("content-encoding", ""), MAX_PAGE_BYTES
+                    )
+                    encoding = resp.charset_encoding or "utf-8"
+            except (NetworkRefused, BodyRefused) as exc:
+                raise BrowserError(str(exc)) from None
+            except httpx.HTTPError as exc:
+                refused = refusal(exc)
+                if refused is not None:
+                    raise BrowserError(str(refused)) from None
+                if "Invalid URL in location header" in str(exc):
+                    raise BrowserError(
+                        f"`{current[:300]}` redirects to an address that is not a valid web address"
+                    ) from None
+                raise BrowserError(f"error fetching `{url[:300]}`: {exc}") from None
+            return self._page(current, raw, ctype, encoding, view_source, truncated)
+        raise BrowserError(f"`{url[:300]}` redirects more than {MAX_REDIRECTS} times; not followed")
+
+    @staticmethod
+    def _page(final_url: str, raw: bytes, ctype: str, encoding: str, view_source: bool, truncated: bool) -> Page:
         try:
-            with self._client.stream("GET", url, timeout=self.timeout_s) as resp:
-                final_url = str(resp.url)
-                if final_url != url:
-                    self._check_url(final_url)
-                if resp.status_code >= 400:
-                    raise BrowserError(f"error fetching `{url[:300]}`: HTTP {resp.status_code}")
-                chunks: list[bytes] = []
-                size = 0
-                for chunk in resp.iter_bytes():
-                    chunks.append(chunk)
-                    size += len(chunk)
-                    if size > MAX_PAGE_BYTES:
-                        break
-                raw = b"".join(chunks)[:MAX_PAGE_BYTES]
-                ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
-                encoding = resp.encoding or "utf-8"
-        except httpx.HTTPError as exc:
-            raise BrowserError(f"error fetching `{url[:300]}`: {exc}") from None
-        text = raw.decode(encoding, errors="replace")
+            text = raw.decode(encoding, errors="replace")
+        except LookupError:  # a charset name Python does not know
+            text = raw.decode("utf-8", errors="replace")
+        cut = f"\n\n[The page is longer than {MAX_PAGE_BYTES // (1024 * 1024)} MB; the rest was not read.]"
         if view_source:
             page = Page(url=final_url, title=f"Source of {final_url}", text=text.translate(_SPECIALS))
         elif ctype in ("text/html", "application/xhtml+xml") or (not ctype and "<html" in text[:2000].lower()):
@@ -522,12 +603,24 @@ class BrowserSession:
                 url=final_url, title=domain_of(final_url), text=f"\nURL: {final_url}\n" + text.translate(_SPECIALS)
             )
         else:
-            raise BrowserError(f"`{url[:300]}` is {ctype or 'binary content'}, which cannot be shown as text")
-        self._cache[key] = page
+            raise BrowserError(f"`{final_url[:300]}` is {ctype or 'binary content'}, which cannot be shown as text")
+        if truncated:
+            page.text += cut
         return page
 
-    def call(self, function: str, arguments: Any) -> ToolOutcome:
-        """Run browser.`function` with the model's arguments; errors become text the model reads."""
+    def call(self, function: str, arguments: Any, *, cancel: threading.Event | None = None) -> ToolOutcome:
+        """Run browser.`function` with the model's arguments; errors become text the model reads.
+
+        Setting `cancel` (the chat's Stop) ends a request in flight within STOP_POLL_S."""
+        self._cancel = cancel
+        try:
+            return self._call(function, arguments)
+        except Stopped:
+            return ToolOutcome("Error: the user stopped this request.", is_error=True, status="cancelled")
+        finally:
+            self._cancel = None
+
+    def _call(self, function: str, arguments: Any) -> ToolOutcome:
         if function not in BROWSER_FUNCTIONS:
             return ToolOutcome(
                 f"Error: the browser has no function `{function}`; use search, open or find.", is_error=True

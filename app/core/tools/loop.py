@@ -440,7 +440,7 @@ def _execute(
         args, problem = _parse_json_arguments(call.arguments)
         if problem is not None:
             return ToolOutcome(f"Error: {problem}.", is_error=True)
-        return session.browser.call(run.recipient.split(".", 1)[1], args)
+        return session.browser.call(run.recipient.split(".", 1)[1], args, cancel=cancel)
     info = registry.info(tool_name)
     assert info is not None
     if picked is not None:

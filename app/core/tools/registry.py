@@ -239,7 +239,7 @@ class ToolSession:
         sandbox_limits: SandboxLimits | None = None,
         sandbox_layers: SandboxLayers | None = None,
         browser_client: Any = None,
-        allow_private_addresses: bool = False,
+        browser_policy: Any = None,  # netguard.NetworkPolicy; only tests pass one (loopback exemptions)
     ) -> None:
         self.registry = registry
         self.conversation_id = conversation_id
@@ -249,7 +249,7 @@ class ToolSession:
         self._limits = sandbox_limits
         self._layers = sandbox_layers
         self._browser_client = browser_client
-        self._allow_private = allow_private_addresses
+        self._browser_policy = browser_policy
         self._kernel: PythonKernel | None = None
         self._browser: BrowserSession | None = None
         self._lock = threading.Lock()
@@ -280,7 +280,7 @@ class ToolSession:
                     s.search_endpoint,
                     client=self._browser_client,
                     timeout_s=s.browser_timeout_s,
-                    allow_private=self._allow_private,
+                    policy=self._browser_policy,
                 )
             return self._browser
 

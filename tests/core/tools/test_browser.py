@@ -13,6 +13,7 @@ from app.core.tools.browser import (
     link_citations,
     wrap_lines,
 )
+from app.core.tools.netguard import NetworkPolicy
 from tests.fixtures.web_server import WebServer, web_server
 
 
@@ -24,7 +25,7 @@ def server() -> Iterator[WebServer]:
 
 @pytest.fixture
 def browser(server: WebServer) -> Iterator[BrowserSession]:
-    b = BrowserSession(server.url + "/search", allow_private=True)
+    b = BrowserSession(server.url + "/search", policy=NetworkPolicy.exempting(server.url))
     yield b
     b.close()
 
@@ -122,7 +123,7 @@ def test_private_addresses_are_refused_by_default(server: WebServer) -> None:
     try:
         assert not b.call("search", {"query": "x"}).is_error
         out = b.call("open", {"id": 0})
-        assert out.is_error and "local or private network address" in out.content
+        assert out.is_error and "never the local network" in out.content
     finally:
         b.close()
 

@@ -14,6 +14,7 @@ from app.core.chat import Conversation
 from app.core.engine import Engine, LoadSettings, Sampling
 from app.core.tools.base import Decision
 from app.core.tools.loop import ApprovalRequest, LoopFinished, ToolFinished, run_tool_loop
+from app.core.tools.netguard import NetworkPolicy
 from app.core.tools.python_tool import SandboxLimits
 from app.core.tools.registry import ToolRegistry, ToolSession
 from tests.fixtures.web_server import web_server
@@ -136,7 +137,8 @@ def test_builtin_browser_search_call(engine: Engine, registry: ToolRegistry, tmp
     with web_server() as srv:
         registry.settings.search_endpoint = srv.url + "/search"
         rec = RecordingEngine(engine)
-        session = ToolSession(registry, "c", scratch=tmp_path / "s", allow_private_addresses=True)
+        policy = NetworkPolicy.exempting(srv.url)  # the loopback test server, and nothing else local
+        session = ToolSession(registry, "c", scratch=tmp_path / "s", browser_policy=policy)
         conv, events = loop(rec, session, [CALL_SEARCH, FINAL])
         session.close()
     assert srv.queries == ["harmonica"]
