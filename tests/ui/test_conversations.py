@@ -328,8 +328,8 @@ def test_model_writes_the_title_after_the_first_answer(make_window, qtbot) -> No
     w, engine = make_window(_final("It rains a lot."), _final("Rainy Seattle weather"), auto_title=True)
     _send(w, qtbot, "why does it rain so much in seattle")
     cid = w.session.conversation_id
-    qtbot.waitUntil(lambda: w.runtime.store.get_conversation(cid).title == "Rainy Seattle weather", timeout=5000)
-    qtbot.waitUntil(lambda: not w.answers.title_pending, timeout=5000)
+    qtbot.waitUntil(lambda: w.runtime.store.get_conversation(cid).title == "Rainy Seattle weather", timeout=20000)
+    qtbot.waitUntil(lambda: not w.answers.title_pending, timeout=20000)
     assert w.sidebar.item_for(cid).text() == "Rainy Seattle weather"
     assert "title" in engine.prompts[-1] and "Reasoning: low" in engine.prompts[-1]
 
