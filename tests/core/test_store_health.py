@@ -93,7 +93,7 @@ def test_a_full_disk_makes_the_store_read_only_and_keeps_everything_saved_before
     assert problem.kind == FULL and store.read_only and heard == [problem]
     message = problem.message
     assert str(store.path.parent) in message and "full" in message
-    assert "Free up space" in message and "Try again" in message and "saved before is safe" in message
+    assert "Free up space" in message and "Try again" in message and "saved chats are safe" in message
     assert not store.db.in_transaction
     # Reading, searching and listing go on; every message written before is there.
     assert [m.content for m in store.conversation_messages(cid)] == texts
@@ -127,8 +127,14 @@ def test_writes_are_refused_at_once_while_read_only(store: Store, tmp_path: Path
 
 def test_settings_and_branch_choices_are_kept_while_read_only_and_saved_on_recovery(store: Store) -> None:
     cid, _ = _chat(store)
+    first = store.conversation_messages(cid)[0]
+    edited = store.edit_user_message(first.id, "Why do tides happen?")  # a second version of the question
     settings = Settings.read(store)
     make_read_only(store, cid)
+
+    # Switching versions is reading: it works, and is remembered.
+    assert store.navigate_sibling(edited.id, -1)[0].id == first.id
+    assert store.active_path(cid)[-1].content == "And the sun?"
 
     settings.window.sidebar_visible = False
     settings.save("window")  # never fails for the caller
@@ -141,6 +147,8 @@ def test_settings_and_branch_choices_are_kept_while_read_only_and_saved_on_recov
     assert store.retry() and not store.read_only
     fresh = sqlite3.connect(store.path)
     try:
+        leaf = fresh.execute("SELECT active_leaf_id FROM conversations WHERE id = ?", (cid,)).fetchone()[0]
+        assert leaf == store.active_path(cid)[-1].id
         stored = dict(fresh.execute("SELECT key, value FROM settings").fetchall())
         assert '"sidebar_visible":false' in stored["settings.window"]
         assert '"reasoning_effort":"high"' in fresh.execute("SELECT settings FROM conversations").fetchone()[0]

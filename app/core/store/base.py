@@ -22,8 +22,9 @@ _S = TypeVar("_S", bound="StoreBase")
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
-# A listener hears the store's problem whenever it changes (None: it can write again). Called on
-# the thread that noticed the change, under the store's lock: listeners only hand the news on.
+# A listener hears the store's problem whenever it changes (None: it can write again) and when a
+# write is kept for later. Called on the thread that noticed, under the store's lock: listeners
+# only hand the news on.
 Listener = Callable[[StoreProblem | None], None]
 
 
@@ -190,11 +191,14 @@ class StoreBase:
             elif problem is None and before is not None:
                 log.info("The conversation store can write again")
             if (before is None) != (problem is None) or (before and problem and before.kind != problem.kind):
-                for listener in list(self._listeners):
-                    try:
-                        listener(problem)
-                    except Exception:  # a listener's bug must not break a write path
-                        log.exception("A store listener failed")
+                self._tell(problem)
+
+    def _tell(self, problem: StoreProblem | None) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(problem)
+            except Exception:  # a listener's bug must not break a write path
+                log.exception("A store listener failed")
 
     def _write_failed(self, exc: sqlite3.DatabaseError) -> BaseException:
         """The error to raise for a write that SQLite refused; disk trouble makes the store read-only."""
@@ -230,6 +234,7 @@ class StoreBase:
         with self._lock:
             self._pending.append(PendingWrite(what, run))
             log.warning("Kept in memory until it can be saved: %s", what)
+            self._tell(self.problem)  # what is kept is part of what the user is told
 
     @staticmethod
     def resolve(ref: int | RowRef | None) -> int | None:

@@ -57,12 +57,8 @@ UNREADABLE: Final = "unreadable"
 UNUSABLE: Final = "unusable"
 TEMPORARY_KINDS: Final = frozenset({NOT_A_FILE, NO_FOLDER, UNREADABLE, UNUSABLE})
 
-_KEPT = "Everything saved before is safe."
-_HELD = (
-    "Anything not saved yet is kept in memory and saved as soon as Harmonica can write again; "
-    "until then your chats are read-only."
-)
-_RETRY = "then click Try again (Harmonica also tries again on its own every few seconds)"
+_KEPT = "Your saved chats are safe and can still be read; anything not saved yet is kept in memory."
+_RETRY = "then click Try again (Harmonica also retries every few seconds)"
 _SESSION_ONLY = "Until then, new conversations are kept only until Harmonica closes."
 _ELSEWHERE = "To keep conversations in another folder, set HARMONICA_HOME to it and restart Harmonica."
 
@@ -193,12 +189,13 @@ def classify(exc: sqlite3.Error, path: Path) -> StoreProblem | None:
 def full(path: Path, detail: str = "") -> StoreProblem:
     folder = _folder(path)
     free = free_bytes(folder)
-    left = f" ({human_size(free)} free)" if free is not None else ""
+    # Plenty free means a quota or a size limit, not the disk: the number would only confuse then.
+    left = f" ({human_size(free)} free)" if free is not None and free < 100_000_000 else ""
     return StoreProblem(
         FULL,
         folder,
-        f"The disk that holds your conversations ({folder}) is full{left}, so Harmonica cannot save. "
-        f"{_KEPT} {_HELD} Free up space on that disk (empty the trash, delete files you do not need), {_RETRY}.",
+        f"The disk that holds your conversations ({folder}) is full{left}. {_KEPT} "
+        f"Free up space on that disk, {_RETRY}.",
         detail,
     )
 
@@ -207,8 +204,8 @@ def io_error(path: Path, detail: str = "") -> StoreProblem:
     return StoreProblem(
         IO_ERROR,
         path,
-        f"The disk reported an input/output error while Harmonica was saving to {path}. {_KEPT} {_HELD} "
-        f"Check that the disk is still connected and healthy, {_RETRY}.",
+        f"The disk reported an input/output error while Harmonica was saving to {path}. {_KEPT} "
+        f"Check that the disk is connected and healthy, {_RETRY}.",
         detail,
     )
 
@@ -217,8 +214,8 @@ def busy(path: Path, detail: str = "") -> StoreProblem:
     return StoreProblem(
         BUSY,
         path,
-        f"Another program has been holding {path} locked, so Harmonica cannot save. {_KEPT} {_HELD} "
-        f"Close programs that may use that file (backup or sync tools, a database browser), {_RETRY}.",
+        f"Another program keeps {path} locked, so Harmonica cannot save. {_KEPT} Close programs that "
+        f"may use that file (backup or sync tools, a database browser), {_RETRY}.",
         detail,
     )
 
@@ -227,8 +224,8 @@ def moved(path: Path, detail: str = "") -> StoreProblem:
     return StoreProblem(
         MOVED,
         path,
-        f"The conversation database {path} was moved or deleted while Harmonica was running, so nothing new "
-        f"can be saved. {_HELD} Put the file back where it was, {_RETRY}.",
+        f"The conversation database {path} was moved or deleted while Harmonica was running, so nothing "
+        f"new can be saved; anything not saved yet is kept in memory. Put the file back, {_RETRY}.",
         detail,
     )
 
@@ -240,15 +237,15 @@ def read_only(path: Path, detail: str = "") -> StoreProblem:
         return StoreProblem(
             READ_ONLY,
             folder,
-            f"The disk that holds your conversations ({folder}) is read-only, so Harmonica can show them "
-            f"but not save anything new. Make that disk writable again, {_RETRY}. {_ELSEWHERE}",
+            f"The disk that holds your conversations ({folder}) is read-only: they can be read, but "
+            f"nothing new is saved. Make that disk writable, {_RETRY}. {_ELSEWHERE}",
             detail,
         )
     return StoreProblem(
         NO_PERMISSION,
         path,
-        f"Harmonica is not allowed to write to {path}, so it can show your conversations but not save "
-        f"anything new. Give your user account write permission on {folder} and the files in it, {_RETRY}.",
+        f"Harmonica is not allowed to write to {path}: your conversations can be read, but nothing new "
+        f"is saved. Give your user account write permission on {folder} and the files in it, {_RETRY}.",
         detail,
     )
 
@@ -257,8 +254,8 @@ def in_use(path: Path, detail: str = "") -> StoreProblem:
     return StoreProblem(
         IN_USE,
         path,
-        f"Another Harmonica is already running and using {path}. This window shows your conversations "
-        f"read-only, so the two cannot overwrite each other. Close the other Harmonica, {_RETRY}.",
+        f"Another Harmonica is already using {path}, so this window shows your conversations read-only. "
+        f"Close the other Harmonica, {_RETRY}.",
         detail,
     )
 
@@ -267,8 +264,8 @@ def not_a_file(path: Path, detail: str = "") -> StoreProblem:
     return StoreProblem(
         NOT_A_FILE,
         path,
-        f"Harmonica keeps your conversations in {path}, but that is a folder, not a file. Move or rename "
-        f"that folder, {_RETRY}. {_SESSION_ONLY}",
+        f"{path} should be Harmonica's conversation database, but it is a folder. Move or rename that "
+        f"folder, {_RETRY}. {_SESSION_ONLY}",
         detail,
     )
 

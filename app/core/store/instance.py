@@ -57,6 +57,9 @@ class InstanceLock:
                 os.ftruncate(fd, 0)
                 os.write(fd, f"{os.getpid()}\n".encode())
 
+    def __del__(self) -> None:  # a store dropped without close() must not keep the file locked
+        self.release()
+
     def release(self) -> None:
         fd, self._fd = self._fd, None
         if fd is None:
