@@ -25,7 +25,16 @@ from app.core.store import (
     StoreProblem,
     StoreUnavailableError,
 )
-from app.core.store.health import FULL, IN_USE, NO_FOLDER, NO_PERMISSION, NOT_A_FILE, READ_ONLY, UNREADABLE
+from app.core.store.health import (
+    FULL,
+    IN_USE,
+    IO_ERROR,
+    NO_FOLDER,
+    NO_PERMISSION,
+    NOT_A_FILE,
+    READ_ONLY,
+    UNREADABLE,
+)
 from tests.fixtures.small_disk import small_disk
 from tests.fixtures.unprivileged import NOBODY, as_nobody, shared_folder
 
@@ -268,6 +277,52 @@ def test_a_tool_loop_turn_is_kept_row_by_row_and_saved_in_order(store: Store, tm
     finally:
         tools.close()
         reg.close()
+
+
+class FailingDisk(sqlite3.Connection):
+    """A connection whose writes fail as SQLite reports a disk input/output error (SQLITE_IOERR_WRITE).
+
+    The one simulated failure here: this machine cannot make the kernel return EIO (no
+    device-mapper or fault injection; a loop device over a full tmpfs gives ENOSPC), so SQLite's own
+    error is raised where its write would be."""
+
+    failing = False
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:  # type: ignore[override]
+        if FailingDisk.failing and sql.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE", "COMMIT")):
+            exc = sqlite3.OperationalError("disk I/O error")
+            exc.sqlite_errorcode = 778  # type: ignore[attr-defined]
+            exc.sqlite_errorname = "SQLITE_IOERR_WRITE"  # type: ignore[attr-defined]
+            raise exc
+        return super().execute(sql, *args)  # type: ignore[arg-type]
+
+
+def test_an_input_output_error_while_saving_an_answer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: real_connect(*a, **k, factory=FailingDisk))
+    monkeypatch.setattr(FailingDisk, "failing", False)
+    store, _ = Store.open_app(tmp_path / "c.sqlite3")
+    try:
+        session = ChatSession(store)
+        question = session.add_user("Tell me a long story")
+        events: list[object] = []
+        for ev in session.generate(engine(LONG_ANSWER)):
+            if type(ev).__name__ == "TurnStarted":
+                FailingDisk.failing = True  # the disk starts failing while the answer streams
+            events.append(ev)
+        kept = events[-1]
+        assert isinstance(kept, MessageKept) and kept.message.content == LONG
+        problem = store.problem
+        assert problem is not None and problem.kind == IO_ERROR and store.read_only
+        assert str(store.path) in problem.message and "input/output error" in problem.message
+        assert "Check that the disk is connected" in problem.message
+        assert store.active_path(session.conversation_id or -1)[0].content == question.content
+        assert not store.retry()
+        FailingDisk.failing = False  # the disk is back
+        assert store.retry() and store.get_message(kept.ref.id or -1).content == LONG
+    finally:
+        FailingDisk.failing = False
+        store.close()
 
 
 # --- a real disk, really full ------------------------------------------------------------------------
@@ -534,3 +589,20 @@ def test_listeners_hear_the_problem_from_a_worker_thread(store: Store) -> None:
     t.start()
     t.join()
     assert [(name, p.kind if p else None) for name, p in heard] == [("answer-worker", FULL)]
+
+
+def test_a_file_system_that_cannot_lock_still_opens_for_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import fcntl
+
+    def no_locks(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")  # what some network shares answer
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    store, _ = Store.open_app(tmp_path / "c.sqlite3")
+    try:
+        assert store.problem is None and store.create_conversation().id == 1
+    finally:
+        store.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import sys
 from pathlib import Path
@@ -21,6 +22,9 @@ from app.core.errors import HarmonicaError
 LOCK_SUFFIX: Final = ".lock"
 # What an attempt on a lock held elsewhere fails with (flock: EWOULDBLOCK; Windows: EACCES/EDEADLK).
 _HELD_ERRNOS: Final = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES, errno.EDEADLK})
+# What a file system that cannot lock at all answers (some network shares).
+_UNSUPPORTED_ERRNOS: Final = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL})
+log = logging.getLogger(__name__)
 
 
 class InstanceLocked(HarmonicaError):
@@ -47,10 +51,16 @@ class InstanceLock:
         try:
             _lock(fd)
         except OSError as exc:
-            os.close(fd)
-            if exc.errno in _HELD_ERRNOS:
-                raise InstanceLocked(f"{self.path} is locked by another process.") from exc
-            raise
+            if exc.errno in _UNSUPPORTED_ERRNOS:
+                # Some network shares cannot lock: Harmonica runs as before the lock existed.
+                log.warning(
+                    "%s cannot be locked on this file system (%s); not checking for a second Harmonica", self.path, exc
+                )
+            else:
+                os.close(fd)
+                if exc.errno in _HELD_ERRNOS:
+                    raise InstanceLocked(f"{self.path} is locked by another process.") from exc
+                raise
         self._fd = fd
         if sys.platform != "win32":  # for people who look: which process holds it (Windows locks the bytes)
             with contextlib.suppress(OSError):  # a full disk must not stop the lock itself
