@@ -22,6 +22,42 @@ HASH_BLOCK: Final = 4 * 1024 * 1024
 # --- atomic writes ---------------------------------------------------------------------------------
 
 
+class FileWriteError(HarmonicaError, OSError):
+    """A file Harmonica writes could not be written; the message names the file and what to do.
+
+    Also an OSError (same errno and filename), so code that catches OSError keeps working.
+    """
+
+    def __init__(self, path: Path, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause), str(path))
+        self.path = path
+        self.message = describe_write_error(path, cause)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def describe_write_error(path: Path, exc: OSError) -> str:
+    """A sentence for a failed write of `path`: where, why (the system's words), and what to do."""
+    why = exc.strerror or str(exc)
+    folder = path.parent
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = f"The disk that holds {folder} is full: free up space on it, then try again."
+    elif exc.errno == errno.EROFS:
+        fix = f"The disk that holds {folder} is read-only: make it writable, then try again."
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        fix = f"Give your user account write permission on {folder}, then try again."
+    elif exc.errno == errno.EISDIR or path.is_dir():
+        fix = f"{path} is a folder: move or rename it, then try again."
+    elif exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        fix = f"Something that is not a folder is in the way of {folder}: move or rename it, then try again."
+    elif exc.errno == errno.EIO:
+        fix = "The disk reported an input/output error: check that it is connected and healthy, then try again."
+    else:
+        fix = "Check the disk and the folder, then try again."
+    return f"Harmonica could not save {path} ({why}). The file keeps what it had before. {fix}"
+
+
 def atomic_write(path: str | os.PathLike[str], data: str | bytes, *, encoding: str = "utf-8") -> Path:
     """Replace `path` with `data` all at once: afterwards the file holds the old content or the new, never half.
 
@@ -29,22 +65,32 @@ def atomic_write(path: str | os.PathLike[str], data: str | bytes, *, encoding: s
     the data goes to a temporary file in the same folder (a rename is atomic only within one file
     system), which is flushed and fsync'ed, then renamed over `path`, and the folder is fsync'ed
     so the rename itself survives a power cut. Text is written as given ("\\n" stays "\\n" on
-    every platform). Missing parent folders are created. Raises OSError; the temporary file never
-    stays behind.
+    every platform). Missing parent folders are created. Raises FileWriteError (an OSError whose
+    message names the file and what to do: a full or read-only disk, no permission); the old file
+    stays as it was and the temporary file never stays behind.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode(encoding) if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except FileWriteError:
+        raise
+    except OSError as exc:
+        raise FileWriteError(target, exc) from exc
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, FileWriteError):
+            raise FileWriteError(target, exc) from exc
         raise
     _fsync_folder(target.parent)
     return target

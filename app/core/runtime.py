@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from app.core.scheduler import EngineScheduler, SchedulerClient
 from app.core.scripted_engine import is_scripted_path
 from app.core.session import ChatSession
 from app.core.settings import Settings
-from app.core.store import ConversationSettings, Store, StoreError
+from app.core.store import ConversationSettings, Store
 from app.core.tools.chat_files import ChatToolFiles
 
 if TYPE_CHECKING:
@@ -103,17 +102,13 @@ def default_engine_factory() -> LoadableEngine:
 
 
 def open_store(store: Store | None = None) -> tuple[Store, str]:
-    """The user's store and a note for the user; a damaged one is moved aside and salvaged; an
-    unusable one is replaced by a temporary store so the app still starts, with a note saying so."""
+    """The user's store and a note for the user when it had to be recovered (a damaged file moved
+    aside and salvaged). A file that cannot be written or read still gives a store: a read-only view
+    or a temporary one, with `store.problem` saying why and what to do (the window shows it)."""
     if store is not None:
         return store, ""
-    try:
-        opened, report = Store.open_or_recover()
-        return opened, report.message if report is not None else ""
-    except (StoreError, OSError) as exc:
-        log.error("The conversation store cannot be opened; a temporary one is used", exc_info=exc)
-        tmp = Path(tempfile.mkdtemp(prefix="harmonica-")) / "conversations.sqlite3"
-        return Store.open(tmp), f"{exc} Conversations are kept only until Harmonica closes."
+    opened, report = Store.open_app()
+    return opened, report.message if report is not None else ""
 
 
 def plan_load(path: str, profile: Any, wishes: Any) -> Any:
@@ -224,9 +219,12 @@ class Runtime:
         self._tool_sessions: dict[int, ToolSession] = {}
         self._tools_lock = threading.Lock()
         # Each chat's tool files live in a scratch folder named by its uid (row ids are reused);
-        # folders of chats deleted before a crash go now.
+        # folders of chats deleted before a crash go now, but only when the real database is open:
+        # a temporary store (or a read-only view) does not list every chat, and the folders of the
+        # chats it lacks are not garbage.
         self.tool_files = ChatToolFiles(self.store)
-        self.tool_files.sweep()
+        if self.store.problem is None:
+            self.tool_files.sweep()
         self.closed = False
 
     # --- the engine (held by the scheduler only) ------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -25,9 +26,12 @@ from app.core.store import (
     BranchInfo,
     ConversationSettings,
     MessageRow,
+    RowRef,
     Store,
     StoreError,
+    StoreUnavailableError,
     StreamSaver,
+    message_fields,
     message_from_row,
 )
 
@@ -53,6 +57,15 @@ class MessageSaved:
 
 
 @dataclass(frozen=True)
+class MessageKept:
+    """A message of the turn could not be saved (the store cannot write now): it is kept in memory
+    and written, in order, when the store can write again (`store.retry()`); `ref.id` is its row then."""
+
+    ref: RowRef
+    message: Message
+
+
+@dataclass(frozen=True)
 class ContextTrimmed:
     """The oldest `dropped` messages were left out of the prompt so the conversation fits."""
 
@@ -60,7 +73,7 @@ class ContextTrimmed:
     prompt_tokens: int
 
 
-SessionEvent = TurnEvent | MessageSaved | ContextTrimmed
+SessionEvent = TurnEvent | MessageSaved | MessageKept | ContextTrimmed
 
 
 class ChatSession:
@@ -290,7 +303,11 @@ class ChatSession:
 
 class _AnswerRows:
     """Stores what one generate() call produces as it streams: answer rows (tail saved as it grows,
-    committed when done) and, in the tool loop, a tool row under each call."""
+    committed when done) and, in the tool loop, a tool row under each call.
+
+    When the store cannot write (a full disk), nothing stops: the answer goes on, and each row that
+    cannot be written is deferred to the store (``MessageKept`` instead of ``MessageSaved``), to be
+    written in order when the store can write again; later rows name earlier ones by RowRef."""
 
     def __init__(
         self,
@@ -306,13 +323,15 @@ class _AnswerRows:
         self.resume_id = resume_id
         self.effort = effort
         self.tool_finished = tool_finished
-        self.mid: int | None = None  # the answer row being streamed
-        self.last_row: int | None = parent  # where the next row goes
+        self.mid: int | None = None  # the row of the answer in progress, once there is one
+        self.streaming = False  # whether that row is marked "streaming" in the store
+        self.in_progress = False  # an answer was started and is not saved or kept yet
+        self.last_row: int | RowRef | None = parent  # where the next row goes
         self.live: Message | None = None
         self.saver: StreamSaver | None = None
 
     def on_event(self, ev: Any) -> list[Any]:
-        """Store what `ev` brings; returns the events to pass on (it, and a MessageSaved after a row)."""
+        """Store what `ev` brings; returns the events to pass on (it, and MessageSaved or MessageKept after a row)."""
         if isinstance(ev, TurnStarted):
             self._begin(ev.message)
         elif isinstance(ev, (ReasoningDelta, FinalDelta, PreambleDelta)):
@@ -320,38 +339,83 @@ class _AnswerRows:
                 self.saver.feed(self.live.content, self.live.thinking)
         elif isinstance(ev, TurnFinished):
             status = "interrupted" if ev.message.stop_reason in CUT_SHORT else "complete"
-            return [ev, MessageSaved(self._save(ev.message, status), ev.message)]
+            return [ev, self._save(ev.message, status)]
         elif self.tool_finished is not None and isinstance(ev, self.tool_finished):
-            row = self.store.add_message(
-                self.cid,
-                "tool",
-                ev.message.content,
-                parent_id=self.last_row,
-                tool_name=ev.message.name,
-                extra={"tool_run": ev.run.to_dict()},
-            )
+            values: dict[str, Any] = {
+                "role": "tool",
+                "content": ev.message.content,
+                "tool_name": ev.message.name,
+                "extra": {"tool_run": ev.run.to_dict()},
+            }
+            try:
+                row = self.store.add_message(self.cid, parent_id=self.last_row, **values)
+            except StoreUnavailableError:
+                ref = self._keep("a tool result", self.last_row, values)
+                self.last_row = ref
+                return [ev, MessageKept(ref, ev.message)]
             self.last_row = row.id
             return [ev, MessageSaved(row, ev.message)]
         return [ev]
 
     def _begin(self, live: Message) -> None:
-        self.live = live
-        if self.resume_id is not None:
-            self.store.resume_stream(self.resume_id)
-            self.mid = self.resume_id
-        else:
-            self.mid = self.store.begin_stream(self.cid, parent_id=self.last_row, effort=self.effort, model=live.model)
+        self.live, self.saver, self.in_progress = live, None, True
+        self.mid, self.streaming = self.resume_id, False
+        try:
+            if self.resume_id is not None:
+                self.store.resume_stream(self.resume_id)
+            else:
+                self.mid = self.store.begin_stream(
+                    self.cid, parent_id=self.last_row, effort=self.effort, model=live.model
+                )
+        except StoreUnavailableError:
+            return  # the answer is generated all the same, and kept in memory when it finishes
+        assert self.mid is not None
+        self.streaming = True
         self.saver = StreamSaver(self.store, self.mid, TAIL_SAVE_INTERVAL_S)
 
-    def _save(self, message: Message, status: str) -> MessageRow:
-        assert self.mid is not None
-        row = self.store.finish_stream_from(self.mid, message, status=status)
-        self.last_row, self.mid = row.id, None
-        return row
+    def _save(self, message: Message, status: str) -> MessageSaved | MessageKept:
+        mid, streaming = self.mid, self.streaming
+        self.mid, self.streaming, self.in_progress = None, False, False
+        if mid is not None and streaming:
+            try:
+                row = self.store.finish_stream_from(mid, message, status=status)
+            except StoreUnavailableError:
+                pass
+            else:
+                self.last_row = row.id
+                return MessageSaved(row, message)
+        kept = copy.deepcopy(message)  # the turn may go on changing the live message
+        store = self.store
+        if mid is None:  # no row yet: the whole answer is added later
+            values = message_fields(kept)
+            values.update(status=status, effort=values["effort"] or self.effort)
+            ref = self._keep("an answer", self.last_row, values)
+        else:  # the row exists (with the tail saved so far, or cut short before a Continue)
+            ref = RowRef()
+
+            def finish() -> None:
+                if not streaming:
+                    store.resume_stream(mid)
+                ref.id = store.finish_stream_from(mid, kept, status=status).id
+
+            store.defer("an answer", finish)
+        self.last_row = ref
+        return MessageKept(ref, message)
+
+    def _keep(self, what: str, parent: int | RowRef | None, values: dict[str, Any]) -> RowRef:
+        """Defer a new row under `parent` (which may itself be kept); returns its RowRef."""
+        ref = RowRef()
+        cid, store = self.cid, self.store
+
+        def add() -> None:
+            ref.id = store.add_message(cid, parent_id=parent, **values).id
+
+        store.defer(what, add)
+        return ref
 
     def interrupted(self) -> None:
         """The generation failed or was stopped: commit the answer in progress as interrupted."""
-        if self.mid is not None and self.live is not None:
+        if self.in_progress and self.live is not None:
             self._save(self.live, "interrupted")
 
 

@@ -17,7 +17,7 @@ from app.core.engine import EngineError, Sampling
 from app.core.harmony import FinalDelta, PreambleDelta, ReasoningDelta, ToolCall
 from app.core.runtime import Runtime
 from app.core.scheduler import QueueState
-from app.core.session import CONTEXT_WARN_FRACTION, ChatSession, ContextTrimmed, MessageSaved
+from app.core.session import CONTEXT_WARN_FRACTION, ChatSession, ContextTrimmed, MessageKept, MessageSaved
 from app.core.store import ACTIVE, ConversationSettings, MessageRow, StoreError, message_from_row
 from app.ui.chat_view import ChatView
 from app.ui.composer import Composer
@@ -29,6 +29,7 @@ from app.ui.workers import GeneratorWorker, start_worker
 GENERATING = "Generating…"
 STOPPING = "Stopping…"
 WAITING = "Waiting for the model"
+KEPT_NOTE = "Not saved yet: kept in memory until Harmonica can write again."
 
 
 class _QueueBridge(QObject):
@@ -75,6 +76,7 @@ class ChatController(QObject):
         self._live: AssistantMessageWidget | None = None
         self._live_message: Message | None = None
         self._live_saved = False
+        self._refresh_after = False  # show the chat from the store once this answer is done
         self._queue_bridge = _QueueBridge(self)
         self._queue_bridge.changed.connect(self._on_queue)
         runtime.scheduler.add_listener(self._queue_bridge.changed.emit)
@@ -125,6 +127,9 @@ class ChatController(QObject):
     def _can_generate(self, loading: bool = False) -> bool:
         if self.generating or loading:
             return False
+        if self.runtime.store.read_only:  # nothing could be saved: the store's notice says why
+            self.notices.error("", self.runtime.store.refusal())
+            return False
         if not self.runtime.model_loaded:
             self.notices.error("Open a model first: File → Open model…, or drop a .gguf file onto the window.")
             return False
@@ -132,6 +137,8 @@ class ChatController(QObject):
 
     def send(self, text: str, effort: str) -> bool:
         if not self._can_generate():
+            if self.runtime.store.read_only:
+                self.composer.edit.setPlainText(text)  # not sent: what was typed stays in the box
             return False
         self.notices.clear()
         self.cancel_title()
@@ -277,6 +284,15 @@ class ChatController(QObject):
         if isinstance(ev, MessageSaved):
             self._on_saved(ev.row)
             return
+        if isinstance(ev, MessageKept):
+            # The store cannot write now: the answer stays on screen as it is, kept in memory by the
+            # store, and is shown from the store once it is saved (refresh_when_idle).
+            self._live_saved = True
+            if self._live is not None and ev.message.role == "assistant":
+                note = self._live.stop_note
+                note.setText(" ".join(filter(None, (note.text(), KEPT_NOTE))))
+                note.show()
+            return
         if isinstance(ev, TurnStarted) and self._live is not None and self._live.message is not None:
             # The next generation of a tool loop: it continues the same answer below the tool cards.
             self._live = self.chat.start_assistant(
@@ -406,8 +422,18 @@ class ChatController(QObject):
         else:
             self.unexpected.emit(exc)
 
+    def refresh_when_idle(self) -> None:
+        """Show the open chat again from the store, now or when the answer being written is done."""
+        if self.generating:
+            self._refresh_after = True
+        else:
+            self.events.session_changed.emit()
+
     def _on_turn_finished(self) -> None:
         self._gen_worker = None
+        if self._refresh_after:
+            self._refresh_after = False
+            QTimer.singleShot(0, self.events.session_changed.emit)
         QTimer.singleShot(0, self._maybe_title)
         if self._live is not None and self._live_message is not None and not self._live_saved:
             # Generation ended without the stored row (an error): reload the branch from the store.
@@ -423,8 +449,8 @@ class ChatController(QObject):
         """After the first answer of a chat, ask the model for a short title (in the background)."""
         if self.closing or not self.runtime.settings.chat.auto_title or self._title_worker is not None:
             return
-        if self.runtime.engine is None or self.generating:
-            return
+        if self.runtime.engine is None or self.generating or self.runtime.store.read_only:
+            return  # (a title could not be saved now)
         view = self.session.view()
         answers = [r for r, _ in view if r.role == "assistant" and r.status == "complete" and not r.tool_calls]
         if len(answers) != 1 or self.session.title_request() is None:

@@ -22,9 +22,10 @@ from PySide6.QtWidgets import (
 from app.core import logs
 from app.core.chat import Conversation
 from app.core.engine import LoadableEngine
+from app.core.fsutil import FileWriteError
 from app.core.runtime import Runtime
 from app.core.session import ChatSession
-from app.core.store import DEFAULT_TITLE, message_from_row
+from app.core.store import DEFAULT_TITLE, StoreUnavailableError, message_from_row
 from app.ui import help_menu, style
 from app.ui.actions import build_actions, update_actions
 from app.ui.chat_controller import ChatController
@@ -37,6 +38,7 @@ from app.ui.model_loader import ModelLoader
 from app.ui.notice import Notice, NoticeBar, NoticeChannel, log_notice
 from app.ui.panels import Panels
 from app.ui.sidebar import Sidebar
+from app.ui.store_status import StoreStatus
 from app.ui.workers import GeneratorWorker, start_worker
 
 
@@ -85,7 +87,8 @@ class MainWindow(QMainWindow):
         self.load_panel = LoadPanel()
         self.banner = NoticeBar()
         self.context_banner = NoticeBar()
-        for w in (self.load_panel, self.banner, self.context_banner):
+        self.store_banner = NoticeBar(closable=False)  # lasts while conversations cannot be saved
+        for w in (self.load_panel, self.store_banner, self.banner, self.context_banner):
             # Centred at the composer's width; stretches (not alignment) keep word wrap working.
             w.setMaximumWidth(820)
             row = QHBoxLayout()
@@ -114,6 +117,7 @@ class MainWindow(QMainWindow):
             rt, self.answers, self.sidebar, self.chat, self.notices, self.events, self
         )
         self.loader = ModelLoader(rt, self.notices, self)
+        self.store_status = StoreStatus(rt, self.notices, self.events, self.answers, self.statusBar(), self)
         self.panels = Panels(rt, self)
         self.menu_actions = build_actions(self)
         self._error_dialog_open = False
@@ -126,6 +130,7 @@ class MainWindow(QMainWindow):
         self._show_session()
         if rt.startup_note:
             self.notices.info(rt.startup_note)
+        self.store_status.start()  # the store could not be opened for writing: say why, until it can
         self.conversations.offer_interrupted()
         if rt.settings.server.enabled:
             QTimer.singleShot(0, lambda: self.panels.server(start=True))
@@ -232,7 +237,7 @@ class MainWindow(QMainWindow):
         self.refresh()
 
     def _bar(self, slot: str) -> NoticeBar:
-        return self.context_banner if slot == "context" else self.banner
+        return {"context": self.context_banner, "store": self.store_banner}.get(slot, self.banner)
 
     def _on_notice(self, notice: Notice) -> None:
         self._bar(notice.slot).show_notice(notice)
@@ -246,7 +251,13 @@ class MainWindow(QMainWindow):
         self.notices.info(text, actions, timeout_ms)
 
     def show_exception(self, exc: BaseException, tb_text: str | None = None) -> None:
-        """An unexpected error: logged, and a dialog with details (one at a time); the app keeps running."""
+        """An unexpected error: logged, and a dialog with details (one at a time); the app keeps running.
+
+        A store that cannot write, or a file that cannot be saved, is not unexpected: a notice says
+        where and what to do (wherever the error came from)."""
+        if isinstance(exc, (StoreUnavailableError, FileWriteError)):
+            self.notices.error(str(exc), exc)
+            return
         if not getattr(exc, "__harmonica_logged__", False):
             log_notice(Notice(f"Unexpected error: {type(exc).__name__}: {exc}", "error", exc=exc))
         if not self._error_dialog_open:
@@ -385,9 +396,15 @@ class MainWindow(QMainWindow):
 
     # --- shutdown -----------------------------------------------------------------------------------
     def closeEvent(self, e: QCloseEvent) -> None:
+        unsaved = self.store_status.unsaved_on_close()
+        if unsaved:  # the disk cannot take it now: say what would be lost, and offer "Close anyway"
+            e.ignore()
+            self.store_status.refuse_close(unsaved, self.close)
+            return
         self.answers.closing = True
         self.panels.shutdown()
         self.answers.shutdown()
         self.loader.shutdown()
+        self.store_status.close()
         self.runtime.close()
         super().closeEvent(e)

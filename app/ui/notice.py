@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.store import StoreUnavailableError
 from app.ui import style
 
 log = logging.getLogger("app.ui.notice")
@@ -181,11 +182,15 @@ class NoticeBar(QFrame):
 class NoticeChannel(QObject):
     """Where the window's parts post notices; the window's bars show them (and so log them).
 
-    `slot` picks the bar: "main" above the composer, "context" for the context-window warning.
+    `slot` picks the bar: "main" above the composer, "context" for the context-window warning,
+    "store" for the conversation store's lasting notice (ui/store_status.py). An error that is the
+    store refusing a write while it cannot write goes to `unavailable` instead: the store's own
+    notice answers it, so a click on a read-only chat is not an error of its own each time.
     """
 
     posted = Signal(object)  # Notice
     cleared = Signal(str)  # slot
+    unavailable = Signal(object)  # StoreUnavailableError
 
     def post(self, notice: Notice) -> None:
         self.posted.emit(notice)
@@ -199,6 +204,9 @@ class NoticeChannel(QObject):
         log_text: str | None = None,
         slot: str = "main",
     ) -> None:
+        if isinstance(exc, StoreUnavailableError):
+            self.unavailable.emit(exc)
+            return
         self.post(Notice(text, "error", tuple(actions), exc=exc, log_text=log_text, slot=slot))
 
     def info(

@@ -10,7 +10,7 @@ import pytest
 
 from app.core import fsutil
 from app.core.errors import HarmonicaError
-from app.core.fsutil import FileTooLargeError, Sha256Reader, atomic_write, read_bounded, sha256_file
+from app.core.fsutil import FileTooLargeError, FileWriteError, Sha256Reader, atomic_write, read_bounded, sha256_file
 
 
 def test_atomic_write_replaces_the_file_and_syncs_file_and_folder(
@@ -81,3 +81,67 @@ def test_sha256_of_a_file_plain_and_block_by_block(tmp_path: Path) -> None:
     unread = Sha256Reader(f)
     with pytest.raises(RuntimeError):
         _ = unread.hexdigest
+
+
+# --- writes that fail: a sentence naming the file and what to do; the old file is kept -------------
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_old_content(tmp_path: Path) -> None:
+    from tests.fixtures.small_disk import small_disk
+
+    with small_disk(tmp_path / "disk", "256k") as disk:
+        target = disk.path / "tools.json"
+        atomic_write(target, "old")
+        disk.fill()
+        with pytest.raises(FileWriteError) as e:
+            atomic_write(target, "x" * 100_000)
+        assert isinstance(e.value, OSError) and e.value.errno == 28  # callers catching OSError still do
+        assert str(target) in str(e.value) and "is full: free up space" in str(e.value)
+        assert "keeps what it had before" in str(e.value)
+        assert target.read_text() == "old" and sorted(p.name for p in disk.path.iterdir()) == [
+            "filler.bin",
+            "tools.json",
+        ]
+        disk.free_up()
+        atomic_write(target, "new")
+        assert target.read_text() == "new"
+
+
+def test_a_read_only_disk_names_the_folder(tmp_path: Path) -> None:
+    from tests.fixtures.small_disk import small_disk
+
+    with small_disk(tmp_path / "disk", "256k") as disk:
+        target = disk.path / "models.json"
+        atomic_write(target, "old")
+        disk.remount("ro")
+        with pytest.raises(FileWriteError, match="is read-only: make it writable") as e:
+            atomic_write(target, "new")
+        assert str(target) in str(e.value) and target.read_text() == "old"
+
+
+def test_a_folder_in_the_way_is_said_so(tmp_path: Path) -> None:
+    target = tmp_path / "settings.json"
+    target.mkdir()
+    with pytest.raises(FileWriteError, match="is a folder: move or rename it"):
+        atomic_write(target, "{}")
+    blocked = tmp_path / "file" / "settings.json"
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(FileWriteError, match="not a folder is in the way"):
+        atomic_write(blocked, "{}")
+
+
+def test_no_permission_as_an_unprivileged_user() -> None:
+    from tests.fixtures.unprivileged import as_nobody, shared_folder
+
+    target = shared_folder(owner=0, mode=0o755) / "tools.json"
+    atomic_write(target, "old")
+
+    def attempt() -> str:
+        try:
+            atomic_write(target, "new")
+        except FileWriteError as exc:
+            return str(exc)
+        return "written"
+
+    message = as_nobody(attempt)
+    assert str(target) in message and "write permission on" in message and target.read_text() == "old"

@@ -168,7 +168,40 @@ def test_an_unusable_store_gives_a_temporary_one_and_a_note(monkeypatch: pytest.
     monkeypatch.setattr(Store, "open_or_recover", refuse)
     rt = Runtime()
     try:
-        assert "kept only until Harmonica closes" in rt.startup_note
+        problem = rt.store.problem  # the window shows it as a lasting notice with Try again
+        assert problem is not None and rt.store.temporary
+        assert "kept only until Harmonica closes" in problem.message
         assert rt.store.create_conversation().id  # usable
     finally:
         rt.close()
+
+
+def test_tool_files_survive_a_start_without_the_real_database() -> None:
+    """A temporary store (the database path is unusable) lists none of the user's chats: their
+    python-tool folders are not a deleted chat's leftovers and must not be swept away."""
+    from app.core import paths
+    from app.core.store import default_store_path
+
+    real = Store.open()
+    try:
+        uid = real.create_conversation("has tool files").uid
+    finally:
+        real.close()
+    folder = paths.scratch_root() / uid
+    folder.mkdir(parents=True)
+    (folder / "results.csv").write_text("a,b\n1,2\n")
+    db = default_store_path()
+    moved = db.with_name(db.name + ".away")
+    db.rename(moved)
+    db.mkdir()  # a folder where the database should be: the app starts on a temporary store
+    try:
+        rt = Runtime()
+        assert rt.store.temporary
+        rt.close()
+        assert (folder / "results.csv").exists()
+    finally:
+        db.rmdir()
+        moved.rename(db)
+    rt = Runtime()  # the real database again: the chat is live, its files stay
+    rt.close()
+    assert (folder / "results.csv").exists()

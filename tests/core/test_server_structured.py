@@ -27,7 +27,7 @@ from app.core.server.structured import (  # noqa: E402
     repair_arguments,
     with_response_format,
 )
-from tests.core.server_support import WEATHER_TOOL, Hook, client  # noqa: E402
+from tests.core.server_support import WEATHER_TOOL, Hook, client, wait_for  # noqa: E402
 
 Make = Callable[..., tuple[ApiServer, ScriptedEngine]]
 
@@ -218,8 +218,9 @@ def test_namespace_tools_are_flattened_and_calls_name_their_namespace(scripted: 
     call = next(o for o in r.output if o.type == "function_call")
     assert call.name == "lookup" and call.namespace == "crm" and json.loads(call.arguments) == {"id": 7}
     assert "type lookup" in engine.prompts[-1]
-    log = server.request_log()
-    assert log[-1].status == 200
+    # The log is written once the response has gone out: wait for it rather than race it.
+    wait_for(lambda: bool(server.request_log()))
+    assert server.request_log()[-1].status == 200
 
 
 # --- frameworks ---------------------------------------------------------------------------------------

@@ -27,11 +27,20 @@ or regenerating an answer adds a sibling (same parent) and makes it active. Each
 when it was last active (``visited``), so switching back to a branch returns to where the user
 left it.
 
+When the disk cannot be written (full, an I/O error, read-only, another Harmonica holds the file):
+a failed write makes the store read-only (``problem`` says why, in words naming the place and what
+to do); reading and searching go on, writes are refused at once with ``StoreUnavailableError``,
+settings and the branch shown are kept in memory, and what a caller defers (``defer``: an answer
+that could not be saved) is written, in order, by ``retry`` once the disk takes writes again. The app
+opens its file with ``open_app``, which never fails for the disk or the path: it falls back to a
+read-only view or a temporary store and says why (``health``, ``instance`` for the lock).
+
 The package is split by job: ``rows`` (vocabulary, errors, settings, row types), ``schema``
 (migrations, row decoding, checks on open), ``base`` (connection, lock, transactions),
 ``conversations``, ``messages`` (the tree), ``branches``, ``streaming``, ``search`` (FTS and
 snippets), ``prefs`` (app settings and presets), ``convert`` (chat objects ↔ rows), ``recovery``
-(salvage of a damaged file) and ``database`` (the ``Store`` that puts them together).
+(salvage of a damaged file), ``health`` (what cannot be written, and why), ``instance`` (one
+Harmonica per file) and ``database`` (the ``Store`` that puts them together, and how the app opens it).
 Import from ``app.core.store``; the modules are its inside.
 """
 
@@ -52,6 +61,11 @@ from app.core.store.database import (
     Store,
     default_store_path,
     recover_corrupt,
+)
+from app.core.store.health import (
+    RowRef,
+    StoreProblem,
+    StoreUnavailableError,
 )
 from app.core.store.rows import (
     ACTIVE,
@@ -115,10 +129,13 @@ __all__ = [
     "MessageRow",
     "Preset",
     "RecoveryReport",
+    "RowRef",
     "SearchHit",
     "Store",
     "StoreCorruptError",
     "StoreError",
+    "StoreProblem",
+    "StoreUnavailableError",
     "StreamSaver",
     "auto_title",
     "build_fts_query",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from app.core.store.base import guarded
+from app.core.store.base import guarded, writes
 from app.core.store.messages import MessagesMixin
 from app.core.store.rows import BranchInfo, MessageRow, StoreError
 
@@ -22,7 +22,12 @@ class BranchesMixin(MessagesMixin):
             leaf = self._best_leaf(None, conversation_id)
             if leaf is None:
                 return []
-            self.db.execute("UPDATE conversations SET active_leaf_id = ? WHERE id = ?", (leaf, conversation_id))
+            chosen = leaf
+
+            def remember() -> None:
+                self.db.execute("UPDATE conversations SET active_leaf_id = ? WHERE id = ?", (chosen, conversation_id))
+
+            self._soft_write(remember, lambda: None)  # not kept when it fails: it is worked out again next time
         return self.path_to(leaf)
 
     @guarded
@@ -68,9 +73,20 @@ class BranchesMixin(MessagesMixin):
         msg = self.get_message(message_id)
         if msg.conversation_id != conversation_id:
             raise StoreError(f"Message {message_id} is not in conversation {conversation_id}.")
+        now = time.time()
+
+        def keep() -> None:
+            self._soft_leaves[conversation_id] = (message_id, now)
+
+        # A soft write: reading a chat (switching branches) works while the store cannot write.
+        self._soft_write(lambda: self._write_leaf(conversation_id, message_id, now), keep)
+        if not self.read_only:
+            self._soft_leaves.pop(conversation_id, None)
+
+    def _write_leaf(self, conversation_id: int, leaf: int, visited: float) -> None:
         with self.transaction():
-            self.db.execute("UPDATE messages SET visited = ? WHERE id = ?", (time.time(), message_id))
-            self.db.execute("UPDATE conversations SET active_leaf_id = ? WHERE id = ?", (message_id, conversation_id))
+            self.db.execute("UPDATE messages SET visited = ? WHERE id = ?", (visited, leaf))
+            self.db.execute("UPDATE conversations SET active_leaf_id = ? WHERE id = ?", (leaf, conversation_id))
 
     @guarded
     def switch_branch(self, message_id: int) -> list[MessageRow]:
@@ -88,7 +104,7 @@ class BranchesMixin(MessagesMixin):
         target = info.sibling_ids[min(max(info.index + delta, 0), info.count - 1)]
         return self.switch_branch(target)
 
-    @guarded
+    @writes
     def edit_user_message(self, message_id: int, new_content: str) -> MessageRow:
         """Edit-and-resend: a new user message beside the old one (a branch), made active.
 

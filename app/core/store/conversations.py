@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from typing import Any
 
-from app.core.store.base import StoreBase, guarded
+from app.core.store.base import StoreBase, guarded, writes
 from app.core.store.convert import auto_title, clean_generated_title
 from app.core.store.rows import ConversationRow, ConversationSettings, StoreError
 from app.core.store.schema import CONVERSATION_COLUMNS, decode_conversation, dumps
@@ -15,7 +16,7 @@ from app.core.store.schema import CONVERSATION_COLUMNS, decode_conversation, dum
 class ConversationsMixin(StoreBase):
     """Conversation rows of the store."""
 
-    @guarded
+    @writes
     def create_conversation(
         self, title: str = "", settings: ConversationSettings | None = None, *, created: float | None = None
     ) -> ConversationRow:
@@ -34,7 +35,16 @@ class ConversationsMixin(StoreBase):
         ).fetchone()
         if row is None:
             raise StoreError(f"Conversation {conversation_id} does not exist.")
-        return decode_conversation(row)
+        conv = decode_conversation(row)
+        kept_settings = self._soft_conversation_settings.get(conversation_id)
+        kept_leaf = self._soft_leaves.get(conversation_id)
+        if kept_settings is not None or kept_leaf is not None:  # changed while the store could not write
+            conv = dataclasses.replace(
+                conv,
+                settings=kept_settings if kept_settings is not None else conv.settings,
+                active_leaf_id=kept_leaf[0] if kept_leaf is not None else conv.active_leaf_id,
+            )
+        return conv
 
     @guarded
     def list_conversations(
@@ -57,7 +67,7 @@ class ConversationsMixin(StoreBase):
         where = "deleted_at IS NOT NULL" if deleted else "deleted_at IS NULL"
         return int(self.db.execute(f"SELECT count(*) FROM conversations WHERE {where}").fetchone()[0])
 
-    @guarded
+    @writes
     def rename_conversation(self, conversation_id: int, title: str) -> None:
         """A user rename; an empty title returns to the automatic one."""
         title = " ".join(title.split())
@@ -76,7 +86,7 @@ class ConversationsMixin(StoreBase):
                 bump=False,
             )
 
-    @guarded
+    @writes
     def set_generated_title(self, conversation_id: int, title: str) -> bool:
         """Hook for a model-written title. Never overrides a user's rename; returns whether it was set."""
         clean = clean_generated_title(title)
@@ -88,17 +98,17 @@ class ConversationsMixin(StoreBase):
         )
         return cur.rowcount > 0
 
-    @guarded
+    @writes
     def delete_conversation(self, conversation_id: int) -> None:
         """Soft delete: hidden from lists and search until ``restore_conversation`` or a purge."""
         self._update_conv(conversation_id, "deleted_at = ?", (time.time(),), bump=False)
 
-    @guarded
+    @writes
     def restore_conversation(self, conversation_id: int) -> None:
         """Undo a delete."""
         self._update_conv(conversation_id, "deleted_at = NULL", (), bump=False)
 
-    @guarded
+    @writes
     def purge_deleted(self, older_than_s: float = 0.0) -> int:
         """Permanently remove conversations deleted more than ``older_than_s`` seconds ago."""
         cutoff = time.time() - older_than_s
@@ -113,7 +123,7 @@ class ConversationsMixin(StoreBase):
                 self._hard_delete(cid)
         return len(ids)
 
-    @guarded
+    @writes
     def purge_conversation(self, conversation_id: int) -> None:
         with self.transaction():
             self._hard_delete(conversation_id)
@@ -130,6 +140,15 @@ class ConversationsMixin(StoreBase):
 
     @guarded
     def set_conversation_settings(self, conversation_id: int, settings: ConversationSettings) -> None:
+        """A soft write: while the store cannot write, the settings are kept in memory until it can."""
+        self.get_conversation(conversation_id)  # a missing conversation is an error now, not at recovery
+
+        def keep() -> None:
+            self._soft_conversation_settings[conversation_id] = settings
+
+        self._soft_write(lambda: self._write_conversation_settings(conversation_id, settings), keep)
+
+    def _write_conversation_settings(self, conversation_id: int, settings: Any) -> None:
         self._update_conv(conversation_id, "settings = ?", (dumps(settings.to_dict()),), bump=False)
 
     def _update_conv(self, conversation_id: int, assignments: str, params: tuple[Any, ...], bump: bool = True) -> None:

@@ -7,9 +7,10 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from app.core.store.base import guarded
+from app.core.store.base import guarded, writes
 from app.core.store.conversations import ConversationsMixin
 from app.core.store.convert import auto_title, message_fields, stats_to_dict
+from app.core.store.health import RowRef
 from app.core.store.rows import (
     ACTIVE,
     ROLES,
@@ -34,14 +35,14 @@ from app.core.store.schema import (
 class MessagesMixin(ConversationsMixin):
     """Message rows of the store and the tree they form through ``parent_id``."""
 
-    @guarded
+    @writes
     def add_message(
         self,
         conversation_id: int,
         role: str,
         content: str = "",
         *,
-        parent_id: int | _Active | None = ACTIVE,
+        parent_id: int | RowRef | _Active | None = ACTIVE,
         thinking: str = "",
         tool_calls: Sequence[Any] = (),
         tool_name: str | None = None,
@@ -54,7 +55,10 @@ class MessagesMixin(ConversationsMixin):
         make_active: bool = True,
         created: float | None = None,
     ) -> MessageRow:
-        """Insert and commit one message (by default under the active leaf, becoming the new leaf)."""
+        """Insert and commit one message (by default under the active leaf, becoming the new leaf).
+
+        `parent_id` may be a RowRef of a message kept for later (written before this one).
+        """
         if role not in ROLES:
             raise StoreError(f"Unknown message role {role!r}; expected one of {', '.join(ROLES)}.")
         if status not in STATUSES:
@@ -62,7 +66,7 @@ class MessagesMixin(ConversationsMixin):
         now = time.time() if created is None else created
         with self.transaction():
             conv = self.get_conversation(conversation_id)
-            parent = conv.active_leaf_id if isinstance(parent_id, _Active) else parent_id
+            parent = conv.active_leaf_id if isinstance(parent_id, _Active) else self.resolve(parent_id)
             if parent is not None:
                 prow = self.db.execute("SELECT conversation_id FROM messages WHERE id = ?", (parent,)).fetchone()
                 if prow is None or prow[0] != conversation_id:
@@ -100,7 +104,7 @@ class MessagesMixin(ConversationsMixin):
             self.db.execute(f"UPDATE conversations SET {sets} WHERE id = ?", (*params, conversation_id))
         return self.get_message(mid)
 
-    @guarded
+    @writes
     def add_message_from(
         self, conversation_id: int, message: Any, *, parent_id: int | _Active | None = ACTIVE
     ) -> MessageRow:
@@ -114,7 +118,7 @@ class MessagesMixin(ConversationsMixin):
             raise StoreError(f"Message {message_id} does not exist.")
         return decode_message(row)
 
-    @guarded
+    @writes
     def update_message(
         self,
         message_id: int,
@@ -147,7 +151,7 @@ class MessagesMixin(ConversationsMixin):
         ).fetchall()
         return [decode_message(r) for r in rows]
 
-    @guarded
+    @writes
     def delete_message(self, message_id: int, *, with_replies: bool = False) -> None:
         """Delete one message. Its replies move up to its parent, unless ``with_replies`` deletes them too."""
         msg = self.get_message(message_id)
@@ -214,7 +218,7 @@ class MessagesMixin(ConversationsMixin):
 
     # ---- bulk insert (import, recovery) ----
 
-    @guarded
+    @writes
     def insert_conversation_tree(
         self,
         *,

@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, Final
 
-from app.core.store.base import guarded
+from app.core.store.base import guarded, writes
 from app.core.store.conversations import ConversationsMixin
 from app.core.store.rows import ConversationSettings, Preset, StoreError
 from app.core.store.schema import dumps, loads
 
+# A setting deleted while the store could not write (kept until it can).
+_DELETED: Final = object()
+
 
 class PrefsMixin(ConversationsMixin):
-    """App settings and presets."""
+    """App settings and presets.
+
+    Settings are soft writes: while the store cannot write, a changed setting is kept in memory
+    (and read back from there) and written when the store recovers, so no settings change fails.
+    """
 
     @guarded
     def get_setting(self, key: str, default: Any = None) -> Any:
+        if key in self._soft_settings:
+            kept = self._soft_settings[key]
+            return default if kept is _DELETED else json.loads(dumps(kept))
         row = self.db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
         if row is None:
             return default
@@ -27,14 +37,31 @@ class PrefsMixin(ConversationsMixin):
 
     @guarded
     def set_setting(self, key: str, value: Any) -> None:
-        self.db.execute(
-            "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (key, dumps(value)),
-        )
+        text = dumps(value)  # bad values fail here, now, not at recovery
+
+        def keep() -> None:
+            self._soft_settings[key] = json.loads(text)
+
+        self._soft_write(lambda: self._write_setting(key, value), keep)
+        if not self.read_only:
+            self._soft_settings.pop(key, None)
 
     @guarded
     def delete_setting(self, key: str) -> None:
-        self.db.execute("DELETE FROM settings WHERE key = ?", (key,))
+        self._soft_write(
+            lambda: self._write_setting(key, _DELETED), lambda: self._soft_settings.update({key: _DELETED})
+        )
+        if not self.read_only:
+            self._soft_settings.pop(key, None)
+
+    def _write_setting(self, key: str, value: Any) -> None:
+        if value is _DELETED:
+            self.db.execute("DELETE FROM settings WHERE key = ?", (key,))
+        else:
+            self.db.execute(
+                "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, dumps(value)),
+            )
 
     @guarded
     def all_settings(self) -> dict[str, Any]:
@@ -44,11 +71,16 @@ class PrefsMixin(ConversationsMixin):
                 out[key] = json.loads(value)
             except ValueError:
                 continue  # a value damaged outside the app is skipped, not fatal
-        return out
+        for key, kept in self._soft_settings.items():
+            if kept is _DELETED:
+                out.pop(key, None)
+            else:
+                out[key] = kept
+        return dict(sorted(out.items()))
 
     # ---- presets ----
 
-    @guarded
+    @writes
     def save_preset(self, name: str, settings: ConversationSettings) -> Preset:
         """Create or overwrite the preset called ``name``."""
         name = " ".join(name.split())
@@ -78,11 +110,11 @@ class PrefsMixin(ConversationsMixin):
         rows = self.db.execute("SELECT id, name, settings, created, updated FROM presets ORDER BY name COLLATE NOCASE")
         return [Preset(r[0], r[1], ConversationSettings.from_dict(loads(r[2], {})), r[3], r[4]) for r in rows]
 
-    @guarded
+    @writes
     def delete_preset(self, name: str) -> bool:
         return self.db.execute("DELETE FROM presets WHERE name = ?", (" ".join(name.split()),)).rowcount > 0
 
-    @guarded
+    @writes
     def apply_preset(self, conversation_id: int, name: str) -> ConversationSettings:
         preset = self.get_preset(name)
         if preset is None:

@@ -252,15 +252,15 @@ def check_header(path: Path) -> None:
         raise StoreCorruptError(path, "not a SQLite database: the file header is wrong")
 
 
-def prepare(db: sqlite3.Connection, path: Path) -> list[int]:
+def _connection_settings(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA busy_timeout = 10000")
-    mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-    if str(mode).lower() != "wal":
-        raise StoreError(f"The conversation database {path} cannot use write-ahead logging (journal mode {mode}).")
-    db.execute("PRAGMA synchronous = NORMAL")
     db.execute("PRAGMA foreign_keys = ON")
     db.execute("PRAGMA temp_store = MEMORY")
     db.execute("PRAGMA cache_size = -16000")  # 16 MB page cache: a big search stays in memory
+
+
+def schema_version(db: sqlite3.Connection, path: Path) -> int:
+    """The file's schema version; StoreError when a newer Harmonica wrote it."""
     version = int(db.execute("PRAGMA user_version").fetchone()[0])
     latest = len(MIGRATIONS)
     if version > latest:
@@ -268,7 +268,30 @@ def prepare(db: sqlite3.Connection, path: Path) -> list[int]:
             f"The conversation database {path} was written by a newer Harmonica (schema {version}, this version "
             f"understands up to {latest}). Update Harmonica to open it."
         )
-    if version > 0:
+    return version
+
+
+def prepare_view(db: sqlite3.Connection, path: Path) -> bool:
+    """Set up a read-only connection; returns whether its schema is current (else it needs a migrated copy)."""
+    _connection_settings(db)
+    return schema_version(db, path) == len(MIGRATIONS)
+
+
+def prepare(db: sqlite3.Connection, path: Path, *, memory: bool = False) -> list[int]:
+    """Set up a writable connection, migrate, and mark answers a dead process left "streaming" as interrupted.
+
+    `memory`: an in-memory database (a temporary store), which has no write-ahead log.
+    """
+    db.execute("PRAGMA busy_timeout = 10000")
+    if not memory:
+        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"The conversation database {path} cannot use write-ahead logging (journal mode {mode}).")
+        db.execute("PRAGMA synchronous = NORMAL")
+    _connection_settings(db)
+    version = schema_version(db, path)
+    latest = len(MIGRATIONS)
+    if version > 0 and not memory:
         _check_integrity(db, path)
     for target in range(version, latest):
         db.execute("BEGIN IMMEDIATE")
@@ -277,7 +300,8 @@ def prepare(db: sqlite3.Connection, path: Path) -> list[int]:
             db.execute(f"PRAGMA user_version = {target + 1}")
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite ends it itself after a full disk or an I/O error
+                db.execute("ROLLBACK")
             raise
     rows = db.execute("UPDATE messages SET status = 'interrupted' WHERE status = 'streaming' RETURNING id").fetchall()
     return sorted(r[0] for r in rows)

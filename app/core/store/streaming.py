@@ -6,8 +6,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from app.core.store.base import guarded
+from app.core.store.base import guarded, writes
 from app.core.store.convert import message_fields
+from app.core.store.health import RowRef, StoreUnavailableError
 from app.core.store.messages import MessagesMixin
 from app.core.store.rows import ACTIVE, MessageRow, StoreError, _Active
 from app.core.store.schema import MESSAGE_COLUMNS, decode_message, message_updates, set_clause
@@ -16,12 +17,12 @@ from app.core.store.schema import MESSAGE_COLUMNS, decode_message, message_updat
 class StreamingMixin(MessagesMixin):
     """The life of a generated answer in the store."""
 
-    @guarded
+    @writes
     def begin_stream(
         self,
         conversation_id: int,
         *,
-        parent_id: int | _Active | None = ACTIVE,
+        parent_id: int | RowRef | _Active | None = ACTIVE,
         role: str = "assistant",
         effort: str | None = None,
         model: str | None = None,
@@ -31,7 +32,7 @@ class StreamingMixin(MessagesMixin):
             conversation_id, role, parent_id=parent_id, effort=effort, model=model, status="streaming"
         ).id
 
-    @guarded
+    @writes
     def update_stream(self, message_id: int, content: str, thinking: str = "") -> None:
         """Save the streaming tail (one small committed UPDATE; cheap enough for every 0.5 s)."""
         cur = self.db.execute(
@@ -41,7 +42,7 @@ class StreamingMixin(MessagesMixin):
         if cur.rowcount == 0:
             raise StoreError(f"Message {message_id} is not streaming.")
 
-    @guarded
+    @writes
     def finish_stream(
         self,
         message_id: int,
@@ -70,7 +71,7 @@ class StreamingMixin(MessagesMixin):
             )
         return self.get_message(message_id)
 
-    @guarded
+    @writes
     def finish_stream_from(self, message_id: int, message: Any, *, status: str = "complete") -> MessageRow:
         """``finish_stream`` with everything taken from a finished message object (e.g. chat.Message)."""
         f = message_fields(message)
@@ -84,7 +85,7 @@ class StreamingMixin(MessagesMixin):
             extra=f["extra"],
         )
 
-    @guarded
+    @writes
     def resume_stream(self, message_id: int) -> MessageRow:
         """Continue an interrupted answer: it becomes "streaming" again; returns it with its partial text."""
         cur = self.db.execute(
@@ -132,10 +133,15 @@ class StreamSaver:
         return False
 
     def flush(self) -> bool:
+        """Write the newest text if it is not saved yet. While the store cannot write, nothing is
+        written and False returned: the answer goes on, and is saved whole when it finishes."""
         if self._pending == self._saved:
             self._last_save = self._clock()
             return False
-        self.store.update_stream(self.message_id, *self._pending)
-        self._saved = self._pending
         self._last_save = self._clock()
+        try:
+            self.store.update_stream(self.message_id, *self._pending)
+        except StoreUnavailableError:
+            return False
+        self._saved = self._pending
         return True
