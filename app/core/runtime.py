@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from app.core.hardware import HardwareProfile
     from app.core.planner import Plan, Wishes
     from app.core.server import ServerSettings
+    from app.core.tools.browser import BrowserSession
     from app.core.tools.registry import ToolRegistry, ToolSession
 
 log = logging.getLogger(__name__)
@@ -451,12 +452,31 @@ class Runtime:
             port=ServerSettings.port if saved.port is None else saved.port,
             api_key=saved.api_key,
             allow_network=saved.allow_network,
+            web_search=saved.web_search,
         )
 
     def save_server_settings(self, settings: ServerSettings) -> None:
         s = self.settings.server
         s.port, s.api_key, s.allow_network = settings.port, settings.api_key, settings.allow_network
+        s.web_search = settings.web_search
         self.settings.save("server")
+
+    def api_browser_factory(self) -> Callable[[], BrowserSession] | None:
+        """What serves API clients' web_search tools now: Harmonica's browser, only where the user
+        allowed it in the API server panel and web browsing is on (and not offline); else None."""
+        if not self.settings.server.web_search:
+            return None
+        reg = self.tool_registry
+        if not (self.settings.tools.enabled and reg.is_enabled("browser") and reg.browser_available(self.offline)):
+            return None
+        s = reg.settings
+
+        def make() -> BrowserSession:
+            from app.core.tools.browser import BrowserSession  # httpx and lxml: only when browsing
+
+            return BrowserSession(s.search_endpoint, timeout_s=s.browser_timeout_s)
+
+        return make
 
     def set_server_enabled(self, on: bool) -> None:
         """Remember whether the server is on, so it is on again at the next start."""

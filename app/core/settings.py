@@ -76,6 +76,7 @@ class ApiServerPrefs:
     port: int | None = None  # None: the server's default port; 0: any free port
     api_key: str = ""
     allow_network: bool = False
+    web_search: bool = False  # API clients' web_search tools may use the browser
 
 
 @dataclass

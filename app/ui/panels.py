@@ -10,6 +10,7 @@ from PySide6.QtWidgets import QDialog, QVBoxLayout, QWidget
 from app.core.runtime import Runtime
 
 if TYPE_CHECKING:
+    from app.core.server import ApiServer, ServerSettings
     from app.ui.compare import CompareWindow
     from app.ui.downloads import DownloadController
     from app.ui.first_run import FirstRunPage
@@ -163,7 +164,9 @@ class Panels(QObject):
         if self.server_panel is None or self.server_dialog is None:
             from app.ui.server_panel import ServerPanel
 
-            panel = ServerPanel(self.runtime.scheduler, settings=self.runtime.server_settings())
+            panel = ServerPanel(
+                self.runtime.scheduler, settings=self.runtime.server_settings(), server_factory=self._make_server
+            )
             panel.settings_changed.connect(self.runtime.save_server_settings)
             panel.running_changed.connect(self._on_server_running)
             self.server_panel = panel
@@ -173,6 +176,14 @@ class Panels(QObject):
         else:
             self._raise(self.server_dialog)
         return self.server_panel
+
+    def _make_server(self, settings: ServerSettings) -> ApiServer:
+        from app.core.server import ApiServer
+
+        server = ApiServer(self.runtime.scheduler, settings)
+        # web_search tools go to the browser only while the user allows it (panel) and browsing is on.
+        server.browser_provider = self.runtime.api_browser_factory
+        return server
 
     def _on_server_running(self, running: bool) -> None:
         if not self.closing:  # quitting stops the server but must not forget that it was on

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -203,9 +204,16 @@ class ServerPanel(QWidget):
         self.network = QCheckBox("Allow other devices on my network")
         self.network.toggled.connect(self._on_edit)
         grid.addWidget(self.network, 2, 0, 1, 4)
+        self.web_search = QCheckBox("Let programs use web search (Harmonica's browser, while web browsing is on)")
+        self.web_search.setToolTip(
+            "A program that sends a web_search tool then gets pages fetched by Harmonica's browser, "
+            "without an approval card. Off: such tools are left out of its requests."
+        )
+        self.web_search.toggled.connect(self._on_edit)
+        grid.addWidget(self.web_search, 3, 0, 1, 4)
         self.warning = QLabel("", objectName="ServerWarning")
         self.warning.setWordWrap(True)
-        grid.addWidget(self.warning, 3, 0, 1, 4)
+        grid.addWidget(self.warning, 4, 0, 1, 4)
         grid.setColumnStretch(2, 1)
         outer.addWidget(card)
 
@@ -265,11 +273,11 @@ class ServerPanel(QWidget):
         return self._error
 
     def settings(self) -> ServerSettings:
-        return ServerSettings(self._settings.port, self._settings.api_key, self._settings.allow_network)
+        return dataclasses.replace(self._settings)
 
     def set_settings(self, settings: ServerSettings) -> None:
         """Show saved settings; a running server keeps its port and exposure until restarted."""
-        self._settings = ServerSettings(settings.port, settings.api_key, settings.allow_network)
+        self._settings = dataclasses.replace(settings)
         self._load_settings()
         if self._server is not None:
             self._server.set_api_key(self._settings.api_key)
@@ -340,12 +348,13 @@ class ServerPanel(QWidget):
 
     # --- user edits ------------------------------------------------------------------------------
     def _load_settings(self) -> None:
-        for w in (self.port, self.network, self.key):
+        for w in (self.port, self.network, self.key, self.web_search):
             w.blockSignals(True)
         self.port.setValue(self._settings.port)
         self.key.setText(self._settings.api_key)
         self.network.setChecked(self._settings.allow_network)
-        for w in (self.port, self.network, self.key):
+        self.web_search.setChecked(self._settings.web_search)
+        for w in (self.port, self.network, self.key, self.web_search):
             w.blockSignals(False)
 
     def _on_toggle(self) -> None:
@@ -358,6 +367,7 @@ class ServerPanel(QWidget):
     def _on_edit(self, *_args: object) -> None:
         self._settings.port = int(self.port.value())
         self._settings.allow_network = bool(self.network.isChecked())
+        self._settings.web_search = bool(self.web_search.isChecked())  # asked at each request: no restart
         self.settings_changed.emit(self.settings())
         self._refresh()
 

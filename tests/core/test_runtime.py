@@ -205,3 +205,32 @@ def test_tool_files_survive_a_start_without_the_real_database() -> None:
     rt = Runtime()  # the real database again: the chat is live, its files stay
     rt.close()
     assert (folder / "results.csv").exists()
+
+
+def test_api_clients_get_the_browser_only_when_the_user_allows_it_and_browsing_is_on() -> None:
+    rt = Runtime(offline=False)
+    try:
+        rt.tool_registry.set_enabled("browser", True)
+        assert rt.api_browser_factory() is None  # the panel's switch is off by default
+        rt.settings.server.web_search = True
+        factory = rt.api_browser_factory()
+        assert factory is not None
+        session = factory()
+        try:
+            assert type(session).__name__ == "BrowserSession"
+        finally:
+            session.close()
+        rt.tool_registry.set_enabled("browser", False)
+        assert rt.api_browser_factory() is None  # web browsing off
+        rt.tool_registry.set_enabled("browser", True)
+        rt.settings.tools.enabled = False
+        assert rt.api_browser_factory() is None  # tools off
+    finally:
+        rt.close()
+    offline = Runtime(offline=True)
+    try:
+        offline.settings.server.web_search = True
+        offline.tool_registry.set_enabled("browser", True)
+        assert offline.api_browser_factory() is None  # offline mode: never
+    finally:
+        offline.close()

@@ -171,6 +171,21 @@ def test_web_search_is_served_by_the_browser_when_browsing_is_on(scripted: Make)
     assert r.output_text == "Sunny, 21 C." and "## browser" not in engine.prompts[-1]
 
 
+def test_the_browser_provider_is_asked_at_each_request(scripted: Make) -> None:
+    """The user's choice (the panel's web-search switch, browsing on or off) applies to the next
+    request without restarting the server."""
+    final = "<|channel|>final<|message|>Done.<|return|>"
+    server, engine = scripted(final, final)
+    allowed = {"on": False}
+    server.browser_provider = lambda: FakeBrowser if allowed["on"] else None
+    c = client(server)
+    c.responses.create(model="x", input="Weather?", tools=[{"type": "web_search"}])
+    assert "## browser" not in engine.prompts[-1]
+    allowed["on"] = True
+    c.responses.create(model="x", input="Weather?", tools=[{"type": "web_search"}])
+    assert "## browser" in engine.prompts[-1]
+
+
 def test_penalties_and_logit_bias_reach_the_sampler(srv: tuple[ApiServer, Any, Hook]) -> None:
     server, engine, hook = srv
     hook.fn = lambda body: final_grammar("", reasoning="[a-z]{3}").replace('"" <|return|>', "[a-z]{12} <|return|>")

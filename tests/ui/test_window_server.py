@@ -52,3 +52,26 @@ def test_api_server_shares_the_chat_engine_and_remembers_it_was_on(make_window, 
     assert w2.runtime.settings.server.enabled is True
     qtbot.waitUntil(lambda: w2.panels.server_panel is not None and w2.panels.server_panel.is_running, timeout=10000)
     w2.close()
+
+
+def test_web_search_for_api_clients_is_a_remembered_opt_in(make_window, qtbot) -> None:  # type: ignore[no-untyped-def]
+    w, _engine = make_window()
+    panel = w.panels.server()
+    w.panels.server_dialog.hide()
+    assert not panel.web_search.isChecked() and w.runtime.settings.server.web_search is False
+    panel.start()
+    qtbot.waitUntil(lambda: panel.is_running, timeout=10000)
+    server = panel.server
+    assert server is not None and not server.browsing  # off by default
+    w.runtime.tool_registry.set_enabled("browser", True)
+    w.runtime.offline = False
+    qtbot.mouseClick(panel.web_search, Qt.MouseButton.LeftButton)
+    assert w.runtime.settings.server.web_search is True
+    assert server.browsing  # the running server serves web_search at its next request
+    w.runtime.tool_registry.set_enabled("browser", False)
+    assert not server.browsing  # web browsing switched off: left out again
+    panel.stop()
+    w2 = MainWindow(Runtime(engine_factory=lambda: _engine))
+    qtbot.addWidget(w2)
+    assert w2.runtime.settings.server.web_search is True
+    w2.close()

@@ -62,10 +62,12 @@ class ApiServer:
         self._log_listeners: list[Callable[[RequestRecord], None]] = []
         self._active: set[Generation] = set()
         self.in_flight = 0  # POST requests being read, queued or generating (the Guard counts them)
-        # Where Harmonica's web browsing is on, the UI sets this to a factory of browser sessions
-        # (objects with call(function, arguments) -> ToolOutcome and close()); a request's web_search
-        # tool is then served by the browser. None: web_search tools are left out (and logged).
+        # What serves API clients' web_search tools: a factory of browser sessions (objects with
+        # call(function, arguments) -> ToolOutcome and close()), or None (web_search tools are left
+        # out, and logged). `browser_provider` is asked at each request, so the user's choices (the
+        # panel's web-search switch, web browsing on or off) apply without a restart.
         self.browser: Callable[[], Any] | None = None
+        self.browser_provider: Callable[[], Callable[[], Any] | None] | None = None
         self._uvicorn: Any = None
         self._thread: threading.Thread | None = None
         self._port = 0
@@ -282,7 +284,7 @@ class ApiServer:
             memory=self.reasoning_memory,
             grammar=forced,
             testing=testing,
-            browser=self.browser,
+            browser=self.browser_factory(),
         )
         self._active.add(gen)
         request.scope.setdefault("state", {})["generation"] = gen
@@ -298,10 +300,16 @@ class ApiServer:
         gen.unwatch()
         self._active.discard(gen)
 
+    def browser_factory(self) -> Callable[[], Any] | None:
+        """The factory of browser sessions for a request now, or None (web_search is left out)."""
+        if self.browser is not None:
+            return self.browser
+        return self.browser_provider() if self.browser_provider is not None else None
+
     @property
     def browsing(self) -> bool:
-        """Whether a web_search tool can be served (Harmonica's browsing is on)."""
-        return self.browser is not None
+        """Whether a web_search tool can be served (the user allows it and web browsing is on)."""
+        return self.browser_factory() is not None
 
 
 # --- small endpoints ---------------------------------------------------------------------------------

@@ -34,6 +34,9 @@ class ServerSettings:
     allow_network: bool = False  # listen on every interface, so other devices can connect
     max_in_flight: int = MAX_IN_FLIGHT  # requests read, queued or generating at once; more get 429
     max_body_bytes: int = MAX_BODY_BYTES  # larger request bodies get 413 before they are read
+    # Let clients' web_search tools use Harmonica's browser (only while web browsing is on). Off by
+    # default: an API client then fetches web pages with no approval card, which the user must choose.
+    web_search: bool = False
 
     @property
     def host(self) -> str:
