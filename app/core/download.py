@@ -50,6 +50,7 @@ from app.core import paths
 from app.core.bridge import iterate_callbacks
 from app.core.errors import HarmonicaError
 from app.core.fsutil import Sha256Reader, atomic_write, sha256_file
+from app.core.units import format_bytes
 
 ProgressCallback = Callable[["DownloadProgress"], None]
 DiskFree = Callable[[Path], int]
@@ -193,15 +194,8 @@ class _RetryableStatus(Exception):
 
 
 def human_bytes(n: float) -> str:
-    """12_109_566_560 → '12.1 GB': decimal units, as the Hub and the OS's disk tools show sizes."""
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(value) < 1000 or unit == "TB":
-            if unit in ("B", "kB"):
-                return f"{value:.0f} {unit}"
-            return f"{value:.1f}".removesuffix(".0") + f" {unit}"
-        value /= 1000
-    return f"{value:.1f}".removesuffix(".0") + " TB"
+    """12_109_566_560 → '11.3 GiB': the app's one convention for sizes (app/core/units.py)."""
+    return format_bytes(n)
 
 
 def is_offline() -> bool:

@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from app.core.errors import HarmonicaError
 from app.core.gguf_info import GgufError, PartHeader, read_part
+from app.core.units import format_bytes
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +254,7 @@ def check_model_file(path: str | os.PathLike[str]) -> PartHeader:
         if h.data_end > h.size:
             have, need = h.size, h.data_end
             raise EngineError(
-                f"{part.name} is incomplete: it is {have / 1e9:.2f} GB but its tensors need {need / 1e9:.2f} GB. "
+                f"{part.name} is incomplete: it is {format_bytes(have, decimals=2)} but its tensors need {format_bytes(need, decimals=2)}. "
                 "The download may have been interrupted; download it again."
             )
     return head

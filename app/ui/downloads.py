@@ -27,6 +27,7 @@ from app.core.download import (
     verify_events,
 )
 from app.core.models import ModelLibrary
+from app.core.units import format_bytes, format_rate
 from app.ui.notice import NoticeBar
 from app.ui.workers import GeneratorWorker, start_worker
 
@@ -60,21 +61,14 @@ def format_percent(fraction: float) -> str:
     return f"{pct:.0f}%"
 
 
-_UNITS = (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3))
-
-
 def progress_bytes(n: float, like: float | None = None) -> str:
     """Sizes that change several times a second keep their width: one decimal always, in the
-    unit of `like` (the total), so '5.0 GB of 12.1 GB' never jumps to '5 GB'."""
-    ref = like if like else n
-    for unit, size in _UNITS:
-        if ref >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n:.0f} B"
+    unit of `like` (the total), so '5.0 GiB of 11.3 GiB' never jumps to '5 GiB'."""
+    return format_bytes(n, like=like, keep_zero=True)
 
 
 def describe_progress(p: DownloadProgress) -> str:
-    """One line for the user: '4.9 GB of 12.1 GB · 40% · 38.5 MB/s · about 3 min left'."""
+    """One line for the user: '4.5 GiB of 11.3 GiB · 40% · 36.7 MiB/s · about 3 min left'."""
     part = f" · part {p.file_index + 1} of {p.file_count}" if p.file_count > 1 else ""
     if p.phase == Phase.METADATA:
         return "Contacting Hugging Face…"
@@ -93,7 +87,7 @@ def describe_progress(p: DownloadProgress) -> str:
     if p.total:
         pieces.append(format_percent(p.fraction))
     if p.phase == Phase.DOWNLOADING:
-        pieces.append(f"{progress_bytes(p.speed_bps)}/s" if p.speed_bps >= 1 else "waiting for data…")
+        pieces.append(format_rate(p.speed_bps) if p.speed_bps >= 1 else "waiting for data…")
         if eta := format_eta(p.eta_s):
             pieces.append(eta)
     elif p.phase == Phase.PAUSED:

@@ -526,7 +526,7 @@ class HardwarePanel(QDialog):
     def _render(self) -> None:
         model_name = self._model.name if self._model is not None else ""
         self.subtitle.setText(
-            f"{model_name} · {self._model.file_size / GiB:.1f} GB file"
+            f"{model_name} · {self._model.file_size / GiB:.1f} GiB file"
             if self._model is not None
             else "Choose a model to see how it would run."
         )
@@ -588,7 +588,7 @@ class HardwarePanel(QDialog):
             self.vram_label.setText("GPU share" if gpu.unified_memory else "GPU memory")
             self._figure(self.vram_figure, e.vram, p.vram_budget)
             kept = gpu_margin(gpu)
-            self.vram_legend.setText(legend(segs) + f" &nbsp;·&nbsp; {kept / GiB:.1f} GB kept free")
+            self.vram_legend.setText(legend(segs) + f" &nbsp;·&nbsp; {kept / GiB:.1f} GiB kept free")
         unified = gpu is not None and gpu.unified_memory and p.use_gpu
         segs = [
             ("weights", e.host_weights, c["weights"]),
@@ -606,7 +606,7 @@ class HardwarePanel(QDialog):
             self._figure(self.ram_figure, p.est_ram_bytes, p.ram_budget)
             self.ram_legend.setText(
                 legend(segs)
-                + f" &nbsp;·&nbsp; {(prof.ram_total - prof.ram_available + ram_margin(prof)) / GiB:.1f} GB used by others or kept free"
+                + f" &nbsp;·&nbsp; {(prof.ram_total - prof.ram_available + ram_margin(prof)) / GiB:.1f} GiB used by others or kept free"
             )
         else:
             self.ram_bar.set_data(segs, 0, p.est_ram_bytes)
@@ -615,7 +615,7 @@ class HardwarePanel(QDialog):
             self.ram_legend.setText(legend(segs))
 
     def _figure(self, label: QLabel, need: int, budget: int) -> None:
-        label.setText(f"{need / GiB:.1f} of {budget / GiB:.1f} GB usable")
+        label.setText(f"{need / GiB:.1f} of {budget / GiB:.1f} GiB usable")
         label.setProperty("over", need > budget)
         label.style().unpolish(label)
         label.style().polish(label)

@@ -153,9 +153,9 @@ def test_eight_gb_ram_machine_is_refused_clearly() -> None:
     assert not p.fits and p.mode == "none"
     text = "\n".join(p.reasons)
     assert "does not fit in this computer's memory" in text
-    assert "Needs ~12.1 GB of RAM" in text
+    assert "Needs ~12.1 GiB of RAM" in text
     assert any(
-        "has 8.0 GB of RAM" in s and "needs about 12 GB even with every other app closed" in s for s in p.suggestions
+        "has 8.0 GiB of RAM" in s and "needs about 12 GiB even with every other app closed" in s for s in p.suggestions
     )
 
 

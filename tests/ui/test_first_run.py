@@ -56,10 +56,10 @@ def test_shows_the_machine_and_recommends_20b_on_a_16_gb_laptop(qtbot, hub: Fake
         if page.machine_grid.itemAtPosition(r, 0) is not None
     }
     assert (
-        facts["Memory"] == "16 GB RAM" and "runs on the CPU" in facts["GPU"] and "free for downloads" in facts["Disk"]
+        facts["Memory"] == "16 GiB RAM" and "runs on the CPU" in facts["GPU"] and "free for downloads" in facts["Disk"]
     )
-    assert page.model_fit.text().startswith("✓") and "16 GB" in page.model_fit.text()
-    assert page.panel.download_button.text() == "Download gpt-oss-20b · 12.1 GB"
+    assert page.model_fit.text().startswith("✓") and "16 GiB" in page.model_fit.text()
+    assert page.panel.download_button.text() == "Download gpt-oss-20b · 11.3 GiB"
     assert page.panel.download_button.isVisible() and page.panel.download_button.isEnabled()
     assert "larger gpt-oss-120b" in page.switch.text()
     page.switch.click()
@@ -72,7 +72,7 @@ def test_recommends_120b_where_it_fits(qtbot, hub: FakeHub, open_page) -> None: 
     page = open_page(make_controller(hub), profile(128, (("NVIDIA RTX 6000 Ada", 48),)))
     assert page.entry.id == "gpt-oss-120b" and page.recommended_chip.isVisible()
     assert "smaller gpt-oss-20b" in page.switch.text()
-    assert describe_machine(profile(128, (("NVIDIA RTX 6000 Ada", 48),)))[1] == ("GPU", "NVIDIA RTX 6000 Ada, 48 GB")
+    assert describe_machine(profile(128, (("NVIDIA RTX 6000 Ada", 48),)))[1] == ("GPU", "NVIDIA RTX 6000 Ada, 48 GiB")
 
 
 def test_hardware_is_probed_off_the_ui_thread(qtbot, hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
@@ -103,7 +103,7 @@ def test_one_button_download_with_inline_progress_then_model_ready(
     request = SMALL.download_request()
     with qtbot.waitSignal(page.model_ready, timeout=15000) as ready:
         qtbot.mouseClick(page.panel.download_button, Qt.MouseButton.LeftButton)
-        qtbot.waitUntil(lambda: "kB/s" in page.panel.status_line.text(), timeout=8000)
+        qtbot.waitUntil(lambda: "KiB/s" in page.panel.status_line.text(), timeout=8000)
         assert page.panel.bar.isVisible() and page.panel.pause_button.isVisible()
         assert not page.panel.download_button.isVisible()
     assert Path(ready.args[0]).read_bytes() == data

@@ -126,7 +126,7 @@ def test_download_shows_live_progress_then_lists_the_model_and_uses_it(
     )
     text = panel.status_line.text()
     assert " of 722" in text or " of 7" in text, text
-    assert "%" in text and "kB/s" in text and "left" in text, text
+    assert "%" in text and "KiB/s" in text and "left" in text, text
     assert panel.pause_button.isVisible() and panel.cancel_button.isVisible()
     assert not panel.download_button.isVisible()
     assert 0 < panel.bar.value() < 1000
@@ -134,7 +134,7 @@ def test_download_shows_live_progress_then_lists_the_model_and_uses_it(
     qtbot.waitUntil(lambda: settled(d) and len(d.rows) == 1, timeout=5000)
     row = d.rows[0]
     assert row.model.source == Source.HUGGINGFACE and row.model.downloaded_by_app
-    assert "downloaded by Harmonica" in row.source.text() and row.size_label.text() == "723 kB"
+    assert "downloaded by Harmonica" in row.source.text() and row.size_label.text() == "705.6 KiB"
     assert panel.use_button.isVisible() and panel.verify_button.isVisible()
     assert "Downloaded" in panel.status_line.text()
     with qtbot.waitSignal(d.model_chosen, timeout=2000) as chosen:
@@ -288,7 +288,7 @@ def test_too_little_disk_space_is_refused_before_any_byte(qtbot, hub: FakeHub, t
     wait_state(qtbot, controller, State.FAILED)
     headline, message, action = error_shown(d)
     assert headline == "Not enough disk space"
-    assert "only 200 MB is free" in message and "Free up" in message and action == "Try again"
+    assert "only 190.7 MiB is free" in message and "Free up" in message and action == "Try again"
     assert gets(hub) == []
     controller.manager.disk_free = lambda path: 10**12  # the user freed space
     click(qtbot, card(d).panel.error_box.buttons[0])
@@ -326,12 +326,12 @@ def test_every_error_kind_has_a_headline_and_the_right_action() -> None:
 
 def test_progress_words() -> None:
     p = DownloadProgress(Phase.DOWNLOADING, 4_870_000_000, 12_109_566_560, speed_bps=38_500_000, eta_s=188)
-    assert describe_progress(p) == "4.9 GB of 12.1 GB · 40% · 38.5 MB/s · about 3 min left"
+    assert describe_progress(p) == "4.5 GiB of 11.3 GiB · 40% · 36.7 MiB/s · about 3 min left"
     even = DownloadProgress(Phase.DOWNLOADING, 5_000_000_000, 12_109_566_560, speed_bps=41_000_000, eta_s=30)
-    assert describe_progress(even) == "5.0 GB of 12.1 GB · 41% · 41.0 MB/s · less than a minute left"
+    assert describe_progress(even) == "4.7 GiB of 11.3 GiB · 41% · 39.1 MiB/s · less than a minute left"
     split = DownloadProgress(Phase.DOWNLOADING, 10, 1000, speed_bps=0, file_index=1, file_count=3)
-    assert describe_progress(split) == "0.0 kB of 1.0 kB · 1% · waiting for data… · part 2 of 3"
-    assert describe_progress(DownloadProgress(Phase.PAUSED, 500, 1000)) == "Paused · 0.5 kB of 1.0 kB · 50%"
+    assert describe_progress(split) == "10 B of 1000 B · 1% · waiting for data… · part 2 of 3"
+    assert describe_progress(DownloadProgress(Phase.PAUSED, 500, 1000)) == "Paused · 500 B of 1000 B · 50%"
     assert describe_progress(DownloadProgress(Phase.CHECKING, 0, 10, checked=5, check_total=10)).startswith("Checking")
     almost = DownloadProgress(Phase.DOWNLOADING, 999_999, 1_000_000, speed_bps=10, eta_s=0.1)
     assert "99%" in describe_progress(almost)
@@ -419,7 +419,7 @@ def test_app_restart_mid_download_is_offered_and_resumed_by_a_new_dialog(
     panel = card(d2).panel
     assert panel.resume_button.isVisible() and panel.bar.isVisible()
     assert panel.status_line.text().startswith("Unfinished download from an earlier session"), panel.status_line.text()
-    assert f"{kept / 1000:.1f} kB of" in panel.status_line.text()
+    assert f"{kept / 1024:.1f} KiB of" in panel.status_line.text()
     click(qtbot, panel.resume_button)
     wait_state(qtbot, second, State.DONE)
     assert gets(hub)[-1] == f"bytes={kept}-"
