@@ -40,13 +40,14 @@ class _QueueBridge(QObject):
 class ChatController(QObject):
     """Runs answers into the open chat. Signals: `speed(str)` and `context(str)` for the status
     bar, `unexpected(exc)` for an error no one planned for (the window shows a dialog),
-    `turn_finished(Message)` after each answer, `reload_requested(str)` when the user asks to
-    reload the model with the chat's context size."""
+    `turn_finished(Message)` after each answer, `idle()` when an answer's worker is done,
+    `reload_requested(str)` when the user asks to reload the model with the chat's context size."""
 
     speed = Signal(str)
     context = Signal(str)
     unexpected = Signal(object)
     turn_finished = Signal(object)
+    idle = Signal()
     reload_requested = Signal(str)
 
     def __init__(
@@ -414,9 +415,11 @@ class ChatController(QObject):
             self.events.session_changed.emit()
         self._live = None
         self.composer.set_generating(False)
+        self.chat.tab_order_changed()  # tool cards and the answer's controls, in reading order
         if self.speed_text in (GENERATING, STOPPING):
             self._set_speed("")
         self.events.state_changed.emit()
+        self.idle.emit()
 
     # --- model-written titles ---------------------------------------------------------------------
     def _maybe_title(self) -> None:

@@ -482,5 +482,10 @@ class CompareWindow(QWidget):
         self.setup.notice.show_message(done.format(p) + self._export_note(), "info")
         return True
 
+    def theme_changed(self, _palette: object) -> None:
+        """View → Theme (style.apply): the run cards are rebuilt with the new colours (not mid-run)."""
+        if not self.running:
+            self.results.rebuild_grid()
+
     def sizeHint(self) -> QSize:
         return QSize(1280, 860)

@@ -4,6 +4,7 @@ settings, copy, export and import, and the offer to continue an answer a crash c
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QGuiApplication
@@ -16,6 +17,7 @@ from app.ui.chat_controller import ChatController
 from app.ui.chat_view import ChatView
 from app.ui.conversation_settings import ConversationSettingsDialog
 from app.ui.events import ConversationEvents
+from app.ui.message_widget import AssistantMessageWidget, UserMessageWidget
 from app.ui.notice import NoticeChannel
 from app.ui.sidebar import Sidebar
 
@@ -176,6 +178,42 @@ class ConversationActions(QObject):
             self.delete_message(row_id)
         elif name in ("prev", "next"):
             self.navigate_branch(row_id, -1 if name == "prev" else 1)
+
+    # --- the latest messages, from the keyboard (Chat menu) -------------------------------------------
+    def _latest(self, kind: type) -> Any:
+        return next(
+            (w for w in reversed(self.chat.widgets) if isinstance(w, kind) and getattr(w, "row_id", None) is not None),
+            None,
+        )
+
+    @property
+    def has_answer(self) -> bool:
+        return self._latest(AssistantMessageWidget) is not None
+
+    @property
+    def can_regenerate(self) -> bool:
+        return self.has_answer and not self.answers.generating and self.runtime.model_loaded
+
+    @property
+    def can_edit(self) -> bool:
+        return self._latest(UserMessageWidget) is not None and not self.answers.generating
+
+    def copy_last_answer(self) -> str | None:
+        w = self._latest(AssistantMessageWidget)
+        return self.copy_message(w.row_id) if w is not None else None
+
+    def regenerate_last(self) -> bool:
+        w = self._latest(AssistantMessageWidget)
+        return w is not None and self.answers.regenerate(w.row_id)
+
+    def edit_last_message(self) -> bool:
+        """Open the latest user message for editing, in view, with the keyboard in its editor."""
+        w = self._latest(UserMessageWidget)
+        if w is None or self.answers.generating:
+            return False
+        w.start_edit()
+        self.chat.show_widget(w)
+        return True
 
     def copy_message(self, row_id: int, *, plain: bool = False) -> str:
         from app.core import export

@@ -428,7 +428,10 @@ class HardwarePanel(QDialog):
         ]
         for i, (name, w) in enumerate(rows):
             r, c = divmod(i, 2)
-            form.addWidget(text_label(name, "HwKey", wrap=False), r, c * 2)
+            key = text_label(name, "HwKey", wrap=False)
+            key.setBuddy(w)
+            w.setAccessibleName(name)
+            form.addWidget(key, r, c * 2)
             w.setMinimumWidth(170)
             w.setFixedHeight(30)
             form.addWidget(w, r, c * 2 + 1)
@@ -685,6 +688,11 @@ class HardwarePanel(QDialog):
                 return
         self.load_requested.emit(p.to_load_settings())
         self.accept()
+
+    def theme_changed(self, _palette: object) -> None:
+        """View → Theme (style.apply): this panel's own style sheet and coloured figures follow."""
+        self.setStyleSheet(panel_qss())
+        self._render()
 
     def closeEvent(self, event: Any) -> None:
         if self._worker is not None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import time
 
-from PySide6.QtCore import QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QTextBlockFormat, QTextCursor
+from PySide6.QtCore import QEvent, QObject, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QKeyEvent, QTextBlockFormat, QTextCursor
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -95,9 +95,14 @@ class UserMessageWidget(_Hoverable, QWidget):  # type: ignore[misc]  # `actions`
         ed.setContentsMargins(12, 10, 12, 10)
         self.edit_box = QPlainTextEdit(objectName="EditBox")
         self.edit_box.setMinimumHeight(70)
+        self.edit_box.setAccessibleName("Edit your message")
+        self.edit_box.setTabChangesFocus(True)  # Tab goes on to Cancel and Send
+        self.edit_box.installEventFilter(self)  # Ctrl+Enter sends, Esc cancels
         ed.addWidget(self.edit_box)
         buttons = QHBoxLayout()
-        buttons.addWidget(QLabel("Sending an edit keeps the original as another version.", objectName="EditHint"), 1)
+        hint = QLabel("Sending an edit keeps the original as another version.", objectName="EditHint")
+        hint.setWordWrap(True)  # narrow windows: two lines, not cut off
+        buttons.addWidget(hint, 1)
         self.edit_cancel = QPushButton("Cancel", objectName="SecondaryButton")
         self.edit_cancel.clicked.connect(self.cancel_edit)
         self.edit_send = QPushButton("Send", objectName="PrimaryButton")
@@ -143,6 +148,23 @@ class UserMessageWidget(_Hoverable, QWidget):  # type: ignore[misc]  # `actions`
         self.editor.hide()
         self.bubble.show()
 
+    def eventFilter(self, obj: QObject, e: QEvent) -> bool:
+        if obj is self.edit_box and isinstance(e, QKeyEvent):
+            send = e.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and bool(
+                e.modifiers() & Qt.KeyboardModifier.ControlModifier
+            )
+            cancel = e.key() == Qt.Key.Key_Escape
+            if send or cancel:
+                e.accept()  # ShortcutOverride: the key is ours, not the window's Esc (Stop)
+                if e.type() != QEvent.Type.KeyPress:
+                    return False
+                if send:
+                    self._submit_edit()
+                else:
+                    self.cancel_edit()
+                return True
+        return super().eventFilter(obj, e)
+
     def _submit_edit(self) -> None:
         text = self.edit_box.toPlainText().strip()
         if not text:
@@ -150,6 +172,11 @@ class UserMessageWidget(_Hoverable, QWidget):  # type: ignore[misc]  # `actions`
         self.cancel_edit()
         if text != self.message.content:
             self.edit_submitted.emit(text)
+
+    def minimumSizeHint(self) -> QSize:
+        # The bubble's width follows ours (resizeEvent), so ours must not follow the bubble's: a
+        # narrower chat column could never shrink the bubble otherwise.
+        return QSize(min(super().minimumSizeHint().width(), 160), super().minimumSizeHint().height())
 
     def resizeEvent(self, e: object) -> None:  # type: ignore[override]
         # Short messages hug their text; long ones wrap at three quarters of the column.
@@ -215,6 +242,8 @@ class AssistantMessageWidget(_Hoverable, QFrame):  # type: ignore[misc]  # as ab
         head.addWidget(self.effort_chip)
         head.addStretch(1)
         self.meta = QLabel("", objectName="MessageMeta")
+        self.meta.setWordWrap(True)  # "312 tokens · 64.3 tok/s" breaks in a narrow column instead of widening it
+        self.meta.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         head.addWidget(self.meta)
         lay.addLayout(head)
         if continuation:
@@ -250,6 +279,7 @@ class AssistantMessageWidget(_Hoverable, QFrame):  # type: ignore[misc]  # as ab
         self.tool_cards: list[ToolCard] = []
 
         self.answer_view = MarkdownView(pal.markdown)
+        self.answer_view.setAccessibleName("Answer")
         self.answer_view.hide()
         lay.addWidget(self.answer_view)
 
@@ -298,6 +328,7 @@ class AssistantMessageWidget(_Hoverable, QFrame):  # type: ignore[misc]  # as ab
         bar.setFixedWidth(2)
         rb.addWidget(bar)
         view = PlainStreamView(objectName="ReasoningText")
+        view.setAccessibleName("Reasoning")
         f = view.font()
         f.setPointSizeF(max(8.0, f.pointSizeF() - 0.5))
         view.setFont(f)

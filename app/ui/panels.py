@@ -8,6 +8,8 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QDialog, QVBoxLayout, QWidget
 
 from app.core.runtime import Runtime
+from app.ui import style
+from app.ui.window_state import GeometryKeeper
 
 if TYPE_CHECKING:
     from app.ui.compare import CompareWindow
@@ -28,10 +30,11 @@ class Panels(QObject):
     tools_changed = Signal()
     server_running = Signal(bool)
 
-    def __init__(self, runtime: Runtime, window: QWidget) -> None:
+    def __init__(self, runtime: Runtime, window: QWidget, keeper: GeometryKeeper | None = None) -> None:
         super().__init__(window)
         self.runtime = runtime
         self.window = window
+        self.keeper = keeper if keeper is not None else GeometryKeeper(runtime.settings, self)
         self.closing = False
         self._downloads: DownloadController | None = None
         self.models_dialog: ModelManagerDialog | None = None
@@ -48,10 +51,14 @@ class Panels(QObject):
         """A modeless window around one of the app's panels (kept and shown again, not rebuilt)."""
         dlg = QDialog(self.window, objectName=name)
         dlg.setWindowTitle(title)
-        dlg.resize(*size)
-        lay = QVBoxLayout(dlg)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(panel)
+        # Scrolls when the screen is smaller than the panel (a laptop at 2× scale), instead of
+        # the window growing off the screen.
+        _outer, scroll, content = style.scroll_page(dlg, f"{name}Content")
+        inner = QVBoxLayout(content)
+        inner.setContentsMargins(0, 0, 0, 0)
+        inner.addWidget(panel)
+        scroll.setObjectName(f"{name}Scroll")
+        self.keeper.track(dlg, name, size)  # where the user left it, fitted to the screen
         return dlg
 
     @staticmethod
@@ -109,16 +116,20 @@ class Panels(QObject):
             except Exception:  # noqa: BLE001 - the panel shows "no model chosen"
                 info = None
         if self.hardware_panel is None or self.hardware_dialog is None:
+            # The panel is a dialog itself: wrapped in a second one, its Close and Esc hid only the
+            # panel and left an empty window that stayed empty.
             panel = HardwarePanel(
                 self.runtime.hardware_profile,
                 info,
+                self.window,
                 wishes=self.runtime.wishes(context_size),
                 load_label="Reload with these settings",
             )
             panel.load_requested.connect(self._load_with)
             panel.profile_ready.connect(lambda p: setattr(self.runtime, "profile", p))
+            self.keeper.track(panel, "HardwareDialog", (860, 760))
             self.hardware_panel = panel
-            self.hardware_dialog = self._dialog(panel, "Hardware and load settings", "HardwareDialog", (860, 760))
+            self.hardware_dialog = panel
         else:
             self.hardware_panel.set_model(info)
         self._raise(self.hardware_dialog)

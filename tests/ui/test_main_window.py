@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtCore import QEvent, QMimeData, QObject, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 
 from app.core.chat import Message
@@ -267,3 +267,53 @@ def test_escape_stops_generation(make_window, qtbot) -> None:  # type: ignore[no
     qtbot.keyClick(w.composer.edit, Qt.Key.Key_Escape)
     qtbot.waitUntil(lambda: not w.generating, timeout=3000)
     assert engine.last_stats.stop_reason == "cancelled" and w.conversation.messages[-1].content
+
+
+def test_a_failed_open_or_drop_keeps_the_loaded_model_in_the_status_bar_and_title(
+    make_window, qtbot, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    w, engine = make_window()
+    model, title = w.status_model.text(), w.windowTitle()
+    assert model.startswith("gpt-oss-20b") and title.startswith("gpt-oss-20b")
+    w.runtime.load_settings = None  # automatic settings: the file is checked before anything is unloaded
+    wrong = tmp_path / "wrong.gguf"
+    wrong.write_bytes(b"nope")
+    assert w.open_model(wrong)
+    qtbot.waitUntil(lambda: not w.loading, timeout=5000)
+    assert "too small to be a GGUF model" in w.banner.text.text()
+    assert engine.loaded and w.runtime.model_loaded  # the old model still answers …
+    assert w.status_model.text() == model and w.windowTitle() == title  # … and the window says so
+    assert w.composer.button.isEnabled() or w.composer.edit.placeholderText() == "Message gpt-oss…"
+    # The same for a dropped file.
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(wrong))])
+    drop = QDropEvent(
+        QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier
+    )
+    w.dropEvent(drop)
+    qtbot.waitUntil(lambda: not w.loading, timeout=5000)
+    assert w.status_model.text() == model and w.windowTitle() == title
+    _send(w, qtbot)
+    qtbot.waitUntil(lambda: not w.generating, timeout=5000)
+    assert w.conversation.messages[-1].content == ANSWER
+
+
+def test_the_composer_says_ready_after_a_load_without_a_click(make_window, qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    w, _ = make_window(loaded=False, load_delay_s=0.3)
+    f = tmp_path / "my-model.gguf"
+    f.write_bytes(b"GGUF")
+    w.open_model(f)
+    assert w.composer.edit.placeholderText() == "Loading the model…"
+    painted: list[str] = []
+
+    class Spy(QObject):
+        def eventFilter(self, obj, e):  # type: ignore[no-untyped-def]
+            if e.type() == QEvent.Type.Paint:
+                painted.append(w.composer.edit.placeholderText())
+            return False
+
+    spy = Spy()
+    w.composer.edit.viewport().installEventFilter(spy)
+    qtbot.waitUntil(lambda: not w.loading, timeout=5000)
+    assert w.composer.edit.placeholderText() == "Message gpt-oss…"
+    qtbot.waitUntil(lambda: "Message gpt-oss…" in painted, timeout=2000)  # repainted, not only changed
