@@ -224,6 +224,8 @@ class MainWindow(QMainWindow):
     def theme_changed(self, palette: Any) -> None:
         """View → Theme: answers are rendered with the theme's colours, so the chat is rebuilt (after
         the answer that is streaming, if one is)."""
+        if self.runtime.closed:
+            return  # a closed window waiting to be deleted
         start_worker(GeneratorWorker(warm_up_job, palette.markdown))
         if self.generating:
             self._rebuild_on_idle = True
@@ -257,7 +259,7 @@ class MainWindow(QMainWindow):
             "drive that is not connected. Locate the file, or download gpt-oss again.",
             actions=[
                 ("Locate…", self.choose_model),
-                ("Download…", lambda: None if self.panels.show_models() else None),
+                ("Download…", self.show_models),
             ],
         )
 

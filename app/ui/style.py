@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import string
 from collections.abc import Callable
@@ -14,6 +15,8 @@ from PySide6.QtWidgets import QApplication, QFrame, QLayout, QScrollArea, QVBoxL
 
 from app.core.markdown import DARK, LIGHT, Theme
 from app.core.paths import resources_dir
+
+log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=64)
@@ -146,8 +149,9 @@ def apply(app: QApplication, dark: bool | None = None) -> Palette:
     pal = DARK_PALETTE if (system_prefers_dark() if dark is None else dark) else LIGHT_PALETTE
     changed = pal is not _current
     _current = pal
-    if app.style().name().lower() != "fusion":
+    if not app.property("harmonicaFusion"):  # once: setting a style again re-polishes every widget
         app.setStyle("Fusion")
+        app.setProperty("harmonicaFusion", True)
     qp = QPalette()
     for role, value in (
         (QPalette.ColorRole.Window, pal.window),
@@ -180,7 +184,10 @@ def apply(app: QApplication, dark: bool | None = None) -> Palette:
         for w in QApplication.allWidgets():
             hook = getattr(w, "theme_changed", None)
             if callable(hook):
-                hook(pal)
+                try:
+                    hook(pal)
+                except Exception:  # one panel that cannot restyle must not stop the others
+                    log.exception("%s could not follow the theme", type(w).__name__)
     return pal
 
 
