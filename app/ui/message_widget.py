@@ -252,6 +252,11 @@ class AssistantMessageWidget(_Hoverable, QFrame):  # type: ignore[misc]  # as ab
             self.effort_chip.hide()
             lay.setContentsMargins(0, 0, 0, 10)
 
+        # "Reading your message… 40%" while the engine reads a long prompt (set_reading).
+        self.reading_note = QLabel("", objectName="ReadingNote")
+        self.reading_note.hide()
+        lay.addWidget(self.reading_note)
+
         self.reasoning_toggle = QToolButton(objectName="ReasoningToggle")
         self.reasoning_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.reasoning_toggle.setCursor(Qt.CursorShape.PointingHandCursor)
@@ -353,6 +358,11 @@ class AssistantMessageWidget(_Hoverable, QFrame):  # type: ignore[misc]  # as ab
         return self._think_start is not None and not self._thinking_done
 
     # --- streaming input -----------------------------------------------------------------------
+    def set_reading(self, text: str | None) -> None:
+        """Say what happens before the first token ("Reading your message… 40%"); None hides it."""
+        self.reading_note.setText(text or "")
+        self.reading_note.setVisible(bool(text))
+
     def append_reasoning(self, text: str) -> None:
         if self._think_start is None:
             self._think_start = time.monotonic()

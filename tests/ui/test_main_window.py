@@ -317,3 +317,30 @@ def test_the_composer_says_ready_after_a_load_without_a_click(make_window, qtbot
     qtbot.waitUntil(lambda: not w.loading, timeout=5000)
     assert w.composer.edit.placeholderText() == "Message gpt-oss…"
     qtbot.waitUntil(lambda: "Message gpt-oss…" in painted, timeout=2000)  # repainted, not only changed
+
+
+def test_reading_your_message_shows_prompt_progress_before_the_first_token(make_window, qtbot) -> None:  # type: ignore[no-untyped-def]
+    w, _ = make_window(SCRIPT, prompt_delay_s=1.2, delay_s=0.01)
+    shown: list[str] = []
+    w.status_speed.setText("")
+    w.answers.speed.connect(shown.append)
+    _send(w, qtbot, "please read all of this carefully " * 400)  # ~3,000 tokens: several batches
+    a = _assistant(w)
+    qtbot.waitUntil(lambda: a.reading_note.isVisible(), timeout=3000)
+    assert a.reading_note.text().startswith("Reading your message…") and a.answer_text == ""
+    qtbot.waitUntil(lambda: "%" in a.reading_note.text(), timeout=3000)
+    qtbot.waitUntil(lambda: not w.generating, timeout=8000)
+    assert not a.reading_note.isVisible() and a.answer_text == ANSWER
+    reading = [t for t in shown if t.startswith("Reading your message…")]
+    percents = [int(t.rsplit(" ", 1)[1].rstrip("%")) for t in reading if t.endswith("%")]
+    assert percents and percents == sorted(percents) and 0 < percents[0] < 100  # it moves forward
+    assert shown.index(reading[-1]) < len(shown) - 1  # and gives way to the answer
+
+
+def test_a_short_cached_prompt_shows_no_reading_note(make_window, qtbot) -> None:  # type: ignore[no-untyped-def]
+    w, _ = make_window(SCRIPT)
+    shown: list[str] = []
+    w.answers.speed.connect(shown.append)
+    _send(w, qtbot, "hi")
+    qtbot.waitUntil(lambda: not w.generating, timeout=5000)
+    assert not any(t.startswith("Reading") for t in shown) and not _assistant(w).reading_note.isVisible()
