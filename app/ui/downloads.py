@@ -256,6 +256,17 @@ class DownloadController(QObject):
             job.pause()
             self._emit(request, force=True)
 
+    def retry_now(self, request: DownloadRequest) -> None:
+        """While a download waits before its next attempt (a connection problem), try at once."""
+        job = self._jobs.get(request)
+        st = self.status(request)
+        if job is not None and st.state == State.RUNNING:
+            job.retry_now()
+
+    @staticmethod
+    def waiting_to_retry(st: DownloadStatus) -> bool:
+        return st.state == State.RUNNING and st.progress is not None and st.progress.phase == Phase.RETRYING
+
     def cancel(self, request: DownloadRequest, *, delete_partial: bool) -> None:
         """Stop and forget the download; `delete_partial` also deletes the bytes kept so far."""
         st = self.status(request)
@@ -501,12 +512,15 @@ class DownloadPanel(QWidget):
         self.pause_button = _button("Pause", large=large)
         self.resume_button = _button("Resume", primary=True, large=large)
         self.cancel_button = _button("Cancel", large=large)
+        self.retry_button = _button("Retry now", primary=True, large=large)
+        self.retry_button.setToolTip("Try again at once instead of waiting")
         self.verify_button = _button("Verify", large=large)
         self.use_button = _button("Use this model", primary=True, large=large)
         for b in (
             self.download_button,
             self.resume_button,
             self.use_button,
+            self.retry_button,
             self.pause_button,
             self.cancel_button,
             self.verify_button,
@@ -518,6 +532,7 @@ class DownloadPanel(QWidget):
         self.download_button.clicked.connect(lambda: self.controller.start(self.request))
         self.resume_button.clicked.connect(lambda: self.controller.start(self.request))
         self.pause_button.clicked.connect(lambda: self.controller.pause(self.request))
+        self.retry_button.clicked.connect(lambda: self.controller.retry_now(self.request))
         self.cancel_button.clicked.connect(self._cancel)
         self.verify_button.clicked.connect(self._verify)
         self.use_button.clicked.connect(self._use)
@@ -596,6 +611,7 @@ class DownloadPanel(QWidget):
                 self.download_button,
                 self.pause_button,
                 self.resume_button,
+                self.retry_button,
                 self.cancel_button,
                 self.verify_button,
                 self.use_button,
@@ -613,6 +629,7 @@ class DownloadPanel(QWidget):
             elif st.state == State.CANCELLING:
                 status = "Cancelling…"
             buttons[self.pause_button] = buttons[self.cancel_button] = True
+            buttons[self.retry_button] = self.controller.waiting_to_retry(st)
             self.pause_button.setEnabled(st.state == State.RUNNING)
             self.cancel_button.setEnabled(st.state != State.CANCELLING)
         elif st.state == State.VERIFYING:

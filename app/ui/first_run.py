@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 from app.core.download import DownloadManager, DownloadRequest, human_bytes
 from app.core.hardware import HardwareProfile
 from app.core.models import CatalogEntry, LocalModel, ModelLibrary, RefusedFile, assess_fit, catalog, recommend
+from app.core.plain_errors import describe_os_error, plain_text
 from app.ui import style
 from app.ui.downloads import DownloadController, DownloadPanel
 from app.ui.model_manager import import_job
@@ -262,7 +263,8 @@ class FirstRunPage(QWidget):
         self.machine_status.setText(f"Could not check this computer: {exc}")
 
     def _file_check_failed(self, exc: BaseException) -> None:
-        self.file_notice.show_message(f"Could not check the file: {exc}")
+        words = describe_os_error(exc) if isinstance(exc, OSError) else plain_text(exc)
+        self.file_notice.show_message(f"Could not check the file: {words}.")
 
     def _file_check_done(self) -> None:
         self.have_button.setEnabled(True)

@@ -642,3 +642,19 @@ def test_a_shared_controller_outlives_the_dialog(qtbot, hub: FakeHub, tmp_path: 
     finally:
         controller.shutdown()
         workers.stop_all()
+
+
+def test_retry_now_ends_a_long_wait_after_a_dropped_connection(qtbot, hub: FakeHub, tmp_path: Path, open_dialog) -> None:  # type: ignore[no-untyped-def]
+    [data] = publish_entry(hub, SMALL, tmp_path)
+    hub.inject(Fault("drop", after_bytes=300_001))
+    controller = make_controller(hub, backoff_base=60.0, backoff_max=60.0)  # a minute's wait before retrying
+    d = open_dialog(controller)
+    panel = card(d).panel
+    click(qtbot, panel.download_button)
+    qtbot.waitUntil(lambda: panel.retry_button.isVisible(), timeout=10_000)
+    assert "trying again in" in panel.status_line.text() and not panel.download_button.isVisible()
+    click(qtbot, panel.retry_button)
+    wait_state(qtbot, controller, State.DONE, timeout=10_000)  # long before the minute is over
+    assert gets(hub) == [None, "bytes=300001-"] and not panel.retry_button.isVisible()
+    result = controller.status(REQUEST).result
+    assert result is not None and result.path is not None and result.path.read_bytes() == data
