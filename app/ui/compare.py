@@ -137,6 +137,11 @@ class CompareWindow(QWidget):
             return None
         return e if e is not None and getattr(e, "info", None) is not None else None
 
+    def set_expected_speed(self, tokens_per_s: float | None) -> None:
+        """The model's speed here (measured, or the plan's estimate): the form says how long a run takes."""
+        self.setup.tokens_per_s = tokens_per_s
+        self.update_controls()
+
     def set_engine_busy(self, busy: bool, reason: str = "The chat is generating an answer.") -> None:
         """The main window says the engine is in use elsewhere; Start waits until it is free."""
         self._engine_busy_reason = reason if busy else ""

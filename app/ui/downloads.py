@@ -455,6 +455,21 @@ def ask_cancel(parent: QWidget | None, name: str) -> bool | None:
     return None
 
 
+def ask_download_anyway(parent: QWidget | None, name: str, reason: str) -> bool:
+    """A model that will not run here: ask before downloading it (someone may want it for another computer)."""
+    box = QMessageBox(
+        QMessageBox.Icon.Warning, f"Download {name}?", f"{name} will not run on this computer.", parent=parent
+    )
+    box.setInformativeText(f"{reason} Download it anyway, for another computer or for later?")
+    go = box.addButton("Download anyway", QMessageBox.ButtonRole.AcceptRole)
+    back = box.addButton("Don't download", QMessageBox.ButtonRole.RejectRole)
+    box.setDefaultButton(back)
+    box.setEscapeButton(back)
+    box.setObjectName("DownloadAnywayBox")
+    box.exec()
+    return box.clickedButton() is go
+
+
 class DownloadPanel(QWidget):
     """Everything about downloading one model: buttons, progress bar and line, errors.
 
@@ -481,6 +496,8 @@ class DownloadPanel(QWidget):
         self.name = name
         self._local: tuple[Path, ...] = ()
         self._download_label = download_label or "Download"
+        self._caution: str | None = None  # why this model will not run here (set_caution)
+        self._in_use = False
         self._large = large
         self._verify_offered = verify
         lay = QVBoxLayout(self)
@@ -529,7 +546,7 @@ class DownloadPanel(QWidget):
         if large:
             row.addStretch(1)
         lay.addLayout(row)
-        self.download_button.clicked.connect(lambda: self.controller.start(self.request))
+        self.download_button.clicked.connect(self._download)
         self.resume_button.clicked.connect(lambda: self.controller.start(self.request))
         self.pause_button.clicked.connect(lambda: self.controller.pause(self.request))
         self.retry_button.clicked.connect(lambda: self.controller.retry_now(self.request))
@@ -549,7 +566,25 @@ class DownloadPanel(QWidget):
     def local_paths(self) -> tuple[Path, ...]:
         return self._local
 
+    def set_caution(self, reason: str | None) -> None:
+        """The model will not run on this computer (`reason` says why): its Download is not the
+        primary button, and it asks first. None: it fits."""
+        self._caution = reason
+        self.download_button.setObjectName("SecondaryButton" if reason else "PrimaryButton")
+        self.download_button.style().unpolish(self.download_button)
+        self.download_button.style().polish(self.download_button)
+
+    def set_in_use(self, on: bool) -> None:
+        """This model is the one loaded now: no "Use this model" for it."""
+        self._in_use = on
+        self.refresh()
+
     # -- actions -------------------------------------------------------------------------------
+    def _download(self) -> None:
+        if self._caution and not ask_download_anyway(self, self.name, self._caution):
+            return
+        self.controller.start(self.request)
+
     def _cancel(self) -> None:
         st = self.controller.status(self.request)
         if st.state == State.VERIFYING:
@@ -662,7 +697,9 @@ class DownloadPanel(QWidget):
                 )
             else:
                 status = f"Downloaded · {human_bytes(total)} on this computer"
-            buttons[self.use_button] = True
+            if self._in_use:
+                status = "In use now · " + status
+            buttons[self.use_button] = not self._in_use
             buttons[self.verify_button] = self._verify_offered
         else:
             buttons[self.download_button] = True

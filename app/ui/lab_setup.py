@@ -30,6 +30,8 @@ from app.core.chat import EFFORTS
 from app.core.engine import Sampling
 from app.core.lab import Experiment, LabError
 from app.core.problem_sets import ImportResult, ProblemError, ProblemSet, builtin_problem_set, load_problem_set
+from app.core.speed import experiment_seconds
+from app.ui.lab_cards import format_duration
 from app.ui.notice import NoticeBar
 
 
@@ -179,6 +181,8 @@ class LabSetupPanel(QFrame):
         form.addRow("Max tokens", self.max_tokens_spin)
         lay.addLayout(form)
         self.plan_label = QLabel("", objectName="MessageMeta")
+        self.plan_label.setWordWrap(True)
+        self.tokens_per_s: float | None = None  # this model's speed here (CompareWindow.set_expected_speed)
         lay.addWidget(self.plan_label)
 
         buttons = QHBoxLayout()
@@ -346,9 +350,19 @@ class LabSetupPanel(QFrame):
         chosen = self.current_set()
         n_q = (len(chosen.problems) if chosen is not None else 0) if self.mode_set.isChecked() else 1
         total = n_q * len(self.efforts()) * self.runs_spin.value()
+        estimate = ""
+        if self.tokens_per_s and total:
+            seconds = experiment_seconds(self.efforts(), n_q, self.runs_spin.value(), self.tokens_per_s)
+            estimate = f" · about {format_duration(seconds)} at {self.tokens_per_s:.0f} tokens a second"
         self.plan_label.setText(
             f"{total} run{'s' if total != 1 else ''}: {n_q} question{'s' if n_q != 1 else ''} × "
             f"{len(self.efforts())} effort{'s' if len(self.efforts()) != 1 else ''} × {self.runs_spin.value()}"
+            + estimate
+        )
+        self.plan_label.setToolTip(
+            "Estimated from the model's speed on this computer and typical answer lengths at each effort"
+            if estimate
+            else ""
         )
 
     def _on_mode(self, button_id: int, checked: bool) -> None:

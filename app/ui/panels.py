@@ -166,6 +166,7 @@ class Panels(QObject):
 
             self.lab = CompareWindow(self.runtime.lab_client)
         self.lab.refresh_model()
+        self.lab.set_expected_speed(self.runtime.generation_speed())
         self._raise(self.lab)
         return self.lab
 
@@ -194,6 +195,7 @@ class Panels(QObject):
         """A model was loaded: the lab shows it."""
         if self.lab is not None:
             self.lab.refresh_model()
+            self.lab.set_expected_speed(self.runtime.generation_speed())
 
     def shutdown(self) -> None:
         """Stop the lab, downloads and the server (the window is closing)."""

@@ -344,3 +344,34 @@ def test_a_short_cached_prompt_shows_no_reading_note(make_window, qtbot) -> None
     _send(w, qtbot, "hi")
     qtbot.waitUntil(lambda: not w.generating, timeout=5000)
     assert not any(t.startswith("Reading") for t in shown) and not _assistant(w).reading_note.isVisible()
+
+
+def test_the_composer_waits_for_a_model_on_the_first_run_page(make_window, qtbot) -> None:  # type: ignore[no-untyped-def]
+    w, engine = make_window(loaded=False)
+    assert w.stack.currentWidget() is w.panels.first_run and not w.composer.isVisible()
+    engine.load("scripted:gpt-oss-20b")
+    w.adopt_engine(engine)
+    assert w.stack.currentWidget() is w.empty and w.composer.isVisible()
+
+
+def test_a_missing_last_model_says_so_with_locate_and_download(qtbot, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from PySide6.QtWidgets import QFileDialog
+
+    gone = tmp_path / "moved-away" / "gpt-oss-20b-mxfp4.gguf"
+    first = Runtime(engine_factory=lambda: ScriptedEngine("x"))
+    first.settings.load.last_model = str(gone)
+    first.settings.save("load")
+    store = first.store
+    w = MainWindow(Runtime(store=store, engine_factory=lambda: ScriptedEngine("x")))
+    qtbot.addWidget(w)
+    assert w.banner.isVisibleTo(w) and w.banner.kind == "error"
+    assert str(gone) in w.banner.text.text() and "no longer" in w.banner.text.text()
+    assert [b.text() for b in w.banner.buttons] == ["Locate…", "Download…"]
+    assert not w.loading  # nothing is tried with a file that is not there
+    found = tmp_path / "found.gguf"
+    found.write_bytes(b"GGUF")
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(found), "")))
+    w.runtime.load_settings = LoadSettings()
+    w.banner.button("Locate…").click()  # type: ignore[union-attr]
+    qtbot.waitUntil(lambda: not w.loading, timeout=5000)
+    assert w.runtime.model_name == "found" and w.runtime.settings.load.last_model == str(found)

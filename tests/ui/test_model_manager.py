@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
-from PySide6.QtWidgets import QApplication, QCheckBox, QFileDialog, QMessageBox
+from PySide6.QtWidgets import QApplication, QCheckBox, QFileDialog, QLabel, QMessageBox
 
 from app.core.download import DownloadError, DownloadProgress, ErrorKind, Phase
 from app.core.models import ModelLibrary, Source
@@ -489,7 +489,8 @@ def test_import_by_file_dialog(
     qtbot.waitUntil(lambda: settled(d) and len(d.rows) == 1, timeout=5000)
     row = d.rows[0]
     assert row.model.path == tiny_model_path and row.model.source == Source.IMPORTED
-    assert row.source.text() == "Imported" and d.notice.isVisible() and "Imported" in d.notice.text.text()
+    assert row.source.text() == "Imported" and d.done_notice.isVisible() and "Imported" in d.done_notice.text.text()
+    assert d.done_notice.kind == "success" and not d.notice.isVisible()  # good news is not shown as an error
     assert hub.requests() == []
 
 
@@ -529,7 +530,8 @@ def test_import_by_drop_and_refused_files_show_their_reason(
     assert d.rows[0].model.path == tiny_model_path
     text = d.notice.text.text()
     assert "2 files not imported" in text and "'llama'" in text and "gpt-oss" in text and "not a .gguf file" in text
-    assert "Imported: tiny-gpt-oss." in text
+    assert "Imported" not in text and d.notice.kind == "error"  # the success is out of the red box …
+    assert d.done_notice.isVisible() and d.done_notice.text.text() == "Imported tiny-gpt-oss."  # … in its own
     assert d.refused_list.isVisible() and d.refused_list.toggle.text() == "2 files not offered"
     d.refused_list.toggle.click()
     reasons = [w.text() for w in d.refused_list.body.findChildren(model_manager.QLabel, "RefusedReason")]
@@ -582,7 +584,7 @@ def test_remove_asks_first_and_deletes_only_harmonicas_downloads(
     qtbot.waitUntil(lambda: settled(d) and not d.rows, timeout=5000)
     assert seen[-1][1] is True
     assert not blob.exists() and not downloaded_path.exists()
-    assert "Removed and deleted gpt-oss-20b" in d.notice.text.text()
+    assert "Removed and deleted gpt-oss-20b" in d.done_notice.text.text()
     assert card(d).panel.download_button.isVisible()
 
 
@@ -597,7 +599,7 @@ def test_removing_a_download_but_keeping_the_file(qtbot, hub: FakeHub, tmp_path:
     answer_box("Remove", tick=False)
     click(qtbot, d.rows[0].remove_button)
     qtbot.waitUntil(lambda: settled(d) and not d.rows, timeout=5000)
-    assert path.exists() and d.notice.text.text() == "Removed gpt-oss-20b."
+    assert path.exists() and d.done_notice.text.text() == "Removed gpt-oss-20b."
     # Downloading it again finds it in the cache at once and shows it again.
     before = len(gets(hub))
     click(qtbot, card(d).panel.download_button)
@@ -644,7 +646,9 @@ def test_a_shared_controller_outlives_the_dialog(qtbot, hub: FakeHub, tmp_path: 
         workers.stop_all()
 
 
-def test_retry_now_ends_a_long_wait_after_a_dropped_connection(qtbot, hub: FakeHub, tmp_path: Path, open_dialog) -> None:  # type: ignore[no-untyped-def]
+def test_retry_now_ends_a_long_wait_after_a_dropped_connection(
+    qtbot, hub: FakeHub, tmp_path: Path, open_dialog
+) -> None:  # type: ignore[no-untyped-def]
     [data] = publish_entry(hub, SMALL, tmp_path)
     hub.inject(Fault("drop", after_bytes=300_001))
     controller = make_controller(hub, backoff_base=60.0, backoff_max=60.0)  # a minute's wait before retrying
@@ -658,3 +662,23 @@ def test_retry_now_ends_a_long_wait_after_a_dropped_connection(qtbot, hub: FakeH
     assert gets(hub) == [None, "bytes=300001-"] and not panel.retry_button.isVisible()
     result = controller.status(REQUEST).result
     assert result is not None and result.path is not None and result.path.read_bytes() == data
+
+
+def test_the_model_in_use_offers_no_use_this_model(
+    qtbot, hub: FakeHub, tiny_model_path: Path, open_dialog, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    d = open_dialog(make_controller(hub))
+    d.import_files([tiny_model_path])
+    qtbot.waitUntil(lambda: settled(d) and len(d.rows) == 1, timeout=5000)
+    assert d.rows[0].use_button.isVisible()  # not loaded: it can be used
+    d.set_current_model(tiny_model_path)
+    qtbot.waitUntil(lambda: len(d.rows) == 1 and not d.rows[0].use_button.isVisible(), timeout=5000)
+    chips = [c.text() for c in d.rows[0].findChildren(QLabel, "Chip")]
+    assert "In use" in chips
+
+
+def test_a_download_that_cannot_run_here_is_not_the_primary_button(qtbot, hub: FakeHub, open_dialog) -> None:  # type: ignore[no-untyped-def]
+    d = open_dialog(make_controller(hub), hardware=profile(16))
+    small, big = d.cards["gpt-oss-20b"].panel, d.cards["gpt-oss-120b"].panel
+    qtbot.waitUntil(lambda: big.download_button.objectName() == "SecondaryButton", timeout=5000)
+    assert small.download_button.objectName() == "PrimaryButton"
