@@ -48,9 +48,9 @@ class ChatHeader(QFrame):
         self.sidebar_button.clicked.connect(self.sidebar_toggled)
         lay.addWidget(self.sidebar_button)
         self.title = ElidedLabel("New chat", objectName="ChatTitle")
-        lay.addWidget(self.title, 3)
+        lay.addWidget(self.title, 1)
         self.badges = ElidedLabel("", objectName="ChatBadges")
-        lay.addWidget(self.badges, 2)
+        lay.addWidget(self.badges)
         # Widgets others add to the header (a "runs on …" badge, say) go here, before the buttons.
         self.extras = QHBoxLayout()
         self.extras.setSpacing(6)

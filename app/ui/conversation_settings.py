@@ -149,7 +149,7 @@ class ConversationSettingsDialog(QDialog):
         self._refresh_presets()
         body.setMinimumWidth(body.minimumSizeHint().width())
         self.body_scroll.setMinimumWidth(min(body.sizeHint().width() + 20, 600))
-        fit_to_screen(self, (body.sizeHint().width() + 40, min(880, body.sizeHint().height() + 70)))
+        fit_to_screen(self, (body.sizeHint().width() + 40, min(940, body.sizeHint().height() + 70)))
 
     # --- settings ↔ widgets ----------------------------------------------------------------------
     def load(self, s: ConversationSettings) -> None:

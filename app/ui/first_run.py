@@ -332,11 +332,14 @@ class FirstRunPage(QWidget):
         self.panel.set_caution(fit.summary if fit.fits is False else None)  # ask before a download that cannot run
         speed = self.facts.speeds.get(self.entry.id) if self.facts is not None else None
         self.expect_speed.setVisible(speed is not None)
+        self.expect_speed.setToolTip(
+            "An estimate from how the model will run here (the load plan) and typical memory speeds; "
+            "the status bar shows the real speed after the first answer."
+        )
         if speed is not None:
             self.expect_speed.setText(
-                f"Expected speed here: {speed.tokens_per_s()} {speed.where}, so an answer of a few paragraphs "
-                f"with its reasoning takes {speed.answer_time()}. An estimate from the load plan; the status bar "
-                "shows the real speed after the first answer."
+                f"Expected speed here: {speed.tokens_per_s()} {speed.where}; a few paragraphs with their "
+                f"reasoning take {speed.answer_time()}."
             )
         self.model_fit.setText(("✓ " if fit.fits else "⚠ " if fit.fits is False else "") + fit.summary)
         self.model_fit.setProperty("kind", "ok" if fit.fits else "warn" if fit.fits is False else "")

@@ -70,8 +70,8 @@ class FocusRings(QObject):
             return
         if QGuiApplication.mouseButtons() != Qt.MouseButton.NoButton:
             return  # focus from a click: the pointer shows where the user is
-        if old is None:
-            return  # a window opening or coming back to the front: no ring until the keyboard moves it
+        if old is None or not isValid(old) or old.window() is not new.window():
+            return  # a window opening or coming to the front: no ring until the keyboard moves it
         ring = self._ring
         if ring is None or not isValid(ring):
             ring = self._ring = FocusRing(new)

@@ -90,14 +90,15 @@ def about(parent: QWidget) -> None:
 OTHER_KEYS: tuple[tuple[str, str, str], ...] = (
     ("Composer", "Enter", "Send the message"),
     ("Composer", "Shift+Enter", "New line"),
-    ("Composer", "Up (in an empty composer)", "Edit your last message"),
-    ("Composer", "Left / Right (on the effort slider)", "Less or more reasoning effort"),
-    ("Everywhere", "Tab / Shift+Tab", "Next or previous control (messages, their Copy, Edit and Regenerate buttons)"),
-    ("Everywhere", "Space or Enter (on a button)", "Press it"),
-    ("Messages", "Tab (inside an answer)", "Go through its links and the code blocks' Copy links; Enter follows one"),
+    ("Composer", "Up", "In an empty composer: edit your last message"),
+    ("Composer", "Left / Right", "On the effort slider: less or more reasoning effort"),
+    ("Everywhere", "Tab / Shift+Tab", "Next or previous control, messages' Copy, Edit and Regenerate included"),
+    ("Everywhere", "Space", "Press the focused button"),
+    ("Messages", "Tab", "Inside an answer: its links and the code blocks' Copy; Enter follows one"),
     ("Editing a message", "Ctrl+Enter", "Send the edited message"),
     ("Editing a message", "Esc", "Cancel the edit"),
-    ("Conversations", "Up / Down, Enter", "Choose a chat in the list"),
+    ("Conversations", "Up / Down", "Choose a chat in the list"),
+    ("Conversations", "F2", "Rename the chosen chat"),
     ("Conversations", "Delete", "Delete the chosen chat"),
 )
 

@@ -206,6 +206,7 @@ class MainWindow(QMainWindow):
             self.stack.setCurrentWidget(self.empty)
         self.empty.set_model_loaded(name)
         self.composer.setVisible(not first_run)  # nothing to type to until a model is ready
+        self.view.narrow.set_suppressed(first_run and not self.sidebar.has_conversations)
         if self.loading:
             self.composer.set_can_send(False, "Loading the model…")
         else:

@@ -240,11 +240,12 @@ class AssistantMessageWidget(_Hoverable, QFrame):  # type: ignore[misc]  # as ab
         self.effort_chip = QLabel(f"{effort} effort" if effort else "", objectName="EffortChip")
         self.effort_chip.setVisible(bool(effort))
         head.addWidget(self.effort_chip)
-        head.addStretch(1)
         self.meta = QLabel("", objectName="MessageMeta")
-        self.meta.setWordWrap(True)  # "312 tokens · 64.3 tok/s" breaks in a narrow column instead of widening it
+        # It takes the row's free width (right-aligned), so it stays on one line and only breaks in
+        # a narrow column instead of widening it.
+        self.meta.setWordWrap(True)
         self.meta.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        head.addWidget(self.meta)
+        head.addWidget(self.meta, 1)
         lay.addLayout(head)
         if continuation:
             # The same answer goes on below the tool cards: no second name and effort chip.

@@ -221,6 +221,11 @@ class Sidebar(QFrame):
         self.refresh()
 
     # --- the conversation list ------------------------------------------------------------------
+    @property
+    def has_conversations(self) -> bool:
+        """Whether the list shows any chat (on a first start it has none)."""
+        return self._last is not None
+
     def refresh(self) -> None:
         """Reload the list from the store (keeps the selection)."""
         self.list.blockSignals(True)

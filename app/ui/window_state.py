@@ -14,9 +14,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QEvent, QObject, QPoint, QRect, QSize, Qt
+from PySide6.QtCore import QEvent, QMargins, QObject, QPoint, QRect, QSize, Qt, QTimer
 from PySide6.QtGui import QGuiApplication, QScreen
 from PySide6.QtWidgets import QWidget
+from shiboken6 import isValid
 
 from app.core.errors import HarmonicaError
 from app.core.settings import Settings
@@ -25,11 +26,32 @@ log = logging.getLogger(__name__)
 
 # A saved window counts as visible on a screen when this much of it (each way) is on that screen.
 MIN_VISIBLE_PX = 120
+# The window manager's frame before it is known (a window not shown yet): a title bar and thin
+# borders. Placing the inside of the window within the screen less this keeps the title bar on it.
+ASSUMED_FRAME = QMargins(4, 32, 4, 4)
 
 
 def available_rects() -> list[QRect]:
     """The usable area (without task bars and docks) of every screen, in Qt's logical pixels."""
     return [s.availableGeometry() for s in QGuiApplication.screens()]
+
+
+def frame_margins(widget: QWidget) -> QMargins:
+    """The window frame around `widget`'s inside: the real one once shown, else ASSUMED_FRAME."""
+    if not widget.isWindow():
+        return QMargins()
+    frame, inner = widget.frameGeometry(), widget.geometry()
+    if frame == inner:
+        return ASSUMED_FRAME
+    return QMargins(
+        inner.x() - frame.x(), inner.y() - frame.y(), frame.right() - inner.right(), frame.bottom() - inner.bottom()
+    )
+
+
+def inside_areas(widget: QWidget, areas: list[QRect]) -> list[QRect]:
+    """Where `widget`'s inside may go on each screen so that its frame is on the screen too."""
+    margins = frame_margins(widget)
+    return [a.marginsRemoved(margins) for a in areas]
 
 
 def screen_for(widget: QWidget) -> QScreen | None:
@@ -74,10 +96,10 @@ def fit_to_screen(widget: QWidget, default: QSize | tuple[int, int] | None = Non
     if widget.findChild(_OnScreen, options=Qt.FindChildOption.FindDirectChildrenOnly) is None:
         widget.installEventFilter(_OnScreen(widget))
     screen = screen_for(widget)
-    area = screen.availableGeometry() if screen is not None else None
-    if area is None:
+    if screen is None:
         widget.resize(size)
         return
+    [area] = inside_areas(widget, [screen.availableGeometry()])
     widget.setGeometry(place_rect(None, size, [area], area))
 
 
@@ -85,9 +107,23 @@ class _OnScreen(QObject):
     """Keeps a window's frame on its screen each time it is shown."""
 
     def eventFilter(self, obj: QObject, e: QEvent) -> bool:
-        if e.type() == QEvent.Type.Show and isinstance(obj, QWidget) and not obj.isMaximized():
-            keep_on_screen(obj)
+        if e.type() == QEvent.Type.Show and isinstance(obj, QWidget):
+            keep_on_screen_soon(obj)
         return False
+
+
+def keep_on_screen_soon(widget: QWidget) -> None:
+    """keep_on_screen now and again once the window manager has framed the window (it does so
+    after the window is shown, so the frame is only known a moment later); a window resized in
+    the meantime (by the user, or the program) is left as it is."""
+    size = widget.size()
+
+    def check(w: QWidget = widget) -> None:
+        if isValid(w) and w.size() == size:
+            keep_on_screen(w)
+
+    for ms in (0, 300):
+        QTimer.singleShot(ms, widget, check)
 
 
 class GeometryKeeper(QObject):
@@ -120,9 +156,10 @@ class GeometryKeeper(QObject):
         name = str(widget.property(self.NAME))
         entry = self.saved(name)
         screen = screen_for(widget)
-        centre = screen.availableGeometry() if screen is not None else None
+        areas = inside_areas(widget, available_rects())
+        centre = inside_areas(widget, [screen.availableGeometry()])[0] if screen is not None else None
         default = self._defaults.get(name, widget.size())
-        widget.setGeometry(place_rect(_rect_from(entry), default, available_rects(), centre))
+        widget.setGeometry(place_rect(_rect_from(entry), default, areas, centre))
         if entry is not None and entry.get("maximized") is True and widget.parent() is None:
             widget.setWindowState(widget.windowState() | Qt.WindowState.WindowMaximized)
 
@@ -152,15 +189,15 @@ class GeometryKeeper(QObject):
             return False
         if e.type() in (QEvent.Type.Hide, QEvent.Type.Close):
             self.remember(obj)
-        elif e.type() == QEvent.Type.Show and not obj.isMaximized() and not obj.isFullScreen():
-            keep_on_screen(obj)  # now the window manager's frame is known
+        elif e.type() == QEvent.Type.Show:
+            keep_on_screen_soon(obj)  # the window manager's frame is known once it is shown
         return False
 
 
 def keep_on_screen(widget: QWidget) -> None:
     """Move and shrink a shown window so that its frame (title bar included) is on its screen."""
     screen = screen_for(widget)
-    if screen is None:
+    if screen is None or not widget.isVisible() or widget.isMaximized() or widget.isFullScreen():
         return
     area = screen.availableGeometry()
     frame, inner = widget.frameGeometry(), widget.geometry()
@@ -187,8 +224,9 @@ def _rect_from(entry: dict[str, Any] | None) -> QRect | None:
 
 
 class NarrowSidebar(QObject):
-    """Hides `sidebar` while `window` is narrower than `min_width`, and shows it again once the window
-    is wide enough, if `wanted()` (the user's choice) says so; the user's own toggles always win."""
+    """Hides `sidebar` while `window` is narrower than `min_width` (or while `suppressed`: the first
+    start, with nothing to list), and shows it again once that ends, if `wanted()` (the user's
+    choice) says so; the user's own toggles always win."""
 
     def __init__(self, window: QWidget, sidebar: QWidget, wanted: Callable[[], bool], min_width: int = 720) -> None:
         super().__init__(window)
@@ -197,14 +235,22 @@ class NarrowSidebar(QObject):
         self.wanted = wanted
         self.min_width = min_width
         self.auto_hidden = False
+        self.suppressed = False
+        self.user_override = False  # the user showed or hid it while narrow: leave it so until wide again
         window.installEventFilter(self)
 
     @property
     def narrow(self) -> bool:
-        return self.window.width() < self.min_width
+        return self.window.width() < self.min_width or self.suppressed
+
+    def set_suppressed(self, on: bool) -> None:
+        if on != self.suppressed:
+            self.suppressed = on
+            self.update()
 
     def user_toggled(self) -> None:
         self.auto_hidden = False
+        self.user_override = self.narrow
 
     def eventFilter(self, obj: QObject, e: QEvent) -> bool:
         if obj is self.window and e.type() == QEvent.Type.Resize:
@@ -212,6 +258,10 @@ class NarrowSidebar(QObject):
         return False
 
     def update(self) -> None:
+        if not self.narrow:
+            self.user_override = False
+        if self.user_override:
+            return
         if self.narrow and self.sidebar.isVisibleTo(self.window) and not self.auto_hidden and self.wanted():
             self.auto_hidden = True
             self.sidebar.hide()

@@ -169,3 +169,19 @@ class _FakeScreen:
 
     def availableGeometry(self) -> QRect:
         return self._rect
+
+
+def test_the_users_own_choice_of_the_list_wins_while_narrow(make_window, qtbot) -> None:  # type: ignore[no-untyped-def]
+    w, _ = make_window()
+    w.resize(640, 480)
+    _settle(qtbot, w)
+    assert not w.sidebar.isVisible()
+    w.view.toggle_sidebar()
+    for size in ((660, 480), (700, 500)):  # still narrow: it stays, as asked
+        w.resize(*size)
+        _settle(qtbot, w)
+        assert w.sidebar.isVisible()
+    w.resize(1200, 800)
+    w.resize(640, 480)  # narrow again after being wide: it makes room again
+    _settle(qtbot, w)
+    assert not w.sidebar.isVisible() and w.runtime.settings.window.sidebar_visible
