@@ -191,12 +191,23 @@ def apply(app: QApplication, dark: bool | None = None) -> Palette:
     return pal
 
 
+_desktop_choice: Callable[[], str] | None = None
+
+
 def follow_desktop(app: QApplication, choice: Callable[[], str]) -> None:
-    """While the theme setting (`choice()`) is "system", follow the desktop's light/dark switch live."""
-    hints = QGuiApplication.styleHints()
-    signal = getattr(hints, "colorSchemeChanged", None)  # Qt 6.5+
-    if signal is not None:
-        signal.connect(lambda *_: apply(app, None) if choice() == "system" else None)
+    """While the theme setting (`choice()`) is "system", follow the desktop's light/dark switch live.
+    One connection per application: a later call only replaces `choice`."""
+    global _desktop_choice
+    first = _desktop_choice is None
+    _desktop_choice = choice
+    signal = getattr(QGuiApplication.styleHints(), "colorSchemeChanged", None)  # Qt 6.5+
+    if first and signal is not None:
+        signal.connect(lambda *_: _on_desktop_scheme(app))
+
+
+def _on_desktop_scheme(app: QApplication) -> None:
+    if _desktop_choice is not None and _desktop_choice() == "system":
+        apply(app, None)
 
 
 def style_sheet(pal: Palette) -> str:
