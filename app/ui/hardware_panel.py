@@ -1,4 +1,8 @@
-"""The hardware panel: what this computer has, how the model will load there and why, with overrides."""
+"""The hardware panel: what this computer has, how the model will load there and why, with overrides.
+
+Just over 700 lines: its drawing parts are already in hardware_widgets.py and its demo in
+hardware_demo.py; what is left is one form whose parts read each other's state.
+"""
 
 from __future__ import annotations
 
