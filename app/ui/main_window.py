@@ -12,7 +12,9 @@ from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
     QApplication,
     QFileDialog,
+    QLineEdit,
     QMainWindow,
+    QPlainTextEdit,
     QSplitter,
     QWidget,
 )
@@ -344,6 +346,12 @@ class MainWindow(QMainWindow):
     def _on_load_finished(self) -> None:
         self.load_panel.hide()
         self.refresh()
+        focused = QApplication.focusWidget()
+        typing = isinstance(focused, (QLineEdit, QPlainTextEdit)) and focused.window() is self
+        if self.runtime.model_loaded and self.composer.isVisible() and not typing:
+            # Ready: the keyboard goes to the message box (not to whatever button was left with
+            # it when the first-run page went away: typing a space would press that button).
+            self.composer.edit.setFocus(Qt.FocusReason.OtherFocusReason)
 
     def _on_server_running(self, running: bool) -> None:
         panel = self.panels.server_panel

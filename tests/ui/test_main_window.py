@@ -375,3 +375,19 @@ def test_a_missing_last_model_says_so_with_locate_and_download(qtbot, tmp_path: 
     w.banner.button("Locate…").click()  # type: ignore[union-attr]
     qtbot.waitUntil(lambda: not w.loading, timeout=5000)
     assert w.runtime.model_name == "found" and w.runtime.settings.load.last_model == str(found)
+
+
+def test_when_the_first_model_is_ready_the_keyboard_is_in_the_message_box(make_window, qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    w, _ = make_window(loaded=False, load_delay_s=0.2)
+    w.activateWindow()
+    qtbot.waitUntil(lambda: w.isActiveWindow(), timeout=3000)
+    assert not w.sidebar.isVisible()  # a first start: nothing to list yet
+    w.panels.first_run.have_button.setFocus()  # where the keyboard was on the first-run page
+    f = tmp_path / "first.gguf"
+    f.write_bytes(b"GGUF")
+    assert w.open_model(f)
+    qtbot.waitUntil(lambda: not w.loading, timeout=5000)
+    assert w.composer.edit.hasFocus()  # typing goes to the message, a space presses no button
+    assert w.sidebar.isVisible() and w.runtime.settings.window.sidebar_visible
+    qtbot.keyClicks(w.composer.edit, "hello there")
+    assert w.composer.edit.toPlainText() == "hello there"
