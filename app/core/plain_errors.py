@@ -125,3 +125,10 @@ def describe_os_error(exc: BaseException) -> str:
 def plain_text(exc: BaseException) -> str:
     """`str(exc)` without Python's '[Errno N]' prefix (the words after it stay)."""
     return _ERRNO_IN_TEXT.sub("", str(exc)).strip()
+
+
+def describe_error(exc: BaseException) -> str:
+    """Any error as words for a message: OS errors by what happened, others without '[Errno N]'."""
+    if isinstance(exc, OSError) and not _is(exc, (), ("ConnectError", "TimeoutException")):
+        return describe_os_error(exc)
+    return plain_text(exc) or type(exc).__name__

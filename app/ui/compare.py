@@ -26,6 +26,7 @@ from app.core.lab import (
     RunFinished,
     RunStarted,
 )
+from app.core.plain_errors import describe_error
 from app.ui.lab_cards import RunCard, format_duration
 from app.ui.lab_results import LabResultsView
 from app.ui.lab_setup import LabSetupPanel
@@ -190,7 +191,7 @@ class CompareWindow(QWidget):
 
     def _hash_failed(self, path: str, exc: BaseException) -> None:
         self._hash_fraction = None
-        self.setup.model_label.setText(f"{Path(path).name}: the SHA-256 could not be computed ({exc}).")
+        self.setup.model_label.setText(f"{Path(path).name}: the SHA-256 could not be computed ({describe_error(exc)}).")
 
     def _on_hash(self, ev: object) -> None:
         if isinstance(ev, HashProgress):

@@ -11,6 +11,7 @@ from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QDialog, QFileDialog, QMessageBox, QWidget
 
 from app.core.chat import Conversation
+from app.core.plain_errors import describe_error
 from app.core.runtime import Runtime
 from app.core.store import StoreError
 from app.ui.chat_controller import ChatController
@@ -280,7 +281,7 @@ class ConversationActions(QObject):
             else:
                 export.export_markdown(self.store, cid, include_reasoning=fmt == "md-reasoning", path=path)
         except (OSError, StoreError) as exc:
-            self.notices.error(f"The chat could not be exported: {exc}", exc)
+            self.notices.error(f"The chat could not be exported: {describe_error(exc)}.", exc)
             return False
         self.notices.info(f"Exported to {path}.", timeout_ms=8000)
         return True
@@ -296,7 +297,7 @@ class ConversationActions(QObject):
         try:
             export.write_json(self.store, path)
         except (OSError, StoreError) as exc:
-            self.notices.error(f"The conversations could not be exported: {exc}", exc)
+            self.notices.error(f"The conversations could not be exported: {describe_error(exc)}.", exc)
             return
         self.notices.info(f"Exported {self.store.count_conversations()} conversations to {path}.", timeout_ms=8000)
 
@@ -313,7 +314,7 @@ class ConversationActions(QObject):
         try:
             ids = export.import_json(self.store, path)
         except (export.ImportFormatError, OSError, StoreError) as exc:
-            self.notices.error(f"Nothing was imported: {exc}", exc)
+            self.notices.error(f"Nothing was imported: {describe_error(exc)}", exc)
             return []
         self.events.list_changed.emit()
         if ids and not self.answers.generating:

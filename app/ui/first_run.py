@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 from app.core.download import DownloadManager, DownloadRequest, Phase, human_bytes
 from app.core.hardware import HardwareProfile
 from app.core.models import CatalogEntry, LocalModel, ModelLibrary, RefusedFile, assess_fit, catalog, recommend
-from app.core.plain_errors import describe_os_error, plain_text
+from app.core.plain_errors import describe_error, describe_os_error, plain_text
 from app.core.speed import SpeedEstimate, expected_speed
 from app.core.units import exact_bytes, format_rate
 from app.ui import style
@@ -283,7 +283,7 @@ class FirstRunPage(QWidget):
         start_worker(worker)
 
     def _facts_failed(self, exc: BaseException) -> None:
-        self.machine_status.setText(f"Could not check this computer: {exc}")
+        self.machine_status.setText(f"Could not check this computer: {describe_error(exc)}")
 
     def _file_check_failed(self, exc: BaseException) -> None:
         words = describe_os_error(exc) if isinstance(exc, OSError) else plain_text(exc)

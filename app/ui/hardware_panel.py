@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 from app.core.engine import LoadSettings
 from app.core.gguf_info import GgufInfo
 from app.core.hardware import GiB, HardwareProfile, detect
+from app.core.plain_errors import describe_error
 from app.core.planner import (
     Plan,
     Wishes,
@@ -491,7 +492,7 @@ class HardwarePanel(QDialog):
 
     def _on_detect_error(self, exc: BaseException) -> None:
         # detect() never raises; a custom provider might. Say so and keep the dialog usable.
-        self.hw_status.setText(f"The hardware could not be checked: {exc}")
+        self.hw_status.setText(f"The hardware could not be checked: {describe_error(exc)}")
         self.hw_status.show()
 
     def _on_detect_finished(self) -> None:

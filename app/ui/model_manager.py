@@ -37,6 +37,7 @@ from app.core.models import (
     catalog,
     recommend,
 )
+from app.core.plain_errors import describe_error
 from app.ui import style
 from app.ui.downloads import DownloadController, DownloadPanel, State
 from app.ui.notice import NoticeBar
@@ -70,7 +71,7 @@ def import_job(
         except ModelError as exc:
             yield RefusedFile(Path(path), str(exc))
         except OSError as exc:
-            yield RefusedFile(Path(path), f"{Path(path).name} could not be read: {exc}.")
+            yield RefusedFile(Path(path), f"{Path(path).name} could not be read: {describe_error(exc)}.")
 
 
 def detect_job(*, cancel: threading.Event) -> Iterator[HardwareProfile]:
@@ -503,7 +504,7 @@ class ModelManagerDialog(QDialog):
         start_worker(worker)
 
     def _work_failed(self, exc: BaseException) -> None:
-        self.notice.show_message(f"Something went wrong: {exc}", exc=exc)
+        self.notice.show_message(f"Something went wrong: {describe_error(exc)}", exc=exc)
 
     def _download_ended(self, request: object, outcome: object) -> None:
         self.refresh_models()

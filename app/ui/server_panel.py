@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.plain_errors import describe_error
 from app.core.scheduler import EngineScheduler, QueueState
 from app.core.server import ApiServer, RequestRecord, ServerError, ServerSettings, example_code, generate_api_key
 from app.ui import style
@@ -337,7 +338,7 @@ class ServerPanel(QWidget):
             self._set_state("stopped")
 
     def _on_failed(self, exc: BaseException) -> None:
-        self._error = str(exc) if isinstance(exc, ServerError) else f"The API server failed: {exc}"
+        self._error = str(exc) if isinstance(exc, ServerError) else f"The API server failed: {describe_error(exc)}"
         self._set_state("error")
         self.error.emit(self._error)
 

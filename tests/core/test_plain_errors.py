@@ -59,3 +59,12 @@ def test_download_errors_say_what_happened_not_errno(monkeypatch: pytest.MonkeyP
     err = _classify(refused, "https://huggingface.co", "gpt-oss-20b-mxfp4.gguf")
     assert "Errno" not in err.message and "refused the connection" in err.message and "online" in err.message
     assert _interruption(refused, 30).startswith("Could not connect: the server refused")
+
+
+def test_any_error_for_a_message() -> None:
+    from app.core.plain_errors import describe_error
+
+    assert describe_error(PermissionError(errno.EACCES, "Permission denied", "/x/chat.md")).startswith(
+        "permission was denied"
+    )
+    assert describe_error(ValueError("[Errno 5] odd")) == "odd"
