@@ -218,8 +218,8 @@ def _rect_from(entry: dict[str, Any] | None) -> QRect | None:
         x, y, w, h = (int(entry[k]) for k in ("x", "y", "w", "h"))
     except (KeyError, TypeError, ValueError):
         return None
-    if w < 100 or h < 80:
-        return None
+    if not (100 <= w <= 100_000 and 80 <= h <= 100_000 and abs(x) <= 1_000_000 and abs(y) <= 1_000_000):
+        return None  # damaged, or from nothing like a screen
     return QRect(x, y, w, h)
 
 

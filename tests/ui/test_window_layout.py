@@ -185,3 +185,17 @@ def test_the_users_own_choice_of_the_list_wins_while_narrow(make_window, qtbot) 
     w.resize(640, 480)  # narrow again after being wide: it makes room again
     _settle(qtbot, w)
     assert not w.sidebar.isVisible() and w.runtime.settings.window.sidebar_visible
+
+
+def test_a_damaged_saved_place_is_ignored(make_window, qtbot) -> None:  # type: ignore[no-untyped-def]
+    w, _ = make_window()
+    area = w.screen().availableGeometry()
+    for bad in (
+        {"x": "left", "y": 0, "w": 800, "h": 600},
+        {"x": 0, "y": 0, "w": -5, "h": 600},
+        {"x": -(10**12), "y": 10**12, "w": 10**9, "h": 10**9},
+        {"w": 800},
+    ):
+        w.runtime.settings.window.geometries = {"main": bad}
+        w.geometry_keeper.restore(w)  # never raises, never leaves the window off the screen
+        assert area.intersects(w.geometry()) and w.width() <= area.width() and w.height() <= area.height()
