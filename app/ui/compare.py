@@ -27,6 +27,7 @@ from app.core.lab import (
     RunStarted,
 )
 from app.core.plain_errors import describe_error
+from app.ui import style
 from app.ui.lab_cards import RunCard, format_duration
 from app.ui.lab_results import LabResultsView
 from app.ui.lab_setup import LabSetupPanel
@@ -72,7 +73,11 @@ class CompareWindow(QWidget):
         self._stop_reason = ""
         self._refresh = Throttle(self.refresh_results, REFRESH_MS, self)
 
-        outer = QHBoxLayout(self)
+        # The lab needs room (the form beside charts and run cards); on a smaller screen (or at 2×)
+        # the whole of it scrolls rather than the window growing off the screen.
+        _page, scroll, body = style.scroll_page(self, "LabBody")
+        scroll.setObjectName("LabWindowScroll")
+        outer = QHBoxLayout(body)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.setSpacing(0)
         self.setup = LabSetupPanel()

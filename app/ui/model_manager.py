@@ -350,7 +350,7 @@ class ModelManagerDialog(QDialog):
         self.setObjectName("ModelManager")
         self.setAcceptDrops(True)
         self.resize(860, 780)
-        self.setMinimumSize(720, 480)
+        self.setMinimumSize(480, 360)  # it scrolls: a small screen (or 2× scale) still fits it
 
         outer, scroll, content = style.scroll_page(self, "ManagerContent")
         scroll.setObjectName("ManagerScroll")

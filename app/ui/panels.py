@@ -84,6 +84,7 @@ class Panels(QObject):
         if self.models_dialog is None:
             dlg = ModelManagerDialog(self.downloads, parent=self.window, current_model=current)
             dlg.model_chosen.connect(self.open_requested)
+            self.keeper.track(dlg, "ModelsDialog", (860, 780))
             self.models_dialog = dlg
         else:
             self.models_dialog.set_current_model(current)
@@ -165,6 +166,7 @@ class Panels(QObject):
             from app.ui.compare import CompareWindow
 
             self.lab = CompareWindow(self.runtime.lab_client)
+            self.keeper.track(self.lab, "LabWindow", (1280, 860))
         self.lab.refresh_model()
         self.lab.set_expected_speed(self.runtime.generation_speed())
         self._raise(self.lab)

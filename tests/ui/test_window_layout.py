@@ -155,7 +155,14 @@ def test_dialogs_fit_a_small_screen(make_window, qtbot, monkeypatch) -> None:  #
     w, _ = make_window()
     w.geometry_keeper.restore(w)
     assert small.contains(w.geometry())
-    for open_panel in (w.show_hardware, w.panels.show_tools, w.show_server, w.view.show_shortcuts):
+    for open_panel in (
+        w.show_hardware,
+        w.panels.show_tools,
+        w.show_server,
+        w.view.show_shortcuts,
+        w.panels.show_models,
+        w.panels.show_lab,
+    ):
         panel = open_panel()
         _settle(qtbot, w)
         top = panel.window()
