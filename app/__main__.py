@@ -100,7 +100,9 @@ def _run_window(args: argparse.Namespace) -> int:
     if runtime is not None:
         logs.set_debug(runtime.settings.logging.debug)
     theme = args.theme or (runtime.settings.window.theme if runtime is not None else "system")
-    style.apply(app, None if theme == "system" else theme == "dark")  # type: ignore[arg-type]
+    style.apply(app, style.dark_for(theme))  # type: ignore[arg-type]
+    # "Like the system" follows the desktop's light/dark switch while Harmonica runs.
+    style.follow_desktop(app, lambda: runtime.settings.window.theme if runtime is not None else theme)  # type: ignore[arg-type]
 
     if args.demo:
         from app.ui.demo import demo_scene, start_demo

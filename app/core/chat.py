@@ -8,13 +8,13 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from datetime import date as Date
 from typing import Any
 
 from app.core import harmony
-from app.core.engine import EngineError, GenerationStats, ModelInfo, Sampling
+from app.core.engine import EngineError, GenerationStats, ModelInfo, Sampling, stream_with_progress
 from app.core.engine import EngineLike as EngineLike  # re-exported: run_turn's callers name it from here
 from app.core.errors import HarmonicaError
 from app.core.harmony import Done, Event, FinalDelta, PreambleDelta, ReasoningDelta, ToolCall
@@ -208,6 +208,21 @@ class TurnStarted:
 
 
 @dataclass(frozen=True)
+class PromptProgress:
+    """The engine read `done` of the `total` prompt tokens it had to (the rest was cached).
+
+    Not yielded: it arrives while the engine is busy with the prompt, so run_turn hands it to its
+    `progress` callback (the UI's worker passes it on to the window: "Reading your message… 40%")."""
+
+    done: int
+    total: int
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 1.0
+
+
+@dataclass(frozen=True)
 class TurnFinished:
     """The assistant message is complete (or stopped) and has been appended to the conversation."""
 
@@ -258,6 +273,7 @@ def run_turn(
     date: Date | None = None,
     grammar: str | None = None,
     resume: Message | None = None,
+    progress: Callable[[PromptProgress], None] | None = None,
 ) -> Generator[TurnEvent, None, None]:
     """Generate one assistant message for `conversation`, yielding events as they stream.
 
@@ -269,6 +285,9 @@ def run_turn(
     prompt ends inside that message, with its reasoning and partial answer already written, so
     the model picks up mid-sentence; new text is appended to `resume`, which is then appended to
     the conversation (which must not already hold it).
+
+    `progress` is told how far the engine is in reading the prompt (PromptProgress), from the
+    thread that runs this generator, before the first token.
     """
     info = engine.info
     if info is None:
@@ -307,7 +326,10 @@ def run_turn(
     stop_reason = "error"
     failure: BaseException | None = None
     try:
-        for token_id, piece in engine.stream(tokens, sampling, cancel=cancel, grammar=grammar):
+        report = (lambda done, total: progress(PromptProgress(done, total))) if progress is not None else None
+        for token_id, piece in stream_with_progress(
+            engine, tokens, sampling, cancel=cancel, grammar=grammar, progress=report
+        ):
             for ev in parser.feed(piece, token_id):
                 builder.apply(ev)
                 yield ev

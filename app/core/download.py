@@ -50,6 +50,8 @@ from app.core import paths
 from app.core.bridge import iterate_callbacks
 from app.core.errors import HarmonicaError
 from app.core.fsutil import Sha256Reader, atomic_write, sha256_file
+from app.core.plain_errors import connection_problem, describe_os_error, http_status_words, plain_text
+from app.core.units import format_bytes
 
 ProgressCallback = Callable[["DownloadProgress"], None]
 DiskFree = Callable[[Path], int]
@@ -258,15 +260,8 @@ class _RetryableStatus(Exception):
 
 
 def human_bytes(n: float) -> str:
-    """12_109_566_560 → '12.1 GB': decimal units, as the Hub and the OS's disk tools show sizes."""
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(value) < 1000 or unit == "TB":
-            if unit in ("B", "kB"):
-                return f"{value:.0f} {unit}"
-            return f"{value:.1f}".removesuffix(".0") + f" {unit}"
-        value /= 1000
-    return f"{value:.1f}".removesuffix(".0") + " TB"
+    """12_109_566_560 → '11.3 GiB': the app's one convention for sizes (app/core/units.py)."""
+    return format_bytes(n)
 
 
 def is_offline() -> bool:
@@ -336,7 +331,7 @@ def verify_events(
         try:
             sizes.append(f.stat().st_size)
         except OSError as exc:
-            raise DownloadError(ErrorKind.LOCAL_IO, f"Could not read {f}: {exc}") from exc
+            raise DownloadError(ErrorKind.LOCAL_IO, f"Could not read {f}: {describe_os_error(exc)}") from exc
     total = sum(sizes)
     verified: list[Path] = []
     unknown: list[Path] = []
@@ -894,25 +889,29 @@ def _classify(exc: BaseException, endpoint: str, what: str) -> DownloadError:
         status = exc.response.status_code if exc.response is not None else 0
         if status in (401, 403):
             return DownloadError(
-                ErrorKind.AUTH, f"{endpoint} refused access to {what} (HTTP {status}). Check HF_TOKEN."
+                ErrorKind.AUTH,
+                f"{endpoint} refused access to {what}: {http_status_words(status)} (HTTP {status}). "
+                "If the model needs a Hugging Face login, set HF_TOKEN and try again.",
             )
         if status == 404:
             return DownloadError(ErrorKind.NOT_FOUND, f"{what} was not found on {endpoint} (HTTP 404).")
-        return DownloadError(
-            ErrorKind.SERVER,
-            f"{endpoint} answered HTTP {status} for {what}. The server has a problem; try again later.",
-        )
+        return DownloadError(ErrorKind.SERVER, _server_trouble(endpoint, what, status))
     if isinstance(exc, _RetryableStatus):
-        return DownloadError(
-            ErrorKind.SERVER,
-            f"{endpoint} answered HTTP {exc.status} for {what}. The server has a problem; try again later.",
-        )
+        return DownloadError(ErrorKind.SERVER, _server_trouble(endpoint, what, exc.status))
     if isinstance(exc, (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError, OSError)):
         return DownloadError(
             ErrorKind.NETWORK,
-            f"Could not reach {endpoint} for {what}: {exc or type(exc).__name__}. Check the internet connection.",
+            f"Could not reach {endpoint} for {what}: {connection_problem(exc)}. Check that this computer is "
+            "online; the bytes already downloaded are kept, so Resume continues from there.",
         )
-    return DownloadError(ErrorKind.NETWORK, f"Download of {what} failed: {exc}")
+    return DownloadError(ErrorKind.NETWORK, f"Download of {what} failed: {plain_text(exc)}")
+
+
+def _server_trouble(endpoint: str, what: str, status: int) -> str:
+    return (
+        f"{endpoint} could not send {what}: {http_status_words(status)} (HTTP {status}). "
+        "This is on the server's side; try again later."
+    )
 
 
 def _interruption(exc: BaseException, read_timeout: float) -> str:
@@ -920,13 +919,15 @@ def _interruption(exc: BaseException, read_timeout: float) -> str:
     import httpx2
 
     if isinstance(exc, _RetryableStatus):
-        return f"The server answered HTTP {exc.status}"
+        words = http_status_words(exc.status)
+        return f"{words[0].upper()}{words[1:]} (HTTP {exc.status})"
     if isinstance(exc, httpx2.ConnectTimeout):
         return "The server did not answer"
     if isinstance(exc, (httpx2.ReadTimeout, TimeoutError)):
         return f"The server stopped sending data for {read_timeout:g} s"
     if isinstance(exc, httpx2.ConnectError):
-        return "Could not connect to the server"
+        words = connection_problem(exc)
+        return f"Could not connect: {words}"
     return "The connection was interrupted"
 
 
@@ -958,6 +959,7 @@ class DownloadJob:
         self.manager = manager
         self.request = request
         self._stop = threading.Event()
+        self._wake = threading.Event()  # retry_now(): end a back-off wait early
         self._stop_reason: Phase = Phase.PAUSED
         self._cleanup = False
         self._io_lock = threading.Lock()
@@ -1084,7 +1086,7 @@ class DownloadJob:
             error = DownloadError(
                 ErrorKind.LOCAL_IO,
                 f"Could not write to the Hugging Face cache at "
-                f"{self.manager.cache_dir}: {exc}. Check that the folder is writable, or set "
+                f"{self.manager.cache_dir}: {describe_os_error(exc)}. Check that the folder is writable, or set "
                 "HF_HOME to another folder.",
             )
             reporter.emit(Phase.FAILED, force=True, message=error.message)
@@ -1131,11 +1133,20 @@ class DownloadJob:
         delay = min(m.backoff_max, m.backoff_base * (2.0 ** (attempt - 1)))
         return delay * (0.75 + 0.5 * random.random())  # jitter so many clients don't retry in lockstep
 
+    def retry_now(self) -> None:
+        """Skip the rest of a back-off wait: the next attempt starts at once (the user's "Retry now")."""
+        self._wake.set()
+
     def _sleep_backoff(self, attempt: int, delay: float | None = None) -> None:
         if delay is None:
             delay = self._backoff_delay(attempt)
-        if self._stop.wait(delay):
-            raise _Stopped
+        end = time.monotonic() + delay
+        while (left := end - time.monotonic()) > 0:
+            if self._stop.wait(min(left, 0.1)):
+                raise _Stopped
+            if self._wake.is_set():
+                break
+        self._wake.clear()
 
     def _fetch_with_retry(self, reporter: _Reporter) -> list[RemoteFile]:
         what = f"{self.request.repo_id}/{self.request.filenames[0]}"
@@ -1257,7 +1268,7 @@ class DownloadJob:
         except OSError as exc:
             raise DownloadError(
                 ErrorKind.LOCAL_IO,
-                f"Could not place {rf.filename} in the Hugging Face cache ({self.manager.cache_dir}): {exc}",
+                f"Could not place {rf.filename} in the Hugging Face cache ({self.manager.cache_dir}): {describe_os_error(exc)}",
             ) from exc
 
     # -- plain HTTP ----------------------------------------------------------------------------
@@ -1378,7 +1389,7 @@ class DownloadJob:
                 if isinstance(exc, OSError) and not isinstance(exc, hf_errors.HfHubHTTPError):
                     raise DownloadError(
                         ErrorKind.LOCAL_IO,
-                        f"Could not write {incomplete}: {exc}. The partial file is kept; free some space and resume.",
+                        f"Could not write {incomplete}: {describe_os_error(exc)}. The partial file is kept; free some space and resume.",
                     ) from exc
                 raise _classify(exc, m.endpoint, rf.filename) from exc
             finally:

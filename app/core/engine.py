@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from app.core.errors import HarmonicaError
 from app.core.gguf_info import GgufError, PartHeader, read_part
+from app.core.units import format_bytes
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +218,45 @@ class EngineWrapper:
         return self._inner.stream(prompt, sampling, cancel=cancel, grammar=grammar)
 
 
+# --- prompt-reading progress ("Reading your message…" before the first token) ---------------------
+# Kept apart from the generation code: engines that can say how far they are in evaluating a long
+# prompt (Engine, ScriptedEngine, and the scheduler's clients of them) take `progress` in stream().
+
+PromptProgressFn = Callable[[int, int], None]  # (prompt tokens evaluated so far, tokens to evaluate)
+
+
+@runtime_checkable
+class ReportsPromptProgress(Protocol):
+    """An engine whose stream() also takes `progress`, called after each evaluated prompt batch."""
+
+    reports_prompt_progress: bool
+
+    def stream(
+        self,
+        prompt: str | Sequence[int],
+        sampling: Sampling | None = None,
+        *,
+        cancel: threading.Event | None = None,
+        grammar: str | None = None,
+        progress: PromptProgressFn | None = None,
+    ) -> Iterator[tuple[int, bytes]]: ...
+
+
+def stream_with_progress(
+    engine: EngineLike,
+    prompt: str | Sequence[int],
+    sampling: Sampling | None = None,
+    *,
+    cancel: threading.Event | None = None,
+    grammar: str | None = None,
+    progress: PromptProgressFn | None = None,
+) -> Iterator[tuple[int, bytes]]:
+    """`engine.stream`, reporting prompt progress to `progress` where the engine can (else silently not)."""
+    if progress is not None and isinstance(engine, ReportsPromptProgress) and engine.reports_prompt_progress:
+        return engine.stream(prompt, sampling, cancel=cancel, grammar=grammar, progress=progress)
+    return engine.stream(prompt, sampling, cancel=cancel, grammar=grammar)
+
+
 def close_stream(stream: Iterator[tuple[int, bytes]]) -> None:
     """End a token stream early. An engine holds its generation lock until its generator ends, so a
     wrapper that stops reading must close it rather than drop it."""
@@ -273,7 +313,7 @@ def check_model_file(path: str | os.PathLike[str]) -> PartHeader:
         if h.data_end > h.size:
             have, need = h.size, h.data_end
             raise EngineError(
-                f"{part.name} is incomplete: it is {have / 1e9:.2f} GB but its tensors need {need / 1e9:.2f} GB. "
+                f"{part.name} is incomplete: it is {format_bytes(have, decimals=2)} but its tensors need {format_bytes(need, decimals=2)}. "
                 "The download may have been interrupted; download it again."
             )
     return head
@@ -348,6 +388,8 @@ class Engine:
     no logits copied into Python), which keeps Python's share of each token to a few microseconds.
     """
 
+    reports_prompt_progress = True  # stream(progress=…): see ReportsPromptProgress
+
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._gen_lock = threading.Lock()
@@ -380,6 +422,7 @@ class Engine:
         self._bchain_key: tuple[object, ...] | None = None
         self._threadpools: list[Any] = []  # llama_ext.CpuThreadpool, freed after the context
         self.last_stats: GenerationStats | None = None
+        self._prompt_progress: PromptProgressFn | None = None  # set while a reporting stream runs
 
     # -- loading ------------------------------------------------------------------------------------
 
@@ -671,8 +714,12 @@ class Engine:
         *,
         cancel: threading.Event | None = None,
         grammar: str | None = None,
+        progress: PromptProgressFn | None = None,
     ) -> Iterator[tuple[int, bytes]]:
         """Yield (token_id, piece) until a stop token, max_tokens, a full context or cancel.
+
+        `progress(done, total)` is called after each batch of the prompt is evaluated (long prompts
+        on a CPU take seconds before the first token).
 
         The stop token (<|return|>, <|call|>, <|endoftext|>) is not yielded; last_stats.stop_reason
         says which one ended the turn. Input problems raise EngineError here, before any work.
@@ -705,7 +752,18 @@ class Engine:
         if grammar is not None:
             body, _ = split_grammar_stops(grammar, list(self._stop_texts))
             self._free_sampler(self._grammar_sampler(body))  # fail now, not mid-stream
-        return self._generate(tokens, sampling, cancel, grammar)
+        gen = self._generate(tokens, sampling, cancel, grammar)
+        return gen if progress is None else self._reporting_prompt(gen, progress)
+
+    def _reporting_prompt(
+        self, gen: Iterator[tuple[int, bytes]], progress: PromptProgressFn
+    ) -> Iterator[tuple[int, bytes]]:
+        """Run `gen` with `progress` told about each evaluated prompt batch (_eval_prompt)."""
+        self._prompt_progress = progress
+        try:
+            yield from gen
+        finally:
+            self._prompt_progress = None
 
     @property
     def _stop_texts(self) -> list[str]:
@@ -952,6 +1010,8 @@ class Engine:
                     raise EngineError(f"llama.cpp failed while reading the prompt (code {rc}).")
                 self._cache_tokens.extend(chunk)
                 i += len(chunk)
+                if self._prompt_progress is not None:
+                    self._prompt_progress(i - start, len(tokens) - start)
             return True
         finally:
             self._abort_event = None

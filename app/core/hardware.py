@@ -139,16 +139,18 @@ class HardwareProfile:
             else ""
         )
         lines.append(f"{cpu}: {self.cores_physical} cores{hybrid}, {self.cores_logical} threads")
-        lines.append(f"RAM: {self.ram_total / GiB:.1f} GB, {self.ram_available / GiB:.1f} GB available")
+        lines.append(f"RAM: {self.ram_total / GiB:.1f} GiB, {self.ram_available / GiB:.1f} GiB available")
         if self.apple:
             lines.append(
-                f"{self.apple.chip}: unified memory, GPU may use about {self.apple.gpu_budget / GiB:.1f} GB ({self.apple.budget_source})"
+                f"{self.apple.chip}: unified memory, GPU may use about {self.apple.gpu_budget / GiB:.1f} GiB ({self.apple.budget_source})"
             )
         for g in self.gpus:
             if g.vendor == "apple":
                 continue
             drv = f", driver {g.driver}" if g.driver else ""
-            lines.append(f"GPU {g.index}: {g.name}, {g.vram_total / GiB:.1f} GB ({g.vram_free / GiB:.1f} GB free){drv}")
+            lines.append(
+                f"GPU {g.index}: {g.name}, {g.vram_total / GiB:.1f} GiB ({g.vram_free / GiB:.1f} GiB free){drv}"
+            )
         if self.backends is not None:
             lines.append("llama.cpp backends: " + (", ".join(self.backends) or "none"))
         return lines

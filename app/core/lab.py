@@ -36,6 +36,7 @@ from app.core.fsutil import atomic_write
 from app.core.harmony import SPECIAL_TOKEN_IDS, FinalDelta, PreambleDelta, ReasoningDelta
 from app.core.problem_sets import Problem, ProblemError
 from app.core.scripted_engine import is_scripted_path
+from app.core.units import format_bytes
 
 FORMAT = "harmonica-experiment"
 VERSION = 1
@@ -513,8 +514,8 @@ class Experiment:
         if not self.spec.model.same_model(now):
             m = self.spec.model
             return (
-                f"This experiment was run with {m.file or m.name} ({m.size / 1e9:.2f} GB); the loaded model is "
-                f"{now.file or now.name} ({now.size / 1e9:.2f} GB). Load the same model to resume it, "
+                f"This experiment was run with {m.file or m.name} ({format_bytes(m.size, decimals=2)}); the loaded model is "
+                f"{now.file or now.name} ({format_bytes(now.size, decimals=2)}). Load the same model to resume it, "
                 "or start a new experiment."
             )
         return None

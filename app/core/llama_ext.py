@@ -18,6 +18,7 @@ import llama_cpp
 
 from app.core.engine import PARTIAL_EXPERT_TENSORS
 from app.core.errors import HarmonicaError
+from app.core.units import format_bytes
 
 log = logging.getLogger("harmonica.llama")
 
@@ -360,7 +361,7 @@ class BackendReport:
         """Every device with its backend and memory, and the plugin file it came from."""
         out = []
         for d in self.devices:
-            mem = f", {d.memory_total / 1e9:.1f} GB" if d.memory_total and d.kind != "cpu" else ""
+            mem = f", {format_bytes(d.memory_total)}" if d.memory_total and d.kind != "cpu" else ""
             src = self.files.get(d.backend)
             out.append(f"{d.backend} {d.name}: {d.description}{mem}" + (f" [{Path(src).name}]" if src else ""))
         return out

@@ -85,8 +85,8 @@ CATALOG: tuple[CatalogEntry, ...] = (
         files=("gpt-oss-20b-mxfp4.gguf",),
         size_bytes=12_109_566_560,
         kv_bytes_per_token=24 * 1024,
-        description="OpenAI's 21B-parameter open-weight model (3.6B active). Runs on a 16 GB machine; "
-        "fast on a GPU with 16 GB, usable with less by keeping experts on the CPU.",
+        description="OpenAI's 21B-parameter open-weight model (3.6B active). Runs on a computer with 16 GiB of "
+        "memory; fast on a GPU with 16 GiB, usable with less by keeping experts on the CPU.",
         default=True,
     ),
     CatalogEntry(
@@ -96,8 +96,8 @@ CATALOG: tuple[CatalogEntry, ...] = (
         files=tuple(f"gpt-oss-120b-mxfp4-0000{i}-of-00003.gguf" for i in (1, 2, 3)),
         size_bytes=63_390_000_000,
         kv_bytes_per_token=36 * 1024,
-        description="OpenAI's 117B-parameter open-weight model (5.1B active). Needs about 64 GB of "
-        "memory (RAM plus VRAM); an 80 GB GPU runs it entirely.",
+        description="OpenAI's 117B-parameter open-weight model (5.1B active). Needs about 60 GiB of "
+        "memory (RAM plus VRAM); an 80 GiB GPU runs it entirely.",
         size_is_approximate=True,
     ),
 )

@@ -13,8 +13,8 @@ from app.core.gguf_info import GgufError, GgufInfo, read_gguf_info
 from app.core.hardware import GB, VENDOR_BACKENDS, GpuInfo, HardwareProfile
 
 MiB = 1 << 20
-# Memory is shown in GiB written "GB": that is how RAM and VRAM are sold and how operating systems
-# show them (an "8 GB" card holds 8 GiB), so the figures match what people know of their computer.
+# Memory is shown in GiB, labelled "GiB" (app/core/units.py: one convention for every size the app
+# shows): RAM and VRAM come in binary amounts (an "8 GB" card holds 8 GiB).
 GiB = 1 << 30
 
 # --- the memory model -----------------------------------------------------------------------------
@@ -194,7 +194,7 @@ class Plan:
             "cpu": "CPU only",
             "none": "does not fit",
         }[self.mode]
-        return f"{where}; context {self.n_ctx:,} tokens; ~{self.est_vram_bytes / GiB:.1f} GB GPU, ~{self.est_ram_bytes / GiB:.1f} GB RAM"
+        return f"{where}; context {self.n_ctx:,} tokens; ~{self.est_vram_bytes / GiB:.1f} GiB GPU, ~{self.est_ram_bytes / GiB:.1f} GiB RAM"
 
 
 def _blocks_text(n_cpu_moe: int, partial: int) -> str:
@@ -735,16 +735,16 @@ class _Planner:
             self.reasons.insert(
                 0,
                 f"Found {self.gpu.name}: it shares unified memory with the CPU and may use about "
-                f"{self.gpu.vram_free / GiB:.1f} GB of the {self.profile.ram_total / GiB:.1f} GB.",
+                f"{self.gpu.vram_free / GiB:.1f} GiB of the {self.profile.ram_total / GiB:.1f} GiB.",
             )
         elif self.gpu is not None:
             self.reasons.insert(
                 0,
-                f"Found {self.gpu.name} with {self.gpu.vram_free / GiB:.1f} GB free of {self.gpu.vram_total / GiB:.1f} GB.",
+                f"Found {self.gpu.name} with {self.gpu.vram_free / GiB:.1f} GiB free of {self.gpu.vram_total / GiB:.1f} GiB.",
             )
         if mode == "gpu":
             self.reasons.append(
-                f"Everything runs on the GPU ({m.tensor_bytes / GiB:.1f} GB of weights): the fastest option."
+                f"Everything runs on the GPU ({m.tensor_bytes / GiB:.1f} GiB of weights): the fastest option."
             )
         elif mode == "gpu+cpu-experts":
             moved = sum(b.experts for b in m.blocks[: p.n_cpu_moe])
@@ -755,9 +755,9 @@ class _Planner:
                 extra = f"the {part} expert tensor{'s' if p.n_cpu_moe_partial > 1 else ''} of block {p.n_cpu_moe + 1}"
                 which = f"{which} and {extra}" if which else extra
             self.reasons.append(
-                f"The whole model would need {full_gpu_need / GiB:.1f} GB on the GPU, but {vram_budget(self.gpu) / GiB:.1f} GB is usable "  # type: ignore[arg-type]
+                f"The whole model would need {full_gpu_need / GiB:.1f} GiB on the GPU, but {vram_budget(self.gpu) / GiB:.1f} GiB is usable "  # type: ignore[arg-type]
                 f"after a safety margin. So all {m.n_layer} blocks run on the GPU except the expert weights of {which}, "
-                f"which stay in RAM ({moved / GiB:.1f} GB). Keeping attention on the GPU and moving only "
+                f"which stay in RAM ({moved / GiB:.1f} GiB). Keeping attention on the GPU and moving only "
                 "experts is about 3x faster than splitting whole layers; they move a third of a block at a time, so "
                 "the GPU stays full."
             )
@@ -766,7 +766,7 @@ class _Planner:
             if blocks <= 0:
                 self.reasons.append(
                     "Even with all experts in RAM the GPU is too small for the blocks, so it holds only the output "
-                    f"layer ({m.output_bytes / GiB:.1f} GB, the largest single matrix) and the CPU runs the rest."
+                    f"layer ({m.output_bytes / GiB:.1f} GiB, the largest single matrix) and the CPU runs the rest."
                 )
             else:
                 self.reasons.append(
@@ -790,12 +790,12 @@ class _Planner:
             _, swa = kv_cells(m, n_ctx, self.n_batch)
             self.reasons.append(
                 f"Context {n_ctx:,} tokens: the {self.kv_type} KV cache grows only on the {full_layers} full-attention layers "
-                f"({per_tok / 1024:.0f} KiB per token, {kv_total_bytes(m, n_ctx, self.kv_type, self.n_batch) / GiB:.2f} GB in all); "
+                f"({per_tok / 1024:.0f} KiB per token, {kv_total_bytes(m, n_ctx, self.kv_type, self.n_batch) / GiB:.2f} GiB in all); "
                 f"the {m.n_layer - full_layers} sliding-window layers keep {swa:,} tokens each."
             )
         else:
             self.reasons.append(
-                f"Context {n_ctx:,} tokens: KV cache {kv_total_bytes(m, n_ctx, self.kv_type, self.n_batch) / GiB:.2f} GB."
+                f"Context {n_ctx:,} tokens: KV cache {kv_total_bytes(m, n_ctx, self.kv_type, self.n_batch) / GiB:.2f} GiB."
             )
         if self.wishes.n_ctx is None:
             if n_ctx >= self.n_ctx_limit():
@@ -808,30 +808,30 @@ class _Planner:
             self.reasons.append("Flash attention off: attention buffers grow with the context.")
         if self.gpu is not None and p.use_gpu:
             self.reasons.append(
-                f"GPU memory: ~{e.vram / GiB:.1f} GB (weights {e.gpu_weights / GiB:.1f}, KV cache {e.gpu_kv / GiB:.2f}, "
-                f"work buffers {e.gpu_compute / GiB:.2f}, driver {e.gpu_runtime / GiB:.2f}) of {vram_budget(self.gpu) / GiB:.1f} GB usable "
-                f"({gpu_margin(self.gpu) / GiB:.1f} GB kept free for other programs and estimate error)."
+                f"GPU memory: ~{e.vram / GiB:.1f} GiB (weights {e.gpu_weights / GiB:.1f}, KV cache {e.gpu_kv / GiB:.2f}, "
+                f"work buffers {e.gpu_compute / GiB:.2f}, driver {e.gpu_runtime / GiB:.2f}) of {vram_budget(self.gpu) / GiB:.1f} GiB usable "
+                f"({gpu_margin(self.gpu) / GiB:.1f} GiB kept free for other programs and estimate error)."
             )
         ram_what = "RAM (shared with the GPU)" if self.gpu is not None and self.gpu.unified_memory else "RAM"
         if self.profile.ram_total <= 0:
             self.reasons.append(
-                f"{ram_what}: ~{c.ram_need / GiB:.1f} GB needed; the amount of RAM could not be read, so it was not checked."
+                f"{ram_what}: ~{c.ram_need / GiB:.1f} GiB needed; the amount of RAM could not be read, so it was not checked."
             )
             return
         self.reasons.append(
-            f"{ram_what}: ~{c.ram_need / GiB:.1f} GB needed of {ram_budget(self.profile) / GiB:.1f} GB usable "
-            f"({self.profile.ram_available / GiB:.1f} GB available minus {ram_margin(self.profile) / GiB:.1f} GB spare)."
+            f"{ram_what}: ~{c.ram_need / GiB:.1f} GiB needed of {ram_budget(self.profile) / GiB:.1f} GiB usable "
+            f"({self.profile.ram_available / GiB:.1f} GiB available minus {ram_margin(self.profile) / GiB:.1f} GiB spare)."
         )
 
     def _why_not(self, c: _Check, n_ctx: int) -> None:
         p = self.profile
         if not c.vram_ok and self.gpu is not None:
             self.reasons.append(
-                f"Needs ~{c.est.vram / GiB:.1f} GB of GPU memory, but only {vram_budget(self.gpu) / GiB:.1f} GB is usable."
+                f"Needs ~{c.est.vram / GiB:.1f} GiB of GPU memory, but only {vram_budget(self.gpu) / GiB:.1f} GiB is usable."
             )
         if not c.ram_ok:
             self.reasons.append(
-                f"Needs ~{c.ram_need / GiB:.1f} GB of RAM, but only {ram_budget(p) / GiB:.1f} GB is usable ({p.ram_available / GiB:.1f} GB available)."
+                f"Needs ~{c.ram_need / GiB:.1f} GiB of RAM, but only {ram_budget(p) / GiB:.1f} GiB is usable ({p.ram_available / GiB:.1f} GiB available)."
             )
 
     def _suggest(self, n_ctx: int, cands: list[Placement]) -> None:
@@ -851,14 +851,14 @@ class _Planner:
         if short > 0:
             reachable = least.ram_need + ram_margin(p) <= p.ram_total - 2 * GB
             if reachable:
-                self.suggestions.append(f"Close other apps to free about {max(short, 1) / GiB:.1f} GB of RAM.")
+                self.suggestions.append(f"Close other apps to free about {max(short, 1) / GiB:.1f} GiB of RAM.")
             else:
                 self.suggestions.append(
-                    f"This computer has {p.ram_total / GiB:.1f} GB of RAM; running {m.name} needs about "
-                    f"{(least.ram_need + ram_margin(p)) / GiB:.0f} GB even with every other app closed."
+                    f"This computer has {p.ram_total / GiB:.1f} GiB of RAM; running {m.name} needs about "
+                    f"{(least.ram_need + ram_margin(p)) / GiB:.0f} GiB even with every other app closed."
                 )
         if m.n_expert > 32 or m.file_size > 30 * GB:
-            self.suggestions.append("Use the smaller gpt-oss-20b model (about 12 GB), which needs far less memory.")
+            self.suggestions.append("Use the smaller gpt-oss-20b model (about 11 GiB), which needs far less memory.")
 
     def run(self) -> Plan:
         cands = self.candidates()
@@ -895,7 +895,7 @@ class _Planner:
         use_mlock = bool(w.use_mlock)
         if use_mlock:
             self.reasons.append(
-                f"mlock on: {shown.est.host_weights / GiB:.1f} GB of weights are locked in RAM and never swapped out."
+                f"mlock on: {shown.est.host_weights / GiB:.1f} GiB of weights are locked in RAM and never swapped out."
             )
         p = shown.placement
         return Plan(

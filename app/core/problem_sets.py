@@ -14,6 +14,7 @@ from typing import Any
 from app.core.errors import HarmonicaError
 from app.core.fsutil import FileTooLargeError, read_bounded
 from app.core.paths import resources_dir
+from app.core.units import format_bytes
 
 CHECK_TYPES = ("number", "regex", "choice", "exact", "contains")
 BUILTIN_FILE = "reasoning-basics.jsonl"
@@ -436,7 +437,7 @@ def load_problem_set(path: str | Path, name: str | None = None) -> ImportResult:
         data = read_bounded(p, MAX_IMPORT_BYTES).data
     except FileTooLargeError as e:
         raise ProblemError(
-            f"{p.name} is {e.size / 1e6:.0f} MB; a problem set must be under {MAX_IMPORT_BYTES // 10**6} MB."
+            f"{p.name} is {format_bytes(e.size)}; a problem set must be under {format_bytes(MAX_IMPORT_BYTES)}."
         ) from None
     except OSError as e:
         raise ProblemError(f"{p.name} cannot be read: {e.strerror or e}.") from None

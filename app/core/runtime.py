@@ -319,6 +319,24 @@ class Runtime:
                 self.settings.save("load")
             yield ev
 
+    def generation_speed(self) -> float | None:
+        """Tokens a second to expect now: what the last answer measured, else the load plan's estimate."""
+        stats = getattr(self.engine, "last_stats", None)
+        measured = float(getattr(stats, "tokens_per_s", 0.0) or 0.0)
+        if measured > 0:
+            return measured
+        plan, path, profile = self.active_plan, self.model_file(), self.profile
+        if plan is None or path is None or profile is None:
+            return None
+        from app.core.planner import model_info_for_file
+        from app.core.speed import estimate_speed
+
+        try:
+            est = estimate_speed(plan, model_info_for_file(path), profile)
+        except (HarmonicaError, OSError, ValueError):
+            return None
+        return None if est is None else (est.low * est.high) ** 0.5
+
     # --- hardware and load preferences ------------------------------------------------------------
     def hardware_profile(self) -> HardwareProfile:
         """This machine (detected on first use, from a worker thread; probes can take a second)."""

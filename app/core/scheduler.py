@@ -18,8 +18,10 @@ from app.core.engine import (
     GenerationStats,
     LoadableEngine,
     ModelInfo,
+    PromptProgressFn,
     Sampling,
     close_stream,
+    stream_with_progress,
 )
 from app.core.errors import HarmonicaError
 
@@ -285,6 +287,8 @@ class EngineScheduler:
 class SchedulerClient:
     """An EngineLike view of the shared engine whose generations wait for their turn."""
 
+    reports_prompt_progress = True  # passed on to the engine when it can (engine.stream_with_progress)
+
     def __init__(self, scheduler: EngineScheduler, name: str) -> None:
         self._scheduler = scheduler
         self.name = name
@@ -327,6 +331,7 @@ class SchedulerClient:
         *,
         cancel: threading.Event | None = None,
         grammar: str | None = None,
+        progress: PromptProgressFn | None = None,
     ) -> Iterator[tuple[int, bytes]]:
         """Like Engine.stream: input errors raise here; the generator waits for its turn first.
 
@@ -342,7 +347,7 @@ class SchedulerClient:
             epoch = sched._epoch
             # Engine.stream validates now and returns a generator that has not started, so the
             # engine's generation lock is not taken until our turn comes.
-            inner = engine.stream(prompt, sampling, cancel=cancel, grammar=grammar)
+            inner = stream_with_progress(engine, prompt, sampling, cancel=cancel, grammar=grammar, progress=progress)
         n_prompt = len(prompt) if not isinstance(prompt, str) else 0
         return self._run(engine, inner, cancel, epoch, n_prompt)
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.core.engine import EngineError, GenerationStats, LoadSettings, ModelInfo, Sampling
+from app.core.engine import EngineError, GenerationStats, LoadSettings, ModelInfo, PromptProgressFn, Sampling
 from app.core.harmony import SPECIAL_TOKEN_IDS
 
 # A script is harmony text, a list of pieces (each piece one token), or a function of the prompt
@@ -24,6 +24,7 @@ _SPECIAL_RE = re.compile(r"(<\|[a-z_0-9]+\|>)")
 _PIECE_RE = re.compile(r" ?[A-Za-z]+| ?[0-9]{1,3}| ?[^\sA-Za-z0-9]+|\s+")
 _MAX_PIECE = 6
 _FIRST_TEXT_ID = 1000
+PROMPT_BATCH = 512  # prompt tokens per progress report, like llama.cpp's default batch
 # load() takes this pseudo path ("scripted:" + a name) for a model that has no file at all.
 SCRIPTED_PREFIX = "scripted:"
 
@@ -77,6 +78,8 @@ class ScriptedEngine:
     A terminating `<|return|>` / `<|call|>` / `<|endoftext|>` is treated as the stop token: it is
     not yielded and decides last_stats.stop_reason, like the real engine.
     """
+
+    reports_prompt_progress = True  # stream(progress=…), as Engine
 
     def __init__(
         self,
@@ -220,8 +223,12 @@ class ScriptedEngine:
         *,
         cancel: threading.Event | None = None,
         grammar: str | None = None,
+        progress: PromptProgressFn | None = None,
     ) -> Iterator[tuple[int, bytes]]:
-        """Yield (token_id, piece_bytes) of the next script; stats land in last_stats at the end."""
+        """Yield (token_id, piece_bytes) of the next script; stats land in last_stats at the end.
+
+        Like Engine, reports reading the prompt to `progress` in PROMPT_BATCH-token batches
+        (`prompt_delay_s` is spread over them), so UI tests see "Reading your message…"."""
         if self._info is None:
             raise EngineError("No model is loaded.")
         sampling = sampling or Sampling()
@@ -234,10 +241,28 @@ class ScriptedEngine:
         self.prompts.append(prompt_text)
         self.grammars.append(grammar)
         turn = self._next_turn(prompt_text)
-        return self._run(ids, turn, sampling, cancel)
+        return self._run(ids, turn, sampling, cancel, progress)
+
+    def _read_prompt(self, todo: int, cancel: threading.Event | None, progress: PromptProgressFn | None) -> None:
+        """Evaluate `todo` prompt tokens in batches: the delay, and a progress report per batch."""
+        batches = max(1, -(-todo // PROMPT_BATCH))
+        for k in range(batches):
+            if self.prompt_delay_s:
+                if cancel is not None:
+                    if cancel.wait(self.prompt_delay_s / batches):
+                        return
+                else:
+                    time.sleep(self.prompt_delay_s / batches)
+            if progress is not None:
+                progress(min(todo, (k + 1) * PROMPT_BATCH), todo)
 
     def _run(
-        self, ids: list[int], turn: _Turn, sampling: Sampling, cancel: threading.Event | None
+        self,
+        ids: list[int],
+        turn: _Turn,
+        sampling: Sampling,
+        cancel: threading.Event | None,
+        progress: PromptProgressFn | None = None,
     ) -> Iterator[tuple[int, bytes]]:
         stats = GenerationStats(prompt_tokens=len(ids))
         common = 0
@@ -248,10 +273,7 @@ class ScriptedEngine:
         stats.cached_tokens = min(common, len(ids) - 1) if ids else 0
         self.last_stats = stats
         t0 = time.perf_counter()
-        if self.prompt_delay_s and cancel is not None:
-            cancel.wait(self.prompt_delay_s)
-        elif self.prompt_delay_s:
-            time.sleep(self.prompt_delay_s)
+        self._read_prompt(len(ids) - stats.cached_tokens, cancel, progress)
         t_first: float | None = None
         stop = turn.stop_reason
         generated: list[int] = []

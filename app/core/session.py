@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date as Date
 from typing import Any
@@ -13,6 +13,7 @@ from app.core.chat import (
     MIN_ANSWER_TOKENS,
     Conversation,
     Message,
+    PromptProgress,
     TurnEvent,
     TurnFinished,
     TurnStarted,
@@ -161,6 +162,7 @@ class ChatSession:
         grammar: Any = None,
         tool_session: Any = None,
         round_limit: int | None = None,
+        progress: Callable[[PromptProgress], None] | None = None,
     ) -> Iterator[SessionEvent | Any]:
         """Generate an answer under `parent_id` (default: the active leaf) and store it.
 
@@ -173,6 +175,7 @@ class ChatSession:
         committed when generation ends: "complete", or "interrupted" when it was cut short (stop,
         token limit, error), so the UI can offer Continue. `resume_id` continues such an answer.
         Settings (instructions, identity, effort, sampling, trimming) come from the conversation.
+        `progress` hears how far the engine is in reading the prompt (chat.PromptProgress).
         """
         cid = self.ensure()
         settings = self.settings
@@ -214,6 +217,7 @@ class ChatSession:
                 date=date,
                 grammar=grammar,
                 round_limit=round_limit,
+                progress=progress,
             )
         else:
             if tool_session is not None:
@@ -231,6 +235,7 @@ class ChatSession:
                 date=date,
                 grammar=grammar,
                 resume=partial,
+                progress=progress,
             )
         rows = _AnswerRows(self.store, cid, parent, resume_id, effort, tool_finished)
         try:

@@ -44,8 +44,11 @@ class SettingsBackend(Protocol):
 class WindowSettings:
     """The window's look."""
 
-    theme: str = "system"  # "system" follows the desktop; the --theme option overrides it for one run
+    theme: str = "system"  # "system" follows the desktop (live); the --theme option overrides it for one run
     sidebar_visible: bool = True
+    # Where each window was: name → {"x", "y", "w", "h", "maximized"} (app/ui/window_state.py checks
+    # it against the screens there are when it is restored).
+    geometries: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -105,6 +108,7 @@ AREAS: dict[str, type] = {
 # Checks beyond the field's type: (area, field) → predicate on the value.
 _VALID: dict[tuple[str, str], Callable[[Any], bool]] = {
     ("window", "theme"): lambda v: v in THEMES,
+    ("window", "geometries"): lambda v: all(isinstance(k, str) and isinstance(g, dict) for k, g in v.items()),
     ("chat", "reasoning_effort"): lambda v: v in EFFORTS,
     ("server", "port"): lambda v: v is None or 0 <= v <= 65535,
     ("load", "last_model"): lambda v: v is None or bool(v.strip()),

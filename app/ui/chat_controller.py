@@ -12,7 +12,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from app.core.chat import ChatError, Message, ToolCallRecord, TurnFinished, TurnStarted
+from app.core.chat import ChatError, Message, PromptProgress, ToolCallRecord, TurnFinished, TurnStarted
 from app.core.engine import EngineError, Sampling
 from app.core.harmony import FinalDelta, PreambleDelta, ReasoningDelta, ToolCall
 from app.core.runtime import Runtime
@@ -30,6 +30,8 @@ GENERATING = "Generating…"
 STOPPING = "Stopping…"
 WAITING = "Waiting for the model"
 KEPT_NOTE = "Not saved yet: kept in memory until Harmonica can write again."
+READING = "Reading your message…"
+READING_AFTER_MS = 300  # a prompt read faster than this (a cached chat) shows no "Reading" at all
 
 
 class _QueueBridge(QObject):
@@ -41,13 +43,14 @@ class _QueueBridge(QObject):
 class ChatController(QObject):
     """Runs answers into the open chat. Signals: `speed(str)` and `context(str)` for the status
     bar, `unexpected(exc)` for an error no one planned for (the window shows a dialog),
-    `turn_finished(Message)` after each answer, `reload_requested(str)` when the user asks to
-    reload the model with the chat's context size."""
+    `turn_finished(Message)` after each answer, `idle()` when an answer's worker is done,
+    `reload_requested(str)` when the user asks to reload the model with the chat's context size."""
 
     speed = Signal(str)
     context = Signal(str)
     unexpected = Signal(object)
     turn_finished = Signal(object)
+    idle = Signal()
     reload_requested = Signal(str)
 
     def __init__(
@@ -79,6 +82,12 @@ class ChatController(QObject):
         self._refresh_after = False  # show the chat from the store once this answer is done
         self._queue_bridge = _QueueBridge(self)
         self._queue_bridge.changed.connect(self._on_queue)
+        # Prompt progress arrives while the worker is inside the engine (a callback, not a yield).
+        self._progress_bridge = _QueueBridge(self)
+        self._progress_bridge.changed.connect(self._on_prompt_progress)
+        self._reading: PromptProgress | None = None  # the latest report, until the first token
+        self._reading_timer = QTimer(self, singleShot=True, interval=READING_AFTER_MS)
+        self._reading_timer.timeout.connect(self._show_reading)
         runtime.scheduler.add_listener(self._queue_bridge.changed.emit)
         composer.send.connect(self.send)
         composer.stop_requested.connect(self.stop)
@@ -263,6 +272,7 @@ class ChatController(QObject):
             sampling=self.sampling,
             date=self.date,
             grammar=self.grammar,
+            progress=self._progress_bridge.changed.emit,
         )
         w.yielded.connect(self._on_turn_event)
         w.errored.connect(self._on_turn_error)
@@ -278,6 +288,34 @@ class ChatController(QObject):
         if state.running not in (None, "chat") and state.waiting.get("chat"):
             self._set_speed(f"{WAITING} ({state.describe()})…")
         elif self.speed_text.startswith(WAITING):
+            self._set_speed(GENERATING)
+
+    # --- reading the prompt ------------------------------------------------------------------------
+    def _on_prompt_progress(self, ev: object) -> None:
+        if isinstance(ev, PromptProgress) and self._gen_worker is not None and self._reading is not None:
+            self._reading = ev
+            if not self._reading_timer.isActive():
+                self._show_reading()
+
+    def _show_reading(self) -> None:
+        """ "Reading your message… 40%" on the live answer and in the status bar, until the first token."""
+        r = self._reading
+        if r is None or self._live is None:
+            return
+        pct = f" {int(r.fraction * 100)}%" if 0 < r.done < r.total else ""
+        text = READING + pct
+        self._live.set_reading(text)
+        if not self.speed_text.startswith(WAITING):
+            self._set_speed(text)
+
+    def _stop_reading(self) -> None:
+        if self._reading is None:
+            return
+        self._reading = None
+        self._reading_timer.stop()
+        if self._live is not None:
+            self._live.set_reading(None)
+        if self.speed_text.startswith(READING):
             self._set_speed(GENERATING)
 
     def _on_turn_event(self, ev: object) -> None:
@@ -311,6 +349,8 @@ class ChatController(QObject):
             return
         if w is None:
             return
+        if isinstance(ev, (ReasoningDelta, FinalDelta, PreambleDelta, ToolCall, TurnFinished)):
+            self._stop_reading()  # the first token is here
         if isinstance(ev, ReasoningDelta):
             w.append_reasoning(ev.text)
         elif isinstance(ev, FinalDelta):
@@ -322,6 +362,8 @@ class ChatController(QObject):
         elif isinstance(ev, TurnStarted):
             self._live_message = ev.message
             self.context.emit(f"Context {ev.prompt_tokens:,} / {ev.n_ctx:,}")
+            self._reading = PromptProgress(0, ev.prompt_tokens)
+            self._reading_timer.start()
         elif isinstance(ev, TurnFinished):
             self._finish_live(ev.message)
 
@@ -407,6 +449,7 @@ class ChatController(QObject):
             self.composer.edit.setFocus()
 
     def _on_turn_error(self, exc: BaseException) -> None:
+        self._stop_reading()
         live_msg = self._live_message
         if self._live is not None:
             if live_msg is not None:
@@ -430,6 +473,7 @@ class ChatController(QObject):
             self.events.session_changed.emit()
 
     def _on_turn_finished(self) -> None:
+        self._stop_reading()
         self._gen_worker = None
         if self._refresh_after:
             self._refresh_after = False
@@ -440,9 +484,11 @@ class ChatController(QObject):
             self.events.session_changed.emit()
         self._live = None
         self.composer.set_generating(False)
+        self.chat.tab_order_changed()  # tool cards and the answer's controls, in reading order
         if self.speed_text in (GENERATING, STOPPING):
             self._set_speed("")
         self.events.state_changed.emit()
+        self.idle.emit()
 
     # --- model-written titles ---------------------------------------------------------------------
     def _maybe_title(self) -> None:

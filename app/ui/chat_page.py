@@ -1,4 +1,4 @@
-"""The chat page's own widgets: the header above the chat, the model-load progress panel, and the empty page."""
+"""The chat page: the header above the chat, the chat or the empty page, the model-load panel, the notice bars, the composer; and the status line."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QMenu,
     QProgressBar,
     QPushButton,
+    QStackedWidget,
     QStatusBar,
     QToolButton,
     QVBoxLayout,
@@ -22,6 +23,10 @@ from PySide6.QtWidgets import (
 
 from app.core.store import DEFAULT_TITLE, ConversationSettings
 from app.ui import style
+from app.ui.chat_view import MAX_CONTENT_WIDTH, ChatView
+from app.ui.composer import Composer
+from app.ui.elided import ElidedLabel
+from app.ui.notice import NoticeBar
 
 
 class ChatHeader(QFrame):
@@ -39,17 +44,21 @@ class ChatHeader(QFrame):
         self.sidebar_button = QToolButton(objectName="HeaderButton")
         self.sidebar_button.setIcon(style.icon("sidebar"))
         self.sidebar_button.setToolTip("Show or hide the conversation list (Ctrl+B)")
+        self.sidebar_button.setAccessibleName("Show or hide the conversation list")
         self.sidebar_button.clicked.connect(self.sidebar_toggled)
         lay.addWidget(self.sidebar_button)
-        self.title = QLabel("New chat", objectName="ChatTitle")
-        self.title.setTextFormat(Qt.TextFormat.PlainText)
-        lay.addWidget(self.title)
-        self.badges = QLabel("", objectName="ChatBadges")
-        self.badges.setTextFormat(Qt.TextFormat.PlainText)
-        lay.addWidget(self.badges, 1)
+        self.title = ElidedLabel("New chat", objectName="ChatTitle")
+        lay.addWidget(self.title, 1)
+        self.badges = ElidedLabel("", objectName="ChatBadges")
+        lay.addWidget(self.badges)
+        # Widgets others add to the header (a "runs on …" badge, say) go here, before the buttons.
+        self.extras = QHBoxLayout()
+        self.extras.setSpacing(6)
+        lay.addLayout(self.extras)
         self.export_button = QToolButton(objectName="HeaderButton")
         self.export_button.setIcon(style.icon("export"))
         self.export_button.setToolTip("Export this chat")
+        self.export_button.setAccessibleName("Export this chat")
         self.export_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         menu = QMenu(self.export_button)
         for label, fmt in (
@@ -63,6 +72,7 @@ class ChatHeader(QFrame):
         self.settings_button = QToolButton(objectName="HeaderButton")
         self.settings_button.setIcon(style.icon("settings"))
         self.settings_button.setToolTip("Chat settings: instructions, sampling, context (Ctrl+,)")
+        self.settings_button.setAccessibleName("Chat settings")
         self.settings_button.clicked.connect(self.settings_requested)
         lay.addWidget(self.settings_button)
 
@@ -70,7 +80,6 @@ class ChatHeader(QFrame):
         self, title: str, settings: ConversationSettings | None, stored: bool, extra: Sequence[str] = ()
     ) -> None:
         self.title.setText(title or DEFAULT_TITLE)
-        self.title.setToolTip(title)
         badges: list[str] = list(extra)
         if settings is not None:
             if settings.developer_instructions.strip():
@@ -179,7 +188,7 @@ class StatusLine(QObject):
     def __init__(self, bar: QStatusBar) -> None:
         super().__init__(bar)
         bar.setSizeGripEnabled(False)
-        self.model = QLabel("No model")
+        self.model = ElidedLabel("No model", objectName="StatusModel")
         self.speed = QLabel("")
         self.context = QLabel("")
         self.server = QLabel("", objectName="StatusServer")
@@ -214,3 +223,38 @@ class StatusLine(QObject):
         self.server.setText(f"API {base_url}" + (" · network" if exposed else ""))
         self.server.setToolTip("The local OpenAI-compatible server is on (Tools → Local API server…)")
         self.server.show()
+
+
+class ChatPage(QWidget):
+    """The window's right-hand side, top to bottom: header, the chat (or the empty page, or the
+    first-run page the window adds to `stack`), the load panel, the notice bars, the composer."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent, objectName="ChatPage")
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 8)
+        lay.setSpacing(0)
+        self.header = ChatHeader()
+        lay.addWidget(self.header)
+        self.stack = QStackedWidget()
+        self.empty = EmptyState()
+        self.chat = ChatView()
+        self.stack.addWidget(self.empty)
+        self.stack.addWidget(self.chat)
+        lay.addWidget(self.stack, 1)
+        self.load_panel = LoadPanel()
+        self.banner = NoticeBar()
+        self.context_banner = NoticeBar()
+        self.store_banner = NoticeBar(closable=False)  # lasts while conversations cannot be saved
+        for w in (self.load_panel, self.store_banner, self.banner, self.context_banner):
+            # Centred at the composer's width; stretches (not alignment) keep word wrap working.
+            w.setMaximumWidth(MAX_CONTENT_WIDTH)
+            row = QHBoxLayout()
+            row.setContentsMargins(24, 4, 24, 0)
+            row.addStretch(1)
+            row.addWidget(w, 100)
+            row.addStretch(1)
+            lay.addLayout(row)
+        self.composer = Composer()
+        self.composer.set_can_send(False)
+        lay.addWidget(self.composer)

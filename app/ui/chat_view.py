@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from functools import partial
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QResizeEvent
-from PySide6.QtWidgets import QPushButton, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QPushButton, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
 from app.core.chat import Conversation, Message
 from app.core.store import BranchInfo, MessageRow, message_from_row
 from app.ui.message_widget import AssistantMessageWidget, UserMessageWidget
 
 MAX_CONTENT_WIDTH = 820
+SIDE_MARGIN = 24
 _BOTTOM_SLACK_PX = 24
 # Opening a long conversation builds widgets only for its latest messages: FIRST_BATCH at once
 # (more than a screenful), the rest of the first PAGE in CHUNKs while the event loop is idle, and
@@ -24,23 +26,31 @@ CHUNK = 4
 
 
 class _Column(QWidget):
-    """Centres the messages in a column of at most MAX_CONTENT_WIDTH pixels."""
+    """Centres the messages in a column of at most MAX_CONTENT_WIDTH pixels that shrinks with the
+    window (a fixed width here once kept the chat from ever getting narrower)."""
 
     def __init__(self) -> None:
         super().__init__(objectName="ChatContent")
         self.column = QWidget(self)
         self.column.setObjectName("ChatContent")
+        self.column.setMaximumWidth(MAX_CONTENT_WIDTH)
+        self.column.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.list = QVBoxLayout(self.column)
         self.list.setContentsMargins(0, 16, 0, 24)
         self.list.setSpacing(4)
         self.list.addStretch(1)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(24, 0, 24, 0)
-        outer.addWidget(self.column, 0, Qt.AlignmentFlag.AlignHCenter)
-        self.column.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
+        self.outer = QHBoxLayout(self)
+        self.outer.setContentsMargins(SIDE_MARGIN, 0, SIDE_MARGIN, 0)
+        self.outer.setSpacing(0)
+        self.outer.addStretch(1)
+        self.outer.addWidget(self.column, 100)
+        self.outer.addStretch(1)
 
     def resizeEvent(self, e: QResizeEvent) -> None:
-        self.column.setFixedWidth(min(MAX_CONTENT_WIDTH, max(200, self.width() - 48)))
+        # Narrow windows keep more of their width for the text.
+        side = SIDE_MARGIN if e.size().width() >= 560 else SIDE_MARGIN // 2
+        if self.outer.contentsMargins().left() != side:
+            self.outer.setContentsMargins(side, 0, side, 0)
         super().resizeEvent(e)
 
 
@@ -73,6 +83,35 @@ class ChatView(QScrollArea):
         bar = self.verticalScrollBar()
         bar.valueChanged.connect(self._on_scrolled)
         bar.rangeChanged.connect(self._on_range)
+        self.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # Tab goes to the messages' own controls
+        self._tab_before: QWidget | None = None
+        self._tab_after: QWidget | None = None
+        self._tab_timer = QTimer(self, singleShot=True, interval=0)
+        self._tab_timer.timeout.connect(self.order_tabs)
+
+    # --- keyboard order ----------------------------------------------------------------------------
+    def set_tab_neighbours(self, before: QWidget | None, after: QWidget | None) -> None:
+        """Tab goes `before` → the messages, top to bottom → `after` (the header, the composer)."""
+        self._tab_before, self._tab_after = before, after
+        self.order_tabs()
+
+    def tab_order_changed(self) -> None:
+        """Messages or their controls were added: put them in reading order once the event loop runs."""
+        self._tab_timer.start()
+
+    def order_tabs(self) -> None:
+        """Qt's Tab order is the order widgets were made in, so a message added later came after the
+        composer; this puts every message's controls between the header and the composer again."""
+        chain = [self._tab_before] if self._tab_before is not None else []
+        chain.append(self.earlier)
+        for w in self.widgets:
+            chain.extend(
+                c for c in w.findChildren(QWidget) if c.focusPolicy() & Qt.FocusPolicy.TabFocus and not c.isWindow()
+            )
+        if self._tab_after is not None:
+            chain.append(self._tab_after)
+        for a, b in itertools.pairwise(chain):
+            QWidget.setTabOrder(a, b)
 
     # --- content ---------------------------------------------------------------------------------
     def clear(self) -> None:
@@ -147,6 +186,7 @@ class ChatView(QScrollArea):
             self._content.list.insertWidget(1 + k, w)
         self.widgets[0:0] = new
         self._first_shown = start
+        self.tab_order_changed()
         self.earlier.setVisible(start > 0)
         if not pinned:
             # Keep the message that was at the top where it was once the layout has grown.
@@ -297,6 +337,7 @@ class ChatView(QScrollArea):
             return None
         self._content.list.insertWidget(self._content.list.count() - 1, w)
         self.widgets.append(w)
+        self.tab_order_changed()
         return w
 
     # --- scroll pinning --------------------------------------------------------------------------

@@ -26,6 +26,8 @@ from app.core.lab import (
     RunFinished,
     RunStarted,
 )
+from app.core.plain_errors import describe_error
+from app.ui import style
 from app.ui.lab_cards import RunCard, format_duration
 from app.ui.lab_results import LabResultsView
 from app.ui.lab_setup import LabSetupPanel
@@ -71,7 +73,11 @@ class CompareWindow(QWidget):
         self._stop_reason = ""
         self._refresh = Throttle(self.refresh_results, REFRESH_MS, self)
 
-        outer = QHBoxLayout(self)
+        # The lab needs room (the form beside charts and run cards); on a smaller screen (or at 2×)
+        # the whole of it scrolls rather than the window growing off the screen.
+        _page, scroll, body = style.scroll_page(self, "LabBody")
+        scroll.setObjectName("LabWindowScroll")
+        outer = QHBoxLayout(body)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.setSpacing(0)
         self.setup = LabSetupPanel()
@@ -137,6 +143,11 @@ class CompareWindow(QWidget):
             return None
         return e if e is not None and getattr(e, "info", None) is not None else None
 
+    def set_expected_speed(self, tokens_per_s: float | None) -> None:
+        """The model's speed here (measured, or the plan's estimate): the form says how long a run takes."""
+        self.setup.tokens_per_s = tokens_per_s
+        self.update_controls()
+
     def set_engine_busy(self, busy: bool, reason: str = "The chat is generating an answer.") -> None:
         """The main window says the engine is in use elsewhere; Start waits until it is free."""
         self._engine_busy_reason = reason if busy else ""
@@ -185,7 +196,7 @@ class CompareWindow(QWidget):
 
     def _hash_failed(self, path: str, exc: BaseException) -> None:
         self._hash_fraction = None
-        self.setup.model_label.setText(f"{Path(path).name}: the SHA-256 could not be computed ({exc}).")
+        self.setup.model_label.setText(f"{Path(path).name}: the SHA-256 could not be computed ({describe_error(exc)}).")
 
     def _on_hash(self, ev: object) -> None:
         if isinstance(ev, HashProgress):
@@ -481,6 +492,11 @@ class CompareWindow(QWidget):
             return False
         self.setup.notice.show_message(done.format(p) + self._export_note(), "info")
         return True
+
+    def theme_changed(self, _palette: object) -> None:
+        """View → Theme (style.apply): the run cards are rebuilt with the new colours (not mid-run)."""
+        if not self.running:
+            self.results.rebuild_grid()
 
     def sizeHint(self) -> QSize:
         return QSize(1280, 860)

@@ -65,6 +65,7 @@ class EffortSlider(QSlider):
         self.setAttribute(Qt.WidgetAttribute.WA_Hover, True)
         self.setFixedSize(78, 20)
         self.setAccessibleName("Reasoning effort")
+        self.setProperty("ownFocusRing", True)  # its halo is its focus ring (app/ui/focus_ring.py)
 
     def sizeHint(self) -> QSize:
         return QSize(78, 20)
@@ -179,13 +180,17 @@ class EffortControl(QWidget):
 
 
 class ComposerEdit(QPlainTextEdit):
-    """Enter sends, Shift+Enter inserts a newline; grows with its text up to MAX_LINES."""
+    """Enter sends, Shift+Enter inserts a newline, Up in an empty box asks to edit the last message;
+    grows with its text up to MAX_LINES."""
 
     submit = Signal()
+    edit_last = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent, objectName="ComposerEdit")
         self.setPlaceholderText("Message gpt-oss…")
+        self.setAccessibleName("Message")
+        self.setProperty("ownFocusRing", True)  # the composer's frame lights up instead
         self.setTabChangesFocus(True)
         self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         self.document().setDocumentMargin(4)
@@ -198,13 +203,22 @@ class ComposerEdit(QPlainTextEdit):
         ):
             self.submit.emit()
             return
+        if e.key() == Qt.Key.Key_Up and not e.modifiers() and not self.toPlainText():
+            self.edit_last.emit()
+            return
         super().keyPressEvent(e)
 
     def _fit(self) -> None:
         line = self.fontMetrics().lineSpacing()
-        lines = max(1, min(MAX_LINES, int(self.document().size().height())))  # block count with wrap
+        total = int(self.document().size().height())  # lines, wrapping included
+        lines = max(1, min(MAX_LINES, total))
         h = int(lines * line + 2 * self.document().documentMargin() + 6)
         self.setFixedHeight(h)
+        # A scroll bar only once the text is taller than the box (one computed while the composer
+        # was hidden could otherwise stay behind).
+        policy = Qt.ScrollBarPolicy.ScrollBarAsNeeded if total > MAX_LINES else Qt.ScrollBarPolicy.ScrollBarAlwaysOff
+        if self.verticalScrollBarPolicy() != policy:
+            self.setVerticalScrollBarPolicy(policy)
 
     def resizeEvent(self, e: QResizeEvent) -> None:
         super().resizeEvent(e)
@@ -212,10 +226,12 @@ class ComposerEdit(QPlainTextEdit):
 
 
 class Composer(QWidget):
-    """Emits send(text, effort) and stop_requested(); `generating` swaps Send for Stop."""
+    """Emits send(text, effort), stop_requested() and edit_last_requested() (Up in an empty box);
+    `generating` swaps Send for Stop."""
 
     send = Signal(str, str)
     stop_requested = Signal()
+    edit_last_requested = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -230,6 +246,7 @@ class Composer(QWidget):
         row.setSpacing(8)
         self.edit = ComposerEdit()
         self.edit.submit.connect(self._on_submit)
+        self.edit.edit_last.connect(self.edit_last_requested)
         self.edit.installEventFilter(self)
         row.addWidget(self.edit, 1)
         self.effort = EffortControl()
@@ -248,6 +265,7 @@ class Composer(QWidget):
             "Enter to send · Shift+Enter for a new line · Everything stays on this computer", objectName="ComposerHint"
         )
         self.hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.hint.setWordWrap(True)  # two lines in a narrow window rather than cut off
         f = self.hint.font()
         f.setPointSizeF(f.pointSizeF() - 1.5)
         self.hint.setFont(f)
@@ -268,6 +286,7 @@ class Composer(QWidget):
     def set_can_send(self, ok: bool, reason: str = "") -> None:
         self._can_send = ok
         self.edit.setPlaceholderText("Message gpt-oss…" if ok else (reason or "Open a model to start chatting"))
+        self.edit.viewport().update()  # the placeholder is painted text: repaint it now, not at the next click
         self._update_button()
 
     def current_effort(self) -> str:
@@ -281,11 +300,13 @@ class Composer(QWidget):
             self.button.setProperty("mode", "stop")
             self.button.setIcon(style.icon("stop"))
             self.button.setToolTip("Stop generating (Esc)")
+            self.button.setAccessibleName("Stop generating")
             self.button.setEnabled(True)
         else:
             self.button.setProperty("mode", "send")
             self.button.setIcon(style.icon("send"))
             self.button.setToolTip("Send (Enter)")
+            self.button.setAccessibleName("Send")
             self.button.setEnabled(self._can_send and bool(self.edit.toPlainText().strip()))
         self.button.style().unpolish(self.button)
         self.button.style().polish(self.button)

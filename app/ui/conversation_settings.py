@@ -28,6 +28,8 @@ from PySide6.QtWidgets import (
 from app.core.chat import EFFORTS
 from app.core.harmony import DEFAULT_IDENTITY
 from app.core.store import ConversationSettings, Store, StoreError
+from app.ui import style
+from app.ui.window_state import fit_to_screen
 
 CONTEXT_CHOICES = (2048, 4096, 8192, 16384, 32768, 65536, 131072)
 
@@ -44,10 +46,14 @@ class ConversationSettingsDialog(QDialog):
     ) -> None:
         super().__init__(parent, objectName="SettingsDialog")
         self.setWindowTitle("Chat settings")
-        self.setMinimumWidth(560)
         self.store = store
         self._extra = dict(settings.extra)
-        lay = QVBoxLayout(self)
+        # The form scrolls and the buttons stay: on a small screen (or at 2× scale) it still fits.
+        outer, self.body_scroll, body = style.scroll_page(self, "SettingsBody")
+        outer.setContentsMargins(12, 12, 12, 12)
+        outer.setSpacing(10)
+        lay = QVBoxLayout(body)
+        lay.setContentsMargins(0, 0, 6, 0)
         lay.setSpacing(12)
 
         presets = QHBoxLayout()
@@ -73,6 +79,7 @@ class ConversationSettingsDialog(QDialog):
             "Sent as gpt-oss's developer message."
         )
         self.instructions.setMinimumHeight(90)
+        self.instructions.setMaximumHeight(160)
         form.addRow("Instructions", self.instructions)
         self.identity = QLineEdit()
         self.identity.setPlaceholderText(DEFAULT_IDENTITY)
@@ -137,9 +144,12 @@ class ConversationSettingsDialog(QDialog):
             lambda: self.load(ConversationSettings(extra=self._extra))
         )
         self.buttons = buttons
-        lay.addWidget(buttons)
+        outer.addWidget(buttons)
         self.load(settings)
         self._refresh_presets()
+        body.setMinimumWidth(body.minimumSizeHint().width())
+        self.body_scroll.setMinimumWidth(min(body.sizeHint().width() + 20, 600))
+        fit_to_screen(self, (body.sizeHint().width() + 40, min(940, body.sizeHint().height() + 70)))
 
     # --- settings ↔ widgets ----------------------------------------------------------------------
     def load(self, s: ConversationSettings) -> None:

@@ -4,18 +4,21 @@ settings, copy, export and import, and the offer to continue an answer a crash c
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QDialog, QFileDialog, QMessageBox, QWidget
 
 from app.core.chat import Conversation
+from app.core.plain_errors import describe_error
 from app.core.runtime import Runtime
 from app.core.store import StoreError
 from app.ui.chat_controller import ChatController
 from app.ui.chat_view import ChatView
 from app.ui.conversation_settings import ConversationSettingsDialog
 from app.ui.events import ConversationEvents
+from app.ui.message_widget import AssistantMessageWidget, UserMessageWidget
 from app.ui.notice import NoticeChannel
 from app.ui.sidebar import Sidebar
 
@@ -181,6 +184,42 @@ class ConversationActions(QObject):
         elif name in ("prev", "next"):
             self.navigate_branch(row_id, -1 if name == "prev" else 1)
 
+    # --- the latest messages, from the keyboard (Chat menu) -------------------------------------------
+    def _latest(self, kind: type) -> Any:
+        return next(
+            (w for w in reversed(self.chat.widgets) if isinstance(w, kind) and getattr(w, "row_id", None) is not None),
+            None,
+        )
+
+    @property
+    def has_answer(self) -> bool:
+        return self._latest(AssistantMessageWidget) is not None
+
+    @property
+    def can_regenerate(self) -> bool:
+        return self.has_answer and not self.answers.generating and self.runtime.model_loaded
+
+    @property
+    def can_edit(self) -> bool:
+        return self._latest(UserMessageWidget) is not None and not self.answers.generating
+
+    def copy_last_answer(self) -> str | None:
+        w = self._latest(AssistantMessageWidget)
+        return self.copy_message(w.row_id) if w is not None else None
+
+    def regenerate_last(self) -> bool:
+        w = self._latest(AssistantMessageWidget)
+        return w is not None and self.answers.regenerate(w.row_id)
+
+    def edit_last_message(self) -> bool:
+        """Open the latest user message for editing, in view, with the keyboard in its editor."""
+        w = self._latest(UserMessageWidget)
+        if w is None or self.answers.generating:
+            return False
+        w.start_edit()
+        self.chat.show_widget(w)
+        return True
+
     def copy_message(self, row_id: int, *, plain: bool = False) -> str:
         from app.core import export
 
@@ -246,7 +285,7 @@ class ConversationActions(QObject):
             else:
                 export.export_markdown(self.store, cid, include_reasoning=fmt == "md-reasoning", path=path)
         except (OSError, StoreError) as exc:
-            self.notices.error(f"The chat could not be exported: {exc}", exc)
+            self.notices.error(f"The chat could not be exported: {describe_error(exc)}.", exc)
             return False
         self.notices.info(f"Exported to {path}.", timeout_ms=8000)
         return True
@@ -262,7 +301,7 @@ class ConversationActions(QObject):
         try:
             export.write_json(self.store, path)
         except (OSError, StoreError) as exc:
-            self.notices.error(f"The conversations could not be exported: {exc}", exc)
+            self.notices.error(f"The conversations could not be exported: {describe_error(exc)}.", exc)
             return
         self.notices.info(f"Exported {self.store.count_conversations()} conversations to {path}.", timeout_ms=8000)
 
@@ -279,7 +318,7 @@ class ConversationActions(QObject):
         try:
             ids = export.import_json(self.store, path)
         except (export.ImportFormatError, OSError, StoreError) as exc:
-            self.notices.error(f"Nothing was imported: {exc}", exc)
+            self.notices.error(f"Nothing was imported: {describe_error(exc)}", exc)
             return []
         self.events.list_changed.emit()
         if ids and not self.answers.generating:

@@ -1,4 +1,8 @@
-"""Model downloads in the UI: a controller that runs DownloadJobs on workers, and the panel that shows one."""
+"""Model downloads in the UI: a controller that runs DownloadJobs on workers, and the panel that shows one.
+
+Over 700 lines and not split: the panel is the controller's one view and reads its states and
+words directly; the words and dialogs would be the next part to move out (download_words.py).
+"""
 
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from app.core.download import (
     verify_events,
 )
 from app.core.models import ModelLibrary
+from app.core.units import format_bytes, format_rate
 from app.ui.notice import NoticeBar
 from app.ui.workers import GeneratorWorker, start_worker
 
@@ -60,21 +65,14 @@ def format_percent(fraction: float) -> str:
     return f"{pct:.0f}%"
 
 
-_UNITS = (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3))
-
-
 def progress_bytes(n: float, like: float | None = None) -> str:
     """Sizes that change several times a second keep their width: one decimal always, in the
-    unit of `like` (the total), so '5.0 GB of 12.1 GB' never jumps to '5 GB'."""
-    ref = like if like else n
-    for unit, size in _UNITS:
-        if ref >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n:.0f} B"
+    unit of `like` (the total), so '5.0 GiB of 11.3 GiB' never jumps to '5 GiB'."""
+    return format_bytes(n, like=like, keep_zero=True)
 
 
 def describe_progress(p: DownloadProgress) -> str:
-    """One line for the user: '4.9 GB of 12.1 GB · 40% · 38.5 MB/s · about 3 min left'."""
+    """One line for the user: '4.5 GiB of 11.3 GiB · 40% · 36.7 MiB/s · about 3 min left'."""
     part = f" · part {p.file_index + 1} of {p.file_count}" if p.file_count > 1 else ""
     if p.phase == Phase.METADATA:
         return "Contacting Hugging Face…"
@@ -93,7 +91,7 @@ def describe_progress(p: DownloadProgress) -> str:
     if p.total:
         pieces.append(format_percent(p.fraction))
     if p.phase == Phase.DOWNLOADING:
-        pieces.append(f"{progress_bytes(p.speed_bps)}/s" if p.speed_bps >= 1 else "waiting for data…")
+        pieces.append(format_rate(p.speed_bps) if p.speed_bps >= 1 else "waiting for data…")
         if eta := format_eta(p.eta_s):
             pieces.append(eta)
     elif p.phase == Phase.PAUSED:
@@ -261,6 +259,17 @@ class DownloadController(QObject):
             st.state = State.PAUSING
             job.pause()
             self._emit(request, force=True)
+
+    def retry_now(self, request: DownloadRequest) -> None:
+        """While a download waits before its next attempt (a connection problem), try at once."""
+        job = self._jobs.get(request)
+        st = self.status(request)
+        if job is not None and st.state == State.RUNNING:
+            job.retry_now()
+
+    @staticmethod
+    def waiting_to_retry(st: DownloadStatus) -> bool:
+        return st.state == State.RUNNING and st.progress is not None and st.progress.phase == Phase.RETRYING
 
     def cancel(self, request: DownloadRequest, *, delete_partial: bool) -> None:
         """Stop and forget the download; `delete_partial` also deletes the bytes kept so far."""
@@ -450,6 +459,21 @@ def ask_cancel(parent: QWidget | None, name: str) -> bool | None:
     return None
 
 
+def ask_download_anyway(parent: QWidget | None, name: str, reason: str) -> bool:
+    """A model that will not run here: ask before downloading it (someone may want it for another computer)."""
+    box = QMessageBox(
+        QMessageBox.Icon.Warning, f"Download {name}?", f"{name} will not run on this computer.", parent=parent
+    )
+    box.setInformativeText(f"{reason} Download it anyway, for another computer or for later?")
+    go = box.addButton("Download anyway", QMessageBox.ButtonRole.AcceptRole)
+    back = box.addButton("Don't download", QMessageBox.ButtonRole.RejectRole)
+    box.setDefaultButton(back)
+    box.setEscapeButton(back)
+    box.setObjectName("DownloadAnywayBox")
+    box.exec()
+    return box.clickedButton() is go
+
+
 class DownloadPanel(QWidget):
     """Everything about downloading one model: buttons, progress bar and line, errors.
 
@@ -476,6 +500,8 @@ class DownloadPanel(QWidget):
         self.name = name
         self._local: tuple[Path, ...] = ()
         self._download_label = download_label or "Download"
+        self._caution: str | None = None  # why this model will not run here (set_caution)
+        self._in_use = False
         self._large = large
         self._verify_offered = verify
         lay = QVBoxLayout(self)
@@ -507,12 +533,15 @@ class DownloadPanel(QWidget):
         self.pause_button = _button("Pause", large=large)
         self.resume_button = _button("Resume", primary=True, large=large)
         self.cancel_button = _button("Cancel", large=large)
+        self.retry_button = _button("Retry now", primary=True, large=large)
+        self.retry_button.setToolTip("Try again at once instead of waiting")
         self.verify_button = _button("Verify", large=large)
         self.use_button = _button("Use this model", primary=True, large=large)
         for b in (
             self.download_button,
             self.resume_button,
             self.use_button,
+            self.retry_button,
             self.pause_button,
             self.cancel_button,
             self.verify_button,
@@ -521,9 +550,10 @@ class DownloadPanel(QWidget):
         if large:
             row.addStretch(1)
         lay.addLayout(row)
-        self.download_button.clicked.connect(lambda: self.controller.start(self.request))
+        self.download_button.clicked.connect(self._download)
         self.resume_button.clicked.connect(lambda: self.controller.start(self.request))
         self.pause_button.clicked.connect(lambda: self.controller.pause(self.request))
+        self.retry_button.clicked.connect(lambda: self.controller.retry_now(self.request))
         self.cancel_button.clicked.connect(self._cancel)
         self.verify_button.clicked.connect(self._verify)
         self.use_button.clicked.connect(self._use)
@@ -540,7 +570,25 @@ class DownloadPanel(QWidget):
     def local_paths(self) -> tuple[Path, ...]:
         return self._local
 
+    def set_caution(self, reason: str | None) -> None:
+        """The model will not run on this computer (`reason` says why): its Download is not the
+        primary button, and it asks first. None: it fits."""
+        self._caution = reason
+        self.download_button.setObjectName("SecondaryButton" if reason else "PrimaryButton")
+        self.download_button.style().unpolish(self.download_button)
+        self.download_button.style().polish(self.download_button)
+
+    def set_in_use(self, on: bool) -> None:
+        """This model is the one loaded now: no "Use this model" for it."""
+        self._in_use = on
+        self.refresh()
+
     # -- actions -------------------------------------------------------------------------------
+    def _download(self) -> None:
+        if self._caution and not ask_download_anyway(self, self.name, self._caution):
+            return
+        self.controller.start(self.request)
+
     def _cancel(self) -> None:
         st = self.controller.status(self.request)
         if st.state == State.VERIFYING:
@@ -602,6 +650,7 @@ class DownloadPanel(QWidget):
                 self.download_button,
                 self.pause_button,
                 self.resume_button,
+                self.retry_button,
                 self.cancel_button,
                 self.verify_button,
                 self.use_button,
@@ -619,6 +668,7 @@ class DownloadPanel(QWidget):
             elif st.state == State.CANCELLING:
                 status = "Cancelling…"
             buttons[self.pause_button] = buttons[self.cancel_button] = True
+            buttons[self.retry_button] = self.controller.waiting_to_retry(st)
             self.pause_button.setEnabled(st.state == State.RUNNING)
             self.cancel_button.setEnabled(st.state != State.CANCELLING)
         elif st.state == State.VERIFYING:
@@ -651,7 +701,9 @@ class DownloadPanel(QWidget):
                 )
             else:
                 status = f"Downloaded · {human_bytes(total)} on this computer"
-            buttons[self.use_button] = True
+            if self._in_use:
+                status = "In use now · " + status
+            buttons[self.use_button] = not self._in_use
             buttons[self.verify_button] = self._verify_offered
         else:
             buttons[self.download_button] = True

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt, Signal
@@ -20,14 +21,19 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.download import DownloadManager, DownloadRequest, human_bytes
+from app.core.download import DownloadManager, DownloadRequest, Phase, human_bytes
 from app.core.hardware import HardwareProfile
 from app.core.models import CatalogEntry, LocalModel, ModelLibrary, RefusedFile, assess_fit, catalog, recommend
+from app.core.plain_errors import describe_error, describe_os_error, plain_text
+from app.core.speed import SpeedEstimate, expected_speed
+from app.core.units import exact_bytes, format_rate
 from app.ui import style
-from app.ui.downloads import DownloadController, DownloadPanel
+from app.ui.downloads import DownloadController, DownloadPanel, State, format_eta
 from app.ui.model_manager import import_job
 from app.ui.notice import NoticeBar
 from app.ui.workers import GeneratorWorker, start_worker
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,7 @@ class MachineFacts:
     disk_free: int | None
     cache_dir: Path
     local: dict[str, tuple[Path, ...]]  # catalog id → its files, for entries already in the HF cache
+    speeds: dict[str, SpeedEstimate | None] = field(default_factory=dict)  # catalog id → what to expect here
 
 
 def machine_job(
@@ -57,7 +64,14 @@ def machine_job(
         from app.core.hardware import detect
 
         hardware = detect()
-    yield MachineFacts(hardware, free, manager.cache_dir, local)
+    speeds = {}
+    for entry in catalog():
+        try:
+            speeds[entry.id] = expected_speed(entry.id, hardware)
+        except Exception:
+            log.warning("No speed estimate for %s", entry.id, exc_info=True)
+            speeds[entry.id] = None
+    yield MachineFacts(hardware, free, manager.cache_dir, local, speeds)
 
 
 def describe_machine(profile: HardwareProfile) -> list[tuple[str, str]]:
@@ -175,6 +189,15 @@ class FirstRunPage(QWidget):
         self.model_fit = QLabel("", objectName="FitLine")
         self.model_fit.setWordWrap(True)
         mo.addWidget(self.model_fit)
+        # What to expect: the speed the plan gives on this computer, then the download's measured time.
+        self.expect_speed = QLabel("", objectName="ExpectLine")
+        self.expect_speed.setWordWrap(True)
+        self.expect_speed.hide()
+        mo.addWidget(self.expect_speed)
+        self.expect_download = QLabel("", objectName="ExpectLine")
+        self.expect_download.setWordWrap(True)
+        self.expect_download.hide()
+        mo.addWidget(self.expect_download)
         self.offline_notice = NoticeBar(closable=False)
         mo.addWidget(self.offline_notice)
         mo.addSpacing(6)
@@ -225,6 +248,7 @@ class FirstRunPage(QWidget):
         self._show_entry(self.entry)
         self._update_offline()
         self.controller.finished.connect(self._download_finished)
+        self.controller.changed.connect(self._download_changed)
         w = GeneratorWorker(machine_job, self.controller.manager, self.library, hardware)
         w.yielded.connect(self._set_facts)
         w.errored.connect(self._facts_failed)
@@ -259,10 +283,11 @@ class FirstRunPage(QWidget):
         start_worker(worker)
 
     def _facts_failed(self, exc: BaseException) -> None:
-        self.machine_status.setText(f"Could not check this computer: {exc}")
+        self.machine_status.setText(f"Could not check this computer: {describe_error(exc)}")
 
     def _file_check_failed(self, exc: BaseException) -> None:
-        self.file_notice.show_message(f"Could not check the file: {exc}")
+        words = describe_os_error(exc) if isinstance(exc, OSError) else plain_text(exc)
+        self.file_notice.show_message(f"Could not check the file: {words}.")
 
     def _file_check_done(self) -> None:
         self.have_button.setEnabled(True)
@@ -278,6 +303,7 @@ class FirstRunPage(QWidget):
             f"{approx}{human_bytes(entry.size_bytes)} download{parts} · needs about "
             f"{human_bytes(entry.memory_bytes)} of memory"
         )
+        self.model_facts.setToolTip(exact_bytes(entry.size_bytes))
         self.panels.setCurrentWidget(self.panel_for[entry.id])
         others = [e for e in catalog() if e.id != entry.id]
         if others:
@@ -303,6 +329,18 @@ class FirstRunPage(QWidget):
             self.model_fit.hide()
             return
         fit = assess_fit(self.entry, profile)
+        self.panel.set_caution(fit.summary if fit.fits is False else None)  # ask before a download that cannot run
+        speed = self.facts.speeds.get(self.entry.id) if self.facts is not None else None
+        self.expect_speed.setVisible(speed is not None)
+        self.expect_speed.setToolTip(
+            "An estimate from how the model will run here (the load plan) and typical memory speeds; "
+            "the status bar shows the real speed after the first answer."
+        )
+        if speed is not None:
+            self.expect_speed.setText(
+                f"Expected speed here: {speed.tokens_per_s()} {speed.where}; a few paragraphs with their "
+                f"reasoning take {speed.answer_time()}."
+            )
         self.model_fit.setText(("✓ " if fit.fits else "⚠ " if fit.fits is False else "") + fit.summary)
         self.model_fit.setProperty("kind", "ok" if fit.fits else "warn" if fit.fits is False else "")
         self.model_fit.style().unpolish(self.model_fit)
@@ -351,6 +389,18 @@ class FirstRunPage(QWidget):
         if self.entry.id not in facts.local and facts.local:
             self._show_entry(next(e for e in catalog() if e.id in facts.local))
         self._show_fit()
+
+    def _download_changed(self, request: object) -> None:
+        """The download's time left at the speed measured now (the status line has the details)."""
+        if request != self.entry.download_request():
+            return
+        st = self.controller.status(self.entry.download_request())
+        p = st.progress
+        measured = p is not None and st.state == State.RUNNING and p.phase == Phase.DOWNLOADING and p.speed_bps >= 1
+        if measured and p is not None:
+            left = format_eta(p.eta_s) or "a moment left"
+            self.expect_download.setText(f"Download: {left} at the {format_rate(p.speed_bps)} measured now.")
+        self.expect_download.setVisible(measured)
 
     def _download_finished(self, request: object, result: object) -> None:
         path = getattr(result, "path", None)

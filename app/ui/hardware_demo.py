@@ -38,7 +38,7 @@ def _fake_profile(name: str) -> HardwareProfile:
             gpus=[
                 GpuInfo(
                     "nvidia",
-                    "NVIDIA GeForce RTX 3070" if vram == 8 else f"NVIDIA GPU ({vram:g} GB)",
+                    "NVIDIA GeForce RTX 3070" if vram == 8 else f"NVIDIA GPU ({vram:g} GiB)",
                     total,
                     total - 420 * (1 << 20),
                     driver="550.120",

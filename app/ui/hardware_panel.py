@@ -1,4 +1,8 @@
-"""The hardware panel: what this computer has, how the model will load there and why, with overrides."""
+"""The hardware panel: what this computer has, how the model will load there and why, with overrides.
+
+Just over 700 lines: its drawing parts are already in hardware_widgets.py and its demo in
+hardware_demo.py; what is left is one form whose parts read each other's state.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from PySide6.QtWidgets import (
 from app.core.engine import LoadSettings
 from app.core.gguf_info import GgufInfo
 from app.core.hardware import GiB, HardwareProfile, detect
+from app.core.plain_errors import describe_error
 from app.core.planner import (
     Plan,
     Wishes,
@@ -428,7 +433,10 @@ class HardwarePanel(QDialog):
         ]
         for i, (name, w) in enumerate(rows):
             r, c = divmod(i, 2)
-            form.addWidget(text_label(name, "HwKey", wrap=False), r, c * 2)
+            key = text_label(name, "HwKey", wrap=False)
+            key.setBuddy(w)
+            w.setAccessibleName(name)
+            form.addWidget(key, r, c * 2)
             w.setMinimumWidth(170)
             w.setFixedHeight(30)
             form.addWidget(w, r, c * 2 + 1)
@@ -484,7 +492,7 @@ class HardwarePanel(QDialog):
 
     def _on_detect_error(self, exc: BaseException) -> None:
         # detect() never raises; a custom provider might. Say so and keep the dialog usable.
-        self.hw_status.setText(f"The hardware could not be checked: {exc}")
+        self.hw_status.setText(f"The hardware could not be checked: {describe_error(exc)}")
         self.hw_status.show()
 
     def _on_detect_finished(self) -> None:
@@ -526,7 +534,7 @@ class HardwarePanel(QDialog):
     def _render(self) -> None:
         model_name = self._model.name if self._model is not None else ""
         self.subtitle.setText(
-            f"{model_name} · {self._model.file_size / GiB:.1f} GB file"
+            f"{model_name} · {self._model.file_size / GiB:.1f} GiB file"
             if self._model is not None
             else "Choose a model to see how it would run."
         )
@@ -588,7 +596,7 @@ class HardwarePanel(QDialog):
             self.vram_label.setText("GPU share" if gpu.unified_memory else "GPU memory")
             self._figure(self.vram_figure, e.vram, p.vram_budget)
             kept = gpu_margin(gpu)
-            self.vram_legend.setText(legend(segs) + f" &nbsp;·&nbsp; {kept / GiB:.1f} GB kept free")
+            self.vram_legend.setText(legend(segs) + f" &nbsp;·&nbsp; {kept / GiB:.1f} GiB kept free")
         unified = gpu is not None and gpu.unified_memory and p.use_gpu
         segs = [
             ("weights", e.host_weights, c["weights"]),
@@ -606,7 +614,7 @@ class HardwarePanel(QDialog):
             self._figure(self.ram_figure, p.est_ram_bytes, p.ram_budget)
             self.ram_legend.setText(
                 legend(segs)
-                + f" &nbsp;·&nbsp; {(prof.ram_total - prof.ram_available + ram_margin(prof)) / GiB:.1f} GB used by others or kept free"
+                + f" &nbsp;·&nbsp; {(prof.ram_total - prof.ram_available + ram_margin(prof)) / GiB:.1f} GiB used by others or kept free"
             )
         else:
             self.ram_bar.set_data(segs, 0, p.est_ram_bytes)
@@ -615,7 +623,7 @@ class HardwarePanel(QDialog):
             self.ram_legend.setText(legend(segs))
 
     def _figure(self, label: QLabel, need: int, budget: int) -> None:
-        label.setText(f"{need / GiB:.1f} of {budget / GiB:.1f} GB usable")
+        label.setText(f"{need / GiB:.1f} of {budget / GiB:.1f} GiB usable")
         label.setProperty("over", need > budget)
         label.style().unpolish(label)
         label.style().polish(label)
@@ -685,6 +693,11 @@ class HardwarePanel(QDialog):
                 return
         self.load_requested.emit(p.to_load_settings())
         self.accept()
+
+    def theme_changed(self, _palette: object) -> None:
+        """View → Theme (style.apply): this panel's own style sheet and coloured figures follow."""
+        self.setStyleSheet(panel_qss())
+        self._render()
 
     def closeEvent(self, event: Any) -> None:
         if self._worker is not None:

@@ -45,7 +45,7 @@ def detect_job(provider: Callable[[], HardwareProfile], *, cancel: threading.Eve
 
 
 def gb(n: int | float) -> str:
-    return f"{n / GiB:.1f} GB"
+    return f"{n / GiB:.1f} GiB"
 
 
 # --- memory bar ------------------------------------------------------------------------------------

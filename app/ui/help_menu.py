@@ -1,4 +1,4 @@
-"""The Help menu's commands (the log folder, diagnostics for a bug report, About) and the unexpected-error dialog."""
+"""The Help menu's commands (keyboard shortcuts, the log folder, diagnostics for a bug report, About) and the unexpected-error dialog."""
 
 from __future__ import annotations
 
@@ -6,9 +6,19 @@ import sys
 import traceback
 
 from PySide6 import __version__ as PYSIDE_VERSION
-from PySide6.QtCore import QUrl, qVersion
-from PySide6.QtGui import QDesktopServices, QGuiApplication
-from PySide6.QtWidgets import QMessageBox, QWidget
+from PySide6.QtCore import Qt, QUrl, qVersion
+from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QKeySequence
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QHeaderView,
+    QLabel,
+    QMessageBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app import __version__ as APP_VERSION
 from app.core import logs
@@ -74,3 +84,78 @@ def about(parent: QWidget) -> None:
         "About Harmonica",
         f"<b>Harmonica {APP_VERSION}</b><br>Private, offline chat with OpenAI's open-weight gpt-oss models.",
     )
+
+
+# Keys that are not menu commands: the composer, the chat, messages and lists.
+OTHER_KEYS: tuple[tuple[str, str, str], ...] = (
+    ("Composer", "Enter", "Send the message"),
+    ("Composer", "Shift+Enter", "New line"),
+    ("Composer", "Up", "In an empty composer: edit your last message"),
+    ("Composer", "Left / Right", "On the effort slider: less or more reasoning effort"),
+    ("Everywhere", "Tab / Shift+Tab", "Next or previous control, messages' Copy, Edit and Regenerate included"),
+    ("Everywhere", "Space", "Press the focused button"),
+    ("Messages", "Tab", "Inside an answer: its links and the code blocks' Copy; Enter follows one"),
+    ("Editing a message", "Ctrl+Enter", "Send the edited message"),
+    ("Editing a message", "Esc", "Cancel the edit"),
+    ("Conversations", "Up / Down", "Choose a chat in the list"),
+    ("Conversations", "F2", "Rename the chosen chat"),
+    ("Conversations", "Delete", "Delete the chosen chat"),
+)
+
+
+def shortcut_rows(window: QWidget) -> list[tuple[str, str, str]]:
+    """(where, keys, what) for every command of `window` that has a shortcut, then the other keys."""
+    from app.ui.actions import ACTIONS
+
+    built: dict[str, QAction] = getattr(window, "menu_actions", {})
+    rows = []
+    for spec in ACTIONS:
+        action = built.get(spec.id)
+        if action is None or action.shortcut().isEmpty():
+            continue
+        where = (spec.menu or "Chat").replace("&", "")
+        keys = action.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
+        rows.append((where, keys, spec.text.replace("&", "").rstrip("…")))
+    return rows + list(OTHER_KEYS)
+
+
+def show_shortcuts(window: QWidget) -> QDialog:
+    """Help → Keyboard shortcuts (F1): every key, generated from the declared actions; one window, reused."""
+    dlg = window.findChild(QDialog, "ShortcutsDialog")
+    if dlg is None:
+        dlg = QDialog(window, objectName="ShortcutsDialog")
+        dlg.setWindowTitle("Keyboard shortcuts")
+        lay = QVBoxLayout(dlg)
+        intro = QLabel(
+            "Everything in Harmonica works from the keyboard. Menus open with Alt and the underlined letter."
+        )
+        intro.setWordWrap(True)
+        lay.addWidget(intro)
+        rows = shortcut_rows(window)
+        table = QTableWidget(len(rows), 3, objectName="ShortcutsTable")
+        table.setAccessibleName("Keyboard shortcuts")
+        table.setHorizontalHeaderLabels(["Where", "Keys", "What it does"])
+        table.verticalHeader().hide()
+        table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        table.setWordWrap(True)
+        for r, row in enumerate(rows):
+            for c, text in enumerate(row):
+                item = QTableWidgetItem(text)
+                item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
+                table.setItem(r, c, item)
+        header = table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+        lay.addWidget(table, 1)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(dlg.close)
+        lay.addWidget(buttons)
+        from app.ui.window_state import fit_to_screen
+
+        fit_to_screen(dlg, (640, 560))
+    dlg.show()
+    dlg.raise_()
+    dlg.activateWindow()
+    return dlg

@@ -87,6 +87,7 @@ class LabResultsView(QWidget):
         rl.setSpacing(8)
         pick = QHBoxLayout()
         self.problem_picker = QComboBox(objectName="LabCombo")
+        self.problem_picker.setAccessibleName("Problem shown")
         self.problem_picker.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.problem_picker.setMinimumContentsLength(40)
         self.problem_picker.activated.connect(self._on_problem_picked)
@@ -114,6 +115,7 @@ class LabResultsView(QWidget):
         self.tabs.addTab(runs_page, "Runs")
 
         self.table = QTableWidget(objectName="LabTable")
+        self.table.setAccessibleName("Results by effort")
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)

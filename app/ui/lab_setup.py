@@ -30,6 +30,8 @@ from app.core.chat import EFFORTS
 from app.core.engine import Sampling
 from app.core.lab import Experiment, LabError
 from app.core.problem_sets import ImportResult, ProblemError, ProblemSet, builtin_problem_set, load_problem_set
+from app.core.speed import experiment_seconds
+from app.ui.lab_cards import format_duration
 from app.ui.notice import NoticeBar
 
 
@@ -91,6 +93,7 @@ class LabSetupPanel(QFrame):
         pl.setContentsMargins(0, 0, 0, 0)
         pl.setSpacing(4)
         self.prompt_edit = QPlainTextEdit(objectName="LabEdit")
+        self.prompt_edit.setAccessibleName("Prompt")
         self.prompt_edit.setPlaceholderText("A question to ask at every effort…")
         self.prompt_edit.setTabChangesFocus(True)
         self.prompt_edit.setMinimumHeight(96)
@@ -104,6 +107,7 @@ class LabSetupPanel(QFrame):
         sl.setSpacing(6)
         row = QHBoxLayout()
         self.set_picker = QComboBox(objectName="LabCombo")
+        self.set_picker.setAccessibleName("Problem set")
         self.set_picker.currentIndexChanged.connect(self._on_set_changed)
         row.addWidget(self.set_picker, 1)
         self.import_button = QPushButton("Import…", objectName="SecondaryButton")
@@ -124,6 +128,7 @@ class LabSetupPanel(QFrame):
         lay.addSpacing(4)
         lay.addWidget(QLabel("Instructions (optional)", objectName="FieldLabel"))
         self.instructions_edit = QPlainTextEdit(objectName="LabEdit")
+        self.instructions_edit.setAccessibleName("Instructions")
         self.instructions_edit.setPlaceholderText("A developer message for every run, e.g. “Answer in one sentence.”")
         self.instructions_edit.setTabChangesFocus(True)
         self.instructions_edit.setFixedHeight(58)
@@ -176,6 +181,8 @@ class LabSetupPanel(QFrame):
         form.addRow("Max tokens", self.max_tokens_spin)
         lay.addLayout(form)
         self.plan_label = QLabel("", objectName="MessageMeta")
+        self.plan_label.setWordWrap(True)
+        self.tokens_per_s: float | None = None  # this model's speed here (CompareWindow.set_expected_speed)
         lay.addWidget(self.plan_label)
 
         buttons = QHBoxLayout()
@@ -343,9 +350,19 @@ class LabSetupPanel(QFrame):
         chosen = self.current_set()
         n_q = (len(chosen.problems) if chosen is not None else 0) if self.mode_set.isChecked() else 1
         total = n_q * len(self.efforts()) * self.runs_spin.value()
+        estimate = ""
+        if self.tokens_per_s and total:
+            seconds = experiment_seconds(self.efforts(), n_q, self.runs_spin.value(), self.tokens_per_s)
+            estimate = f" · about {format_duration(seconds)} at {self.tokens_per_s:.0f} tokens a second"
         self.plan_label.setText(
             f"{total} run{'s' if total != 1 else ''}: {n_q} question{'s' if n_q != 1 else ''} × "
             f"{len(self.efforts())} effort{'s' if len(self.efforts()) != 1 else ''} × {self.runs_spin.value()}"
+            + estimate
+        )
+        self.plan_label.setToolTip(
+            "Estimated from the model's speed on this computer and typical answer lengths at each effort"
+            if estimate
+            else ""
         )
 
     def _on_mode(self, button_id: int, checked: bool) -> None:

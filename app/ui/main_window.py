@@ -10,28 +10,25 @@ from typing import Any
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
+    QApplication,
     QFileDialog,
-    QHBoxLayout,
+    QLineEdit,
     QMainWindow,
+    QPlainTextEdit,
     QSplitter,
-    QStackedWidget,
-    QVBoxLayout,
     QWidget,
 )
 
-from app.core import logs
 from app.core.chat import Conversation
 from app.core.engine import LoadableEngine
 from app.core.fsutil import FileWriteError
-from app.core.runtime import Runtime
+from app.core.runtime import Runtime, is_model_file
 from app.core.session import ChatSession
 from app.core.store import DEFAULT_TITLE, StoreUnavailableError, message_from_row
-from app.ui import help_menu, style
+from app.ui import focus_ring, help_menu, style
 from app.ui.actions import build_actions, update_actions
 from app.ui.chat_controller import ChatController
-from app.ui.chat_page import ChatHeader, EmptyState, LoadPanel, StatusLine
-from app.ui.chat_view import ChatView
-from app.ui.composer import Composer
+from app.ui.chat_page import ChatPage, StatusLine
 from app.ui.conversations import ConversationActions
 from app.ui.events import ConversationEvents
 from app.ui.model_loader import ModelLoader
@@ -39,6 +36,8 @@ from app.ui.notice import Notice, NoticeBar, NoticeChannel, log_notice
 from app.ui.panels import Panels
 from app.ui.sidebar import Sidebar
 from app.ui.store_status import StoreStatus
+from app.ui.window_state import GeometryKeeper
+from app.ui.window_view import ViewCommands
 from app.ui.workers import GeneratorWorker, start_worker
 
 
@@ -54,8 +53,9 @@ class MainWindow(QMainWindow):
     """The chat window over a Runtime (a new one over the user's data when none is given).
 
     Its parts: `answers` (ChatController: the live answer and the open chat), `conversations`
-    (ConversationActions), `loader` (ModelLoader), `panels` (the dialogs), `notices` (the notice
-    channel) and `events` (ConversationEvents). Closing the window closes the runtime.
+    (ConversationActions), `loader` (ModelLoader), `panels` (the dialogs), `view` (View and Help
+    commands), `notices` (the notice channel) and `events` (ConversationEvents). Closing the
+    window closes the runtime.
     """
 
     model_loaded = Signal(object)
@@ -64,42 +64,21 @@ class MainWindow(QMainWindow):
     def __init__(self, runtime: Runtime | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.runtime = rt = runtime if runtime is not None else Runtime()
+        app = QApplication.instance()
+        if isinstance(app, QApplication):
+            focus_ring.install(app)  # every Tab stop shows where the keyboard is
         self.notices = NoticeChannel(self)
         self.events = ConversationEvents(self)
         self.setWindowTitle("Harmonica")
         self.setWindowIcon(style.icon("harmonica"))
-        self.resize(1240, 800)
         self.setAcceptDrops(True)
 
         self.sidebar = Sidebar(rt.store)
-        central = QWidget(objectName="ChatPage")
-        lay = QVBoxLayout(central)
-        lay.setContentsMargins(0, 0, 0, 8)
-        lay.setSpacing(0)
-        self.header = ChatHeader()
-        lay.addWidget(self.header)
-        self.stack = QStackedWidget()
-        self.empty = EmptyState()
-        self.chat = ChatView()
-        self.stack.addWidget(self.empty)
-        self.stack.addWidget(self.chat)
-        lay.addWidget(self.stack, 1)
-        self.load_panel = LoadPanel()
-        self.banner = NoticeBar()
-        self.context_banner = NoticeBar()
-        self.store_banner = NoticeBar(closable=False)  # lasts while conversations cannot be saved
-        for w in (self.load_panel, self.store_banner, self.banner, self.context_banner):
-            # Centred at the composer's width; stretches (not alignment) keep word wrap working.
-            w.setMaximumWidth(820)
-            row = QHBoxLayout()
-            row.setContentsMargins(24, 4, 24, 0)
-            row.addStretch(1)
-            row.addWidget(w, 100)
-            row.addStretch(1)
-            lay.addLayout(row)
-        self.composer = Composer()
-        self.composer.set_can_send(False)
-        lay.addWidget(self.composer)
+        central = ChatPage()
+        self.header, self.stack, self.empty, self.chat = central.header, central.stack, central.empty, central.chat
+        self.load_panel, self.banner, self.context_banner = central.load_panel, central.banner, central.context_banner
+        self.store_banner = central.store_banner
+        self.composer = central.composer
         self.splitter = QSplitter(Qt.Orientation.Horizontal, objectName="MainSplitter")
         self.splitter.addWidget(self.sidebar)
         self.splitter.addWidget(central)
@@ -107,7 +86,6 @@ class MainWindow(QMainWindow):
         self.splitter.setStretchFactor(1, 1)
         self.splitter.setSizes([260, 980])
         self.setCentralWidget(self.splitter)
-        self.sidebar.setVisible(rt.settings.window.sidebar_visible)
         self.status = StatusLine(self.statusBar())
         self.status_model, self.status_speed = self.status.model, self.status.speed
         self.status_context, self.status_server = self.status.context, self.status.server
@@ -118,20 +96,28 @@ class MainWindow(QMainWindow):
         )
         self.loader = ModelLoader(rt, self.notices, self)
         self.store_status = StoreStatus(rt, self.notices, self.events, self.answers, self.statusBar(), self)
-        self.panels = Panels(rt, self)
+        self.geometry_keeper = GeometryKeeper(rt.settings, self)
+        self.geometry_keeper.track(self, "main", (1240, 800))
+        self.panels = Panels(rt, self, self.geometry_keeper)
+        self.view = ViewCommands(self, rt, self.sidebar, self.notices, self.refresh_actions)
         self.menu_actions = build_actions(self)
+        self.chat.set_tab_neighbours(self.header.settings_button, self.composer.edit)
         self._error_dialog_open = False
         self._wire()
 
         start_worker(GeneratorWorker(warm_up_job, style.current().markdown))
+        self._rebuild_on_idle = False  # a theme change during an answer re-renders the chat after it
         last = rt.settings.load.last_model
         # The last model loads at start; meanwhile the empty page shows, not the first-run page.
         self._autoloading = rt.settings.load.autoload and last is not None and Path(last).is_file()
         self._show_session()
         if rt.startup_note:
             self.notices.info(rt.startup_note)
+        elif last is not None and is_model_file(last) and not Path(last).is_file():
+            self._missing_model(last)
         self.store_status.start()  # the store could not be opened for writing: say why, until it can
         self.conversations.offer_interrupted()
+        self.composer.edit.setFocus()  # the window opens ready for typing (it gets the focus when shown)
         if rt.settings.server.enabled:
             QTimer.singleShot(0, lambda: self.panels.server(start=True))
         if self._autoloading and last is not None:
@@ -146,13 +132,15 @@ class MainWindow(QMainWindow):
         self.notices.cleared.connect(lambda slot: self._bar(slot).hide())
         self.header.settings_requested.connect(self.conversations.edit_settings)
         self.header.export_requested.connect(lambda fmt: self.conversations.choose_export(fmt))
-        self.header.sidebar_toggled.connect(self.toggle_sidebar)
+        self.header.sidebar_toggled.connect(self.view.toggle_sidebar)
+        self.composer.edit_last_requested.connect(self.conversations.edit_last_message)
         self.empty.open_requested.connect(self.choose_model)
         self.load_panel.cancel_requested.connect(self.cancel_load)
         ans.speed.connect(self.status_speed.setText)
         ans.context.connect(self.status_context.setText)
         ans.unexpected.connect(lambda exc: self.show_exception(exc))
         ans.turn_finished.connect(self.turn_finished)
+        ans.idle.connect(self._after_answer)
         ans.reload_requested.connect(lambda path: self.open_model(path))
         self.conversations.status.connect(lambda text, ms: self.statusBar().showMessage(text, ms))
         loader.started.connect(self._on_load_started)
@@ -199,6 +187,9 @@ class MainWindow(QMainWindow):
     def set_conversation(self, conversation: Conversation) -> None:
         self.conversations.set_conversation(conversation)
 
+    def show_models(self) -> None:
+        self.panels.show_models()
+
     def show_hardware(self) -> Any:
         return self.panels.show_hardware(self.session.settings.context_size)
 
@@ -209,6 +200,7 @@ class MainWindow(QMainWindow):
     def refresh(self) -> None:
         """Page, composer, header and menus from the current state (ConversationEvents.state_changed)."""
         name = self.runtime.model_name
+        first_run = False
         if self.chat.widgets:
             self.stack.setCurrentWidget(self.chat)
         elif name is None and not self.loading and not self._autoloading:
@@ -216,16 +208,42 @@ class MainWindow(QMainWindow):
             if self.stack.indexOf(page) < 0:
                 self.stack.addWidget(page)
             self.stack.setCurrentWidget(page)
+            first_run = True
         else:
             self.stack.setCurrentWidget(self.empty)
         self.empty.set_model_loaded(name)
-        self.composer.set_can_send(name is not None and not self.loading)
+        self.composer.setVisible(not first_run)  # nothing to type to until a model is ready
+        self.view.narrow.set_suppressed(first_run and not self.sidebar.has_conversations)
+        if self.loading:
+            self.composer.set_can_send(False, "Loading the model…")
+        else:
+            self.composer.set_can_send(name is not None)
         cid = self.session.conversation_id
         extra = ["web browsing on"] if self.runtime.browsing_on() else []  # the one tool that reaches the web
         self.header.set_state(
             self.session.title if cid else DEFAULT_TITLE, self.session.settings, cid is not None, extra
         )
+        self.refresh_actions()
+
+    def refresh_actions(self) -> None:
+        """Menus re-read what is enabled and checked."""
         update_actions(self, self.menu_actions)
+
+    def theme_changed(self, palette: Any) -> None:
+        """View → Theme: answers are rendered with the theme's colours, so the chat is rebuilt (after
+        the answer that is streaming, if one is)."""
+        if self.runtime.closed:
+            return  # a closed window waiting to be deleted
+        start_worker(GeneratorWorker(warm_up_job, palette.markdown))
+        if self.generating:
+            self._rebuild_on_idle = True
+        else:
+            self._show_session()
+
+    def _after_answer(self) -> None:
+        if self._rebuild_on_idle:
+            self._rebuild_on_idle = False
+            self._show_session()
 
     def _show_session(self) -> None:
         """Rebuild the chat from the store (ConversationEvents.session_changed)."""
@@ -241,6 +259,17 @@ class MainWindow(QMainWindow):
 
     def _on_notice(self, notice: Notice) -> None:
         self._bar(notice.slot).show_notice(notice)
+
+    def _missing_model(self, path: str) -> None:
+        """The model used last is gone (moved, deleted, a drive not mounted): say so, and offer the ways on."""
+        self.notices.error(
+            f"The model used last is no longer at {path}. It may have been moved or deleted, or it is on a "
+            "drive that is not connected. Locate the file, or download gpt-oss again.",
+            actions=[
+                ("Locate…", self.choose_model),
+                ("Download…", self.show_models),
+            ],
+        )
 
     def show_error(self, text: str) -> None:
         self.notices.error(text)
@@ -304,21 +333,36 @@ class MainWindow(QMainWindow):
         self.load_panel.start(name)
         self.status.set_loading(name)
         self.composer.set_can_send(False, "Loading the model…")
-        update_actions(self, self.menu_actions)
+        self.refresh_actions()
 
     def _on_loaded(self, info: Any) -> None:
-        self.status.set_model(info, self.runtime.active_plan)
-        self.setWindowTitle(f"{info.name} — Harmonica")
+        self._show_model_state()
         self.panels.model_changed()
         self.model_loaded.emit(info)
 
     def _on_load_failed(self) -> None:
-        self.status.set_no_model()
-        self.setWindowTitle("Harmonica")
+        # A failed open (a wrong file, a file that does not fit) often leaves the old model loaded and
+        # answering: the status bar and title say what is loaded now, not what was tried.
+        self._show_model_state()
+
+    def _show_model_state(self) -> None:
+        info = self.runtime.model_info if self.runtime.model_loaded else None
+        if info is None:
+            self.status.set_no_model()
+            self.setWindowTitle("Harmonica")
+        else:
+            self.status.set_model(info, self.runtime.active_plan)
+            self.setWindowTitle(f"{info.name} — Harmonica")
 
     def _on_load_finished(self) -> None:
         self.load_panel.hide()
         self.refresh()
+        focused = QApplication.focusWidget()
+        typing = isinstance(focused, (QLineEdit, QPlainTextEdit)) and focused.window() is self
+        if self.runtime.model_loaded and self.composer.isVisible() and not typing:
+            # Ready: the keyboard goes to the message box (not to whatever button was left with
+            # it when the first-run page went away: typing a space would press that button).
+            self.composer.edit.setFocus(Qt.FocusReason.OtherFocusReason)
 
     def _on_server_running(self, running: bool) -> None:
         panel = self.panels.server_panel
@@ -327,54 +371,12 @@ class MainWindow(QMainWindow):
         else:
             self.status.set_server(None)
 
-    # --- view and help menu commands ----------------------------------------------------------------
-    @property
-    def sidebar_visible(self) -> bool:
-        return self.runtime.settings.window.sidebar_visible
-
-    def set_sidebar_visible(self, on: bool) -> None:
-        self.sidebar.setVisible(on)
-        self.runtime.settings.window.sidebar_visible = on
-        self.runtime.settings.save("window")
-        update_actions(self, self.menu_actions)
-
-    def toggle_sidebar(self) -> None:
-        self.set_sidebar_visible(not self.sidebar.isVisible())
-
+    # --- view -------------------------------------------------------------------------------------
     def focus_search(self) -> None:
         if not self.sidebar.isVisible():
-            self.toggle_sidebar()
+            self.view.set_sidebar_visible(True)
         self.sidebar.search.setFocus()
         self.sidebar.search.selectAll()
-
-    def theme_is(self, name: str) -> bool:
-        return self.runtime.settings.window.theme == name
-
-    def set_theme(self, name: str) -> None:
-        self.runtime.settings.window.theme = name
-        self.runtime.settings.save("window")
-        update_actions(self, self.menu_actions)
-        self.notices.info("The new theme is used from the next start of Harmonica.", timeout_ms=8000)
-
-    @property
-    def debug_logging(self) -> bool:
-        return self.runtime.settings.logging.debug
-
-    def set_debug_logging(self, on: bool) -> None:
-        self.runtime.settings.logging.debug = on
-        self.runtime.settings.save("logging")
-        logs.set_debug(on)
-
-    def show_log_folder(self) -> None:
-        if not help_menu.show_log_folder():
-            self.notices.error(f"The log folder could not be opened. It is {logs.log_dir()}.")
-
-    def copy_diagnostics(self) -> None:
-        help_menu.copy_diagnostics(self.runtime)
-        self.statusBar().showMessage("Diagnostics copied to the clipboard (no conversation text).", 4000)
-
-    def about(self) -> None:
-        help_menu.about(self)
 
     # --- drag & drop --------------------------------------------------------------------------------
     def dragEnterEvent(self, e: QDragEnterEvent) -> None:
@@ -401,6 +403,11 @@ class MainWindow(QMainWindow):
             e.ignore()
             self.store_status.refuse_close(unsaved, self.close)
             return
+        self.geometry_keeper.remember(self)
+        for w in QApplication.topLevelWidgets():
+            if w.isVisible() and w is not self:
+                self.geometry_keeper.remember(w)  # dialogs left open come back where they were
+        self.geometry_keeper.stop()  # the settings' store closes below
         self.answers.closing = True
         self.panels.shutdown()
         self.answers.shutdown()

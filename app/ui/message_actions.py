@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtCore import QEvent, QObject, QSize, Qt, Signal
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QMenu, QPushButton, QToolButton, QWidget
+from PySide6.QtWidgets import QGraphicsOpacityEffect, QHBoxLayout, QLabel, QMenu, QPushButton, QToolButton, QWidget
 
 from app.core.store import BranchInfo
 from app.ui import style
@@ -33,11 +33,13 @@ class BranchNavigator(QWidget):
         self.prev = QToolButton(objectName="BranchButton")
         self.prev.setIcon(style.icon("chevron-left"))
         self.prev.setToolTip("Previous version")
+        self.prev.setAccessibleName("Previous version")
         self.prev.clicked.connect(lambda: self.moved.emit(-1))
         self.label = QLabel("", objectName="BranchLabel")
         self.next = QToolButton(objectName="BranchButton")
         self.next.setIcon(style.icon("chevron-right"))
         self.next.setToolTip("Next version")
+        self.next.setAccessibleName("Next version")
         self.next.clicked.connect(lambda: self.moved.emit(1))
         for w in (self.prev, self.label, self.next):
             lay.addWidget(w)
@@ -55,8 +57,12 @@ class BranchNavigator(QWidget):
 
 class MessageActions(QWidget):
     """A row of icon buttons; `triggered(name)` for each (names from ACTIONS, plus "copy_text",
-    "continue", "prev" and "next"). Hidden until the message is hovered, unless pinned; the branch
-    navigator and Continue always show."""
+    "continue", "prev" and "next"). Faded out until the message is hovered or one of them has
+    keyboard focus, unless pinned; the branch navigator and Continue always show.
+
+    Faded, not hidden: a hidden button is no Tab stop, and Copy, Edit and Regenerate must be
+    reachable from the keyboard. Tab onto one and the row appears (with the focus ring on it).
+    """
 
     triggered = Signal(str)
 
@@ -71,9 +77,8 @@ class MessageActions(QWidget):
         self.branch.moved.connect(lambda d: self.triggered.emit("prev" if d < 0 else "next"))
         self.buttons: dict[str, QToolButton] = {}
         self._tools = QWidget()
-        policy = self._tools.sizePolicy()
-        policy.setRetainSizeWhenHidden(True)  # the row keeps its height: hovering never moves text
-        self._tools.setSizePolicy(policy)
+        self._fade = QGraphicsOpacityEffect(self._tools)
+        self._tools.setGraphicsEffect(self._fade)  # the row keeps its place: showing it never moves text
         tl = QHBoxLayout(self._tools)
         tl.setContentsMargins(0, 0, 0, 0)
         tl.setSpacing(2)
@@ -83,7 +88,9 @@ class MessageActions(QWidget):
             b.setIcon(style.icon(icon))
             b.setIconSize(QSize(15, 15))
             b.setToolTip(tip)
+            b.setAccessibleName(tip)
             b.setCursor(Qt.CursorShape.PointingHandCursor)
+            b.installEventFilter(self)  # focus in and out show and fade the row
             if name == "copy":
                 menu = QMenu(b)
                 for label, action in (("Copy as Markdown", "copy"), ("Copy as plain text", "copy_text")):
@@ -110,6 +117,7 @@ class MessageActions(QWidget):
         lay.insertWidget(0 if not align_right else lay.count(), self.continue_button)
         self._pinned = False
         self._hovered = False
+        self._focused = False
         self._update()
 
     def set_branch(self, info: BranchInfo | None) -> None:
@@ -129,7 +137,13 @@ class MessageActions(QWidget):
 
     @property
     def tools_visible(self) -> bool:
-        return not self._tools.isHidden()
+        return self._pinned or self._hovered or self._focused
+
+    def eventFilter(self, obj: QObject, e: QEvent) -> bool:
+        if e.type() in (QEvent.Type.FocusIn, QEvent.Type.FocusOut):
+            self._focused = any(b.hasFocus() for b in self.buttons.values())
+            self._update()
+        return False
 
     def _update(self) -> None:
-        self._tools.setVisible(self._pinned or self._hovered)
+        self._fade.setOpacity(1.0 if self.tools_visible else 0.0)

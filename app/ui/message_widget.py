@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import time
 
-from PySide6.QtCore import QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QTextBlockFormat, QTextCursor
+from PySide6.QtCore import QEvent, QObject, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QKeyEvent, QTextBlockFormat, QTextCursor
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -95,9 +95,14 @@ class UserMessageWidget(_Hoverable, QWidget):  # type: ignore[misc]  # `actions`
         ed.setContentsMargins(12, 10, 12, 10)
         self.edit_box = QPlainTextEdit(objectName="EditBox")
         self.edit_box.setMinimumHeight(70)
+        self.edit_box.setAccessibleName("Edit your message")
+        self.edit_box.setTabChangesFocus(True)  # Tab goes on to Cancel and Send
+        self.edit_box.installEventFilter(self)  # Ctrl+Enter sends, Esc cancels
         ed.addWidget(self.edit_box)
         buttons = QHBoxLayout()
-        buttons.addWidget(QLabel("Sending an edit keeps the original as another version.", objectName="EditHint"), 1)
+        hint = QLabel("Sending an edit keeps the original as another version.", objectName="EditHint")
+        hint.setWordWrap(True)  # narrow windows: two lines, not cut off
+        buttons.addWidget(hint, 1)
         self.edit_cancel = QPushButton("Cancel", objectName="SecondaryButton")
         self.edit_cancel.clicked.connect(self.cancel_edit)
         self.edit_send = QPushButton("Send", objectName="PrimaryButton")
@@ -143,6 +148,23 @@ class UserMessageWidget(_Hoverable, QWidget):  # type: ignore[misc]  # `actions`
         self.editor.hide()
         self.bubble.show()
 
+    def eventFilter(self, obj: QObject, e: QEvent) -> bool:
+        if obj is self.edit_box and isinstance(e, QKeyEvent):
+            send = e.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and bool(
+                e.modifiers() & Qt.KeyboardModifier.ControlModifier
+            )
+            cancel = e.key() == Qt.Key.Key_Escape
+            if send or cancel:
+                e.accept()  # ShortcutOverride: the key is ours, not the window's Esc (Stop)
+                if e.type() != QEvent.Type.KeyPress:
+                    return False
+                if send:
+                    self._submit_edit()
+                else:
+                    self.cancel_edit()
+                return True
+        return super().eventFilter(obj, e)
+
     def _submit_edit(self) -> None:
         text = self.edit_box.toPlainText().strip()
         if not text:
@@ -150,6 +172,11 @@ class UserMessageWidget(_Hoverable, QWidget):  # type: ignore[misc]  # `actions`
         self.cancel_edit()
         if text != self.message.content:
             self.edit_submitted.emit(text)
+
+    def minimumSizeHint(self) -> QSize:
+        # The bubble's width follows ours (resizeEvent), so ours must not follow the bubble's: a
+        # narrower chat column could never shrink the bubble otherwise.
+        return QSize(min(super().minimumSizeHint().width(), 160), super().minimumSizeHint().height())
 
     def resizeEvent(self, e: object) -> None:  # type: ignore[override]
         # Short messages hug their text; long ones wrap at three quarters of the column.
@@ -215,15 +242,23 @@ class AssistantMessageWidget(_Hoverable, QFrame):  # type: ignore[misc]  # as ab
         self.effort_chip = QLabel(f"{effort} effort" if effort else "", self, objectName="EffortChip")
         self.effort_chip.setVisible(bool(effort))
         head.addWidget(self.effort_chip)
-        head.addStretch(1)
         self.meta = QLabel("", objectName="MessageMeta")
-        head.addWidget(self.meta)
+        # It takes the row's free width (right-aligned), so it stays on one line and only breaks in
+        # a narrow column instead of widening it.
+        self.meta.setWordWrap(True)
+        self.meta.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        head.addWidget(self.meta, 1)
         lay.addLayout(head)
         if continuation:
             # The same answer goes on below the tool cards: no second name and effort chip.
             self.model_label.hide()
             self.effort_chip.hide()
             lay.setContentsMargins(0, 0, 0, 10)
+
+        # "Reading your message… 40%" while the engine reads a long prompt (set_reading).
+        self.reading_note = QLabel("", objectName="ReadingNote")
+        self.reading_note.hide()
+        lay.addWidget(self.reading_note)
 
         self.reasoning_toggle = QToolButton(objectName="ReasoningToggle")
         self.reasoning_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
@@ -252,6 +287,7 @@ class AssistantMessageWidget(_Hoverable, QFrame):  # type: ignore[misc]  # as ab
         self.tool_cards: list[ToolCard] = []
 
         self.answer_view = MarkdownView(pal.markdown)
+        self.answer_view.setAccessibleName("Answer")
         self.answer_view.hide()
         lay.addWidget(self.answer_view)
 
@@ -300,6 +336,7 @@ class AssistantMessageWidget(_Hoverable, QFrame):  # type: ignore[misc]  # as ab
         bar.setFixedWidth(2)
         rb.addWidget(bar)
         view = PlainStreamView(objectName="ReasoningText")
+        view.setAccessibleName("Reasoning")
         f = view.font()
         f.setPointSizeF(max(8.0, f.pointSizeF() - 0.5))
         view.setFont(f)
@@ -324,6 +361,11 @@ class AssistantMessageWidget(_Hoverable, QFrame):  # type: ignore[misc]  # as ab
         return self._think_start is not None and not self._thinking_done
 
     # --- streaming input -----------------------------------------------------------------------
+    def set_reading(self, text: str | None) -> None:
+        """Say what happens before the first token ("Reading your message… 40%"); None hides it."""
+        self.reading_note.setText(text or "")
+        self.reading_note.setVisible(bool(text))
+
     def append_reasoning(self, text: str) -> None:
         if self._think_start is None:
             self._think_start = time.monotonic()

@@ -9,6 +9,7 @@ from PySide6.QtCore import QObject, Signal
 
 from app.core.engine import EngineError, LoadableEngine
 from app.core.errors import HarmonicaError
+from app.core.plain_errors import describe_os_error, plain_text
 from app.core.runtime import LoadDone, LoadPlanned, LoadProgress, Runtime
 from app.ui.notice import NoticeChannel
 from app.ui.workers import GeneratorWorker, start_worker
@@ -83,8 +84,10 @@ class ModelLoader(QObject):
         self.failed.emit()
         if isinstance(exc, EngineError):
             self.notices.error(f"The model could not be loaded. {exc}", exc)
+        elif isinstance(exc, OSError):
+            self.notices.error(f"The model could not be loaded: {describe_os_error(exc)}.", exc)
         else:
-            self.notices.error(f"The model could not be loaded: {exc}", exc)
+            self.notices.error(f"The model could not be loaded: {plain_text(exc)}", exc)
 
     def _on_finished(self) -> None:
         self._worker = None

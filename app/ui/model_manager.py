@@ -37,6 +37,7 @@ from app.core.models import (
     catalog,
     recommend,
 )
+from app.core.plain_errors import describe_error
 from app.ui import style
 from app.ui.downloads import DownloadController, DownloadPanel, State
 from app.ui.notice import NoticeBar
@@ -70,7 +71,7 @@ def import_job(
         except ModelError as exc:
             yield RefusedFile(Path(path), str(exc))
         except OSError as exc:
-            yield RefusedFile(Path(path), f"{Path(path).name} could not be read: {exc}.")
+            yield RefusedFile(Path(path), f"{Path(path).name} could not be read: {describe_error(exc)}.")
 
 
 def detect_job(*, cancel: threading.Event) -> Iterator[HardwareProfile]:
@@ -184,6 +185,7 @@ class CatalogCard(QFrame):
             self.fit.hide()
             return
         fit = assess_fit(self.entry, profile)
+        self.panel.set_caution(fit.summary if fit.fits is False else None)  # ask before a download that cannot run
         self.fit.setText(("✓ " if fit.fits else "⚠ " if fit.fits is False else "") + fit.summary)
         self.fit.setProperty("kind", "ok" if fit.fits else "warn" if fit.fits is False else "")
         self.fit.style().unpolish(self.fit)
@@ -236,6 +238,7 @@ class LocalModelRow(QFrame):
         self.use_button = QPushButton("Use this model", objectName="PrimaryButton")
         self.use_button.setCursor(Qt.CursorShape.PointingHandCursor)
         self.use_button.clicked.connect(lambda: self.use_requested.emit(str(model.path)))
+        self.use_button.setVisible(not in_use)  # the model in use has its "In use" chip instead
         lay.addWidget(self.use_button)
         self.remove_button = QPushButton("Remove", objectName="SecondaryButton")
         self.remove_button.setCursor(Qt.CursorShape.PointingHandCursor)
@@ -347,7 +350,7 @@ class ModelManagerDialog(QDialog):
         self.setObjectName("ModelManager")
         self.setAcceptDrops(True)
         self.resize(860, 780)
-        self.setMinimumSize(720, 480)
+        self.setMinimumSize(480, 360)  # it scrolls: a small screen (or 2× scale) still fits it
 
         outer, scroll, content = style.scroll_page(self, "ManagerContent")
         scroll.setObjectName("ManagerScroll")
@@ -368,6 +371,8 @@ class ModelManagerDialog(QDialog):
         lay.addWidget(self.offline_notice)
         self.notice = NoticeBar()
         lay.addWidget(self.notice)
+        self.done_notice = NoticeBar()  # what worked, never inside the error box beside what did not
+        lay.addWidget(self.done_notice)
 
         lay.addSpacing(6)
         lay.addWidget(_label("Download", "SectionTitle"))
@@ -456,6 +461,7 @@ class ModelManagerDialog(QDialog):
         if not paths:
             return
         self.notice.hide()
+        self.done_notice.hide()
         imported: list[str] = []
         refused: list[RefusedFile] = []
 
@@ -472,10 +478,9 @@ class ModelManagerDialog(QDialog):
             if refused:
                 reasons = "\n".join(r.reason for r in refused)
                 head = "Not imported: " if len(refused) == 1 else f"{len(refused)} files not imported:\n"
-                extra = f"\nImported: {', '.join(imported)}." if imported else ""
-                self.notice.show_message(head + reasons + extra, "error")
-            elif imported:
-                self.notice.show_message(f"Imported {', '.join(imported)}.", "info")
+                self.notice.show_message(head + reasons, "error")
+            if imported:
+                self.done_notice.show_message(f"Imported {', '.join(imported)}.", "success", timeout_ms=10_000)
             self.refresh_models()
 
         self._run(GeneratorWorker(import_job, self.library, [str(p) for p in paths]), on_item, on_done)
@@ -499,7 +504,7 @@ class ModelManagerDialog(QDialog):
         start_worker(worker)
 
     def _work_failed(self, exc: BaseException) -> None:
-        self.notice.show_message(f"Something went wrong: {exc}", exc=exc)
+        self.notice.show_message(f"Something went wrong: {describe_error(exc)}", exc=exc)
 
     def _download_ended(self, request: object, outcome: object) -> None:
         self.refresh_models()
@@ -572,6 +577,7 @@ class ModelManagerDialog(QDialog):
                     continue  # finished during this scan; the scan that sees it is on its way
                 self.controller.forget(request)  # removed (or deleted outside Harmonica)
             card.panel.set_local_paths(match.parts if match is not None else ())
+            card.panel.set_in_use(match is not None and self._current is not None and match.key == self._current)
         self.models_changed.emit()
 
     def _choose(self, path: str) -> None:
@@ -590,7 +596,7 @@ class ModelManagerDialog(QDialog):
             self.notice.show_message(str(exc))
             return
         done = "Removed and deleted" if choice else "Removed"
-        self.notice.show_message(f"{done} {model.display_name}.", "info")
+        self.done_notice.show_message(f"{done} {model.display_name}.", "success", timeout_ms=10_000)
         self.refresh_models()
 
     # -- drag and drop -------------------------------------------------------------------------

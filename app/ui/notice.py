@@ -107,6 +107,7 @@ class NoticeBar(QFrame):
             close = QToolButton(objectName="BannerClose")
             close.setIcon(style.icon("close"))
             close.setToolTip("Dismiss")
+            close.setAccessibleName("Dismiss")
             close.clicked.connect(self.hide)
             lay.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
         self._timer = QTimer(self)

@@ -8,6 +8,8 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QDialog, QVBoxLayout, QWidget
 
 from app.core.runtime import Runtime
+from app.ui import style
+from app.ui.window_state import GeometryKeeper
 
 if TYPE_CHECKING:
     from app.core.server import ApiServer, ServerSettings
@@ -29,10 +31,11 @@ class Panels(QObject):
     tools_changed = Signal()
     server_running = Signal(bool)
 
-    def __init__(self, runtime: Runtime, window: QWidget) -> None:
+    def __init__(self, runtime: Runtime, window: QWidget, keeper: GeometryKeeper | None = None) -> None:
         super().__init__(window)
         self.runtime = runtime
         self.window = window
+        self.keeper = keeper if keeper is not None else GeometryKeeper(runtime.settings, self)
         self.closing = False
         self._downloads: DownloadController | None = None
         self.models_dialog: ModelManagerDialog | None = None
@@ -49,10 +52,14 @@ class Panels(QObject):
         """A modeless window around one of the app's panels (kept and shown again, not rebuilt)."""
         dlg = QDialog(self.window, objectName=name)
         dlg.setWindowTitle(title)
-        dlg.resize(*size)
-        lay = QVBoxLayout(dlg)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(panel)
+        # Scrolls when the screen is smaller than the panel (a laptop at 2× scale), instead of
+        # the window growing off the screen.
+        _outer, scroll, content = style.scroll_page(dlg, f"{name}Content")
+        inner = QVBoxLayout(content)
+        inner.setContentsMargins(0, 0, 0, 0)
+        inner.addWidget(panel)
+        scroll.setObjectName(f"{name}Scroll")
+        self.keeper.track(dlg, name, size)  # where the user left it, fitted to the screen
         return dlg
 
     @staticmethod
@@ -78,6 +85,7 @@ class Panels(QObject):
         if self.models_dialog is None:
             dlg = ModelManagerDialog(self.downloads, parent=self.window, current_model=current)
             dlg.model_chosen.connect(self.open_requested)
+            self.keeper.track(dlg, "ModelsDialog", (860, 780))
             self.models_dialog = dlg
         else:
             self.models_dialog.set_current_model(current)
@@ -110,16 +118,20 @@ class Panels(QObject):
             except Exception:  # noqa: BLE001 - the panel shows "no model chosen"
                 info = None
         if self.hardware_panel is None or self.hardware_dialog is None:
+            # The panel is a dialog itself: wrapped in a second one, its Close and Esc hid only the
+            # panel and left an empty window that stayed empty.
             panel = HardwarePanel(
                 self.runtime.hardware_profile,
                 info,
+                self.window,
                 wishes=self.runtime.wishes(context_size),
                 load_label="Reload with these settings",
             )
             panel.load_requested.connect(self._load_with)
             panel.profile_ready.connect(lambda p: setattr(self.runtime, "profile", p))
+            self.keeper.track(panel, "HardwareDialog", (860, 760))
             self.hardware_panel = panel
-            self.hardware_dialog = self._dialog(panel, "Hardware and load settings", "HardwareDialog", (860, 760))
+            self.hardware_dialog = panel
         else:
             self.hardware_panel.set_model(info)
         self._raise(self.hardware_dialog)
@@ -155,7 +167,9 @@ class Panels(QObject):
             from app.ui.compare import CompareWindow
 
             self.lab = CompareWindow(self.runtime.lab_client)
+            self.keeper.track(self.lab, "LabWindow", (1280, 860))
         self.lab.refresh_model()
+        self.lab.set_expected_speed(self.runtime.generation_speed())
         self._raise(self.lab)
         return self.lab
 
@@ -194,6 +208,7 @@ class Panels(QObject):
         """A model was loaded: the lab shows it."""
         if self.lab is not None:
             self.lab.refresh_model()
+            self.lab.set_expected_speed(self.runtime.generation_speed())
 
     def shutdown(self) -> None:
         """Stop the lab, downloads and the server (the window is closing)."""

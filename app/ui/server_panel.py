@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.plain_errors import describe_error
 from app.core.scheduler import EngineScheduler, QueueState
 from app.core.server import ApiServer, RequestRecord, ServerError, ServerSettings, example_code, generate_api_key
 from app.ui import style
@@ -111,7 +112,7 @@ class ServerPanel(QWidget):
         self._refresh()
 
     # --- layout ----------------------------------------------------------------------------------
-    def _build(self) -> None:
+    def _apply_style(self) -> None:
         pal = style.current()
         self.setStyleSheet(
             f"""
@@ -137,6 +138,13 @@ class ServerPanel(QWidget):
             QTreeWidget#ServerLog {{ background: {pal.surface}; border: 1px solid {pal.border}; border-radius: 8px; }}
             """
         )
+
+    def theme_changed(self, _palette: object) -> None:
+        """View → Theme (style.apply): this panel's own colours follow."""
+        self._apply_style()
+
+    def _build(self) -> None:
+        self._apply_style()
         outer = QVBoxLayout(self)
         outer.setContentsMargins(20, 18, 20, 18)
         outer.setSpacing(12)
@@ -181,6 +189,7 @@ class ServerPanel(QWidget):
         grid.setVerticalSpacing(8)
         grid.addWidget(QLabel("Port"), 0, 0)
         self.port = QSpinBox()
+        self.port.setAccessibleName("Port")
         self.port.setRange(0, 65535)
         self.port.setSpecialValueText("any free port")
         self.port.setToolTip("0 picks any free port")
@@ -190,6 +199,7 @@ class ServerPanel(QWidget):
         grid.addWidget(self.port_hint, 0, 2, 1, 2)
         grid.addWidget(QLabel("API key"), 1, 0)
         self.key = QLineEdit()
+        self.key.setAccessibleName("API key")
         self.key.setPlaceholderText("none: any key is accepted")
         self.key.textEdited.connect(self._on_key)
         grid.addWidget(self.key, 1, 1, 1, 2)
@@ -224,6 +234,7 @@ class ServerPanel(QWidget):
         code_head.addWidget(self.copy_code)
         outer.addLayout(code_head)
         self.code = QPlainTextEdit(objectName="ServerCode")
+        self.code.setAccessibleName("Example code")
         self.code.setReadOnly(True)
         self.code.setFont(style.mono_font(9.5))
         self.code.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
@@ -237,6 +248,7 @@ class ServerPanel(QWidget):
         log_head.addWidget(self.clear_log)
         outer.addLayout(log_head)
         self.log = QTreeWidget(objectName="ServerLog")
+        self.log.setAccessibleName("Recent requests")
         self.log.setHeaderLabels(["Time", "Request", "Status", "Tokens in / out", "Duration", "From", "Result"])
         self.log.setRootIsDecorated(False)
         self.log.setUniformRowHeights(True)
@@ -334,7 +346,7 @@ class ServerPanel(QWidget):
             self._set_state("stopped")
 
     def _on_failed(self, exc: BaseException) -> None:
-        self._error = str(exc) if isinstance(exc, ServerError) else f"The API server failed: {exc}"
+        self._error = str(exc) if isinstance(exc, ServerError) else f"The API server failed: {describe_error(exc)}"
         self._set_state("error")
         self.error.emit(self._error)
 

@@ -121,6 +121,16 @@ class _HitDelegate(QStyledItemDelegate):
         painter.restore()
 
 
+class _ThemedList(QListWidget):
+    """The search results: their snippets are cached documents with the theme's colours."""
+
+    def theme_changed(self, _palette: object) -> None:
+        delegate = self.itemDelegate()
+        if isinstance(delegate, _HitDelegate):
+            delegate._docs.clear()
+        self.viewport().update()
+
+
 class Sidebar(QFrame):
     """History and search over the store. It only reads; changes go out as signals."""
 
@@ -151,6 +161,8 @@ class Sidebar(QFrame):
         lay.addWidget(self.new_button)
 
         self.search = QLineEdit(objectName="SearchBox")
+        self.search.setAccessibleName("Search conversations")
+        self.search.setProperty("ownFocusRing", True)  # its border lights up (style.qss)
         self.search.setPlaceholderText("Search conversations")
         self.search.setClearButtonEnabled(True)
         self.search.addAction(style.icon("search"), QLineEdit.ActionPosition.LeadingPosition)
@@ -164,6 +176,7 @@ class Sidebar(QFrame):
 
         self.stack = QStackedWidget()
         self.list = QListWidget(objectName="ConversationList")
+        self.list.setAccessibleName("Conversations")
         self.list.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.list.customContextMenuRequested.connect(self._context_menu)
@@ -175,7 +188,8 @@ class Sidebar(QFrame):
         self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.list.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.list.setUniformItemSizes(False)
-        self.results = QListWidget(objectName="SearchResults")
+        self.results = _ThemedList(objectName="SearchResults")
+        self.results.setAccessibleName("Search results")
         self.results.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         self.results.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.results.setItemDelegate(_HitDelegate(self.results))
@@ -207,6 +221,11 @@ class Sidebar(QFrame):
         self.refresh()
 
     # --- the conversation list ------------------------------------------------------------------
+    @property
+    def has_conversations(self) -> bool:
+        """Whether the list shows any chat (on a first start it has none)."""
+        return self._last is not None
+
     def refresh(self) -> None:
         """Reload the list from the store (keeps the selection)."""
         self.list.blockSignals(True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -13,6 +15,8 @@ from PySide6.QtWidgets import QApplication, QFrame, QLayout, QScrollArea, QVBoxL
 
 from app.core.markdown import DARK, LIGHT, Theme
 from app.core.paths import resources_dir
+
+log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=64)
@@ -49,6 +53,7 @@ class Palette:
     good_bg: str = "#dafbe1"
     bad: str = "#cf222e"  # wrong answers
     bad_bg: str = "#ffebe9"
+    warning_bg: str = "#fff8c5"  # a notice to heed that is not an error (amber, not red)
 
 
 LIGHT_PALETTE = Palette(
@@ -100,6 +105,7 @@ DARK_PALETTE = Palette(
     good_bg="#12261a",
     bad="#f85149",
     bad_bg="#3a1d1f",
+    warning_bg="#2e2814",
 )
 
 
@@ -126,12 +132,26 @@ def qcolor(name: str) -> QColor:
     return QColor(getattr(_current, name))
 
 
+def dark_for(choice: str) -> bool | None:
+    """The `dark` argument of `apply` for a theme setting: "system" (None: ask the desktop), "light", "dark"."""
+    return None if choice not in ("light", "dark") else choice == "dark"
+
+
 def apply(app: QApplication, dark: bool | None = None) -> Palette:
-    """Install the Fusion style, a matching QPalette, the UI font and the style sheet."""
+    """Install the Fusion style, a matching QPalette, the UI font and the style sheet.
+
+    Called again while the app runs (View → Theme, or the desktop switching between light and
+    dark), it restyles every window, and every widget that paints with colours of its own gets
+    `theme_changed(palette)` if it has that method (panels with their own style sheets, the chat,
+    whose answers are rendered with the theme's colours).
+    """
     global _current
     pal = DARK_PALETTE if (system_prefers_dark() if dark is None else dark) else LIGHT_PALETTE
+    changed = pal is not _current
     _current = pal
-    app.setStyle("Fusion")
+    if not app.property("harmonicaFusion"):  # once: setting a style again re-polishes every widget
+        app.setStyle("Fusion")
+        app.setProperty("harmonicaFusion", True)
     qp = QPalette()
     for role, value in (
         (QPalette.ColorRole.Window, pal.window),
@@ -157,7 +177,37 @@ def apply(app: QApplication, dark: bool | None = None) -> Palette:
     font.setPointSizeF(10.5)
     app.setFont(font)
     app.setStyleSheet(style_sheet(pal))
+    from app.ui import focus_ring  # here, not at the top: it paints with this module's colours
+
+    focus_ring.install(app)
+    if changed:
+        for w in QApplication.allWidgets():
+            hook = getattr(w, "theme_changed", None)
+            if callable(hook):
+                try:
+                    hook(pal)
+                except Exception:  # one panel that cannot restyle must not stop the others
+                    log.exception("%s could not follow the theme", type(w).__name__)
     return pal
+
+
+_desktop_choice: Callable[[], str] | None = None
+
+
+def follow_desktop(app: QApplication, choice: Callable[[], str]) -> None:
+    """While the theme setting (`choice()`) is "system", follow the desktop's light/dark switch live.
+    One connection per application: a later call only replaces `choice`."""
+    global _desktop_choice
+    first = _desktop_choice is None
+    _desktop_choice = choice
+    signal = getattr(QGuiApplication.styleHints(), "colorSchemeChanged", None)  # Qt 6.5+
+    if first and signal is not None:
+        signal.connect(lambda *_: _on_desktop_scheme(app))
+
+
+def _on_desktop_scheme(app: QApplication) -> None:
+    if _desktop_choice is not None and _desktop_choice() == "system":
+        apply(app, None)
 
 
 def style_sheet(pal: Palette) -> str:
@@ -189,6 +239,7 @@ def scroll_page(owner: QWidget, name: str) -> tuple[QVBoxLayout, QScrollArea, QW
     scroll = QScrollArea()
     scroll.setWidgetResizable(True)
     scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # no Tab stop of its own: focusing a control inside scrolls to it
     content = QWidget(objectName=name)
     scroll.setWidget(content)
     outer.addWidget(scroll, 1)

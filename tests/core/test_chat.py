@@ -308,3 +308,23 @@ def test_resume_inside_reasoning_keeps_reasoning_open() -> None:
     list(run_turn(e, conv, resume=partial))
     assert e.prompts[0].endswith("<|start|>assistant<|channel|>analysis<|message|>Some thought")
     assert (partial.thinking, partial.content) == ("Some thought more thought.", "Done.")
+
+
+def test_reading_the_prompt_is_reported_before_the_first_token_through_the_scheduler() -> None:
+    from app.core.chat import PromptProgress
+    from app.core.scheduler import EngineScheduler
+
+    e = engine_with(FINAL, prompt_delay_s=0.02)
+    scheduler = EngineScheduler()
+    scheduler.engine = e
+    conv = Conversation()
+    conv.add_user("a long question " * 800)
+    seen: list[object] = []
+    for ev in run_turn(scheduler.client("chat"), conv, progress=seen.append, date=DAY):
+        seen.append(ev)
+    reports = [x for x in seen if isinstance(x, PromptProgress)]
+    first_text = next(i for i, x in enumerate(seen) if isinstance(x, (ReasoningDelta, FinalDelta)))
+    assert len(reports) >= 3 and reports[-1].fraction == 1.0  # several batches, then all of it
+    assert all(seen.index(r) < first_text for r in reports)  # "Reading your message…" comes first
+    assert [r.done for r in reports] == sorted(r.done for r in reports)
+    assert isinstance(seen[0], TurnStarted) and isinstance(seen[-1], TurnFinished)

@@ -217,7 +217,7 @@ def test_too_little_disk_space_refuses_before_any_byte(hub: FakeHub) -> None:
         manager.job(DownloadRequest(REPO, (FILE,))).run()
     assert info.value.kind == ErrorKind.DISK_SPACE
     message = info.value.message
-    assert "needs 400 kB more" in message and "only 5.2 MB is free" in message
+    assert "needs 390.6 KiB more" in message and "only 5 MiB is free" in message
     assert gets(hub) == []
 
 
@@ -722,17 +722,18 @@ def test_verify_can_be_stopped(hub: FakeHub) -> None:
     assert result.path is not None and result.path.exists()  # stopping never deletes anything
 
 
-def test_human_bytes_uses_the_hubs_decimal_units() -> None:
+def test_human_bytes_uses_the_apps_one_convention_binary_units_labelled_as_such() -> None:
     from app.core.download import human_bytes
 
-    # The Hub lists gpt-oss-20b-mxfp4.gguf as 12.1 GB: sizes in the app must read the same.
-    assert human_bytes(12_109_566_560) == "12.1 GB"
-    assert [human_bytes(n) for n in (0, 999, 1000, 400_000, 5 * 1024**2, 63_390_000_000, 2 * 10**12)] == [
+    # app/core/units.py: sizes, memory and downloads all in GiB (labelled GiB), so a model's size
+    # compares directly with the RAM figures; the Hub's "12.1 GB" is 11.3 GiB.
+    assert human_bytes(12_109_566_560) == "11.3 GiB"
+    assert [human_bytes(n) for n in (0, 999, 1024, 400_000, 5 * 1024**2, 63_390_000_000, 2 * 2**40)] == [
         "0 B",
         "999 B",
-        "1 kB",
-        "400 kB",
-        "5.2 MB",
-        "63.4 GB",
-        "2 TB",
+        "1 KiB",
+        "390.6 KiB",
+        "5 MiB",
+        "59 GiB",
+        "2 TiB",
     ]

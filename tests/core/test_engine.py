@@ -512,3 +512,30 @@ def test_unload_and_reload(tiny_model_path: Path) -> None:
     e.unload()  # idempotent
     with pytest.raises(EngineError, match="No model"):
         e.tokenize("x")
+
+
+def test_reading_a_long_prompt_reports_progress_batch_by_batch(tiny_model_factory: Callable[..., Path]) -> None:
+    """stream(progress=…) hears after each evaluated batch how much of the prompt is read."""
+    path = tiny_model_factory("progress.gguf")
+    e = Engine()
+    e.load(path, LoadSettings(n_ctx=1024, n_batch=32, n_threads=1))
+    try:
+        prompt = e.tokenize(PROMPT * 4)
+        seen: list[tuple[int, int]] = []
+        first_token_after: list[int] = []
+
+        for _ in e.stream(prompt, Sampling(seed=1, max_tokens=2), progress=lambda d, t: seen.append((d, t))):
+            first_token_after.append(len(seen))
+        total = len(prompt)
+        assert seen[-1] == (total, total) and len(seen) == -(-total // 32)  # one report per batch
+        assert [d for d, _ in seen] == sorted(d for d, _ in seen) and all(t == total for _, t in seen)
+        assert first_token_after[0] == len(seen)  # all of it before the first token
+        # The cached prefix is not read again: the next turn reports only the new tokens.
+        seen.clear()
+        more = prompt + e.tokenize("<|end|><|start|>user<|message|>and now?<|end|><|start|>assistant")
+        list(e.stream(more, Sampling(seed=1, max_tokens=1), progress=lambda d, t: seen.append((d, t))))
+        assert seen and seen[-1][1] < total and seen[-1][0] == seen[-1][1]
+        # Without `progress` nothing changes (and nothing is left set for the next caller).
+        assert len(run(e, prompt, seed=1, max_tokens=1)) == 1
+    finally:
+        e.unload()

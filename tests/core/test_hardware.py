@@ -389,7 +389,7 @@ def test_describe_lines() -> None:
     text = "\n".join(prof.describe())
     assert "NVIDIA GeForce RTX 3060" in text and "driver 550.54.14" in text
     assert "llama.cpp backends: CUDA, CPU" in text
-    assert "RAM: 32.0 GB, 24.0 GB available" in text
+    assert "RAM: 32.0 GiB, 24.0 GiB available" in text
 
 
 def test_profile_can_be_written_by_hand() -> None:

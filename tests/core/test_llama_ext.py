@@ -240,7 +240,7 @@ def test_summary_names_the_gpus_llama_cpp_offloads_to() -> None:
     assert both.dynamic and both.backends == ["Vulkan", "CPU"] and both.cpu_variant() == "haswell"
     assert both.summary() == "Vulkan: RTX A, RTX B + CPU (haswell)"  # discrete GPUs only; the iGPU is not used
     assert both.summary(n_gpu_layers=0) == "CPU (haswell)"
-    assert "Vulkan Vulkan0: RTX A, 8.0 GB [libggml-vulkan.so]" in both.lines()
+    assert "Vulkan Vulkan0: RTX A, 7.5 GiB [libggml-vulkan.so]" in both.lines()
     igpu_only = llama_ext.BackendReport(
         devices=[_dev("Metal", "MTL0", "igpu", "Apple M2"), _dev("CPU", "CPU", "cpu")], files={}
     )

@@ -339,7 +339,7 @@ def test_forgetting_a_harmonica_download_without_deleting_keeps_the_file(home: P
 def profile(ram_gb: float, gpus: list[tuple[str, float]] = (), apple_budget_gb: float | None = None):  # type: ignore[no-untyped-def, assignment]
     from app.core.hardware import AppleSiliconInfo, GpuInfo, HardwareProfile
 
-    gb = 1_000_000_000
+    gb = 1 << 30  # machines come in GiB
     apple = AppleSiliconInfo("Apple M2 Max", int(ram_gb * gb), int(apple_budget_gb * gb)) if apple_budget_gb else None
     return HardwareProfile(
         ram_total=int(ram_gb * gb),
@@ -355,11 +355,11 @@ def test_fit_on_a_16_gb_laptop() -> None:
     small, big = find_entry("gpt-oss-20b"), find_entry("gpt-oss-120b")
     assert small is not None and big is not None
     fit = models.assess_fit(small, profile(16))
-    assert fit.fits and not fit.on_gpu and "16 GB" in fit.summary
+    assert fit.fits and not fit.on_gpu and "16 GiB" in fit.summary
     nofit = models.assess_fit(big, profile(16))
-    assert nofit.fits is False and "16 GB" in nofit.summary
-    needed = float(re.search(r"about ([0-9.]+) GB", nofit.summary)[1])  # type: ignore[index]
-    assert 60 < needed < 70
+    assert nofit.fits is False and "16 GiB" in nofit.summary
+    needed = float(re.search(r"about ([0-9.]+) GiB", nofit.summary)[1])  # type: ignore[index]
+    assert 55 < needed < 65
     assert models.recommend(profile(16)) == small
 
 
@@ -367,7 +367,7 @@ def test_fit_too_little_memory() -> None:
     small = find_entry("gpt-oss-20b")
     assert small is not None
     fit = models.assess_fit(small, profile(8))
-    assert fit.fits is False and "8 GB" in fit.summary and "13" in fit.summary
+    assert fit.fits is False and "8 GiB" in fit.summary and "12.5" in fit.summary
     assert models.recommend(profile(8)) == small  # still the one to try
 
 

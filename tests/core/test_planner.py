@@ -153,9 +153,9 @@ def test_eight_gb_ram_machine_is_refused_clearly() -> None:
     assert not p.fits and p.mode == "none"
     text = "\n".join(p.reasons)
     assert "does not fit in this computer's memory" in text
-    assert "Needs ~11.8 GB of RAM" in text  # weights 11.3 + KV + one row of logits (no batch of them)
+    assert "Needs ~11.8 GiB of RAM" in text  # weights 11.3 + KV + one row of logits (no batch of them)
     assert any(
-        "has 8.0 GB of RAM" in s and "needs about 12 GB even with every other app closed" in s for s in p.suggestions
+        "has 8.0 GiB of RAM" in s and "needs about 12 GiB even with every other app closed" in s for s in p.suggestions
     )
 
 

@@ -14,7 +14,7 @@ from app.ui.downloads import DownloadController
 from tests.fixtures.gguf_factory import write_gpt_oss_gguf
 from tests.fixtures.hf_server import FakeHub
 
-GB = 1_000_000_000
+GB = 1 << 30  # machines come in GiB (RAM, VRAM)
 SMALL = find_entry("gpt-oss-20b")
 BIG = find_entry("gpt-oss-120b")
 assert SMALL is not None and BIG is not None

@@ -350,3 +350,26 @@ def test_real_engine_experiment_in_the_view(qtbot, tiny_model_path: Path) -> Non
     finally:
         w.shutdown()
         engine.unload()
+
+
+def test_the_default_run_count_shows_how_long_it_takes(make_window, qtbot) -> None:  # type: ignore[no-untyped-def]
+    from app.core.speed import experiment_seconds
+
+    w, engine = make_window()
+    w.composer.edit.setPlainText("hello")
+    qtbot.keyClick(w.composer.edit, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: not w.generating, timeout=5000)
+    speed = engine.last_stats.tokens_per_s
+    assert speed > 0
+    lab_window = w.panels.show_lab()
+    setup = lab_window.setup
+    setup.prompt_edit.setPlainText("What is 17 × 23?")
+    text = setup.plan_label.text()
+    assert text.startswith("9 runs: 1 question × 3 efforts × 3 · about ") and "tokens a second" in text
+    assert f"at {speed:.0f} tokens a second" in text
+    seconds = experiment_seconds(["low", "medium", "high"], 1, 3, speed)
+    setup.runs_spin.setValue(6)  # twice the runs: twice the time
+    assert setup.plan_label.text().startswith("18 runs") and experiment_seconds(
+        ["low", "medium", "high"], 1, 6, speed
+    ) == pytest.approx(2 * seconds)
+    lab_window.close()

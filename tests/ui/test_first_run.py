@@ -56,10 +56,10 @@ def test_shows_the_machine_and_recommends_20b_on_a_16_gb_laptop(qtbot, hub: Fake
         if page.machine_grid.itemAtPosition(r, 0) is not None
     }
     assert (
-        facts["Memory"] == "16 GB RAM" and "runs on the CPU" in facts["GPU"] and "free for downloads" in facts["Disk"]
+        facts["Memory"] == "16 GiB RAM" and "runs on the CPU" in facts["GPU"] and "free for downloads" in facts["Disk"]
     )
-    assert page.model_fit.text().startswith("✓") and "16 GB" in page.model_fit.text()
-    assert page.panel.download_button.text() == "Download gpt-oss-20b · 12.1 GB"
+    assert page.model_fit.text().startswith("✓") and "16 GiB" in page.model_fit.text()
+    assert page.panel.download_button.text() == "Download gpt-oss-20b · 11.3 GiB"
     assert page.panel.download_button.isVisible() and page.panel.download_button.isEnabled()
     assert "larger gpt-oss-120b" in page.switch.text()
     page.switch.click()
@@ -72,7 +72,7 @@ def test_recommends_120b_where_it_fits(qtbot, hub: FakeHub, open_page) -> None: 
     page = open_page(make_controller(hub), profile(128, (("NVIDIA RTX 6000 Ada", 48),)))
     assert page.entry.id == "gpt-oss-120b" and page.recommended_chip.isVisible()
     assert "smaller gpt-oss-20b" in page.switch.text()
-    assert describe_machine(profile(128, (("NVIDIA RTX 6000 Ada", 48),)))[1] == ("GPU", "NVIDIA RTX 6000 Ada, 48 GB")
+    assert describe_machine(profile(128, (("NVIDIA RTX 6000 Ada", 48),)))[1] == ("GPU", "NVIDIA RTX 6000 Ada, 48 GiB")
 
 
 def test_hardware_is_probed_off_the_ui_thread(qtbot, hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
@@ -103,9 +103,14 @@ def test_one_button_download_with_inline_progress_then_model_ready(
     request = SMALL.download_request()
     with qtbot.waitSignal(page.model_ready, timeout=15000) as ready:
         qtbot.mouseClick(page.panel.download_button, Qt.MouseButton.LeftButton)
-        qtbot.waitUntil(lambda: "kB/s" in page.panel.status_line.text(), timeout=8000)
+        qtbot.waitUntil(lambda: "KiB/s" in page.panel.status_line.text(), timeout=8000)
         assert page.panel.bar.isVisible() and page.panel.pause_button.isVisible()
         assert not page.panel.download_button.isVisible()
+        # The time left at the speed measured now, in words, beside what to expect of the model.
+        qtbot.waitUntil(lambda: page.expect_download.isVisible(), timeout=8000)
+        assert (
+            page.expect_download.text().startswith("Download: ") and "KiB/s measured now" in page.expect_download.text()
+        )
     assert Path(ready.args[0]).read_bytes() == data
     assert controller.status(request).state == State.DONE
 
@@ -182,3 +187,35 @@ def test_model_already_in_the_cache_is_offered_at_once(qtbot, hub: FakeHub, tmp_
         qtbot.mouseClick(page.panel.use_button, Qt.MouseButton.LeftButton)
     assert Path(got.args[0]).read_bytes() == data
     assert len(hub.requests()) == before
+
+
+def test_the_page_says_what_speed_to_expect_on_this_computer(qtbot, hub: FakeHub, open_page) -> None:  # type: ignore[no-untyped-def]
+    page = open_page(make_controller(hub))  # a 16 GiB laptop, no GPU
+    text = page.expect_speed.text()
+    assert page.expect_speed.isVisible() and text.startswith("Expected speed here: about ")
+    assert "tokens a second on the CPU (8 threads)" in text and "take about" in text
+    assert "estimate" in page.expect_speed.toolTip()
+    gpu = open_page(make_controller(hub), profile(32, (("NVIDIA GeForce RTX 4090", 24),)))
+    assert "on the GPU" in gpu.expect_speed.text()
+    page.switch.click()  # gpt-oss-120b does not fit this laptop: no speed to promise
+    assert page.entry.id == "gpt-oss-120b" and not page.expect_speed.isVisible()
+
+
+def test_a_model_that_does_not_fit_asks_before_downloading(
+    qtbot, hub: FakeHub, open_page, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    from app.ui import downloads
+
+    page = open_page(make_controller(hub))  # 16 GiB: 120b needs ~60
+    assert page.panel.download_button.objectName() == "PrimaryButton"  # 20b fits: the primary action
+    page.switch.click()
+    button = page.panel.download_button
+    assert page.entry.id == "gpt-oss-120b" and button.objectName() == "SecondaryButton"  # not primary
+    asked: list[str] = []
+    monkeypatch.setattr(downloads, "ask_download_anyway", lambda parent, name, reason: asked.append(reason) or False)
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+    assert asked and "Needs about" in asked[0] and hub.requests() == []  # asked first; "no" downloads nothing
+    monkeypatch.setattr(downloads, "ask_download_anyway", lambda parent, name, reason: True)
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.controller.status(page.entry.download_request()).state != State.IDLE, timeout=3000)
+    page.controller.cancel(page.entry.download_request(), delete_partial=True)

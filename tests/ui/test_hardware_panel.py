@@ -126,7 +126,7 @@ def test_8gb_gpu_shows_experts_on_cpu_and_why(make_panel: Callable[..., Hardware
     assert "rocm-smi is not installed" in panel.hw_notes.text()
     # The bars show the estimate against the budget.
     assert panel.vram_bar.used == p.estimate.vram and panel.vram_bar.budget == p.vram_budget
-    assert not panel.vram_bar.over and panel.vram_figure.text().endswith("GB usable")
+    assert not panel.vram_bar.over and panel.vram_figure.text().endswith("GiB usable")
     # "Automatic" says what it means.
     assert panel.cpu_moe.specialValueText() == f"Automatic ({p.n_cpu_moe})"
     # Loading hands over the plan's settings, pinned to the planned GPU.
@@ -154,7 +154,7 @@ def test_override_that_does_not_fit_shows_the_guardrail(
     p = panel.plan
     assert p is not None and not p.fits and (p.n_cpu_moe, p.mode) == (0, "gpu")
     assert panel.guard.isVisible() and panel.guard_title.text() == "These settings would not fit"
-    assert "GB of GPU memory, but only" in panel.guard_text.text()
+    assert "GiB of GPU memory, but only" in panel.guard_text.text()
     assert "Suggested: GPU, with the experts of" in panel.guard_text.text()
     assert panel.fix_button.isVisible() and panel.load_button.text() == "Load anyway…"
     assert panel.vram_bar.over and panel.vram_figure.property("over") is True
@@ -251,7 +251,7 @@ def test_apple_unified_memory_shows_one_pool(make_panel: Callable[..., HardwareP
     assert panel.ram_label.text() == "Memory (shared)" and panel.vram_label.text() == "GPU share"
     assert panel.ram_bar.segments[0][0] == "GPU share"
     hw = " ".join(panel.hw_grid.itemAt(i).widget().text() for i in range(panel.hw_grid.count()))  # type: ignore[union-attr]
-    assert "Apple M1 · 16.0 GB unified memory" in hw and "Metal" in hw
+    assert "Apple M1 · 16.0 GiB unified memory" in hw and "Metal" in hw
 
 
 def test_cpu_only_choice_hides_the_gpu(make_panel: Callable[..., HardwarePanel], qtbot: QtBot) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtCore import QEvent, QMimeData, QObject, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 
 from app.core.chat import Message
@@ -267,3 +267,127 @@ def test_escape_stops_generation(make_window, qtbot) -> None:  # type: ignore[no
     qtbot.keyClick(w.composer.edit, Qt.Key.Key_Escape)
     qtbot.waitUntil(lambda: not w.generating, timeout=3000)
     assert engine.last_stats.stop_reason == "cancelled" and w.conversation.messages[-1].content
+
+
+def test_a_failed_open_or_drop_keeps_the_loaded_model_in_the_status_bar_and_title(
+    make_window, qtbot, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    w, engine = make_window()
+    model, title = w.status_model.text(), w.windowTitle()
+    assert model.startswith("gpt-oss-20b") and title.startswith("gpt-oss-20b")
+    w.runtime.load_settings = None  # automatic settings: the file is checked before anything is unloaded
+    wrong = tmp_path / "wrong.gguf"
+    wrong.write_bytes(b"nope")
+    assert w.open_model(wrong)
+    qtbot.waitUntil(lambda: not w.loading, timeout=5000)
+    assert "too small to be a GGUF model" in w.banner.text.text()
+    assert engine.loaded and w.runtime.model_loaded  # the old model still answers …
+    assert w.status_model.text() == model and w.windowTitle() == title  # … and the window says so
+    assert w.composer.button.isEnabled() or w.composer.edit.placeholderText() == "Message gpt-oss…"
+    # The same for a dropped file.
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(wrong))])
+    drop = QDropEvent(
+        QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier
+    )
+    w.dropEvent(drop)
+    qtbot.waitUntil(lambda: not w.loading, timeout=5000)
+    assert w.status_model.text() == model and w.windowTitle() == title
+    _send(w, qtbot)
+    qtbot.waitUntil(lambda: not w.generating, timeout=5000)
+    assert w.conversation.messages[-1].content == ANSWER
+
+
+def test_the_composer_says_ready_after_a_load_without_a_click(make_window, qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    w, _ = make_window(loaded=False, load_delay_s=0.3)
+    f = tmp_path / "my-model.gguf"
+    f.write_bytes(b"GGUF")
+    w.open_model(f)
+    assert w.composer.edit.placeholderText() == "Loading the model…"
+    painted: list[str] = []
+
+    class Spy(QObject):
+        def eventFilter(self, obj, e):  # type: ignore[no-untyped-def]
+            if e.type() == QEvent.Type.Paint:
+                painted.append(w.composer.edit.placeholderText())
+            return False
+
+    spy = Spy()
+    w.composer.edit.viewport().installEventFilter(spy)
+    qtbot.waitUntil(lambda: not w.loading, timeout=5000)
+    assert w.composer.edit.placeholderText() == "Message gpt-oss…"
+    qtbot.waitUntil(lambda: "Message gpt-oss…" in painted, timeout=2000)  # repainted, not only changed
+
+
+def test_reading_your_message_shows_prompt_progress_before_the_first_token(make_window, qtbot) -> None:  # type: ignore[no-untyped-def]
+    w, _ = make_window(SCRIPT, prompt_delay_s=1.2, delay_s=0.01)
+    shown: list[str] = []
+    w.status_speed.setText("")
+    w.answers.speed.connect(shown.append)
+    _send(w, qtbot, "please read all of this carefully " * 400)  # ~3,000 tokens: several batches
+    a = _assistant(w)
+    qtbot.waitUntil(lambda: a.reading_note.isVisible(), timeout=3000)
+    assert a.reading_note.text().startswith("Reading your message…") and a.answer_text == ""
+    qtbot.waitUntil(lambda: "%" in a.reading_note.text(), timeout=3000)
+    qtbot.waitUntil(lambda: not w.generating, timeout=8000)
+    assert not a.reading_note.isVisible() and a.answer_text == ANSWER
+    reading = [t for t in shown if t.startswith("Reading your message…")]
+    percents = [int(t.rsplit(" ", 1)[1].rstrip("%")) for t in reading if t.endswith("%")]
+    assert percents and percents == sorted(percents) and 0 < percents[0] < 100  # it moves forward
+    assert shown.index(reading[-1]) < len(shown) - 1  # and gives way to the answer
+
+
+def test_a_short_cached_prompt_shows_no_reading_note(make_window, qtbot) -> None:  # type: ignore[no-untyped-def]
+    w, _ = make_window(SCRIPT)
+    shown: list[str] = []
+    w.answers.speed.connect(shown.append)
+    _send(w, qtbot, "hi")
+    qtbot.waitUntil(lambda: not w.generating, timeout=5000)
+    assert not any(t.startswith("Reading") for t in shown) and not _assistant(w).reading_note.isVisible()
+
+
+def test_the_composer_waits_for_a_model_on_the_first_run_page(make_window, qtbot) -> None:  # type: ignore[no-untyped-def]
+    w, engine = make_window(loaded=False)
+    assert w.stack.currentWidget() is w.panels.first_run and not w.composer.isVisible()
+    engine.load("scripted:gpt-oss-20b")
+    w.adopt_engine(engine)
+    assert w.stack.currentWidget() is w.empty and w.composer.isVisible()
+
+
+def test_a_missing_last_model_says_so_with_locate_and_download(qtbot, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from PySide6.QtWidgets import QFileDialog
+
+    gone = tmp_path / "moved-away" / "gpt-oss-20b-mxfp4.gguf"
+    first = Runtime(engine_factory=lambda: ScriptedEngine("x"))
+    first.settings.load.last_model = str(gone)
+    first.settings.save("load")
+    store = first.store
+    w = MainWindow(Runtime(store=store, engine_factory=lambda: ScriptedEngine("x")))
+    qtbot.addWidget(w)
+    assert w.banner.isVisibleTo(w) and w.banner.kind == "error"
+    assert str(gone) in w.banner.text.text() and "no longer" in w.banner.text.text()
+    assert [b.text() for b in w.banner.buttons] == ["Locate…", "Download…"]
+    assert not w.loading  # nothing is tried with a file that is not there
+    found = tmp_path / "found.gguf"
+    found.write_bytes(b"GGUF")
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(found), "")))
+    w.runtime.load_settings = LoadSettings()
+    w.banner.button("Locate…").click()  # type: ignore[union-attr]
+    qtbot.waitUntil(lambda: not w.loading, timeout=5000)
+    assert w.runtime.model_name == "found" and w.runtime.settings.load.last_model == str(found)
+
+
+def test_when_the_first_model_is_ready_the_keyboard_is_in_the_message_box(make_window, qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    w, _ = make_window(loaded=False, load_delay_s=0.2)
+    w.activateWindow()
+    qtbot.waitUntil(lambda: w.isActiveWindow(), timeout=3000)
+    assert not w.sidebar.isVisible()  # a first start: nothing to list yet
+    w.panels.first_run.have_button.setFocus()  # where the keyboard was on the first-run page
+    f = tmp_path / "first.gguf"
+    f.write_bytes(b"GGUF")
+    assert w.open_model(f)
+    qtbot.waitUntil(lambda: not w.loading, timeout=5000)
+    assert w.composer.edit.hasFocus()  # typing goes to the message, a space presses no button
+    assert w.sidebar.isVisible() and w.runtime.settings.window.sidebar_visible
+    qtbot.keyClicks(w.composer.edit, "hello there")
+    assert w.composer.edit.toPlainText() == "hello there"

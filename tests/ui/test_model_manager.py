@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
-from PySide6.QtWidgets import QApplication, QCheckBox, QFileDialog, QMessageBox
+from PySide6.QtWidgets import QApplication, QCheckBox, QFileDialog, QLabel, QMessageBox
 
 from app.core.download import DownloadError, DownloadProgress, ErrorKind, Phase
 from app.core.models import ModelLibrary, Source
@@ -126,7 +126,7 @@ def test_download_shows_live_progress_then_lists_the_model_and_uses_it(
     )
     text = panel.status_line.text()
     assert " of 722" in text or " of 7" in text, text
-    assert "%" in text and "kB/s" in text and "left" in text, text
+    assert "%" in text and "KiB/s" in text and "left" in text, text
     assert panel.pause_button.isVisible() and panel.cancel_button.isVisible()
     assert not panel.download_button.isVisible()
     assert 0 < panel.bar.value() < 1000
@@ -134,7 +134,7 @@ def test_download_shows_live_progress_then_lists_the_model_and_uses_it(
     qtbot.waitUntil(lambda: settled(d) and len(d.rows) == 1, timeout=5000)
     row = d.rows[0]
     assert row.model.source == Source.HUGGINGFACE and row.model.downloaded_by_app
-    assert "downloaded by Harmonica" in row.source.text() and row.size_label.text() == "723 kB"
+    assert "downloaded by Harmonica" in row.source.text() and row.size_label.text() == "705.6 KiB"
     assert panel.use_button.isVisible() and panel.verify_button.isVisible()
     assert "Downloaded" in panel.status_line.text()
     with qtbot.waitSignal(d.model_chosen, timeout=2000) as chosen:
@@ -288,7 +288,7 @@ def test_too_little_disk_space_is_refused_before_any_byte(qtbot, hub: FakeHub, t
     wait_state(qtbot, controller, State.FAILED)
     headline, message, action = error_shown(d)
     assert headline == "Not enough disk space"
-    assert "only 200 MB is free" in message and "Free up" in message and action == "Try again"
+    assert "only 190.7 MiB is free" in message and "Free up" in message and action == "Try again"
     assert gets(hub) == []
     controller.manager.disk_free = lambda path: 10**12  # the user freed space
     click(qtbot, card(d).panel.error_box.buttons[0])
@@ -326,12 +326,12 @@ def test_every_error_kind_has_a_headline_and_the_right_action() -> None:
 
 def test_progress_words() -> None:
     p = DownloadProgress(Phase.DOWNLOADING, 4_870_000_000, 12_109_566_560, speed_bps=38_500_000, eta_s=188)
-    assert describe_progress(p) == "4.9 GB of 12.1 GB · 40% · 38.5 MB/s · about 3 min left"
+    assert describe_progress(p) == "4.5 GiB of 11.3 GiB · 40% · 36.7 MiB/s · about 3 min left"
     even = DownloadProgress(Phase.DOWNLOADING, 5_000_000_000, 12_109_566_560, speed_bps=41_000_000, eta_s=30)
-    assert describe_progress(even) == "5.0 GB of 12.1 GB · 41% · 41.0 MB/s · less than a minute left"
+    assert describe_progress(even) == "4.7 GiB of 11.3 GiB · 41% · 39.1 MiB/s · less than a minute left"
     split = DownloadProgress(Phase.DOWNLOADING, 10, 1000, speed_bps=0, file_index=1, file_count=3)
-    assert describe_progress(split) == "0.0 kB of 1.0 kB · 1% · waiting for data… · part 2 of 3"
-    assert describe_progress(DownloadProgress(Phase.PAUSED, 500, 1000)) == "Paused · 0.5 kB of 1.0 kB · 50%"
+    assert describe_progress(split) == "10 B of 1000 B · 1% · waiting for data… · part 2 of 3"
+    assert describe_progress(DownloadProgress(Phase.PAUSED, 500, 1000)) == "Paused · 500 B of 1000 B · 50%"
     assert describe_progress(DownloadProgress(Phase.CHECKING, 0, 10, checked=5, check_total=10)).startswith("Checking")
     almost = DownloadProgress(Phase.DOWNLOADING, 999_999, 1_000_000, speed_bps=10, eta_s=0.1)
     assert "99%" in describe_progress(almost)
@@ -419,7 +419,7 @@ def test_app_restart_mid_download_is_offered_and_resumed_by_a_new_dialog(
     panel = card(d2).panel
     assert panel.resume_button.isVisible() and panel.bar.isVisible()
     assert panel.status_line.text().startswith("Unfinished download from an earlier session"), panel.status_line.text()
-    assert f"{kept / 1000:.1f} kB of" in panel.status_line.text()
+    assert f"{kept / 1024:.1f} KiB of" in panel.status_line.text()
     click(qtbot, panel.resume_button)
     wait_state(qtbot, second, State.DONE)
     assert gets(hub)[-1] == f"bytes={kept}-"
@@ -489,7 +489,8 @@ def test_import_by_file_dialog(
     qtbot.waitUntil(lambda: settled(d) and len(d.rows) == 1, timeout=5000)
     row = d.rows[0]
     assert row.model.path == tiny_model_path and row.model.source == Source.IMPORTED
-    assert row.source.text() == "Imported" and d.notice.isVisible() and "Imported" in d.notice.text.text()
+    assert row.source.text() == "Imported" and d.done_notice.isVisible() and "Imported" in d.done_notice.text.text()
+    assert d.done_notice.kind == "success" and not d.notice.isVisible()  # good news is not shown as an error
     assert hub.requests() == []
 
 
@@ -529,7 +530,8 @@ def test_import_by_drop_and_refused_files_show_their_reason(
     assert d.rows[0].model.path == tiny_model_path
     text = d.notice.text.text()
     assert "2 files not imported" in text and "'llama'" in text and "gpt-oss" in text and "not a .gguf file" in text
-    assert "Imported: tiny-gpt-oss." in text
+    assert "Imported" not in text and d.notice.kind == "error"  # the success is out of the red box …
+    assert d.done_notice.isVisible() and d.done_notice.text.text() == "Imported tiny-gpt-oss."  # … in its own
     assert d.refused_list.isVisible() and d.refused_list.toggle.text() == "2 files not offered"
     d.refused_list.toggle.click()
     reasons = [w.text() for w in d.refused_list.body.findChildren(model_manager.QLabel, "RefusedReason")]
@@ -582,7 +584,7 @@ def test_remove_asks_first_and_deletes_only_harmonicas_downloads(
     qtbot.waitUntil(lambda: settled(d) and not d.rows, timeout=5000)
     assert seen[-1][1] is True
     assert not blob.exists() and not downloaded_path.exists()
-    assert "Removed and deleted gpt-oss-20b" in d.notice.text.text()
+    assert "Removed and deleted gpt-oss-20b" in d.done_notice.text.text()
     assert card(d).panel.download_button.isVisible()
 
 
@@ -597,7 +599,7 @@ def test_removing_a_download_but_keeping_the_file(qtbot, hub: FakeHub, tmp_path:
     answer_box("Remove", tick=False)
     click(qtbot, d.rows[0].remove_button)
     qtbot.waitUntil(lambda: settled(d) and not d.rows, timeout=5000)
-    assert path.exists() and d.notice.text.text() == "Removed gpt-oss-20b."
+    assert path.exists() and d.done_notice.text.text() == "Removed gpt-oss-20b."
     # Downloading it again finds it in the cache at once and shows it again.
     before = len(gets(hub))
     click(qtbot, card(d).panel.download_button)
@@ -642,3 +644,41 @@ def test_a_shared_controller_outlives_the_dialog(qtbot, hub: FakeHub, tmp_path: 
     finally:
         controller.shutdown()
         workers.stop_all()
+
+
+def test_retry_now_ends_a_long_wait_after_a_dropped_connection(
+    qtbot, hub: FakeHub, tmp_path: Path, open_dialog
+) -> None:  # type: ignore[no-untyped-def]
+    [data] = publish_entry(hub, SMALL, tmp_path)
+    hub.inject(Fault("drop", after_bytes=300_001))
+    controller = make_controller(hub, backoff_base=60.0, backoff_max=60.0)  # a minute's wait before retrying
+    d = open_dialog(controller)
+    panel = card(d).panel
+    click(qtbot, panel.download_button)
+    qtbot.waitUntil(lambda: panel.retry_button.isVisible(), timeout=10_000)
+    assert "trying again in" in panel.status_line.text() and not panel.download_button.isVisible()
+    click(qtbot, panel.retry_button)
+    wait_state(qtbot, controller, State.DONE, timeout=10_000)  # long before the minute is over
+    assert gets(hub) == [None, "bytes=300001-"] and not panel.retry_button.isVisible()
+    result = controller.status(REQUEST).result
+    assert result is not None and result.path is not None and result.path.read_bytes() == data
+
+
+def test_the_model_in_use_offers_no_use_this_model(
+    qtbot, hub: FakeHub, tiny_model_path: Path, open_dialog, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    d = open_dialog(make_controller(hub))
+    d.import_files([tiny_model_path])
+    qtbot.waitUntil(lambda: settled(d) and len(d.rows) == 1, timeout=5000)
+    assert d.rows[0].use_button.isVisible()  # not loaded: it can be used
+    d.set_current_model(tiny_model_path)
+    qtbot.waitUntil(lambda: len(d.rows) == 1 and not d.rows[0].use_button.isVisible(), timeout=5000)
+    chips = [c.text() for c in d.rows[0].findChildren(QLabel, "Chip")]
+    assert "In use" in chips
+
+
+def test_a_download_that_cannot_run_here_is_not_the_primary_button(qtbot, hub: FakeHub, open_dialog) -> None:  # type: ignore[no-untyped-def]
+    d = open_dialog(make_controller(hub), hardware=profile(16))
+    small, big = d.cards["gpt-oss-20b"].panel, d.cards["gpt-oss-120b"].panel
+    qtbot.waitUntil(lambda: big.download_button.objectName() == "SecondaryButton", timeout=5000)
+    assert small.download_button.objectName() == "PrimaryButton"

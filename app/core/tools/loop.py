@@ -19,7 +19,7 @@ from datetime import date as Date
 from pathlib import Path
 from typing import Any
 
-from app.core.chat import Conversation, Message, ToolCallRecord, TurnEvent, TurnFinished, run_turn
+from app.core.chat import Conversation, Message, PromptProgress, ToolCallRecord, TurnEvent, TurnFinished, run_turn
 from app.core.engine import EngineLike, Sampling
 from app.core.tools.base import Approval, Decision, Reply, ToolOutcome
 from app.core.tools.local import ToolError, read_picked_file
@@ -216,6 +216,7 @@ def run_tool_loop(
     grammar: Grammar = None,
     round_limit: int | None = None,
     max_result_chars: int = MAX_RESULT_CHARS,
+    progress: Callable[[PromptProgress], None] | None = None,
 ) -> Iterator[LoopEvent]:
     """Answer the conversation's last user message, running the tools the model calls.
 
@@ -241,6 +242,7 @@ def run_tool_loop(
             builtin_tools=builtin,
             date=date,
             grammar=_grammar_for(grammar, generation),
+            progress=progress,
         ):
             if isinstance(ev, TurnFinished):
                 last = ev.message
