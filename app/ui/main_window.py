@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +114,7 @@ class MainWindow(QMainWindow):
         if rt.startup_note:
             self.notices.info(rt.startup_note)
         elif last is not None and is_model_file(last) and not Path(last).is_file():
-            self._missing_model(last)
+            self.loader.report_missing(last, locate=self.choose_model, download=self.show_models)
         self.store_status.start()  # the store could not be opened for writing: say why, until it can
         self.conversations.offer_interrupted()
         self.composer.edit.setFocus()  # the window opens ready for typing (it gets the focus when shown)
@@ -260,25 +260,6 @@ class MainWindow(QMainWindow):
     def _on_notice(self, notice: Notice) -> None:
         self._bar(notice.slot).show_notice(notice)
 
-    def _missing_model(self, path: str) -> None:
-        """The model used last is gone (moved, deleted, a drive not mounted): say so, and offer the ways on."""
-        self.notices.error(
-            f"The model used last is no longer at {path}. It may have been moved or deleted, or it is on a "
-            "drive that is not connected. Locate the file, or download gpt-oss again.",
-            actions=[
-                ("Locate…", self.choose_model),
-                ("Download…", self.show_models),
-            ],
-        )
-
-    def show_error(self, text: str) -> None:
-        self.notices.error(text)
-
-    def show_notice(
-        self, text: str, actions: Sequence[tuple[str, Callable[[], None]]] = (), timeout_ms: int = 0
-    ) -> None:
-        self.notices.info(text, actions, timeout_ms)
-
     def show_exception(self, exc: BaseException, tb_text: str | None = None) -> None:
         """An unexpected error: logged, and a dialog with details (one at a time); the app keeps running.
 
@@ -403,11 +384,7 @@ class MainWindow(QMainWindow):
             e.ignore()
             self.store_status.refuse_close(unsaved, self.close)
             return
-        self.geometry_keeper.remember(self)
-        for w in QApplication.topLevelWidgets():
-            if w.isVisible() and w is not self:
-                self.geometry_keeper.remember(w)  # dialogs left open come back where they were
-        self.geometry_keeper.stop()  # the settings' store closes below
+        self.geometry_keeper.finish(self)  # before the settings' store closes below
         self.answers.closing = True
         self.panels.shutdown()
         self.answers.shutdown()

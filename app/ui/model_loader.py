@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,14 @@ class ModelLoader(QObject):
     @property
     def loading(self) -> bool:
         return self._worker is not None
+
+    def report_missing(self, path: str, *, locate: Callable[[], None], download: Callable[[], None]) -> None:
+        """The model used last is gone (moved, deleted, a drive not mounted): say so, and offer the ways on."""
+        self.notices.error(
+            f"The model used last is no longer at {path}. It may have been moved or deleted, or it is on a "
+            "drive that is not connected. Locate the file, or download gpt-oss again.",
+            actions=[("Locate…", locate), ("Download…", download)],
+        )
 
     def open(self, path: str | Path, *, context_size: int | None = None) -> bool:
         """Start loading `path` in the background; False (with a message) if that can't start."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from PySide6.QtCore import QEvent, QMargins, QObject, QPoint, QRect, QSize, Qt, QTimer
 from PySide6.QtGui import QGuiApplication, QScreen
-from PySide6.QtWidgets import QWidget
+from PySide6.QtWidgets import QApplication, QWidget
 from shiboken6 import isValid
 
 from app.core.errors import HarmonicaError
@@ -183,6 +183,15 @@ class GeometryKeeper(QObject):
 
     def stop(self) -> None:
         self.stopped = True
+
+    def finish(self, main: QWidget) -> None:
+        """The app is closing: remember the main window and the dialogs left open (they come back
+        where they were), then stop."""
+        self.remember(main)
+        for w in QApplication.topLevelWidgets():
+            if w.isVisible() and w is not main:
+                self.remember(w)
+        self.stop()
 
     def eventFilter(self, obj: QObject, e: QEvent) -> bool:
         if self.stopped or not isinstance(obj, QWidget):
