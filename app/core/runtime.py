@@ -32,6 +32,9 @@ from app.core.store import ConversationSettings, Store, StoreError
 
 if TYPE_CHECKING:
     from app.core.hardware import HardwareProfile
+    from app.core.remote.connections import Connections, ServerConnection
+    from app.core.remote.engine import RemoteTarget
+    from app.core.remote.probe import ServerInfo
     from app.core.planner import Plan, Wishes
     from app.core.server import ServerSettings
     from app.core.tools.registry import ToolRegistry, ToolSession
@@ -222,6 +225,7 @@ class Runtime:
         self._tool_registry: ToolRegistry | None = None
         self._tool_sessions: dict[int, ToolSession] = {}
         self._tools_lock = threading.Lock()
+        self._connections: Connections | None = None
         self.closed = False
 
     # --- the engine (held by the scheduler only) ------------------------------------------------
@@ -254,7 +258,7 @@ class Runtime:
     def model_file(self) -> str | None:
         """The loaded model's file, else the last one used (what the hardware panel and Models show)."""
         path = getattr(self.model_info, "path", None)
-        if is_model_file(path):
+        if is_model_file(path) and getattr(self.model_info, "source", "file") == "file":
             return str(path)
         return self.settings.load.last_model
 
@@ -284,7 +288,7 @@ class Runtime:
             if not p.is_file():
                 raise ModelPathError(f"The file “{p}” does not exist or cannot be read.")
         engine = self.engine
-        if engine is None:
+        if engine is None or self.remote is not None:  # a file needs a local engine, not the connection
             try:
                 engine = self._engine_factory()
             except Exception as exc:
@@ -314,6 +318,72 @@ class Runtime:
                 self.settings.load.last_model = str(ev.info.path)
                 self.settings.save("load")
             yield ev
+
+    # --- connections: models served elsewhere (app/core/remote) --------------------------------------
+    @property
+    def connections(self) -> Connections:
+        """The saved servers and GPU workers, and their keys."""
+        if self._connections is None:
+            from app.core.remote.connections import Connections
+
+            self._connections = Connections(self.settings)
+        return self._connections
+
+    @property
+    def remote(self) -> RemoteTarget | None:
+        """Where the model runs when it is served by another computer (None: here)."""
+        target = getattr(self.engine, "target", None)
+        return target if target is not None and self.model_loaded else None
+
+    def where_it_runs(self) -> str | None:
+        """The header's words for a remote model ("runs on studio-pc"), None for a local one."""
+        target = self.remote
+        return f"runs on {target.name}" if target is not None else None
+
+    def check_network(self, url: str, what: str = "This connection") -> None:
+        """Raise NetworkPolicyError when offline mode forbids reaching `url`."""
+        from app.core.remote.netpolicy import check_url
+
+        check_url(url, offline=self.offline, allowed=self.connections.allowed_ranges(), what=what)
+
+    def probe_job(self, url: str, key: str, kind: str | None = None, *, cancel: threading.Event) -> Iterator[ServerInfo]:
+        """Ask a server what it serves (the connection dialog's Test); a worker runs it."""
+        from app.core.remote.probe import probe_server
+
+        self.check_network(url)
+        yield probe_server(url, key, kind=kind or None)
+
+    def prepare_connect(self, connection_id: str, model: str) -> ServerConnection:
+        """Check at once that a connection may be used now (it exists; offline mode allows it)."""
+        conn = self.connections.server(connection_id)
+        self.check_network(conn.url, f"The connection “{conn.name}”")
+        return conn
+
+    def connect_job(self, conn: ServerConnection, model: str, *, cancel: threading.Event) -> Iterator[LoadEvent]:
+        """Use `model` on a server: probe it, then hand the scheduler a RemoteEngine in place of
+        the current engine (a local model is unloaded: its memory is freed)."""
+        from app.core.remote.engine import RemoteEngine
+        from app.core.remote.probe import probe_server
+
+        yield LoadProgress(0.05)
+        key = self.connections.key(conn.id)
+        info = probe_server(conn.url, key, kind=conn.kind or None, label=conn.name)
+        if cancel.is_set():
+            raise EngineError("Connecting was cancelled.")
+        engine = RemoteEngine.connect(conn.id, conn.name, info, model, key)
+        yield LoadProgress(0.6)
+        self.scheduler.cancel("api")  # a new model: API requests in flight end now
+        with self.scheduler.exclusive("loader", cancel):
+            old = self.scheduler.engine
+            if old is not None and old.loaded:
+                old.unload()
+            self.scheduler.engine = engine
+        self.plan = None
+        self.connections.choose_model(conn.id, model)
+        self.settings.connections.active = conn.id
+        self.settings.save("connections")
+        log.info("Using %s on %s (%s, %s)", model, conn.name, engine.target.kind_label, engine.target.mode_label)
+        yield LoadDone(engine.info)
 
     # --- hardware and load preferences ------------------------------------------------------------
     def hardware_profile(self) -> HardwareProfile:
