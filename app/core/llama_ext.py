@@ -30,7 +30,12 @@ _DEV_KIND = {
     DEV_TYPE_META: "meta",
 }
 
-LIB_DIR = Path(llama_cpp.__file__).resolve().parent / "lib"
+# llama_cpp loads its libraries from LLAMA_CPP_LIB_PATH when set (another build, e.g. one with the RPC backend).
+LIB_DIR = (
+    Path(os.environ["LLAMA_CPP_LIB_PATH"]).resolve()
+    if os.environ.get("LLAMA_CPP_LIB_PATH")
+    else Path(llama_cpp.__file__).resolve().parent / "lib"
+)
 
 
 class LlamaExtError(HarmonicaError, RuntimeError):

@@ -32,10 +32,10 @@ from app.core.store import ConversationSettings, Store, StoreError
 
 if TYPE_CHECKING:
     from app.core.hardware import HardwareProfile
+    from app.core.planner import Plan, Wishes
     from app.core.remote.connections import Connections, ServerConnection
     from app.core.remote.engine import RemoteTarget
     from app.core.remote.probe import ServerInfo
-    from app.core.planner import Plan, Wishes
     from app.core.server import ServerSettings
     from app.core.tools.registry import ToolRegistry, ToolSession
 
@@ -118,14 +118,14 @@ def open_store(store: Store | None = None) -> tuple[Store, str]:
         return Store.open(tmp), f"{exc} Conversations are kept only until Harmonica closes."
 
 
-def plan_load(path: str, profile: Any, wishes: Any) -> Any:
+def plan_load(path: str, profile: Any, wishes: Any, workers: Any = ()) -> Any:
     """The automatic load settings for `path` on this machine, or EngineError saying why nothing
     fits and what would help: a load that cannot fit is never started."""
     from app.core import planner
     from app.core.engine import check_model_file
 
     check_model_file(path)  # a damaged or foreign file is reported as such, not as "does not fit"
-    plan = planner.plan_for_file(path, profile, wishes)
+    plan = planner.plan_for_file(path, profile, wishes, workers)
     if not plan.fits:
         why = " ".join(plan.reasons[-2:]) if plan.reasons else "It does not fit in this computer's memory."
         helps = (" What would help: " + "; ".join(plan.suggestions) + ".") if plan.suggestions else ""
@@ -142,6 +142,7 @@ def load_model_job(
     scheduler: EngineScheduler | None = None,
     profile: Callable[[], Any] | None = None,
     wishes: Any = None,
+    workers: Callable[[], Any] | None = None,
 ) -> Iterator[LoadEvent]:
     """Load a model, yielding progress; llama.cpp reports progress by callback, so the load runs
     on a helper thread and its callbacks are turned into yields here. With a scheduler, the load
@@ -151,7 +152,9 @@ def load_model_job(
     if settings is None:
         from app.core import hardware
 
-        plan = plan_load(path, profile() if profile is not None else hardware.detect(), wishes)
+        plan = plan_load(
+            path, profile() if profile is not None else hardware.detect(), wishes, workers() if workers else ()
+        )
         settings = plan.to_load_settings()
         yield LoadPlanned(plan)
 
@@ -226,6 +229,7 @@ class Runtime:
         self._tool_sessions: dict[int, ToolSession] = {}
         self._tools_lock = threading.Lock()
         self._connections: Connections | None = None
+        self.worker_notes: list[str] = []  # why configured GPU workers were not used in the last plan
         self.closed = False
 
     # --- the engine (held by the scheduler only) ------------------------------------------------
@@ -310,8 +314,10 @@ class Runtime:
             scheduler=self.scheduler,
             profile=self.hardware_profile,
             wishes=request.wishes,
+            workers=self.worker_devices,
         ):
             if isinstance(ev, LoadPlanned):
+                ev.plan.reasons.extend(self.worker_notes)
                 self.plan = ev.plan
                 log.info("Load plan: %s", ev.plan.summary())
             elif isinstance(ev, LoadDone) and ev.info.source == "file":
@@ -346,7 +352,9 @@ class Runtime:
 
         check_url(url, offline=self.offline, allowed=self.connections.allowed_ranges(), what=what)
 
-    def probe_job(self, url: str, key: str, kind: str | None = None, *, cancel: threading.Event) -> Iterator[ServerInfo]:
+    def probe_job(
+        self, url: str, key: str, kind: str | None = None, *, cancel: threading.Event
+    ) -> Iterator[ServerInfo]:
         """Ask a server what it serves (the connection dialog's Test); a worker runs it."""
         from app.core.remote.probe import probe_server
 
@@ -384,6 +392,39 @@ class Runtime:
         self.settings.save("connections")
         log.info("Using %s on %s (%s, %s)", model, conn.name, engine.target.kind_label, engine.target.mode_label)
         yield LoadDone(engine.info)
+
+    def worker_devices(self) -> list[Any]:
+        """The enabled GPU workers' devices, registered with llama.cpp, with the memory its RPC backend
+        reports (a worker thread calls this while planning a load). Unreachable workers are left out
+        (logged); with a llama.cpp built without RPC there are none."""
+        from app.core.remote import rpc
+
+        workers = self.connections.workers(enabled_only=True)
+        self.worker_notes = []
+        if not workers:
+            return []
+        if not rpc.rpc_available():
+            self.worker_notes.append(
+                "GPU workers are set up, but this llama.cpp was built without the RPC backend, so they are not used."
+            )
+            return []
+        out: list[Any] = []
+        for w in workers:
+            try:
+                self.check_network(f"http://{w.endpoint}", f"The GPU worker {w.label}")
+                info = rpc.probe_worker(w.host, w.port, label=w.label)
+                rpc.register(info)
+            except HarmonicaError as exc:
+                log.warning("GPU worker %s left out: %s", w.endpoint, exc)
+                self.worker_notes.append(f"Not used: {exc}")
+                continue
+            for dev in info.devices:
+                try:
+                    free, total = rpc.registered_memory(dev.name)
+                except HarmonicaError:
+                    free, total = dev.memory_free, dev.memory_total
+                out.append(dataclasses.replace(dev, memory_free=free, memory_total=total))
+        return out
 
     # --- hardware and load preferences ------------------------------------------------------------
     def hardware_profile(self) -> HardwareProfile:

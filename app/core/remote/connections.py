@@ -28,7 +28,7 @@ KEYRING_SERVICE = "Harmonica"
 _HOST_RE = re.compile(r"^[A-Za-z0-9.\-:\[\]]{1,253}$")
 
 
-class ConnectionError_(HarmonicaError):
+class ConnectionSetupError(HarmonicaError):
     """A connection cannot be saved as given; the message says what to change."""
 
 
@@ -74,13 +74,13 @@ def parse_endpoint(text: str) -> tuple[str, int]:
     t = text.strip()
     m = re.fullmatch(r"\[(?P<h6>[0-9A-Fa-f:.%]+)\]:(?P<p6>\d+)|(?P<h>[^:\s]+):(?P<p>\d+)", t)
     if m is None:
-        raise ConnectionError_(f"“{text}” is not host:port; write it like 192.168.1.20:50052.")
+        raise ConnectionSetupError(f"“{text}” is not host:port; write it like 192.168.1.20:50052.")
     host = m.group("h6") or m.group("h")
     port = int(m.group("p6") or m.group("p"))
     if not 0 < port < 65536:
-        raise ConnectionError_(f"{port} is not a port number (1–65535).")
+        raise ConnectionSetupError(f"{port} is not a port number (1–65535).")
     if not _HOST_RE.match(host):
-        raise ConnectionError_(f"“{host}” is not a host name or address.")
+        raise ConnectionSetupError(f"“{host}” is not a host name or address.")
     return host, port
 
 
@@ -100,7 +100,9 @@ class KeyStore:
     def describe(self) -> str:
         """One sentence for the connection dialog."""
         if self._backend is not None:
-            return f"Keys are kept in your system's keyring ({_backend_name(self._backend)}), never in Harmonica's files."
+            return (
+                f"Keys are kept in your system's keyring ({_backend_name(self._backend)}), never in Harmonica's files."
+            )
         return (
             "No system keyring was found, so keys are kept only while Harmonica runs (you enter them again after a "
             "restart); Harmonica never writes them to disk."
@@ -124,7 +126,10 @@ class KeyStore:
                     self._memory.pop(connection_id, None)
                     return True
                 except Exception as exc:  # noqa: BLE001 - locked or refused: keep it for this run
-                    log.warning("the system keyring refused a connection key (%s); it is kept for this run only", type(exc).__name__)
+                    log.warning(
+                        "the system keyring refused a connection key (%s); it is kept for this run only",
+                        type(exc).__name__,
+                    )
             self._memory[connection_id] = key
             return False
 
@@ -203,7 +208,7 @@ class Connections:
         for s in self.servers():
             if s.id == connection_id:
                 return s
-        raise ConnectionError_("That connection no longer exists; add it again under Connections → Add server….")
+        raise ConnectionSetupError("That connection no longer exists; add it again under Connections → Add server….")
 
     def save_server(
         self,
@@ -218,7 +223,7 @@ class Connections:
         """Add (or, with `connection_id`, change) a server; `key` None keeps the stored key."""
         clean = normalise_base_url(url)
         if kind and kind not in KINDS:
-            raise ConnectionError_(f"Unknown kind of server “{kind}”.")
+            raise ConnectionSetupError(f"Unknown kind of server “{kind}”.")
         name = " ".join(name.split())[:60] or clean.split("://", 1)[1].split("/", 1)[0]
         cid = connection_id or "s" + secrets.token_hex(4)
         conn = ServerConnection(cid, name, clean, kind, model)
@@ -248,9 +253,15 @@ class Connections:
     def workers(self, *, enabled_only: bool = False) -> list[GpuWorker]:
         out: list[GpuWorker] = []
         for wid, raw in self._area.workers.items():
-            if not isinstance(raw, dict) or not isinstance(raw.get("host"), str) or not isinstance(raw.get("port"), int):
+            if (
+                not isinstance(raw, dict)
+                or not isinstance(raw.get("host"), str)
+                or not isinstance(raw.get("port"), int)
+            ):
                 continue
-            w = GpuWorker(str(wid), raw["host"], raw["port"], str(raw.get("name") or ""), bool(raw.get("enabled", True)))
+            w = GpuWorker(
+                str(wid), raw["host"], raw["port"], str(raw.get("name") or ""), bool(raw.get("enabled", True))
+            )
             if w.enabled or not enabled_only:
                 out.append(w)
         return out
@@ -259,7 +270,7 @@ class Connections:
         host, port = parse_endpoint(endpoint)
         for w in self.workers():
             if (w.host, w.port) == (host, port):
-                raise ConnectionError_(f"{w.endpoint} is already a GPU worker.")
+                raise ConnectionSetupError(f"{w.endpoint} is already a GPU worker.")
         wid = "w" + secrets.token_hex(4)
         worker = GpuWorker(wid, host, port, " ".join(name.split())[:60])
         self._area.workers[wid] = worker.to_json()
@@ -285,10 +296,10 @@ class Connections:
             return []
 
     def set_allowed_ranges(self, text: str) -> None:
-        """Raises ConnectionError_ naming a range that cannot be read."""
+        """Raises ConnectionSetupError naming a range that cannot be read."""
         try:
             nets = parse_ranges(text)
         except ValueError as exc:
-            raise ConnectionError_(str(exc)) from None
+            raise ConnectionSetupError(str(exc)) from None
         self._area.allowed_ranges = ", ".join(str(n) for n in nets)
         self._save()

@@ -106,7 +106,11 @@ def test_function_tool_runs_locally_and_its_result_goes_back(peer: str, runtime:
     _connect(runtime, peer)
     tool = {
         "type": "function",
-        "function": {"name": "get_weather", "description": "Weather", "parameters": {"type": "object", "properties": {}}},
+        "function": {
+            "name": "get_weather",
+            "description": "Weather",
+            "parameters": {"type": "object", "properties": {}},
+        },
     }
     conv = Conversation()
     conv.add_user("what is the weather in paris")
