@@ -157,6 +157,7 @@ class MainWindow(QMainWindow):
         loader.failed.connect(self._on_load_failed)
         loader.finished.connect(self._on_load_finished)
         self.panels.open_requested.connect(lambda path: self.open_model(path))
+        self.panels.connect_requested.connect(self.use_remote_model)
         self.panels.tools_changed.connect(self.refresh)
         self.panels.server_running.connect(self._on_server_running)
 
@@ -213,13 +214,14 @@ class MainWindow(QMainWindow):
             self.stack.setCurrentWidget(page)
         else:
             self.stack.setCurrentWidget(self.empty)
-        self.empty.set_model_loaded(name)
+        self.empty.set_model_loaded(name, self.runtime.where_it_runs())
         self.composer.set_can_send(name is not None and not self.loading)
         cid = self.session.conversation_id
         extra = ["web browsing on"] if self.runtime.browsing_on() else []  # the one tool that reaches the web
         self.header.set_state(
             self.session.title if cid else DEFAULT_TITLE, self.session.settings, cid is not None, extra
         )
+        self.header.set_remote(self.runtime.where_it_runs())
         update_actions(self, self.menu_actions)
 
     def _show_session(self) -> None:
@@ -269,6 +271,12 @@ class MainWindow(QMainWindow):
         if self.answers.busy("loading another model"):
             return False
         return self.loader.open(path, context_size=self.session.settings.context_size)
+
+    def use_remote_model(self, connection_id: str, model: str) -> bool:
+        """Chats run on `model` of a saved server from now on (Connections, the Models dialog)."""
+        if self.answers.busy("switching to another model"):
+            return False
+        return self.loader.connect_remote(connection_id, model)
 
     def cancel_load(self) -> None:
         if self.loading:
