@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.core.chat import ChatRequest, RenderedPrompt
-from app.core.engine import EngineError, GenerationStats, LoadSettings, ModelInfo, Sampling
+from app.core.engine import EngineError, GenerationStats, LoadSettings, ModelInfo, Sampling, split_grammar_stops
 from app.core.harmony import SPECIAL_TOKEN_IDS
 from app.core.remote.dialects import (
     ChatDeltaMapper,
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 _FIRST_TEXT_ID = 300_000  # above every real o200k id, so no pseudo id is mistaken for a special token
 _MAX_VOCAB = 500_000
+_STOPS = ("<|return|>", "<|call|>", "<|endoftext|>")
 MIN_ROOM = 256  # answer tokens asked for at least when the context is nearly full (the server refuses if not)
 
 
@@ -198,12 +199,19 @@ class RemoteEngine:
                 f"{self.target.name} answers chat requests only; this prompt came without its conversation."
             )
         n_prompt = len(prompt) if not isinstance(prompt, str) else len(self.tokenize(prompt))
-        # A grammar cannot travel: servers take them in different dialects (and the app uses one only in tests).
-        return self._generate(text, request, sampling, cancel or threading.Event(), n_prompt)
+        # Only llama-server reads GBNF (the app's grammar dialect); other servers get none.
+        gbnf = grammar if grammar and self.target.raw and self._kind.raw == "llama" else None
+        return self._generate(text, request, sampling, cancel or threading.Event(), n_prompt, gbnf)
 
     # --- generation ---------------------------------------------------------------------------------
     def _generate(
-        self, text: str, request: ChatRequest | None, sampling: Sampling, cancel: threading.Event, n_prompt: int
+        self,
+        text: str,
+        request: ChatRequest | None,
+        sampling: Sampling,
+        cancel: threading.Event,
+        n_prompt: int,
+        grammar: str | None = None,
     ) -> Iterator[tuple[int, bytes]]:
         if not self._gen_lock.acquire(timeout=30):
             raise EngineError("The remote model is busy with another answer.")
@@ -218,6 +226,9 @@ class RemoteEngine:
                 mapper: ChatDeltaMapper | RawReader = RawReader(outcome, self._kind)
                 room = max(MIN_ROOM, self.n_ctx - n_prompt) if self.n_ctx else 4096
                 body = raw_body(self.target.model, text, kind=self._kind, sampling=sampling, room=room)
+                if grammar:
+                    # llama.cpp lets end-of-generation tokens end a complete grammar, never match it.
+                    body["grammar"] = split_grammar_stops(grammar, list(_STOPS))[0]
                 client = self._root if self._kind.raw == "llama" and self._root is not None else self._client
                 path = "/completion" if self._kind.raw == "llama" else "/completions"
             else:

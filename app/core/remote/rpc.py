@@ -133,6 +133,7 @@ def rpc_available() -> bool:
     try:
         from app.core import llama_ext
 
+        llama_ext.load_dynamic_backends()  # a GGML_BACKEND_DL build has the RPC backend as a plugin
         lib = llama_ext.ggml_lib()
         fn = lib.ggml_backend_reg_by_name
         fn.argtypes, fn.restype = [ctypes.c_char_p], ctypes.c_void_p
@@ -151,6 +152,7 @@ def register(info: WorkerInfo) -> list[str]:
     with _lock:
         if info.endpoint in _registered:
             return [d.name for d in info.devices]
+        llama_ext.load_dynamic_backends()
         lib = llama_ext.ggml_lib()
         by_name = lib.ggml_backend_reg_by_name
         by_name.argtypes, by_name.restype = [ctypes.c_char_p], ctypes.c_void_p
