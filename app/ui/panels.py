@@ -185,8 +185,23 @@ class Panels(QObject):
             self.hardware_dialog = self._dialog(panel, "Hardware and load settings", "HardwareDialog", (860, 760))
         else:
             self.hardware_panel.set_model(info)
+        self._probe_workers(self.hardware_panel)
         self._raise(self.hardware_dialog)
         return self.hardware_panel
+
+    def _probe_workers(self, panel: HardwarePanel) -> None:
+        """GPU workers are asked for their devices off the UI thread; the plan then spans them."""
+        if not self.runtime.connections.workers(enabled_only=True):
+            panel.set_workers([])
+            return
+        from app.ui.workers import GeneratorWorker, start_worker
+
+        def job(*, cancel: Any) -> Any:
+            yield self.runtime.worker_devices()
+
+        w = GeneratorWorker(job)
+        w.yielded.connect(panel.set_workers)
+        start_worker(w)
 
     def _load_with(self, settings: Any) -> None:
         """The hardware panel's Load: keep its overrides (or none) and reload the current model."""

@@ -86,3 +86,21 @@ def test_worker_dialog_warns_and_manage_lists_it(make_window: Callable[..., Any]
     manage._save_ranges()
     assert w.runtime.settings.connections.allowed_ranges == "192.168.1.0/24"
     manage.close()
+
+
+def test_the_plan_panel_shows_the_split_over_workers_and_warns(qtbot: Any) -> None:
+    from app.core.gguf_info import info_for_shape
+    from app.core.remote.pool import PooledPlan
+    from app.core.remote.rpc import WorkerDevice
+    from app.ui.hardware_panel import HardwarePanel
+    from tests.core.test_planner import cpu_only
+
+    panel = HardwarePanel(lambda: cpu_only(64, 60), info_for_shape("gpt-oss-20b"))
+    qtbot.addWidget(panel)
+    panel.show()
+    qtbot.waitUntil(lambda: panel.plan is not None, timeout=5000)
+    assert not isinstance(panel.plan, PooledPlan)
+    panel.set_workers([WorkerDevice("10.0.0.9:50052", 0, 40 << 30, 41 << 30, "gpu-box")])
+    qtbot.waitUntil(lambda: isinstance(panel.plan, PooledPlan), timeout=5000)
+    text = panel.reasons.text()
+    assert "gpu-box" in text and "not encrypted" in text

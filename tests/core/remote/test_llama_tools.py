@@ -84,7 +84,21 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def llama_server(built: llama_tools.LlamaTools, model: Path) -> Iterator[str]:
     port = _free_port()
     proc = subprocess.Popen(
-        [str(built.server), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-c", "2048", "-t", "1", "-np", "1"],
+        [
+            str(built.server),
+            "-m",
+            str(model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "-c",
+            "2048",
+            "-t",
+            "1",
+            "-np",
+            "1",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -151,7 +165,9 @@ def _slots(url: str) -> list[dict[str, Any]] | None:
 def rpc_server(built: llama_tools.LlamaTools) -> Iterator[str]:
     port = _free_port()
     proc = subprocess.Popen(
-        [str(built.rpc_server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [str(built.rpc_server), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 60
