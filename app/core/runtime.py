@@ -323,6 +323,9 @@ class Runtime:
             elif isinstance(ev, LoadDone) and ev.info.source == "file":
                 self.settings.load.last_model = str(ev.info.path)
                 self.settings.save("load")
+                if self.settings.connections.active is not None:  # a local model again: start with it next time
+                    self.settings.connections.active = None
+                    self.settings.save("connections")
             yield ev
 
     # --- connections: models served elsewhere (app/core/remote) --------------------------------------
@@ -345,6 +348,17 @@ class Runtime:
         """The header's words for a remote model ("runs on studio-pc"), None for a local one."""
         target = self.remote
         return f"runs on {target.name}" if target is not None else None
+
+    def last_remote(self) -> tuple[str, str] | None:
+        """(connection id, model) when the model used last ran on another computer, to use it again at start."""
+        cid = self.settings.connections.active
+        if not cid:
+            return None
+        try:
+            conn = self.connections.server(cid)
+        except HarmonicaError:
+            return None
+        return (conn.id, conn.model) if conn.model else None
 
     def check_network(self, url: str, what: str = "This connection") -> None:
         """Raise NetworkPolicyError when offline mode forbids reaching `url`."""

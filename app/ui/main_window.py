@@ -129,7 +129,11 @@ class MainWindow(QMainWindow):
         self.conversations.offer_interrupted()
         if rt.settings.server.enabled:
             QTimer.singleShot(0, lambda: self.panels.server(start=True))
-        if self._autoloading and last is not None:
+        remote = rt.last_remote() if rt.settings.load.autoload else None
+        if remote is not None:  # the model used last runs on another computer: use it again
+            self._autoloading = True
+            QTimer.singleShot(0, lambda: self._autoload_remote(*remote))
+        elif self._autoloading and last is not None:
             QTimer.singleShot(0, lambda: self._autoload(last))
 
     def _wire(self) -> None:
@@ -286,6 +290,12 @@ class MainWindow(QMainWindow):
     def adopt_engine(self, engine: LoadableEngine) -> None:
         """Use an engine that is already loaded (demo mode, the lab, tests)."""
         self.loader.adopt(engine)
+        self.refresh()
+
+    def _autoload_remote(self, connection_id: str, model: str) -> None:
+        self._autoloading = False
+        if self.runtime.engine is None and not self.loading:
+            self.use_remote_model(connection_id, model)
         self.refresh()
 
     def _autoload(self, path: str) -> None:

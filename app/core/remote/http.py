@@ -256,10 +256,6 @@ class HttpClient:
             if cancel.is_set():
                 return
             total += len(chunk)
-            if total > MAX_STREAM_BYTES:
-                raise RemoteProtocolError(
-                    f"{self.label} sent more than {MAX_STREAM_BYTES >> 20} MB for one answer; Harmonica stopped reading it."
-                )
             buf += chunk
             while True:
                 nl = buf.find(b"\n")
@@ -283,6 +279,11 @@ class HttpClient:
                 event = self._parse_event(data)
                 if event is not None:
                     yield event
+            if total > MAX_STREAM_BYTES:  # after the events that did arrive: they are kept
+                raise RemoteProtocolError(
+                    f"{self.label} sent more than {MAX_STREAM_BYTES / (1 << 20):g} MB for one answer; Harmonica "
+                    "stopped reading it."
+                )
         if data_lines:  # a last event without its blank line
             data = b"\n".join(data_lines)
             if data.strip() != b"[DONE]":

@@ -323,3 +323,30 @@ def test_cancel_before_first_token_with_sampling() -> None:
         cancel.set()
         _, msg = _turn(engine, cancel=cancel, sampling=Sampling(seed=3, max_tokens=50, top_k=40))
     assert msg.stop_reason == "cancelled"
+
+
+def test_a_never_ending_answer_is_cut_at_the_size_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.core.remote import http
+
+    monkeypatch.setattr(http, "MAX_STREAM_BYTES", 20_000)
+    with fake_server(kind="ollama", models=[{"id": "m"}]) as fake:
+        engine = _engine(fake)
+        fake.mode = "endless"
+        conv = Conversation()
+        conv.add_user("Hi")
+        with pytest.raises(RemoteProtocolError, match="for one answer"):
+            list(chat.run_turn(engine, conv))
+    assert conv.messages[-1].content.startswith("more 0 more 1")  # what arrived is kept
+
+
+def test_keys_never_reach_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    with fake_server(kind="ollama", models=[{"id": "m"}], script=d.OLLAMA_CHAT) as fake:
+        engine = _engine(fake, key="sk-log-secret")
+        _turn(engine)
+        fake.mode = "status:401:bad key sk-log-secret"
+        with pytest.raises(RemoteAuthError):
+            _turn(engine)
+    assert "sk-log-secret" not in caplog.text
