@@ -270,6 +270,11 @@ class Composer(QWidget):
         self.edit.setPlaceholderText("Message gpt-oss…" if ok else (reason or "Open a model to start chatting"))
         self._update_button()
 
+    def set_remote(self, where: str | None) -> None:
+        """The hint under the box never claims privacy that does not hold: a remote model gets what you type."""
+        tail = f"Sent to the model, which {where}" if where else "Everything stays on this computer"
+        self.hint.setText(f"Enter to send · Shift+Enter for a new line · {tail}")
+
     def current_effort(self) -> str:
         return self.effort.effort()
 

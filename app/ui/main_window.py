@@ -226,6 +226,7 @@ class MainWindow(QMainWindow):
             self.session.title if cid else DEFAULT_TITLE, self.session.settings, cid is not None, extra
         )
         self.header.set_remote(self.runtime.where_it_runs())
+        self.composer.set_remote(self.runtime.where_it_runs())
         update_actions(self, self.menu_actions)
 
     def _show_session(self) -> None:

@@ -30,6 +30,7 @@ def test_add_a_server_use_its_model_and_chat(make_window: Callable[..., Any], qt
         assert w.runtime.where_it_runs() == "runs on studio-pc"
         assert w.header.remote_badge.isVisible() and "runs on studio-pc" in w.header.remote_badge.text()
         assert "stays on this computer" not in w.empty.hint.text()
+        assert "stays on this computer" not in w.composer.hint.text() and "studio-pc" in w.composer.hint.text()
         assert "studio-pc" in w.status_model.text()
         with qtbot.waitSignal(w.turn_finished, timeout=15000):
             w.send("Hi", "low")
