@@ -426,18 +426,10 @@ class Runtime:
         for w in workers:
             try:
                 self.check_network(f"http://{w.endpoint}", f"The GPU worker {w.label}")
-                info = rpc.probe_worker(w.host, w.port, label=w.label)
-                rpc.register(info)
+                out.extend(rpc.register(rpc.probe_worker(w.host, w.port, label=w.label)))
             except HarmonicaError as exc:
                 log.warning("GPU worker %s left out: %s", w.endpoint, exc)
                 self.worker_notes.append(f"Not used: {exc}")
-                continue
-            for dev in info.devices:
-                try:
-                    free, total = rpc.registered_memory(dev.name)
-                except HarmonicaError:
-                    free, total = dev.memory_free, dev.memory_total
-                out.append(dataclasses.replace(dev, memory_free=free, memory_total=total))
         return out
 
     # --- hardware and load preferences ------------------------------------------------------------

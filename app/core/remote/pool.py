@@ -36,7 +36,7 @@ WORKER_RUNTIME = 350 * MiB  # what a worker's backend takes before any buffer (a
 class DeviceShare:
     """One device of a pooled plan and what it holds."""
 
-    device: str  # llama.cpp device name ("RPC0[192.168.1.20:50052]", "CUDA0", "CPU")
+    device: str  # llama.cpp device name ("RPC0", "CUDA0", "CPU")
     label: str  # for people ("gpu-box (RPC0)", "this computer's GPU", "this computer's CPU")
     layers: int  # blocks (+ the output layer on the last device)
     bytes: int  # weights + KV cache it holds
@@ -92,7 +92,7 @@ def plan_with_workers(base: Plan, model: GgufInfo, workers: Sequence[WorkerDevic
     # Devices in llama.cpp's order: workers first, this computer's GPU last.
     devices: list[tuple[str, str, int, bool]] = []
     for w in workers:
-        label = f"{w.label or w.endpoint} ({w.name.split('[', 1)[0]})"
+        label = f"{w.label or w.endpoint} ({w.name})" if w.device else (w.label or w.endpoint)
         devices.append((w.name, label, _budget(w.memory_free, w.memory_total, WORKER_RUNTIME + compute), True))
     if base.use_gpu and base.device:
         from app.core.planner import GPU_RUNTIME_RESERVE
@@ -144,7 +144,7 @@ def plan_with_workers(base: Plan, model: GgufInfo, workers: Sequence[WorkerDevic
     reasons = [
         f"Pooled over {len([d for d in devices if d[3]])} GPU worker device(s)"
         + (" and this computer's GPU" if any(not d[3] for d, _ in active) else "")
-        + f": {total_on} of {L + 1} layers (with the output layer) run on GPUs"
+        + f": {total_on} of {L + 1} layers (with the output layer) run on the pooled devices"
         + (f", the first {cpu_layers} on this computer's CPU." if cpu_layers else "."),
         *[
             f"{s.label}: {s.layers} layers, ~{s.bytes / GiB:.1f} GB"

@@ -51,11 +51,12 @@ class WorkerDevice:
     memory_free: int
     memory_total: int
     label: str = ""  # the worker's name in Harmonica
+    device: str = ""  # llama.cpp's device name once registered ("RPC0", "RPC1", … numbered across all workers)
 
     @property
     def name(self) -> str:
-        """llama.cpp's device name once registered: "RPC0[192.168.1.20:50052]"."""
-        return f"RPC{self.index}[{self.endpoint}]"
+        """The device name llama.cpp knows it by (before registration: host:port#index)."""
+        return self.device or f"{self.endpoint}#{self.index}"
 
 
 @dataclass
@@ -142,16 +143,35 @@ def rpc_available() -> bool:
         return False
 
 
-def register(info: WorkerInfo) -> list[str]:
-    """Add a probed worker's devices to llama.cpp's device list (once per process); returns their device names.
+def register(info: WorkerInfo) -> list[WorkerDevice]:
+    """Add a probed worker's devices to llama.cpp's device list (once per process).
 
-    Raises WorkerError when this llama.cpp has no RPC backend.
+    Returns them with their llama.cpp names ("RPC<n>", numbered across every worker in the order
+    they were added; llama.cpp gives each the worker's endpoint as its description) and the memory
+    llama.cpp's RPC backend reports. Raises WorkerError when this llama.cpp has no RPC backend.
     """
+    from dataclasses import replace
+
+    from app.core import llama_ext
+
+    _add_server(info)
+    named = [d for d in llama_ext.backend_devices() if d.backend == "RPC" and d.description == info.endpoint]
+    if len(named) < len(info.devices):
+        raise WorkerError(
+            f"llama.cpp lists {len(named)} device(s) for the GPU worker {info.endpoint}, not {len(info.devices)}."
+        )
+    return [
+        replace(dev, device=n.name, memory_free=n.memory_free, memory_total=n.memory_total)
+        for dev, n in zip(info.devices, named, strict=False)
+    ]
+
+
+def _add_server(info: WorkerInfo) -> None:
     from app.core import llama_ext
 
     with _lock:
         if info.endpoint in _registered:
-            return [d.name for d in info.devices]
+            return
         llama_ext.load_dynamic_backends()
         lib = llama_ext.ggml_lib()
         by_name = lib.ggml_backend_reg_by_name
@@ -176,11 +196,3 @@ def register(info: WorkerInfo) -> list[str]:
         register_fn(server_reg)
         _registered[info.endpoint] = len(info.devices)
         log.info("GPU worker %s registered with %d device(s)", info.endpoint, len(info.devices))
-        return [d.name for d in info.devices]
-
-
-def registered_memory(device: str) -> tuple[int, int]:
-    """(free, total) of a registered RPC device as llama.cpp's backend reports it."""
-    from app.core import llama_ext
-
-    return llama_ext.device_memory(device)

@@ -77,7 +77,7 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) ->
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_gpt_oss_gguf(tmp_path_factory.mktemp("tiny") / "tiny-gpt-oss.gguf")
+    return write_gpt_oss_gguf(tmp_path_factory.mktemp("tiny") / "tiny-gpt-oss.gguf", n_layer=4)
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +193,7 @@ def test_rpc_worker_is_probed_without_llama_cpp(rpc_server: str) -> None:
     host, port = rpc_server.rsplit(":", 1)
     info = probe_worker(host, int(port))
     assert info.version[0] == 7 and len(info.devices) >= 1
-    assert info.devices[0].memory_total > 0 and info.devices[0].name == f"RPC0[{rpc_server}]"
+    assert info.devices[0].memory_total > 0 and info.devices[0].endpoint == rpc_server
 
 
 @pytest.mark.timeout(BUILD_TIMEOUT)
@@ -216,3 +216,8 @@ def test_a_model_split_across_the_cpu_and_an_rpc_worker_gives_the_same_tokens(
     assert out["split"] == out["single"]
     assert any(k.startswith("RPC0[") for k in out["buffers"]), out["buffers"]  # weights really went to the worker
     assert out["worker_memory"][1] > 0
+    # The app's own path: the planner counted the worker, placed the layers on it, and the tokens match.
+    assert out["planned"] == out["single"]
+    assert out["planned_devices"] == ["RPC0"]
+    assert any(k.startswith("RPC0[") for k in out["planned_buffers"])
+    assert any("not encrypted" in r for r in out["planned_reasons"])

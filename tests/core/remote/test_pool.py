@@ -12,8 +12,8 @@ M120 = info_for_shape("gpt-oss-120b", GPT_OSS_120B_SHAPE)
 M20 = info_for_shape("gpt-oss-20b")
 
 
-def worker(endpoint: str, free_gib: float, index: int = 0, label: str = "") -> WorkerDevice:
-    return WorkerDevice(endpoint, index, int(free_gib * GiB), int((free_gib + 1) * GiB), label)
+def worker(endpoint: str, free_gib: float, index: int = 0, label: str = "", device: str = "RPC0") -> WorkerDevice:
+    return WorkerDevice(endpoint, index, int(free_gib * GiB), int((free_gib + 1) * GiB), label, device)
 
 
 def layers_by_device(p: PooledPlan, n_layer: int) -> list[str]:
@@ -40,7 +40,10 @@ def test_120b_spans_the_local_gpu_and_two_workers() -> None:
     profile = nvidia(24, ram_gib=32)
     base = plan(profile, M120, Wishes(n_ctx=8192))
     assert base.mode != "gpu"
-    workers = [worker("10.0.0.2:50052", 46, label="box-a"), worker("10.0.0.3:50052", 46, label="box-b")]
+    workers = [
+        worker("10.0.0.2:50052", 46, label="box-a", device="RPC0"),
+        worker("10.0.0.3:50052", 46, label="box-b", device="RPC1"),
+    ]
     p = plan_with_workers(base, M120, workers)
     assert isinstance(p, PooledPlan) and p.fits and p.mode == "gpu"
     assert p.pooled_devices[-1] == base.device or p.pooled_devices[-1].startswith("RPC")
@@ -63,7 +66,7 @@ def test_split_follows_llama_cpp_rule_with_cpu_remainder() -> None:
     assert isinstance(p, PooledPlan) and p.mode == "layer-split"
     placed = layers_by_device(p, M20.n_layer)
     cpu = next(s for s in p.shares if s.device == "CPU").layers
-    assert placed[:cpu] == ["CPU"] * cpu and set(placed[cpu:]) == {"RPC0[127.0.0.1:50052]"}
+    assert placed[:cpu] == ["CPU"] * cpu and set(placed[cpu:]) == {"RPC0"}
     assert p.tensor_split == (float(M20.n_layer + 1 - cpu),)
 
 
