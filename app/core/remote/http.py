@@ -212,7 +212,7 @@ class HttpClient:
         cancel = cancel or threading.Event()
         client = self._client()
         watcher: _SocketCloser | None = None
-        try:
+        for attempt in (1, 2):
             cm = client.stream(
                 "POST",
                 self.url(path),
@@ -220,11 +220,15 @@ class HttpClient:
                 headers=self._headers(True),
                 timeout=self._timeout(READ_TIMEOUT_S),
             )
-            resp = cm.__enter__()
-        except Exception as exc:  # noqa: BLE001
-            if cancel.is_set():
-                return
-            raise self._transport_error(exc) from None
+            try:
+                resp = cm.__enter__()
+                break
+            except Exception as exc:  # noqa: BLE001
+                if cancel.is_set():
+                    return
+                if attempt == 1 and _stale_connection(exc):
+                    continue  # a kept-alive connection the server had closed: nothing reached the model yet
+                raise self._transport_error(exc) from None
         try:
             self._check_redirect(resp)
             if resp.status_code >= 400:
@@ -373,6 +377,15 @@ class HttpClient:
         if isinstance(exc, httpx.HTTPError):
             return RemoteUnreachable(f"Talking to {self.label} failed ({detail or type(exc).__name__}).")
         return RemoteError(f"Talking to {self.label} failed ({type(exc).__name__}: {detail}).")
+
+
+def _stale_connection(exc: BaseException) -> bool:
+    """A reused keep-alive connection that the server had closed while idle (no reply came at all)."""
+    import httpx
+
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "without sending a response" in str(exc)
+    return isinstance(exc, (httpx.ReadError, httpx.WriteError))
 
 
 def _read_bounded(resp: Any, limit: int, label: str) -> bytes:
