@@ -27,6 +27,7 @@ from app.core.engine import Sampling
 from app.core.harmony import PYTHON_SECTION, SPECIAL_TOKEN_IDS
 
 Piece = tuple[int, bytes]
+MAX_TOOL_CALLS = 16  # per answer; gpt-oss makes one at a time
 TEXT_ID = -1  # the token id of a text piece: remote servers do not send ids, and -1 is never a marker
 
 # --- kinds ------------------------------------------------------------------------------------------
@@ -406,6 +407,8 @@ class ChatDeltaMapper:
             return
         index = call.get("index", position)
         index = index if isinstance(index, int) else position
+        if index not in self._calls and len(self._calls) >= MAX_TOOL_CALLS:
+            return  # a server inventing hundreds of calls does not get hundreds of approval cards
         slot = self._calls.setdefault(index, {"name": "", "arguments": ""})
         fn = call.get("function")
         if isinstance(fn, Mapping):

@@ -350,3 +350,13 @@ def test_keys_never_reach_the_log(caplog: pytest.LogCaptureFixture) -> None:
         with pytest.raises(RemoteAuthError):
             _turn(engine)
     assert "sk-log-secret" not in caplog.text
+
+
+def test_a_flood_of_tool_calls_is_capped() -> None:
+    from app.core.remote.dialects import MAX_TOOL_CALLS
+
+    calls = [{"index": i, "function": {"name": "get_weather", "arguments": "{}"}} for i in range(500)]
+    evil = [d._chunk("m", {"tool_calls": calls}), d._chunk("m", {}, "tool_calls")]
+    with fake_server(kind="ollama", models=[{"id": "m"}], script=evil) as fake:
+        events, msg = _turn(_engine(fake), tools=TOOLS)
+    assert len([e for e in events if isinstance(e, ToolCall)]) == MAX_TOOL_CALLS == len(msg.tool_calls)
