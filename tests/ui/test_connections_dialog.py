@@ -105,3 +105,30 @@ def test_the_plan_panel_shows_the_split_over_workers_and_warns(qtbot: Any) -> No
     qtbot.waitUntil(lambda: isinstance(panel.plan, PooledPlan), timeout=5000)
     text = panel.reasons.text()
     assert "gpu-box" in text and "not encrypted" in text
+
+
+def test_a_dropped_remote_answer_is_kept_interrupted_and_continue_finishes_it(
+    make_window: Callable[..., Any], qtbot: Any
+) -> None:
+    w, _ = make_window()
+    with fake_server(kind="ollama", models=[{"id": "m"}], script=d.OLLAMA_CHAT) as fake:
+        conn = w.runtime.connections.save_server("studio-pc", fake.url + "/v1", model="m")
+        with qtbot.waitSignal(w.model_loaded, timeout=15000):
+            w.use_remote_model(conn.id, "m")
+        qtbot.waitUntil(lambda: not w.loading, timeout=5000)
+        fake.mode = "drop"
+        w.send("Hi", "medium")
+        qtbot.waitUntil(lambda: not w.generating, timeout=15000)
+        assert "What arrived is kept" in w.banner.text.text() and "Continue" in w.banner.text.text()
+        rows = w.session.view()
+        answer = rows[-1][0]
+        assert answer.role == "assistant" and answer.status == "interrupted"
+        assert (
+            answer.thinking == "The user greets. Reply briefly." and answer.content == "Hello"
+        )  # what arrived is kept
+        fake.mode = ""
+        fake.script = [d._ollama({"content": "!"}), d._ollama({"content": ""}, "stop")]
+        with qtbot.waitSignal(w.turn_finished, timeout=15000):
+            assert w.answers.continue_answer(answer.id)
+        done = w.session.view()[-1][0]
+        assert done.status == "complete" and done.content == "Hello!"
