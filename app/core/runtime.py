@@ -306,6 +306,7 @@ class Runtime:
     def load_job(self, request: LoadRequest, *, cancel: threading.Event) -> Iterator[LoadEvent]:
         """Load `request` (a worker runs this): plan, load with progress, remember the model."""
         log.info("Loading %s (%s)", request.path, "planned" if request.settings is None else "explicit settings")
+        was_remote = self.engine if self.remote is not None else None  # closed once the file replaced it
         for ev in load_model_job(
             request.engine,
             request.path,
@@ -323,9 +324,11 @@ class Runtime:
             elif isinstance(ev, LoadDone) and ev.info.source == "file":
                 self.settings.load.last_model = str(ev.info.path)
                 self.settings.save("load")
-                if self.settings.connections.active is not None:  # a local model again: start with it next time
-                    self.settings.connections.active = None
-                    self.settings.save("connections")
+            if isinstance(ev, LoadDone) and self.settings.connections.active is not None:
+                self.settings.connections.active = None  # a local model again: start with it next time
+                self.settings.save("connections")
+            if isinstance(ev, LoadDone) and was_remote is not None and was_remote is not self.engine:
+                was_remote.unload()
             yield ev
 
     # --- connections: models served elsewhere (app/core/remote) --------------------------------------

@@ -169,3 +169,16 @@ def test_offline_mode_refuses_a_lan_server_unless_allowed(tmp_path: Path) -> Non
             rt.check_network("http://8.8.8.8/v1")
     finally:
         rt.close()
+
+
+def test_opening_a_local_model_closes_the_connection_and_is_remembered(peer: str, runtime: Runtime) -> None:
+    from app.core.engine import LoadSettings
+
+    _connect(runtime, peer)
+    remote = runtime.engine
+    assert runtime.last_remote() is not None
+    runtime.load_settings = LoadSettings()  # a scripted model is no GGUF the planner could read
+    list(runtime.load_job(runtime.prepare_load("scripted:gpt-oss-20b"), cancel=threading.Event()))
+    assert runtime.remote is None and runtime.where_it_runs() is None
+    assert remote is not None and not remote.loaded  # its connections were closed
+    assert runtime.last_remote() is None  # the next start loads the local model again
