@@ -10,11 +10,12 @@ the server's: its refusal becomes a RemoteContextError that keeps the conversati
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,16 @@ from app.core.remote.dialects import (
     raw_body,
     wire_tools,
 )
-from app.core.remote.http import HttpClient, RemoteDropped, RemoteError, display_host
+from app.core.remote.http import (
+    HttpClient,
+    RemoteAuthError,
+    RemoteContextError,
+    RemoteDropped,
+    RemoteError,
+    RemoteModelMissing,
+    RemoteUnreachable,
+    display_host,
+)
 from app.core.remote.probe import RemoteModel, ServerInfo, uses_raw_harmony
 from app.core.scripted_engine import split_pieces
 
@@ -219,32 +229,20 @@ class RemoteEngine:
         stats = GenerationStats(prompt_tokens=n_prompt)
         self.last_stats = stats
         t0 = time.perf_counter()
-        t_first: float | None = None
         reason = ""
         try:
-            if self.target.raw:
-                mapper: ChatDeltaMapper | RawReader = RawReader(outcome, self._kind)
-                room = max(MIN_ROOM, self.n_ctx - n_prompt) if self.n_ctx else 4096
-                body = raw_body(self.target.model, text, kind=self._kind, sampling=sampling, room=room)
-                if grammar:
-                    # llama.cpp lets end-of-generation tokens end a complete grammar, never match it.
-                    body["grammar"] = split_grammar_stops(grammar, list(_STOPS))[0]
-                client = self._root if self._kind.raw == "llama" and self._root is not None else self._client
-                path = "/completion" if self._kind.raw == "llama" else "/completions"
-            else:
-                assert request is not None
-                mapper = ChatDeltaMapper(outcome)
-                body = self._chat_body(request, sampling)
-                client, path = self._client, "/chat/completions"
-            for chunk in client.stream_events(path, body, cancel=cancel):
-                for piece in mapper.feed(chunk):
-                    if t_first is None:
-                        t_first = time.perf_counter()
-                        stats.ttft_s = t_first - t0
-                    outcome.pieces += 1
-                    yield piece
-                if cancel.is_set():
-                    break
+            try:
+                mapper = yield from self._stream(text, request, sampling, cancel, n_prompt, grammar, outcome, stats, t0)
+            except (RemoteAuthError, RemoteContextError, RemoteModelMissing, RemoteUnreachable, RemoteDropped):
+                raise
+            except RemoteError as exc:
+                # A server that lists a gpt-oss model but refuses raw completions (an older vLLM, a proxy in
+                # front of it): nothing was generated, so the same turn goes as a chat completion from now on.
+                if not self.target.raw or request is None or outcome.pieces or cancel.is_set():
+                    raise
+                log.warning("%s refused raw completions (%s); using chat completions", self.target.name, exc)
+                self.target = dataclasses.replace(self.target, raw=False)
+                mapper = yield from self._stream(text, request, sampling, cancel, n_prompt, grammar, outcome, stats, t0)
             if cancel.is_set():
                 reason = "cancelled"
                 return
@@ -262,9 +260,48 @@ class RemoteEngine:
             stats.generated_tokens = outcome.completion_tokens or outcome.pieces
             stats.stop_reason = reason or ("cancelled" if cancel.is_set() else "error")
             stats.total_s = t_end - t0
-            if t_first is not None and stats.generated_tokens > 1 and t_end > t_first:
+            t_first = t0 + stats.ttft_s
+            if outcome.pieces and stats.generated_tokens > 1 and t_end > t_first:
                 stats.tokens_per_s = (stats.generated_tokens - 1) / (t_end - t_first)
             self._gen_lock.release()
+
+    def _stream(
+        self,
+        text: str,
+        request: ChatRequest | None,
+        sampling: Sampling,
+        cancel: threading.Event,
+        n_prompt: int,
+        grammar: str | None,
+        outcome: StreamOutcome,
+        stats: GenerationStats,
+        t0: float,
+    ) -> Generator[Piece, None, ChatDeltaMapper | RawReader]:
+        """One request's pieces, raw or chat as the target says; returns the mapper (its tail is not yet out)."""
+        mapper: ChatDeltaMapper | RawReader
+        if self.target.raw:
+            mapper = RawReader(outcome, self._kind)
+            room = max(MIN_ROOM, self.n_ctx - n_prompt) if self.n_ctx else 4096
+            body = raw_body(self.target.model, text, kind=self._kind, sampling=sampling, room=room)
+            if grammar:
+                # llama.cpp lets end-of-generation tokens end a complete grammar, never match it.
+                body["grammar"] = split_grammar_stops(grammar, list(_STOPS))[0]
+            client = self._root if self._kind.raw == "llama" and self._root is not None else self._client
+            path = "/completion" if self._kind.raw == "llama" else "/completions"
+        else:
+            assert request is not None
+            mapper = ChatDeltaMapper(outcome)
+            body = self._chat_body(request, sampling)
+            client, path = self._client, "/chat/completions"
+        for chunk in client.stream_events(path, body, cancel=cancel):
+            for piece in mapper.feed(chunk):
+                if outcome.pieces == 0:
+                    stats.ttft_s = time.perf_counter() - t0
+                outcome.pieces += 1
+                yield piece
+            if cancel.is_set():
+                break
+        return mapper
 
     @staticmethod
     def _tail(mapper: ChatDeltaMapper | RawReader) -> Iterator[Piece]:

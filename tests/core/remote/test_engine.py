@@ -360,3 +360,13 @@ def test_a_flood_of_tool_calls_is_capped() -> None:
     with fake_server(kind="ollama", models=[{"id": "m"}], script=evil) as fake:
         events, msg = _turn(_engine(fake), tools=TOOLS)
     assert len([e for e in events if isinstance(e, ToolCall)]) == MAX_TOOL_CALLS == len(msg.tool_calls)
+
+
+def test_a_server_that_refuses_raw_completions_is_used_through_chat() -> None:
+    with fake_server(kind="vllm", script=d.VLLM_CHAT, mode="no_raw") as fake:
+        engine = _engine(fake)
+        assert engine.target.raw
+        _, msg = _turn(engine)
+        assert not engine.target.raw  # remembered for the next turns
+    assert [r.path for r in fake.generations()] == ["/v1/completions", "/v1/chat/completions"]
+    assert (msg.thinking, msg.content, msg.stop_reason) == ("The user greets. Reply briefly.", "Hello!", "return")
