@@ -186,6 +186,12 @@ class Panels(QObject):
         else:
             self.hardware_panel.set_model(info)
         self._probe_workers(self.hardware_panel)
+        where = self.runtime.where_it_runs()  # a remote model: this panel plans the local file, say so
+        self.hardware_dialog.setWindowTitle(
+            f"Hardware and load settings — the current model {where}, not here"
+            if where
+            else "Hardware and load settings"
+        )
         self._raise(self.hardware_dialog)
         return self.hardware_panel
 

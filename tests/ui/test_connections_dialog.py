@@ -38,6 +38,8 @@ def test_add_a_server_use_its_model_and_chat(make_window: Callable[..., Any], qt
         assert msgs[-1].content == "Hello!" and msgs[-1].thinking == "The user greets. Reply briefly."
         assert fake.generations()[-1].headers["Authorization"] == "Bearer sk-ui-secret"
         assert fake.generations()[-1].body["reasoning_effort"] == "low"
+        assert "runs on studio-pc" in w.panels.show_hardware().window().windowTitle()
+        w.panels.hardware_dialog.close()
         # the Models dialog lists it too
         models = w.panels.show_models()
         assert w.panels.remote_models is not None and "studio-pc" in _texts(w.panels.remote_models)
