@@ -232,6 +232,31 @@ class TurnFinished:
 TurnEvent = Event | TurnStarted | TurnFinished
 
 
+@dataclass(frozen=True)
+class ChatRequest:
+    """The turn a prompt was rendered from, for engines that generate elsewhere (app/core/remote):
+    a chat-completions server gets these messages and tools, not the rendered text."""
+
+    messages: list[dict[str, Any]]  # transformers format, as render_prompt reads them
+    effort: str
+    tools: list[dict[str, Any]] | None = None
+    builtin_tools: list[str] | None = None
+    resume: Message | None = None  # the cut-short answer being continued
+
+
+class RenderedPrompt(list[int]):
+    """The token ids of a rendered prompt, carrying its text and the turn it came from.
+
+    Every engine reads it as the list of ids it is; a RemoteEngine reads `text` (raw harmony) or
+    `request` (chat completions). It passes unchanged through the scheduler and every wrapper.
+    """
+
+    def __init__(self, ids: Sequence[int], text: str, request: ChatRequest | None = None) -> None:
+        super().__init__(ids)
+        self.text = text
+        self.request = request
+
+
 def build_prompt(
     conversation: Conversation,
     info: ModelInfo | None,
@@ -306,7 +331,14 @@ def run_turn(
         date=date,
     )
     prefix = continuation_prefix(resume.thinking, resume.content) if resume is not None else ""
-    tokens = engine.tokenize(prompt + prefix, special=True)
+    request = ChatRequest(
+        conversation.to_render_messages(developer),
+        effort,
+        list(tools) if tools else None,
+        list(builtin_tools) if builtin_tools else None,
+        resume,
+    )
+    tokens = RenderedPrompt(engine.tokenize(prompt + prefix, special=True), prompt + prefix, request)
     n_ctx = engine.n_ctx
     if n_ctx and len(tokens) + MIN_ANSWER_TOKENS > n_ctx:
         raise ContextOverflowError(len(tokens), n_ctx)

@@ -64,6 +64,9 @@ class LoadSettings:
     # True: also on the CPU backend (tests); False: never. Grammars and the repeat penalty always
     # sample on the CPU.
     backend_sampling: bool | None = None
+    # Share of the offloaded layers for each of `devices`, in order (llama.cpp's --tensor-split);
+    # None: llama.cpp splits by free memory. Pooled plans (GPU workers) set it.
+    tensor_split: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -1125,6 +1128,12 @@ def _model_params(settings: LoadSettings, n_layer: int) -> tuple[Any, list[objec
             raise EngineError(f"Cannot use the chosen GPU: {e}.") from None
         mp.devices = devices.address
         keep_alive.append(devices)
+    if settings.tensor_split:
+        split = (ctypes.c_float * max(int(llama_cpp.llama_max_devices()), len(settings.tensor_split)))(
+            *settings.tensor_split
+        )
+        mp.tensor_split = split
+        keep_alive.append(split)
     overrides = None
     if settings.n_cpu_moe > 0 or settings.n_cpu_moe_partial > 0:
         overrides = llama_ext.TensorBuftOverrides.experts_on_cpu(

@@ -32,8 +32,14 @@ _DEV_KIND = {
     DEV_TYPE_META: "meta",
 }
 
-# Resolved: a lib folder that is a link to a llama.cpp build dir must match the real paths in /proc/self/maps.
-LIB_DIR = (Path(llama_cpp.__file__).resolve().parent / "lib").resolve()
+# llama_cpp loads its libraries from LLAMA_CPP_LIB_PATH when set (another build, e.g. one with the RPC
+# backend). Resolved: a lib folder that is a link to a llama.cpp build dir must match the real paths
+# in /proc/self/maps.
+LIB_DIR = (
+    Path(os.environ["LLAMA_CPP_LIB_PATH"])
+    if os.environ.get("LLAMA_CPP_LIB_PATH")
+    else Path(llama_cpp.__file__).resolve().parent / "lib"
+).resolve()
 
 
 class LlamaExtError(HarmonicaError, RuntimeError):

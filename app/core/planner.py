@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.core.engine import PARTIAL_EXPERT_TENSORS, LoadSettings
 from app.core.gguf_info import GgufError, GgufInfo, read_gguf_info
 from app.core.hardware import GB, VENDOR_BACKENDS, GpuInfo, HardwareProfile
+
+if TYPE_CHECKING:
+    from app.core.remote.rpc import WorkerDevice
 
 MiB = 1 << 20
 # Memory is shown in GiB, labelled "GiB" (app/core/units.py: one convention for every size the app
@@ -1014,7 +1019,12 @@ def refusal(profile: HardwareProfile, reason: str, wishes: Wishes | None = None)
     )
 
 
-def plan_for_file(path: str | os.PathLike[str], profile: HardwareProfile, wishes: Wishes | None = None) -> Plan:
+def plan_for_file(
+    path: str | os.PathLike[str],
+    profile: HardwareProfile,
+    wishes: Wishes | None = None,
+    workers: Sequence[WorkerDevice] = (),
+) -> Plan:
     """The automatic plan for a model file (what the main window loads with: plan.to_load_settings()).
 
     Never raises: an unreadable file gives a plan with fits=False and the reason. Reads only the
@@ -1026,7 +1036,12 @@ def plan_for_file(path: str | os.PathLike[str], profile: HardwareProfile, wishes
         return refusal(profile, f"This file cannot be planned for: {e}.", wishes)
     except OSError as e:
         return refusal(profile, f"This file cannot be read: {e.strerror or e}.", wishes)
-    return plan(profile, info, wishes)
+    found = plan(profile, info, wishes)
+    if workers:  # GPU workers (llama.cpp RPC) are an extra input, placed by app/core/remote/pool.py
+        from app.core.remote.pool import plan_with_workers
+
+        found = plan_with_workers(found, info, workers)
+    return found
 
 
 def suggest_fix(profile: HardwareProfile, model_info: GgufInfo, wishes: Wishes) -> Plan | None:

@@ -33,6 +33,9 @@ from app.core.tools.chat_files import ChatToolFiles
 if TYPE_CHECKING:
     from app.core.hardware import HardwareProfile
     from app.core.planner import Plan, Wishes
+    from app.core.remote.connections import Connections, ServerConnection
+    from app.core.remote.engine import RemoteTarget
+    from app.core.remote.probe import ServerInfo
     from app.core.server import ServerSettings
     from app.core.tools.browser import BrowserSession
     from app.core.tools.registry import ToolRegistry, ToolSession
@@ -112,14 +115,14 @@ def open_store(store: Store | None = None) -> tuple[Store, str]:
     return opened, report.message if report is not None else ""
 
 
-def plan_load(path: str, profile: Any, wishes: Any) -> Any:
+def plan_load(path: str, profile: Any, wishes: Any, workers: Any = ()) -> Any:
     """The automatic load settings for `path` on this machine, or EngineError saying why nothing
     fits and what would help: a load that cannot fit is never started."""
     from app.core import planner
     from app.core.engine import check_model_file
 
     check_model_file(path)  # a damaged or foreign file is reported as such, not as "does not fit"
-    plan = planner.plan_for_file(path, profile, wishes)
+    plan = planner.plan_for_file(path, profile, wishes, workers)
     if not plan.fits:
         why = " ".join(plan.reasons[-2:]) if plan.reasons else "It does not fit in this computer's memory."
         helps = (" What would help: " + "; ".join(plan.suggestions) + ".") if plan.suggestions else ""
@@ -136,6 +139,7 @@ def load_model_job(
     scheduler: EngineScheduler | None = None,
     profile: Callable[[], Any] | None = None,
     wishes: Any = None,
+    workers: Callable[[], Any] | None = None,
 ) -> Iterator[LoadEvent]:
     """Load a model, yielding progress; llama.cpp reports progress by callback, so the load runs
     on a helper thread and its callbacks are turned into yields here. With a scheduler, the load
@@ -145,7 +149,9 @@ def load_model_job(
     if settings is None:
         from app.core import hardware
 
-        plan = plan_load(path, profile() if profile is not None else hardware.detect(), wishes)
+        plan = plan_load(
+            path, profile() if profile is not None else hardware.detect(), wishes, workers() if workers else ()
+        )
         settings = plan.to_load_settings()
         yield LoadPlanned(plan)
 
@@ -226,6 +232,8 @@ class Runtime:
         self.tool_files = ChatToolFiles(self.store)
         if self.store.problem is None:
             self.tool_files.sweep()
+        self._connections: Connections | None = None
+        self.worker_notes: list[str] = []  # why configured GPU workers were not used in the last plan
         self.closed = False
 
     # --- the engine (held by the scheduler only) ------------------------------------------------
@@ -258,7 +266,7 @@ class Runtime:
     def model_file(self) -> str | None:
         """The loaded model's file, else the last one used (what the hardware panel and Models show)."""
         path = getattr(self.model_info, "path", None)
-        if is_model_file(path):
+        if is_model_file(path) and getattr(self.model_info, "source", "file") == "file":
             return str(path)
         return self.settings.load.last_model
 
@@ -288,7 +296,7 @@ class Runtime:
             if not p.is_file():
                 raise ModelPathError(f"The file “{p}” does not exist or cannot be read.")
         engine = self.engine
-        if engine is None:
+        if engine is None or self.remote is not None:  # a file needs a local engine, not the connection
             try:
                 engine = self._engine_factory()
             except Exception as exc:
@@ -302,6 +310,7 @@ class Runtime:
     def load_job(self, request: LoadRequest, *, cancel: threading.Event) -> Iterator[LoadEvent]:
         """Load `request` (a worker runs this): plan, load with progress, remember the model."""
         log.info("Loading %s (%s)", request.path, "planned" if request.settings is None else "explicit settings")
+        was_remote = self.engine if self.remote is not None else None  # closed once the file replaced it
         for ev in load_model_job(
             request.engine,
             request.path,
@@ -310,13 +319,20 @@ class Runtime:
             scheduler=self.scheduler,
             profile=self.hardware_profile,
             wishes=request.wishes,
+            workers=self.worker_devices,
         ):
             if isinstance(ev, LoadPlanned):
+                ev.plan.reasons.extend(self.worker_notes)
                 self.plan = ev.plan
                 log.info("Load plan: %s", ev.plan.summary())
             elif isinstance(ev, LoadDone) and ev.info.source == "file":
                 self.settings.load.last_model = str(ev.info.path)
                 self.settings.save("load")
+            if isinstance(ev, LoadDone) and self.settings.connections.active is not None:
+                self.settings.connections.active = None  # a local model again: start with it next time
+                self.settings.save("connections")
+            if isinstance(ev, LoadDone) and was_remote is not None and was_remote is not self.engine:
+                was_remote.unload()
             yield ev
 
     def generation_speed(self) -> float | None:
@@ -336,6 +352,110 @@ class Runtime:
         except (HarmonicaError, OSError, ValueError):
             return None
         return None if est is None else (est.low * est.high) ** 0.5
+
+    # --- connections: models served elsewhere (app/core/remote) --------------------------------------
+    @property
+    def connections(self) -> Connections:
+        """The saved servers and GPU workers, and their keys."""
+        if self._connections is None:
+            from app.core.remote.connections import Connections
+
+            self._connections = Connections(self.settings)
+        return self._connections
+
+    @property
+    def remote(self) -> RemoteTarget | None:
+        """Where the model runs when it is served by another computer (None: here)."""
+        target = getattr(self.engine, "target", None)
+        return target if target is not None and self.model_loaded else None
+
+    def where_it_runs(self) -> str | None:
+        """The header's words for a remote model ("runs on studio-pc"), None for a local one."""
+        target = self.remote
+        return f"runs on {target.name}" if target is not None else None
+
+    def last_remote(self) -> tuple[str, str] | None:
+        """(connection id, model) when the model used last ran on another computer, to use it again at start."""
+        cid = self.settings.connections.active
+        if not cid:
+            return None
+        try:
+            conn = self.connections.server(cid)
+        except HarmonicaError:
+            return None
+        return (conn.id, conn.model) if conn.model else None
+
+    def check_network(self, url: str, what: str = "This connection") -> None:
+        """Raise NetworkPolicyError when offline mode forbids reaching `url`."""
+        from app.core.remote.netpolicy import check_url
+
+        check_url(url, offline=self.offline, allowed=self.connections.allowed_ranges(), what=what)
+
+    def probe_job(
+        self, url: str, key: str, kind: str | None = None, *, cancel: threading.Event
+    ) -> Iterator[ServerInfo]:
+        """Ask a server what it serves (the connection dialog's Test); a worker runs it."""
+        from app.core.remote.probe import probe_server
+
+        self.check_network(url)
+        yield probe_server(url, key, kind=kind or None)
+
+    def prepare_connect(self, connection_id: str, model: str) -> ServerConnection:
+        """Check at once that a connection may be used now (it exists; offline mode allows it)."""
+        conn = self.connections.server(connection_id)
+        self.check_network(conn.url, f"The connection “{conn.name}”")
+        return conn
+
+    def connect_job(self, conn: ServerConnection, model: str, *, cancel: threading.Event) -> Iterator[LoadEvent]:
+        """Use `model` on a server: probe it, then hand the scheduler a RemoteEngine in place of
+        the current engine (a local model is unloaded: its memory is freed)."""
+        from app.core.remote.engine import RemoteEngine
+        from app.core.remote.probe import probe_server
+
+        yield LoadProgress(0.05)
+        key = self.connections.key(conn.id)
+        info = probe_server(conn.url, key, kind=conn.kind or None, label=conn.name)
+        if cancel.is_set():
+            raise EngineError("Connecting was cancelled.")
+        engine = RemoteEngine.connect(conn.id, conn.name, info, model, key)
+        yield LoadProgress(0.6)
+        self.scheduler.cancel("api")  # a new model: API requests in flight end now
+        with self.scheduler.exclusive("loader", cancel):
+            old = self.scheduler.engine
+            if old is not None and old.loaded:
+                old.unload()
+            self.scheduler.engine = engine
+        self.plan = None
+        self.connections.choose_model(conn.id, model)
+        self.settings.connections.active = conn.id
+        self.settings.save("connections")
+        log.info("Using %s on %s (%s, %s)", model, conn.name, engine.target.kind_label, engine.target.mode_label)
+        yield LoadDone(engine.info)
+
+    def worker_devices(self) -> list[Any]:
+        """The enabled GPU workers' devices, registered with llama.cpp, with the memory its RPC backend
+        reports (a worker thread calls this while planning a load). Unreachable workers are left out
+        (logged); with a llama.cpp built without RPC there are none."""
+        from app.core.remote import rpc
+
+        workers = self.connections.workers(enabled_only=True)
+        self.worker_notes = []
+        if not workers:
+            return []
+        if not rpc.rpc_available():
+            self.worker_notes.append(
+                "GPU workers are set up, but this llama.cpp was built without the RPC backend, so they are not used."
+            )
+            return []
+        out: list[Any] = []
+        for w in workers:
+            try:
+                self.check_network(f"http://{w.endpoint}", f"The GPU worker {w.label}")
+                out.extend(rpc.register(rpc.probe_worker(w.host, w.port, label=w.label)))
+            except HarmonicaError as exc:
+                log.warning("GPU worker %s left out: %s", w.endpoint, exc)
+                self.worker_notes.append(f"Not used: {exc}")
+        return out
 
     # --- hardware and load preferences ------------------------------------------------------------
     def hardware_profile(self) -> HardwareProfile:

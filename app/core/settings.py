@@ -96,6 +96,19 @@ class LoggingPrefs:
     debug: bool = False  # more detail, conversation text included
 
 
+@dataclass
+class ConnectionPrefs:
+    """Models served elsewhere and GPUs pooled over the LAN (app/core/remote/connections.py reads them).
+
+    Keys are never here: they live in the OS keyring.
+    """
+
+    servers: dict[str, Any] = field(default_factory=dict)  # id → {"name", "url", "kind", "model"}
+    workers: dict[str, Any] = field(default_factory=dict)  # id → {"host", "port", "name", "enabled"}
+    allowed_ranges: str = ""  # offline mode still reaches these LAN ranges ("192.168.1.0/24, …")
+    active: str | None = None  # the server whose model ran last
+
+
 AREAS: dict[str, type] = {
     "window": WindowSettings,
     "chat": ChatDefaults,
@@ -103,6 +116,7 @@ AREAS: dict[str, type] = {
     "server": ApiServerPrefs,
     "tools": ToolPrefs,
     "logging": LoggingPrefs,
+    "connections": ConnectionPrefs,
 }
 
 # Checks beyond the field's type: (area, field) → predicate on the value.
@@ -113,6 +127,8 @@ _VALID: dict[tuple[str, str], Callable[[Any], bool]] = {
     ("server", "port"): lambda v: v is None or 0 <= v <= 65535,
     ("load", "last_model"): lambda v: v is None or bool(v.strip()),
     ("load", "overrides"): lambda v: all(isinstance(k, str) for k in v),
+    ("connections", "servers"): lambda v: all(isinstance(k, str) and isinstance(x, dict) for k, x in v.items()),
+    ("connections", "workers"): lambda v: all(isinstance(k, str) and isinstance(x, dict) for k, x in v.items()),
 }
 
 
@@ -126,6 +142,7 @@ class Settings:
     server: ApiServerPrefs = field(default_factory=ApiServerPrefs)
     tools: ToolPrefs = field(default_factory=ToolPrefs)
     logging: LoggingPrefs = field(default_factory=LoggingPrefs)
+    connections: ConnectionPrefs = field(default_factory=ConnectionPrefs)
     backend: SettingsBackend | None = field(default=None, repr=False, compare=False)
 
     @classmethod

@@ -103,6 +103,22 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "show_server",
         tip="Serve the loaded model to your own scripts through the OpenAI API",
     ),
+    # Connections: models on other computers, GPU workers (app/ui/connections_dialog.py)
+    ActionSpec(
+        "add_server",
+        "Add &server…",
+        "&Connections",
+        "panels.add_server",
+        tip="Run gpt-oss on another computer: vLLM, llama.cpp's server, Ollama, LM Studio or another Harmonica",
+    ),
+    ActionSpec(
+        "add_worker",
+        "Add &GPU worker…",
+        "&Connections",
+        "panels.add_worker",
+        tip="Let a model span the GPUs of other computers (llama.cpp rpc-server; trusted networks only)",
+    ),
+    ActionSpec("manage_connections", "&Manage…", "&Connections", "panels.manage_connections", separator_before=True),
     # View
     ActionSpec(
         "sidebar",

@@ -49,9 +49,17 @@ class ChatHeader(QFrame):
         lay.addWidget(self.sidebar_button)
         self.title = ElidedLabel("New chat", objectName="ChatTitle")
         lay.addWidget(self.title, 1)
+        # Where the chat runs when that is another computer: always visible, never only a tooltip.
+        self.remote_badge = QLabel("", objectName="RemoteBadge")
+        self.remote_badge.setTextFormat(Qt.TextFormat.PlainText)
+        self.remote_badge.setStyleSheet(
+            "QLabel#RemoteBadge { background: #2f6fde; color: white; border-radius: 9px; padding: 1px 8px; }"
+        )
+        self.remote_badge.hide()
+        lay.addWidget(self.remote_badge)
         self.badges = ElidedLabel("", objectName="ChatBadges")
         lay.addWidget(self.badges)
-        # Widgets others add to the header (a "runs on …" badge, say) go here, before the buttons.
+        # Widgets others add to the header go here, before the buttons.
         self.extras = QHBoxLayout()
         self.extras.setSpacing(6)
         lay.addLayout(self.extras)
@@ -75,6 +83,14 @@ class ChatHeader(QFrame):
         self.settings_button.setAccessibleName("Chat settings")
         self.settings_button.clicked.connect(self.settings_requested)
         lay.addWidget(self.settings_button)
+
+    def set_remote(self, where: str | None) -> None:
+        """ "runs on studio-pc" while the model is served by another computer; hidden otherwise."""
+        self.remote_badge.setText(f"⇄ {where}" if where else "")
+        self.remote_badge.setToolTip(
+            "This chat is answered by another computer: what you type is sent there over the network." if where else ""
+        )
+        self.remote_badge.setVisible(bool(where))
 
     def set_state(
         self, title: str, settings: ConversationSettings | None, stored: bool, extra: Sequence[str] = ()
@@ -171,8 +187,12 @@ class EmptyState(QWidget):
         lay.addStretch(4)
         self.set_model_loaded(None)
 
-    def set_model_loaded(self, name: str | None) -> None:
-        if name:
+    def set_model_loaded(self, name: str | None, where: str | None = None) -> None:
+        if name and where:  # served by another computer: never claim the text stays here
+            self.title.setText("What can I help with?")
+            self.hint.setText(f"{name} is ready; it {where}. What you type is sent to that computer.")
+            self.button.hide()
+        elif name:
             self.title.setText("What can I help with?")
             self.hint.setText(f"{name} is ready. Everything you type stays on this computer.")
             self.button.hide()
@@ -206,8 +226,12 @@ class StatusLine(QObject):
 
     def set_model(self, info: Any, plan: Any) -> None:
         """A model is loaded: its name and backend; the tooltip says where it runs and why."""
-        self.context.setText(f"Context 0 / {info.n_ctx:,}")
+        self.context.setText(f"Context 0 / {info.n_ctx:,}" if info.n_ctx else "Context: the server's")
         self.speed.setText("")
+        if getattr(info, "source", "file") == "remote":
+            self.model.setToolTip(info.description)
+            self.model.setText(f"{info.name} · {info.description.split(' (', 1)[0].split(' on ', 1)[-1]}")
+            return
         where = plan.summary().split(";")[0] if plan is not None else "your settings"
         backend = f"{plan.backend} · " if plan is not None else ""
         self.model.setToolTip(

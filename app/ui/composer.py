@@ -289,6 +289,11 @@ class Composer(QWidget):
         self.edit.viewport().update()  # the placeholder is painted text: repaint it now, not at the next click
         self._update_button()
 
+    def set_remote(self, where: str | None) -> None:
+        """The hint under the box never claims privacy that does not hold: a remote model gets what you type."""
+        tail = f"Sent to the model, which {where}" if where else "Everything stays on this computer"
+        self.hint.setText(f"Enter to send · Shift+Enter for a new line · {tail}")
+
     def current_effort(self) -> str:
         return self.effort.effort()
 

@@ -98,6 +98,7 @@ class HardwarePanel(QDialog):
         self._worker: GeneratorWorker | None = None
         self._syncing = False
         self._load_label = load_label
+        self.workers: list[Any] = []  # GPU workers' devices (app/core/remote/rpc.py): the plan spans them too
         self._replan = QTimer(self, singleShot=True, interval=0)
         self._replan.timeout.connect(self._update_plan)
         self._build()
@@ -106,6 +107,11 @@ class HardwarePanel(QDialog):
         self.refresh()
 
     # -- public API ------------------------------------------------------------------------------
+
+    def set_workers(self, workers: list[Any]) -> None:
+        """GPU workers' devices (probed off the UI thread): the plan places layers on them too."""
+        self.workers = list(workers)
+        self._replan.start()
 
     @property
     def profile(self) -> HardwareProfile | None:
@@ -514,6 +520,11 @@ class HardwarePanel(QDialog):
         w = self.wishes()
         self._auto_plan = plan(self._profile, self._model, Wishes(n_batch=w.n_batch, n_threads_batch=w.n_threads_batch))
         self._plan = plan(self._profile, self._model, w)
+        if self.workers:
+            from app.core.remote.pool import plan_with_workers
+
+            self._auto_plan = plan_with_workers(self._auto_plan, self._model, self.workers)
+            self._plan = plan_with_workers(self._plan, self._model, self.workers)
         self._fix = suggest_fix(self._profile, self._model, w) if not self._plan.fits else None
         self._render()
         self.settings_changed.emit(self._plan)

@@ -120,7 +120,11 @@ class MainWindow(QMainWindow):
         self.composer.edit.setFocus()  # the window opens ready for typing (it gets the focus when shown)
         if rt.settings.server.enabled:
             QTimer.singleShot(0, lambda: self.panels.server(start=True))
-        if self._autoloading and last is not None:
+        remote = rt.last_remote() if rt.settings.load.autoload else None
+        if remote is not None:  # the model used last runs on another computer: use it again
+            self._autoloading = True
+            QTimer.singleShot(0, lambda: self._autoload_remote(*remote))
+        elif self._autoloading and last is not None:
             QTimer.singleShot(0, lambda: self._autoload(last))
 
     def _wire(self) -> None:
@@ -150,6 +154,7 @@ class MainWindow(QMainWindow):
         loader.failed.connect(self._on_load_failed)
         loader.finished.connect(self._on_load_finished)
         self.panels.open_requested.connect(lambda path: self.open_model(path))
+        self.panels.connect_requested.connect(self.use_remote_model)
         self.panels.tools_changed.connect(self.refresh)
         self.panels.server_running.connect(self._on_server_running)
 
@@ -211,7 +216,8 @@ class MainWindow(QMainWindow):
             first_run = True
         else:
             self.stack.setCurrentWidget(self.empty)
-        self.empty.set_model_loaded(name)
+        where = self.runtime.where_it_runs()
+        self.empty.set_model_loaded(name, where)
         self.composer.setVisible(not first_run)  # nothing to type to until a model is ready
         self.view.narrow.set_suppressed(first_run and not self.sidebar.has_conversations)
         if self.loading:
@@ -223,6 +229,8 @@ class MainWindow(QMainWindow):
         self.header.set_state(
             self.session.title if cid else DEFAULT_TITLE, self.session.settings, cid is not None, extra
         )
+        self.header.set_remote(where)
+        self.composer.set_remote(where)
         self.refresh_actions()
 
     def refresh_actions(self) -> None:
@@ -291,6 +299,12 @@ class MainWindow(QMainWindow):
             return False
         return self.loader.open(path, context_size=self.session.settings.context_size)
 
+    def use_remote_model(self, connection_id: str, model: str) -> bool:
+        """Chats run on `model` of a saved server from now on (Connections, the Models dialog)."""
+        if self.answers.busy("switching to another model"):
+            return False
+        return self.loader.connect_remote(connection_id, model)
+
     def cancel_load(self) -> None:
         if self.loading:
             self.loader.cancel()
@@ -299,6 +313,12 @@ class MainWindow(QMainWindow):
     def adopt_engine(self, engine: LoadableEngine) -> None:
         """Use an engine that is already loaded (demo mode, the lab, tests)."""
         self.loader.adopt(engine)
+        self.refresh()
+
+    def _autoload_remote(self, connection_id: str, model: str) -> None:
+        self._autoloading = False
+        if self.runtime.engine is None and not self.loading:
+            self.use_remote_model(connection_id, model)
         self.refresh()
 
     def _autoload(self, path: str) -> None:

@@ -65,6 +65,25 @@ class ModelLoader(QObject):
         start_worker(w)
         return True
 
+    def connect_remote(self, connection_id: str, model: str) -> bool:
+        """Use `model` on a saved server (same signals as a load); False (with a message) if that can't start."""
+        if self.loading:
+            self.notices.error("A model is already loading. Cancel it first to choose another one.")
+            return False
+        try:
+            conn = self.runtime.prepare_connect(connection_id, model)
+        except HarmonicaError as exc:
+            self.notices.error(str(exc))
+            return False
+        w = GeneratorWorker(self.runtime.connect_job, conn, model)
+        w.yielded.connect(self._on_event)
+        w.errored.connect(self._on_error)
+        w.finished.connect(self._on_finished)
+        self._worker = w
+        self.started.emit(f"{model} on {conn.name}")
+        start_worker(w)
+        return True
+
     def cancel(self) -> None:
         if self._worker is not None:
             self._worker.quit()

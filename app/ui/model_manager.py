@@ -401,6 +401,8 @@ class ModelManagerDialog(QDialog):
         self.rows: list[LocalModelRow] = []
         self.refused_list = RefusedList()
         lay.addWidget(self.refused_list)
+        self.extra_box = QVBoxLayout()  # other sections (Panels adds the models on your connections)
+        lay.addLayout(self.extra_box)
         lay.addStretch(1)
 
         footer = QFrame(objectName="DialogFooter")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QDialog, QVBoxLayout, QWidget
 
 from app.core.runtime import Runtime
@@ -14,6 +14,7 @@ from app.ui.window_state import GeometryKeeper
 if TYPE_CHECKING:
     from app.core.server import ApiServer, ServerSettings
     from app.ui.compare import CompareWindow
+    from app.ui.connections_dialog import ConnectionsDialog, RemoteModelsBox, ServerDialog, WorkerDialog
     from app.ui.downloads import DownloadController
     from app.ui.first_run import FirstRunPage
     from app.ui.hardware_panel import HardwarePanel
@@ -28,6 +29,7 @@ class Panels(QObject):
     says whether browsing is on), server_running(bool) when the API server starts or stops."""
 
     open_requested = Signal(str)
+    connect_requested = Signal(str, str)  # connection id, model: use a model served elsewhere
     tools_changed = Signal()
     server_running = Signal(bool)
 
@@ -47,6 +49,8 @@ class Panels(QObject):
         self.server_panel: ServerPanel | None = None
         self.server_dialog: QDialog | None = None
         self.lab: CompareWindow | None = None
+        self.connections_dialog: ConnectionsDialog | None = None
+        self.remote_models: RemoteModelsBox | None = None
 
     def _dialog(self, panel: QWidget, title: str, name: str, size: tuple[int, int]) -> QDialog:
         """A modeless window around one of the app's panels (kept and shown again, not rebuilt)."""
@@ -87,9 +91,12 @@ class Panels(QObject):
             dlg.model_chosen.connect(self.open_requested)
             self.keeper.track(dlg, "ModelsDialog", (860, 780))
             self.models_dialog = dlg
+            self._add_remote_models(dlg)
         else:
             self.models_dialog.set_current_model(current)
             self.models_dialog.refresh_models()
+            if self.remote_models is not None:
+                self.remote_models.refresh()
         self._raise(self.models_dialog)
         return self.models_dialog
 
@@ -103,6 +110,63 @@ class Panels(QObject):
             page.manage_requested.connect(self.show_models)
             self.first_run = page
         return self.first_run
+
+    # --- connections: models on other computers and GPU workers --------------------------------------
+    def _add_remote_models(self, dlg: ModelManagerDialog) -> None:
+        """The Models dialog lists the models on your connections too (the model picker shows both)."""
+        from app.ui.connections_dialog import RemoteModelsBox
+
+        box = RemoteModelsBox(self.runtime)
+        box.use_requested.connect(self._use_remote)
+        box.add_requested.connect(self.add_server)
+        dlg.extra_box.addWidget(box)
+        self.remote_models = box
+
+    def _use_remote(self, connection_id: str, model: str) -> None:
+        for dlg in (self.models_dialog, self.connections_dialog):
+            if dlg is not None:
+                dlg.hide()
+        self.connect_requested.emit(connection_id, model)
+
+    def _connections_changed(self) -> None:
+        for part in (self.connections_dialog, self.remote_models):
+            if part is not None:
+                part.refresh()
+
+    def add_server(self) -> ServerDialog:
+        """Connections → Add server…: a vLLM, llama-server, Ollama, LM Studio or Harmonica server."""
+        from app.ui.connections_dialog import ServerDialog
+
+        dlg = ServerDialog(self.runtime, self.window)
+        dlg.use_requested.connect(self._use_remote)
+        dlg.saved.connect(lambda _id: self._connections_changed())
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self._raise(dlg)
+        return dlg
+
+    def add_worker(self) -> WorkerDialog:
+        """Connections → Add GPU worker…: a llama.cpp rpc-server on the LAN."""
+        from app.ui.connections_dialog import WorkerDialog
+
+        dlg = WorkerDialog(self.runtime, self.window)
+        dlg.saved.connect(lambda _id: self._connections_changed())
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self._raise(dlg)
+        return dlg
+
+    def manage_connections(self) -> ConnectionsDialog:
+        """Connections → Manage…: servers, GPU workers, offline mode's allowed ranges."""
+        from app.ui.connections_dialog import ConnectionsDialog
+
+        if self.connections_dialog is None:
+            dlg = ConnectionsDialog(self.runtime, self.window)
+            dlg.use_requested.connect(self._use_remote)
+            dlg.add_server_requested.connect(self.add_server)
+            dlg.add_worker_requested.connect(self.add_worker)
+            self.connections_dialog = dlg
+        self.connections_dialog.refresh()
+        self._raise(self.connections_dialog)
+        return self.connections_dialog
 
     # --- hardware -------------------------------------------------------------------------------
     def show_hardware(self, context_size: int | None = None) -> HardwarePanel:
@@ -134,8 +198,29 @@ class Panels(QObject):
             self.hardware_dialog = panel
         else:
             self.hardware_panel.set_model(info)
+        self._probe_workers(self.hardware_panel)
+        where = self.runtime.where_it_runs()  # a remote model: this panel plans the local file, say so
+        self.hardware_dialog.setWindowTitle(
+            f"Hardware and load settings — the current model {where}, not here"
+            if where
+            else "Hardware and load settings"
+        )
         self._raise(self.hardware_dialog)
         return self.hardware_panel
+
+    def _probe_workers(self, panel: HardwarePanel) -> None:
+        """GPU workers are asked for their devices off the UI thread; the plan then spans them."""
+        if not self.runtime.connections.workers(enabled_only=True):
+            panel.set_workers([])
+            return
+        from app.ui.workers import GeneratorWorker, start_worker
+
+        def job(*, cancel: Any) -> Any:
+            yield self.runtime.worker_devices()
+
+        w = GeneratorWorker(job)
+        w.yielded.connect(panel.set_workers)
+        start_worker(w)
 
     def _load_with(self, settings: Any) -> None:
         """The hardware panel's Load: keep its overrides (or none) and reload the current model."""

@@ -46,8 +46,9 @@ if (-not (Get-Command cl.exe -ErrorAction SilentlyContinue)) {
 }
 
 # Same switches as build_llama.sh: backends as plugins, no -march=native, plugins next to llama.dll
-# (CMAKE_INSTALL_BINDIR typed STRING so CMake keeps it relative to the wheel), no multimodal library.
-$cmake = @("-DGGML_BACKEND_DL=ON", "-DGGML_NATIVE=OFF", "-DCMAKE_INSTALL_BINDIR:STRING=llama_cpp/lib", "-DLLAVA_BUILD=OFF",
+# (CMAKE_INSTALL_BINDIR typed STRING so CMake keeps it relative to the wheel), no multimodal library,
+# and the RPC backend (GPU workers).
+$cmake = @("-DGGML_BACKEND_DL=ON", "-DGGML_NATIVE=OFF", "-DGGML_RPC=ON", "-DCMAKE_INSTALL_BINDIR:STRING=llama_cpp/lib", "-DLLAVA_BUILD=OFF",
            "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_TOOLS=OFF", "-DLLAMA_BUILD_SERVER=OFF")
 foreach ($b in $Backends) {
     switch ($b) {

@@ -32,8 +32,9 @@ mkdir -p "$out_dir" "$build_dir"
 
 # Always: backends as plugins (GGML_BACKEND_DL), no -march=native (the bundle runs on other CPUs),
 # every plugin installed next to libllama (CMAKE_INSTALL_BINDIR, typed STRING so CMake keeps it
-# relative to the wheel's prefix), and no mtmd (multimodal; Harmonica does not use it).
-args=(-DGGML_BACKEND_DL=ON -DGGML_NATIVE=OFF "-DCMAKE_INSTALL_BINDIR:STRING=llama_cpp/lib" -DLLAVA_BUILD=OFF
+# relative to the wheel's prefix), no mtmd (multimodal; Harmonica does not use it), and the RPC
+# backend (GPU workers: Connections → Add GPU worker; a plugin like the others).
+args=(-DGGML_BACKEND_DL=ON -DGGML_NATIVE=OFF -DGGML_RPC=ON "-DCMAKE_INSTALL_BINDIR:STRING=llama_cpp/lib" -DLLAVA_BUILD=OFF
       -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF)
 for b in $backends; do
     case "$b" in

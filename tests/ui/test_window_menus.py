@@ -30,7 +30,7 @@ def test_every_declared_action_is_built_and_reaches_its_handler(make_window) -> 
     for spec in ACTIONS:
         assert callable(resolve(w, spec.handler)), spec.id
     menus = _menu_texts(w)
-    assert list(menus) == ["&File", "&Chat", "&Tools", "&View", "&Help"]
+    assert list(menus) == ["&File", "&Chat", "&Tools", "&Connections", "&View", "&Help"]
     assert menus["&File"][:2] == ["&Open model…", "&Models…"] and menus["&File"][-1] == "&Quit"
     assert "&Theme" in menus["&View"] and "Show &log folder" in menus["&Help"] and "&Copy diagnostics" in menus["&Help"]
     keys = {
