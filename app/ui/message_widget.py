@@ -26,6 +26,7 @@ from app.ui import style
 from app.ui.markdown_view import MarkdownView, PlainStreamView, Throttle
 from app.ui.message_actions import MessageActions
 from app.ui.tool_card import ToolCard
+from app.ui.wrap_label import WrapLabel
 
 UPDATE_INTERVAL_MS = 50
 
@@ -81,10 +82,7 @@ class UserMessageWidget(_Hoverable, QWidget):  # type: ignore[misc]  # `actions`
         self.bubble.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Preferred)
         lay = QVBoxLayout(self.bubble)
         lay.setContentsMargins(16, 10, 16, 10)
-        self.label = QLabel(message.content, objectName="UserText")
-        self.label.setTextFormat(Qt.TextFormat.PlainText)
-        self.label.setWordWrap(True)
-        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.label = WrapLabel(message.content, name="UserText")
         self.label.setCursor(Qt.CursorShape.IBeamCursor)
         lay.addWidget(self.label)
         row.addWidget(self.bubble)
