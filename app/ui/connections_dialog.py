@@ -261,7 +261,16 @@ class ConnectionsDialog(QDialog):
         lay.addWidget(self.now)
         lay.addWidget(QLabel("Servers", objectName="SectionTitle"))
         self.servers = QListWidget(objectName="ServerList")
+        self.servers.setAccessibleName("Saved servers")
+        self.servers.itemSelectionChanged.connect(self._update_buttons)
+        self.servers.itemDoubleClicked.connect(lambda _item: self._use())
         lay.addWidget(self.servers)
+        self.no_servers = _wrapped(
+            "No servers yet. Add a gpt-oss server on your network (vLLM, llama-server, Ollama, LM Studio or another"
+            " Harmonica) to chat with its model here.",
+            "EmptyHint",
+        )
+        lay.addWidget(self.no_servers)
         row = QHBoxLayout()
         self.use_button = QPushButton("Use", objectName="PrimaryButton")
         self.use_button.clicked.connect(self._use)
@@ -278,8 +287,16 @@ class ConnectionsDialog(QDialog):
         warning.setStyleSheet(WARNING_STYLE)
         lay.addWidget(warning)
         self.workers = QListWidget(objectName="WorkerList")
+        self.workers.setAccessibleName("GPU workers")
         self.workers.itemChanged.connect(self._worker_toggled)
+        self.workers.itemSelectionChanged.connect(self._update_buttons)
         lay.addWidget(self.workers)
+        self.no_workers = _wrapped(
+            "No GPU workers. A worker is another computer running llama.cpp's rpc-server; its GPU then holds"
+            " part of the model.",
+            "EmptyHint",
+        )
+        lay.addWidget(self.no_workers)
         row = QHBoxLayout()
         addw = QPushButton("Add GPU worker…", objectName="SecondaryButton")
         addw.clicked.connect(self.add_worker_requested)
@@ -335,6 +352,19 @@ class ConnectionsDialog(QDialog):
             item.setCheckState(Qt.CheckState.Checked if w.enabled else Qt.CheckState.Unchecked)
             self.workers.addItem(item)
         self.workers.blockSignals(False)
+        for lst, empty in ((self.servers, self.no_servers), (self.workers, self.no_workers)):
+            lst.setVisible(lst.count() > 0)
+            empty.setVisible(lst.count() == 0)
+            # a short list stays short: the dialog's room goes to what has content
+            lst.setMaximumHeight(max(48, min(lst.count(), 6) * (lst.sizeHintForRow(0) + 2) + 8))
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        # Use and Remove act on the selected row: without one they are off rather than answering "choose first".
+        has_server = self.servers.currentItem() is not None and bool(self.servers.selectedItems())
+        self.use_button.setEnabled(has_server)
+        self.remove_server.setEnabled(has_server)
+        self.remove_worker.setEnabled(self.workers.currentItem() is not None and bool(self.workers.selectedItems()))
 
     def _selected(self, lst: QListWidget) -> str | None:
         item = lst.currentItem()

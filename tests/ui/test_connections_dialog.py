@@ -134,3 +134,25 @@ def test_a_dropped_remote_answer_is_kept_interrupted_and_continue_finishes_it(
             assert w.answers.continue_answer(answer.id)
         done = w.session.view()[-1][0]
         assert done.status == "complete" and done.content == "Hello!"
+
+
+def test_manage_says_when_lists_are_empty_and_acts_only_on_a_selection(
+    make_window: Callable[..., Any], qtbot: Any
+) -> None:
+    w, _ = make_window()
+    manage = w.panels.manage_connections()
+    manage.show()
+    qtbot.waitExposed(manage)
+    assert manage.no_servers.isVisible() and not manage.servers.isVisible()
+    assert manage.no_workers.isVisible() and not manage.workers.isVisible()
+    assert not manage.use_button.isEnabled() and not manage.remove_server.isEnabled()
+    assert not manage.remove_worker.isEnabled()
+    w.runtime.connections.save_server("studio-pc", "http://127.0.0.1:9/v1", model="m")
+    manage.refresh()
+    assert manage.servers.isVisible() and not manage.no_servers.isVisible()
+    assert not manage.use_button.isEnabled()  # nothing chosen yet
+    manage.servers.setCurrentRow(0)
+    assert manage.use_button.isEnabled() and manage.remove_server.isEnabled()
+    qtbot.mouseClick(manage.remove_server, Qt.MouseButton.LeftButton)
+    assert manage.servers.count() == 0 and manage.no_servers.isVisible() and not manage.use_button.isEnabled()
+    manage.close()
