@@ -37,13 +37,16 @@ class FocusRing(QWidget):
     def paintEvent(self, e: QPaintEvent) -> None:
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
-        pen = QPen(QColor(style.current().accent), RING_WIDTH)
-        p.setPen(pen)
         p.setBrush(Qt.BrushStyle.NoBrush)
-        half = RING_WIDTH / 2
-        r = QRectF(self.rect()).adjusted(half, half, -half, -half)
-        radius = min(6.0, r.height() / 2, r.width() / 2)
-        p.drawRoundedRect(r, radius, radius)
+        pal = style.current()
+        # Two tones: the accent ring, and just inside it a ring in the window's colour. On an
+        # accent-filled button (Send, primary buttons) the accent ring alone would vanish; the inner
+        # one shows there, and on ordinary surfaces it is invisible next to the accent.
+        for colour, inset in ((pal.accent, RING_WIDTH / 2), (pal.window, RING_WIDTH * 1.5)):
+            p.setPen(QPen(QColor(colour), RING_WIDTH))
+            r = QRectF(self.rect()).adjusted(inset, inset, -inset, -inset)
+            radius = min(6.0, r.height() / 2, r.width() / 2)
+            p.drawRoundedRect(r, radius, radius)
         p.end()
 
 
