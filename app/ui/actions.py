@@ -55,7 +55,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("quit", "&Quit", "&File", "close", _K.Quit, separator_before=True),
     # Chat
     ActionSpec("chat_settings", "Chat &settings…", "&Chat", "conversations.edit_settings", "Ctrl+,"),
-    ActionSpec("search", "&Search conversations", "&Chat", "focus_search", _K.Find),
+    ActionSpec("search", "&Search conversations", "&Chat", "view.focus_search", _K.Find),
     ActionSpec(
         "copy_last",
         "&Copy last answer",

@@ -8,7 +8,15 @@ from functools import partial
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QResizeEvent
-from PySide6.QtWidgets import QHBoxLayout, QPushButton, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QApplication,
+    QHBoxLayout,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app.core.chat import Conversation, Message
 from app.core.store import BranchInfo, MessageRow, message_from_row
@@ -23,6 +31,7 @@ _BOTTOM_SLACK_PX = 24
 PAGE = 40
 FIRST_BATCH = 8
 CHUNK = 4
+ANCHOR_HOLD_MS = 3000  # at most this long a rebuilt chat holds the reader's place while it settles
 
 
 class _Column(QWidget):
@@ -76,6 +85,10 @@ class ChatView(QScrollArea):
         self._first_shown = 0  # index in _rows of the first message with a widget
         self._fill_to = 0  # idle-time building stops at this index
         self._generation = 0  # bumped on every set_rows/clear; stale idle work checks it
+        # (row id, its distance from the view's top) held while a rebuilt chat settles its layout
+        self._anchor: tuple[int, int] | None = None
+        self._anchor_timer = QTimer(self, singleShot=True, interval=ANCHOR_HOLD_MS)
+        self._anchor_timer.timeout.connect(self._release_anchor)
         self.earlier = QPushButton("Show earlier messages", objectName="SecondaryButton")
         self.earlier.clicked.connect(lambda: self.show_earlier())
         self.earlier.hide()
@@ -83,6 +96,7 @@ class ChatView(QScrollArea):
         bar = self.verticalScrollBar()
         bar.valueChanged.connect(self._on_scrolled)
         bar.rangeChanged.connect(self._on_range)
+        bar.actionTriggered.connect(lambda _action: self._release_anchor())  # the user scrolls: theirs now
         self.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # Tab goes to the messages' own controls
         self._tab_before: QWidget | None = None
         self._tab_after: QWidget | None = None
@@ -125,6 +139,7 @@ class ChatView(QScrollArea):
         self._generation += 1
         self.earlier.hide()
         self._pinned = True
+        self._anchor = None
 
     def set_conversation(self, conversation: Conversation) -> None:
         """Show an in-memory conversation (no store ids: no message actions)."""
@@ -148,6 +163,53 @@ class ChatView(QScrollArea):
         if first > self._fill_to:
             gen = self._generation
             QTimer.singleShot(0, lambda: self._fill(gen))
+
+    def rebuild_keeping_place(self, rows: Sequence[tuple[MessageRow, BranchInfo]]) -> None:
+        """Rebuild the same path (e.g. after a theme change) without moving the reader: the message
+        at the top of the view stays there and keyboard focus returns to the same control of the
+        same message, so a keyboard or screen-reader user does not land back at the composer."""
+        bar = self.verticalScrollBar()
+        pinned = self._pinned
+        self._anchor = None
+        anchor = self._top_message()
+        anchor_row = getattr(anchor, "row_id", None) if anchor is not None else None
+        offset = anchor.y() - bar.value() if anchor is not None else 0
+        focus = _focus_path(self.widgets)
+        self.set_rows(rows)
+        for row_id in (anchor_row, focus[0] if focus else None):
+            while row_id is not None and self.widget_for_row(row_id) is None and self._first_shown > 0:
+                self.show_earlier(now=True)
+
+        if not pinned and anchor_row is not None:
+            # Messages re-render and grow for a while after a rebuild (longer on a busy machine): the
+            # anchor is re-applied on every change of the scroll range until the user scrolls.
+            self._anchor = (anchor_row, offset)
+            self._anchor_timer.start()
+            self._hold_anchor()
+
+        def restore() -> None:
+            self._hold_anchor()
+            if focus:
+                target = _find_focus(self.widget_for_row(focus[0]), focus[1])
+                if target is not None:
+                    target.setFocus(Qt.FocusReason.OtherFocusReason)
+
+        QTimer.singleShot(0, restore)
+
+    def _hold_anchor(self) -> None:
+        if self._anchor is None:
+            return
+        w = self.widget_for_row(self._anchor[0])
+        if w is not None:
+            self._pinned = False
+            self.verticalScrollBar().setValue(w.y() - self._anchor[1])
+
+    def _release_anchor(self) -> None:
+        self._anchor = None
+
+    def _top_message(self) -> QWidget | None:
+        top = self.verticalScrollBar().value()
+        return next((w for w in self.widgets if w.y() + w.height() > top), None)
 
     def _page_start(self, end: int, count: int) -> int:
         """The index from which rows[:end] holds `count` displayed messages (0 if fewer)."""
@@ -274,6 +336,7 @@ class ChatView(QScrollArea):
         self, message: Message, row_id: int | None = None, branch: BranchInfo | None = None
     ) -> UserMessageWidget:
         self._pinned = True  # sending a message always brings the view down
+        self._anchor = None
         w = UserMessageWidget(message, row_id=row_id)
         w.set_branch(branch)
         self._wire_user(w)
@@ -355,10 +418,13 @@ class ChatView(QScrollArea):
             self.show_earlier()
 
     def _on_range(self, _lo: int, hi: int) -> None:
-        if self._pinned:
+        if self._anchor is not None:
+            self._hold_anchor()
+        elif self._pinned:
             self.verticalScrollBar().setValue(hi)
 
     def scroll_to_bottom(self) -> None:
+        self._anchor = None
         self._pinned = True
         self.verticalScrollBar().setValue(self.verticalScrollBar().maximum())
 
@@ -366,3 +432,32 @@ class ChatView(QScrollArea):
 def _displayed(row: MessageRow) -> bool:
     """Which stored messages get a widget of their own (tool results show inside their call's card)."""
     return row.role in ("user", "assistant")
+
+
+def _signature(w: QWidget) -> tuple[str, str, str, str]:
+    text = getattr(w, "text", None)
+    return (type(w).__name__, w.objectName(), w.accessibleName(), text() if callable(text) else "")
+
+
+def _focus_path(widgets: Sequence[QWidget]) -> tuple[int, tuple[tuple[str, str, str, str], int]] | None:
+    """Which message holds keyboard focus, and which of its controls (by kind, name and text)."""
+    focused = QApplication.focusWidget()
+    if focused is None:
+        return None
+    for w in widgets:
+        row_id = getattr(w, "row_id", None)
+        if row_id is not None and (focused is w or w.isAncestorOf(focused)):
+            sig = _signature(focused)
+            same = [c for c in w.findChildren(type(focused)) if _signature(c) == sig]
+            return row_id, (sig, same.index(focused) if focused in same else 0)
+    return None
+
+
+def _find_focus(w: QWidget | None, where: tuple[tuple[str, str, str, str], int]) -> QWidget | None:
+    if w is None:
+        return None
+    sig, index = where
+    same = [c for c in w.findChildren(QWidget) if _signature(c) == sig]
+    if _signature(w) == sig:
+        same.insert(0, w)
+    return same[index] if index < len(same) else w

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +29,7 @@ from app.ui.chat_controller import ChatController
 from app.ui.chat_page import ChatPage, StatusLine
 from app.ui.conversations import ConversationActions
 from app.ui.events import ConversationEvents
+from app.ui.markdown_view import warm_up_job
 from app.ui.model_loader import ModelLoader
 from app.ui.notice import Notice, NoticeBar, NoticeChannel, log_notice
 from app.ui.panels import Panels
@@ -39,14 +38,6 @@ from app.ui.store_status import StoreStatus
 from app.ui.window_state import GeometryKeeper
 from app.ui.window_view import ViewCommands
 from app.ui.workers import GeneratorWorker, start_worker
-
-
-def warm_up_job(theme: Any, *, cancel: threading.Event) -> Iterator[None]:
-    """Import pygments lexers off the UI thread so the first code block does not stall it."""
-    from app.core.markdown import warm_up
-
-    warm_up(theme)
-    yield None
 
 
 class MainWindow(QMainWindow):
@@ -156,7 +147,7 @@ class MainWindow(QMainWindow):
         self.panels.open_requested.connect(lambda path: self.open_model(path))
         self.panels.connect_requested.connect(self.use_remote_model)
         self.panels.tools_changed.connect(self.refresh)
-        self.panels.server_running.connect(self._on_server_running)
+        self.panels.server_running.connect(lambda on: self.status.set_server(*self.panels.server_address(on)))
 
     # --- what tests, the demo and other parts call --------------------------------------------------
     @property
@@ -246,12 +237,12 @@ class MainWindow(QMainWindow):
         if self.generating:
             self._rebuild_on_idle = True
         else:
-            self._show_session()
+            self.chat.rebuild_keeping_place(self.session.view())
 
     def _after_answer(self) -> None:
         if self._rebuild_on_idle:
             self._rebuild_on_idle = False
-            self._show_session()
+            self.chat.rebuild_keeping_place(self.session.view())
 
     def _show_session(self) -> None:
         """Rebuild the chat from the store (ConversationEvents.session_changed)."""
@@ -364,20 +355,6 @@ class MainWindow(QMainWindow):
             # Ready: the keyboard goes to the message box (not to whatever button was left with
             # it when the first-run page went away: typing a space would press that button).
             self.composer.edit.setFocus(Qt.FocusReason.OtherFocusReason)
-
-    def _on_server_running(self, running: bool) -> None:
-        panel = self.panels.server_panel
-        if running and panel is not None:
-            self.status.set_server(panel.base_url, bool(getattr(panel.server, "exposed", False)))
-        else:
-            self.status.set_server(None)
-
-    # --- view -------------------------------------------------------------------------------------
-    def focus_search(self) -> None:
-        if not self.sidebar.isVisible():
-            self.view.set_sidebar_visible(True)
-        self.sidebar.search.setFocus()
-        self.sidebar.search.selectAll()
 
     # --- drag & drop --------------------------------------------------------------------------------
     def dragEnterEvent(self, e: QDragEnterEvent) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal
@@ -49,6 +51,14 @@ BATCH_CHARS = 3_000  # a batch of blocks holds at most this much text (bounds it
 
 _ref_doc: QTextDocument | None = None
 _first_formats: dict[str, QTextBlockFormat] = {}
+
+
+def warm_up_job(theme: Any, *, cancel: threading.Event) -> Iterator[None]:
+    """Import pygments lexers off the UI thread so the first code block does not stall it."""
+    from app.core.markdown import warm_up
+
+    warm_up(theme)
+    yield None
 
 
 def _first_block_format(html: str) -> QTextBlockFormat:

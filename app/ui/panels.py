@@ -289,6 +289,13 @@ class Panels(QObject):
             self.runtime.set_server_enabled(running)
         self.server_running.emit(running)
 
+    def server_address(self, running: bool) -> tuple[str | None, bool]:
+        """The API server's address while it runs (None when off), and whether the network reaches it."""
+        panel = self.server_panel
+        if not running or panel is None:
+            return None, False
+        return panel.base_url, bool(getattr(panel.server, "exposed", False))
+
     def model_changed(self) -> None:
         """A model was loaded: the lab shows it."""
         if self.lab is not None:

@@ -52,6 +52,14 @@ class ViewCommands(QObject):
     def toggle_sidebar(self) -> None:
         self.set_sidebar_visible(not self.sidebar.isVisible())
 
+    def focus_search(self) -> None:
+        """Chat → Search conversations: the list appears if hidden, its search box takes the keyboard."""
+        if not self.sidebar.isVisible():
+            self.set_sidebar_visible(True)
+        search = self.sidebar.search  # type: ignore[attr-defined]
+        search.setFocus()
+        search.selectAll()
+
     # --- theme --------------------------------------------------------------------------------------
     def theme_is(self, name: str) -> bool:
         return self.runtime.settings.window.theme == name

@@ -76,3 +76,33 @@ def test_like_the_system_follows_the_desktop(make_window, qtbot, monkeypatch: py
     w.menu_actions["theme_light"].trigger()  # a fixed choice no longer follows the desktop
     QGuiApplication.styleHints().colorSchemeChanged.emit(Qt.ColorScheme.Dark)
     assert not style.current().dark
+
+
+def test_switching_theme_keeps_the_reader_s_place_and_keyboard_focus(make_window, qtbot) -> None:  # type: ignore[no-untyped-def]
+    from app.ui.message_widget import UserMessageWidget
+
+    w, _ = make_window(SCRIPT, SCRIPT, SCRIPT, SCRIPT)
+    w.resize(800, 480)
+    for text in ("one", "two", "three", "four"):
+        w.composer.edit.setPlainText(text)
+        qtbot.keyClick(w.composer.edit, Qt.Key.Key_Return)
+        qtbot.waitUntil(lambda: not w.generating, timeout=5000)
+    qtbot.waitUntil(lambda: all(getattr(x, "row_id", None) is not None for x in w.chat.widgets), timeout=3000)
+    bar = w.chat.verticalScrollBar()
+    assert bar.maximum() > 200, "the chat must scroll for this test"
+    second = [x for x in w.chat.widgets if isinstance(x, UserMessageWidget)][1]
+    w.chat.ensureWidgetVisible(second, 0, 0)
+    qtbot.waitUntil(lambda: not w.chat.pinned)
+    before = bar.value()
+    row_id = second.row_id
+    second.actions.buttons["edit"].setFocus(Qt.FocusReason.TabFocusReason)
+
+    w.menu_actions["theme_dark"].trigger()
+    qtbot.waitUntil(lambda: w.chat.widget_for_row(row_id) is not second, timeout=3000)  # rebuilt
+    rebuilt = w.chat.widget_for_row(row_id)
+    assert isinstance(rebuilt, UserMessageWidget)
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is rebuilt.actions.buttons["edit"], timeout=3000)
+    qtbot.waitUntil(lambda: abs(bar.value() - before) <= 4, timeout=3000)  # once the rebuilt chat has laid out
+    qtbot.wait(300)
+    assert abs(bar.value() - before) <= 4, "the view jumped"
+    assert not w.chat.pinned and QApplication.focusWidget() is rebuilt.actions.buttons["edit"]
