@@ -1,7 +1,9 @@
 """The python tool's kernel: a supervisor that talks to the app, and a locked-down worker that runs cells.
 
-Run by app/core/tools/python_tool.py as `python -I -X utf8 sandbox_kernel.py`. It uses only the
-standard library and never imports the app. Design notes (also in docs/architecture.md, "Sandbox"):
+Run by app/core/tools/python_tool/kernel.py as `python -I -X utf8 sandbox_kernel.py`. It uses only the
+standard library and never imports the app. It stays one file although it is long: it runs by path under
+`python -I`, so it cannot import sibling modules, and it is audited as one unit (all of the sandbox's
+own code is here). Design notes (also in docs/architecture.md, "Sandbox"):
 
 Two processes. The process the app starts is the **supervisor**: it reads the app's commands (JSON
 lines on stdin) and writes answers (JSON lines on stdout). It never runs user code. It sets up the
