@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.core.engine import Engine, EngineLike, LoadableEngine, Sampling
-from app.core.lab import _Recorder
+from app.core.lab.recorder import _Recorder
 from app.core.scheduler import EngineScheduler
 from app.core.scripted_engine import ScriptedEngine, is_scripted_path
 from app.core.server.generation import CountingEngine
@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 import threading
 
 from app.core.engine import Engine, EngineLike, GenerationStats, LoadableEngine, ModelInfo, Sampling
-from app.core.lab import _Recorder
+from app.core.lab.recorder import _Recorder
 from app.core.scheduler import SchedulerClient
 from app.core.scripted_engine import ScriptedEngine
 from app.core.server.generation import CountingEngine

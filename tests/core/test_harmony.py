@@ -1,4 +1,4 @@
-"""Tests for app/core/harmony.py: prompt rendering (template and built-in) and the streaming parser."""
+"""Tests for app/core/harmony/: prompt rendering (template and built-in) and the streaming parser."""
 
 from __future__ import annotations
 
@@ -593,7 +593,7 @@ def test_odd_values_are_repaired_or_reported() -> None:
 
 
 def test_compiled_templates_are_cached() -> None:
-    from app.core.harmony import _compile_template
+    from app.core.harmony.template import _compile_template
 
     source = TEMPLATE + "{#- cache probe -#}"
     render_prompt([{"role": "user", "content": "x"}], chat_template=source)
