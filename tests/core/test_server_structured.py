@@ -177,6 +177,41 @@ def test_tool_choice_required_named_and_strict_are_grammars(scripted: Make) -> N
     assert grammar is not None and "h-final-text" in grammar and "h-call-0-get-weather" in grammar
 
 
+def test_tool_choice_through_responses_and_allowed_tools(scripted: Make) -> None:
+    server, engine = scripted(*[call_script("get_weather", '{"city": "Paris"}')] * 4)
+    c = client(server)
+    fn = WEATHER_TOOL["function"]
+    flat = {"type": "function", "name": fn["name"], "description": fn["description"], "parameters": fn["parameters"]}
+    other = {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}
+    # Responses: tool_choice "required" and the flat named form are grammars like in chat completions.
+    for choice in ("required", {"type": "function", "name": "get_weather"}):
+        r = c.responses.create(model="x", input="Weather in Paris?", tools=[flat, other], tool_choice=choice)  # type: ignore[arg-type]
+        assert [o.name for o in r.output if o.type == "function_call"] == ["get_weather"]
+        grammar = engine.grammars[-1]
+        assert grammar is not None and "h-final-text" not in grammar
+        assert '" to=functions." "get_weather"' in grammar
+        if choice != "required":
+            assert '"get_time"' not in grammar  # a named choice allows only that function
+    # allowed_tools narrows what may be called without taking the other tools out of the prompt.
+    allowed = {"type": "allowed_tools", "mode": "required", "tools": [{"type": "function", "name": "get_weather"}]}
+    c.responses.create(model="x", input="Weather in Paris?", tools=[flat, other], tool_choice=allowed)  # type: ignore[arg-type]
+    grammar = engine.grammars[-1]
+    assert grammar is not None and '"get_weather"' in grammar and '"get_time"' not in grammar
+    assert "h-final-text" not in grammar
+    # Chat completions nests mode and tools under "allowed_tools".
+    nested = {
+        "type": "allowed_tools",
+        "allowed_tools": {"mode": "required", "tools": [{"type": "function", "function": {"name": "get_weather"}}]},
+    }
+    time_tool = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}
+    r2 = c.chat.completions.create(model="x", messages=USER, tools=[WEATHER_TOOL, time_tool], tool_choice=nested)  # type: ignore[arg-type]
+    assert r2.choices[0].finish_reason == "tool_calls"
+    grammar = engine.grammars[-1]
+    assert grammar is not None and '"get_weather"' in grammar and '"get_time"' not in grammar
+    with pytest.raises(Exception, match=r"tool_choice\.mode"):
+        c.responses.create(model="x", input="hi", tools=[flat], tool_choice={**allowed, "mode": "sometimes"})  # type: ignore[arg-type]
+
+
 def test_undeclared_calls_and_broken_arguments_go_back_to_the_model(scripted: Make) -> None:
     server, engine = scripted(
         call_script("delete_everything", "{}"),  # never declared

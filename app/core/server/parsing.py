@@ -224,6 +224,10 @@ def _tool_choice(choice: Any, tools: ToolSet, flat: bool) -> tuple[list[dict[str
                 )
             return plan("required", picked)
         if kind == "allowed_tools":
+            # Responses puts mode and tools on the choice; chat completions nests them under "allowed_tools".
+            nested = choice.get("allowed_tools")
+            if isinstance(nested, Mapping):
+                choice = nested
             allowed = choice.get("tools")
             names = {
                 (t.get("name") or (t.get("function") or {}).get("name"))
