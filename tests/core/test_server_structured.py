@@ -301,6 +301,13 @@ def test_langchain_structured_output_and_tools(scripted: Make) -> None:
     assert engine.grammars[-1] is not None  # the named tool_choice was enforced
 
 
+def test_langchain_streams_the_answer_without_the_reasoning(scripted: Make) -> None:
+    server, _ = scripted(THINK + "<|channel|>final<|message|>Hello from a stream.<|return|>")
+    chunks = list(_langchain(server).stream("Hi"))
+    assert len(chunks) > 1  # it arrived in pieces, not as one block
+    assert "".join(str(c.content) for c in chunks) == "Hello from a stream."  # the reasoning is not in the text
+
+
 def test_pydantic_ai_output_tool_and_native_output(scripted: Make) -> None:
     pytest.importorskip("pydantic_ai")
     from pydantic_ai import Agent, NativeOutput
