@@ -35,7 +35,11 @@ def _error_classes() -> list[type[BaseException]]:
 def test_every_error_class_derives_from_the_one_base() -> None:
     classes = _error_classes()
     names = {f"{c.__module__}.{c.__qualname__}" for c in classes}
-    assert {"app.core.engine.EngineError", "app.core.store.rows.StoreError", "app.core.server.errors.ApiError"} <= names
+    assert {
+        "app.core.engine.errors.EngineError",
+        "app.core.store.rows.StoreError",
+        "app.core.server.errors.ApiError",
+    } <= names
     strays = sorted(
         names - OUTSIDE_THE_APP - {f"{c.__module__}.{c.__qualname__}" for c in classes if issubclass(c, HarmonicaError)}
     )
