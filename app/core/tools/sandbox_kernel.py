@@ -400,6 +400,12 @@ def build_minimal_root(
         if not _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m"):
             errors.append(f"mounting the new root failed: {_err()}")
             return "", False
+        # Fresh /tmp and /run first, then the binds: a Python or virtualenv that lives under /tmp
+        # (CI, throwaway environments) is then bound on top of the fresh /tmp instead of hidden by it.
+        for path, opts in (("/tmp", f"mode=1777,size={tmp_bytes}"), ("/run", "mode=0755,size=64k")):
+            _mkdirs(root + path)
+            if not _mount("tmpfs", root + path, "tmpfs", MS_NOSUID | MS_NODEV, opts):
+                errors.append(f"mounting {path} failed: {_err()}")
         for path, fd in binds.items():
             target = root + path
             if os.path.isdir(f"/proc/self/fd/{fd}"):
@@ -437,10 +443,6 @@ def build_minimal_root(
             _mount("tmpfs", root + "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={tmp_bytes}")
         else:
             errors.append(f"mounting /dev failed: {_err()}")
-        for path, opts in (("/tmp", f"mode=1777,size={tmp_bytes}"), ("/run", "mode=0755,size=64k")):
-            _mkdirs(root + path)
-            if not _mount("tmpfs", root + path, "tmpfs", MS_NOSUID | MS_NODEV, opts):
-                errors.append(f"mounting {path} failed: {_err()}")
         _mkdirs(root + "/var")
         for name, dest in (("run", "../run"), ("tmp", "../tmp")):
             if not os.path.lexists(f"{root}/var/{name}"):

@@ -310,3 +310,73 @@ def test_report_wording_for_a_bare_platform() -> None:
     assert report.get("memory").holds == "partial" and "macOS does not enforce" in report.get("memory").detail  # type: ignore[union-attr]
     assert report.get("write").holds == "no" and report.get("network").holds == "partial"  # type: ignore[union-attr]
     assert not report.holds("processes") and not report.holds("isolation")
+
+
+_UNDER_TMP_DRIVER = """
+import json, sys
+from pathlib import Path
+from app.core.tools.python_tool import PythonKernel, SandboxLimits
+k = PythonKernel(Path(sys.argv[1]), SandboxLimits(timeout_s=20.0, cpu_s=10.0, memory_bytes=1024**3))
+k.start()
+try:
+    own = k.execute("import harmonica_under_tmp_probe\\nharmonica_under_tmp_probe.VALUE")
+    child = k.execute("import subprocess, sys\\nsubprocess.run([sys.executable, '-c', 'print(6 * 7)'],"
+                      " capture_output=True, text=True).stdout")
+    tmp = k.execute("import os\\nsorted(os.listdir('/tmp')), sorted(os.listdir(sys.argv[2]))".replace("sys.argv[2]", repr(sys.argv[2])))
+    print(json.dumps({"own": [own.output, own.error], "child": [child.output, child.error],
+                      "tmp": [tmp.output, tmp.error], "mounts": k.report.layers.get("mounts") if k.report else None}))
+finally:
+    k.close()
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the minimal root is Linux only")
+def test_a_python_environment_under_tmp_is_not_hidden_by_the_fresh_tmp(tmp_path: Path) -> None:
+    """CI machines and throwaway setups put their virtualenv in /tmp; the sandbox's fresh /tmp must
+    not hide it (packages only in that environment, and a child process of its Python, still work),
+    while the rest of the host's /tmp stays out of sight."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sysconfig
+    import tempfile
+    import venv
+
+    where = Path(tempfile.mkdtemp(prefix="harmonica-venv-", dir="/tmp"))
+    try:
+        where.chmod(0o755)  # the kernel may run as nobody: the environment must be readable by all
+        env_dir = where / "env"
+        venv.EnvBuilder(system_site_packages=True, with_pip=False, symlinks=True).create(env_dir)
+        python = env_dir / "bin" / "python"
+        purelib = subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        assert purelib.startswith(str(where)) and purelib != sysconfig.get_paths()["purelib"]
+        Path(purelib).mkdir(parents=True, exist_ok=True)
+        Path(purelib, "harmonica_under_tmp_probe.py").write_text("VALUE = 'from the venv'\n")
+        (where / "host-secret.txt").write_text("not for the sandbox")
+        scratch = Path(tempfile.mkdtemp(prefix="harmonica-scratch-"))
+        scratch.chmod(0o777)
+        repo = Path(__file__).resolve().parents[3]
+        done = subprocess.run(
+            [str(python), "-c", _UNDER_TMP_DRIVER, str(scratch), str(where)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=repo,
+            env={**os.environ, "PYTHONPATH": str(repo)},
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        got = json.loads(done.stdout.strip().splitlines()[-1])
+        if got["mounts"] != "pivot":
+            pytest.skip(f"no minimal root on this machine (mounts: {got['mounts']})")
+        assert got["own"] == ["'from the venv'\n", None], got
+        assert got["child"] == ["'42\\n'\n", None], got
+        # Only the way to the environment is there: not the rest of the host's /tmp, nor what lies beside it.
+        assert got["tmp"] == [f"([{where.name!r}], ['env'])\n", None], got
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
