@@ -195,7 +195,14 @@ def _validate_conversation(c: Any, where: str) -> _ConversationImport:
     if active is not None and (isinstance(active, bool) or not isinstance(active, int) or active not in known):
         raise ImportFormatError(f"{where}.active_leaf: no message with id {active!r} in this conversation.")
     return _ConversationImport(
-        uid, title, title_source, created, updated, ConversationSettings.from_dict(settings_raw), ordered, active
+        uid,
+        title,
+        title_source,
+        created,
+        updated,
+        ConversationSettings.from_dict(settings_raw).without_runs_on(),
+        ordered,
+        active,
     )
 
 

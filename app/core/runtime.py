@@ -12,6 +12,7 @@ the API server and the effort lab all generate through `scheduler.client(name)`.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import threading
@@ -27,7 +28,7 @@ from app.core.scheduler import EngineScheduler, SchedulerClient
 from app.core.scripted_engine import is_scripted_path
 from app.core.session import ChatSession
 from app.core.settings import Settings
-from app.core.store import ConversationSettings, Store
+from app.core.store import ConversationSettings, Store, StoreError
 from app.core.tools.chat_files import ChatToolFiles
 
 if TYPE_CHECKING:
@@ -182,6 +183,17 @@ def load_model_job(
     if cancel.is_set():
         raise EngineError("Loading was cancelled.")
     yield LoadDone(info)
+
+
+@dataclass(frozen=True)
+class RanOn:
+    """What a chat's remembered `runs_on` names, while it can still be used: a model file that
+    exists, or a saved connection's model."""
+
+    label: str  # "gpt-oss-20b-mxfp4.gguf" or "gpt-oss-120b on studio-pc"
+    path: str | None = None
+    connection_id: str | None = None
+    model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -374,6 +386,34 @@ class Runtime:
         target = self.remote
         return f"runs on {target.name}" if target is not None else None
 
+    def engine_ref(self) -> str | None:
+        """Where chats run now, as a conversation remembers it: "file:PATH" for a model file,
+        "remote:[connection id, model]" for a server's model; None for nothing or a demo engine."""
+        if not self.model_loaded:
+            return None
+        target = self.remote
+        if target is not None:
+            return "remote:" + json.dumps([target.connection_id, target.model])
+        path = getattr(self.model_info, "path", None)
+        if getattr(self.model_info, "source", "file") == "file" and is_model_file(path):
+            return f"file:{path}"
+        return None
+
+    def resolve_ref(self, ref: str) -> RanOn | None:
+        """What `ref` (an engine_ref a chat remembered) names, or None when it cannot be used now
+        (the file is gone, the connection was removed, the text is not a ref)."""
+        kind, _, rest = ref.partition(":")
+        if kind == "file" and rest.lower().endswith(".gguf") and is_model_file(rest) and Path(rest).is_file():
+            return RanOn(Path(rest).name, path=rest)
+        if kind == "remote":
+            try:
+                cid, model = json.loads(rest)
+                conn = self.connections.server(str(cid))
+            except (ValueError, TypeError, HarmonicaError):
+                return None
+            return RanOn(f"{model} on {conn.name}", connection_id=conn.id, model=str(model))
+        return None
+
     def last_remote(self) -> tuple[str, str] | None:
         """(connection id, model) when the model used last ran on another computer, to use it again at start."""
         cid = self.settings.connections.active
@@ -510,6 +550,12 @@ class Runtime:
     def answer_job(self, session: ChatSession, *, cancel: threading.Event, **kwargs: Any) -> Iterator[Any]:
         """One answer, with the tool loop when tools are on; the tool session (and, the first time,
         the tool registry with the user's tool files) is made here, off the UI thread."""
+        ref = self.engine_ref()
+        if ref is not None and session.settings.runs_on != ref:
+            try:
+                session.set_settings(session.settings.ran_on(ref))  # the chat can offer this model again later
+            except StoreError as exc:  # a note for later, not worth failing the answer over
+                log.warning("could not remember where the chat ran: %s", exc)
         cid = session.ensure()
         tool_session = self.tool_session(cid) if self.settings.tools.enabled else None
         yield from session.generate(self.scheduler.client("chat"), cancel=cancel, tool_session=tool_session, **kwargs)

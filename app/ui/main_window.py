@@ -251,6 +251,9 @@ class MainWindow(QMainWindow):
         self.sidebar.set_current(session.conversation_id)
         self.answers.show_effort(session.settings.reasoning_effort)
         self.context_banner.hide()
+        self.loader.offer_where_it_ran(
+            session.settings.runs_on, use_file=self.open_model, use_remote=self.use_remote_model
+        )
         self.refresh()
 
     def _bar(self, slot: str) -> NoticeBar:

@@ -12,7 +12,7 @@ from app.core.engine import EngineError, LoadableEngine
 from app.core.errors import HarmonicaError
 from app.core.plain_errors import describe_os_error, plain_text
 from app.core.runtime import LoadDone, LoadPlanned, LoadProgress, Runtime
-from app.ui.notice import NoticeChannel
+from app.ui.notice import Notice, NoticeChannel
 from app.ui.workers import GeneratorWorker, start_worker
 
 
@@ -33,6 +33,8 @@ class ModelLoader(QObject):
         self.runtime = runtime
         self.notices = notices
         self._worker: GeneratorWorker | None = None
+        self._offer: Notice | None = None  # the "last ran on" notice while it is the one shown
+        notices.posted.connect(lambda n: setattr(self, "_offer", n if n is self._offer else None))
 
     @property
     def loading(self) -> bool:
@@ -45,6 +47,30 @@ class ModelLoader(QObject):
             "drive that is not connected. Locate the file, or download gpt-oss again.",
             actions=[("Locate…", locate), ("Download…", download)],
         )
+
+    def offer_where_it_ran(
+        self, ref: str, *, use_file: Callable[[str], object], use_remote: Callable[[str, str], object]
+    ) -> None:
+        """A chat opened that last ran on another model than the one in use: say so, with one click
+        to use that model again (nothing switches by itself: loading a file takes seconds)."""
+        if self._offer is not None:  # it was about the chat shown before
+            self._offer = None
+            self.notices.clear()
+        now = self.runtime.engine_ref()
+        if not ref or now is None or ref == now or self.loading:
+            return
+        where = self.runtime.resolve_ref(ref)
+        if where is None:
+            return
+
+        def action() -> None:
+            if where.path is not None:
+                use_file(where.path)
+            elif where.connection_id is not None and where.model is not None:
+                use_remote(where.connection_id, where.model)
+
+        self._offer = Notice(f"This chat last ran on {where.label}.", "info", (("Use it again", action),))
+        self.notices.post(self._offer)
 
     def open(self, path: str | Path, *, context_size: int | None = None) -> bool:
         """Start loading `path` in the background; False (with a message) if that can't start."""

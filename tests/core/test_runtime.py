@@ -234,3 +234,48 @@ def test_api_clients_get_the_browser_only_when_the_user_allows_it_and_browsing_i
         assert offline.api_browser_factory() is None  # offline mode: never
     finally:
         offline.close()
+
+
+def test_a_chat_remembers_where_it_ran_and_presets_and_imports_do_not_carry_it(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    import json
+
+    from app.core.export import export_json, import_json
+    from app.core.runtime import RanOn
+
+    model = tmp_path / "first.gguf"
+    model.write_bytes(b"GGUF")
+    runtime.load_settings = LoadSettings()
+    _run(runtime, model)
+    ref = runtime.engine_ref()
+    assert ref == f"file:{model}"
+    session = runtime.new_session()
+    session.add_user("hi")
+    list(runtime.answer_job(session, cancel=threading.Event()))
+    cid = session.conversation_id
+    assert cid is not None and runtime.store.conversation_settings(cid).runs_on == ref
+    assert runtime.resolve_ref(ref) == RanOn("first.gguf", path=str(model))
+    # A preset is about sampling, not about where a chat ran: it neither keeps nor overwrites it.
+    runtime.store.save_preset("p", runtime.store.conversation_settings(cid))
+    preset = runtime.store.get_preset("p")
+    assert preset is not None and preset.settings.runs_on == ""
+    assert runtime.store.apply_preset(cid, "p").runs_on == ref
+    assert runtime.store.conversation_settings(cid).runs_on == ref
+    # An imported chat names another computer's files and connections: it is not kept.
+    document = export_json(runtime.store, [cid])
+    assert document["conversations"][0]["settings"]["runs_on"] == ref  # a backup keeps it…
+    imported = import_json(runtime.store, document)
+    assert imported and all(runtime.store.conversation_settings(i).runs_on == "" for i in imported)  # …an import not
+    # A connection's model, while the connection exists.
+    conn = runtime.connections.save_server("studio-pc", "http://127.0.0.1:9/v1", model="m")
+    remote = "remote:" + json.dumps([conn.id, "gpt-oss-120b"])
+    assert runtime.resolve_ref(remote) == RanOn(
+        "gpt-oss-120b on studio-pc", connection_id=conn.id, model="gpt-oss-120b"
+    )
+    runtime.connections.remove_server(conn.id)
+    assert runtime.resolve_ref(remote) is None
+    model.unlink()
+    assert runtime.resolve_ref(ref) is None  # the file is gone
+    junk = ["", "file:", "file:/etc/passwd", "remote:not json", "remote:[1]", "remote:{}", "other:x", "remote"]
+    assert [runtime.resolve_ref(j) for j in junk] == [None] * len(junk)

@@ -156,3 +156,35 @@ def test_manage_says_when_lists_are_empty_and_acts_only_on_a_selection(
     qtbot.mouseClick(manage.remove_server, Qt.MouseButton.LeftButton)
     assert manage.servers.count() == 0 and manage.no_servers.isVisible() and not manage.use_button.isEnabled()
     manage.close()
+
+
+def test_a_chat_offers_the_model_it_last_ran_on(make_window: Callable[..., Any], qtbot: Any) -> None:
+    w, _ = make_window()
+    kw: dict[str, Any] = {"kind": "ollama", "models": [{"id": "m"}], "script": d.OLLAMA_CHAT}
+    with fake_server(**kw) as one, fake_server(**kw) as two:
+        studio = w.runtime.connections.save_server("studio-pc", one.url + "/v1", model="m")
+        lab = w.runtime.connections.save_server("lab-box", two.url + "/v1", model="m")
+        with qtbot.waitSignal(w.model_loaded, timeout=15000):
+            w.use_remote_model(studio.id, "m")
+        qtbot.waitUntil(lambda: not w.loading, timeout=5000)
+        with qtbot.waitSignal(w.turn_finished, timeout=15000):
+            w.send("Hi", "low")
+        first = w.session.conversation_id
+        assert first is not None
+        with qtbot.waitSignal(w.model_loaded, timeout=15000):
+            w.use_remote_model(lab.id, "m")
+        qtbot.waitUntil(lambda: not w.loading, timeout=5000)
+        w.new_chat()
+        assert w.banner.isHidden()  # a new chat ran nowhere yet: nothing to offer
+        w.open_conversation(first)
+        qtbot.waitUntil(lambda: w.banner.isVisible(), timeout=3000)
+        assert w.banner.text.text() == "This chat last ran on m on studio-pc."
+        assert w.runtime.where_it_runs() == "runs on lab-box"  # nothing switched by itself
+        w.new_chat()
+        assert w.banner.isHidden()  # the offer was about the other chat
+        w.open_conversation(first)
+        qtbot.waitUntil(lambda: w.banner.isVisible(), timeout=3000)
+        with qtbot.waitSignal(w.model_loaded, timeout=15000):
+            qtbot.mouseClick(w.banner.button("Use it again"), Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: not w.loading, timeout=5000)
+        assert w.runtime.where_it_runs() == "runs on studio-pc" and w.banner.isHidden()

@@ -90,7 +90,7 @@ class PrefsMixin(ConversationsMixin):
         self.db.execute(
             "INSERT INTO presets (name, settings, created, updated) VALUES (?, ?, ?, ?) "
             "ON CONFLICT(name) DO UPDATE SET settings = excluded.settings, updated = excluded.updated",
-            (name, dumps(settings.to_dict()), now, now),
+            (name, dumps(settings.without_runs_on().to_dict()), now, now),
         )
         preset = self.get_preset(name)
         assert preset is not None
@@ -119,5 +119,7 @@ class PrefsMixin(ConversationsMixin):
         preset = self.get_preset(name)
         if preset is None:
             raise StoreError(f"There is no preset called {name!r}.")
-        self.set_conversation_settings(conversation_id, preset.settings)
-        return preset.settings
+        ran_on = self.conversation_settings(conversation_id).runs_on  # where the chat ran is not the preset's
+        settings = preset.settings.ran_on(ran_on) if ran_on else preset.settings
+        self.set_conversation_settings(conversation_id, settings)
+        return settings

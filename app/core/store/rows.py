@@ -100,6 +100,8 @@ def _optional_int(least: int) -> Callable[[Any], int | None]:
     return read
 
 
+RUNS_ON_KEY: Final = "runs_on"
+
 _SETTING_READERS: Final[dict[str, Callable[[Any], Any]]] = {
     "developer_instructions": _text,
     "model_identity": _identity,
@@ -141,6 +143,21 @@ class ConversationSettings:
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
         return {**self.extra, **data}
+
+    # Where the chat last ran ("file:PATH" or "remote:[connection, model]", Runtime.engine_ref). Not a
+    # setting the user edits: it rides in `extra`, so the settings dialog and older versions keep it
+    # untouched, and presets leave it out (the store's save_preset / apply_preset).
+    @property
+    def runs_on(self) -> str:
+        value = self.extra.get(RUNS_ON_KEY)
+        return value if isinstance(value, str) else ""
+
+    def ran_on(self, ref: str) -> ConversationSettings:
+        """These settings, remembering that the chat ran on `ref`."""
+        return dataclasses.replace(self, extra={**self.extra, RUNS_ON_KEY: ref})
+
+    def without_runs_on(self) -> ConversationSettings:
+        return dataclasses.replace(self, extra={k: v for k, v in self.extra.items() if k != RUNS_ON_KEY})
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> ConversationSettings:
