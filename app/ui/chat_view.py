@@ -175,10 +175,21 @@ class ChatView(QScrollArea):
         anchor_row = getattr(anchor, "row_id", None) if anchor is not None else None
         offset = anchor.y() - bar.value() if anchor is not None else 0
         focus = _focus_path(self.widgets)
+        # An edit in progress is typed text: it must survive the rebuild, still open.
+        edits = {
+            w.row_id: w.edit_box.toPlainText()
+            for w in self.widgets
+            if isinstance(w, UserMessageWidget) and w.editing and w.row_id is not None
+        }
         self.set_rows(rows)
-        for row_id in (anchor_row, focus[0] if focus else None):
+        for row_id in (anchor_row, focus[0] if focus else None, *edits):
             while row_id is not None and self.widget_for_row(row_id) is None and self._first_shown > 0:
                 self.show_earlier(now=True)
+        for row_id, text in edits.items():
+            w = self.widget_for_row(row_id)
+            if isinstance(w, UserMessageWidget):
+                w.start_edit()
+                w.edit_box.setPlainText(text)
 
         if not pinned and anchor_row is not None:
             # Messages re-render and grow for a while after a rebuild (longer on a busy machine): the

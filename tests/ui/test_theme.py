@@ -106,3 +106,24 @@ def test_switching_theme_keeps_the_reader_s_place_and_keyboard_focus(make_window
     qtbot.wait(300)
     assert abs(bar.value() - before) <= 4, "the view jumped"
     assert not w.chat.pinned and QApplication.focusWidget() is rebuilt.actions.buttons["edit"]
+
+
+def test_switching_theme_keeps_an_edit_in_progress(make_window, qtbot) -> None:  # type: ignore[no-untyped-def]
+    from app.ui.message_widget import UserMessageWidget
+
+    w, _ = make_window(SCRIPT)
+    w.composer.edit.setPlainText("one")
+    qtbot.keyClick(w.composer.edit, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: not w.generating, timeout=5000)
+    question = next(x for x in w.chat.widgets if isinstance(x, UserMessageWidget))
+    qtbot.waitUntil(lambda: question.row_id is not None, timeout=3000)
+    question.start_edit()
+    question.edit_box.setPlainText("one, but better worded")
+    row_id = question.row_id
+
+    w.menu_actions["theme_dark"].trigger()
+    qtbot.waitUntil(lambda: w.chat.widget_for_row(row_id) is not question, timeout=3000)
+    rebuilt = w.chat.widget_for_row(row_id)
+    assert isinstance(rebuilt, UserMessageWidget) and rebuilt.editing
+    assert rebuilt.edit_box.toPlainText() == "one, but better worded"  # nothing typed is lost
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is rebuilt.edit_box, timeout=3000)
