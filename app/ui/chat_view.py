@@ -182,8 +182,9 @@ class ChatView(QScrollArea):
             if isinstance(w, UserMessageWidget) and w.editing and w.row_id is not None
         }
         self.set_rows(rows)
+        present = {r.id for r, _ in self._rows}  # a row that is gone is not searched for page by page
         for row_id in (anchor_row, focus[0] if focus else None, *edits):
-            while row_id is not None and self.widget_for_row(row_id) is None and self._first_shown > 0:
+            while row_id in present and self.widget_for_row(row_id) is None and self._first_shown > 0:
                 self.show_earlier(now=True)
         for row_id, text in edits.items():
             w = self.widget_for_row(row_id)
