@@ -350,12 +350,13 @@ def test_client_disconnect_stops_generation_and_frees_the_engine(srv: tuple[ApiS
                     if got >= 5:
                         break
         # The server notices the closed connection and stops generating within a token or so.
+        # This request's record (an earlier test's can still arrive after the listener was added).
         deadline = time.monotonic() + 10
-        while not records:
-            assert time.monotonic() < deadline
+        while not any(r.note == "client disconnected" for r in records):
+            assert time.monotonic() < deadline, [r.note for r in records]
             time.sleep(0.01)
-        rec = records[-1]
-        assert rec.note == "client disconnected" and rec.stream
+        rec = next(r for r in records if r.note == "client disconnected")
+        assert rec.stream
         assert engine.last_stats.stop_reason == "cancelled"
         # At ~1,600 tok/s the 3,500 tokens would take over 2 s: it stopped long before.
         assert rec.completion_tokens < 1500, rec
@@ -392,11 +393,14 @@ def test_non_streamed_client_disconnect_cancels_too(srv: tuple[ApiServer, Any, H
                 assert time.monotonic() < deadline
                 time.sleep(0.005)
             time.sleep(0.05)
+        # Wait for this request's record: an earlier test's request can still be logged after the
+        # listener was added (the log is written once a response has gone out).
         deadline = time.monotonic() + 10
-        while not records:
-            assert time.monotonic() < deadline
+        while not any(r.note == "client disconnected" for r in records):
+            assert time.monotonic() < deadline, [r.note for r in records]
             time.sleep(0.01)
-        assert records[-1].note == "client disconnected" and records[-1].completion_tokens < 1500
+        mine = next(r for r in records if r.note == "client disconnected")
+        assert mine.completion_tokens < 1500
         assert engine.last_stats.stop_reason == "cancelled"
     finally:
         remove()
