@@ -301,6 +301,34 @@ def test_langchain_structured_output_and_tools(scripted: Make) -> None:
     assert engine.grammars[-1] is not None  # the named tool_choice was enforced
 
 
+def test_structured_output_and_tools_over_raw_http(scripted: Make) -> None:
+    """What curl or a hand-written client sends: plain JSON bodies, answers read as plain JSON."""
+    import httpx
+
+    server, engine = scripted(JSON_ANSWER, call_script("get_weather", '{"city": "Paris"}'))
+    with httpx.Client(base_url=server.base_url, timeout=30) as h:
+        r = h.post("/chat/completions", json={"model": "x", "messages": USER, "response_format": rf()})
+        assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+        answer = r.json()["choices"][0]["message"]
+        assert json.loads(answer["content"]) == {"sky": "sunny", "temp": 21, "windy": False}
+        assert answer["reasoning_content"] == answer["reasoning"] == "The user wants JSON."
+        r = h.post(
+            "/chat/completions",
+            json={"model": "x", "messages": USER, "tools": [WEATHER_TOOL], "tool_choice": "required"},
+        )
+        assert r.status_code == 200
+        choice = r.json()["choices"][0]
+        assert choice["finish_reason"] == "tool_calls"
+        call = choice["message"]["tool_calls"][0]
+        assert call["type"] == "function" and call["function"]["name"] == "get_weather"
+        assert json.loads(call["function"]["arguments"]) == {"city": "Paris"} and call["id"]
+        assert engine.grammars[-1] is not None  # "required" was enforced, not only asked for
+        # A schema the grammar cannot enforce under strict is a 400 that says why, not a 500.
+        bad = rf(schema={"type": "object", "properties": {"x": {"type": "string"}}, "patternProperties": {"a": {}}})
+        r = h.post("/chat/completions", json={"model": "x", "messages": USER, "response_format": bad})
+        assert r.status_code == 400 and r.json()["error"]["message"]
+
+
 def test_langchain_streams_the_answer_without_the_reasoning(scripted: Make) -> None:
     server, _ = scripted(THINK + "<|channel|>final<|message|>Hello from a stream.<|return|>")
     chunks = list(_langchain(server).stream("Hi"))
