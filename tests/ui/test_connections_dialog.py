@@ -171,8 +171,9 @@ def test_a_chat_offers_the_model_it_last_ran_on(make_window: Callable[..., Any],
             w.send("Hi", "low")
         first = w.session.conversation_id
         assert first is not None
+        qtbot.waitUntil(lambda: not w.generating, timeout=5000)  # turn_finished comes before the worker ends
         with qtbot.waitSignal(w.model_loaded, timeout=15000):
-            w.use_remote_model(lab.id, "m")
+            assert w.use_remote_model(lab.id, "m")
         qtbot.waitUntil(lambda: not w.loading, timeout=5000)
         w.new_chat()
         assert w.banner.isHidden()  # a new chat ran nowhere yet: nothing to offer
