@@ -37,6 +37,10 @@ def _wrapped(text: str, name: str = "DialogHint") -> QLabel:
     return label
 
 
+def _has_selection(lst: QListWidget) -> bool:
+    return lst.currentItem() is not None and bool(lst.selectedItems())
+
+
 def worker_probe_job(host: str, port: int, label: str, *, cancel: Any) -> Any:
     yield probe_worker(host, port, label=label)
 
@@ -260,17 +264,14 @@ class ConnectionsDialog(QDialog):
         self.now = _wrapped("", "DialogStatus")
         lay.addWidget(self.now)
         lay.addWidget(QLabel("Servers", objectName="SectionTitle"))
-        self.servers = QListWidget(objectName="ServerList")
-        self.servers.setAccessibleName("Saved servers")
-        self.servers.itemSelectionChanged.connect(self._update_buttons)
-        self.servers.itemDoubleClicked.connect(lambda _item: self._use())
-        lay.addWidget(self.servers)
-        self.no_servers = _wrapped(
+        self.servers, self.no_servers = self._list(
+            lay,
+            "ServerList",
+            "Saved servers",
             "No servers yet. Add a gpt-oss server on your network (vLLM, llama-server, Ollama, LM Studio or another"
             " Harmonica) to chat with its model here.",
-            "EmptyHint",
         )
-        lay.addWidget(self.no_servers)
+        self.servers.itemDoubleClicked.connect(lambda _item: self._use())
         row = QHBoxLayout()
         self.use_button = QPushButton("Use", objectName="PrimaryButton")
         self.use_button.clicked.connect(self._use)
@@ -286,17 +287,14 @@ class ConnectionsDialog(QDialog):
         warning = _wrapped("⚠ " + UNENCRYPTED_WARNING, "RpcWarning")
         warning.setStyleSheet(WARNING_STYLE)
         lay.addWidget(warning)
-        self.workers = QListWidget(objectName="WorkerList")
-        self.workers.setAccessibleName("GPU workers")
-        self.workers.itemChanged.connect(self._worker_toggled)
-        self.workers.itemSelectionChanged.connect(self._update_buttons)
-        lay.addWidget(self.workers)
-        self.no_workers = _wrapped(
+        self.workers, self.no_workers = self._list(
+            lay,
+            "WorkerList",
+            "GPU workers",
             "No GPU workers. A worker is another computer running llama.cpp's rpc-server; its GPU then holds"
             " part of the model.",
-            "EmptyHint",
         )
-        lay.addWidget(self.no_workers)
+        self.workers.itemChanged.connect(self._worker_toggled)
         row = QHBoxLayout()
         addw = QPushButton("Add GPU worker…", objectName="SecondaryButton")
         addw.clicked.connect(self.add_worker_requested)
@@ -330,6 +328,16 @@ class ConnectionsDialog(QDialog):
         self.resize(620, 640)
         self.refresh()
 
+    def _list(self, lay: QVBoxLayout, name: str, accessible: str, empty: str) -> tuple[QListWidget, QLabel]:
+        """A list, and the sentence shown in its place while it is empty (refresh swaps them)."""
+        lst = QListWidget(objectName=name)
+        lst.setAccessibleName(accessible)
+        lst.itemSelectionChanged.connect(self._update_buttons)
+        hint = _wrapped(empty, "EmptyHint")
+        lay.addWidget(lst)
+        lay.addWidget(hint)
+        return lst, hint
+
     def refresh(self) -> None:
         where = self.runtime.where_it_runs()
         remote = self.runtime.remote
@@ -361,10 +369,10 @@ class ConnectionsDialog(QDialog):
 
     def _update_buttons(self) -> None:
         # Use and Remove act on the selected row: without one they are off rather than answering "choose first".
-        has_server = self.servers.currentItem() is not None and bool(self.servers.selectedItems())
+        has_server = _has_selection(self.servers)
         self.use_button.setEnabled(has_server)
         self.remove_server.setEnabled(has_server)
-        self.remove_worker.setEnabled(self.workers.currentItem() is not None and bool(self.workers.selectedItems()))
+        self.remove_worker.setEnabled(_has_selection(self.workers))
 
     def _selected(self, lst: QListWidget) -> str | None:
         item = lst.currentItem()

@@ -34,7 +34,7 @@ class ModelLoader(QObject):
         self.notices = notices
         self._worker: GeneratorWorker | None = None
         self._offer: Notice | None = None  # the "last ran on" notice while it is the one shown
-        notices.posted.connect(lambda n: setattr(self, "_offer", n if n is self._offer else None))
+        notices.posted.connect(self._on_posted)
 
     @property
     def loading(self) -> bool:
@@ -47,6 +47,10 @@ class ModelLoader(QObject):
             "drive that is not connected. Locate the file, or download gpt-oss again.",
             actions=[("Locate…", locate), ("Download…", download)],
         )
+
+    def _on_posted(self, notice: Notice) -> None:
+        if notice is not self._offer:  # another notice took the bar's place
+            self._offer = None
 
     def offer_where_it_ran(
         self, ref: str, *, use_file: Callable[[str], object], use_remote: Callable[[str, str], object]

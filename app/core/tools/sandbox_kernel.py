@@ -110,6 +110,20 @@ SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1 << 0, 1 << 1
 FILE_RIGHTS = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE
 AF_UNIX, AF_INET, SOCK_STREAM = 1, 2, 1
 
+# Syscalls added since Linux 5.1 have one number on every architecture (like Landlock's above).
+_DENY_NEW = {
+    "io_uring_setup": 425,
+    "io_uring_enter": 426,
+    "io_uring_register": 427,
+    "open_tree": 428,
+    "move_mount": 429,
+    "fsopen": 430,
+    "fsconfig": 431,
+    "fsmount": 432,
+    "fspick": 433,
+    "pidfd_getfd": 438,
+    "mount_setattr": 442,
+}
 # Syscall numbers the seccomp filter and pivot_root need, per architecture (audit arch, numbers).
 _ARCH: dict[str, dict[str, Any]] = {
     "x86_64": {
@@ -129,17 +143,7 @@ _ARCH: dict[str, dict[str, Any]] = {
             "setns": 308,
             "process_vm_readv": 310,
             "process_vm_writev": 311,
-            "io_uring_setup": 425,
-            "io_uring_enter": 426,
-            "io_uring_register": 427,
-            "open_tree": 428,
-            "move_mount": 429,
-            "fsopen": 430,
-            "fsconfig": 431,
-            "fsmount": 432,
-            "fspick": 433,
-            "pidfd_getfd": 438,
-            "mount_setattr": 442,
+            **_DENY_NEW,
         },
     },
     "aarch64": {
@@ -159,17 +163,7 @@ _ARCH: dict[str, dict[str, Any]] = {
             "setns": 268,
             "process_vm_readv": 270,
             "process_vm_writev": 271,
-            "io_uring_setup": 425,
-            "io_uring_enter": 426,
-            "io_uring_register": 427,
-            "open_tree": 428,
-            "move_mount": 429,
-            "fsopen": 430,
-            "fsconfig": 431,
-            "fsmount": 432,
-            "fspick": 433,
-            "pidfd_getfd": 438,
-            "mount_setattr": 442,
+            **_DENY_NEW,
         },
     },
 }
